@@ -1,0 +1,62 @@
+"""The project's exception hierarchy.
+
+Library code raises these (always ``raise ... from cause``); the daemon boundary and
+the CLI catch :class:`EdgeAgentError`, log or print one line, and decide what to do.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAgentError(Exception):
+    """Base class of every error edge-agent raises on purpose."""
+
+
+class ConfigError(EdgeAgentError):
+    """A configuration file or value is invalid.
+
+    The message always names the file and the dotted key, e.g.
+    ``config.toml: mqtt.port: expected integer 1..65535, got "abc"``.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        prefix = "".join(f"{part}: " for part in (file, key) if part)
+        super().__init__(prefix + message)
+
+
+class ModelError(EdgeAgentError):
+    """A model file is missing, not a TFLite flatbuffer, or unusable as configured."""
+
+
+class BackendUnavailable(EdgeAgentError):
+    """An inference backend (e.g. the Edge TPU) cannot be used on this machine right now."""
+
+
+class InferenceError(EdgeAgentError):
+    """A loaded model failed to invoke."""
+
+
+class CaptureError(EdgeAgentError):
+    """A camera source cannot be opened or stopped delivering frames."""
+
+
+class PublishError(EdgeAgentError):
+    """A message could not be published or spooled."""
+
+
+class WorkerError(EdgeAgentError):
+    """The inference worker process died, hung, or answered out of protocol."""
+
+
+class ModelUpdateError(EdgeAgentError):
+    """A model update was rejected or failed; the running model is untouched.
+
+    Attributes:
+        reason: a short machine-readable code published on the ``model`` topic
+            (e.g. ``sha256_mismatch``, ``bad_signature``, ``not_newer``).
+    """
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(f"{reason}: {message}")

@@ -1,0 +1,6 @@
+"""Shared pytest configuration: fixture plugins live in tests/support/."""
+
+pytest_plugins = [
+    "tests.support.paths",
+    "tests.support.broker",
+]

@@ -1,0 +1,1 @@
+"""MQTT broker fixtures (filled in by the publishing work)."""
