@@ -1,0 +1,151 @@
+"""Edge TPU backend: ``load_delegate(libedgetpu, {"device": spec})``.
+
+The delegate is loaded through a *driver* so that tests can replace the hardware: no
+Edge TPU exists on CI machines. The real driver lists devices (pycoral or sysfs), loads
+libedgetpu with tflite-runtime first (libedgetpu is built against it) and builds the
+interpreter with the same runtime that loaded the delegate. A test double is selected
+with ``EDGE_AGENT_EDGETPU_DRIVER=module:callable`` (also honoured by the inference worker
+process, which inherits the environment) or passed to :class:`EdgeTpuBackend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from typing import Any, Protocol
+
+from edge_agent.errors import BackendUnavailable, ModelError
+from edge_agent.inference.backends.base import Backend, ModelRequest, register
+from edge_agent.inference.devices import (
+    TpuDevice,
+    delegate_library,
+    list_edge_tpus,
+    parse_device_spec,
+)
+from edge_agent.inference.model_info import edgetpu_twin_candidates, inspect_model
+from edge_agent.inference.runtime import DELEGATE_PREFERENCE, Session, first_runtime, make_session
+
+logger = logging.getLogger(__name__)
+
+DRIVER_ENV = "EDGE_AGENT_EDGETPU_DRIVER"
+
+
+class EdgeTpuDriver(Protocol):
+    """What the backend needs from the hardware layer."""
+
+    def list_devices(self) -> list[TpuDevice]:
+        """Edge TPUs currently visible."""
+
+    def load_delegate(self, library: str, options: dict[str, str]) -> Any:
+        """Load the libedgetpu delegate (raises on failure)."""
+
+    def make_session(self, model_path: str, delegate: Any, num_threads: int) -> Session:
+        """An allocated session of the model with the delegate (raises ModelError)."""
+
+
+class LibEdgeTpuDriver:
+    """The real thing: libedgetpu through the runtime's ``load_delegate``."""
+
+    def __init__(self) -> None:
+        self._runtime: tuple[str, Any] | None = None
+
+    def list_devices(self) -> list[TpuDevice]:
+        """Edge TPUs from pycoral or sysfs."""
+        return list_edge_tpus()
+
+    def load_delegate(self, library: str, options: dict[str, str]) -> Any:
+        """Load the delegate with the first runtime that has ``load_delegate``."""
+        self._runtime = first_runtime(DELEGATE_PREFERENCE)
+        return self._runtime[1].load_delegate(library, options)
+
+    def make_session(self, model_path: str, delegate: Any, num_threads: int) -> Session:
+        """Build the interpreter with the runtime that loaded the delegate."""
+        runtime, module = self._runtime or first_runtime(DELEGATE_PREFERENCE)
+        return make_session(
+            module,
+            runtime,
+            model_path,
+            backend=EdgeTpuBackend.name,
+            num_threads=num_threads,
+            delegates=[delegate],
+        )
+
+
+def driver_from_env() -> EdgeTpuDriver:
+    """The driver named by ``$EDGE_AGENT_EDGETPU_DRIVER`` (``module:callable``), else libedgetpu."""
+    spec = os.environ.get(DRIVER_ENV, "").strip()
+    if not spec:
+        return LibEdgeTpuDriver()
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr or "driver")
+        return factory()
+    except Exception as exc:
+        raise BackendUnavailable(f"{DRIVER_ENV}={spec}: cannot load driver: {exc}") from exc
+
+
+def resolve_edgetpu_model(model_path: str) -> str:
+    """The Edge TPU build for a configured model: itself, or ``foo_edgetpu.tflite`` beside it.
+
+    Raises:
+        BackendUnavailable: no Edge TPU build exists (the CPU backend will run it).
+        ModelError: the configured file is unusable.
+    """
+    if inspect_model(model_path).edgetpu:
+        return model_path
+    for twin in edgetpu_twin_candidates(model_path):
+        if twin.is_file() and inspect_model(twin).edgetpu:
+            return os.fspath(twin)
+    raise BackendUnavailable(f"{model_path} has no Edge TPU build (no *_edgetpu.tflite beside it)")
+
+
+@register
+class EdgeTpuBackend(Backend):
+    """Runs the ``_edgetpu`` build of the model through the libedgetpu delegate."""
+
+    name = "edgetpu"
+    priority = 10
+    kinds = frozenset({"auto", "usb", "pci"})
+
+    def __init__(self, driver: EdgeTpuDriver | None = None):
+        self._driver = driver
+
+    @property
+    def driver(self) -> EdgeTpuDriver:
+        """The injected driver, else the one the environment selects (made lazily)."""
+        if self._driver is None:
+            self._driver = driver_from_env()
+        return self._driver
+
+    def open(self, request: ModelRequest) -> Session:
+        """Load the Edge TPU model on the requested device.
+
+        Raises:
+            BackendUnavailable: no Edge TPU build, no device, or the delegate fails.
+            ModelError: the model fails to allocate with the delegate.
+        """
+        path = resolve_edgetpu_model(request.model_path)
+        kind, index = parse_device_spec(request.device)
+        devices = self.driver.list_devices()
+        wanted = [d for d in devices if kind == "auto" or d.type == kind]
+        if not wanted or (index is not None and index >= len(wanted)):
+            raise BackendUnavailable(
+                f"no Edge TPU matching {request.device!r} found "
+                f"({len(devices)} visible: {', '.join(d.type for d in devices) or 'none'})"
+            )
+        # libedgetpu takes "usb", "usb:N", "pci", "pci:N"; no option means "any".
+        options = {} if kind == "auto" else {"device": request.device}
+        library = delegate_library()
+        try:
+            delegate = self.driver.load_delegate(library, options)
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"cannot load the Edge TPU delegate {library} {options or ''}: {exc}"
+            ) from exc
+        try:
+            return self.driver.make_session(path, delegate, request.num_threads)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"{path}: cannot load on the Edge TPU: {exc}") from exc

@@ -1,0 +1,210 @@
+"""Load a model on the best backend available and fail over when it breaks.
+
+The engine tries the registered backends that serve the requested device, best first
+(the Edge TPU, then the CPU). It records which backend and which file actually run,
+and why the better ones were skipped. If the running backend fails at invoke time and
+a worse one remains, it switches and retries the frame; ``reprobe()`` later tries to go
+back to a better backend (the TPU came back).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, NamedTuple, Sequence, TypeVar
+
+import numpy as np
+
+from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
+from edge_agent.inference.backends.base import Backend, ModelRequest, registered
+from edge_agent.inference.devices import parse_device_spec
+from edge_agent.inference.runtime import Session
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Attempt(NamedTuple):
+    """Why a backend was not used."""
+
+    backend: str
+    reason: str
+
+
+def candidate_backends(device: str, backends: Sequence[Backend] | None = None) -> list[Backend]:
+    """Backends to try for a device spec, best first.
+
+    Args:
+        device: auto, cpu, usb[:N] or pci[:N].
+        backends: instances to choose from (default: one of each registered class).
+
+    Raises:
+        ValueError: an invalid device spec.
+    """
+    kind, _ = parse_device_spec(device)
+    pool = list(backends) if backends is not None else [cls() for cls in registered()]
+    pool.sort(key=lambda b: b.priority)
+    return [b for b in pool if b.serves(kind)]
+
+
+class Engine:
+    """A model loaded on one backend, with the others kept as fallbacks.
+
+    Use :meth:`open`; then :meth:`run` for each frame.
+    """
+
+    def __init__(self, request: ModelRequest, candidates: list[Backend], *, warmup: bool = True):
+        self.request = request
+        self._warmup = warmup
+        self._candidates = candidates
+        self._current = -1
+        self.session: Session | None = None
+        self.attempts: list[Attempt] = []
+
+    @classmethod
+    def open(
+        cls,
+        request: ModelRequest,
+        backends: Sequence[Backend] | None = None,
+        *,
+        warmup: bool = True,
+    ) -> Engine:
+        """Load the model on the best backend that works.
+
+        Args:
+            request: what to load.
+            backends: backend instances (tests inject doubles); default: the registry.
+            warmup: run one invoke after loading (the first invoke is slow, and a broken
+                delegate is found now rather than on the first frame).
+
+        Returns:
+            The engine.
+
+        Raises:
+            ModelError / BackendUnavailable: no backend can run the model; the message
+                carries every backend's reason.
+        """
+        engine = cls(request, candidate_backends(request.device, backends), warmup=warmup)
+        engine._open_from(0)
+        return engine
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs now."""
+        return self.session.backend if self.session else "none"
+
+    @property
+    def model_path(self) -> str:
+        """The file that actually runs."""
+        return self.session.model_path if self.session else ""
+
+    def _try(self, backend: Backend) -> Session:
+        """Open on one backend and warm it up."""
+        session = backend.open(self.request)
+        if self._warmup:
+            session.invoke()  # inputs are zeros: valid for every model we accept
+        return session
+
+    def _open_from(self, start: int) -> None:
+        """Open on the first backend from ``start`` that works; raise if none does."""
+        last: Exception | None = None
+        for i in range(start, len(self._candidates)):
+            backend = self._candidates[i]
+            try:
+                session = self._try(backend)
+            except (BackendUnavailable, ModelError, InferenceError) as exc:
+                self.attempts.append(Attempt(backend.name, str(exc)))
+                logger.info(
+                    "model %s: backend %s skipped: %s", self.request.model_path, backend.name, exc
+                )
+                last = exc
+                continue
+            self.session, self._current = session, i
+            logger.info(
+                "model %s: running %s on %s (%s)",
+                self.request.model_path,
+                session.model_path,
+                session.backend,
+                session.runtime,
+            )
+            return
+        reasons = "; ".join(
+            f"{a.backend}: {a.reason}" for a in self.attempts[-len(self._candidates) :]
+        )
+        if isinstance(last, ModelError) or last is None:
+            raise ModelError(
+                reasons or f"no backend serves device {self.request.device!r}"
+            ) from last
+        raise BackendUnavailable(reasons) from last
+
+    def fail_over(self, reason: str) -> None:
+        """Give up the current backend for the next one.
+
+        Raises:
+            InferenceError: no worse backend remains.
+        """
+        failed = self.backend
+        if self._current + 1 >= len(self._candidates):
+            raise InferenceError(
+                f"model {self.request.model_path}: {failed} failed and no "
+                f"fallback remains: {reason}"
+            )
+        logger.warning(
+            "model %s: backend %s failed (%s); falling back",
+            self.request.model_path,
+            failed,
+            reason,
+        )
+        self.attempts.append(Attempt(failed, reason))
+        self._open_from(self._current + 1)
+
+    def reprobe(self) -> bool:
+        """Try to move back to a better backend than the current one.
+
+        Returns:
+            True when the engine switched.
+        """
+        for i in range(self._current):
+            try:
+                session = self._try(self._candidates[i])
+            except (BackendUnavailable, ModelError, InferenceError) as exc:
+                logger.debug(
+                    "model %s: %s still unavailable: %s",
+                    self.request.model_path,
+                    self._candidates[i].name,
+                    exc,
+                )
+                continue
+            logger.info(
+                "model %s: backend %s is back; switching from %s",
+                self.request.model_path,
+                session.backend,
+                self.backend,
+            )
+            self.session, self._current = session, i
+            return True
+        return False
+
+    def run(self, fill: Callable[[np.ndarray], T]) -> tuple[T, list[np.ndarray], float]:
+        """Fill the input, invoke, and return the outputs, failing over once if needed.
+
+        Args:
+            fill: writes the input into the tensor view it is given; its return value
+                (e.g. the preprocessing Fit) is passed back.
+
+        Returns:
+            (fill's return value, output arrays, invoke milliseconds).
+
+        Raises:
+            InferenceError: the last remaining backend failed.
+        """
+        while True:
+            session = self.session
+            assert session is not None
+            value = fill(session.input_tensor())
+            try:
+                ms = session.invoke()
+            except InferenceError as exc:
+                self.fail_over(str(exc))
+                continue
+            return value, session.output_arrays(), ms

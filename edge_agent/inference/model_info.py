@@ -1,0 +1,105 @@
+"""Static facts about a model file, read from its flatbuffer without an interpreter.
+
+Used to reject non-TFLite files early, to tell an Edge-TPU-compiled model from a CPU
+one, and to find the CPU twin of ``foo_edgetpu.tflite``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from edge_agent.errors import ModelError
+
+TFLITE_IDENTIFIER = b"TFL3"
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+EDGETPU_SUFFIX = "_edgetpu"
+
+
+class ModelFacts(NamedTuple):
+    """What the flatbuffer says about a model.
+
+    Attributes:
+        path: the file.
+        size: its size in bytes.
+        custom_ops: names of the custom operators it uses.
+        edgetpu: True when it contains ``edgetpu-custom-op`` (needs the TPU delegate).
+    """
+
+    path: str
+    size: int
+    custom_ops: tuple[str, ...]
+
+    @property
+    def edgetpu(self) -> bool:
+        """True when the model only runs with the Edge TPU delegate."""
+        return EDGETPU_CUSTOM_OP in self.custom_ops
+
+
+def is_tflite(head: bytes) -> bool:
+    """True when the first bytes carry the TFLite flatbuffer identifier at offset 4."""
+    return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
+
+
+def _custom_ops(data: bytes) -> tuple[str, ...]:
+    """Names of custom op codes, via the schema LiteRT ships, else a byte scan."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        schema = None
+    if schema is not None:
+        model = schema.Model.GetRootAs(data, 0)
+        names = []
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i).CustomCode()
+            if code:
+                names.append(code.decode("utf-8", "replace"))
+        return tuple(names)
+    # Without the schema: the only custom op we must recognise is the TPU one, and its
+    # name is stored verbatim in the flatbuffer's string table.
+    return (EDGETPU_CUSTOM_OP,) if EDGETPU_CUSTOM_OP.encode() in data else ()
+
+
+def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
+    """Read a model file's static facts.
+
+    Args:
+        path: the ``.tflite`` file.
+
+    Returns:
+        Its ModelFacts.
+
+    Raises:
+        ModelError: the file is missing/unreadable, or is not a TFLite flatbuffer.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model: {exc.strerror or exc}") from exc
+    if not is_tflite(data[:8]):
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
+    try:
+        ops = _custom_ops(data)
+    except Exception as exc:  # a truncated/corrupt flatbuffer raises from deep inside
+        raise ModelError(f"{path}: corrupt TFLite flatbuffer: {exc}") from exc
+    return ModelFacts(path=path, size=len(data), custom_ops=ops)
+
+
+def cpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
+    """Where the CPU twin of an Edge TPU model is expected: ``foo_edgetpu.tflite`` -> ``foo.tflite``."""
+    path = Path(model_path)
+    stem = path.stem
+    if stem.endswith(EDGETPU_SUFFIX):
+        return [path.with_name(stem[: -len(EDGETPU_SUFFIX)] + path.suffix)]
+    return []
+
+
+def edgetpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
+    """Where the Edge TPU build of a CPU model is expected: ``foo.tflite`` -> ``foo_edgetpu.tflite``."""
+    path = Path(model_path)
+    if path.stem.endswith(EDGETPU_SUFFIX):
+        return []
+    return [path.with_name(path.stem + EDGETPU_SUFFIX + path.suffix)]
