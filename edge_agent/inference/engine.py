@@ -10,7 +10,8 @@ back to a better backend (the TPU came back).
 from __future__ import annotations
 
 import logging
-from typing import Callable, NamedTuple, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Callable, NamedTuple, TypeVar
 
 import numpy as np
 

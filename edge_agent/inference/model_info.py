@@ -89,7 +89,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
 
 
 def cpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
-    """Where the CPU twin of an Edge TPU model is expected: ``foo_edgetpu.tflite`` -> ``foo.tflite``."""
+    """Where the CPU twin of an Edge TPU model is expected: foo_edgetpu.tflite -> foo.tflite."""
     path = Path(model_path)
     stem = path.stem
     if stem.endswith(EDGETPU_SUFFIX):
@@ -98,7 +98,7 @@ def cpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
 
 
 def edgetpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
-    """Where the Edge TPU build of a CPU model is expected: ``foo.tflite`` -> ``foo_edgetpu.tflite``."""
+    """Where the Edge TPU build of a CPU model is expected: foo.tflite -> foo_edgetpu.tflite."""
     path = Path(model_path)
     if path.stem.endswith(EDGETPU_SUFFIX):
         return []

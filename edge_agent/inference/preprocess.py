@@ -7,7 +7,7 @@ shared-memory slot for the inference worker. No float image is ever made.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

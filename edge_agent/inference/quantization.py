@@ -8,7 +8,8 @@ formula evaluated per pixel in float64, and no float image is ever materialized.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

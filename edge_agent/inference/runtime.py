@@ -12,8 +12,9 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
