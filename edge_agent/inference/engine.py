@@ -95,6 +95,11 @@ class Engine:
         return self.session.backend if self.session else "none"
 
     @property
+    def has_fallback(self) -> bool:
+        """True when a worse backend remains to fall back to."""
+        return self._current + 1 < len(self._candidates)
+
+    @property
     def model_path(self) -> str:
         """The file that actually runs."""
         return self.session.model_path if self.session else ""

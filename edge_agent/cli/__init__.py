@@ -1,0 +1,66 @@
+"""The ``edge-agent`` command line: argument parsing and dispatch only.
+
+Each subcommand lives in its own module here and calls into the library; errors from
+the library (:class:`EdgeAgentError`) become one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from edge_agent import __version__
+from edge_agent.errors import EdgeAgentError
+
+# Subcommand modules: each exposes add_parser(subparsers) and sets func=run(args) -> int.
+_COMMANDS = ("infer",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Coral Edge TPU inference daemon: camera -> TFLite -> MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: WARNING, "
+        "or the config's logging.level for run)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    import importlib
+
+    for name in _COMMANDS:
+        importlib.import_module(f"edge_agent.cli.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def setup_logging(level: str | None, default: str = "WARNING") -> None:
+    """Log to stderr (journald picks it up under systemd)."""
+    logging.basicConfig(
+        level=getattr(logging, (level or default).upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-agent`` console script.
+
+    Returns:
+        The process exit code.
+    """
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except EdgeAgentError as exc:
+        print(f"edge-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,90 @@
+"""``edge-agent infer``: run a model on image files, one JSON line per image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import cv2
+
+from edge_agent.errors import ModelError
+from edge_agent.inference.model import LoadedModel, ModelOptions
+from edge_agent.inference.postprocess import DecodeSettings, task_family
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("infer", help="run a model on images and print JSON results")
+    p.add_argument("--model", required=True, help="model file (.tflite or _edgetpu.tflite)")
+    p.add_argument("--cpu-model", default="", help="CPU twin of an Edge TPU model")
+    p.add_argument("--labels", default="", help="label file")
+    p.add_argument("--top-k", type=int, default=5, help="classification: best K (default 5)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum score (default 0.1 for classification, 0.25 for detection)",
+    )
+    p.add_argument("--iou", type=float, default=0.45, help="detection NMS IoU (default 0.45)")
+    p.add_argument("--max-detections", type=int, default=100)
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "classification", "detection-ssd", "detection-yolo"],
+    )
+    p.add_argument("--resize", default="auto", choices=["auto", "stretch", "letterbox"])
+    p.add_argument("--device", default="auto", help="auto, cpu, usb[:N] or pci[:N]")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the model once, then print one JSON object per image.
+
+    Returns:
+        0 when every image was processed, 1 when some image could not be read.
+    """
+    if not os.path.isfile(args.model):
+        raise ModelError(f"{args.model}: no such model file")
+    options = ModelOptions(
+        path=args.model,
+        cpu_model=args.cpu_model,
+        labels=args.labels,
+        device=args.device,
+        num_threads=args.threads,
+        task=args.task,
+        resize=args.resize,
+        settings=DecodeSettings(
+            threshold=0.0, top_k=args.top_k, iou=args.iou, max_detections=args.max_detections
+        ),
+    )
+    model = LoadedModel.load(options)
+    threshold = args.threshold
+    if threshold is None:
+        threshold = 0.1 if model.task == "classification" else 0.25
+    model.codec.decoder.settings = model.codec.decoder.settings._replace(threshold=threshold)
+    status = 0
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"edge-agent infer: error: {path}: cannot read image", file=sys.stderr)
+            status = 1
+            continue
+        out = model.infer(image)
+        print(
+            json.dumps(
+                {
+                    "image": path,
+                    "model": out.model_path,
+                    "backend": out.backend,
+                    "task": task_family(out.task),
+                    "inference_ms": round(out.inference_ms, 3),
+                    "results": [r.to_json() for r in out.results],
+                }
+            ),
+            flush=True,
+        )
+    return status

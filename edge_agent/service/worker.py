@@ -1,0 +1,303 @@
+"""The inference worker: a child process that owns the interpreter.
+
+libedgetpu aborts the whole process at C level on USB transfer errors, which Python
+cannot catch; so the interpreter lives in a child process that the supervisor can lose
+and replace. Frames travel through shared memory (the pipeline preprocesses straight
+into an input slot; the worker copies it into the tensor and copies the outputs back
+into an output slot); the pipe only carries tiny control messages.
+
+Protocol (parent -> child / child -> parent):
+    child:  ("ready", WorkerInfo) | ("failed", reason)
+    parent: ("buffers", input_names, output_names)
+    parent: ("run", seq, slot)
+    child:  ("done", seq, slot, invoke_ms) | ("error", seq, slot, message)
+    parent: ("stop",)
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_agent.errors import EdgeAgentError, InferenceError, WorkerError
+from edge_agent.inference.backends.base import ModelRequest, registered
+from edge_agent.inference.engine import Engine
+from edge_agent.inference.tensors import TensorSpec
+
+logger = logging.getLogger(__name__)
+
+SLOTS = 2  # double buffering: the pipeline fills one slot while the worker runs the other
+
+
+class WorkerInfo(NamedTuple):
+    """What a started worker reports."""
+
+    pid: int
+    backend: str
+    rank: int  # position of the backend in priority order: lower is better
+    has_fallback: bool  # a worse backend remains if this one fails
+    model_path: str
+    runtime: str
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    attempts: tuple[tuple[str, str], ...]
+    load_ms: float
+
+
+def _nbytes(spec: TensorSpec) -> int:
+    """Bytes of one tensor."""
+    return int(np.prod(spec.shape)) * spec.dtype.itemsize
+
+
+def _views(shm: SharedMemory, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
+    """Arrays over consecutive tensors laid out in a shared-memory block."""
+    views, offset = [], 0
+    for spec in specs:
+        views.append(np.ndarray(spec.shape, spec.dtype, buffer=shm.buf, offset=offset))
+        offset += _nbytes(spec)
+    return views
+
+
+def _attach(name: str) -> SharedMemory:
+    """Attach to the parent's block without letting this process's tracker unlink it."""
+    shm = SharedMemory(name=name)
+    try:  # Python < 3.13 registers attached blocks too; the parent owns them.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    except Exception:
+        pass
+    return shm
+
+
+def worker_main(
+    conn: Connection, request: ModelRequest, skip: tuple[str, ...], warmup: bool, log_level: int
+) -> None:
+    """Entry point of the child process."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker: %(message)s")
+    start = time.perf_counter()
+    ranked = registered()
+    backends = [cls() for cls in ranked if cls.name not in skip]
+    try:
+        engine = Engine.open(request, backends, warmup=warmup)
+    except EdgeAgentError as exc:
+        conn.send(("failed", str(exc)))
+        return
+    session = engine.session
+    rank = [cls.name for cls in ranked].index(session.backend)
+    conn.send(
+        (
+            "ready",
+            WorkerInfo(
+                os.getpid(),
+                session.backend,
+                rank,
+                engine.has_fallback,
+                session.model_path,
+                session.runtime,
+                session.input,
+                tuple(session.outputs),
+                tuple(tuple(a) for a in engine.attempts),
+                (time.perf_counter() - start) * 1000.0,
+            ),
+        )
+    )
+    blocks: list[SharedMemory] = []
+    inputs: list[np.ndarray] = []
+    outputs: list[list[np.ndarray]] = []
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break  # the parent went away
+        kind = msg[0]
+        if kind == "run":
+            _, seq, slot = msg
+            np.copyto(session.input_tensor(), inputs[slot])
+            try:
+                ms = session.invoke()
+            except InferenceError as exc:
+                conn.send(("error", seq, slot, str(exc)))
+                continue
+            for i, view in enumerate(outputs[slot]):
+                np.copyto(view, session.output(i))
+            conn.send(("done", seq, slot, ms))
+        elif kind == "buffers":
+            _, input_names, output_names = msg
+            blocks = [_attach(n) for n in (*input_names, *output_names)]
+            inputs = [_views(b, [session.input])[0] for b in blocks[: len(input_names)]]
+            outputs = [_views(b, session.outputs) for b in blocks[len(input_names) :]]
+        elif kind == "stop":
+            break
+    del inputs, outputs
+    for block in blocks:
+        block.close()
+
+
+class Buffers:
+    """Shared-memory input and output slots for one tensor layout (owned by the parent)."""
+
+    def __init__(self, input_spec: TensorSpec, output_specs: Sequence[TensorSpec]):
+        self.input_spec = input_spec
+        self.output_specs = tuple(output_specs)
+        out_bytes = sum(_nbytes(s) for s in output_specs)
+        self._in = [
+            SharedMemory(create=True, size=max(1, _nbytes(input_spec))) for _ in range(SLOTS)
+        ]
+        self._out = [SharedMemory(create=True, size=max(1, out_bytes)) for _ in range(SLOTS)]
+        self.inputs = [_views(b, [input_spec])[0] for b in self._in]
+        self.outputs = [_views(b, output_specs) for b in self._out]
+
+    def fits(self, info: WorkerInfo) -> bool:
+        """True when a worker's tensors have this layout (the slots can be reused)."""
+        return info.input == self.input_spec and tuple(info.outputs) == self.output_specs
+
+    def names(self) -> tuple[list[str], list[str]]:
+        """Block names to send to a worker."""
+        return [b.name for b in self._in], [b.name for b in self._out]
+
+    def close(self) -> None:
+        """Free the blocks."""
+        self.inputs, self.outputs = [], []
+        for block in (*self._in, *self._out):
+            block.close()
+            try:
+                block.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class WorkerHandle:
+    """The parent's side of one worker process.
+
+    Args:
+        request: what to load.
+        skip: backend names not to try (they failed recently).
+        warmup: warm-up invoke after load.
+        context: multiprocessing context (forkserver: fast restarts, no inherited threads).
+    """
+
+    def __init__(
+        self,
+        request: ModelRequest,
+        *,
+        skip: Sequence[str] = (),
+        warmup: bool = True,
+        context: Any = None,
+    ):
+        self.request = request
+        self.skip = tuple(skip)
+        ctx = context or mp.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(
+            target=worker_main,
+            args=(child, request, self.skip, warmup, logging.getLogger().getEffectiveLevel()),
+            name="edge-agent-worker",
+            daemon=True,
+        )
+        self._child = child
+        self.info: WorkerInfo | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid."""
+        return self._process.pid
+
+    def start(self, timeout: float) -> WorkerInfo:
+        """Start the process and wait until the model is loaded.
+
+        Raises:
+            WorkerError: it failed to load (the reason is the engine's), died, or timed out.
+        """
+        self._process.start()
+        self._child.close()
+        if not self._conn.poll(timeout):
+            self.kill()
+            raise WorkerError(
+                f"model {self.request.model_path}: worker did not load within {timeout:.0f}s"
+            )
+        try:
+            msg = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self.kill()
+            raise WorkerError(
+                f"model {self.request.model_path}: worker died while loading "
+                f"(exit code {self._process.exitcode})"
+            ) from exc
+        if msg[0] != "ready":
+            self.kill()
+            raise WorkerError(msg[1])
+        self.info = msg[1]
+        return self.info
+
+    def attach(self, buffers: Buffers) -> None:
+        """Hand the shared slots to the worker."""
+        self._conn.send(("buffers", *buffers.names()))
+
+    def submit(self, seq: int, slot: int) -> None:
+        """Ask for one invoke on an input slot.
+
+        Raises:
+            WorkerError: the pipe is broken (the worker died).
+        """
+        try:
+            self._conn.send(("run", seq, slot))
+        except (OSError, ValueError) as exc:
+            raise WorkerError(f"worker {self.pid} is gone: {exc}") from exc
+
+    def receive(self, timeout: float) -> tuple | None:
+        """The next completion message, or None after ``timeout`` seconds.
+
+        Raises:
+            WorkerError: the worker died (exit code in the message).
+        """
+        try:
+            if not self._conn.poll(timeout):
+                if not self._process.is_alive():
+                    raise WorkerError(self.death())
+                return None
+            return self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerError(self.death()) from exc
+
+    def death(self) -> str:
+        """Describe how the worker ended (waits briefly for the exit code)."""
+        self._process.join(0.5)
+        code = self._process.exitcode
+        if code is not None and code < 0:
+            import signal
+
+            try:
+                return f"worker {self.pid} killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker {self.pid} killed by signal {-code}"
+        return f"worker {self.pid} exited with code {code}"
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self._process.is_alive()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the worker to exit; kill it if it does not within ``timeout``."""
+        try:
+            self._conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self.kill()
+        self._conn.close()
+
+    def kill(self) -> None:
+        """SIGKILL the worker (hung or being replaced) and reap it."""
+        if self._process.pid is not None and self._process.is_alive():
+            self._process.kill()
+        self._process.join(2.0)
