@@ -1,0 +1,64 @@
+# edge-agent: every entry point a user or CI needs.
+#   make demo   install, then run the real daemon on the bundled model, clip and an
+#               embedded broker, printing what it publishes (Ctrl-C stops it)
+#   make test   install, make sure a broker is available, run the whole test suite
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo run test test-faults soak lint format bench dist clean broker models
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[tflite,broker,test,dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/edge-agent demo
+
+run: install
+	$(BIN)/edge-agent run --config $${CONFIG:-/etc/edge-agent/config.toml}
+
+# mosquitto from Debian when we can install it (root + apt); otherwise the tests fall
+# back to the embedded amqtt broker.
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null) || \
+	    echo "mosquitto unavailable: tests use the embedded amqtt broker"; }
+
+test: install broker
+	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
+
+test-faults: install broker
+	$(BIN)/python -m pytest -q -m faults -p no:cacheprovider
+
+soak: install broker
+	$(BIN)/python -m pytest -q -m soak -s -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff format --check edge_agent tests models tools
+	$(BIN)/ruff check edge_agent tests models tools
+
+format: install
+	$(BIN)/ruff format edge_agent tests models tools
+	$(BIN)/ruff check --fix edge_agent tests models tools
+
+bench: install
+	$(BIN)/python tools/bench_quantize.py
+	$(BIN)/edge-agent bench --all
+
+models: install
+	$(BIN)/python models/make_models.py
+
+dist: install
+	$(BIN)/pip install -q build
+	$(BIN)/python -m build --no-isolation --sdist --wheel --outdir dist .
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
