@@ -57,22 +57,53 @@ def dequantize(values: np.ndarray, quant: QuantParams) -> np.ndarray:
     )
 
 
-def quantize_threshold(threshold: float, quant: QuantParams, dtype: np.dtype) -> float:
+def quantize_threshold(threshold: float, quant: QuantParams, dtype: np.dtype) -> int:
     """Map a real-valued threshold into the integer domain of a quantized tensor.
 
-    Comparing ``q >= quantize_threshold(t)`` selects exactly the elements whose
-    dequantized value is ``>= t``, so only the survivors need dequantizing.
+    ``q >= quantize_threshold(t, quant, dtype)`` selects exactly the elements for which
+    ``dequantize(q, quant) >= np.float32(t)`` holds (float32 arithmetic, as
+    :func:`dequantize` computes it), so a threshold can be applied to the raw integer
+    tensor and only the survivors need dequantizing.
 
     Args:
-        threshold: the real threshold.
-        quant: the tensor's quantization (must be quantized with a positive scale).
+        threshold: the real threshold (``-inf``/``inf`` select everything/nothing).
+        quant: the tensor's quantization (must be quantized, i.e. a positive scale).
         dtype: the tensor's integer dtype.
 
     Returns:
-        The smallest integer ``q`` (as float, possibly beyond the dtype range) such that
-        ``(q - zp) * scale >= threshold``.
+        The smallest integer ``q`` in ``[dtype.min, dtype.max + 1]`` whose dequantized
+        value is ``>= threshold``: ``dtype.min`` means every value passes,
+        ``dtype.max + 1`` (outside the dtype, so compare in a wider type or special-case
+        it) means none does.
+
+    Raises:
+        ValueError: the threshold is NaN, the tensor is not quantized, or the dtype is
+            not an integer type.
     """
-    # ceil instead of round: (q - zp) * scale >= t  <=>  q >= t / scale + zp.
-    q = np.ceil(threshold / quant.scale + quant.zero_point - 1e-9)
-    info = np.iinfo(dtype)
-    return float(min(max(q, info.min - 1), info.max + 1))
+    if np.isnan(threshold):
+        raise ValueError("threshold is NaN")
+    if not quant.scale > 0:
+        raise ValueError(f"tensor is not quantized with a positive scale ({quant})")
+    info = np.iinfo(dtype)  # raises ValueError for float dtypes
+    target = np.float32(threshold)
+    scale = np.float32(quant.scale)
+    zero_point = np.float32(quant.zero_point)
+    if not scale > 0:  # a scale below float32's range would divide by zero below
+        raise ValueError(f"quantization scale {quant.scale} underflows float32")
+
+    def real(q: int) -> np.float32:
+        """The value dequantize() gives for q, with the same float32 operations."""
+        return (np.float32(q) - zero_point) * scale
+
+    if not np.isfinite(target):
+        return int(info.min) if target < 0 else int(info.max) + 1
+    # The float64 estimate is within one or two steps of the answer; float32 rounding of
+    # the product decides the exact boundary, so walk to it with the real formula
+    # (real() is monotone in q because scale > 0).
+    estimate = np.ceil(float(target) / float(scale) + quant.zero_point)
+    q = int(min(max(estimate, info.min), info.max + 1))
+    while q > info.min and real(q - 1) >= target:
+        q -= 1
+    while q <= info.max and real(q) < target:
+        q += 1
+    return q
