@@ -1,0 +1,168 @@
+"""Label files: class index -> name.
+
+Accepted layouts (decided for the whole file, so a label that happens to start with a
+digit in a plain file does not shift the rest):
+
+* plain, one label per line, index = line number (a blank line keeps its index
+  unlabelled; trailing blank lines are ignored) - ``imagenet_labels.txt``,
+  ``coco_labels.txt`` with ``n/a`` gaps (kept verbatim so ids stay aligned);
+* indexed, every non-blank line ``N label``, ``N: label`` or ``N:label``.
+
+A UTF-8 BOM and CRLF line ends are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from edge_agent.errors import ModelError
+
+_INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
+# Names a label file uses for "no class here" at index 0.
+_BACKGROUND = {"background", "__background__", "???", "n/a", "unlabeled", "unlabelled"}
+
+
+def parse_labels(text: str) -> dict[int, str]:
+    """Parse the text of a label file.
+
+    Args:
+        text: the file's content.
+
+    Returns:
+        Class index -> label, without entries for blank lines.
+
+    Raises:
+        ModelError: an indexed file lists the same index twice (the message gives the
+            line number).
+    """
+    lines = text.lstrip("\ufeff").splitlines()
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        return {}
+    matches = [(n, _INDEXED.match(line)) for n, line in numbered]
+    if all(match is not None for _, match in matches):
+        labels: dict[int, str] = {}
+        for n, match in matches:
+            index = int(match.group(1))
+            if index in labels:
+                raise ModelError(f"line {n}: label index {index} appears twice")
+            labels[index] = match.group(2)
+        return labels
+    return {n - 1: line.strip() for n, line in numbered}
+
+
+def read_labels(path: str | os.PathLike[str]) -> dict[int, str]:
+    """Read and parse a label file (see :func:`parse_labels`).
+
+    Args:
+        path: the label file.
+
+    Returns:
+        Class index -> label.
+
+    Raises:
+        ModelError: the file cannot be read, is not UTF-8, or repeats an index; the
+            message names the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"cannot read label file {os.fspath(path)}: {e}") from e
+    try:
+        return parse_labels(text)
+    except ModelError as e:
+        raise ModelError(f"label file {os.fspath(path)}: {e}") from e
+
+
+def _size(labels: dict[int, str]) -> int:
+    """Entries a label file spans: ``max index + 1`` (gaps count)."""
+    return max(labels) + 1 if labels else 0
+
+
+def label_offset(labels: dict[int, str], num_classes: int) -> int:
+    """The shift that aligns a model's class ids with a label file off by a background.
+
+    * ``+1``: the file has one entry more than the model has classes and entry 0 is a
+      background placeholder ("background", "???", "n/a", ...): the model has no
+      background output, so class ``k`` is label ``k + 1``.
+    * ``-1``: the file has one entry fewer: the model scores a background class at
+      output 0 (TF-slim style 1001-class models) that the file leaves out, so class
+      ``k`` is label ``k - 1`` (class 0 has no label).
+    * ``0`` otherwise.
+
+    Args:
+        labels: the parsed labels.
+        num_classes: how many classes the model scores (``<= 0``: unknown).
+
+    Returns:
+        0, 1 or -1, to pass to :func:`label_for`.
+    """
+    size = _size(labels)
+    if num_classes <= 0 or not labels:
+        return 0
+    if size == num_classes + 1 and labels.get(0, "").strip().lower() in _BACKGROUND:
+        return 1
+    if size == num_classes - 1:
+        return -1
+    return 0
+
+
+def label_count_warning(
+    labels: dict[int, str], num_classes: int, *, background_offset_ok: bool = True
+) -> str | None:
+    """Say whether a label file plausibly belongs to a model with ``num_classes`` outputs.
+
+    The file's size is ``max index + 1`` (gaps count). A size equal to the number of
+    classes is fine (``imagenet_labels.txt``: 1001 entries including background, for
+    1001 outputs). With ``background_offset_ok`` the two background off-by-ones that
+    :func:`label_offset` aligns are fine too (the caller then passes that offset to
+    :func:`label_for`); without it they are reported.
+
+    Args:
+        labels: the parsed labels.
+        num_classes: how many classes the model scores (``<= 0``: unknown, no check).
+        background_offset_ok: whether the caller applies :func:`label_offset`.
+
+    Returns:
+        None when the sizes fit, else a one-line warning for the caller to log.
+    """
+    if num_classes <= 0:
+        return None
+    size = _size(labels)
+    if size == num_classes:
+        return None
+    if not labels:
+        return f"the label file is empty but the model has {num_classes} classes"
+    offset = label_offset(labels, num_classes)
+    if offset and background_offset_ok:
+        return None
+    if offset:
+        return (
+            f"the label file has {size} entries for {num_classes} classes: class ids "
+            f"would be off by one (a background entry on one side only)"
+        )
+    if size < num_classes:
+        return (
+            f"the label file has {size} entries but the model has {num_classes} classes: "
+            f"ids {size}..{num_classes - 1} have no label; wrong label file?"
+        )
+    return (
+        f"the label file has {size} entries but the model has only {num_classes} classes: "
+        "wrong label file?"
+    )
+
+
+def label_for(labels: dict[int, str], class_id: int, offset: int = 0) -> str:
+    """The label of a class id, or the id itself as text when the file has none.
+
+    Args:
+        labels: the parsed labels.
+        class_id: the model's class id.
+        offset: from :func:`label_offset` (0 when the file and model align).
+
+    Returns:
+        ``labels[class_id + offset]`` or ``str(class_id)``.
+    """
+    return labels.get(class_id + offset, str(class_id))
