@@ -1,0 +1,363 @@
+"""Value checks that drive config validation.
+
+Each check knows what it expects (the text after "expected" in an error message) and
+returns the normalized value, or raises :class:`Invalid`. The loader adds the file name
+and the dotted key, so a check never needs to know where its value came from. Checks
+are pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+# Longest rendering of an offending value inside an error message.
+_SHOW_MAX = 60
+
+
+class Invalid(Exception):
+    """A value failed a check; ``subkey`` (e.g. ``[2]``) locates it inside a list."""
+
+    def __init__(self, message: str, subkey: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.subkey = subkey
+
+
+def kind(value: Any) -> str:
+    """Name the TOML type of ``value`` (used instead of the value for secrets)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def show(value: Any) -> str:
+    """Render ``value`` the way it would look in TOML, shortened for messages."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, list):
+        text = "[" + ", ".join(show(item) for item in value) + "]"
+    elif isinstance(value, dict):
+        return "a table"
+    elif isinstance(value, (datetime.date, datetime.time)):
+        text = value.isoformat()
+    else:  # pragma: no cover - tomllib produces nothing else
+        text = repr(value)
+    if len(text) > _SHOW_MAX:
+        text = text[: _SHOW_MAX - 4] + "..." + text[-1]
+    return text
+
+
+def _num(value: float) -> str:
+    """Format a bound compactly: 1 not 1.0, 0.5 stays 0.5."""
+    return f"{value:g}"
+
+
+class Check:
+    """Base class: ``expected`` describes the accepted values; calling normalizes."""
+
+    expected = "a value"
+
+    def __init__(self, *, secret: bool = False):
+        # Secrets are never echoed back: a typo'd password must not land in a log.
+        self.secret = secret
+
+    def __call__(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def fail(self, value: Any, subkey: str = "") -> Invalid:
+        """Build the standard ``expected X, got Y`` failure for ``value``."""
+        got = kind(value) if self.secret else show(value)
+        return Invalid(f"expected {self.expected}, got {got}", subkey)
+
+
+class Bool(Check):
+    """true or false, nothing else (TOML has real booleans; "yes" is a string)."""
+
+    expected = "boolean (true or false)"
+
+    def __call__(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(value)
+        return value
+
+
+class Int(Check):
+    """An integer, optionally bounded; floats and booleans are refused."""
+
+    def __init__(self, lo: int | None = None, hi: int | None = None):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+        if lo is not None and hi is not None:
+            self.expected = f"integer {lo}..{hi}"
+        elif lo is not None:
+            self.expected = f"integer >= {lo}"
+        else:
+            self.expected = "integer"
+
+    def __call__(self, value: Any) -> int:
+        # bool is a subclass of int in Python; TOML keeps them apart, so do we.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.fail(value)
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise self.fail(value)
+        return value
+
+
+class Num(Check):
+    """A finite number (int accepted, returned as float), optionally bounded."""
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, gt: float | None = None):
+        super().__init__()
+        self.lo, self.hi, self.gt = lo, hi, gt
+        if gt is not None:
+            self.expected = f"number > {_num(gt)}"
+        elif lo is not None and hi is not None:
+            self.expected = f"number {_num(lo)}..{_num(hi)}"
+        elif lo is not None:
+            self.expected = f"number >= {_num(lo)}"
+        else:
+            self.expected = "number"
+
+    def __call__(self, value: Any) -> float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self.fail(value)
+        # nan/inf are valid TOML but never a sensible timeout, rate or threshold.
+        if not math.isfinite(value):
+            raise self.fail(value)
+        if (
+            (self.gt is not None and value <= self.gt)
+            or (self.lo is not None and value < self.lo)
+            or (self.hi is not None and value > self.hi)
+        ):
+            raise self.fail(value)
+        return float(value)
+
+
+class Text(Check):
+    """A string, optionally required to be non-empty."""
+
+    def __init__(self, *, nonempty: bool = False, secret: bool = False):
+        super().__init__(secret=secret)
+        self.nonempty = nonempty
+        self.expected = "non-empty string" if nonempty else "string"
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or (self.nonempty and not value):
+            raise self.fail(value)
+        return value
+
+
+class OneOf(Check):
+    """One of a fixed set of strings; ``fold_case`` accepts any case, returns canonical."""
+
+    def __init__(self, *choices: str, fold_case: bool = False):
+        super().__init__()
+        self.choices = choices
+        self.fold_case = fold_case
+        self.expected = "one of " + ", ".join(f'"{c}"' for c in choices)
+
+    def __call__(self, value: Any) -> str:
+        if isinstance(value, str):
+            for choice in self.choices:
+                if value == choice or (self.fold_case and value.upper() == choice.upper()):
+                    return choice
+        raise self.fail(value)
+
+
+class Pattern(Check):
+    """A string matching a regular expression, described in words by ``expected``."""
+
+    def __init__(self, regex: str, expected: str):
+        super().__init__()
+        self.regex = re.compile(regex)
+        self.expected = expected
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or not self.regex.fullmatch(value):
+            raise self.fail(value)
+        return value
+
+
+class TopicLevel(Check):
+    """One MQTT topic level: used in topics, so no '/', wildcards or NUL."""
+
+    def __init__(self, *, allow_empty: bool = False):
+        super().__init__()
+        self.allow_empty = allow_empty
+        self.expected = ("" if allow_empty else "non-empty ") + "string without '/', '+', '#'"
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or (not value and not self.allow_empty):
+            raise self.fail(value)
+        if any(ch in value for ch in "/+#\0"):
+            raise self.fail(value)
+        return value
+
+
+class TopicPrefix(Check):
+    """A topic prefix of one or more levels: no wildcards, no empty levels, no '$' start."""
+
+    expected = (
+        'topic prefix like "edge-agent" or "site/edge"'
+        " (no '+', '#', empty levels or leading '$')"
+    )
+
+    def __call__(self, value: Any) -> str:
+        # A leading '$' would put us among broker-reserved topics ($SYS); an empty
+        # level ("a//b", "/a", "a/") is legal MQTT but always a mistake here.
+        if (
+            not isinstance(value, str)
+            or not value
+            or value.startswith("$")
+            or any(ch in value for ch in "+#\0")
+            or "" in value.split("/")
+        ):
+            raise self.fail(value)
+        return value
+
+
+class ListOf(Check):
+    """A TOML array whose items all pass ``item``; returned as a tuple."""
+
+    def __init__(self, item: Check, expected: str, *, unique: bool = False, sizes=None):
+        super().__init__()
+        self.item = item
+        self.expected = expected
+        self.unique = unique
+        self.sizes = sizes
+
+    def __call__(self, value: Any) -> tuple:
+        if not isinstance(value, list) or (self.sizes and len(value) not in self.sizes):
+            raise self.fail(value)
+        out = []
+        for index, entry in enumerate(value):
+            try:
+                norm = self.item(entry)
+            except Invalid as exc:
+                raise Invalid(exc.message, f"[{index}]{exc.subkey}") from None
+            if self.unique and norm in out:
+                raise Invalid(f"duplicate value {show(entry)}", f"[{index}]")
+            out.append(norm)
+        return tuple(out)
+
+
+# Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
+# scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+_SYNTHETIC = re.compile(r"synthetic(?::([1-9][0-9]{0,4})x([1-9][0-9]{0,4}))?")
+
+
+def is_synthetic(text: str) -> bool:
+    """True for the test-pattern sources "synthetic" and "synthetic:...", not file names."""
+    return text == "synthetic" or text.startswith("synthetic:")
+
+
+def _hostname(url: str) -> str | None:
+    """The host of ``url``, or None when it has none or cannot be parsed (bad IPv6)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def is_url(text: str) -> bool:
+    """True when ``text`` has a ``scheme://`` prefix (camera sources, manifest URLs)."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+class CameraSource(Check):
+    """A V4L2 index, device/file path, stream URL or ``synthetic[:WxH]``.
+
+    Index strings ("0") are returned as int so the daemon sees one type per meaning.
+    """
+
+    expected = 'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH]"'
+
+    def __call__(self, value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise self.fail(value)
+            return value
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            raise self.fail(value)
+        if value.isascii() and value.isdigit():
+            return int(value)
+        if is_synthetic(value):
+            if not _SYNTHETIC.fullmatch(value):
+                raise Invalid(
+                    'expected "synthetic" or "synthetic:WxH" (e.g. "synthetic:640x480"),'
+                    f" got {show(value)}"
+                )
+            return value
+        if is_url(value):
+            scheme = value.split("://", 1)[0].lower()
+            if scheme not in STREAM_SCHEMES or not _hostname(value):
+                schemes = ", ".join(STREAM_SCHEMES[:-1]) + " or " + STREAM_SCHEMES[-1]
+                raise Invalid(
+                    f"expected stream URL ({schemes}) with a host, got {show(redact_url(value))}"
+                )
+        return value
+
+
+class HttpUrl(Check):
+    """An http(s) URL with a host, or "" (unset)."""
+
+    expected = 'http:// or https:// URL with a host, or ""'
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.fail(value)
+        web = value.startswith(("http://", "https://"))
+        if value and not (web and _hostname(value)):
+            raise Invalid(f"expected {self.expected}, got {show(redact_url(value))}")
+        return value
+
+
+class PollInterval(Check):
+    """0 (polling off) or at least 10 s, so a fleet cannot hammer its update server."""
+
+    expected = "0 (no polling) or number >= 10"
+    number = Num(lo=0)
+
+    def __call__(self, value: Any) -> float:
+        try:
+            seconds = self.number(value)
+        except Invalid:
+            raise self.fail(value) from None
+        if 0 < seconds < 10:
+            raise self.fail(value)
+        return seconds
+
+
+# user:password@ in the authority; greedy up to the last '@' so that a password
+# holding an unencoded '@' is still masked whole.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@")
+
+
+def redact_url(text: str) -> str:
+    """Mask the password of ``scheme://user:password@host`` URLs; other text unchanged."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
+def url_has_password(text: str) -> bool:
+    """True when ``text`` is a URL carrying ``user:password@`` credentials."""
+    return _URL_PASSWORD.match(text) is not None

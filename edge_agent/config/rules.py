@@ -1,0 +1,153 @@
+"""Cross-field rules: constraints that involve more than one value.
+
+Per-field checks live on the schema (:mod:`edge_agent.config.schema`); what is here
+needs two or more fields at once. Rules are pure: they raise :class:`Problem` for an
+error, and :func:`warnings_for` lists things worth logging that do not stop the daemon.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from edge_agent.config.schema import (
+    CameraConfig,
+    Config,
+    InferenceConfig,
+    ModelConfig,
+    MqttConfig,
+    UpdatesConfig,
+)
+
+
+class Problem(Exception):
+    """A rule failed; ``key`` is the dotted key to blame (e.g. ``mqtt.key_file``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def _num(value: float) -> str:
+    """Format a number compactly for messages."""
+    return f"{value:g}"
+
+
+def _not_below(low: str, high: str) -> Callable[[Any, str], None]:
+    """Rule: field ``high`` must be >= field ``low`` (backoff caps, mostly)."""
+
+    def rule(section: Any, prefix: str) -> None:
+        lo, hi = getattr(section, low), getattr(section, high)
+        if hi < lo:
+            raise Problem(
+                f"{prefix}.{high}",
+                f"expected number >= {prefix}.{low} ({_num(lo)}), got {_num(hi)}",
+            )
+
+    return rule
+
+
+def _together(first: str, second: str) -> Callable[[Any, str], None]:
+    """Rule: ``first`` and ``second`` are both set or both unset."""
+
+    def rule(section: Any, prefix: str) -> None:
+        a, b = getattr(section, first), getattr(section, second)
+        if _is_set(a) and not _is_set(b):
+            raise Problem(f"{prefix}.{second}", f"required when {prefix}.{first} is set")
+        if _is_set(b) and not _is_set(a):
+            raise Problem(f"{prefix}.{first}", f"required when {prefix}.{second} is set")
+
+    return rule
+
+
+def _is_set(value: Any) -> bool:
+    """A value counts as set unless it is None or empty."""
+    return value is not None and value != "" and value != ()
+
+
+def _tls_options_need_tls(section: MqttConfig, prefix: str) -> None:
+    """TLS options with ``tls = false`` would silently connect in plain text."""
+    if section.tls:
+        return
+    for name in ("ca_file", "cert_file", "key_file", "tls_insecure"):
+        if getattr(section, name):
+            raise Problem(f"{prefix}.{name}", f"requires {prefix}.tls = true")
+
+
+def _polling_needs_manifest(section: UpdatesConfig, prefix: str) -> None:
+    """Polling without a manifest URL has nothing to poll."""
+    if section.poll_interval > 0 and not section.manifest_url:
+        raise Problem(f"{prefix}.manifest_url", f"required when {prefix}.poll_interval > 0")
+
+
+def _http_needs_allow_http(section: UpdatesConfig, prefix: str) -> None:
+    """A plain-http manifest contradicts ``allow_http = false``."""
+    if section.manifest_url.startswith("http://") and not section.allow_http:
+        raise Problem(f"{prefix}.manifest_url", f"http:// URL requires {prefix}.allow_http = true")
+
+
+RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
+    CameraConfig: (_not_below("reopen_initial", "reopen_max"),),
+    ModelConfig: (_together("input_mean", "input_std"),),
+    InferenceConfig: (_not_below("reprobe_initial", "reprobe_max"),),
+    MqttConfig: (
+        _not_below("reconnect_min", "reconnect_max"),
+        _together("cert_file", "key_file"),
+        _tls_options_need_tls,
+    ),
+    UpdatesConfig: (_polling_needs_manifest, _http_needs_allow_http),
+}
+
+
+def check_section(section: Any, prefix: str) -> None:
+    """Run the rules for one section (``prefix`` is its dotted key, e.g. ``camera[1]``).
+
+    Raises:
+        Problem: the first rule that fails.
+    """
+    for rule in RULES.get(type(section), ()):
+        rule(section, prefix)
+
+
+def check_cameras(cameras: Sequence[CameraConfig]) -> None:
+    """Camera names must be unique: they are MQTT topic levels and entity ids.
+
+    Raises:
+        Problem: naming the second camera that uses a name.
+    """
+    seen: dict[str, int] = {}
+    for index, camera in enumerate(cameras):
+        if camera.name in seen:
+            raise Problem(
+                f"camera[{index}].name",
+                f'duplicate camera name "{camera.name}" (also camera[{seen[camera.name]}].name)',
+            )
+        seen[camera.name] = index
+
+
+def _is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (no lookup: validation does no I/O)."""
+    if host.lower() in ("localhost", "localhost.localdomain") or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def warnings_for(config: Config) -> list[tuple[str, str]]:
+    """List ``(dotted key, message)`` warnings that a pure look at ``config`` finds."""
+    found: list[tuple[str, str]] = []
+    if not config.enabled_cameras:
+        found.append(("camera", "every camera has enabled = false; nothing will be captured"))
+    mqtt = config.mqtt
+    if mqtt.enabled and mqtt.password and not mqtt.tls and not _is_loopback(mqtt.host):
+        found.append(
+            (
+                "mqtt.password",
+                f'sent in clear text to "{mqtt.host}" because mqtt.tls = false',
+            )
+        )
+    return found
