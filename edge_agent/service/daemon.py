@@ -1,0 +1,384 @@
+"""``edge-agent run``: wires capture, the supervised worker, MQTT and systemd together.
+
+The main thread owns the lifecycle: it starts everything, then waits on the stop flag
+(set only by signal handlers) while publishing stats and status, and on SIGHUP reloads
+the configuration. The pipeline runs in its own thread. Shutdown stops capture, drains
+in-flight frames into MQTT or the spool, publishes ``offline``, and joins every thread
+with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.capture.camera import Camera
+from edge_agent.config import Config, load_config
+from edge_agent.errors import EdgeAgentError
+from edge_agent.inference.devices import apex_temperatures
+from edge_agent.inference.model import ModelOptions, build_codec, load_labels
+from edge_agent.inference.postprocess import DecodeSettings
+from edge_agent.publishing.client import MqttPublisher, MqttSettings
+from edge_agent.publishing.discovery import discovery_messages
+from edge_agent.publishing.topics import Topics
+from edge_agent.service.pipeline import Pipeline
+from edge_agent.service.sdnotify import Notifier, Watchdog
+from edge_agent.service.signals import SignalFlags
+from edge_agent.service.stats import PipelineStats
+from edge_agent.service.supervisor import Supervisor
+from edge_agent.service.worker import WorkerInfo
+
+logger = logging.getLogger(__name__)
+
+
+def model_options(config: Config) -> ModelOptions:
+    """The ``[model]`` and ``[inference]`` sections as ModelOptions."""
+    m = config.model
+    return ModelOptions(
+        path=m.path,
+        cpu_model=m.cpu_model,
+        labels=m.labels,
+        device=m.device,
+        num_threads=m.num_threads,
+        task=m.task,
+        resize=m.resize,
+        input_mean=m.input_mean,
+        input_std=m.input_std,
+        settings=DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections),
+        labels_filter=m.labels_filter,
+        warmup=config.inference.warmup,
+    )
+
+
+def mqtt_settings(config: Config) -> MqttSettings:
+    """The ``[mqtt]`` section as the publisher's settings."""
+    q = config.mqtt
+    return MqttSettings(
+        host=q.host,
+        port=q.port,
+        transport=q.transport,
+        client_id=q.client_id,
+        username=q.username,
+        password=q.password,
+        keepalive=q.keepalive,
+        tls=q.tls,
+        ca_file=q.ca_file,
+        cert_file=q.cert_file,
+        key_file=q.key_file,
+        tls_insecure=q.tls_insecure,
+        reconnect_min=q.reconnect_min,
+        reconnect_max=q.reconnect_max,
+        spool_max_bytes=int(q.spool_max_mb * 1024 * 1024),
+        qos_results=q.qos_results,
+        qos_stats=q.qos_stats,
+        retain_status=q.retain_status,
+    )
+
+
+def make_codec(info: WorkerInfo, options: ModelOptions):
+    """Build the pipeline-side codec for a worker's tensors."""
+    codec = build_codec(info.input, info.outputs, options, load_labels(options))
+    for warning in codec.warnings:
+        logger.warning("model %s: %s", options.path, warning)
+    return codec
+
+
+class Daemon:
+    """The running service.
+
+    Args:
+        config: validated configuration.
+        config_path: where it came from (re-read on SIGHUP).
+    """
+
+    def __init__(self, config: Config, config_path: str = ""):
+        self.config = config
+        self.config_path = config_path
+        self.device_id = config.device.id or socket.gethostname().split(".")[0]
+        self.topics = Topics(config.mqtt.prefix, self.device_id, config.device.groups)
+        self.notifier = Notifier()
+        self.watchdog = Watchdog.from_environment(self.notifier)
+        self.stats = PipelineStats()
+        self.flags = SignalFlags()
+        self.started = time.time()
+        self.cameras: list[Camera] = []
+        self.camera_state: dict[str, dict[str, Any]] = {}
+        self.supervisor: Supervisor | None = None
+        self.publisher: MqttPublisher | None = None
+        self.updates: Any = None
+        self.last_error = ""
+        self._state = "starting"
+        self._status_lock = threading.Lock()
+        self._pipeline_stop = threading.Event()
+        self._pipeline_thread: threading.Thread | None = None
+        self._status_dirty = threading.Event()
+
+    # ------------------------------------------------------------------ events
+    def _on_camera_state(self, name: str, state: str, detail: str) -> None:
+        """Camera callback: record and publish the new state."""
+        with self._status_lock:
+            self.camera_state[name] = {"state": state, "detail": detail}
+        logger.info("camera %s: %s %s", name, state, detail)
+        self._status_dirty.set()
+
+    def _on_worker_event(self, kind: str, detail: dict[str, Any]) -> None:
+        """Supervisor callback: backend changes, worker restarts, model switches."""
+        model = self.config.model.name or os.path.basename(self.config.model.path)
+        if kind == "worker_restart":
+            self.stats.incr("worker_restarts")
+            self.last_error = detail.get("reason", "")
+        logger.info("model %s: %s %s", model, kind, json.dumps(detail, default=str))
+        self._status_dirty.set()
+
+    def _on_connection(self, connected: bool) -> None:
+        """Publisher callback: broker up/down."""
+        self._status_dirty.set()
+
+    def _on_command(self, command: str, payload: bytes, topic: str) -> None:
+        """Publisher callback: a command arrived (never raises)."""
+        try:
+            if self.updates is not None:
+                self.updates.handle(command, payload, topic)
+            else:
+                logger.warning("command %s on %s ignored: updates are disabled", command, topic)
+        except Exception:
+            logger.exception("command %s on %s failed", command, topic)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """The retained status document."""
+        gen = self.supervisor.generation if self.supervisor else None
+        info = gen.worker.info if gen else None
+        with self._status_lock:
+            cams = {name: dict(s) for name, s in self.camera_state.items()}
+        for cam in self.cameras:
+            cams.setdefault(cam.name, {}).update(cam.stats_dict())
+        return {
+            "state": self._state,
+            "device_id": self.device_id,
+            "groups": list(self.config.device.groups),
+            "agent_version": __version__,
+            "started": round(self.started, 3),
+            "cameras": cams,
+            "backend": info.backend if info else None,
+            "model": {
+                "name": gen.meta.get("name", "") if gen else "",
+                "version": gen.meta.get("version", "") if gen else "",
+                "file": info.model_path if info else "",
+                "runtime": info.runtime if info else "",
+            },
+            "broker_connected": bool(self.publisher and self.publisher.connected),
+            "last_error": self.last_error
+            or (self.supervisor.last_error if self.supervisor else ""),
+        }
+
+    def stats_payload(self) -> dict[str, Any]:
+        """The periodic stats document."""
+        snap = self.stats.snapshot(resources=True)
+        gen = self.supervisor.generation if self.supervisor else None
+        snap.update(
+            {
+                "backend": gen.worker.info.backend if gen else None,
+                "model": gen.meta.get("name", "") if gen else "",
+                "model_version": gen.meta.get("version", "") if gen else "",
+                "dropped_frames": sum(c.stats_dict().get("dropped", 0) for c in self.cameras),
+                "worker_restarts": self.supervisor.restarts if self.supervisor else 0,
+                "mqtt": self.publisher.stats() if self.publisher else {},
+            }
+        )
+        temps = apex_temperatures()
+        if temps:
+            snap["apex_temperature_c"] = temps
+        return snap
+
+    def publish_status(self) -> None:
+        """Publish the retained status (and tell systemd in one line)."""
+        status = self.status()
+        if self.publisher is not None:
+            self.publisher.publish(
+                self.topics.status,
+                status,
+                qos=1,
+                retain=self.config.mqtt.retain_status,
+                durable=False,
+            )
+        cams = ", ".join(f"{n}={s.get('state')}" for n, s in status["cameras"].items())
+        self.notifier.status(f"{self._state}; backend={status['backend']}; cameras: {cams}")
+
+    def publish_result(self, payload: dict[str, Any]) -> None:
+        """Pipeline callback: a frame's results (durable: spooled when offline)."""
+        if self.publisher is not None:
+            self.publisher.publish(
+                self.topics.results,
+                payload,
+                qos=self.config.mqtt.qos_results,
+                retain=False,
+                durable=True,
+            )
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the publisher, the worker, the cameras and the pipeline thread.
+
+        Raises:
+            EdgeAgentError: the model cannot be loaded on any backend.
+        """
+        cfg = self.config
+        os.makedirs(cfg.device.state_dir, exist_ok=True)
+        if cfg.mqtt.enabled:
+            self.publisher = MqttPublisher(
+                mqtt_settings(cfg),
+                self.topics,
+                cfg.spool_dir,
+                on_command=self._on_command,
+                on_connection_change=self._on_connection,
+            )
+            self.publisher.start()
+        options, meta = self._initial_model()
+        self.supervisor = Supervisor(
+            options,
+            make_codec,
+            deadline=cfg.inference.deadline,
+            reprobe_initial=cfg.inference.reprobe_initial,
+            reprobe_max=cfg.inference.reprobe_max,
+            on_event=self._on_worker_event,
+            meta=meta,
+        )
+        self.supervisor.start()
+        for cam_cfg in cfg.enabled_cameras:
+            cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state)
+            cam.start()
+            self.cameras.append(cam)
+        self._start_updates()
+        pipeline = Pipeline(
+            self.cameras,
+            self.supervisor,
+            self.publish_result,
+            self.stats,
+            self.watchdog.progress,
+            every_frame=cfg.mqtt.publish_every_frame,
+            on_generation=self._status_dirty.set,
+        )
+        self._pipeline = pipeline
+        self._pipeline_thread = threading.Thread(
+            target=pipeline.run, args=(self._pipeline_stop,), name="pipeline", daemon=True
+        )
+        self._pipeline_thread.start()
+        if self.publisher is not None and cfg.mqtt.homeassistant:
+            for topic, payload in discovery_messages(
+                cfg.mqtt.discovery_prefix, self.topics, self.device_id, __version__
+            ):
+                self.publisher.publish(topic, payload, qos=1, retain=True, durable=False)
+
+    def _initial_model(self) -> tuple[ModelOptions, dict[str, Any]]:
+        """The configured model (the updates layer may replace it with the active release)."""
+        m = self.config.model
+        meta = {
+            "name": m.name or os.path.splitext(os.path.basename(m.path))[0],
+            "version": m.version,
+        }
+        return model_options(self.config), meta
+
+    def _start_updates(self) -> None:
+        """Hook for the model-update service (installed when enabled)."""
+
+    def _wait_ready(self, timeout: float) -> None:
+        """READY=1 once a frame went through and the broker is up (or allowed to be down)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.flags.stop_event.is_set():
+            broker_ok = (
+                self.publisher is None
+                or self.publisher.connected
+                or self.config.mqtt.ready_without_broker
+            )
+            if broker_ok and (self._pipeline.frames > 0 or not self.cameras):
+                break
+            self.flags.stop_event.wait(0.05)
+        self._state = "running"
+        self.notifier.ready()
+        self.publish_status()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        self.flags.install()
+        try:
+            self.start()
+        except EdgeAgentError as exc:
+            logger.error("model %s: cannot start: %s", self.config.model.path, exc)
+            self.last_error = str(exc)
+            self._state = "failed"
+            self.publish_status()
+            self.shutdown()
+            return 1
+        self._wait_ready(30.0)
+        next_stats = time.monotonic() + self.config.stats.interval
+        while not self.flags.stop_event.is_set():
+            if self.flags.reload_requested():
+                self.reload()
+            if self._status_dirty.is_set():
+                self._status_dirty.clear()
+                self.publish_status()
+            if time.monotonic() >= next_stats:
+                next_stats += self.config.stats.interval
+                if self.publisher is not None:
+                    self.publisher.publish(
+                        self.topics.stats,
+                        self.stats_payload(),
+                        qos=self.config.mqtt.qos_stats,
+                        retain=False,
+                        durable=False,
+                    )
+            self.flags.wait(0.2)  # wakes at once on a stop or reload signal
+        self.shutdown()
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; apply what can change live (log level, thresholds)."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except EdgeAgentError as exc:
+            logger.error("reload: keeping the running configuration: %s", exc)
+            self.notifier.ready()
+            return
+        logging.getLogger().setLevel(new.logging.level)
+        gen = self.supervisor.generation if self.supervisor else None
+        if gen is not None:
+            m = new.model
+            gen.codec.decoder.settings = DecodeSettings(
+                m.threshold, m.top_k, m.iou, m.max_detections
+            )
+            gen.codec.decoder.labels_filter = frozenset(m.labels_filter)
+        logger.info(
+            "reload: applied %s (thresholds, log level); restart for other changes",
+            self.config_path,
+        )
+        self.config = new
+        self.notifier.ready()
+
+    def shutdown(self) -> None:
+        """Stop everything in order, each step bounded in time."""
+        self._state = "stopping"
+        self.notifier.stopping()
+        for cam in self.cameras:
+            cam.stop(2.0)
+        self._pipeline_stop.set()
+        if self._pipeline_thread is not None:
+            self._pipeline_thread.join(5.0)
+        if self.updates is not None:
+            self.updates.stop(5.0)
+        if self.supervisor is not None:
+            self.supervisor.stop(3.0)
+        if self.publisher is not None:
+            self.publisher.publish(
+                self.topics.status, self.status(), qos=1, retain=True, durable=False
+            )
+            self.publisher.stop(5.0)
+        self.flags.restore()
+        logger.info("stopped")
