@@ -1,0 +1,205 @@
+"""YOLOv8-style raw output -> objects, with class-wise non-maximum suppression.
+
+The output holds, for each of N candidates (8400 for a 640 input), ``cx, cy, w, h``
+followed by ``nc`` class scores, either as ``[1, 4+nc, N]`` (Ultralytics' export,
+"features-first") or transposed as ``[1, N, 4+nc]`` ("features-last"). There is no
+objectness column (that would be YOLOv5's ``5+nc`` layout).
+
+The hot path stays in the tensor's integer domain: the best class score of every
+candidate is the max over the int8 class rows, the confidence threshold is compared on
+those integers, and only the few survivors are dequantized.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from edge_agent.errors import ModelError
+from edge_agent.inference.adapters.common import BBox, Object, threshold_mask
+from edge_agent.inference.tensors import QuantParams, dequantize
+
+FEATURES_FIRST = "features-first"  # [1, 4+nc, N]
+FEATURES_LAST = "features-last"  # [1, N, 4+nc]
+LAYOUTS = ("auto", FEATURES_FIRST, FEATURES_LAST)
+NORMALIZED = "normalized"  # box rows in 0..1 of the input
+PIXELS = "pixels"  # box rows in input pixels
+COORDS = ("auto", NORMALIZED, PIXELS)
+
+# Normalized centres never exceed ~1 (quantization may overshoot a little); pixel
+# centres of the anchor grid reach close to the input size (>= 32 px for any real model).
+_PIXEL_CENTRE_MIN = 2.0
+
+
+class YoloShape(NamedTuple):
+    """What a YOLO output's shape says: its layout, class count and candidate count."""
+
+    layout: str
+    num_classes: int
+    num_candidates: int
+
+
+def yolo_shape(shape: tuple[int, ...], layout: str = "auto") -> YoloShape:
+    """Interpret a YOLOv8 output shape.
+
+    With ``layout="auto"`` the smaller of the two non-batch axes is taken as ``4+nc``
+    (candidates always outnumber classes: 8400 vs 84 for COCO at 640).
+
+    Args:
+        shape: the output's shape, ``[1, a, b]`` or ``[a, b]``.
+        layout: "auto", "features-first" or "features-last".
+
+    Returns:
+        The resolved layout, number of classes and number of candidates.
+
+    Raises:
+        ModelError: the shape cannot be a YOLOv8 output (or is square with
+            ``layout="auto"``).
+        ValueError: unknown layout name.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"YOLO layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    dims = tuple(int(d) for d in shape)
+    if len(dims) == 3 and dims[0] == 1:
+        dims = dims[1:]
+    if len(dims) != 2:
+        raise ModelError(f"YOLO output shape {list(shape)} is not [1, 4+nc, N] or [1, N, 4+nc]")
+    a, b = dims
+    if layout == "auto":
+        if a == b:
+            raise ModelError(
+                f"YOLO output shape {list(shape)} is square: set the layout explicitly "
+                f"({FEATURES_FIRST} for [1, 4+nc, N], {FEATURES_LAST} for [1, N, 4+nc])"
+            )
+        layout = FEATURES_FIRST if a < b else FEATURES_LAST
+    features, candidates = (a, b) if layout == FEATURES_FIRST else (b, a)
+    if features < 5 or candidates < 1:
+        raise ModelError(
+            f"YOLO output shape {list(shape)} as {layout} has {features} features per "
+            "candidate; need 4 box values and at least one class"
+        )
+    return YoloShape(layout, features - 4, candidates)
+
+
+def _features_first(output: np.ndarray, layout: str) -> np.ndarray:
+    """A ``[4+nc, N]`` view of the output (no copy)."""
+    info = yolo_shape(output.shape, layout)
+    table = output.reshape(output.shape[-2:])
+    return table if info.layout == FEATURES_FIRST else table.T
+
+
+def _boxes_are_pixels(feats: np.ndarray, quant: QuantParams) -> bool:
+    """True when the box rows are in pixels (see _PIXEL_CENTRE_MIN)."""
+    # The max is taken on the raw values: dequantization is monotone.
+    peak = dequantize(np.asarray(feats[:2].max()), quant)
+    return bool(peak > _PIXEL_CENTRE_MIN)
+
+
+def _nms(
+    rects: np.ndarray, classes: np.ndarray, iou_threshold: float, agnostic: bool
+) -> np.ndarray:
+    """Positions kept by greedy NMS, for candidates already sorted best first.
+
+    OpenCV processes boxes by descending score with a stable sort; handing it the rank
+    as the score makes it follow our order exactly (score, then anchor index). NMS runs
+    per class with plain NMSBoxes (rather than NMSBoxesBatched's coordinate offsets) so
+    that the IoUs are computed on the real coordinates.
+    """
+    ranks = np.arange(len(rects), 0, -1, dtype=np.float32)
+    groups = (
+        [np.arange(len(rects))]
+        if agnostic
+        else [np.flatnonzero(classes == c) for c in np.unique(classes)]
+    )
+    kept = []
+    for group in groups:
+        picked = cv2.dnn.NMSBoxes(rects[group], ranks[group], 0.0, float(iou_threshold))
+        kept.append(group[np.asarray(picked, dtype=np.int64).reshape(-1)])
+    return np.sort(np.concatenate(kept))
+
+
+def decode_yolo(
+    output: np.ndarray,
+    quant: QuantParams,
+    threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+    input_size: tuple[int, int],
+    *,
+    layout: str = "auto",
+    coords: str = "auto",
+    agnostic: bool = False,
+    max_candidates: int = 30000,
+) -> list[Object]:
+    """Decode a YOLOv8 output into objects in input-tensor pixels.
+
+    Each candidate takes its best class; candidates whose best score is ``>= threshold``
+    go through greedy NMS per class (a box is dropped when its IoU with a better box of
+    the same class is ``> iou_threshold``), as Ultralytics does.
+
+    Args:
+        output: the raw output, ``[1, 4+nc, N]`` or ``[1, N, 4+nc]``, int8/uint8 with
+            ``quant`` or float.
+        quant: the output's quantization (``NOT_QUANTIZED`` for float outputs).
+        threshold: minimum class score (inclusive).
+        iou_threshold: NMS IoU threshold in ``[0, 1]`` (Ultralytics uses 0.45 or 0.7).
+        max_detections: keep at most this many objects (<= 0: all).
+        input_size: ``(width, height)`` of the model input in pixels.
+        layout: "auto" (see :func:`yolo_shape`), "features-first" or "features-last".
+        coords: "auto", "normalized" (box rows in ``0..1`` of the input) or "pixels".
+            "auto" decides per call: pixels when the largest box centre exceeds 2.
+        agnostic: one NMS across all classes instead of one per class.
+        max_candidates: at most this many best-scoring candidates enter NMS (<= 0: all),
+            bounding the cost of a very low threshold.
+
+    Returns:
+        Objects sorted by score (highest first; ties by candidate index). Boxes are not
+        clipped (:func:`edge_agent.inference.geometry.to_image` clips to the frame).
+
+    Raises:
+        ModelError: the output's shape is not a YOLOv8 output.
+        ValueError: an argument is out of range (NaN threshold, IoU outside [0, 1],
+            unknown layout/coords name).
+    """
+    if coords not in COORDS:
+        raise ValueError(f"YOLO coords must be one of {', '.join(COORDS)}, got {coords!r}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    feats = _features_first(np.asarray(output), layout)
+    best_raw = feats[4:].max(axis=0)
+    idx = np.flatnonzero(threshold_mask(best_raw, quant, threshold))
+    if idx.size == 0:
+        return []
+    scores = dequantize(best_raw[idx], quant)
+    # Score descending, then candidate index (lexsort's last key is the primary one).
+    order = np.lexsort((idx, -scores))
+    if max_candidates > 0:
+        order = order[:max_candidates]
+    idx, scores = idx[order], scores[order]
+    # Ties go to the first class, as argmax on dequantized scores would (monotone map).
+    classes = feats[4:, idx].argmax(axis=0)
+    cx, cy, w, h = dequantize(feats[:4, idx], quant).astype(np.float64)
+    if coords == PIXELS or (coords == "auto" and _boxes_are_pixels(feats, quant)):
+        sx = sy = 1.0
+    else:
+        sx, sy = float(input_size[0]), float(input_size[1])
+    x0, y0 = (cx - w / 2) * sx, (cy - h / 2) * sy
+    rects = np.stack([x0, y0, w * sx, h * sy], axis=1)
+    keep = _nms(rects, classes, iou_threshold, agnostic)
+    if max_detections > 0:
+        keep = keep[:max_detections]
+    return [
+        Object(
+            int(classes[i]),
+            float(scores[i]),
+            BBox(
+                float(rects[i, 0]),
+                float(rects[i, 1]),
+                float(rects[i, 0] + rects[i, 2]),
+                float(rects[i, 1] + rects[i, 3]),
+            ),
+        )
+        for i in keep
+    ]
