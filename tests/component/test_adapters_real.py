@@ -1,4 +1,5 @@
-"""Tier 2: the adapters on real model outputs, against the reference in shared/README.md.
+"""Tier 2: the adapters on real model outputs, against the reference in shared/README.md
+and the exact arithmetic of the SSD fixture models (tests/fixtures/README.md).
 
 The preprocessing is written inline (letterbox with plan_fit, pad 114, RGB, pixels/255
 quantized with the input's scale/zero point) so that these tests depend only on the
@@ -14,13 +15,19 @@ from ai_edge_litert.interpreter import Interpreter
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.classification import top_k
-from edge_agent.inference.adapters.common import CLASSIFICATION, DETECTION_YOLO, BBox
+from edge_agent.inference.adapters.common import (
+    CLASSIFICATION,
+    DETECTION_SSD,
+    DETECTION_YOLO,
+    BBox,
+)
+from edge_agent.inference.adapters.ssd import decode_ssd, resolve_ssd_order, split_ssd, ssd_layout
 from edge_agent.inference.adapters.task import detect_task, validate_task
 from edge_agent.inference.adapters.yolo import decode_yolo
 from edge_agent.inference.geometry import objects_to_image, plan_fit
 from edge_agent.inference.labels import label_count_warning, label_for, read_labels
 from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec, dequantize
-from tests.support.paths import shared_file
+from tests.support.paths import fixture_model, shared_file
 
 # shared/README.md: "What a correct pipeline gives on them" (x0, y0, x1, y1 image pixels).
 YOLO_EXPECTED = {
@@ -163,3 +170,26 @@ def test_real_label_files():
     imagenet = read_labels(shared_file("models/imagenet_labels.txt"))
     assert imagenet[0] == "background" and len(imagenet) == 1001
     assert label_count_warning(imagenet, 80) is not None
+
+
+@pytest.mark.parametrize("name", ["ssd_postprocess.tflite", "ssd_postprocess_tf2.tflite"])
+def test_ssd_order_and_decode_on_the_postprocess_op(name):
+    # The fixture detects 8x8 cells of saturated primaries (tests/fixtures/README.md).
+    model = Loaded(fixture_model(name))
+    assert detect_task(model.outputs) == DETECTION_SSD
+    layout = ssd_layout(model.outputs)
+    assert layout.certain  # both exports' names settle classes vs scores
+    image = np.full((1, 64, 64, 3), 128, np.uint8)
+    image[0, 16:24, 24:32] = (255, 0, 0)  # red at row 2, col 3
+    image[0, 40:48, 48:56] = (0, 0, 255)  # blue at row 5, col 6
+    image[0, 56:64, 0:8] = (0, 255, 0)  # green at row 7, col 0
+    tensors = model.run(image)
+    # Without names, the values of this frame alone decide the same layout.
+    assert resolve_ssd_order(tensors) == layout
+    objects = decode_ssd(*split_ssd(tensors, layout), 0.5, (64, 64))
+    assert sorted((o.id, tuple(o.bbox)) for o in objects) == [
+        (0, (24.0, 16.0, 32.0, 24.0)),
+        (1, (0.0, 56.0, 8.0, 64.0)),
+        (2, (48.0, 40.0, 56.0, 48.0)),
+    ]
+    assert all(o.score == pytest.approx(0.99986, abs=1e-4) for o in objects)
