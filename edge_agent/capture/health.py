@@ -1,0 +1,89 @@
+"""Camera health: the state names, the stats snapshot, and the reopen backoff."""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable, NamedTuple
+
+FPS_WINDOW = 2.0  # seconds of recent frames behind stats().fps
+
+StateCallback = Callable[[str, str, str], None]
+"""``on_state(camera_name, state, detail)``."""
+
+
+class CameraState:
+    """Camera states, as plain strings (published as-is)."""
+
+    STARTING = "starting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+    STOPPED = "stopped"
+
+
+class CameraStats(NamedTuple):
+    """A snapshot of a camera's health.
+
+    Attributes:
+        name, source: the camera name and its source with credentials masked.
+        state: a :class:`CameraState` value.
+        frames: frames read from the source.
+        dropped: frames replaced by a newer one before the consumer took them.
+        reconnects: reopen attempts made after failures (successful or not).
+        fps: capture rate over the last couple of seconds (0.0 when nothing arrives).
+        last_error: the most recent failure (kept after recovery), None if none yet.
+        backoff: the delay before the current/last reopen attempt; 0.0 while streaming.
+        last_frame_age: seconds since the last frame, None before the first.
+    """
+
+    name: str
+    source: str
+    state: str
+    frames: int
+    dropped: int
+    reconnects: int
+    fps: float
+    last_error: str | None
+    backoff: float
+    last_frame_age: float | None
+
+
+class Backoff:
+    """Capped exponential delays: initial, 2x initial, ... maximum, maximum, ..."""
+
+    def __init__(self, initial: float, maximum: float):
+        self.initial = initial
+        self.maximum = maximum
+        self._next = initial
+
+    def next(self) -> float:
+        """The delay to wait now; doubles the following one up to the maximum."""
+        delay = self._next
+        self._next = min(self._next * 2.0, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Back to the initial delay (after a success)."""
+        self._next = self.initial
+
+
+class RateMeter:
+    """Recent frame rate from the last capture times (caller holds any needed lock)."""
+
+    def __init__(self, window: float = FPS_WINDOW):
+        self.window = window
+        self._times: collections.deque[float] = collections.deque(maxlen=1024)
+
+    def add(self, t: float) -> None:
+        """Record a frame at monotonic time ``t``."""
+        self._times.append(t)
+
+    def fps(self, now: float) -> float:
+        """Frames per second over the window ending at ``now``; 0.0 with under two."""
+        recent = [t for t in self._times if t >= now - self.window]
+        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the last frame, None before the first."""
+        return now - self._times[-1] if self._times else None

@@ -1,0 +1,128 @@
+"""The latest-frame slot: newest wins, drops counted, held buffers never overwritten."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_agent.capture.frames import BUFFERS, Frame, FrameSlot
+
+
+def _fill(slot: FrameSlot, frame_id: int) -> int:
+    """Producer step: claim the free buffer, 'read' frame_id into it, publish; its index."""
+    index, buffer = slot.writable()
+    if buffer is None:
+        buffer = np.empty((4, 4, 3), np.uint8)
+    buffer[...] = frame_id
+    slot.publish(index, Frame(buffer, frame_id, 0.0, 0.0, "cam"))
+    return index
+
+
+def test_empty_slot_times_out():
+    assert FrameSlot().take(0) is None
+
+
+def test_newest_wins_and_drops_are_counted():
+    slot = FrameSlot()
+    for frame_id in range(4):
+        _fill(slot, frame_id)
+    frame = slot.take(0)
+    assert frame.frame_id == 3 and int(frame.image[0, 0, 0]) == 3
+    assert slot.counts() == (4, 3, False)
+
+
+def test_a_frame_is_never_returned_twice():
+    slot = FrameSlot()
+    _fill(slot, 0)
+    assert slot.take(0).frame_id == 0
+    assert slot.take(0) is None
+    _fill(slot, 1)
+    assert slot.take(0).frame_id == 1
+    assert slot.take(0) is None
+
+
+def test_held_frame_is_not_overwritten_while_producer_runs_ahead():
+    slot = FrameSlot()
+    _fill(slot, 0)
+    held = slot.take(0)
+    for frame_id in range(1, 50):  # the consumer is busy with frame 0 all along
+        _fill(slot, frame_id)
+        assert slot.writable()[1] is not held.image
+        assert int(held.image[0, 0, 0]) == 0, f"held buffer overwritten by frame {frame_id}"
+    latest = slot.take(0)
+    assert latest.frame_id == 49
+    assert latest.image is not held.image
+    assert slot.counts() == (50, 48, False)
+
+
+def test_buffers_are_reused_not_reallocated():
+    slot = FrameSlot()
+    seen = set()
+    for frame_id in range(30):
+        _fill(slot, frame_id)
+        if frame_id % 3 == 0:
+            seen.add(id(slot.take(0).image))
+    index, buffer = slot.writable()
+    assert buffer is not None
+    assert len(seen) <= BUFFERS
+
+
+def test_writable_never_hands_out_latest_or_held():
+    slot = FrameSlot()
+    _fill(slot, 0)
+    held_frame = slot.take(0)
+    _fill(slot, 1)  # now one latest, one held
+    index, buffer = slot.writable()
+    assert buffer is None or (buffer is not held_frame.image)
+    latest = slot.take(0)
+    assert buffer is None or buffer is not latest.image
+
+
+def test_close_drains_then_returns_none_at_once():
+    slot = FrameSlot()
+    _fill(slot, 0)
+    slot.close()
+    assert slot.take(30).frame_id == 0
+    assert slot.take(30) is None  # closed and empty: no wait (pytest-timeout guards it)
+
+
+@pytest.mark.timeout(10)
+def test_lossless_publish_waits_for_the_consumer():
+    slot = FrameSlot()
+    stop = threading.Event()
+    published = []
+
+    def producer():
+        for frame_id in range(20):
+            index, buffer = slot.writable()
+            image = np.full((2, 2, 3), frame_id, np.uint8) if buffer is None else buffer
+            image[...] = frame_id
+            if not slot.publish(index, Frame(image, frame_id, 0.0, 0.0, "c"), wait=True, stop=stop):
+                return
+            published.append(frame_id)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    got = []
+    while len(got) < 20:
+        frame = slot.take(5)
+        assert frame is not None
+        assert int(frame.image[0, 0, 0]) == frame.frame_id
+        got.append(frame.frame_id)
+    thread.join(5)
+    assert got == list(range(20))
+    assert slot.counts() == (20, 0, False)
+
+
+@pytest.mark.timeout(10)
+def test_lossless_publish_gives_up_on_stop():
+    slot = FrameSlot()
+    _fill(slot, 0)  # never taken
+    stop = threading.Event()
+    stop.set()
+    index, _ = slot.writable()
+    frame = Frame(np.zeros((2, 2, 3), np.uint8), 1, 0.0, 0.0, "c")
+    assert slot.publish(index, frame, wait=True, stop=stop, poll=0.01) is False
+    assert slot.counts() == (1, 0, True)
