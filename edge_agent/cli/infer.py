@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     model.codec.decoder.settings = model.codec.decoder.settings._replace(threshold=threshold)
     status = 0
     for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if image is None:
             print(f"edge-agent infer: error: {path}: cannot read image", file=sys.stderr)
             status = 1

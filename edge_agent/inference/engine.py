@@ -134,9 +134,13 @@ class Engine:
                 session.runtime,
             )
             return
-        reasons = "; ".join(
-            f"{a.backend}: {a.reason}" for a in self.attempts[-len(self._candidates) :]
-        )
+        # The same file problem seen by every backend is reported once.
+        seen: dict[str, str] = {}
+        for a in self.attempts[-(len(self._candidates) - start) :]:
+            seen.setdefault(a.reason, a.backend)
+        reasons = "; ".join(f"{backend}: {reason}" for reason, backend in seen.items())
+        if len(seen) == 1 and len(self._candidates) - start > 1:
+            reasons = next(iter(seen))
         if isinstance(last, ModelError) or last is None:
             raise ModelError(
                 reasons or f"no backend serves device {self.request.device!r}"

@@ -93,23 +93,11 @@ def build_codec(
     resize = default_resize(decoder.task) if options.resize == "auto" else options.resize
     pre = Preprocessor(input_spec, resize=resize, mean=options.input_mean, std=options.input_std)
     warnings = []
-    if labels:
-        classes = _class_count(decoder.task, output_specs)
-        warning = label_count_warning(labels, classes) if classes else None
+    if labels and decoder.num_classes:
+        warning = label_count_warning(labels, decoder.num_classes)
         if warning:
             warnings.append(f"{options.labels}: {warning}")
     return Codec(pre, decoder, tuple(warnings))
-
-
-def _class_count(task: str, outputs: Sequence[TensorSpec]) -> int | None:
-    """How many classes a model's outputs encode, when the shape says so."""
-    if task == "classification":
-        return int(np.prod(outputs[0].shape))
-    if task == "detection-yolo":
-        shape = outputs[0].shape
-        small = min(shape[1], shape[2])
-        return small - 4
-    return None  # SSD: the class count is inside the post-processing op
 
 
 class Inference(NamedTuple):

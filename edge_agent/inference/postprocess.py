@@ -13,16 +13,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge_agent.inference.adapters.classification import top_k
-from edge_agent.inference.adapters.ssd import decode_ssd, ssd_layout
+from edge_agent.inference.adapters.common import CLASSIFICATION
+from edge_agent.inference.adapters.common import DETECTION_SSD as SSD
+from edge_agent.inference.adapters.common import DETECTION_YOLO as YOLO
+from edge_agent.inference.adapters.ssd import decode_ssd, resolve_ssd_order, ssd_layout
 from edge_agent.inference.adapters.task import detect_task, validate_task
-from edge_agent.inference.adapters.yolo import decode_yolo
+from edge_agent.inference.adapters.yolo import decode_yolo, yolo_shape
 from edge_agent.inference.geometry import Fit, objects_to_image
-from edge_agent.inference.labels import label_for
+from edge_agent.inference.labels import label_for, label_offset
 from edge_agent.inference.tensors import TensorSpec
-
-CLASSIFICATION = "classification"
-SSD = "detection-ssd"
-YOLO = "detection-yolo"
 
 
 class DecodeSettings(NamedTuple):
@@ -93,15 +92,32 @@ class Decoder:
         self.settings = settings or DecodeSettings()
         self.labels_filter = frozenset(labels_filter)
         self._ssd = ssd_layout(self.outputs) if self.task == SSD else None
+        self.num_classes = self._num_classes()
+        # Label files off by one background entry are realigned (see label_offset).
+        self.label_offset = label_offset(self.labels, self.num_classes or 0)
+
+    def _num_classes(self) -> int | None:
+        """How many classes the outputs encode, when the shapes say so (not for SSD)."""
+        if self.task == CLASSIFICATION:
+            return int(np.prod(self.outputs[0].shape))
+        if self.task == YOLO:
+            return yolo_shape(self.outputs[0].shape).num_classes
+        return None  # SSD: the class count is inside the post-processing op
+
+    def label(self, class_id: int) -> str:
+        """The label of a class id (its number when the file has none)."""
+        return label_for(self.labels, class_id, self.label_offset)
 
     def __call__(self, arrays: Sequence[np.ndarray], fit: Fit) -> list[Result]:
         """Turn output arrays into results sorted by score (boxes in frame pixels)."""
         s = self.settings
         if self.task == CLASSIFICATION:
             classes = top_k(arrays[0].reshape(-1), self.outputs[0].quant, s.top_k, s.threshold)
-            results = [Result(c.id, label_for(self.labels, c.id), float(c.score)) for c in classes]
+            results = [Result(c.id, self.label(c.id), float(c.score)) for c in classes]
         else:
             if self.task == SSD:
+                if not self._ssd.certain:  # classes vs scores: settled by the first detections
+                    self._ssd = resolve_ssd_order(arrays, self._ssd)
                 lay = self._ssd
                 objs = decode_ssd(
                     arrays[lay.boxes],
@@ -121,7 +137,7 @@ class Decoder:
                     self.input_size,
                 )
             results = [
-                Result(o.id, label_for(self.labels, o.id), float(o.score), tuple(o.bbox))
+                Result(o.id, self.label(o.id), float(o.score), tuple(o.bbox))
                 for o in objects_to_image(objs, fit)
             ]
         if self.labels_filter:

@@ -1,0 +1,92 @@
+"""Tier 2: ``edge-agent infer`` as a user runs it: JSON lines out, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.paths import fixture_model, shared_file
+
+
+def infer(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent", "infer", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_detection_json_lines():
+    proc = infer(
+        "--model",
+        str(shared_file("models/yolov8n_full_integer_quant_edgetpu.tflite")),
+        "--labels",
+        str(shared_file("models/yolov8n_labels.txt")),
+        str(shared_file("images/pets.jpg")),
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["image"].rsplit("/", 1)[1] for line in lines] == ["pets.jpg", "cat.bmp"]
+    first = lines[0]
+    assert first["backend"] == "cpu" and first["task"] == "detection"
+    assert first["model"].endswith("yolov8n_full_integer_quant.tflite")  # the twin ran
+    assert [r["label"] for r in first["results"][:2]] == ["dog", "dog"]
+    assert all(len(r["box"]) == 4 for r in first["results"])
+    scores = [r["score"] for r in first["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_classification_has_no_boxes():
+    proc = infer(
+        "--model",
+        str(shared_file("models/mobilenet_v2_1.0_224_quant.tflite")),
+        "--labels",
+        str(shared_file("models/imagenet_labels.txt")),
+        "--top-k",
+        "3",
+        str(shared_file("images/grace_hopper.bmp")),
+    )
+    out = json.loads(proc.stdout)
+    assert out["task"] == "classification" and len(out["results"]) <= 3
+    assert out["results"][0]["label"] == "military uniform"
+    assert "box" not in out["results"][0]
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("missing.tflite", "no such model file"),
+        (str(fixture_model("not_a_model.tflite")), "not a TFLite model"),
+        (str(fixture_model("orphan_edgetpu.tflite")), "no CPU twin was found"),
+        (str(fixture_model("per_channel_input.tflite")), "per-channel quantization"),
+    ],
+)
+def test_bad_model_is_one_line_error(model, message, tmp_path):
+    img = tmp_path / "x.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    proc = infer("--model", model, str(img))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("edge-agent")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_image_is_reported_and_others_still_run(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    proc = infer(
+        "--model",
+        str(fixture_model("color_uint8.tflite")),
+        str(bad),
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 1
+    assert f"{bad}: cannot read image" in proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
