@@ -1,0 +1,508 @@
+"""A bounded, crash-safe on-disk spool for MQTT messages the broker has not acknowledged.
+
+Format
+    The spool directory holds numbered segment files ``0000000000000001.seg`` ... written
+    append-only. Each record is ``<u32 body length><u32 CRC-32 of body><body>``; the body is
+    ``<u8 flags (qos | retain << 2)><u16 topic length><topic utf-8><payload>``. A small
+    ``cursor`` file (written to a temporary file, fsynced, renamed) holds the position of
+    the first record not yet committed, with its own CRC. ``spool.lock`` is ``flock``-ed
+    so two processes never share a spool.
+
+Crash safety
+    Records are written with a single ``os.write`` (no user-space buffer), so a *process*
+    crash loses nothing already appended. On open, every record from the cursor on is
+    checked; the first short or CRC-failing record (a write torn by a power cut) and
+    everything after it in that segment are cut off, earlier records are kept. A failed
+    write (e.g. ENOSPC) is rolled back with ``ftruncate`` so the tail stays clean; if even
+    that fails the segment is sealed and the next append starts a new one.
+
+fsync policy (SD cards: every fsync costs latency and flash wear)
+    The tail segment is fsynced every ``sync_every`` records (default 32), when
+    ``sync_interval`` seconds (default 1 s) have passed since the first unsynced record
+    (checked on append and by :meth:`Spool.sync_if_due`, which the owner calls
+    periodically), when a segment is rolled, and on :meth:`Spool.flush` / :meth:`Spool.close`.
+    A power cut therefore loses at most about one second or 32 messages. The cursor is
+    persisted every ``cursor_every`` commits (default 64), when a segment is finished and
+    on flush/close; after a crash up to that many already-delivered messages are replayed
+    again (at-least-once delivery: duplicates, never loss or reordering).
+
+Bound
+    ``max_bytes`` bounds the bytes of records not yet committed. Appending past it drops
+    the *oldest* records (counted in :attr:`Spool.dropped`). Disk usage is at most
+    ``max_bytes`` plus one segment (the partly committed head segment).
+
+A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+from edge_agent.errors import ConfigError, PublishError
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")
+_BODY_HEAD = struct.Struct("<BH")
+_CURSOR = struct.Struct("<4sQQ")
+_CURSOR_MAGIC = b"EAS1"
+_SUFFIX = ".seg"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+class Position(NamedTuple):
+    """A record boundary: segment number and byte offset (ordered like the records)."""
+
+    segment: int
+    offset: int
+
+
+class SpooledMessage(NamedTuple):
+    """A message read back from the spool; ``position`` is the boundary after it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    position: Position
+
+
+def encode_record(topic: str, payload: bytes, qos: int, retain: bool) -> bytes:
+    """Serialize one message as a spool record (header + body)."""
+    raw_topic = topic.encode("utf-8")
+    body = _BODY_HEAD.pack(qos | (int(retain) << 2), len(raw_topic)) + raw_topic + payload
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _decode_body(body: bytes) -> tuple[str, bytes, int, bool]:
+    """Split a verified record body into (topic, payload, qos, retain)."""
+    flags, topic_len = _BODY_HEAD.unpack_from(body)
+    start = _BODY_HEAD.size
+    topic = body[start : start + topic_len].decode("utf-8")
+    return topic, bytes(body[start + topic_len :]), flags & 0x3, bool(flags & 0x4)
+
+
+class Spool:
+    """Bounded FIFO of MQTT messages on disk, committed only after the broker acked them.
+
+    Args:
+        directory: the spool directory (created if missing).
+        max_bytes: bound on uncommitted record bytes; the oldest are dropped beyond it.
+        segment_bytes: size at which a new segment file is started
+            (default: ``max_bytes / 16`` clamped to 64 KiB..4 MiB).
+        sync_every: fsync the tail after this many appended records.
+        sync_interval: fsync the tail when its oldest unsynced record is this many seconds old.
+        cursor_every: persist the cursor after this many commits.
+
+    Raises:
+        ConfigError: ``max_bytes`` is not positive.
+        PublishError: the directory cannot be created or is locked by another process.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        segment_bytes: int | None = None,
+        sync_every: int = 32,
+        sync_interval: float = 1.0,
+        cursor_every: int = 64,
+    ):
+        if max_bytes <= 0:
+            raise ConfigError(f"expected a positive size, got {max_bytes}", key="spool_max_bytes")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or min(max(max_bytes // 16, 64 * 1024), 4 << 20)
+        self._sync_every = sync_every
+        self._sync_interval = sync_interval
+        self._cursor_every = cursor_every
+        self.dropped = 0
+        self._count = 0
+        self._live = 0
+        self._sizes: dict[int, int] = {}  # segment -> bytes, in segment order
+        self._tail_fd: int | None = None
+        self._sealed = False
+        self._unsynced = 0
+        self._unsynced_since = 0.0
+        self._uncommitted_cursor = 0
+        self._read_fd: tuple[int, int] | None = None
+        self._lock_fd: int | None = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "spool.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._close_lock()
+            raise PublishError(f"spool {self.directory} is in use by another process") from exc
+        except OSError as exc:
+            self._close_lock()
+            raise PublishError(f"spool {self.directory}: cannot open: {exc.strerror}") from exc
+        self._cursor = self._recover()
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Number of messages appended and not yet committed (or dropped)."""
+        return self._count
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of those messages on disk (what ``max_bytes`` bounds)."""
+        return self._live
+
+    def append(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> Position:
+        """Append one message, dropping the oldest ones if the bound would be exceeded.
+
+        Args:
+            topic: MQTT topic.
+            payload: message bytes.
+            qos: QoS to publish it with on replay (0..2).
+            retain: retain flag to publish it with on replay.
+
+        Returns:
+            The position after the new record.
+
+        Raises:
+            PublishError: the message is larger than the whole spool, or the disk write
+                failed (e.g. disk full); records already spooled are untouched.
+        """
+        record = encode_record(topic, payload, qos, retain)
+        if len(record) > self.max_bytes:
+            raise PublishError(
+                f"spool {self.directory}: message on {topic} of {len(record)} bytes "
+                f"exceeds the spool size of {self.max_bytes} bytes"
+            )
+        while self._live + len(record) > self.max_bytes and self._count:
+            self._advance_one()
+            self.dropped += 1
+        if self._uncommitted_cursor >= self._cursor_every:
+            self._save_cursor()
+        try:
+            segment = self._tail_for(len(record))
+            start = self._sizes[segment]
+            self._write_all(segment, start, record)
+        except OSError as exc:
+            raise PublishError(f"spool {self.directory}: cannot append: {exc.strerror}") from exc
+        self._sizes[segment] = start + len(record)
+        self._count += 1
+        self._live += len(record)
+        if not self._unsynced:
+            self._unsynced_since = time.monotonic()
+        self._unsynced += 1
+        if self._unsynced >= self._sync_every:
+            self.sync_if_due(force=True)
+        else:
+            self.sync_if_due()
+        return Position(segment, start + len(record))
+
+    def read(self, limit: int, after: Position | None = None) -> list[SpooledMessage]:
+        """Read up to ``limit`` uncommitted messages in order without consuming them.
+
+        Args:
+            limit: maximum number of messages.
+            after: continue after this position (a previous message's ``position``);
+                None, or a position already committed or dropped, starts at the oldest.
+
+        Returns:
+            The messages, oldest first.
+        """
+        pos = self._cursor if after is None or after < self._cursor else after
+        out: list[SpooledMessage] = []
+        while len(out) < limit:
+            pos = self._normalize(pos)
+            if pos is None:
+                break
+            size, body = self._read_at(pos)
+            pos = Position(pos.segment, pos.offset + size)
+            out.append(SpooledMessage(*_decode_body(body), pos))
+        return out
+
+    def commit(self, position: Position) -> None:
+        """Mark every message up to ``position`` as delivered (no-op if already past it).
+
+        Args:
+            position: the ``position`` of the last delivered message.
+        """
+        if not self._cursor < position:
+            return
+        while self._cursor < position and self._count:
+            self._advance_one()
+        if self._uncommitted_cursor >= self._cursor_every:
+            self._save_cursor()
+
+    def sync_if_due(self, *, force: bool = False) -> None:
+        """fsync the tail if its oldest unsynced record is older than ``sync_interval``.
+
+        Args:
+            force: fsync now if anything is unsynced.
+
+        Raises:
+            PublishError: fsync failed (an I/O error of the storage).
+        """
+        if not self._unsynced:
+            return
+        if force or time.monotonic() - self._unsynced_since >= self._sync_interval:
+            try:
+                self._sync_tail()
+            except OSError as exc:
+                raise PublishError(f"spool {self.directory}: fsync failed: {exc.strerror}") from exc
+
+    def flush(self) -> None:
+        """fsync the tail segment and persist the cursor.
+
+        Raises:
+            PublishError: fsync failed.
+        """
+        self.sync_if_due(force=True)
+        if self._uncommitted_cursor:
+            self._save_cursor()
+
+    def close(self) -> None:
+        """Flush and release the files and the directory lock (idempotent)."""
+        if self._lock_fd is None:
+            return
+        try:
+            self.flush()
+        except PublishError as exc:
+            logger.error("%s", exc)
+        self._close_reader()
+        if self._tail_fd is not None:
+            os.close(self._tail_fd)
+            self._tail_fd = None
+        self._close_lock()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _path(self, segment: int) -> Path:
+        """File name of a segment."""
+        return self.directory / f"{segment:016d}{_SUFFIX}"
+
+    def _tail(self) -> int:
+        """The newest segment (appends go there)."""
+        return next(reversed(self._sizes))
+
+    def _after(self, segment: int) -> int | None:
+        """The segment following ``segment``, if any."""
+        return next((s for s in self._sizes if s > segment), None)
+
+    def _close_lock(self) -> None:
+        """Release the directory lock."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _recover(self) -> Position:
+        """Load the cursor, drop finished segments, cut torn records, count what is left."""
+        names = (p.name[: -len(_SUFFIX)] for p in self.directory.glob("*" + _SUFFIX))
+        segments = sorted(int(n) for n in names if n.isdigit())
+        cursor = self._load_cursor() or Position(0, 0)
+        for segment in segments:
+            if segment < cursor.segment:
+                self._path(segment).unlink()  # consumed before the cursor was saved
+                continue
+            start = cursor.offset if segment == cursor.segment else 0
+            size = self._scan(segment, start)
+            if segment == cursor.segment and cursor.offset > size:
+                cursor = Position(segment, size)  # the data behind the cursor was lost
+            self._sizes[segment] = size
+        if not self._sizes:
+            self._create_segment(max([*segments, cursor.segment]) + 1)
+        first = next(iter(self._sizes))
+        if cursor.segment < first:
+            cursor = Position(first, 0)  # the cursor's segment was already deleted
+        if self._count:
+            logger.info(
+                "spool %s: %d messages (%d bytes) waiting from a previous run",
+                self.directory,
+                self._count,
+                self._live,
+            )
+        return cursor
+
+    def _scan(self, segment: int, start: int) -> int:
+        """Count the valid records of a segment from ``start``; cut a torn tail. Returns size."""
+        path = self._path(segment)
+        data = path.read_bytes()
+        if start > len(data):
+            return len(data)
+        pos = start
+        while pos + _HEADER.size <= len(data):
+            length, crc = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            if length < _BODY_HEAD.size or end > len(data):
+                break
+            if zlib.crc32(data[pos + _HEADER.size : end]) != crc:
+                break
+            self._count += 1
+            self._live += end - pos
+            pos = end
+        if pos < len(data):
+            logger.warning(
+                "spool %s: discarding %d bytes of a torn or corrupt record at the end of %s",
+                self.directory,
+                len(data) - pos,
+                path.name,
+            )
+            with open(path, "r+b") as fh:
+                fh.truncate(pos)
+                os.fsync(fh.fileno())
+        return pos
+
+    def _load_cursor(self) -> Position | None:
+        """Read the persisted cursor; None if missing or corrupt (replay from the start)."""
+        try:
+            raw = (self.directory / "cursor").read_bytes()
+        except FileNotFoundError:
+            return None
+        body, crc = raw[:-4], raw[-4:]
+        if len(body) == _CURSOR.size and zlib.crc32(body).to_bytes(4, "little") == crc:
+            magic, segment, offset = _CURSOR.unpack(body)
+            if magic == _CURSOR_MAGIC:
+                return Position(segment, offset)
+        logger.warning("spool %s: corrupt cursor, replaying from the oldest record", self.directory)
+        return None
+
+    def _save_cursor(self) -> None:
+        """Atomically persist the cursor (write temp, fsync, rename).
+
+        A failure is only logged: the cursor stays in memory, and an older cursor on disk
+        means duplicates after a crash, never loss.
+        """
+        raw = _CURSOR.pack(_CURSOR_MAGIC, *self._cursor)
+        raw += zlib.crc32(raw).to_bytes(4, "little")
+        tmp = self.directory / "cursor.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if os.write(fd, raw) != len(raw):
+                    raise OSError(errno.ENOSPC, "short write")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.directory / "cursor")
+        except OSError as exc:
+            logger.warning("spool %s: cannot save the cursor: %s", self.directory, exc.strerror)
+            return
+        self._uncommitted_cursor = 0
+
+    def _create_segment(self, segment: int) -> None:
+        """Start a new empty tail segment and make its directory entry durable."""
+        if self._tail_fd is not None:
+            os.close(self._tail_fd)
+            self._tail_fd = None
+        self._tail_fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._sizes[segment] = 0
+        self._sealed = False
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _tail_for(self, record_len: int) -> int:
+        """Return the segment to append to, rolling to a new one when full or sealed."""
+        tail = self._tail()
+        size = self._sizes[tail]
+        if self._sealed or (size and size + record_len > self.segment_bytes):
+            self._sync_tail()
+            self._create_segment(tail + 1)
+            return tail + 1
+        if self._tail_fd is None:
+            self._tail_fd = os.open(self._path(tail), os.O_WRONLY | os.O_APPEND)
+        return tail
+
+    def _write_all(self, segment: int, start: int, record: bytes) -> None:
+        """Write a record completely or roll back to ``start`` and raise PublishError."""
+        view = memoryview(record)
+        try:
+            while view:
+                view = view[os.write(self._tail_fd, view) :]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._tail_fd, start)
+            except OSError:
+                # The torn bytes stay at the end of this segment: seal it, so later
+                # records go to a fresh segment and the next open cuts only this tail.
+                logger.error("spool %s: cannot roll back a failed write", self.directory)
+                self._sealed = True
+            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+            raise PublishError(
+                f"spool {self.directory}: cannot write segment {segment}: {reason}"
+            ) from exc
+
+    def _sync_tail(self) -> None:
+        """fsync the tail segment if anything is unsynced."""
+        if self._unsynced and self._tail_fd is not None:
+            os.fsync(self._tail_fd)
+        self._unsynced = 0
+
+    def _normalize(self, pos: Position) -> Position | None:
+        """Move a position off the end of a finished segment; None past the newest record."""
+        while pos.offset >= self._sizes.get(pos.segment, 0):
+            following = self._after(pos.segment)
+            if following is None:
+                return None
+            pos = Position(following, 0)
+        return pos
+
+    def _read_at(self, pos: Position) -> tuple[int, bytes]:
+        """Read the record at ``pos``: (record size, body). Unbuffered, so never stale."""
+        if self._read_fd is None or self._read_fd[0] != pos.segment:
+            self._close_reader()
+            self._read_fd = (pos.segment, os.open(self._path(pos.segment), os.O_RDONLY))
+        fd = self._read_fd[1]
+        length, _crc = _HEADER.unpack(os.pread(fd, _HEADER.size, pos.offset))
+        return _HEADER.size + length, os.pread(fd, length, pos.offset + _HEADER.size)
+
+    def _close_reader(self) -> None:
+        """Close the cached read descriptor."""
+        if self._read_fd is not None:
+            os.close(self._read_fd[1])
+            self._read_fd = None
+
+    def _advance_one(self) -> None:
+        """Move the cursor past the oldest record; delete segments it leaves behind."""
+        pos = self._normalize(self._cursor)
+        if pos is None:
+            return
+        size, _body = self._read_at(pos)
+        self._cursor = Position(pos.segment, pos.offset + size)
+        self._count -= 1
+        self._live -= size
+        self._uncommitted_cursor += 1
+        finished = [s for s in self._sizes if s < pos.segment]
+        if self._cursor.offset >= self._sizes[pos.segment] and pos.segment != self._tail():
+            finished.append(pos.segment)
+            self._cursor = Position(self._after(pos.segment), 0)
+        if finished:
+            # Persist the cursor first: a crash between the two steps then finds a
+            # cursor past a segment that still exists, which recovery deletes.
+            self._save_cursor()
+            for segment in finished:
+                self._delete_segment(segment)
+
+    def _delete_segment(self, segment: int) -> None:
+        """Forget and unlink a fully consumed segment."""
+        if self._read_fd is not None and self._read_fd[0] == segment:
+            self._close_reader()
+        del self._sizes[segment]
+        try:
+            self._path(segment).unlink()
+        except OSError as exc:
+            logger.error("spool %s: cannot delete %s: %s", self.directory, segment, exc.strerror)
