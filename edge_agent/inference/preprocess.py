@@ -67,9 +67,13 @@ class Preprocessor:
             else default_normalization(spec)
         )
         self.lut: InputLUT = build_lut(spec, self.norm)
-        # RGB canvas the size of the input; the letterbox pad is written once per size.
-        self._canvas = np.full((self.height, self.width, 3), PAD_VALUE, dtype=np.uint8)
+        table = self.lut.table
+        # One channel's table serves all three when they are equal: a third faster.
+        self._table = table[:, :, :1].copy() if (table == table[:, :, :1]).all() else table
+        # What the letterbox pad becomes after quantization, per channel.
+        self._pad = table[0, PAD_VALUE].copy()
         self._resized: np.ndarray | None = None
+        self._rgb: np.ndarray | None = None
         self._fit: Fit | None = None
 
     def plan(self, src_w: int, src_h: int) -> Fit:
@@ -78,8 +82,8 @@ class Preprocessor:
         if fit is None or fit.src_w != src_w or fit.src_h != src_h:
             fit = plan_fit(src_w, src_h, self.width, self.height, self.resize)
             self._fit = fit
-            self._canvas[...] = PAD_VALUE
             self._resized = np.empty((fit.new_h, fit.new_w, 3), dtype=np.uint8)
+            self._rgb = np.empty((fit.new_h, fit.new_w, 3), dtype=np.uint8)
         return fit
 
     def __call__(self, image: np.ndarray, out: np.ndarray) -> Fit:
@@ -101,22 +105,29 @@ class Preprocessor:
         h, w = image.shape[:2]
         fit = self.plan(w, h)
         dst = out[0] if out.ndim == 4 else out
-        # OpenCV silently allocates a new array when dst does not match; refuse instead.
-        if dst.shape != self._canvas.shape or dst.dtype != self.lut.table.dtype:
+        if dst.shape != (self.height, self.width, 3) or dst.dtype != self.lut.table.dtype:
             raise ValueError(
                 f"destination {dst.shape} {dst.dtype} does not match the model input "
-                f"{self._canvas.shape} {self.lut.table.dtype}"
+                f"{(self.height, self.width, 3)} {self.lut.table.dtype}"
             )
-        roi = self._canvas[fit.pad_y : fit.pad_y + fit.new_h, fit.pad_x : fit.pad_x + fit.new_w]
-        if (fit.new_w, fit.new_h) == (w, h):
-            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=roi)
-        else:
+        top, left = fit.pad_y, fit.pad_x
+        roi = dst[top : top + fit.new_h, left : left + fit.new_w]
+        src = image
+        if (fit.new_w, fit.new_h) != (w, h):
             # INTER_AREA when shrinking (no aliasing), bilinear when enlarging.
             interp = cv2.INTER_AREA if fit.new_w < w or fit.new_h < h else cv2.INTER_LINEAR
-            cv2.resize(image, (fit.new_w, fit.new_h), dst=self._resized, interpolation=interp)
-            cv2.cvtColor(self._resized, cv2.COLOR_BGR2RGB, dst=roi)
+            src = cv2.resize(image, (fit.new_w, fit.new_h), dst=self._resized, interpolation=interp)
         if self.lut.identity:
-            np.copyto(dst, self._canvas)
+            written = cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=roi)
         else:
-            cv2.LUT(self._canvas, self.lut.table, dst=dst)
+            cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb)
+            written = cv2.LUT(self._rgb, self._table, dst=roi)
+        # OpenCV silently writes a new array when it cannot use dst; never let that pass.
+        if written.ctypes.data != roi.ctypes.data:
+            raise RuntimeError("OpenCV did not write into the model input in place")
+        if roi.shape != dst.shape:  # letterbox: the pad is the quantized grey
+            dst[:top] = self._pad
+            dst[top + fit.new_h :] = self._pad
+            dst[top : top + fit.new_h, :left] = self._pad
+            dst[top : top + fit.new_h, left + fit.new_w :] = self._pad
         return fit
