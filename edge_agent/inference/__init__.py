@@ -1,1 +1,1 @@
-"""inference."""
+"""Inference: runtimes, backends, quantization, preprocessing, adapters."""

@@ -1,1 +1,1 @@
-"""publishing."""
+"""MQTT publishing: topics, client with on-disk spool, Home Assistant discovery."""

@@ -1,1 +1,1 @@
-"""service."""
+"""The daemon: supervised inference worker, frame pipeline, systemd integration, stats."""

@@ -1,1 +1,1 @@
-"""updates."""
+"""Signed over-the-air model updates: manifests, downloads, on-disk store, operator tools."""

@@ -1,1 +1,1 @@
-"""inference/adapters."""
+"""Post-processing adapters: pure functions over output arrays returning NamedTuples."""

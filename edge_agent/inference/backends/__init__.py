@@ -1,1 +1,1 @@
-"""inference/backends."""
+"""Inference backends, one module each, chosen through the registry in base.py."""
