@@ -1,0 +1,302 @@
+"""Release downloads over HTTPS: streamed, capped, resumable, retried, allowlisted.
+
+A file is streamed to ``<dest>.part`` and renamed to ``<dest>`` once complete. A
+transient failure (timeout, reset, 5xx, short body) is retried with exponential
+backoff, resuming with ``Range`` (the 206 answer's ``Content-Range`` must start where
+the part file ends, else it restarts; a 200 answer restarts from zero). ``If-Range``
+guards against the file changing between attempts.
+
+Reasons raised (as :class:`ModelUpdateError`): ``bad_url``, ``insecure_url``,
+``host_not_allowed``, ``http_error``, ``tls_error``, ``timeout``, ``too_large``,
+``truncated``, ``cancelled``, ``io_error``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.transport import (
+    DownloadSettings,
+    Failure,
+    Transport,
+    close_quietly,
+    content_length,
+    read_chunks,
+)
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, Optional[int]], None]
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class Fetched(NamedTuple):
+    """Result of :meth:`Downloader.fetch_if_changed`."""
+
+    changed: bool
+    body: bytes | None
+    etag: str | None
+    last_modified: str | None
+
+
+class Downloader:
+    """Fetches URLs under one policy.
+
+    Args:
+        settings: the download policy.
+        cancel: set it to abort a download in progress (``cancelled``).
+        clock: monotonic clock (tests may inject one).
+    """
+
+    def __init__(
+        self,
+        settings: DownloadSettings | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings or DownloadSettings()
+        self.cancel = cancel or threading.Event()
+        self._clock = clock
+        self._http = Transport(self.settings, self.cancel)
+
+    # ------------------------------------------------------------------ public
+
+    def download(
+        self,
+        url: str,
+        dest: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        expected_size: int | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Download ``url`` to ``dest`` via ``dest.part``, resuming with Range on retry.
+
+        Args:
+            url: the https (or allowed http) URL.
+            dest: final file path; it appears only once the body is complete.
+            max_bytes: hard size cap.
+            expected_size: the size the manifest promises (a tighter cap, and the
+                length a body without Content-Length must reach).
+            progress: ``progress(bytes_done, total_or_None)``, throttled.
+
+        Returns:
+            The number of bytes in ``dest``.
+
+        Raises:
+            ModelUpdateError: see the module docstring for reasons.
+        """
+        dest = Path(dest)
+        part = dest.with_name(dest.name + ".part")
+        cap = min(max_bytes, expected_size) if expected_size is not None else max_bytes
+        deadline = self._clock() + self.settings.max_duration
+        state = _Resume()
+        self._http.retrying(
+            url,
+            lambda: self._download_once(url, part, cap, expected_size, progress, state, deadline),
+        )
+        os.replace(part, dest)
+        return dest.stat().st_size
+
+    def fetch(self, url: str, *, max_bytes: int) -> bytes:
+        """GET a small document into memory (e.g. a manifest URL).
+
+        Raises:
+            ModelUpdateError: as :meth:`download`.
+        """
+        return self._http.retrying(url, lambda: self._fetch_once(url, {}, max_bytes)).body or b""
+
+    def fetch_if_changed(
+        self,
+        url: str,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        *,
+        max_bytes: int = 64 * 1024,
+    ) -> Fetched:
+        """Conditional GET for polling a manifest URL.
+
+        Args:
+            url: the manifest URL.
+            etag, last_modified: validators from the previous answer.
+            max_bytes: body cap.
+
+        Returns:
+            ``Fetched(changed, body, etag, last_modified)``: on 304, changed is False,
+            body None and the validators are those passed in.
+
+        Raises:
+            ModelUpdateError: as :meth:`download`.
+        """
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        fetched = self._http.retrying(url, lambda: self._fetch_once(url, headers, max_bytes))
+        if not fetched.changed:
+            return Fetched(False, None, etag, last_modified)
+        return fetched
+
+    # --------------------------------------------------------------- internals
+
+    def _fetch_once(self, url: str, headers: dict[str, str], max_bytes: int) -> Fetched:
+        """One GET into memory."""
+        conn, resp = self._http.open(url, headers)
+        try:
+            if resp.status == 304:
+                return Fetched(False, None, None, None)
+            if resp.status != 200:
+                raise self._http.status_error(url, resp)
+            length = content_length(resp)
+            if length is not None and length > max_bytes:
+                raise Failure("too_large", f"{url}: {length} bytes, limit {max_bytes}")
+            body = bytearray()
+            for chunk in read_chunks(resp, url):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise Failure("too_large", f"{url}: more than {max_bytes} bytes")
+            if length is not None and len(body) < length:
+                raise Failure("truncated", f"{url}: got {len(body)} of {length} bytes", retry=True)
+            return Fetched(
+                True, bytes(body), resp.getheader("ETag"), resp.getheader("Last-Modified")
+            )
+        finally:
+            close_quietly(conn)
+
+    def _download_once(
+        self,
+        url: str,
+        part: Path,
+        cap: int,
+        expected: int | None,
+        progress: Progress | None,
+        state: _Resume,
+        deadline: float,
+    ) -> None:
+        """One attempt: resume from ``part``'s size when it has bytes."""
+        offset = part.stat().st_size if part.exists() else 0
+        headers: dict[str, str] = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if state.validator:
+                headers["If-Range"] = state.validator
+        conn, resp = self._http.open(url, headers)
+        try:
+            total = self._plan(url, resp, part, offset, cap, expected)
+            if total is None and resp.status == 416:
+                return  # the part already holds the whole file
+            if resp.status == 200:
+                offset = 0
+            etag = resp.getheader("ETag")
+            state.validator = (
+                etag if etag and not etag.startswith("W/") else resp.getheader("Last-Modified")
+            )
+            self._stream(url, resp, part, offset, total, cap, progress, deadline)
+        finally:
+            close_quietly(conn)
+        size = part.stat().st_size
+        if expected is not None and size < expected:
+            raise Failure("truncated", f"{url}: got {size} of {expected} bytes", retry=True)
+
+    def _plan(
+        self,
+        url: str,
+        resp: http.client.HTTPResponse,
+        part: Path,
+        offset: int,
+        cap: int,
+        expected: int | None,
+    ) -> int | None:
+        """Check the status and size before reading; returns the full size if known."""
+        if resp.status == 416 and offset:
+            if expected is not None and offset == expected:
+                return None
+            _truncate(part)
+            raise Failure("http_error", f"{url}: range not satisfiable; restarting", retry=True)
+        if resp.status == 206 and offset:
+            m = _CONTENT_RANGE.fullmatch(resp.getheader("Content-Range", "").strip())
+            if not m or int(m.group(1)) != offset:
+                _truncate(part)  # a range we did not ask for: start over cleanly
+                raise Failure("http_error", f"{url}: bad Content-Range; restarting", retry=True)
+            total = None if m.group(3) == "*" else int(m.group(3))
+        elif resp.status == 200:
+            if offset:
+                logger.info("download %s: server ignored Range; restarting from 0", url)
+            length = content_length(resp)
+            total = length
+        else:
+            raise self._http.status_error(url, resp)
+        if total is not None and total > cap:
+            raise Failure("too_large", f"{url}: {total} bytes, limit {cap}")
+        if total is not None and expected is not None and total < expected:
+            raise Failure("truncated", f"{url}: server has {total} bytes, manifest says {expected}")
+        return total
+
+    def _stream(
+        self,
+        url: str,
+        resp: http.client.HTTPResponse,
+        part: Path,
+        offset: int,
+        total: int | None,
+        cap: int,
+        progress: Progress | None,
+        deadline: float,
+    ) -> None:
+        """Append the body to ``part`` (truncated to ``offset`` first), enforcing the cap."""
+        done = offset
+        last = -1e9
+        try:
+            with open(part, "r+b" if part.exists() else "wb") as f:
+                f.truncate(offset)
+                f.seek(offset)
+                for chunk in read_chunks(resp, url):
+                    done += len(chunk)
+                    if done > cap:
+                        raise Failure("too_large", f"{url}: more than {cap} bytes")
+                    f.write(chunk)
+                    now = self._clock()
+                    if self.cancel.is_set():
+                        raise ModelUpdateError("cancelled", f"download of {url} cancelled")
+                    if now > deadline:
+                        raise Failure(
+                            "timeout", f"{url}: exceeded {self.settings.max_duration:.0f}s"
+                        )
+                    if progress and now - last >= self.settings.progress_interval:
+                        last = now
+                        progress(done, total)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise ModelUpdateError("io_error", f"{part}: {exc}") from exc
+        if total is not None and done < total:
+            raise Failure(
+                "truncated", f"{url}: connection closed at {done} of {total} bytes", retry=True
+            )
+        if progress:
+            progress(done, total)
+
+
+class _Resume:
+    """What one download remembers between attempts (the If-Range validator)."""
+
+    def __init__(self) -> None:
+        self.validator: str | None = None
+
+
+def _truncate(part: Path) -> None:
+    """Drop a partial file so the next attempt starts from zero."""
+    try:
+        part.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,401 @@
+"""The verify-and-install pipeline behind a model update command.
+
+``UpdateInstaller.install`` runs, in order, and stops at the first failure with the
+active model untouched: signature check with the trusted keys, agent version, replay
+check (the version must be newer than the active one unless forced), size limits and
+free space, download of every file into a staging dir, size + sha256 + TFLite magic
+checks, the daemon's validator (loads and invokes the model in a separate process),
+then the store's atomic commit, then the daemon's hot swap (``swap``); a failed swap
+rolls the store back. Each step is reported to ``progress`` as a state dict::
+
+    {"state": "downloading"|"verifying"|"installing"|"active"|"failed"|"rolled_back",
+     "name", "version", "percent", "reason", "message", "request_id", "from_version"}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edge_agent import __version__
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.commands import (
+    CommandPolicy,
+    RollbackCommand,
+    UpdateCommand,
+    parse_rollback_command,
+    parse_update_command,
+)
+from edge_agent.updates.download import Downloader
+from edge_agent.updates.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, FileEntry, Manifest
+from edge_agent.updates.release import InstalledRelease, check_release_files, copy_file
+from edge_agent.updates.signing import TrustedKeys, envelope_bytes, load_envelope, verify_envelope
+from edge_agent.updates.store import ModelStore
+from edge_agent.updates.transport import DownloadSettings
+from edge_agent.updates.versions import parse_version
+
+logger = logging.getLogger(__name__)
+
+Validator = Callable[[Path, Manifest], None]
+Swap = Callable[[InstalledRelease], None]
+StateCallback = Callable[[dict], None]
+FileProgress = Callable[[int, Optional[int]], None]
+_SPACE_MARGIN = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The device's update policy (the ``[updates]`` config maps onto this).
+
+    Attributes:
+        download: transport policy (hosts, http, timeouts, retries, CA file).
+        allow_force: accept forced re-installs and downgrades.
+        allow_unsigned: accept unsigned manifests (lab only; never in production).
+        max_file_bytes: largest file accepted, whatever the manifest says.
+        agent_version: compared with a manifest's ``min_agent_version``.
+    """
+
+    download: DownloadSettings = field(default_factory=DownloadSettings)
+    allow_force: bool = False
+    allow_unsigned: bool = False
+    max_file_bytes: int = 512 * 1024 * 1024
+    agent_version: str = __version__
+
+    def policy(self) -> CommandPolicy:
+        """The command-parsing policy these settings imply."""
+        d = self.download
+        return CommandPolicy(d.allowed_hosts, d.allow_http, self.allow_force)
+
+
+class _Job:
+    """What the state reports of one request carry."""
+
+    def __init__(self, request_id: str | None):
+        self.request_id = request_id
+        self.name: str | None = None
+        self.version: str | None = None
+
+
+class UpdateInstaller:
+    """Installs, activates and rolls back releases in a :class:`ModelStore`.
+
+    Args:
+        store: the model store.
+        trusted_keys: keys whose signatures are accepted.
+        settings: the update policy.
+        validator: ``validator(release_dir, manifest)`` raises ModelUpdateError
+            (e.g. ``incompatible``) when the model does not fit this device; the
+            directory is a staging dir that moves afterwards.
+        progress: receives every state dict (publish it retained); must not block.
+        swap: ``swap(release)`` hot-swaps the running pipeline to a release (or
+            None: back to the configured model); raising triggers a rollback.
+        cancel: set it to abort downloads (daemon shutdown).
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        trusted_keys: TrustedKeys,
+        settings: UpdateSettings | None = None,
+        validator: Validator | None = None,
+        progress: StateCallback | None = None,
+        *,
+        swap: Swap | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        self.store = store
+        self.keys = trusted_keys
+        self.settings = settings or UpdateSettings()
+        self.validator = validator
+        self.swap = swap
+        self.cancel = cancel or threading.Event()
+        self._progress = progress
+        self._busy = threading.Lock()
+        self._downloader = Downloader(self.settings.download, cancel=self.cancel)
+
+    # ------------------------------------------------------------------ public
+
+    def install(self, command: UpdateCommand | bytes | str) -> InstalledRelease:
+        """Verify, install and activate the release a command names.
+
+        Args:
+            command: a parsed command or the raw MQTT payload.
+
+        Returns:
+            The now active release.
+
+        Raises:
+            ModelUpdateError: the update was rejected or failed (already reported
+                as ``failed`` or ``rolled_back``); the previous model stays active.
+        """
+        job = _Job(getattr(command, "request_id", None))
+        return self._guarded(job, lambda: self._install_command(job, command))
+
+    def install_from_dir(
+        self, release_dir: str | Path, *, request_id: str | None = None, force: bool = False
+    ) -> InstalledRelease:
+        """Install a release from a local directory (USB stick, ``pack`` output).
+
+        Raises:
+            ModelUpdateError: as :meth:`install`.
+        """
+        job = _Job(request_id)
+        src = Path(release_dir)
+
+        def run() -> InstalledRelease:
+            try:
+                data = (src / MANIFEST_FILE).read_bytes()
+            except OSError as exc:
+                raise ModelUpdateError("bad_manifest", f"{src}: {exc.strerror}") from exc
+            return self._install(
+                job, load_envelope(data), force, lambda e, d, p: copy_file(src / e.name, d, e, p)
+            )
+
+        return self._guarded(job, run)
+
+    def rollback(
+        self, command: RollbackCommand | bytes | str | None = None, *, reason: str = "requested"
+    ) -> InstalledRelease | None:
+        """Go back to the previous release and hot-swap to it.
+
+        Returns:
+            The now active release (None: the configured model).
+
+        Raises:
+            ModelUpdateError: ``no_previous``, ``bad_command``, ``swap_failed``...
+        """
+        job = _Job(getattr(command, "request_id", None))
+
+        def run() -> InstalledRelease | None:
+            cmd = command
+            if cmd is None or isinstance(cmd, (bytes, str)):
+                cmd = parse_rollback_command(cmd or b"")
+                job.request_id = cmd.request_id
+            target = self.store.previous()
+            if target is None:
+                raise ModelUpdateError("no_previous", "no previous model version to roll back to")
+            job.name, job.version = target.name, target.version
+            if self.swap is not None:  # swap first: if it fails, nothing has changed
+                try:
+                    self.swap(target)
+                except Exception as exc:
+                    raise ModelUpdateError("swap_failed", f"{target.label}: {exc}") from exc
+            now, old = self.store.rollback()
+            self._report(job, "rolled_back", 100, reason=reason, from_version=_label(old))
+            return now
+
+        return self._guarded(job, run)
+
+    # ---------------------------------------------------------------- pipeline
+
+    def _guarded(self, job: _Job, run: Callable[[], Any]) -> Any:
+        """One request at a time; every failure reported once, as ModelUpdateError."""
+        if not self._busy.acquire(blocking=False):
+            err = ModelUpdateError("busy", "another model update is in progress")
+            self._report(job, "failed", None, reason=err.reason, message=str(err))
+            raise err
+        try:
+            return run()
+        except ModelUpdateError as exc:
+            if not getattr(exc, "reported", False):
+                logger.error("model update %s failed: %s", _job_label(job), exc)
+                self._report(job, "failed", None, reason=exc.reason, message=str(exc))
+            raise
+        except Exception as exc:  # a bug or an OS error: still fail cleanly and say so
+            logger.exception("model update %s: unexpected error", _job_label(job))
+            self._report(job, "failed", None, reason="internal_error", message=repr(exc)[:300])
+            raise ModelUpdateError("internal_error", repr(exc)) from exc
+        finally:
+            self._busy.release()
+
+    def _install_command(self, job: _Job, command: UpdateCommand | bytes | str) -> InstalledRelease:
+        """Parse if needed, fetch the manifest if given by URL, then install."""
+        if not isinstance(command, UpdateCommand):
+            command = parse_update_command(command, self.settings.policy())
+            job.request_id = command.request_id
+        envelope = command.envelope
+        if envelope is None:
+            data = self._downloader.fetch(command.manifest_url or "", max_bytes=MAX_MANIFEST_BYTES)
+            envelope = load_envelope(data)
+        cmd = command
+
+        def fetch(entry: FileEntry, dest: Path, progress: FileProgress) -> None:
+            self._downloader.download(
+                cmd.url_for(entry.name),
+                dest,
+                max_bytes=self.settings.max_file_bytes,
+                expected_size=entry.size,
+                progress=progress,
+            )
+
+        return self._install(job, envelope, command.force, fetch)
+
+    def _install(
+        self,
+        job: _Job,
+        envelope: Mapping[str, Any],
+        force: bool,
+        fetch: Callable[[FileEntry, Path, FileProgress], None],
+    ) -> InstalledRelease:
+        """The checks and steps shared by remote and local installs."""
+        manifest = verify_envelope(envelope, self.keys, allow_unsigned=self.settings.allow_unsigned)
+        job.name, job.version = manifest.name, str(manifest.version)
+        self._check_policy(manifest, force)
+        existing = self.store.find(manifest)
+        if existing is not None:
+            logger.info("model update %s: already installed; activating", manifest.label)
+            self._report(job, "installing", 100)
+            if self.store.is_active(existing):
+                self._report(job, "active", 100)
+                return existing
+            return self._activate(job, self.store.activate(existing))
+        if self.store.free_bytes() < manifest.total_size + _SPACE_MARGIN:
+            raise ModelUpdateError(
+                "no_space", f"{manifest.label} needs {manifest.total_size} bytes; disk is full"
+            )
+        staging = self.store.begin(manifest, envelope_bytes(envelope))
+        try:
+            self._download_all(job, manifest, staging.path, fetch)
+            self._report(job, "verifying", 100)
+            check_release_files(staging.path, manifest, full=True)
+            self.store.checkpoint("verified")
+            if self.validator is not None:
+                _call_validator(self.validator, staging.path, manifest)
+            self._report(job, "installing", 100)
+            release = self.store.commit(staging)
+        except BaseException:
+            self.store.abort(staging)
+            raise
+        return self._activate(job, release)
+
+    def _check_policy(self, manifest: Manifest, force: bool) -> None:
+        """Agent version, replay protection and size limits, before any download."""
+        if force and not self.settings.allow_force:
+            raise ModelUpdateError("bad_command", "force is disabled on this device")
+        needed = manifest.min_agent_version
+        if needed is not None and parse_version(self.settings.agent_version) < needed:
+            raise ModelUpdateError(
+                "agent_too_old", f"{manifest.label} needs agent {needed}, this is {__version__}"
+            )
+        try:
+            active = self.store.active()
+        except ModelUpdateError as exc:
+            logger.warning("model update: active release unreadable (%s); no replay check", exc)
+            active = None
+        same_model = active is not None and active.name == manifest.name
+        if same_model and not force and manifest.version <= active.manifest.version:
+            raise ModelUpdateError(
+                "not_newer",
+                f"{manifest.label} is not newer than the active {active.label} (use force)",
+            )
+        for entry in manifest.files:
+            if entry.size > self.settings.max_file_bytes:
+                raise ModelUpdateError(
+                    "too_large",
+                    f"{entry.name}: {entry.size} bytes, limit {self.settings.max_file_bytes}",
+                )
+
+    def _download_all(
+        self,
+        job: _Job,
+        manifest: Manifest,
+        dest: Path,
+        fetch: Callable[[FileEntry, Path, FileProgress], None],
+    ) -> None:
+        """Fetch every file, reporting overall percent (throttled to whole percents)."""
+        total = max(1, manifest.total_size)
+        done_before = 0
+        last = {"percent": -1, "at": 0.0}
+        interval = self.settings.download.progress_interval
+
+        def progress(done: int, _total: int | None) -> None:
+            percent = min(99, (done_before + done) * 100 // total)
+            now = time.monotonic()
+            if percent > last["percent"] and now - last["at"] >= interval:
+                last.update(percent=percent, at=now)
+                self._report(job, "downloading", percent)
+
+        self._report(job, "downloading", 0)
+        last.update(percent=0, at=time.monotonic())
+        for entry in manifest.files:
+            fetch(entry, dest / entry.name, progress)
+            done_before += entry.size
+            self.store.checkpoint(f"downloaded:{entry.name}")
+
+    def _activate(self, job: _Job, release: InstalledRelease) -> InstalledRelease:
+        """Hot-swap to a committed release; a failed swap rolls the store back."""
+        if self.swap is not None:
+            try:
+                self.swap(release)
+            except Exception as exc:
+                reason = exc.reason if isinstance(exc, ModelUpdateError) else "swap_failed"
+                logger.error(
+                    "model update %s: hot swap failed (%s); rolling back", release.label, exc
+                )
+                now, _ = self.store.rollback(allow_none=True)
+                job.name, job.version = (now.name, now.version) if now else (None, None)
+                self._report(
+                    job, "rolled_back", None, reason=reason, message=str(exc)[:300],
+                    from_version=release.label,
+                )  # fmt: skip
+                err = ModelUpdateError(reason, f"{release.label} failed to start: {exc}")
+                err.reported = True  # type: ignore[attr-defined]
+                raise err from exc
+        self._report(job, "active", 100)
+        logger.info("model update: %s is active", release.label)
+        return release
+
+    def _report(
+        self,
+        job: _Job,
+        state: str,
+        percent: int | None,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        from_version: str | None = None,
+    ) -> None:
+        """Send one state dict to the progress callback; its errors are logged only."""
+        if self._progress is None:
+            return
+        doc = {
+            "state": state,
+            "name": job.name,
+            "version": job.version,
+            "percent": percent,
+            "reason": reason,
+            "message": message,
+            "request_id": job.request_id,
+        }
+        if from_version is not None:
+            doc["from_version"] = from_version
+        try:
+            self._progress(doc)
+        except Exception:
+            logger.exception("model update: progress callback failed (state %s)", state)
+
+
+def _label(release: InstalledRelease | None) -> str | None:
+    """``name@version`` or None."""
+    return None if release is None else release.label
+
+
+def _job_label(job: _Job) -> str:
+    """What to call a request in logs."""
+    name = f"{job.name}@{job.version}" if job.name else "(unknown release)"
+    return f"{name} request {job.request_id}" if job.request_id else name
+
+
+def _call_validator(validator: Validator, path: Path, manifest: Manifest) -> None:
+    """Run the daemon's validator; anything but ModelUpdateError means incompatible."""
+    try:
+        validator(path, manifest)
+    except ModelUpdateError:
+        raise
+    except Exception as exc:
+        raise ModelUpdateError("incompatible", f"{manifest.label}: {exc}") from exc

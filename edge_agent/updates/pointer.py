@@ -1,0 +1,104 @@
+"""The active-release pointer file: read, atomic replace, removal.
+
+``{state_dir}/models/active`` is a small JSON object::
+
+    {"format": 1, "name": "doorcam", "version": "1.2.3", "dir": "doorcam/1.2.3",
+     "previous": {"name": "doorcam", "version": "1.2.2", "dir": "doorcam/1.2.2"} | null,
+     "switched_at": "2025-01-31T12:00:00Z"}
+
+It is replaced by writing ``active.tmp<pid>``, fsync, rename over ``active``, fsync of
+the directory: readers see the old or the new pointer, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_agent.updates.manifest import bad
+from edge_agent.updates.release import InstalledRelease, fsync_dir
+
+POINTER = "active"
+
+
+def read_pointer(root: Path) -> dict[str, Any] | None:
+    """The pointer object, or None when absent.
+
+    Raises:
+        ModelUpdateError: ``corrupt`` when it cannot be parsed.
+    """
+    try:
+        data = json.loads((root / POINTER).read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise bad("corrupt", f"active pointer unreadable: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise bad("corrupt", "active pointer is not a pointer object")
+    return data
+
+
+def _ref(release: InstalledRelease) -> dict[str, str]:
+    """The pointer's reference to a release."""
+    return {
+        "name": release.name,
+        "version": release.version,
+        "dir": f"{release.name}/{release.version}",
+    }
+
+
+def write_pointer(
+    root: Path,
+    release: InstalledRelease,
+    previous: InstalledRelease | None,
+    hook: Callable[[str], None],
+) -> None:
+    """Atomically make ``release`` active, remembering ``previous`` for rollback.
+
+    Raises:
+        ModelUpdateError: ``io_error``.
+    """
+    data = {
+        "format": 1,
+        **_ref(release),
+        "previous": None if previous is None else _ref(previous),
+        "switched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = root / f"{POINTER}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            hook("pointer_written")
+            os.fsync(f.fileno())
+        hook("pointer_synced")
+        os.replace(tmp, root / POINTER)
+        hook("pointer_renamed")
+        fsync_dir(root)
+    except OSError as exc:
+        raise bad("io_error", f"cannot switch the active pointer: {exc}") from exc
+
+
+def remove_pointer(root: Path) -> None:
+    """Drop the pointer (the daemon goes back to its configured model)."""
+    try:
+        (root / POINTER).unlink()
+        fsync_dir(root)
+    except FileNotFoundError:
+        pass
+
+
+def remove_temp_pointers(root: Path) -> None:
+    """Delete pointer temp files a crash left behind."""
+    for tmp in root.glob(f"{POINTER}.tmp*"):
+        tmp.unlink()
+
+
+def ref_dir(ref: Any) -> str | None:
+    """``name/version`` of a pointer or of its ``previous`` reference."""
+    if isinstance(ref, dict) and "name" in ref and "version" in ref:
+        return f"{ref['name']}/{ref['version']}"
+    return None

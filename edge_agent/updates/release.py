@@ -1,0 +1,174 @@
+"""Release directories: what an installed release is, and checks on its files.
+
+A release directory holds the files its manifest lists, ``manifest.json`` (the signed
+envelope as received) and ``.installed`` (``{"installed_at": unix time}``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.inference.model_info import is_tflite
+from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, bad, parse_manifest
+from edge_agent.updates.signing import load_envelope, parse_envelope
+
+INSTALLED_MARK = ".installed"
+
+
+class InstalledRelease(NamedTuple):
+    """A complete release in the store."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: Manifest
+    installed_at: float = 0.0
+
+    def file(self, role: str) -> Path | None:
+        """Path of the file with a role (``model``, ``cpu_model``, ``labels``...), or None."""
+        entry = self.manifest.file(role)
+        return None if entry is None else self.path / entry.name
+
+    @property
+    def label(self) -> str:
+        """``name@version`` for messages."""
+        return f"{self.name}@{self.version}"
+
+
+class Staging(NamedTuple):
+    """A release being assembled in ``.staging/<id>/``."""
+
+    id: str
+    path: Path
+    manifest: Manifest
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (renames, creations) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_file(path: Path, entry: FileEntry, *, full: bool = True) -> None:
+    """Check one file: size, then (``full``) sha256 and content.
+
+    Content checks: ``model``/``cpu_model`` carry the TFLite identifier ``TFL3`` at
+    bytes 4..8; ``labels`` is UTF-8 text.
+
+    Raises:
+        ModelUpdateError: ``truncated``, ``too_large``, ``sha256_mismatch``,
+            ``not_tflite``, ``bad_labels``, ``corrupt`` (missing or unreadable).
+    """
+    try:
+        size = path.stat().st_size
+        if size != entry.size:
+            reason = "truncated" if size < entry.size else "too_large"
+            raise bad(reason, f"{entry.name}: {size} bytes, manifest says {entry.size}")
+        if not full:
+            return
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise bad(
+                "sha256_mismatch", f"{entry.name}: sha256 {actual}, manifest says {entry.sha256}"
+            )
+        if entry.role in ("model", "cpu_model"):
+            with open(path, "rb") as f:
+                if not is_tflite(f.read(8)):
+                    raise bad("not_tflite", f"{entry.name} is not a TFLite flatbuffer")
+        elif entry.role == "labels":
+            try:
+                path.read_text("utf-8")
+            except UnicodeDecodeError as exc:
+                raise bad("bad_labels", f"{entry.name} is not UTF-8 text") from exc
+    except OSError as exc:
+        raise bad("corrupt", f"{path}: {exc.strerror or exc}") from exc
+
+
+def check_release_files(path: Path, manifest: Manifest, *, full: bool) -> None:
+    """Check every file of a manifest in ``path`` (see :func:`check_file`).
+
+    Raises:
+        ModelUpdateError: as :func:`check_file`.
+    """
+    for entry in manifest.files:
+        check_file(path / entry.name, entry, full=full)
+
+
+def load_release(path: Path, *, full: bool) -> InstalledRelease:
+    """Read and check a release directory ``models/<name>/<version>``.
+
+    Args:
+        path: the directory.
+        full: also re-hash every file (else sizes only).
+
+    Raises:
+        ModelUpdateError: ``corrupt`` (no/invalid manifest, wrong place),
+            ``sha256_mismatch``, ``truncated``...
+    """
+    try:
+        envelope = parse_envelope(load_envelope((path / MANIFEST_FILE).read_bytes()))
+        manifest = parse_manifest(envelope.manifest)
+    except OSError as exc:
+        raise bad("corrupt", f"{path}: no readable {MANIFEST_FILE}: {exc.strerror}") from exc
+    except ModelUpdateError as exc:
+        raise bad("corrupt", f"{path}: {exc}") from exc
+    if (path.parent.name, path.name) != (manifest.name, str(manifest.version)):
+        raise bad("corrupt", f"{path} holds {manifest.label}")
+    check_release_files(path, manifest, full=full)
+    try:
+        stamp = float(json.loads((path / INSTALLED_MARK).read_text())["installed_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        stamp = path.stat().st_mtime
+    return InstalledRelease(manifest.name, str(manifest.version), path, manifest, stamp)
+
+
+def copy_file(
+    src: Path, dest: Path, entry: FileEntry, progress: Callable[[int, Optional[int]], None]
+) -> None:
+    """Copy a file of a local release, never reading past the manifest's size.
+
+    Raises:
+        ModelUpdateError: ``too_large``, ``io_error``.
+    """
+    try:
+        with open(src, "rb") as inp, open(dest, "wb") as out:
+            copied = 0
+            while True:
+                block = inp.read(min(1 << 20, entry.size + 1 - copied))
+                if not block:
+                    break
+                copied += len(block)
+                if copied > entry.size:
+                    raise bad("too_large", f"{entry.name}: larger than {entry.size} bytes")
+                out.write(block)
+                progress(copied, entry.size)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise bad("io_error", f"{entry.name}: {exc.strerror or exc}") from exc

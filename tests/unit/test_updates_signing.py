@@ -1,0 +1,208 @@
+"""Ed25519 manifest signatures, key files and the envelope."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.signing import (
+    TrustedKeys,
+    key_id,
+    load_private_key,
+    load_public_key,
+    parse_envelope,
+    sign_manifest,
+    verify_envelope,
+)
+from edge_agent.updates.strictjson import canonical_json
+
+# RFC 8032 section 7.1, test 1: a fixed key makes the signature bytes checkable.
+RFC_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+
+
+def manifest():
+    return {
+        "format": 1,
+        "name": "cls",
+        "version": 4,
+        "created": "2025-01-31T12:00:00Z",
+        "task": "classification",
+        "files": [{"name": "m.tflite", "role": "model", "sha256": "0" * 64, "size": 1}],
+    }
+
+
+@pytest.fixture
+def key():
+    return Ed25519PrivateKey.from_private_bytes(RFC_SECRET)
+
+
+@pytest.fixture
+def trusted(key):
+    return TrustedKeys([key.public_key()])
+
+
+def test_key_id_is_sha256_prefix_of_raw_public_key(key):
+    assert key_id(key.public_key()) == hashlib.sha256(RFC_PUBLIC).hexdigest()[:16]
+
+
+def test_signature_covers_canonical_bytes(key):
+    env = sign_manifest(manifest(), key)
+    signature = base64.b64decode(env["signature"])
+    key.public_key().verify(signature, canonical_json(manifest()))  # raises if not
+    assert env["key_id"] == key_id(key.public_key())
+    assert env["manifest"] == manifest()
+
+
+def test_verify_round_trip(key, trusted):
+    m = verify_envelope(sign_manifest(manifest(), key), trusted)
+    assert (m.name, str(m.version)) == ("cls", "4")
+
+
+def test_key_order_and_whitespace_do_not_matter(key, trusted):
+    env = sign_manifest(manifest(), key)
+    env["manifest"] = dict(reversed(list(env["manifest"].items())))
+    assert verify_envelope(env, trusted).name == "cls"
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda m: m.update(version=5),
+        lambda m: m["files"][0].update(sha256="1" * 64),
+        lambda m: m["files"][0].update(size=2),
+        lambda m: m.update(name="clt"),
+        lambda m: m.update(adapter={"top_k": 3}),
+    ],
+)
+def test_tampered_manifest_is_bad_signature(key, trusted, tamper):
+    env = sign_manifest(manifest(), key)
+    env = copy.deepcopy(env)
+    tamper(env["manifest"])
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(env, trusted)
+    assert e.value.reason == "bad_signature"
+
+
+def test_flipped_signature_bit_is_bad_signature(key, trusted):
+    env = sign_manifest(manifest(), key)
+    sig = bytearray(base64.b64decode(env["signature"]))
+    sig[10] ^= 1
+    env["signature"] = base64.b64encode(bytes(sig)).decode()
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(env, trusted)
+    assert e.value.reason == "bad_signature"
+
+
+def test_unknown_key_is_untrusted(trusted):
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(sign_manifest(manifest(), other), trusted)
+    assert e.value.reason == "untrusted_key"
+    assert key_id(other.public_key()) in str(e.value)
+
+
+def test_forged_key_id_still_fails(key, trusted):
+    other = Ed25519PrivateKey.generate()
+    env = sign_manifest(manifest(), other)
+    env["key_id"] = key_id(key.public_key())  # claims the trusted key
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(env, trusted)
+    assert e.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize("envelope", [manifest(), {"manifest": manifest()}])
+def test_unsigned(trusted, envelope):
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(envelope, trusted)
+    assert e.value.reason == "unsigned"
+    assert verify_envelope(envelope, trusted, allow_unsigned=True).name == "cls"
+
+
+def test_allow_unsigned_still_rejects_a_bad_signature(key, trusted):
+    env = sign_manifest(manifest(), key)
+    env["manifest"]["version"] = 9
+    with pytest.raises(ModelUpdateError) as e:
+        verify_envelope(env, trusted, allow_unsigned=True)
+    assert e.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "envelope, reason",
+    [
+        ([], "bad_manifest"),
+        ({"manifest": [], "signature": "x"}, "bad_manifest"),
+        ({"manifest": manifest(), "signature": "!!", "key_id": "0" * 16}, "bad_signature"),
+        ({"manifest": manifest(), "signature": "AAAA", "key_id": "0" * 16}, "bad_signature"),
+        ({"manifest": manifest(), "signature": "A" * 86 + "==", "key_id": "XYZ"}, "bad_manifest"),
+        ({"manifest": manifest(), "signature": 5, "key_id": "0" * 16}, "bad_manifest"),
+        ({"manifest": manifest(), "sig": "x"}, "bad_manifest"),
+    ],
+)
+def test_malformed_envelopes(envelope, reason):
+    with pytest.raises(ModelUpdateError) as e:
+        parse_envelope(envelope)
+    assert e.value.reason == reason
+
+
+def test_public_key_formats(tmp_path, key):
+    pub = key.public_key()
+    pem = pub.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    ssh = pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    files = {
+        "a.pem": pem,
+        "b.pub": ssh + b" operator@laptop\n",
+        "c.key": base64.b64encode(RFC_PUBLIC) + b"\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert key_id(load_public_key(tmp_path / name)) == key_id(pub)
+    (tmp_path / "README").write_text("ignored: not a key suffix")
+    keys = TrustedKeys.from_paths([tmp_path])
+    assert keys.ids == (key_id(pub),)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"hello", base64.b64encode(b"x" * 31), b"-----BEGIN PUBLIC KEY-----\nAA\n"]
+)
+def test_bad_public_key_files(tmp_path, data):
+    (tmp_path / "k.pub").write_bytes(data)
+    with pytest.raises(ModelUpdateError) as e:
+        load_public_key(tmp_path / "k.pub")
+    assert e.value.reason == "bad_key"
+
+
+def test_non_ed25519_key_is_rejected(tmp_path):
+    ec = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ec")
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (tmp_path / "ec.pem").write_bytes(pem)
+    with pytest.raises(ModelUpdateError, match="expected Ed25519"):
+        load_public_key(tmp_path / "ec.pem")
+
+
+def test_encrypted_private_key_needs_passphrase(tmp_path, key):
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    (tmp_path / "k.pem").write_bytes(pem)
+    assert key_id(load_private_key(tmp_path / "k.pem", b"secret").public_key()) == key_id(
+        key.public_key()
+    )
+    for wrong in (None, b"nope"):
+        with pytest.raises(ModelUpdateError) as e:
+            load_private_key(tmp_path / "k.pem", wrong)
+        assert e.value.reason == "bad_key"
