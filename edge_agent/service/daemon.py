@@ -158,7 +158,12 @@ class Daemon:
         with self._status_lock:
             cams = {name: dict(s) for name, s in self.camera_state.items()}
         for cam in self.cameras:
-            cams.setdefault(cam.name, {}).update(cam.stats_dict())
+            st = cam.stats()
+            cams.setdefault(cam.name, {}).update({
+                "state": st.state, "source": st.source, "frames": st.frames,
+                "dropped": st.dropped, "reconnects": st.reconnects, "fps": round(st.fps, 2),
+                "last_error": st.last_error,
+            })
         return {
             "state": self._state,
             "device_id": self.device_id,
@@ -187,7 +192,7 @@ class Daemon:
                 "backend": gen.worker.info.backend if gen else None,
                 "model": gen.meta.get("name", "") if gen else "",
                 "model_version": gen.meta.get("version", "") if gen else "",
-                "dropped_frames": sum(c.stats_dict().get("dropped", 0) for c in self.cameras),
+                "dropped_frames": sum(c.stats().dropped for c in self.cameras),
                 "worker_restarts": self.supervisor.restarts if self.supervisor else 0,
                 "mqtt": self.publisher.stats() if self.publisher else {},
             }

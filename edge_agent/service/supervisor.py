@@ -95,7 +95,8 @@ class Supervisor:
         self._skip: tuple[str, ...] = ()
         self._reprobe_delay = reprobe_initial
         self._reprobe_at: float | None = None
-        self._pending: tuple[Generation, Callable[[bool], None] | None] | None = None
+        # (generation to adopt, callback, keep the replaced one warm for a rollback)
+        self._pending: tuple[Generation, Callable[[bool], None] | None, bool] | None = None
         self._broken: tuple[Generation, tuple[str, ...]] | None = None  # awaiting restart
         self._restart_at = 0.0
         self._restart_delay = 0.0
@@ -300,27 +301,40 @@ class Supervisor:
             if pending is None or self._inflight:
                 return None
             self._pending = None
-        gen, callback = pending
+        gen, callback, keep_old = pending
         old = self.generation
         self._install(gen)
         self._on_event("model", {"model_path": gen.worker.info.model_path, **gen.meta})
         if callback is not None:
             callback(True)
         if old is not None:
-            if gen.options == old.options:
-                old.worker.stop(1.0)  # same model on a better backend: nothing to roll back to
+            if gen.options == old.options or not keep_old:
+                # Same model on a better backend, or a rollback: nothing to go back to.
+                old.worker.stop(1.0)
             else:
                 if self.previous is not None:
                     self.previous.worker.stop(1.0)
                 self.previous = old
         return gen
 
-    def switch_to(self, gen: Generation, callback: Callable[[bool], None] | None = None) -> None:
-        """Ask the pipeline thread to adopt ``gen`` between two frames (thread-safe)."""
+    def switch_to(
+        self,
+        gen: Generation,
+        callback: Callable[[bool], None] | None = None,
+        *,
+        keep_old: bool = True,
+    ) -> None:
+        """Ask the pipeline thread to adopt ``gen`` between two frames (thread-safe).
+
+        Args:
+            gen: a generation from :meth:`prepare`.
+            callback: called with True from the pipeline thread once adopted.
+            keep_old: keep the replaced generation running for :meth:`rollback`.
+        """
         with self._lock:
             if self._pending is not None:
                 self._pending[0].worker.stop(1.0)
-            self._pending = (gen, callback)
+            self._pending = (gen, callback, keep_old)
 
     def rollback(self, callback: Callable[[bool], None] | None = None) -> bool:
         """Switch back to the previous generation (kept warm after a model switch).
@@ -332,7 +346,7 @@ class Supervisor:
         if prev is None or not prev.worker.alive():
             return False
         self.previous = None
-        self.switch_to(prev, callback)
+        self.switch_to(prev, callback, keep_old=False)
         return True
 
     def commit(self) -> None:

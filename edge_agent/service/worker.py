@@ -67,21 +67,26 @@ def _views(shm: SharedMemory, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
 
 
 def _attach(name: str) -> SharedMemory:
-    """Attach to the parent's block without letting this process's tracker unlink it."""
-    shm = SharedMemory(name=name)
-    try:  # Python < 3.13 registers attached blocks too; the parent owns them.
-        from multiprocessing import resource_tracker
+    """Attach to a block the parent owns.
 
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:
-        pass
-    return shm
+    Spawn and forkserver children share the parent's resource tracker, where the block
+    is already registered (a set), so attaching must not unregister it: the parent
+    unlinks it, and the tracker cleans up if every process dies.
+    """
+    return SharedMemory(name=name)
 
 
 def worker_main(
-    conn: Connection, request: ModelRequest, skip: tuple[str, ...], warmup: bool, log_level: int
+    conn: Connection,
+    request: ModelRequest,
+    skip: tuple[str, ...],
+    warmup: bool,
+    log_level: int,
+    env: dict[str, str],
 ) -> None:
     """Entry point of the child process."""
+    # A forkserver child has the server's environment, not the parent's current one.
+    os.environ.update(env)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker: %(message)s")
     start = time.perf_counter()
     ranked = registered()
@@ -199,7 +204,14 @@ class WorkerHandle:
         self._conn, child = ctx.Pipe(duplex=True)
         self._process = ctx.Process(
             target=worker_main,
-            args=(child, request, self.skip, warmup, logging.getLogger().getEffectiveLevel()),
+            args=(
+                child,
+                request,
+                self.skip,
+                warmup,
+                logging.getLogger().getEffectiveLevel(),
+                {k: v for k, v in os.environ.items() if k.startswith("EDGE_AGENT_")},
+            ),
             name="edge-agent-worker",
             daemon=True,
         )

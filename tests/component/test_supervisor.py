@@ -1,0 +1,155 @@
+"""Tier 2: the supervised inference worker with real processes, models and faults.
+
+The TPU is a test double (tests/support/fake_tpu.py) selected through the environment,
+which the worker process inherits; aborts and hangs are real: os.abort() and a sleep in
+the child's invoke.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+from edge_agent.inference.model import ModelOptions
+from edge_agent.service.daemon import make_codec
+from edge_agent.service.supervisor import Supervisor
+from tests.support.fake_tpu import write_state
+from tests.support.paths import fixture_model
+
+TPU_MODEL = str(fixture_model("color_uint8_edgetpu.tflite"))
+CPU_MODEL = str(fixture_model("color_uint8.tflite"))
+RED = np.zeros((32, 32, 3), np.uint8)
+RED[..., 2] = 255  # BGR
+
+
+@pytest.fixture
+def fake_tpu(tmp_path, monkeypatch):
+    state = tmp_path / "tpu.json"
+    write_state(state)
+    monkeypatch.setenv("EDGE_AGENT_EDGETPU_DRIVER", "tests.support.fake_tpu:FakeTpu")
+    monkeypatch.setenv("EDGE_AGENT_FAKE_TPU_STATE", str(state))
+    return state
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+def supervisor(events, path=TPU_MODEL, **kw):
+    opts = ModelOptions(path=path, labels=str(fixture_model("color_labels.txt")), num_threads=1)
+    kw.setdefault("deadline", 2.0)
+    kw.setdefault("reprobe_initial", 0.2)
+    kw.setdefault("reprobe_max", 1.0)
+    sup = Supervisor(opts, make_codec, on_event=lambda k, d: events.append((k, d)), **kw)
+    sup.start()
+    return sup
+
+
+def run_frames(sup, n, image=RED, timeout=20.0):
+    """Push n frames through, two in flight; return the completions in order."""
+    done, submitted, deadline = [], 0, time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < deadline:
+        sup.maintain()
+        slot = sup.slot()
+        if slot is not None and submitted < n:
+            fit = sup.generation.codec.preprocessor(image, slot[1])
+            sup.submit(slot[0], (submitted, fit))
+            submitted += 1
+            continue
+        for c in sup.poll(0.1):
+            results = c.generation.codec.decoder(c.outputs, c.job[1])
+            done.append((c.job[0], c.generation.worker.info.backend, results))
+    return done
+
+
+def test_frames_round_trip_through_shared_memory(events):
+    sup = supervisor(events, CPU_MODEL)
+    try:
+        done = run_frames(sup, 10)
+        assert [d[0] for d in done] == list(range(10))
+        assert all(d[2][0].label == "red" and d[2][0].score > 0.99 for d in done)
+        assert events[0] == (
+            "backend",
+            {"backend": "cpu", "model_path": CPU_MODEL, "previous": None},
+        )
+    finally:
+        sup.stop()
+
+
+def test_tpu_abort_falls_back_to_cpu_without_losing_frames(fake_tpu, events):
+    sup = supervisor(events, reprobe_initial=60)
+    try:
+        assert sup.generation.worker.info.backend == "edgetpu"
+        assert [d[1] for d in run_frames(sup, 3)] == ["edgetpu"] * 3
+        write_state(fake_tpu, invoke="abort")
+        done = run_frames(sup, 6)
+        assert [d[0] for d in done] == list(range(6))  # every frame, in order
+        assert {d[1] for d in done} == {"cpu"}
+        assert sup.restarts == 1 and "SIGABRT" in sup.last_error
+        assert (
+            "backend",
+            {"backend": "cpu", "model_path": CPU_MODEL, "previous": "edgetpu"},
+        ) in events
+    finally:
+        sup.stop()
+
+
+def test_hung_worker_is_killed_after_the_deadline(fake_tpu, events):
+    sup = supervisor(events, deadline=1.0, reprobe_initial=60)
+    try:
+        write_state(fake_tpu, invoke="hang")
+        t0 = time.monotonic()
+        done = run_frames(sup, 2)
+        assert [d[0] for d in done] == [0, 1] and {d[1] for d in done} == {"cpu"}
+        assert "hung" in sup.last_error
+        assert time.monotonic() - t0 < 10
+    finally:
+        sup.stop()
+
+
+def test_tpu_vanishes_then_comes_back_and_is_readopted(fake_tpu, events):
+    sup = supervisor(events, reprobe_initial=0.2, reprobe_max=0.4)
+    try:
+        assert sup.generation.worker.info.backend == "edgetpu"
+        write_state(fake_tpu, devices=[])  # unplugged: invoke fails, probes find nothing
+        done = run_frames(sup, 3)
+        assert {d[1] for d in done} == {"cpu"}
+        time.sleep(1.0)  # several re-probes are due and fail
+        run_frames(sup, 3)
+        assert sup.generation.worker.info.backend == "cpu"
+        write_state(fake_tpu, devices=["usb"])  # plugged back in
+        deadline = time.monotonic() + 20
+        while sup.generation.worker.info.backend != "edgetpu" and time.monotonic() < deadline:
+            run_frames(sup, 1)
+        assert sup.generation.worker.info.backend == "edgetpu"
+        assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
+        backends = [d["backend"] for kind, d in events if kind == "backend"]
+        assert backends == ["edgetpu", "cpu", "edgetpu"]
+    finally:
+        sup.stop()
+
+
+def test_hot_swap_between_frames_and_rollback(events):
+    sup = supervisor(events, CPU_MODEL)
+    try:
+        run_frames(sup, 2)
+        new_opts = ModelOptions(
+            path=str(fixture_model("color_float.tflite")),
+            labels=str(fixture_model("color_labels.txt")),
+            num_threads=1,
+        )
+        gen = sup.prepare(new_opts, {"name": "color", "version": "2"})
+        switched = []
+        sup.switch_to(gen, switched.append)
+        done = run_frames(sup, 4)
+        assert switched == [True]
+        assert sup.generation.options.path.endswith("color_float.tflite")
+        assert sup.generation.meta["version"] == "2"
+        assert all(d[2][0].label == "red" for d in done)
+        assert sup.rollback() is True
+        run_frames(sup, 2)
+        assert sup.generation.options.path == CPU_MODEL
+        assert sup.rollback() is False  # nothing older kept
+    finally:
+        sup.stop()
