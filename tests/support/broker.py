@@ -1,1 +1,379 @@
-"""MQTT broker fixtures (filled in by the publishing work)."""
+"""MQTT broker and subscriber fixtures for component and end-to-end tests.
+
+``mqtt_broker`` is a real broker on a free loopback port: ``mosquitto`` when installed
+(a generated config in the test's tmp dir), otherwise the embedded amqtt broker of
+``edge_agent.publishing.embedded_broker``. Pick the kind per test with
+``@pytest.mark.parametrize("mqtt_broker", ["mosquitto", "amqtt"], indirect=True)`` or
+for a whole run with ``EDGE_AGENT_TEST_BROKER=amqtt``. ``broker.stop()`` /
+``broker.start()`` restart it on the same port (outage tests). ``mqtt_broker_factory``
+makes extra brokers (TLS, password file, persistence). ``mqtt_subscriber`` is a real
+paho client subscribed to ``#`` that collects messages and waits for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_agent.publishing.embedded_broker import EmbeddedBroker
+
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+)
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
+    """Wait until host:port accepts TCP connections (or alive() turns False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"broker on {host}:{port} exited during startup")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"broker on {host}:{port} not listening after {timeout}s")
+
+
+class MosquittoBroker:
+    """A mosquitto process with a generated config; restartable on the same port.
+
+    Args:
+        workdir: where the config, log and persistence files go.
+        tls: optional dict with ``cafile``, ``certfile``, ``keyfile`` and optionally
+            ``require_certificate`` for a TLS listener.
+        password_file: a mosquitto_passwd file; anonymous access is then refused.
+        persistent: keep sessions and queued messages across restarts.
+    """
+
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path, *, tls=None, password_file=None, persistent=False):
+        self.host, self.port = HOST, free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / "mosquitto.log"
+        lines = [
+            f"listener {self.port} {HOST}",
+            f"allow_anonymous {'false' if password_file else 'true'}",
+            f"persistence {'true' if persistent else 'false'}",
+            f"persistence_location {workdir}/",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",  # root would otherwise drop privileges
+            "max_queued_messages 100000",
+            f"log_dest file {self.log}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+        ]
+        if password_file:
+            lines.append(f"password_file {password_file}")
+        if tls:
+            lines += [f"cafile {tls['cafile']}", f"certfile {tls['certfile']}"]
+            lines += [f"keyfile {tls['keyfile']}"]
+            lines.append(
+                f"require_certificate {str(tls.get('require_certificate', False)).lower()}"
+            )
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start mosquitto and wait until the port accepts connections."""
+        assert self._proc is None, "already running"
+        self._proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "stderr.log", "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
+        proc = self._proc
+        try:
+            wait_for_port(self.host, self.port, timeout, lambda: proc.poll() is None)
+        except Exception:
+            self.kill()
+            raise RuntimeError(f"mosquitto did not start:\n{self.logs()}") from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM (clean shutdown, saves persistence), SIGKILL if it hangs."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: an abrupt broker crash."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def logs(self) -> str:
+        """The broker's log, for failure messages."""
+        parts = [p.read_text(errors="replace") for p in (self.log, self.workdir / "stderr.log")]
+        return "".join(p for p in parts if p)[-4000:]
+
+    def __repr__(self) -> str:
+        return f"<mosquitto {self.host}:{self.port}>"
+
+
+class AmqttBroker:
+    """The embedded amqtt broker, restartable on the same port."""
+
+    kind = "amqtt"
+
+    def __init__(self, workdir: Path | None = None):
+        self.host, self.port = HOST, free_port()
+        self._broker: EmbeddedBroker | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self._broker is None, "already running"
+        broker = EmbeddedBroker(self.host, self.port)
+        broker.start(timeout)
+        self._broker = broker
+
+    def stop(self, timeout: float = 5.0) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            assert broker.stop(timeout), "embedded broker thread did not stop"
+
+    kill = stop
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None and self._broker.running
+
+    def logs(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"<amqtt {self.host}:{self.port}>"
+
+
+class Message(NamedTuple):
+    """One received message."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class MqttSubscriber:
+    """A paho client that records every message it receives, for assertions.
+
+    Re-subscribes in on_connect, so it follows broker restarts. ``persistent=True``
+    uses a persistent session (clean_session=False): a broker with persistence keeps
+    queuing QoS 1 messages for it while it is reconnecting.
+    """
+
+    def __init__(self, host, port, topics=("#",), *, persistent=False, tls_ca=None):
+        self.host, self.port, self.topics = host, port, tuple(topics)
+        self.messages: list[Message] = []
+        self.subacks = 0
+        self._cond = threading.Condition()
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{os.getpid()}-{id(self):x}",
+            clean_session=not persistent,
+        )
+        if tls_ca:
+            self._client.tls_set(ca_certs=str(tls_ca))
+        self._client.reconnect_delay_set(0.05, 0.2)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    def start(self, timeout: float = 10.0) -> MqttSubscriber:
+        """Connect and wait until the subscription is acknowledged."""
+        self._client.connect_async(self.host, self.port, keepalive=10)
+        self._client.loop_start()
+        self.wait_subscribed(0, timeout)
+        return self
+
+    def wait_subscribed(self, after_subacks: int, timeout: float = 10.0) -> None:
+        """Wait until more than ``after_subacks`` SUBACKs arrived (one per connection)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self.subacks > after_subacks, timeout)
+        assert ok, f"subscriber not (re)subscribed to {self.host}:{self.port} in {timeout}s"
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._cond:
+            self.subacks += 1
+            self._cond.notify_all()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._cond:
+            self.messages.append(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+            self._cond.notify_all()
+
+    def on(self, topic: str) -> list[Message]:
+        """Messages received so far on one topic."""
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(
+        self,
+        topic: str,
+        predicate: Callable[[Message], bool] | None = None,
+        timeout: float = 10.0,
+    ) -> Message:
+        """The first message (already received or arriving) on topic matching predicate."""
+
+        def find() -> Message | None:
+            return next(
+                (
+                    m
+                    for m in self.messages
+                    if m.topic == topic and (predicate is None or predicate(m))
+                ),
+                None,
+            )
+
+        with self._cond:
+            found = self._cond.wait_for(find, timeout)
+            seen = sorted({m.topic for m in self.messages})
+        assert found, f"no matching message on {topic} within {timeout}s; topics seen: {seen}"
+        return found
+
+    def wait_count(self, topic: str, count: int, timeout: float = 10.0) -> list[Message]:
+        """Wait until at least ``count`` messages arrived on topic; return them all."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: sum(m.topic == topic for m in self.messages) >= count, timeout
+            )
+        got = self.on(topic)
+        assert len(got) >= count, f"{len(got)} of {count} messages on {topic} in {timeout}s"
+        return got
+
+
+_KINDS = {"mosquitto": MosquittoBroker, "amqtt": AmqttBroker}
+
+
+def _default_kind() -> str:
+    return os.environ.get("EDGE_AGENT_TEST_BROKER") or ("mosquitto" if MOSQUITTO else "amqtt")
+
+
+@pytest.fixture
+def mqtt_broker_factory(tmp_path_factory) -> Iterator[Callable[..., Any]]:
+    """Make started brokers: ``factory(kind=None, **mosquitto_options)``; all stopped after."""
+    made: list[Any] = []
+
+    def make(kind: str | None = None, **options: Any):
+        kind = kind or _default_kind()
+        if kind == "mosquitto" and MOSQUITTO is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        workdir = tmp_path_factory.mktemp(kind)
+        broker = _KINDS[kind](workdir, **options)
+        made.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in made:
+        broker.kill()
+
+
+@pytest.fixture
+def mqtt_broker(request, mqtt_broker_factory):
+    """A running broker on a free loopback port (kind: indirect param, env, or auto)."""
+    return mqtt_broker_factory(getattr(request, "param", None))
+
+
+@pytest.fixture
+def mqtt_subscriber(mqtt_broker) -> Iterator[MqttSubscriber]:
+    """A started subscriber to ``#`` on ``mqtt_broker``."""
+    sub = MqttSubscriber(mqtt_broker.host, mqtt_broker.port).start()
+    yield sub
+    sub.stop()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 20 ms until it returns something truthy; assert on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def mqtt_publisher_factory(tmp_path) -> Iterator[Callable[..., Any]]:
+    """Make started MqttPublishers: ``factory(port, spool_dir=None, device="dev1",
+    groups=(), on_command=None, on_connection_change=None, **settings)``; stopped after.
+
+    Settings default to fast reconnects (0.1..0.5 s) for outage tests.
+    """
+    from edge_agent.publishing.client import MqttPublisher, MqttSettings
+    from edge_agent.publishing.topics import Topics
+
+    made: list[Any] = []
+
+    def make(port, spool_dir=None, device="dev1", groups=(), *, start=True, **options):
+        callbacks = {
+            k: options.pop(k) for k in ("on_command", "on_connection_change") if k in options
+        }
+        options = {
+            "host": HOST,
+            "reconnect_min": 0.1,
+            "reconnect_max": 0.5,
+            "keepalive": 5,
+            **options,
+        }
+        publisher = MqttPublisher(
+            MqttSettings(port=port, **options),
+            Topics("edge", device, groups),
+            spool_dir or tmp_path / f"spool-{len(made)}",
+            **callbacks,
+        )
+        made.append(publisher)
+        if start:
+            publisher.start()
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.stop(5)

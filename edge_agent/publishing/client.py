@@ -1,0 +1,425 @@
+"""MQTT publishing with at-least-once, in-order delivery of results across outages.
+
+Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
+
+* ``publish()`` only appends to an in-memory queue and wakes the thread, so the caller
+  (the inference pipeline) never blocks on the network or the disk.
+* Each connection uses a *fresh* paho client with ``clean_session=True``, driven through
+  paho's external-loop API (``loop_read``/``loop_write``/``loop_misc``). paho therefore
+  never retransmits on its own after a reconnect: retransmission is ours.
+* Durable messages (results) are tracked until the broker acknowledges them (PUBACK for
+  QoS 1). When the connection drops, every unacknowledged durable message is appended
+  to the on-disk :class:`~edge_agent.publishing.spool.Spool` in production order; while
+  disconnected, new durable messages go to the spool too. After reconnecting the spool
+  is replayed *first* and committed only on PUBACK; newer messages wait until all of it
+  is sent. Result: no loss and no reordering; a message whose PUBACK was lost is
+  delivered twice (at-least-once, as with any QoS 1 flow). Durability needs QoS >= 1
+  (with QoS 0 "acknowledged" means "written to the socket").
+* Non-durable messages (stats) are dropped while disconnected (``dropped`` counter).
+  Non-durable *retained* messages (status, model, discovery) are kept as the latest value
+  per topic and re-published after every reconnect.
+* The LWT is retained ``offline`` on ``available``; after CONNACK the thread publishes
+  retained ``online`` and subscribes the command topics, so both survive reconnects.
+  ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
+  the LWT).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.errors import PublishError
+from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.outbox import InflightWindow, Outbox, Outgoing
+from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
+from edge_agent.publishing.spool import Position, Spool
+from edge_agent.publishing.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MqttPublisher", "MqttSettings"]
+
+_SPOOL_RETRY_S = 5.0
+
+
+class MqttPublisher:
+    """Publishes to one broker from one owned thread; see the module docstring.
+
+    Args:
+        settings: connection and publishing settings.
+        topics: the device's topic layout.
+        spool_dir: directory of the on-disk spool (e.g. ``{state_dir}/spool``).
+        on_command: called as ``on_command(name, payload, topic)`` for each command
+            (``name`` like ``"model/update"``) in the publisher thread: return quickly,
+            hand long work to your own worker. Exceptions are logged, never propagated.
+        on_connection_change: called with True after each CONNACK and False when the
+            connection is lost or closed, in the publisher thread.
+
+    Raises:
+        ConfigError: invalid settings or unusable TLS files.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        spool_dir: str | Path,
+        *,
+        on_command: Callable[[str, bytes, str], None] | None = None,
+        on_connection_change: Callable[[bool], None] | None = None,
+    ):
+        settings.validate()
+        self.settings, self.topics = settings, topics
+        self._ssl = ssl_context(settings)
+        self._spool_dir = Path(spool_dir)
+        self._on_command, self._on_connection_change = on_command, on_connection_change
+        self._where = f"{settings.host}:{settings.port}"
+        self._outbox = Outbox(settings.max_queued)
+        self._inflight = InflightWindow()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._spool: Spool | None = None
+        self._conn: Connection | None = None
+        self._next_attempt = self._spool_retry_at = 0.0
+        self._drain_until = self._stop_deadline = 0.0
+        self._delay = settings.reconnect_min
+        self._replay_pos: Position | None = None
+        self._ever_connected = False
+        self.published = self.spooled = self.replayed = self.dropped = 0
+        self.reconnects = self.connect_failures = self.commands = 0
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker connection is up (CONNACK received)."""
+        conn = self._conn
+        return conn is not None and conn.connected
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected and the command subscriptions are acknowledged.
+
+        Args:
+            timeout: seconds to wait.
+
+        Returns:
+            True if ready within the timeout.
+        """
+        return self._ready.wait(timeout)
+
+    def start(self) -> None:
+        """Open the spool and start the publisher thread (it connects in the background).
+
+        Raises:
+            PublishError: the spool cannot be opened (e.g. locked by another process).
+        """
+        if self._thread is not None:
+            return
+        self._spool = Spool(self._spool_dir, self.settings.spool_max_bytes)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Deliver what is pending, publish ``offline``, disconnect, spool the rest, join.
+
+        Args:
+            timeout: overall seconds; up to 60% of it is spent delivering what is queued.
+
+        Returns:
+            True if the thread ended within the timeout.
+        """
+        thread = self._thread
+        if thread is None:
+            return True
+        now = time.monotonic()
+        self._drain_until, self._stop_deadline = now + 0.6 * timeout, now + 0.9 * timeout
+        self._stop.set()
+        self._wake()
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.error(
+                "mqtt %s: publisher thread did not stop within %.1fs", self._where, timeout
+            )
+            return False
+        self._thread = None
+        return True
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str | dict | list,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        durable: bool = False,
+    ) -> None:
+        """Queue a message; never blocks and never raises for broker problems.
+
+        Args:
+            topic: the topic (no wildcards).
+            payload: bytes, str (UTF-8) or dict/list (JSON).
+            qos: 0, 1 or 2.
+            retain: set the retain flag. Non-durable retained messages are kept as the
+                topic's latest value and re-published after every reconnect.
+            durable: never lose it (spooled while disconnected, replayed in order).
+
+        Raises:
+            PublishError: invalid topic, QoS or payload (a caller bug, not an outage).
+        """
+        if not topic or any(c in topic for c in "+#\0") or qos not in (0, 1, 2):
+            raise PublishError(f"invalid topic {topic!r} or qos {qos!r}")
+        old = self._outbox.put(
+            Outgoing(topic, encode_payload(topic, payload), qos, retain, durable)
+        )
+        if old is not None:
+            self.dropped += 1
+            if old.durable:
+                logger.error("mqtt %s: queue full, dropped a message on %s", self._where, old.topic)
+        self._wake()
+
+    def publish_result(self, payload: bytes | str | dict) -> None:
+        """A result on the ``results`` topic: durable, QoS ``qos_results``."""
+        self.publish(self.topics.results, payload, self.settings.qos_results, durable=True)
+
+    def publish_stats(self, payload: bytes | str | dict) -> None:
+        """Statistics on the ``stats`` topic: best effort, QoS ``qos_stats``."""
+        self.publish(self.topics.stats, payload, self.settings.qos_stats)
+
+    def publish_status(self, payload: bytes | str | dict) -> None:
+        """Daemon status on the ``status`` topic (retained if ``retain_status``)."""
+        self.publish(self.topics.status, payload, 1, self.settings.retain_status)
+
+    def publish_model(self, payload: bytes | str | dict) -> None:
+        """Model and update status on the retained ``model`` topic."""
+        self.publish(self.topics.model, payload, 1, True)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the stats topic and the logs."""
+        spool = self._spool
+        return {
+            "connected": self.connected,
+            "published": self.published,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "dropped": self.dropped,
+            "queued": len(self._outbox),
+            "inflight": len(self._inflight),
+            "spool_pending": spool.pending if spool else 0,
+            "spool_bytes": spool.pending_bytes if spool else 0,
+            "spool_dropped": spool.dropped if spool else 0,
+            "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
+            "commands": self.commands,
+        }
+
+    # -- the publisher thread -----------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Interrupt the thread's select()."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # a wake-up is already pending (buffer full)
+
+    def _run(self) -> None:
+        """Thread body: connect, move messages, reconnect with backoff, until stopped."""
+        while not self._stop.is_set():
+            try:
+                if self._conn is None:
+                    self._offline_step()
+                elif not self._conn.step(1.0, self._wake_r):
+                    self._teardown(self._conn.error or "connection lost")
+                elif self._conn.connected:
+                    if self._conn.subscribed:
+                        self._ready.set()
+                    self._pump()
+                self._spool.sync_if_due()
+            except Exception:
+                logger.exception("mqtt %s: unexpected error, reconnecting", self._where)
+                try:
+                    self._teardown("internal error")
+                except Exception:
+                    logger.exception("mqtt %s: error while recovering", self._where)
+                self._stop.wait(0.5)  # never spin on a persistent fault
+        try:
+            self._shutdown()
+        except Exception:
+            logger.exception("mqtt %s: error during shutdown", self._where)
+        finally:
+            self._spool.close()
+
+    def _offline_step(self) -> None:
+        """While disconnected: spool durable messages, drop the rest, connect when due."""
+        self._spool_queue()
+        now = time.monotonic()
+        if now < self._next_attempt:
+            select.select([self._wake_r], [], [], min(self._next_attempt - now, 1.0))
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass  # drained
+            return
+        conn = Connection(
+            self.settings,
+            self.topics,
+            self._ssl,
+            on_connected=self._on_connected,
+            on_ack=self._on_ack,
+            on_message=self._on_message,
+        )
+        try:
+            conn.open()
+        except (OSError, ValueError) as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return
+        self._conn = conn
+
+    def _spool_queue(self) -> None:
+        """Move queued messages to the spool (durable ones) or drop them (the rest)."""
+        while time.monotonic() >= self._spool_retry_at:
+            msg = self._outbox.peek()
+            if msg is None:
+                return
+            if msg.durable:
+                try:
+                    self._spool.append(msg.topic, msg.payload, msg.qos, msg.retain)
+                except PublishError as exc:
+                    # Keep it (and everything newer) in memory, in order; retry later.
+                    logger.error("mqtt %s: %s; keeping messages in memory", self._where, exc)
+                    self._spool_retry_at = time.monotonic() + _SPOOL_RETRY_S
+                    return
+                self.spooled += 1
+            else:
+                self.dropped += 1
+            self._outbox.pop()
+
+    def _failed(self, reason: str) -> None:
+        """Count a failed attempt and schedule the next one with exponential backoff."""
+        self.connect_failures += 1
+        delay = self._delay * random.uniform(0.5, 1.0)  # jitter: a fleet does not stampede
+        self._delay = min(self._delay * 2, self.settings.reconnect_max)
+        self._next_attempt = time.monotonic() + delay
+        logger.warning(
+            "mqtt %s: cannot connect (%s); retrying in %.1fs", self._where, reason, delay
+        )
+
+    def _pump(self) -> None:
+        """Connected: retained latest values, then the spool in order, then the queue."""
+        conn, spool = self._conn, self._spool
+        for msg in self._outbox.take_dirty():
+            conn.publish(msg.topic, msg.payload, msg.qos, True)
+        window = self.settings.max_inflight - len(self._inflight)
+        if window > 0 and spool.pending:
+            for m in spool.read(window, after=self._replay_pos):
+                mid = conn.publish(m.topic, m.payload, m.qos, m.retain)
+                self._inflight.add(
+                    mid, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position
+                )
+                self._replay_pos = m.position
+                window -= 1
+        if spool.pending and spool.read(1, after=self._replay_pos):
+            return  # newer messages wait until the whole spool is on the wire
+        while window > 0 and len(self._outbox):
+            msg = self._outbox.pop()
+            mid = conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+            if msg.durable:
+                self._inflight.add(mid, msg)
+                window -= 1
+            else:
+                self.published += 1
+
+    def _teardown(self, reason: str, *, clean: bool = False) -> None:
+        """Forget the connection; unacknowledged durable messages go to the spool, in order."""
+        conn, self._conn = self._conn, None
+        self._ready.clear()
+        was_connected = conn is not None and conn.connected
+        if conn is not None:
+            conn.close(clean=clean, deadline=self._stop_deadline)
+        self._outbox.push_front(self._inflight.reset())  # older than anything queued
+        self._replay_pos = None
+        self._spool_queue()
+        if not was_connected:
+            if not self._stop.is_set():
+                self._failed(reason)
+            return
+        pending = self._spool.pending
+        if clean:
+            logger.info("mqtt %s: disconnected; %d messages spooled", self._where, pending)
+        else:
+            logger.warning("mqtt %s: %s; %d messages spooled", self._where, reason, pending)
+        self._next_attempt = time.monotonic() + self._delay * random.uniform(0.5, 1.0)
+        self._notify(False)
+
+    def _shutdown(self) -> None:
+        """On stop: deliver what is pending until the drain deadline, then say goodbye."""
+        while self._conn is not None and time.monotonic() < self._drain_until:
+            if self._conn.connected:
+                self._pump()
+                if not (len(self._outbox) or len(self._inflight) or self._spool.pending):
+                    break
+            if not self._conn.step(0.05):
+                self._teardown(self._conn.error or "connection lost")
+        self._teardown("stopping", clean=True)
+        logger.info("mqtt %s: stopped %s", self._where, self.stats())
+
+    def _notify(self, up: bool) -> None:
+        """Tell the owner about a connection change; its errors are logged only."""
+        if self._on_connection_change is not None:
+            try:
+                self._on_connection_change(up)
+            except Exception:
+                logger.exception("mqtt %s: error in on_connection_change", self._where)
+
+    # -- called from the connection's paho callbacks (publisher thread, never raise) -----
+
+    def _on_connected(self) -> None:
+        """CONNACK: reset the backoff, re-publish retained values, tell the owner."""
+        self._delay = self.settings.reconnect_min
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        self._outbox.mark_retained_dirty()
+        logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._spool.pending)
+        self._notify(True)
+
+    def _on_ack(self, mid: int) -> None:
+        """Release acknowledged messages; spool commits happen strictly in order."""
+        for item in self._inflight.ack(mid):
+            if item.position is not None:
+                self._spool.commit(item.position)
+                self.replayed += 1
+            else:
+                self.published += 1
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        """Dispatch a command to ``on_command``; anything else is ignored."""
+        name = self.topics.parse_command(msg.topic)
+        if name is None:
+            logger.debug("mqtt %s: ignoring message on %s", self._where, msg.topic)
+            return
+        if msg.retain and not self.settings.accept_retained_commands:
+            logger.warning("mqtt %s: ignoring retained command on %s", self._where, msg.topic)
+            return
+        self.commands += 1
+        logger.info("mqtt %s: command %s from %s", self._where, name, msg.topic)
+        if self._on_command is not None:
+            try:
+                self._on_command(name, bytes(msg.payload), msg.topic)
+            except Exception:
+                logger.exception("mqtt %s: command %s failed", self._where, name)

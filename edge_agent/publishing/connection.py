@@ -1,0 +1,192 @@
+"""One MQTT connection: a fresh paho client driven by the publisher thread.
+
+paho's external-loop API (``socket``/``loop_read``/``loop_write``/``loop_misc``) lets the
+publisher's own thread do all network work, with a wake-up socket in the same
+``select()`` so ``publish()`` from other threads is sent without polling. A new paho
+client per connection means paho never retransmits old messages after a reconnect;
+the publisher's spool does that, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.publishing.settings import MqttSettings, new_client
+from edge_agent.publishing.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+def _safe(method: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a paho callback: MQTT callbacks never raise, they log and carry on."""
+
+    def wrapper(self: Connection, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:
+            logger.exception("mqtt %s: error in %s", self.where, method.__name__)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class Connection:
+    """A single connection attempt and, once CONNACKed, the live session.
+
+    On CONNACK it publishes retained ``online`` on ``available`` and subscribes the
+    command topics (QoS 1), so both are redone on every reconnect.
+
+    Args:
+        settings: connection settings.
+        topics: the device's topics (LWT, availability, command filters).
+        context: TLS context or None.
+        on_connected: called after a successful CONNACK.
+        on_ack: called with the message id of each acknowledged publish
+            (PUBACK/PUBCOMP, or written to the socket for QoS 0).
+        on_message: called with each incoming paho message.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        context: ssl.SSLContext | None,
+        *,
+        on_connected: Callable[[], None],
+        on_ack: Callable[[int], None],
+        on_message: Callable[[mqtt.MQTTMessage], None],
+    ):
+        self.settings, self.topics = settings, topics
+        self.where = f"{settings.host}:{settings.port}"
+        self.connected = False
+        self.subscribed = False
+        self.error: str | None = None
+        self._on_connected, self._on_ack, self._on_message = on_connected, on_ack, on_message
+        self._deadline = 0.0
+        self.client = client = new_client(settings, topics, context, None)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_publish = self._cb_publish
+        client.on_subscribe = self._cb_subscribe
+        client.on_message = self._cb_message
+        if logger.isEnabledFor(logging.DEBUG):
+            # paho logs a lost connection at ERROR; the publisher reports it once itself.
+            client.enable_logger(logging.getLogger(__name__ + ".paho"))
+
+    def open(self) -> None:
+        """TCP (+TLS) connect and send CONNECT; the CONNACK arrives through :meth:`step`.
+
+        Raises:
+            OSError: refused, unreachable, timed out, TLS handshake or verification failed.
+            ValueError: an invalid host or port.
+        """
+        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+        self._deadline = time.monotonic() + self.settings.connect_timeout
+
+    def step(self, timeout: float, wake: socket.socket | None = None) -> bool:
+        """Wait for socket activity (or ``wake``) up to ``timeout``, then read/write/ping.
+
+        Returns:
+            False once the connection is unusable; :attr:`error` says why.
+        """
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return self._fail("socket closed")
+        pending = getattr(sock, "pending", lambda: 0)()  # TLS bytes already decrypted
+        wlist = [sock] if client.want_write() else []
+        rlist = [sock] if wake is None else [sock, wake]
+        readable, _, _ = select.select(rlist, wlist, [], 0 if pending else timeout)
+        if wake is not None and wake in readable:
+            try:
+                while wake.recv(4096):
+                    pass
+            except OSError:
+                pass  # drained (BlockingIOError) or closed
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in readable or pending:
+            rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
+            rc = client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        if self.error:
+            return False
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            return self._fail(mqtt.error_string(rc))
+        if not self.connected and time.monotonic() > self._deadline:
+            return self._fail("no CONNACK within connect_timeout")
+        return True
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
+        return self.client.publish(topic, payload, qos, retain).mid
+
+    def close(self, *, clean: bool, deadline: float = 0.0) -> None:
+        """End the connection.
+
+        Args:
+            clean: publish retained ``offline`` (waiting for its PUBACK until
+                ``deadline``) and send DISCONNECT, which makes the broker discard the LWT.
+                Otherwise just close the socket: the broker publishes the LWT.
+            deadline: ``time.monotonic()`` limit for the clean goodbye.
+        """
+        client = self.client
+        if clean and self.connected:
+            info = client.publish(self.topics.available, "offline", 1, True)
+            while not info.is_published() and time.monotonic() < deadline:
+                if not self.step(0.05):
+                    break
+            if self.error is None:
+                client.disconnect()
+                client.loop_write()
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+        self.connected = False
+
+    def _fail(self, reason: str) -> bool:
+        """Record why the connection is unusable."""
+        self.error = self.error or reason
+        return False
+
+    # -- paho callbacks: run inside loop_read/loop_write, in the publisher thread ---------
+
+    @_safe
+    def _cb_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.error = f"refused: {reason_code}"
+            return
+        self.connected = True
+        client.publish(self.topics.available, "online", 1, True)
+        client.subscribe([(f, 1) for f in self.topics.command_filters()])
+        self._on_connected()
+
+    @_safe
+    def _cb_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.error = self.error or f"connection lost ({reason_code})"
+
+    @_safe
+    def _cb_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            logger.error(
+                "mqtt %s: broker refused the command subscriptions: %s", self.where, failed
+            )
+        self.subscribed = True
+
+    @_safe
+    def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._on_ack(mid)
+
+    @_safe
+    def _cb_message(self, client, userdata, msg) -> None:
+        self._on_message(msg)

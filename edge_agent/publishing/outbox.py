@@ -1,0 +1,134 @@
+"""What the publisher thread has to send: the queue, retained latest values, in-flight window."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from edge_agent.publishing.spool import Position
+
+
+class Outgoing(NamedTuple):
+    """One message to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    durable: bool
+
+
+class Outbox:
+    """Thread-safe hand-over from producers to the publisher thread.
+
+    Messages are queued in production order, bounded by ``max_queued`` (the oldest is
+    dropped beyond it). Non-durable retained messages are not queued: only the latest
+    value per topic is kept, marked dirty until published, and can be marked dirty
+    again (after a reconnect) to be re-published.
+
+    Args:
+        max_queued: bound of the queue.
+    """
+
+    def __init__(self, max_queued: int):
+        self._max = max_queued
+        self._lock = threading.Lock()
+        self._queue: collections.deque[Outgoing] = collections.deque()
+        self._retained: dict[str, Outgoing] = {}
+        self._dirty: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, msg: Outgoing) -> Outgoing | None:
+        """Queue a message (or store it as a retained latest value).
+
+        Returns:
+            The oldest queued message if it had to be dropped to respect the bound.
+        """
+        with self._lock:
+            if msg.retain and not msg.durable:
+                self._retained[msg.topic] = msg
+                self._dirty.add(msg.topic)
+                return None
+            dropped = self._queue.popleft() if len(self._queue) >= self._max else None
+            self._queue.append(msg)
+            return dropped
+
+    def peek(self) -> Outgoing | None:
+        """The oldest queued message, left in place."""
+        with self._lock:
+            return self._queue[0] if self._queue else None
+
+    def pop(self) -> Outgoing | None:
+        """Remove and return the oldest queued message."""
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def push_front(self, msgs: Iterable[Outgoing]) -> None:
+        """Put messages back at the head, keeping their order (they are the oldest)."""
+        with self._lock:
+            self._queue.extendleft(reversed(list(msgs)))
+
+    def take_dirty(self) -> list[Outgoing]:
+        """The retained latest values not yet published, by topic; clears the marks."""
+        with self._lock:
+            out = [self._retained[t] for t in sorted(self._dirty)]
+            self._dirty.clear()
+            return out
+
+    def mark_retained_dirty(self) -> None:
+        """Mark every retained latest value for re-publishing (after a reconnect)."""
+        with self._lock:
+            self._dirty.update(self._retained)
+
+
+class Inflight(NamedTuple):
+    """A durable message awaiting its acknowledgement (``position`` if from the spool)."""
+
+    msg: Outgoing
+    position: Position | None
+
+
+class InflightWindow:
+    """Durable messages sent on the current connection, released strictly in send order.
+
+    An acknowledged message is released only once every message sent before it is
+    acknowledged too, so spool commits never pass an unacknowledged record.
+    """
+
+    def __init__(self) -> None:
+        self._entries: collections.OrderedDict[int, list] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, mid: int, msg: Outgoing, position: Position | None = None) -> None:
+        """Record a message sent with message id ``mid``."""
+        self._entries[mid] = [Inflight(msg, position), False]
+
+    def ack(self, mid: int) -> list[Inflight]:
+        """Mark ``mid`` acknowledged; return the messages now released, in order."""
+        entry = self._entries.get(mid)
+        if entry is None:
+            return []
+        entry[1] = True
+        released = []
+        while self._entries:
+            first_mid, (item, acked) = next(iter(self._entries.items()))
+            if not acked:
+                break
+            del self._entries[first_mid]
+            released.append(item)
+        return released
+
+    def reset(self) -> list[Outgoing]:
+        """Forget the window (connection gone); return unacknowledged non-spool messages.
+
+        Messages from the spool are not returned: they are still in the spool.
+        """
+        unacked = [e[0].msg for e in self._entries.values() if not e[1] and e[0].position is None]
+        self._entries.clear()
+        return unacked

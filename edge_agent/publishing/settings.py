@@ -1,0 +1,176 @@
+"""MQTT connection settings, their validation, TLS context, and paho client creation."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent.errors import ConfigError, PublishError
+from edge_agent.publishing.topics import Topics
+
+TRANSPORTS = ("tcp", "websockets")
+
+
+@dataclass
+class MqttSettings:
+    """How to reach the broker and how to publish (the daemon maps ``[mqtt]`` onto this).
+
+    Attributes:
+        host, port: the broker.
+        transport: ``tcp`` or ``websockets`` (path ``ws_path``).
+        client_id: MQTT client id; empty means ``edge-agent-{device_id}``.
+        username, password: optional credentials (the password is never logged).
+        keepalive: MQTT keepalive in seconds (a dead link is noticed after ~1.5x this).
+        tls: use TLS; ``ca_file`` (default: system CAs), ``cert_file``/``key_file`` for
+            client-certificate authentication, ``tls_insecure`` skips the host name check
+            (the certificate chain is still verified).
+        reconnect_min, reconnect_max: exponential reconnect backoff bounds in seconds.
+        connect_timeout: seconds for TCP+TLS connect and then for the CONNACK.
+        spool_max_bytes: bound of the on-disk spool of unacknowledged results.
+        qos_results, qos_stats: QoS of results (durable) and stats (best effort).
+        retain_status: retain the status topic.
+        max_inflight: durable messages awaiting PUBACK at once.
+        max_queued: in-memory queue bound (messages waiting for the publisher thread).
+        accept_retained_commands: act on retained command messages (off: a stale retained
+            command would otherwise run again after every reconnect).
+    """
+
+    host: str = "localhost"
+    port: int = 1883
+    transport: str = "tcp"
+    ws_path: str = "/mqtt"
+    client_id: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    keepalive: int = 30
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    connect_timeout: float = 5.0
+    spool_max_bytes: int = 64 * 1024 * 1024
+    qos_results: int = 1
+    qos_stats: int = 0
+    retain_status: bool = True
+    max_inflight: int = 100
+    max_queued: int = 10_000
+    accept_retained_commands: bool = False
+
+    def validate(self) -> None:
+        """Check every value.
+
+        Raises:
+            ConfigError: naming the offending ``mqtt.*`` key.
+        """
+        if not self.host:
+            raise ConfigError("expected a host name or address", key="mqtt.host")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"expected integer 1..65535, got {self.port!r}", key="mqtt.port")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(
+                f"expected one of {', '.join(TRANSPORTS)}, got {self.transport!r}",
+                key="mqtt.transport",
+            )
+        for key in ("qos_results", "qos_stats"):
+            if getattr(self, key) not in (0, 1, 2):
+                raise ConfigError(
+                    f"expected 0, 1 or 2, got {getattr(self, key)!r}", key=f"mqtt.{key}"
+                )
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise ConfigError(
+                f"expected 0 < reconnect_min <= reconnect_max, got {self.reconnect_min!r} "
+                f"and {self.reconnect_max!r}",
+                key="mqtt.reconnect_min",
+            )
+        for key in (
+            "keepalive",
+            "connect_timeout",
+            "spool_max_bytes",
+            "max_inflight",
+            "max_queued",
+        ):
+            if not getattr(self, key) > 0:
+                raise ConfigError(
+                    f"expected a positive value, got {getattr(self, key)!r}", key=f"mqtt.{key}"
+                )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("cert_file and key_file go together", key="mqtt.cert_file")
+        if self.password is not None and not self.username:
+            raise ConfigError("a password needs a username", key="mqtt.username")
+
+
+def ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """Build the TLS context once (None without TLS), so bad files fail at startup.
+
+    Raises:
+        ConfigError: a CA, certificate or key file is missing or unusable.
+    """
+    if not settings.tls:
+        return None
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(settings, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"file not found: {path}", key=f"mqtt.{key}")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
+        if settings.cert_file:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load TLS files: {exc}", key="mqtt.tls") from exc
+    context.check_hostname = not settings.tls_insecure
+    return context
+
+
+def new_client(
+    settings: MqttSettings, topics: Topics, context: ssl.SSLContext | None, userdata: Any
+) -> mqtt.Client:
+    """A fresh paho client (MQTT 3.1.1, clean session) with credentials, TLS and LWT set."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=settings.client_id or f"edge-agent-{topics.device_id}",
+        clean_session=True,
+        userdata=userdata,
+        protocol=mqtt.MQTTv311,
+        transport=settings.transport,
+        reconnect_on_failure=False,
+    )
+    if settings.transport == "websockets":
+        client.ws_set_options(path=settings.ws_path)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if context is not None:
+        client.tls_set_context(context)
+        if settings.tls_insecure:
+            client.tls_insecure_set(True)
+    client.will_set(topics.available, "offline", qos=1, retain=True)
+    # Unlimited in paho: the publisher bounds what is in flight itself.
+    client.max_inflight_messages_set(0)
+    client.connect_timeout = settings.connect_timeout
+    client.suppress_exceptions = True
+    return client
+
+
+def encode_payload(topic: str, payload: bytes | bytearray | str | dict | list) -> bytes:
+    """Bytes of a payload: bytes as is, str as UTF-8, dict/list as compact JSON.
+
+    Raises:
+        PublishError: the payload is of another type or not JSON-serializable.
+    """
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, (dict, list)):
+        try:
+            return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise PublishError(f"{topic}: payload is not JSON-serializable: {exc}") from exc
+    raise PublishError(f"{topic}: unsupported payload type {type(payload).__name__}")

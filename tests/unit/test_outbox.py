@@ -1,0 +1,116 @@
+"""The publisher's queue, retained latest values, in-flight window; settings validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.errors import ConfigError, PublishError
+from edge_agent.publishing.outbox import InflightWindow, Outbox, Outgoing
+from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
+from edge_agent.publishing.spool import Position
+
+
+def _msg(n: int, *, durable=True, retain=False, topic="t") -> Outgoing:
+    return Outgoing(topic, b"%d" % n, 1, retain, durable)
+
+
+def test_outbox_is_fifo_and_drops_oldest_beyond_bound():
+    box = Outbox(max_queued=3)
+    assert [box.put(_msg(i)) for i in range(3)] == [None, None, None]
+    assert box.put(_msg(3)) == _msg(0)
+    assert [box.pop() for _ in range(4)] == [_msg(1), _msg(2), _msg(3), None]
+
+
+def test_push_front_keeps_order_ahead_of_newer():
+    box = Outbox(10)
+    box.put(_msg(3))
+    box.push_front([_msg(1), _msg(2)])
+    assert [box.pop() for _ in range(3)] == [_msg(1), _msg(2), _msg(3)]
+
+
+def test_retained_keeps_latest_per_topic_and_can_be_marked_again():
+    box = Outbox(10)
+    box.put(_msg(1, durable=False, retain=True, topic="s"))
+    box.put(_msg(2, durable=False, retain=True, topic="s"))
+    box.put(_msg(3, durable=False, retain=True, topic="m"))
+    assert len(box) == 0  # not queued
+    assert box.take_dirty() == [
+        _msg(3, durable=False, retain=True, topic="m"),
+        _msg(2, durable=False, retain=True, topic="s"),
+    ]
+    assert box.take_dirty() == []
+    box.mark_retained_dirty()
+    assert [m.payload for m in box.take_dirty()] == [b"3", b"2"]
+
+
+def test_durable_retained_messages_are_queued():
+    box = Outbox(10)
+    box.put(_msg(1, durable=True, retain=True))
+    assert len(box) == 1 and box.take_dirty() == []
+
+
+def test_window_releases_strictly_in_send_order():
+    window = InflightWindow()
+    for mid in (1, 2, 3):
+        window.add(mid, _msg(mid), Position(1, mid * 10) if mid < 3 else None)
+    assert window.ack(2) == []  # 1 still unacknowledged
+    released = window.ack(1)
+    assert [(r.msg.payload, r.position) for r in released] == [
+        (b"1", Position(1, 10)),
+        (b"2", Position(1, 20)),
+    ]
+    assert window.ack(99) == []
+    assert len(window) == 1
+
+
+def test_window_reset_returns_unacked_live_messages_only():
+    window = InflightWindow()
+    window.add(1, _msg(1), Position(1, 10))  # from the spool: stays there
+    window.add(2, _msg(2))
+    window.add(3, _msg(3))  # acked but held behind 1: delivered, not returned
+    window.add(4, _msg(4))
+    window.ack(3)
+    assert window.reset() == [_msg(2), _msg(4)]
+    assert len(window) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"port": 0}, "mqtt.port"),
+        ({"transport": "quic"}, "mqtt.transport"),
+        ({"qos_results": 3}, "mqtt.qos_results"),
+        ({"reconnect_min": 5, "reconnect_max": 1}, "mqtt.reconnect_min"),
+        ({"keepalive": 0}, "mqtt.keepalive"),
+        ({"cert_file": "/x.pem"}, "mqtt.cert_file"),
+        ({"password": "secret"}, "mqtt.username"),
+        ({"host": ""}, "mqtt.host"),
+    ],
+)
+def test_settings_validation(change, key):
+    with pytest.raises(ConfigError) as info:
+        MqttSettings(**change).validate()
+    assert info.value.key == key
+
+
+def test_password_is_not_in_repr():
+    assert "hunter2" not in repr(MqttSettings(username="u", password="hunter2"))
+
+
+def test_tls_files_must_exist(tmp_path):
+    with pytest.raises(ConfigError, match="mqtt.ca_file: file not found"):
+        ssl_context(MqttSettings(tls=True, ca_file=str(tmp_path / "missing.pem")))
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="mqtt.tls: cannot load TLS files"):
+        ssl_context(MqttSettings(tls=True, ca_file=str(tmp_path / "bad.pem")))
+    assert ssl_context(MqttSettings()) is None
+
+
+def test_encode_payload():
+    assert encode_payload("t", b"\x00\x01") == b"\x00\x01"
+    assert encode_payload("t", "é") == "é".encode()
+    assert encode_payload("t", {"a": [1, 2.5], "b": None}) == b'{"a":[1,2.5],"b":null}'
+    with pytest.raises(PublishError, match="not JSON-serializable"):
+        encode_payload("t", {"score": float("nan")})
+    with pytest.raises(PublishError, match="unsupported payload type int"):
+        encode_payload("t", 5)
