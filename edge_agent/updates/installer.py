@@ -118,8 +118,6 @@ class UpdateInstaller:
         self._busy = threading.Lock()
         self._downloader = Downloader(self.settings.download, cancel=self.cancel)
 
-    # ------------------------------------------------------------------ public
-
     def install(self, command: UpdateCommand | bytes | str) -> InstalledRelease:
         """Verify, install and activate the release a command names.
 
@@ -191,8 +189,6 @@ class UpdateInstaller:
 
         return self._guarded(job, run)
 
-    # ---------------------------------------------------------------- pipeline
-
     def _guarded(self, job: _Job, run: Callable[[], Any]) -> Any:
         """One request at a time; every failure reported once, as ModelUpdateError."""
         if not self._busy.acquire(blocking=False):
@@ -254,6 +250,11 @@ class UpdateInstaller:
                 self._report(job, "active", 100)
                 return existing
             return self._activate(job, self.store.activate(existing))
+        if self.store.in_use(manifest.name, str(manifest.version)):
+            raise ModelUpdateError(
+                "version_conflict",
+                f"{manifest.label} is installed with other contents; bump the version",
+            )
         if self.store.free_bytes() < manifest.total_size + _SPACE_MARGIN:
             raise ModelUpdateError(
                 "no_space", f"{manifest.label} needs {manifest.total_size} bytes; disk is full"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -18,6 +20,7 @@ from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, bad,
 from edge_agent.updates.signing import load_envelope, parse_envelope
 
 INSTALLED_MARK = ".installed"
+TRASH = ".trash"
 
 
 class InstalledRelease(NamedTuple):
@@ -172,3 +175,24 @@ def copy_file(
             os.fsync(out.fileno())
     except OSError as exc:
         raise bad("io_error", f"{entry.name}: {exc.strerror or exc}") from exc
+
+
+def trash_release(root: Path, path: Path) -> None:
+    """Remove a release from view in one atomic rename into ``root/.trash``.
+
+    A crash after the rename leaves only garbage in ``.trash``, never a half-deleted
+    release; :func:`empty_trash` (or the store's recovery) deletes it.
+    """
+    trash = root / TRASH
+    trash.mkdir(exist_ok=True)
+    os.rename(path, trash / uuid.uuid4().hex)
+    fsync_dir(path.parent)
+    try:
+        path.parent.rmdir()  # the <name> dir, when it held only this version
+    except OSError:
+        pass
+
+
+def empty_trash(root: Path) -> None:
+    """Delete what was trashed."""
+    shutil.rmtree(root / TRASH, ignore_errors=True)

@@ -18,6 +18,7 @@ sweeps the leftovers at startup.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,18 +47,20 @@ from edge_agent.updates.pointer import (
 )
 from edge_agent.updates.release import (
     INSTALLED_MARK,
+    TRASH,
     InstalledRelease,
     Staging,
     check_release_files,
+    empty_trash,
     fsync_dir,
     fsync_file,
     load_release,
+    trash_release,
 )
 
 logger = logging.getLogger(__name__)
 
 STAGING = ".staging"
-TRASH = ".trash"
 Hook = Callable[[str], None]
 _V0 = parse_version(0)
 
@@ -81,8 +84,6 @@ class ModelStore:
         self._hook = hook or (lambda point: None)
         self._lock = threading.RLock()
         self.root.mkdir(parents=True, exist_ok=True)
-
-    # ------------------------------------------------------------------ reading
 
     def release_dir(self, name: str, version: str) -> Path:
         """Directory of a release (names validated: no traversal even from a bad pointer).
@@ -131,7 +132,7 @@ class ModelStore:
             ptr = self.pointer()
             if ptr is None:
                 return None
-            return self.load(self.release_dir(ptr["name"], str(ptr.get("version"))), full=verify)
+            return load_release(self.release_dir(ptr["name"], str(ptr.get("version"))), full=verify)
 
     def find(self, manifest: Manifest) -> InstalledRelease | None:
         """An installed, fully verified release identical to ``manifest``, if any."""
@@ -147,8 +148,6 @@ class ModelStore:
     def free_bytes(self) -> int:
         """Free bytes on the store's filesystem."""
         return shutil.disk_usage(self.root).free
-
-    # ------------------------------------------------------------------ writing
 
     def begin(self, manifest: Manifest, envelope: bytes) -> Staging:
         """Create a staging directory holding the release's envelope.
@@ -194,7 +193,7 @@ class ModelStore:
                         raise bad(
                             "version_conflict", f"{manifest.label} is installed with other contents"
                         )
-                    self._trash(final)
+                    trash_release(self.root, final)
                 final.parent.mkdir(exist_ok=True)
                 fsync_dir(self.root)
                 os.rename(staging.path, final)
@@ -230,10 +229,13 @@ class ModelStore:
             logger.error("model store: previous release unusable: %s", exc)
             return None
 
+    def in_use(self, name: str, version: str) -> bool:
+        """True when ``name@version`` is the active or the previous release."""
+        return version in self._protected_versions(name)
+
     def is_active(self, release: InstalledRelease) -> bool:
         """True when the pointer names this release."""
-        ptr = self._safe_pointer() or {}
-        return ref_dir(ptr) == f"{release.name}/{release.version}"
+        return ref_dir(self._safe_pointer()) == f"{release.name}/{release.version}"
 
     def rollback(
         self, *, allow_none: bool = False
@@ -262,8 +264,8 @@ class ModelStore:
                 rest = [r for r in self.installed() if r.path not in skip]
                 self._switch(target, previous=rest[0] if rest else None)
             if current is not None:
-                self._trash(current.path)
-                self._empty_trash()
+                trash_release(self.root, current.path)
+                empty_trash(self.root)
             return target, current
 
     def checkpoint(self, point: str) -> None:
@@ -288,18 +290,11 @@ class ModelStore:
             hint = ptr.get("name") if ptr else None
             if ptr is not None:
                 try:
-                    release = self.load(
-                        self.release_dir(ptr["name"], str(ptr.get("version"))), full=True
-                    )
+                    release = self.active(verify=True)
                     self._check_previous(release, ptr)
                     return release
                 except ModelUpdateError as exc:
-                    logger.error(
-                        "model store: active release %s@%s unusable: %s",
-                        ptr.get("name"),
-                        ptr.get("version"),
-                        exc,
-                    )
+                    logger.error("model store: active release unusable: %s", exc)
             candidates = self.installed()
             # Prefer the pointer's model (newest version first), then the newest install.
             candidates.sort(
@@ -315,16 +310,17 @@ class ModelStore:
                     release = self.load(release.path, full=True)
                 except ModelUpdateError as exc:
                     logger.error("model store: deleting corrupt %s: %s", release.label, exc)
-                    self._trash(release.path)
+                    with contextlib.suppress(OSError):
+                        trash_release(self.root, release.path)
                     continue
                 rest = candidates[i + 1 :]
                 self._switch(release, previous=rest[0] if rest else None)
                 logger.warning("model store: fell back to %s", release.label)
-                self._empty_trash()
+                empty_trash(self.root)
                 return release
             if ptr is not None or (self.root / POINTER).exists():
                 remove_pointer(self.root)
-            self._empty_trash()
+            empty_trash(self.root)
             return None
 
     def prune(self) -> list[str]:
@@ -344,17 +340,15 @@ class ModelStore:
                 if _rel(release, self.root) == previous:
                     continue
                 try:
-                    self._trash(release.path)
+                    trash_release(self.root, release.path)
                 except OSError as exc:  # the install itself succeeded: log and go on
                     logger.error("model store: cannot prune %s: %s", release.label, exc)
                     continue
                 self._hook("pruned")
                 logger.info("model store: pruned %s", release.label)
                 pruned.append(release.label)
-            self._empty_trash()
+            empty_trash(self.root)
             return pruned
-
-    # ---------------------------------------------------------------- internals
 
     def _safe_pointer(self) -> dict[str, Any] | None:
         """The pointer, or None when missing or corrupt (logged)."""
@@ -397,21 +391,6 @@ class ModelStore:
             previous = None
         write_pointer(self.root, release, previous, self._hook)
         logger.info("model store: active model is now %s", release.label)
-
-    def _trash(self, path: Path) -> None:
-        """Remove a release atomically from view by renaming it into .trash."""
-        trash = self.root / TRASH
-        trash.mkdir(exist_ok=True)
-        os.rename(path, trash / uuid.uuid4().hex)
-        fsync_dir(path.parent)
-        try:
-            path.parent.rmdir()  # the <name> dir, when it held only this version
-        except OSError:
-            pass
-
-    def _empty_trash(self) -> None:
-        """Delete what was trashed (a crash here leaves it for recover())."""
-        shutil.rmtree(self.root / TRASH, ignore_errors=True)
 
 
 def _rel(release: InstalledRelease, root: Path) -> str:

@@ -1,0 +1,228 @@
+"""Operator tooling behind ``edge-agent model keygen|pack|verify``.
+
+Workflow: ``keygen`` once (keep the private key offline, install the public key on
+devices as ``updates.trusted_keys``), ``pack`` a release per model version, ``verify``
+it, then ``push`` it (see ``push.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.inference.model_info import is_tflite
+from edge_agent.updates.manifest import (
+    MANIFEST_FILE,
+    FileEntry,
+    Manifest,
+    build_manifest,
+    validate_file_name,
+)
+from edge_agent.updates.release import check_release_files, fsync_dir
+from edge_agent.updates.signing import (
+    TrustedKeys,
+    envelope_bytes,
+    key_id,
+    load_envelope,
+    load_private_key,
+    sign_manifest,
+    verify_envelope,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _write_new(path: Path, data: bytes, mode: int, overwrite: bool) -> None:
+    """Create a file with a mode from the start (no window where a key is world-readable)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError as exc:
+        raise ModelUpdateError("exists", f"{path} exists (use --force to overwrite)") from exc
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"{path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def keygen(
+    private_path: str | os.PathLike[str],
+    public_path: str | os.PathLike[str],
+    *,
+    passphrase: bytes | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Create an Ed25519 signing key pair.
+
+    Args:
+        private_path: PEM PKCS#8 private key, written with mode 0600.
+        public_path: PEM public key (0644), to install on devices.
+        passphrase: encrypt the private key with it.
+        overwrite: replace existing files.
+
+    Returns:
+        The key id (first 16 hex of sha256 of the raw public key).
+
+    Raises:
+        ModelUpdateError: ``exists`` or ``io_error``.
+    """
+    key = Ed25519PrivateKey.generate()
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _write_new(Path(private_path), private_pem, 0o600, overwrite)
+    _write_new(Path(public_path), public_pem, 0o644, overwrite)
+    return key_id(key.public_key())
+
+
+def _entry(path: Path, role: str) -> FileEntry:
+    """Manifest entry of an input file (hashing it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return FileEntry(validate_file_name(path.name), role, digest.hexdigest(), path.stat().st_size)
+
+
+def pack(
+    out_dir: str | os.PathLike[str],
+    *,
+    name: str,
+    version: str | int,
+    model: str | os.PathLike[str],
+    private_key: str | os.PathLike[str] | Ed25519PrivateKey,
+    task: str = "auto",
+    cpu_model: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    golden_input: str | os.PathLike[str] | None = None,
+    golden_output: str | os.PathLike[str] | None = None,
+    adapter: Mapping[str, Any] | None = None,
+    min_agent_version: str | None = None,
+    description: str = "",
+    golden_tolerance: float | None = None,
+    passphrase: bytes | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Build a signed release directory.
+
+    The input files are copied under their base names (which must be safe release
+    file names), hashed, listed in the manifest, and the manifest is signed into
+    ``manifest.json``. The directory is assembled beside ``out_dir`` and renamed
+    into place, so it never exists half-written.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        ModelUpdateError: ``bad_manifest`` (invalid field or file name, duplicate
+            names), ``not_tflite`` (a model without the TFLite identifier),
+            ``bad_key``, ``exists``, ``io_error``.
+    """
+    out = Path(out_dir)
+    key = (
+        private_key
+        if isinstance(private_key, Ed25519PrivateKey)
+        else load_private_key(private_key, passphrase)
+    )
+    roles = {
+        "model": model,
+        "cpu_model": cpu_model,
+        "labels": labels,
+        "golden_input": golden_input,
+        "golden_output": golden_output,
+    }
+    inputs = {role: Path(p) for role, p in roles.items() if p is not None}
+    try:
+        entries = [_entry(path, role) for role, path in inputs.items()]
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"{exc.filename}: {exc.strerror}") from exc
+    for entry in entries:
+        if entry.role in ("model", "cpu_model"):
+            with open(inputs[entry.role], "rb") as f:
+                if not is_tflite(f.read(8)):
+                    raise ModelUpdateError("not_tflite", f"{entry.name} is not a TFLite model")
+    manifest = build_manifest(
+        name=name,
+        version=version,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        task=task,
+        files=entries,
+        adapter=adapter,
+        min_agent_version=min_agent_version,
+        description=description,
+        golden_tolerance=golden_tolerance,
+    )
+    envelope = sign_manifest(manifest, key)
+    if out.exists() and not overwrite:
+        raise ModelUpdateError("exists", f"{out} exists (use --force to overwrite)")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir(parents=True)
+        for entry in entries:
+            shutil.copyfile(inputs[entry.role], tmp / entry.name)
+        (tmp / MANIFEST_FILE).write_bytes(envelope_bytes(envelope))
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+        fsync_dir(out.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelUpdateError("io_error", f"cannot write {out}: {exc}") from exc
+    logger.info("packed %s@%s into %s (key %s)", name, version, out, envelope["key_id"])
+    return out
+
+
+def verify(
+    target: str | os.PathLike[str],
+    public_keys: TrustedKeys | Iterable[str | os.PathLike[str]],
+    *,
+    allow_unsigned: bool = False,
+) -> Manifest:
+    """Check a release directory (or a lone ``manifest.json``) as a device would.
+
+    Args:
+        target: release directory or envelope file.
+        public_keys: TrustedKeys, or key files/directories.
+        allow_unsigned: accept an unsigned manifest.
+
+    Returns:
+        The verified manifest.
+
+    Raises:
+        ModelUpdateError: ``unsigned``, ``untrusted_key``, ``bad_signature``,
+            ``bad_manifest``, and for a directory ``sha256_mismatch``, ``truncated``,
+            ``too_large``, ``not_tflite``, ``corrupt``.
+    """
+    path = Path(target)
+    keys = (
+        public_keys if isinstance(public_keys, TrustedKeys) else TrustedKeys.from_paths(public_keys)
+    )
+    envelope_file = path / MANIFEST_FILE if path.is_dir() else path
+    try:
+        data = envelope_file.read_bytes()
+    except OSError as exc:
+        raise ModelUpdateError("bad_manifest", f"{envelope_file}: {exc.strerror}") from exc
+    manifest = verify_envelope(load_envelope(data), keys, allow_unsigned=allow_unsigned)
+    if path.is_dir():
+        check_release_files(path, manifest, full=True)
+    return manifest

@@ -1,0 +1,298 @@
+"""``edge-agent model push``: send a release to devices over MQTT and watch it land.
+
+The push publishes the update command (the signed envelope inline, plus a base URL)
+to each device's ``{prefix}/{id}/cmd/model/update``, or once to the group topic, then
+follows the devices' retained ``{prefix}/{id}/model`` states carrying its request id
+until each is ``active``, ``failed`` or ``rolled_back``. Group members are discovered
+from the retained ``{prefix}/{id}/status`` messages (``"groups": [...]``).
+
+With ``canary=N`` the first N devices get the command first; any canary that fails
+or rolls back halts the rollout before the others are touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.errors import ModelUpdateError, PublishError
+from edge_agent.updates.commands import (
+    UPDATE,
+    build_update_command,
+    check_topic_level,
+    device_command_topic,
+    group_command_topic,
+)
+from edge_agent.updates.lab_server import LabServer
+from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
+from edge_agent.updates.operator import verify
+from edge_agent.updates.signing import TrustedKeys, load_envelope, parse_envelope
+
+logger = logging.getLogger(__name__)
+
+Report = Callable[[str, dict], None]
+TERMINAL = ("active", "failed", "rolled_back")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the operator's MQTT client connects."""
+
+    host: str = "localhost"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    client_id: str | None = None
+    keepalive: int = 30
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The built-in lab server (used when no ``base_url`` is given)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    advertise_host: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+class _Link:
+    """The operator's MQTT session: a queue of (topic, payload) from subscriptions."""
+
+    def __init__(self, broker: BrokerSettings, prefix: str):
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        client_id = broker.client_id or f"edge-agent-push-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if broker.username:
+            self.client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            self.client.tls_set(ca_certs=broker.ca_file)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self._topics = [f"{prefix}/+/status", f"{prefix}/+/model"]
+        try:
+            self.client.connect(broker.host, broker.port, broker.keepalive)
+        except OSError as exc:
+            raise PublishError(f"cannot reach broker {broker.host}:{broker.port}: {exc}") from exc
+        self.client.loop_start()
+        if not self._connected.wait(broker.connect_timeout) or self._refused:
+            self.close()
+            why = self._refused or "no CONNACK in time"
+            raise PublishError(f"broker {broker.host}:{broker.port}: {why}")
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        """Subscribe on every (re)connect; never raise in a callback."""
+        try:
+            if rc.is_failure:
+                self._refused = str(rc)
+            else:
+                for topic in self._topics:
+                    client.subscribe(topic, qos=1)
+        except Exception:
+            logger.exception("push: on_connect failed")
+        self._connected.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Queue the message for the push loop."""
+        self.messages.put((msg.topic, bytes(msg.payload)))
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=10)
+        if not info.is_published():
+            raise PublishError(f"publish to {topic} not acknowledged")
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class _Tracker:
+    """Per-device state of one request, fed from the MQTT messages."""
+
+    def __init__(self, link: _Link, prefix: str, request_id: str, report: Report):
+        self.link, self.prefix, self.request_id, self.report = link, prefix, request_id, report
+        self.groups: dict[str, list[str]] = {}
+        self.states: dict[str, dict] = {}
+
+    def pump(self, until: float) -> None:
+        """Handle messages until ``until`` (monotonic) or the queue stays empty."""
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                topic, payload = self.link.messages.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            self._handle(topic, payload)
+            if not self.link.messages.qsize():
+                return
+
+    def _handle(self, topic: str, payload: bytes) -> None:
+        """Record a status (groups) or a model state carrying our request id."""
+        parts = topic.split("/")
+        if len(parts) < 2:
+            return
+        device, leaf = parts[-2], parts[-1]
+        try:
+            doc = json.loads(payload) if payload else None
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        if leaf == "status":
+            groups = doc.get("groups")
+            if isinstance(groups, list):
+                self.groups[device] = [g for g in groups if isinstance(g, str)]
+        elif leaf == "model" and doc.get("request_id") == self.request_id:
+            old = self.states.get(device)
+            if old is None or (old.get("state"), old.get("percent")) != (
+                doc.get("state"),
+                doc.get("percent"),
+            ):
+                self.states[device] = doc
+                self.report(device, doc)
+
+    def wait(self, devices: Sequence[str], timeout: float) -> dict[str, str]:
+        """Wait until every device is terminal; returns device -> final state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.states.get(d, {}).get("state") in TERMINAL for d in devices):
+                break
+            self.pump(deadline)
+        final = {}
+        for device in devices:
+            state = self.states.get(device, {}).get("state")
+            if state not in TERMINAL:
+                state = "timeout"
+                self.report(device, {"state": "timeout", "request_id": self.request_id})
+            final[device] = state
+        return final
+
+
+def push(
+    release_dir: str | Path,
+    *,
+    broker: BrokerSettings,
+    prefix: str,
+    devices: Sequence[str] = (),
+    group: str | None = None,
+    base_url: str | None = None,
+    serve: ServeSettings | None = None,
+    canary: int = 0,
+    timeout: float = 600.0,
+    discover_seconds: float = 1.5,
+    force: bool = False,
+    request_id: str | None = None,
+    public_keys: Optional[Sequence[str]] = None,
+    report: Report | None = None,
+) -> int:
+    """Roll a packed release out to devices and wait for the outcome.
+
+    Args:
+        release_dir: the ``pack`` output.
+        broker: the MQTT broker the devices use.
+        prefix: the topic prefix the devices use.
+        devices: device ids to update (or use ``group``).
+        group: update every device whose retained status lists this group.
+        base_url: where the devices fetch the files (the release dir published
+            at that URL); None serves them with the built-in lab server.
+        serve: lab server settings (used when ``base_url`` is None).
+        canary: update this many devices first; halt if any of them fails.
+        timeout: seconds each wave may take.
+        discover_seconds: how long to collect retained status messages for ``group``.
+        force: ask devices to re-install or downgrade (they must allow it).
+        request_id: id echoed in the devices' states (default: generated).
+        public_keys: verify the release with these keys before pushing.
+        report: ``report(device, state_dict)`` for every state change seen, plus
+            ``{"state": "timeout"}`` and ``{"state": "skipped"}`` pseudo-states.
+
+    Returns:
+        0 when every device reported ``active``; 1 when any failed, rolled back,
+        timed out, or was skipped after a failed canary.
+
+    Raises:
+        ModelUpdateError: the release is invalid, or ``no_devices``.
+        PublishError: the broker is unreachable or refuses a publish.
+        ValueError: an invalid device id or group name.
+    """
+    report = report or (lambda device, state: None)
+    root = Path(release_dir)
+    if public_keys:
+        verify(root, TrustedKeys.from_paths(public_keys))
+    envelope = load_envelope((root / MANIFEST_FILE).read_bytes())
+    manifest = parse_manifest(parse_envelope(envelope).manifest)
+    for device in devices:
+        check_topic_level(device, "device id")
+    if group is not None:
+        check_topic_level(group, "group")
+    if bool(devices) == (group is not None):
+        raise ValueError("give devices or a group (not both)")
+    rid = request_id or f"push-{uuid.uuid4().hex[:12]}"
+    server = None
+    if base_url is None:
+        s = serve or ServeSettings()
+        server = LabServer(
+            root, [f.name for f in manifest.files], host=s.host, port=s.port,
+            advertise_host=s.advertise_host, peer=broker.host, certfile=s.certfile,
+            keyfile=s.keyfile, timeout=timeout * 2 + 60,
+        ).start()  # fmt: skip
+        base_url = server.url
+    link = None
+    try:
+        link = _Link(broker, prefix)
+        tracker = _Tracker(link, prefix, rid, report)
+        targets = list(devices)
+        if group is not None:
+            end = time.monotonic() + discover_seconds
+            while time.monotonic() < end:  # retained statuses arrive right after SUBACK
+                tracker.pump(end)
+            targets = sorted(d for d, gs in tracker.groups.items() if group in gs)
+            if not targets:
+                raise ModelUpdateError("no_devices", f"no device announces group {group!r}")
+            logger.info("push: group %s has %d devices: %s", group, len(targets), targets)
+        payload = build_update_command(
+            envelope=envelope, base_url=base_url, request_id=rid, force=force
+        )
+        waves = [targets[:canary], targets[canary:]] if 0 < canary < len(targets) else [targets]
+        for i, wave in enumerate(waves):
+            if group is not None and len(waves) == 1:
+                link.publish(group_command_topic(prefix, group, UPDATE), payload)
+            else:
+                for device in wave:
+                    link.publish(device_command_topic(prefix, device, UPDATE), payload)
+            what = "canary" if len(waves) > 1 and i == 0 else "rollout"
+            logger.info("push: %s of %s to %s (request %s)", what, manifest.label, wave, rid)
+            final = tracker.wait(wave, timeout)
+            if any(state != "active" for state in final.values()):
+                for device in (d for w in waves[i + 1 :] for d in w):
+                    report(
+                        device, {"state": "skipped", "reason": "canary_failed", "request_id": rid}
+                    )
+                return 1
+        return 0
+    finally:
+        if link is not None:
+            link.close()
+        if server is not None:
+            server.stop()
