@@ -64,13 +64,13 @@ def mqtt_settings(config: Config) -> MqttSettings:
         port=q.port,
         transport=q.transport,
         client_id=q.client_id,
-        username=q.username,
-        password=q.password,
+        username=q.username or None,
+        password=q.password or None,
         keepalive=q.keepalive,
         tls=q.tls,
-        ca_file=q.ca_file,
-        cert_file=q.cert_file,
-        key_file=q.key_file,
+        ca_file=q.ca_file or None,
+        cert_file=q.cert_file or None,
+        key_file=q.key_file or None,
         tls_insecure=q.tls_insecure,
         reconnect_min=q.reconnect_min,
         reconnect_max=q.reconnect_max,
@@ -159,11 +159,17 @@ class Daemon:
             cams = {name: dict(s) for name, s in self.camera_state.items()}
         for cam in self.cameras:
             st = cam.stats()
-            cams.setdefault(cam.name, {}).update({
-                "state": st.state, "source": st.source, "frames": st.frames,
-                "dropped": st.dropped, "reconnects": st.reconnects, "fps": round(st.fps, 2),
-                "last_error": st.last_error,
-            })
+            cams.setdefault(cam.name, {}).update(
+                {
+                    "state": st.state,
+                    "source": st.source,
+                    "frames": st.frames,
+                    "dropped": st.dropped,
+                    "reconnects": st.reconnects,
+                    "fps": round(st.fps, 2),
+                    "last_error": st.last_error,
+                }
+            )
         return {
             "state": self._state,
             "device_id": self.device_id,
@@ -206,26 +212,14 @@ class Daemon:
         """Publish the retained status (and tell systemd in one line)."""
         status = self.status()
         if self.publisher is not None:
-            self.publisher.publish(
-                self.topics.status,
-                status,
-                qos=1,
-                retain=self.config.mqtt.retain_status,
-                durable=False,
-            )
+            self.publisher.publish_status(status)
         cams = ", ".join(f"{n}={s.get('state')}" for n, s in status["cameras"].items())
         self.notifier.status(f"{self._state}; backend={status['backend']}; cameras: {cams}")
 
     def publish_result(self, payload: dict[str, Any]) -> None:
         """Pipeline callback: a frame's results (durable: spooled when offline)."""
         if self.publisher is not None:
-            self.publisher.publish(
-                self.topics.results,
-                payload,
-                qos=self.config.mqtt.qos_results,
-                retain=False,
-                durable=True,
-            )
+            self.publisher.publish_result(payload)
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -277,9 +271,11 @@ class Daemon:
         self._pipeline_thread.start()
         if self.publisher is not None and cfg.mqtt.homeassistant:
             for topic, payload in discovery_messages(
-                cfg.mqtt.discovery_prefix, self.topics, self.device_id, __version__
+                self.topics,
+                discovery_prefix=cfg.mqtt.discovery_prefix,
+                stats_interval=cfg.stats.interval,
             ):
-                self.publisher.publish(topic, payload, qos=1, retain=True, durable=False)
+                self.publisher.publish(topic, payload, qos=1, retain=True)
 
     def _initial_model(self) -> tuple[ModelOptions, dict[str, Any]]:
         """The configured model (the updates layer may replace it with the active release)."""
@@ -332,13 +328,7 @@ class Daemon:
             if time.monotonic() >= next_stats:
                 next_stats += self.config.stats.interval
                 if self.publisher is not None:
-                    self.publisher.publish(
-                        self.topics.stats,
-                        self.stats_payload(),
-                        qos=self.config.mqtt.qos_stats,
-                        retain=False,
-                        durable=False,
-                    )
+                    self.publisher.publish_stats(self.stats_payload())
             self.flags.wait(0.2)  # wakes at once on a stop or reload signal
         self.shutdown()
         return 0
@@ -381,9 +371,7 @@ class Daemon:
         if self.supervisor is not None:
             self.supervisor.stop(3.0)
         if self.publisher is not None:
-            self.publisher.publish(
-                self.topics.status, self.status(), qos=1, retain=True, durable=False
-            )
+            self.publisher.publish_status(self.status())
             self.publisher.stop(5.0)
         self.flags.restore()
         logger.info("stopped")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -87,6 +88,8 @@ def worker_main(
     """Entry point of the child process."""
     # A forkserver child has the server's environment, not the parent's current one.
     os.environ.update(env)
+    # Ctrl-C reaches the whole process group; the supervisor decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker: %(message)s")
     start = time.perf_counter()
     ranked = registered()

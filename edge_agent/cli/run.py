@@ -1,0 +1,38 @@
+"""``edge-agent run``: the daemon (what the systemd unit starts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from edge_agent.config import DEFAULT_CONFIG_PATH, load_config
+
+logger = logging.getLogger("edge_agent")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    p.add_argument(
+        "--config",
+        default=os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG_PATH),
+        help=f"config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH})",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config (errors name the file and key), then run the daemon.
+
+    Returns:
+        0 after a clean stop, 1 when the model cannot be started, 2 on a config error.
+    """
+    from edge_agent.cli import setup_logging
+    from edge_agent.service.daemon import Daemon
+
+    config = load_config(args.config)
+    setup_logging(args.log_level, default=config.logging.level)
+    for warning in config.warnings:
+        logger.warning("%s: %s", args.config, warning)
+    return Daemon(config, args.config).run()
