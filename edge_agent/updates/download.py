@@ -31,6 +31,7 @@ from edge_agent.updates.transport import (
     content_length,
     read_chunks,
 )
+from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -159,14 +160,16 @@ class Downloader:
                 raise self._http.status_error(url, resp)
             length = content_length(resp)
             if length is not None and length > max_bytes:
-                raise Failure("too_large", f"{url}: {length} bytes, limit {max_bytes}")
+                raise Failure("too_large", f"{redact_url(url)}: {length} bytes, limit {max_bytes}")
             body = bytearray()
             for chunk in read_chunks(resp, url):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise Failure("too_large", f"{url}: more than {max_bytes} bytes")
+                    raise Failure("too_large", f"{redact_url(url)}: more than {max_bytes} bytes")
             if length is not None and len(body) < length:
-                raise Failure("truncated", f"{url}: got {len(body)} of {length} bytes", retry=True)
+                raise Failure(
+                    "truncated", f"{redact_url(url)}: got {len(body)} of {length} bytes", retry=True
+                )
             return Fetched(
                 True, bytes(body), resp.getheader("ETag"), resp.getheader("Last-Modified")
             )
@@ -206,7 +209,9 @@ class Downloader:
             close_quietly(conn)
         size = part.stat().st_size
         if expected is not None and size < expected:
-            raise Failure("truncated", f"{url}: got {size} of {expected} bytes", retry=True)
+            raise Failure(
+                "truncated", f"{redact_url(url)}: got {size} of {expected} bytes", retry=True
+            )
 
     def _plan(
         self,
@@ -222,24 +227,31 @@ class Downloader:
             if expected is not None and offset == expected:
                 return None
             _truncate(part)
-            raise Failure("http_error", f"{url}: range not satisfiable; restarting", retry=True)
+            raise Failure(
+                "http_error", f"{redact_url(url)}: range not satisfiable; restarting", retry=True
+            )
         if resp.status == 206 and offset:
             m = _CONTENT_RANGE.fullmatch(resp.getheader("Content-Range", "").strip())
             if not m or int(m.group(1)) != offset:
                 _truncate(part)  # a range we did not ask for: start over cleanly
-                raise Failure("http_error", f"{url}: bad Content-Range; restarting", retry=True)
+                raise Failure(
+                    "http_error", f"{redact_url(url)}: bad Content-Range; restarting", retry=True
+                )
             total = None if m.group(3) == "*" else int(m.group(3))
         elif resp.status == 200:
             if offset:
-                logger.info("download %s: server ignored Range; restarting from 0", url)
+                logger.info("download %s: server ignored Range; restarting from 0", redact_url(url))
             length = content_length(resp)
             total = length
         else:
             raise self._http.status_error(url, resp)
         if total is not None and total > cap:
-            raise Failure("too_large", f"{url}: {total} bytes, limit {cap}")
+            raise Failure("too_large", f"{redact_url(url)}: {total} bytes, limit {cap}")
         if total is not None and expected is not None and total < expected:
-            raise Failure("truncated", f"{url}: server has {total} bytes, manifest says {expected}")
+            raise Failure(
+                "truncated",
+                f"{redact_url(url)}: server has {total} bytes, manifest says {expected}",
+            )
         return total
 
     def _stream(
@@ -263,14 +275,17 @@ class Downloader:
                 for chunk in read_chunks(resp, url):
                     done += len(chunk)
                     if done > cap:
-                        raise Failure("too_large", f"{url}: more than {cap} bytes")
+                        raise Failure("too_large", f"{redact_url(url)}: more than {cap} bytes")
                     f.write(chunk)
                     now = self._clock()
                     if self.cancel.is_set():
-                        raise ModelUpdateError("cancelled", f"download of {url} cancelled")
+                        raise ModelUpdateError(
+                            "cancelled", f"download of {redact_url(url)} cancelled"
+                        )
                     if now > deadline:
                         raise Failure(
-                            "timeout", f"{url}: exceeded {self.settings.max_duration:.0f}s"
+                            "timeout",
+                            f"{redact_url(url)}: exceeded {self.settings.max_duration:.0f}s",
                         )
                     if progress and now - last >= self.settings.progress_interval:
                         last = now
@@ -281,7 +296,9 @@ class Downloader:
             raise ModelUpdateError("io_error", f"{part}: {exc}") from exc
         if total is not None and done < total:
             raise Failure(
-                "truncated", f"{url}: connection closed at {done} of {total} bytes", retry=True
+                "truncated",
+                f"{redact_url(url)}: connection closed at {done} of {total} bytes",
+                retry=True,
             )
         if progress:
             progress(done, total)

@@ -92,8 +92,9 @@ class UpdateInstaller:
             (e.g. ``incompatible``) when the model does not fit this device; the
             directory is a staging dir that moves afterwards.
         progress: receives every state dict (publish it retained); must not block.
-        swap: ``swap(release)`` hot-swaps the running pipeline to a release (or
-            None: back to the configured model); raising triggers a rollback.
+        swap: ``swap(release)`` hot-swaps the running pipeline to a release and
+            raises if it does not come up healthy (the pipeline must then still run
+            the old model); the installer then rolls the store back.
         cancel: set it to abort downloads (daemon shutdown).
     """
 
@@ -184,10 +185,16 @@ class UpdateInstaller:
                 except Exception as exc:
                     raise ModelUpdateError("swap_failed", f"{target.label}: {exc}") from exc
             now, old = self.store.rollback()
-            self._report(job, "rolled_back", 100, reason=reason, from_version=_label(old))
+            self._report(
+                job, "rolled_back", 100, reason=reason, from_version=old.label if old else None
+            )
             return now
 
         return self._guarded(job, run)
+
+    def reject(self, reason: str, message: str, *, request_id: str | None = None) -> None:
+        """Report a command refused before it reached the installer (e.g. queue full)."""
+        self._report(_Job(request_id), "failed", None, reason=reason, message=message)
 
     def _guarded(self, job: _Job, run: Callable[[], Any]) -> Any:
         """One request at a time; every failure reported once, as ModelUpdateError."""
@@ -379,11 +386,6 @@ class UpdateInstaller:
             self._progress(doc)
         except Exception:
             logger.exception("model update: progress callback failed (state %s)", state)
-
-
-def _label(release: InstalledRelease | None) -> str | None:
-    """``name@version`` or None."""
-    return None if release is None else release.label
 
 
 def _job_label(job: _Job) -> str:

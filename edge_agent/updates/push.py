@@ -116,9 +116,12 @@ class _Link:
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
+        try:
+            info.wait_for_publish(timeout=10)
+        except (ValueError, RuntimeError) as exc:  # queue full / connection lost
+            raise PublishError(f"publish to {topic} failed: {exc}") from exc
         if not info.is_published():
-            raise PublishError(f"publish to {topic} not acknowledged")
+            raise PublishError(f"publish to {topic} not acknowledged in 10s")
 
     def close(self) -> None:
         """Disconnect and stop the network thread."""
@@ -262,7 +265,7 @@ def push(
     try:
         link = _Link(broker, prefix)
         tracker = _Tracker(link, prefix, rid, report)
-        targets = list(devices)
+        targets = list(dict.fromkeys(devices))  # de-duplicated, order kept
         if group is not None:
             end = time.monotonic() + discover_seconds
             while time.monotonic() < end:  # retained statuses arrive right after SUBACK

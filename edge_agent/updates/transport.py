@@ -22,7 +22,7 @@ from urllib.parse import SplitResult, urljoin
 
 from edge_agent import __version__
 from edge_agent.errors import ModelUpdateError
-from edge_agent.updates.urls import check_url
+from edge_agent.updates.urls import basic_auth, check_url, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Transport:
         delay = self.settings.backoff_initial
         for n in range(self.settings.retries + 1):
             if self.cancel.is_set():
-                raise ModelUpdateError("cancelled", f"download of {url} cancelled")
+                raise ModelUpdateError("cancelled", f"download of {redact_url(url)} cancelled")
             try:
                 return attempt()
             except Failure as exc:
@@ -102,14 +102,16 @@ class Transport:
                 wait = min(wait, self.settings.backoff_max) * random.uniform(0.8, 1.0)
                 logger.warning(
                     "download %s: %s; retry %d/%d in %.1fs",
-                    url,
+                    redact_url(url),
                     exc,
                     n + 1,
                     self.settings.retries,
                     wait,
                 )
                 if self.cancel.wait(wait):
-                    raise ModelUpdateError("cancelled", f"download of {url} cancelled") from exc
+                    raise ModelUpdateError(
+                        "cancelled", f"download of {redact_url(url)} cancelled"
+                    ) from exc
                 delay = min(delay * 2, self.settings.backoff_max)
         raise AssertionError("unreachable")
 
@@ -141,7 +143,11 @@ class Transport:
             conn = None
             try:
                 conn = self._connect(parts)
-                conn.request("GET", target, headers={"User-Agent": self._user_agent, **headers})
+                sent = {"User-Agent": self._user_agent, **headers}
+                auth = basic_auth(parts)
+                if auth:  # per hop: a redirect to another host does not get the password
+                    sent["Authorization"] = auth
+                conn.request("GET", target, headers=sent)
                 resp = conn.getresponse()
             except ssl.SSLError as exc:
                 close_quietly(conn)
@@ -169,7 +175,7 @@ class Transport:
         retry_after = float(after) if after.isdigit() else 0.0
         return Failure(
             "http_error",
-            f"{url}: HTTP {resp.status} {resp.reason}",
+            f"{redact_url(url)}: HTTP {resp.status} {resp.reason}",
             retry=resp.status in _RETRY_STATUS,
             after=retry_after,
         )
@@ -181,11 +187,15 @@ def read_chunks(resp: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
         try:
             chunk = resp.read(CHUNK)
         except (socket.timeout, TimeoutError) as exc:
-            raise Failure("timeout", f"{url}: read timed out", retry=True) from exc
+            raise Failure("timeout", f"{redact_url(url)}: read timed out", retry=True) from exc
         except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException) as exc:
-            raise Failure("truncated", f"{url}: connection lost: {exc!r:.80}", retry=True) from exc
+            raise Failure(
+                "truncated", f"{redact_url(url)}: connection lost: {exc!r:.80}", retry=True
+            ) from exc
         except OSError as exc:
-            raise Failure("truncated", f"{url}: read failed: {exc}", retry=True) from exc
+            raise Failure(
+                "truncated", f"{redact_url(url)}: read failed: {exc}", retry=True
+            ) from exc
         if not chunk:
             return
         yield chunk

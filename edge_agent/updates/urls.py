@@ -1,13 +1,15 @@
-"""URL policy for release downloads: scheme, credentials, host allowlist.
+"""URL policy for release downloads: scheme, host allowlist, credentials.
 
 Every URL a device fetches (manifest URL, base URL, per-file URL, each redirect hop)
-passes :func:`check_url`.
+passes :func:`check_url`. ``user:password@`` in a URL becomes HTTP Basic auth for that
+host and is redacted from every message (:func:`redact_url`).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
-from urllib.parse import SplitResult, quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 from edge_agent.errors import ModelUpdateError
 
@@ -35,31 +37,53 @@ def check_url(
         The split URL.
 
     Raises:
-        ModelUpdateError: ``bad_url`` (malformed, credentials, control characters),
+        ModelUpdateError: ``bad_url`` (malformed, no host, control characters),
             ``insecure_url`` (not https, or http without allow_http),
             ``host_not_allowed``.
     """
     if not isinstance(url, str) or not 0 < len(url) <= 2048:
         raise ModelUpdateError("bad_url", "URL must be a string of 1..2048 chars")
+    shown = redact_url(url)
     if not url.isascii() or not url.isprintable() or " " in url:
-        raise ModelUpdateError("bad_url", f"URL has spaces or non-ASCII/control chars: {url!r:.80}")
+        raise ModelUpdateError(
+            "bad_url", f"URL has spaces or non-ASCII/control chars: {shown!r:.80}"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
         host = parts.hostname
     except ValueError as exc:
-        raise ModelUpdateError("bad_url", f"malformed URL {url!r:.80}: {exc}") from exc
+        raise ModelUpdateError("bad_url", f"malformed URL {shown!r:.80}: {exc}") from exc
     if parts.scheme not in ("https", "http"):
-        raise ModelUpdateError("insecure_url", f"URL scheme must be https: {url:.80}")
+        raise ModelUpdateError("insecure_url", f"URL scheme must be https: {shown:.80}")
     if parts.scheme == "http" and not allow_http:
-        raise ModelUpdateError("insecure_url", f"plain http is not allowed: {url:.80}")
-    if not host or parts.username is not None or parts.password is not None:
-        raise ModelUpdateError("bad_url", f"URL needs a host and no credentials: {url:.80}")
+        raise ModelUpdateError("insecure_url", f"plain http is not allowed: {shown:.80}")
+    if not host:
+        raise ModelUpdateError("bad_url", f"URL needs a host: {shown:.80}")
     if port == 0:
-        raise ModelUpdateError("bad_url", f"URL port 0: {url:.80}")
+        raise ModelUpdateError("bad_url", f"URL port 0: {shown:.80}")
     if not host_allowed(host, allowed_hosts):
         raise ModelUpdateError("host_not_allowed", f"host {host} is not in the allowlist")
     return parts
+
+
+def redact_url(url: str) -> str:
+    """The URL with any ``user:password@`` replaced by ``***@`` (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
+def basic_auth(parts: SplitResult) -> str | None:
+    """``Authorization`` header value for credentials in a URL, or None."""
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
 
 
 def file_url(

@@ -165,6 +165,21 @@ def test_redirect_hops_are_checked(server, tmp_path):
     assert reason_of(lambda: fetch(dl, away, tmp_path)) == "host_not_allowed"
 
 
+def test_url_credentials_become_basic_auth_and_stay_out_of_messages(server, tmp_path):
+    server.add("/private/m.bin", BODY)
+    url = f"http://ops:p%40ss@127.0.0.1:{server.port}/private/m.bin"
+    assert fetch(downloader(), url, tmp_path)[0].read_bytes() == BODY
+    assert server.requests[-1][1]["Authorization"] == "Basic b3BzOnBAc3M="  # ops:p@ss
+    server.add("/private/gone", Route(status=404))
+    with pytest.raises(ModelUpdateError) as e:
+        fetch(downloader(), url.replace("m.bin", "gone"), tmp_path)
+    assert "p%40ss" not in str(e.value) and "***@127.0.0.1" in str(e.value)
+    # A redirect to another host does not carry the password along.
+    server.add("/private/away", Route(redirect=server.url("/private/m.bin", host="localhost")))
+    fetch(downloader(), url.replace("m.bin", "away"), tmp_path)
+    assert "Authorization" not in server.requests[-1][1]
+
+
 def test_connection_refused_is_http_error(tmp_path):
     dl = downloader(retries=1)
     assert reason_of(lambda: fetch(dl, "http://127.0.0.1:9/x", tmp_path)) == "http_error"

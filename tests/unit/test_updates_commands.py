@@ -19,7 +19,7 @@ from edge_agent.updates.commands import (
     parse_rollback_command,
     parse_update_command,
 )
-from edge_agent.updates.urls import check_url, file_url, host_allowed
+from edge_agent.updates.urls import check_url, file_url, host_allowed, redact_url
 
 SHA = "cd" * 32
 POLICY = CommandPolicy(allowed_hosts=("models.example.com", "*.cdn.example.net"))
@@ -111,7 +111,8 @@ def test_build_update_command_round_trips():
         (command(base_url="ftp://models.example.com/"), "insecure_url", "scheme"),
         (command(base_url="file:///etc/"), "insecure_url", "scheme"),
         (command(base_url="https://evil.example.org/"), "host_not_allowed", "evil.example.org"),
-        (command(base_url="https://u:p@models.example.com/"), "bad_url", "credentials"),
+        (command(base_url="https://u:p@evil.example.org/"), "host_not_allowed", "evil"),
+        (command(base_url="https:///no-host"), "bad_url", "needs a host"),
         (command(base_url="https://models.example.com/a b"), "bad_url", "spaces"),
         (command(base_url="https://models.example.com:99999/"), "bad_url", "malformed"),
         (command(urls={"../m.tflite": "https://models.example.com/x"}), "bad_command", "unsafe"),
@@ -180,6 +181,14 @@ def test_http_only_with_allow_http():
     with pytest.raises(ModelUpdateError) as e:
         check_url("http://10.0.0.5:8080/x")
     assert e.value.reason == "insecure_url"
+
+
+def test_credentials_in_urls_are_redacted_from_messages():
+    assert redact_url("https://bob:s3cret@h.example/x@y") == "https://***@h.example/x@y"
+    assert redact_url("https://h.example/a") == "https://h.example/a"
+    with pytest.raises(ModelUpdateError) as e:
+        check_url("http://bob:s3cret@h.example/x")
+    assert "s3cret" not in str(e.value) and "***@h.example" in str(e.value)
 
 
 def test_file_url_quotes_names():

@@ -1,0 +1,124 @@
+"""The device-side update worker: queued commands and manifest-URL polling."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.updates.agent import UpdateWorker, current_state
+from edge_agent.updates.commands import build_update_command
+from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+from edge_agent.updates.signing import TrustedKeys
+from edge_agent.updates.store import ModelStore
+from edge_agent.updates.transport import DownloadSettings
+from tests.support.updates_http import FileServer, Route
+from tests.support.updates_release import make_release
+
+KEY = Ed25519PrivateKey.generate()
+
+
+class States:
+    """Collects published states; wait() blocks until one matches."""
+
+    def __init__(self):
+        self.items, self.cond = [], threading.Condition()
+
+    def __call__(self, state):
+        with self.cond:
+            self.items.append(state)
+            self.cond.notify_all()
+
+    def wait(self, pred, timeout=10):
+        with self.cond:
+            assert self.cond.wait_for(lambda: any(pred(s) for s in self.items), timeout), self.items
+            return [s for s in self.items if pred(s)][-1]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    states = States()
+    settings = UpdateSettings(download=DownloadSettings(allow_http=True, retries=0))
+    installer = UpdateInstaller(
+        ModelStore(tmp_path / "state"), TrustedKeys([KEY.public_key()]), settings, progress=states
+    )
+    with FileServer() as server:
+        yield tmp_path, installer, states, server
+
+
+def publish(server, release):
+    base = f"/{release.version}/"
+    for name, data in release.files.items():
+        server.add(base + name, data)
+    return server.url(base)
+
+
+def test_commands_run_in_order_on_the_worker(setup):
+    tmp, installer, states, server = setup
+    assert current_state(installer)["reason"] == "configured"
+    worker = UpdateWorker(installer).start()
+    try:
+        for version in ("1.0.0", "2.0.0"):
+            rel = make_release(tmp / "rel", KEY, version)
+            payload = build_update_command(
+                envelope=rel.envelope, base_url=publish(server, rel), request_id=f"r{version[0]}"
+            )
+            worker.submit("edge/cam/cmd/model/update", payload)
+        states.wait(lambda s: s["state"] == "active" and s["request_id"] == "r2")
+        worker.submit("edge/group/lobby/cmd/model/rollback", b'{"request_id": "rb"}')
+        done = states.wait(lambda s: s["request_id"] == "rb")
+        assert (done["state"], done["version"]) == ("rolled_back", "1.0.0")
+        worker.submit("edge/cam/cmd/model/update", b"{broken")
+        bad = states.wait(lambda s: s["state"] == "failed")
+        assert bad["reason"] == "bad_command"
+        worker.submit("edge/cam/status", b"ignored: not a command topic")
+    finally:
+        worker.stop()
+    assert current_state(installer)["version"] == "1.0.0"
+
+
+def test_polling_installs_newer_releases_only(setup):
+    tmp, installer, states, server = setup
+    v1 = make_release(tmp / "rel", KEY, "1.0.0")
+    publish(server, v1)
+    manifest = Route(body=(v1.dir / "manifest.json").read_bytes(), etag='"1"')
+    url = server.add("/1.0.0/manifest.json", manifest)
+    worker = UpdateWorker(installer, poll_url=url, poll_interval=0.1).start()
+    try:
+        states.wait(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
+        deadline = time.monotonic() + 10
+        while sum(1 for p, _ in server.requests if p.endswith("manifest.json")) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        polls = [h for p, h in server.requests if p.endswith("manifest.json")]
+        assert polls[-1].get("If-None-Match") == '"1"'  # answered 304: nothing to do
+        v2 = make_release(tmp / "rel", KEY, "2.0.0")
+        publish(server, v2)
+        # The same URL now offers 2.0.0 whose files sit beside it in /1.0.0/.
+        for name, data in v2.files.items():
+            server.add(f"/1.0.0/{name}", data)
+        manifest.body, manifest.etag = (v2.dir / "manifest.json").read_bytes(), '"2"'
+        states.wait(lambda s: s["state"] == "active" and s["version"] == "2.0.0")
+    finally:
+        worker.stop()
+    assert [s["state"] for s in states.items].count("failed") == 0
+    assert installer.store.active(verify=True).version == "2.0.0"
+
+
+def test_stop_cancels_a_running_download(setup):
+    tmp, installer, states, server = setup
+    rel = make_release(tmp / "rel", KEY, "1.0.0")
+    base = publish(server, rel)
+    server.routes["/1.0.0/model.tflite"] = Route(body=rel.files["model.tflite"], throttle=1.0)
+    worker = UpdateWorker(installer).start()
+    worker.submit(
+        "e/d/cmd/model/update", build_update_command(envelope=rel.envelope, base_url=base)
+    )
+    states.wait(lambda s: s["state"] == "downloading")
+    start = time.monotonic()
+    worker.stop(timeout=10)
+    assert time.monotonic() - start < 5
+    assert states.wait(lambda s: s["state"] == "failed")["reason"] == "cancelled"
+    assert installer.store.active() is None
