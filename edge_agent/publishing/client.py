@@ -40,7 +40,7 @@ import paho.mqtt.client as mqtt
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.connection import Connection
-from edge_agent.publishing.outbox import InflightWindow, Outbox, Outgoing
+from edge_agent.publishing.outbox import Inflight, InflightWindow, Outbox, Outgoing
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
 from edge_agent.publishing.spool import Position, Spool
 from edge_agent.publishing.topics import Topics
@@ -186,10 +186,8 @@ class MqttPublisher:
         old = self._outbox.put(
             Outgoing(topic, encode_payload(topic, payload), qos, retain, durable)
         )
-        if old is not None:
-            self.dropped += 1
-            if old.durable:
-                logger.error("mqtt %s: queue full, dropped a message on %s", self._where, old.topic)
+        if old is not None and old.durable:
+            logger.error("mqtt %s: queue full, dropped a message on %s", self._where, old.topic)
         self._wake()
 
     def publish_result(self, payload: bytes | str | dict) -> None:
@@ -216,7 +214,7 @@ class MqttPublisher:
             "published": self.published,
             "spooled": self.spooled,
             "replayed": self.replayed,
-            "dropped": self.dropped,
+            "dropped": self.dropped + self._outbox.overflowed,
             "queued": len(self._outbox),
             "inflight": len(self._inflight),
             "spool_pending": spool.pending if spool else 0,
@@ -248,7 +246,7 @@ class MqttPublisher:
                     if self._conn.subscribed:
                         self._ready.set()
                     self._pump()
-                self._spool.sync_if_due()
+                self._sync_spool()
             except Exception:
                 logger.exception("mqtt %s: unexpected error, reconnecting", self._where)
                 try:
@@ -262,6 +260,13 @@ class MqttPublisher:
             logger.exception("mqtt %s: error during shutdown", self._where)
         finally:
             self._spool.close()
+
+    def _sync_spool(self) -> None:
+        """fsync the spool when due; a storage error is logged, not a connection problem."""
+        try:
+            self._spool.sync_if_due()
+        except PublishError as exc:
+            logger.error("mqtt %s: %s", self._where, exc)
 
     def _offline_step(self) -> None:
         """While disconnected: spool durable messages, drop the rest, connect when due."""
@@ -327,20 +332,35 @@ class MqttPublisher:
         window = self.settings.max_inflight - len(self._inflight)
         if window > 0 and spool.pending:
             for m in spool.read(window, after=self._replay_pos):
-                mid = conn.publish(m.topic, m.payload, m.qos, m.retain)
-                self._inflight.add(
-                    mid, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position
-                )
+                self._send(Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
                 self._replay_pos = m.position
                 window -= 1
         if spool.pending and spool.read(1, after=self._replay_pos):
             return  # newer messages wait until the whole spool is on the wire
         while window > 0 and len(self._outbox):
             msg = self._outbox.pop()
-            mid = conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
             if msg.durable:
-                self._inflight.add(mid, msg)
+                self._send(msg)
                 window -= 1
+            else:
+                conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+                self.published += 1
+
+    def _send(self, msg: Outgoing, position: Position | None = None) -> None:
+        """Publish a durable message and track it until acknowledged.
+
+        A QoS 0 message has no acknowledgement: it counts as done once handed to the
+        connection (still released in order, so spool commits never overtake).
+        """
+        mid = self._conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+        self._release(self._inflight.add(mid, msg, position, acked=msg.qos == 0))
+
+    def _release(self, items: list[Inflight]) -> None:
+        """Account for delivered messages; commit replayed ones in the spool, in order."""
+        for item in items:
+            if item.position is not None:
+                self._spool.commit(item.position)
+                self.replayed += 1
             else:
                 self.published += 1
 
@@ -375,7 +395,10 @@ class MqttPublisher:
                     break
             if not self._conn.step(0.05):
                 self._teardown(self._conn.error or "connection lost")
+        self._spool_retry_at = 0.0  # one last attempt to spool what is left
         self._teardown("stopping", clean=True)
+        if len(self._outbox):
+            logger.error("mqtt %s: %d messages lost at stop", self._where, len(self._outbox))
         logger.info("mqtt %s: stopped %s", self._where, self.stats())
 
     def _notify(self, up: bool) -> None:
@@ -399,13 +422,8 @@ class MqttPublisher:
         self._notify(True)
 
     def _on_ack(self, mid: int) -> None:
-        """Release acknowledged messages; spool commits happen strictly in order."""
-        for item in self._inflight.ack(mid):
-            if item.position is not None:
-                self._spool.commit(item.position)
-                self.replayed += 1
-            else:
-                self.published += 1
+        """A PUBACK/PUBCOMP: release what is now fully acknowledged, in order."""
+        self._release(self._inflight.ack(mid))
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         """Dispatch a command to ``on_command``; anything else is ignored."""

@@ -77,6 +77,8 @@ class Connection:
         client.on_publish = self._cb_publish
         client.on_subscribe = self._cb_subscribe
         client.on_message = self._cb_message
+        client.on_log = self._cb_log
+        self._last_error = ""
         if logger.isEnabledFor(logging.DEBUG):
             # paho logs a lost connection at ERROR; the publisher reports it once itself.
             client.enable_logger(logging.getLogger(__name__ + ".paho"))
@@ -172,7 +174,15 @@ class Connection:
 
     @_safe
     def _cb_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.error = self.error or f"connection lost ({reason_code})"
+        detail = f": {self._last_error}" if self._last_error else ""
+        self.error = self.error or f"connection lost ({reason_code}){detail}"
+
+    @_safe
+    def _cb_log(self, client, userdata, level, buf) -> None:
+        # paho only logs the socket error behind a lost connection (e.g. a TLS alert
+        # such as "certificate required"); keep it to say why the connection died.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_error = buf
 
     @_safe
     def _cb_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:

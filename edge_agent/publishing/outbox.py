@@ -38,6 +38,7 @@ class Outbox:
         self._queue: collections.deque[Outgoing] = collections.deque()
         self._retained: dict[str, Outgoing] = {}
         self._dirty: set[str] = set()
+        self.overflowed = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -46,14 +47,18 @@ class Outbox:
         """Queue a message (or store it as a retained latest value).
 
         Returns:
-            The oldest queued message if it had to be dropped to respect the bound.
+            The oldest queued message if it had to be dropped to respect the bound
+            (counted in :attr:`overflowed`).
         """
         with self._lock:
             if msg.retain and not msg.durable:
                 self._retained[msg.topic] = msg
                 self._dirty.add(msg.topic)
                 return None
-            dropped = self._queue.popleft() if len(self._queue) >= self._max else None
+            dropped = None
+            if len(self._queue) >= self._max:
+                dropped = self._queue.popleft()
+                self.overflowed += 1
             self._queue.append(msg)
             return dropped
 
@@ -105,9 +110,22 @@ class InflightWindow:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, mid: int, msg: Outgoing, position: Position | None = None) -> None:
-        """Record a message sent with message id ``mid``."""
+    def add(
+        self, mid: int, msg: Outgoing, position: Position | None = None, *, acked: bool = False
+    ) -> list[Inflight]:
+        """Record a message sent with message id ``mid``.
+
+        Args:
+            mid: its message id on this connection.
+            msg: the message.
+            position: its spool position, if replayed from the spool.
+            acked: already done (QoS 0: nothing to wait for).
+
+        Returns:
+            The messages released by this call (only possible with ``acked``), in order.
+        """
         self._entries[mid] = [Inflight(msg, position), False]
+        return self.ack(mid) if acked else []
 
     def ack(self, mid: int) -> list[Inflight]:
         """Mark ``mid`` acknowledged; return the messages now released, in order."""

@@ -1,12 +1,11 @@
 """A bounded, crash-safe on-disk spool for MQTT messages the broker has not acknowledged.
 
 Format
-    The spool directory holds numbered segment files ``0000000000000001.seg`` ... written
-    append-only. Each record is ``<u32 body length><u32 CRC-32 of body><body>``; the body is
-    ``<u8 flags (qos | retain << 2)><u16 topic length><topic utf-8><payload>``. A small
-    ``cursor`` file (written to a temporary file, fsynced, renamed) holds the position of
-    the first record not yet committed, with its own CRC. ``spool.lock`` is ``flock``-ed
-    so two processes never share a spool.
+    The spool directory holds numbered, append-only segment files of CRC-checked records
+    (:mod:`edge_agent.publishing.segments`). A small ``cursor`` file (written to a
+    temporary file, fsynced, renamed) holds the position of the first record not yet
+    committed, with its own CRC. ``spool.lock`` is ``flock``-ed so two processes never
+    share a spool.
 
 Crash safety
     Records are written with a single ``os.write`` (no user-space buffer), so a *process*
@@ -47,22 +46,22 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge_agent.errors import ConfigError, PublishError
+from edge_agent.publishing.segments import (
+    Position,
+    SegmentFiles,
+    decode_body,
+    encode_record,
+    scan,
+    segment_numbers,
+)
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<II")
-_BODY_HEAD = struct.Struct("<BH")
+__all__ = ["DEFAULT_MAX_BYTES", "Position", "Spool", "SpooledMessage", "encode_record"]
+
 _CURSOR = struct.Struct("<4sQQ")
 _CURSOR_MAGIC = b"EAS1"
-_SUFFIX = ".seg"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-class Position(NamedTuple):
-    """A record boundary: segment number and byte offset (ordered like the records)."""
-
-    segment: int
-    offset: int
 
 
 class SpooledMessage(NamedTuple):
@@ -73,21 +72,6 @@ class SpooledMessage(NamedTuple):
     qos: int
     retain: bool
     position: Position
-
-
-def encode_record(topic: str, payload: bytes, qos: int, retain: bool) -> bytes:
-    """Serialize one message as a spool record (header + body)."""
-    raw_topic = topic.encode("utf-8")
-    body = _BODY_HEAD.pack(qos | (int(retain) << 2), len(raw_topic)) + raw_topic + payload
-    return _HEADER.pack(len(body), zlib.crc32(body)) + body
-
-
-def _decode_body(body: bytes) -> tuple[str, bytes, int, bool]:
-    """Split a verified record body into (topic, payload, qos, retain)."""
-    flags, topic_len = _BODY_HEAD.unpack_from(body)
-    start = _BODY_HEAD.size
-    topic = body[start : start + topic_len].decode("utf-8")
-    return topic, bytes(body[start + topic_len :]), flags & 0x3, bool(flags & 0x4)
 
 
 class Spool:
@@ -122,31 +106,25 @@ class Spool:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or min(max(max_bytes // 16, 64 * 1024), 4 << 20)
-        self._sync_every = sync_every
-        self._sync_interval = sync_interval
+        self._sync_every, self._sync_interval = sync_every, sync_interval
         self._cursor_every = cursor_every
-        self.dropped = 0
-        self._count = 0
-        self._live = 0
+        self.dropped = self._count = self._live = 0
         self._sizes: dict[int, int] = {}  # segment -> bytes, in segment order
-        self._tail_fd: int | None = None
-        self._sealed = False
-        self._unsynced = 0
+        self._files = SegmentFiles(self.directory)
+        self._unsynced = self._uncommitted_cursor = 0
         self._unsynced_since = 0.0
-        self._uncommitted_cursor = 0
-        self._read_fd: tuple[int, int] | None = None
         self._lock_fd: int | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.directory / "spool.lock", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._cursor = self._recover()
         except BlockingIOError as exc:
             self._close_lock()
             raise PublishError(f"spool {self.directory} is in use by another process") from exc
         except OSError as exc:
             self._close_lock()
             raise PublishError(f"spool {self.directory}: cannot open: {exc.strerror}") from exc
-        self._cursor = self._recover()
 
     # -- public API -------------------------------------------------------------------
 
@@ -190,7 +168,7 @@ class Spool:
         try:
             segment = self._tail_for(len(record))
             start = self._sizes[segment]
-            self._write_all(segment, start, record)
+            self._files.write(segment, start, record)
         except OSError as exc:
             raise PublishError(f"spool {self.directory}: cannot append: {exc.strerror}") from exc
         self._sizes[segment] = start + len(record)
@@ -222,9 +200,9 @@ class Spool:
             pos = self._normalize(pos)
             if pos is None:
                 break
-            size, body = self._read_at(pos)
+            size, body = self._files.read(pos)
             pos = Position(pos.segment, pos.offset + size)
-            out.append(SpooledMessage(*_decode_body(body), pos))
+            out.append(SpooledMessage(*decode_body(body), pos))
         return out
 
     def commit(self, position: Position) -> None:
@@ -275,10 +253,7 @@ class Spool:
             self.flush()
         except PublishError as exc:
             logger.error("%s", exc)
-        self._close_reader()
-        if self._tail_fd is not None:
-            os.close(self._tail_fd)
-            self._tail_fd = None
+        self._files.close()
         self._close_lock()
 
     def __enter__(self) -> Spool:
@@ -288,10 +263,6 @@ class Spool:
         self.close()
 
     # -- internals --------------------------------------------------------------------
-
-    def _path(self, segment: int) -> Path:
-        """File name of a segment."""
-        return self.directory / f"{segment:016d}{_SUFFIX}"
 
     def _tail(self) -> int:
         """The newest segment (appends go there)."""
@@ -309,20 +280,23 @@ class Spool:
 
     def _recover(self) -> Position:
         """Load the cursor, drop finished segments, cut torn records, count what is left."""
-        names = (p.name[: -len(_SUFFIX)] for p in self.directory.glob("*" + _SUFFIX))
-        segments = sorted(int(n) for n in names if n.isdigit())
+        segments = segment_numbers(self.directory)
         cursor = self._load_cursor() or Position(0, 0)
         for segment in segments:
             if segment < cursor.segment:
-                self._path(segment).unlink()  # consumed before the cursor was saved
+                self._files.path(segment).unlink()  # consumed before the cursor was saved
                 continue
             start = cursor.offset if segment == cursor.segment else 0
-            size = self._scan(segment, start)
+            size, count, live = scan(self._files.path(segment), start)
             if segment == cursor.segment and cursor.offset > size:
                 cursor = Position(segment, size)  # the data behind the cursor was lost
             self._sizes[segment] = size
+            self._count += count
+            self._live += live
         if not self._sizes:
-            self._create_segment(max([*segments, cursor.segment]) + 1)
+            fresh = max([*segments, cursor.segment]) + 1
+            self._files.create(fresh)
+            self._sizes[fresh] = 0
         first = next(iter(self._sizes))
         if cursor.segment < first:
             cursor = Position(first, 0)  # the cursor's segment was already deleted
@@ -334,35 +308,6 @@ class Spool:
                 self._live,
             )
         return cursor
-
-    def _scan(self, segment: int, start: int) -> int:
-        """Count the valid records of a segment from ``start``; cut a torn tail. Returns size."""
-        path = self._path(segment)
-        data = path.read_bytes()
-        if start > len(data):
-            return len(data)
-        pos = start
-        while pos + _HEADER.size <= len(data):
-            length, crc = _HEADER.unpack_from(data, pos)
-            end = pos + _HEADER.size + length
-            if length < _BODY_HEAD.size or end > len(data):
-                break
-            if zlib.crc32(data[pos + _HEADER.size : end]) != crc:
-                break
-            self._count += 1
-            self._live += end - pos
-            pos = end
-        if pos < len(data):
-            logger.warning(
-                "spool %s: discarding %d bytes of a torn or corrupt record at the end of %s",
-                self.directory,
-                len(data) - pos,
-                path.name,
-            )
-            with open(path, "r+b") as fh:
-                fh.truncate(pos)
-                os.fsync(fh.fileno())
-        return pos
 
     def _load_cursor(self) -> Position | None:
         """Read the persisted cursor; None if missing or corrupt (replay from the start)."""
@@ -401,56 +346,22 @@ class Spool:
             return
         self._uncommitted_cursor = 0
 
-    def _create_segment(self, segment: int) -> None:
-        """Start a new empty tail segment and make its directory entry durable."""
-        if self._tail_fd is not None:
-            os.close(self._tail_fd)
-            self._tail_fd = None
-        self._tail_fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._sizes[segment] = 0
-        self._sealed = False
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
     def _tail_for(self, record_len: int) -> int:
         """Return the segment to append to, rolling to a new one when full or sealed."""
         tail = self._tail()
         size = self._sizes[tail]
-        if self._sealed or (size and size + record_len > self.segment_bytes):
+        if self._files.sealed or (size and size + record_len > self.segment_bytes):
             self._sync_tail()
-            self._create_segment(tail + 1)
+            self._files.create(tail + 1)
+            self._sizes[tail + 1] = 0
             return tail + 1
-        if self._tail_fd is None:
-            self._tail_fd = os.open(self._path(tail), os.O_WRONLY | os.O_APPEND)
         return tail
-
-    def _write_all(self, segment: int, start: int, record: bytes) -> None:
-        """Write a record completely or roll back to ``start`` and raise PublishError."""
-        view = memoryview(record)
-        try:
-            while view:
-                view = view[os.write(self._tail_fd, view) :]
-        except OSError as exc:
-            try:
-                os.ftruncate(self._tail_fd, start)
-            except OSError:
-                # The torn bytes stay at the end of this segment: seal it, so later
-                # records go to a fresh segment and the next open cuts only this tail.
-                logger.error("spool %s: cannot roll back a failed write", self.directory)
-                self._sealed = True
-            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
-            raise PublishError(
-                f"spool {self.directory}: cannot write segment {segment}: {reason}"
-            ) from exc
 
     def _sync_tail(self) -> None:
         """fsync the tail segment if anything is unsynced."""
-        if self._unsynced and self._tail_fd is not None:
-            os.fsync(self._tail_fd)
-        self._unsynced = 0
+        unsynced, self._unsynced = self._unsynced, 0  # a failed fsync is not worth retrying
+        if unsynced:
+            self._files.sync()
 
     def _normalize(self, pos: Position) -> Position | None:
         """Move a position off the end of a finished segment; None past the newest record."""
@@ -461,27 +372,12 @@ class Spool:
             pos = Position(following, 0)
         return pos
 
-    def _read_at(self, pos: Position) -> tuple[int, bytes]:
-        """Read the record at ``pos``: (record size, body). Unbuffered, so never stale."""
-        if self._read_fd is None or self._read_fd[0] != pos.segment:
-            self._close_reader()
-            self._read_fd = (pos.segment, os.open(self._path(pos.segment), os.O_RDONLY))
-        fd = self._read_fd[1]
-        length, _crc = _HEADER.unpack(os.pread(fd, _HEADER.size, pos.offset))
-        return _HEADER.size + length, os.pread(fd, length, pos.offset + _HEADER.size)
-
-    def _close_reader(self) -> None:
-        """Close the cached read descriptor."""
-        if self._read_fd is not None:
-            os.close(self._read_fd[1])
-            self._read_fd = None
-
     def _advance_one(self) -> None:
         """Move the cursor past the oldest record; delete segments it leaves behind."""
         pos = self._normalize(self._cursor)
         if pos is None:
             return
-        size, _body = self._read_at(pos)
+        size, _body = self._files.read(pos)
         self._cursor = Position(pos.segment, pos.offset + size)
         self._count -= 1
         self._live -= size
@@ -499,10 +395,5 @@ class Spool:
 
     def _delete_segment(self, segment: int) -> None:
         """Forget and unlink a fully consumed segment."""
-        if self._read_fd is not None and self._read_fd[0] == segment:
-            self._close_reader()
         del self._sizes[segment]
-        try:
-            self._path(segment).unlink()
-        except OSError as exc:
-            logger.error("spool %s: cannot delete %s: %s", self.directory, segment, exc.strerror)
+        self._files.delete(segment)

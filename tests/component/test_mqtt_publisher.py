@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_agent.publishing import client as client_module
 from edge_agent.publishing.spool import encode_record
 from tests.support.broker import MqttSubscriber, free_port, wait_until
 from tests.support.paths import REPO
@@ -249,3 +252,44 @@ def test_retained_status_is_republished_after_broker_restart(mqtt_broker, mqtt_p
         assert late.wait_for("edge/dev1/available").payload == b"online"
     finally:
         late.stop()
+
+
+@BOTH
+def test_qos0_results_are_delivered_in_order(mqtt_broker, mqtt_subscriber, mqtt_publisher_factory):
+    pub = mqtt_publisher_factory(mqtt_broker.port, qos_results=0)
+    assert pub.wait_connected(10)
+    for i in range(50):
+        pub.publish_result({"seq": i})
+    mqtt_subscriber.wait_count(RESULTS, 50)
+    assert _seqs(mqtt_subscriber) == list(range(50))
+    assert pub.stats()["inflight"] == 0 and pub.stats()["published"] == 50
+
+
+def test_disk_full_keeps_results_in_memory_in_order(
+    mqtt_broker, mqtt_subscriber, mqtt_publisher_factory, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(client_module, "_SPOOL_RETRY_S", 0.2)
+    real_write = os.write
+    full = True
+
+    def write(fd, data):
+        if full and os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    spool = tmp_path / "spool"
+    with caplog.at_level(logging.ERROR):
+        down = mqtt_publisher_factory(free_port(), spool_dir=spool)
+        for i in range(10):
+            down.publish_result({"seq": i})
+        wait_until(lambda: "disk full; keeping messages in memory" in caplog.text, 5, "error")
+    assert down.stats()["spooled"] == 0 and down.stats()["queued"] == 10
+    full = False  # space freed: the retry spools them, ahead of newer ones
+    for i in range(10, 20):
+        down.publish_result({"seq": i})
+    wait_until(lambda: down.stats()["spooled"] == 20, 5, "spooling after the disk recovered")
+    assert down.stop(5)
+    mqtt_publisher_factory(mqtt_broker.port, spool_dir=spool)
+    mqtt_subscriber.wait_count(RESULTS, 20)
+    assert _seqs(mqtt_subscriber) == list(range(20))

@@ -200,7 +200,7 @@ class MqttSubscriber:
     queuing QoS 1 messages for it while it is reconnecting.
     """
 
-    def __init__(self, host, port, topics=("#",), *, persistent=False, tls_ca=None):
+    def __init__(self, host, port, topics=("#",), *, persistent=False, tls=None):
         self.host, self.port, self.topics = host, port, tuple(topics)
         self.messages: list[Message] = []
         self.subacks = 0
@@ -210,8 +210,8 @@ class MqttSubscriber:
             client_id=f"test-sub-{os.getpid()}-{id(self):x}",
             clean_session=not persistent,
         )
-        if tls_ca:
-            self._client.tls_set(ca_certs=str(tls_ca))
+        if tls:  # {"ca_certs": ..., "certfile": ..., "keyfile": ...} for Client.tls_set
+            self._client.tls_set(**{k: str(v) for k, v in tls.items()})
         self._client.reconnect_delay_set(0.05, 0.2)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe

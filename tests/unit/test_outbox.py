@@ -114,3 +114,12 @@ def test_encode_payload():
         encode_payload("t", {"score": float("nan")})
     with pytest.raises(PublishError, match="unsupported payload type int"):
         encode_payload("t", 5)
+
+
+def test_window_qos0_entries_count_as_acked_but_release_in_order():
+    window = InflightWindow()
+    window.add(1, _msg(1), Position(1, 10))
+    assert window.add(2, _msg(2), Position(1, 20), acked=True) == []  # held behind 1
+    assert [r.msg.payload for r in window.ack(1)] == [b"1", b"2"]
+    assert [r.msg.payload for r in window.add(3, _msg(3), acked=True)] == [b"3"]
+    assert window.reset() == []

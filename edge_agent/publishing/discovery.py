@@ -1,0 +1,198 @@
+"""Home Assistant MQTT discovery: the device and its entities as retained config messages.
+
+Publish every ``(topic, payload)`` of :func:`discovery_messages` retained (QoS 1); the
+publisher re-publishes them after each reconnect. Entities read:
+
+* the ``stats`` topic, a JSON object with at least ``fps``, ``inference_ms``,
+  ``backend``, ``model`` and ``frames_dropped`` (see :data:`STATS_FIELDS`);
+* the ``results`` topic, a JSON object whose ``results`` list holds ``{label, score,
+  ...}`` objects, best first (the "last detection" sensor shows the first label and
+  carries the whole result as attributes);
+* the ``available`` topic (``online``/``offline``) for availability and connectivity.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.errors import ConfigError
+from edge_agent.publishing.topics import Topics
+
+#: Keys of the stats JSON that discovery entities read.
+STATS_FIELDS = ("fps", "inference_ms", "backend", "model", "frames_dropped")
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+
+# object_id -> entity settings over the stats topic (key read from the JSON = object_id).
+_STATS_SENSORS: dict[str, dict[str, Any]] = {
+    "fps": {
+        "name": "Frame rate",
+        "unit_of_measurement": "fps",
+        "state_class": "measurement",
+        "suggested_display_precision": 1,
+        "icon": "mdi:speedometer",
+    },
+    "inference_ms": {
+        "name": "Inference time",
+        "unit_of_measurement": "ms",
+        "device_class": "duration",
+        "state_class": "measurement",
+        "suggested_display_precision": 1,
+        "icon": "mdi:timer-outline",
+    },
+    "backend": {"name": "Backend", "entity_category": "diagnostic", "icon": "mdi:chip"},
+    "model": {"name": "Model", "entity_category": "diagnostic", "icon": "mdi:brain"},
+    "frames_dropped": {
+        "name": "Dropped frames",
+        "state_class": "total_increasing",
+        "entity_category": "diagnostic",
+        "icon": "mdi:image-off-outline",
+    },
+}
+
+_LAST_DETECTION_TEMPLATE = (
+    "{{ value_json.results[0].label if value_json.results is defined "
+    "and value_json.results else 'none' }}"
+)
+
+
+def node_id(topics: Topics) -> str:
+    """The Home Assistant node id of the device (its id with ``.`` made ``_``)."""
+    return topics.device_id.replace(".", "_")
+
+
+def device_info(
+    topics: Topics,
+    *,
+    name: str | None = None,
+    model: str = "Coral Edge TPU inference node",
+    manufacturer: str = "edge-agent",
+    sw_version: str = __version__,
+) -> dict[str, Any]:
+    """The device-registry block shared by every entity of this device."""
+    return {
+        "identifiers": [f"edge_agent_{node_id(topics)}"],
+        "name": name or topics.device_id,
+        "model": model,
+        "manufacturer": manufacturer,
+        "sw_version": sw_version,
+    }
+
+
+def discovery_messages(
+    topics: Topics,
+    *,
+    discovery_prefix: str = "homeassistant",
+    device_name: str | None = None,
+    model: str = "Coral Edge TPU inference node",
+    manufacturer: str = "edge-agent",
+    sw_version: str = __version__,
+    stats_interval: float | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Discovery config messages for the device's sensors and binary sensors.
+
+    Args:
+        topics: the device's topics.
+        discovery_prefix: Home Assistant's discovery prefix.
+        device_name: name shown in Home Assistant (default: the device id).
+        model, manufacturer, sw_version: device-registry fields.
+        stats_interval: seconds between stats messages; when given, stats sensors
+            expire (become unavailable) after three missed intervals.
+
+    Returns:
+        ``(config_topic, payload)`` pairs, to publish retained.
+
+    Raises:
+        ConfigError: ``discovery_prefix`` is not a valid topic prefix.
+    """
+    if not _PREFIX.match(discovery_prefix):
+        raise ConfigError(
+            f"expected levels of [A-Za-z0-9_-] separated by '/', got {discovery_prefix!r}",
+            key="homeassistant.discovery_prefix",
+        )
+    node = node_id(topics)
+    common = {
+        "device": device_info(
+            topics, name=device_name, model=model, manufacturer=manufacturer, sw_version=sw_version
+        ),
+        "origin": {"name": "edge-agent", "sw_version": __version__},
+        "has_entity_name": True,
+    }
+    availability = {
+        "availability": [
+            {
+                "topic": topics.available,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
+    }
+
+    def config(component: str, object_id: str, fields: dict[str, Any]) -> tuple[str, dict]:
+        payload = {"unique_id": f"edge_agent_{node}_{object_id}", **common, **fields}
+        return f"{discovery_prefix}/{component}/{node}/{object_id}/config", payload
+
+    messages = []
+    for object_id, fields in _STATS_SENSORS.items():
+        extra = {"expire_after": max(1, round(3 * stats_interval))} if stats_interval else {}
+        messages.append(
+            config(
+                "sensor",
+                object_id,
+                {
+                    **fields,
+                    "state_topic": topics.stats,
+                    "value_template": f"{{{{ value_json.{object_id} }}}}",
+                    **availability,
+                    **extra,
+                },
+            )
+        )
+    messages.append(
+        config(
+            "sensor",
+            "last_detection",
+            {
+                "name": "Last detection",
+                "icon": "mdi:eye-outline",
+                "state_topic": topics.results,
+                "value_template": _LAST_DETECTION_TEMPLATE,
+                "json_attributes_topic": topics.results,
+                **availability,
+            },
+        )
+    )
+    # Connectivity reads the availability topic itself and has no availability of its
+    # own, so automations see "disconnected" rather than "unavailable".
+    messages.append(
+        config(
+            "binary_sensor",
+            "online",
+            {
+                "name": "Online",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+                "state_topic": topics.available,
+                "payload_on": "online",
+                "payload_off": "offline",
+            },
+        )
+    )
+    return messages
+
+
+def removal_messages(
+    topics: Topics, *, discovery_prefix: str = "homeassistant"
+) -> list[tuple[str, bytes]]:
+    """Empty retained payloads that remove this device's entities from Home Assistant.
+
+    Args:
+        topics: the device's topics.
+        discovery_prefix: Home Assistant's discovery prefix.
+
+    Returns:
+        ``(config_topic, b"")`` pairs, to publish retained.
+    """
+    return [(t, b"") for t, _ in discovery_messages(topics, discovery_prefix=discovery_prefix)]
