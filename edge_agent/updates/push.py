@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -207,7 +207,7 @@ def push(
     discover_seconds: float = 1.5,
     force: bool = False,
     request_id: str | None = None,
-    public_keys: Optional[Sequence[str]] = None,
+    public_keys: Sequence[str] | None = None,
     report: Report | None = None,
 ) -> int:
     """Roll a packed release out to devices and wait for the outcome.
