@@ -80,9 +80,19 @@ class UpdateWorker:
 
     def submit(self, topic: str, payload: bytes) -> None:
         """Queue a command received on a model command topic (never blocks, never raises)."""
-        kind = command_kind(topic)
+        self.handle("", payload, topic)
+
+    def handle(self, command: str, payload: bytes, topic: str = "") -> None:
+        """Daemon hook: queue ``model/update`` or ``model/rollback`` (never blocks or raises).
+
+        Args:
+            command: the part of the topic after ``/cmd/`` (or "" to read ``topic``).
+            payload: the raw MQTT payload.
+            topic: the full topic, for logs.
+        """
+        kind = command_kind(f"x/cmd/{command}" if command else topic)
         if kind is None:
-            logger.warning("model update: ignoring message on %s", topic)
+            logger.warning("model update: ignoring command %r on %s", command, topic)
             return
         try:
             self._jobs.put_nowait((kind, bytes(payload)))

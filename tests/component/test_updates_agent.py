@@ -70,10 +70,11 @@ def test_commands_run_in_order_on_the_worker(setup):
         worker.submit("edge/group/lobby/cmd/model/rollback", b'{"request_id": "rb"}')
         done = states.wait(lambda s: s["request_id"] == "rb")
         assert (done["state"], done["version"]) == ("rolled_back", "1.0.0")
-        worker.submit("edge/cam/cmd/model/update", b"{broken")
+        worker.handle("model/update", b"{broken", "edge/cam/cmd/model/update")
         bad = states.wait(lambda s: s["state"] == "failed")
         assert bad["reason"] == "bad_command"
         worker.submit("edge/cam/status", b"ignored: not a command topic")
+        worker.handle("reboot", b"", "edge/cam/cmd/reboot")
     finally:
         worker.stop()
     assert current_state(installer)["version"] == "1.0.0"
