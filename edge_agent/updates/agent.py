@@ -52,7 +52,7 @@ class UpdateWorker:
     Args:
         installer: the installer (its ``progress`` should publish the states).
         poll_url: manifest URL to poll, or None.
-        poll_interval: seconds between polls.
+        poll_interval: seconds between polls (<= 0: once, at startup).
     """
 
     def __init__(
@@ -125,7 +125,9 @@ class UpdateWorker:
             except queue.Empty:
                 if next_poll is not None and time.monotonic() >= next_poll:
                     self._poll()
-                    next_poll = time.monotonic() + self.poll_interval
+                    # poll_interval <= 0: check once at startup only.
+                    more = self.poll_interval > 0
+                    next_poll = time.monotonic() + self.poll_interval if more else None
                 continue
             self._handle(kind, payload)
 
