@@ -20,7 +20,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.capture.camera import Camera
 from edge_agent.config import Config, load_config
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference.devices import apex_temperatures
 from edge_agent.inference.model import ModelOptions, build_codec, load_labels
 from edge_agent.inference.postprocess import DecodeSettings
@@ -32,6 +32,7 @@ from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.service.signals import SignalFlags
 from edge_agent.service.stats import PipelineStats
 from edge_agent.service.supervisor import Supervisor
+from edge_agent.service.updates import UpdateService
 from edge_agent.service.worker import WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -240,16 +241,7 @@ class Daemon:
             )
             self.publisher.start()
         options, meta = self._initial_model()
-        self.supervisor = Supervisor(
-            options,
-            make_codec,
-            deadline=cfg.inference.deadline,
-            reprobe_initial=cfg.inference.reprobe_initial,
-            reprobe_max=cfg.inference.reprobe_max,
-            on_event=self._on_worker_event,
-            meta=meta,
-        )
-        self.supervisor.start()
+        self.supervisor = self._start_supervisor(options, meta)
         for cam_cfg in cfg.enabled_cameras:
             cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state)
             cam.start()
@@ -278,16 +270,66 @@ class Daemon:
                 self.publisher.publish(topic, payload, qos=1, retain=True)
 
     def _initial_model(self) -> tuple[ModelOptions, dict[str, Any]]:
-        """The configured model (the updates layer may replace it with the active release)."""
-        m = self.config.model
+        """The active installed release when updates are on, else the configured model."""
+        cfg = self.config
+        m = cfg.model
+        options = model_options(cfg)
         meta = {
             "name": m.name or os.path.splitext(os.path.basename(m.path))[0],
             "version": m.version,
         }
-        return model_options(self.config), meta
+        if cfg.updates.enabled:
+            report = self.publisher.publish_model if self.publisher else (lambda state: None)
+            self.updates = UpdateService(cfg, options, None, report)
+            active = self.updates.startup_model()
+            if active is not None:
+                return active
+        if not m.path:
+            raise ConfigError(
+                "no model configured and no release installed in "
+                f"{cfg.device.state_dir}/models",
+                file=cfg.source or None,
+                key="model.path",
+            )
+        return options, meta
+
+    def _start_supervisor(self, options: ModelOptions, meta: dict[str, Any]) -> Supervisor:
+        """Start the worker on the chosen model; an installed release that will not start
+        falls back to the configured model rather than leaving the box without one."""
+        inf = self.config.inference
+
+        def make(opts: ModelOptions, info: dict[str, Any]) -> Supervisor:
+            sup = Supervisor(
+                opts,
+                make_codec,
+                deadline=inf.deadline,
+                reprobe_initial=inf.reprobe_initial,
+                reprobe_max=inf.reprobe_max,
+                on_event=self._on_worker_event,
+                meta=info,
+            )
+            sup.start()
+            return sup
+
+        try:
+            return make(options, meta)
+        except EdgeAgentError as exc:
+            configured = model_options(self.config)
+            if options == configured or not self.config.model.path:
+                raise
+            logger.error(
+                "model %s: installed release will not start (%s); using %s",
+                meta.get("name"),
+                exc,
+                configured.path,
+            )
+            self.last_error = str(exc)
+            return make(configured, {"name": os.path.basename(configured.path), "version": ""})
 
     def _start_updates(self) -> None:
-        """Hook for the model-update service (installed when enabled)."""
+        """Start taking model commands once the pipeline runs."""
+        if self.updates is not None:
+            self.updates.start(self.supervisor)
 
     def _wait_ready(self, timeout: float) -> None:
         """READY=1 once a frame went through and the broker is up (or allowed to be down)."""

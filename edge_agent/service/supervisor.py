@@ -104,7 +104,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._probe_thread: threading.Thread | None = None
         self.restarts = 0
-        self.errors = 0
+        self.errors = 0  # worker deaths, hangs and invoke errors
+        self.invoke_errors = 0  # frames the model itself failed on
+        self.completed = 0
         self.last_error = ""
 
     # ----------------------------------------------------------------- lifecycle
@@ -239,10 +241,20 @@ class Supervisor:
             if kind == "done":
                 done.append(Completion(entry[1], self._buffers.outputs[slot], msg[3], gen))
                 self._free.append(slot)
-            else:  # "error": the backend failed this invoke
+                self.completed += 1
+            elif gen.worker.info.has_fallback:  # the backend failed: fall back, retry
                 self._inflight[seq] = entry
                 self._fail(msg[3])
                 return done
+            else:
+                # The last backend cannot run this frame: a model fault, not a device
+                # fault. Restarting would fail the same way, so the frame is dropped and
+                # counted (the update health check watches this counter).
+                self.errors += 1
+                self.invoke_errors += 1
+                self.last_error = msg[3]
+                self._free.append(slot)
+                logger.warning("model %s: frame dropped: %s", gen.options.path, msg[3])
             wait = 0.0
         return done
 

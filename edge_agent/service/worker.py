@@ -316,3 +316,25 @@ class WorkerHandle:
         if self._process.pid is not None and self._process.is_alive():
             self._process.kill()
         self._process.join(2.0)
+
+
+def run_once(worker: WorkerHandle, array: np.ndarray, timeout: float) -> list[np.ndarray]:
+    """Invoke a started worker once on a raw input tensor (a golden input) and copy the outputs.
+
+    Raises:
+        WorkerError: the worker died, hung, or the invoke failed.
+    """
+    info = worker.info
+    buffers = Buffers(info.input, info.outputs)
+    try:
+        worker.attach(buffers)
+        np.copyto(buffers.inputs[0], array.reshape(info.input.shape).astype(info.input.dtype))
+        worker.submit(1, 0)
+        msg = worker.receive(timeout)
+        if msg is None:
+            raise WorkerError(f"model {info.model_path}: no result in {timeout:.0f}s")
+        if msg[0] != "done":
+            raise WorkerError(f"model {info.model_path}: {msg[3]}")
+        return [np.array(view) for view in buffers.outputs[0]]
+    finally:
+        buffers.close()

@@ -1,0 +1,297 @@
+"""The daemon side of model updates: commands in, hot swap with health check, rollback.
+
+The update library (``edge_agent.updates``) verifies and installs releases; this
+module gives it what only the running daemon has: a validator that loads the new
+model in a separate worker process (fits the configured adapter, allocates, invokes,
+matches the golden output), and a swap that switches the pipeline between two frames
+and rolls back by itself when the new model is not healthy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.config import Config
+from edge_agent.errors import EdgeAgentError, ModelUpdateError
+from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.postprocess import DecodeSettings
+from edge_agent.service.supervisor import Supervisor
+from edge_agent.service.worker import run_once
+from edge_agent.updates.commands import UpdateCommand
+from edge_agent.updates.download import Downloader
+from edge_agent.updates.golden import check_golden, load_golden
+from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+from edge_agent.updates.manifest import Manifest
+from edge_agent.updates.release import InstalledRelease
+from edge_agent.updates.signing import TrustedKeys, load_envelope
+from edge_agent.updates.store import ModelStore
+from edge_agent.updates.transport import DownloadSettings
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 4
+SWITCH_TIMEOUT = 15.0
+
+
+def release_options(base: ModelOptions, root: Path, manifest: Manifest) -> ModelOptions:
+    """Model options for a release: its files, its task and adapter settings over the config's.
+
+    Args:
+        base: options from the ``[model]`` config (device, threads, defaults).
+        root: the release directory.
+        manifest: the release manifest.
+    """
+    model = manifest.file("model")
+    cpu = manifest.file("cpu_model")
+    labels = manifest.file("labels")
+    adapter = dict(manifest.adapter)
+    settings = base.settings._replace(
+        **{k: adapter[k] for k in DecodeSettings._fields if k in adapter}
+    )
+    return dataclasses.replace(
+        base,
+        path=str(root / model.name),
+        cpu_model=str(root / cpu.name) if cpu else "",
+        labels=str(root / labels.name) if labels else "",
+        task=manifest.task or base.task,
+        resize=adapter.get("resize", base.resize),
+        input_mean=adapter.get("input_mean", base.input_mean),
+        input_std=adapter.get("input_std", base.input_std),
+        settings=settings,
+    )
+
+
+def update_settings(config: Config) -> UpdateSettings:
+    """The ``[updates]`` section as the installer's policy."""
+    u = config.updates
+    return UpdateSettings(
+        download=DownloadSettings(
+            allowed_hosts=tuple(u.allowed_hosts),
+            allow_http=u.allow_http,
+            connect_timeout=u.download_timeout,
+            read_timeout=u.download_timeout,
+            retries=u.retries,
+        ),
+        allow_force=u.force_allowed,
+        max_file_bytes=int(u.max_size_mb * 1024 * 1024),
+    )
+
+
+class UpdateService:
+    """Queues update commands and runs them one at a time in its own thread.
+
+    Args:
+        config: the daemon config.
+        base_options: the configured model's options.
+        supervisor: the running inference supervisor.
+        report: publishes a state dict retained on the ``model`` topic (must not block).
+    """
+
+    def __init__(
+        self, config: Config, base_options: ModelOptions, supervisor: Supervisor | None, report: Any
+    ):
+        self.config = config
+        self.base = base_options
+        self.supervisor = supervisor
+        self._report = report
+        self.store = ModelStore(config.device.state_dir, keep_versions=config.updates.keep_versions)
+        self.keys = TrustedKeys.from_paths(config.updates.trusted_keys)
+        self._stop = threading.Event()
+        self.installer = UpdateInstaller(
+            self.store,
+            self.keys,
+            update_settings(config),
+            validator=self.validate,
+            progress=self._progress,
+            swap=self.swap,
+            cancel=self._stop,
+        )
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(QUEUE_SIZE)
+        self._threads: list[threading.Thread] = []
+        self.last_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ startup
+    def startup_model(self) -> tuple[ModelOptions, dict[str, Any]] | None:
+        """The active installed release after crash recovery, or None (use the config's).
+
+        A box killed at any point of an update comes back here on a complete release:
+        ``recover()`` sweeps partial downloads and falls back to the newest valid one.
+        """
+        try:
+            release = self.store.recover()
+        except (EdgeAgentError, OSError) as exc:
+            logger.error(
+                "model store %s unusable (%s); using the configured model", self.store.root, exc
+            )
+            return None
+        if release is None:
+            return None
+        logger.info("model %s: active release from %s", release.label, release.path)
+        return release_options(self.base, release.path, release.manifest), _meta(release)
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Start the command thread (and the manifest poller when configured)."""
+        self.supervisor = supervisor
+        self._spawn(self._run, "model-updates")
+        if self.config.updates.manifest_url and self.config.updates.poll_interval > 0:
+            self._spawn(self._poll, "manifest-poll")
+
+    def _spawn(self, target: Any, name: str) -> None:
+        """Start an owned thread (joined in stop())."""
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout: float) -> None:
+        """Cancel downloads, stop the threads and wait for them (bounded)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    # ----------------------------------------------------------------- commands
+    def handle(self, command: str, payload: bytes, topic: str) -> None:
+        """MQTT callback: queue a command without blocking (never raises)."""
+        if command not in ("model/update", "model/rollback"):
+            logger.warning("command %s on %s: unknown command ignored", command, topic)
+            return
+        try:
+            self._queue.put_nowait((command, payload))
+        except queue.Full:
+            self.installer.reject("busy", f"{QUEUE_SIZE} model commands already queued")
+
+    def _run(self) -> None:
+        """Run queued commands one by one until stopped."""
+        while not self._stop.is_set():
+            try:
+                command, payload = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                if command == "model/update":
+                    self.installer.install(payload)
+                else:
+                    self.installer.rollback(payload)
+            except ModelUpdateError as exc:  # already reported on the model topic
+                logger.info("model command %s: %s", command, exc)
+            except Exception:
+                logger.exception("model command %s failed unexpectedly", command)
+
+    def _poll(self) -> None:
+        """Pull mode: poll the manifest URL (conditional GET) and install what is new."""
+        u = self.config.updates
+        downloader = Downloader(update_settings(self.config).download, cancel=self._stop)
+        etag = modified = None
+        while not self._stop.is_set():
+            try:
+                got = downloader.fetch_if_changed(u.manifest_url, etag, modified)
+                etag, modified = got.etag, got.last_modified
+                if got.changed and got.body:
+                    base = u.manifest_url.rsplit("/", 1)[0] + "/"
+                    self.installer.install(
+                        UpdateCommand(envelope=load_envelope(got.body), base_url=base)
+                    )
+            except ModelUpdateError as exc:
+                logger.warning("manifest poll %s: %s", u.manifest_url, exc)
+            except Exception:
+                logger.exception("manifest poll %s failed", u.manifest_url)
+            self._stop.wait(u.poll_interval)
+
+    def _progress(self, state: dict[str, Any]) -> None:
+        """Installer callback: remember and publish a state."""
+        self.last_state = state
+        self._report(state)
+
+    # ------------------------------------------------- validator and hot swap
+    def validate(self, root: Path, manifest: Manifest) -> None:
+        """Load the release in a separate worker: adapter fit, allocate, invoke, golden.
+
+        Raises:
+            ModelUpdateError: ``incompatible`` (does not fit / cannot run here) or
+                ``health_check_failed`` (golden output mismatch).
+        """
+        options = release_options(self.base, root, manifest)
+        try:
+            gen = self.supervisor.prepare(
+                options, {"name": manifest.name, "version": str(manifest.version)}
+            )
+        except EdgeAgentError as exc:
+            raise ModelUpdateError("incompatible", f"{manifest.label}: {exc}") from exc
+        try:
+            golden = load_golden(root, manifest)
+            if golden is not None:
+                outputs = run_once(gen.worker, golden.input, self.config.inference.deadline)
+                check_golden(outputs, golden, label=manifest.label)
+        except EdgeAgentError as exc:
+            if isinstance(exc, ModelUpdateError):
+                raise
+            raise ModelUpdateError("health_check_failed", f"{manifest.label}: {exc}") from exc
+        finally:
+            gen.worker.stop(2.0)
+
+    def swap(self, release: InstalledRelease) -> None:
+        """Switch the pipeline to a release between two frames, then check its health.
+
+        Healthy means ``updates.health_frames`` frames without an invoke error or a
+        worker death. Otherwise the previous model (kept running meanwhile) is switched
+        back in and this raises, so the installer reports ``rolled_back``.
+
+        Raises:
+            ModelUpdateError: ``swap_failed`` or ``health_check_failed``.
+        """
+        sup = self.supervisor
+        options = release_options(self.base, release.path, release.manifest)
+        try:
+            gen = sup.prepare(options, _meta(release))
+        except EdgeAgentError as exc:
+            raise ModelUpdateError("swap_failed", f"{release.label}: {exc}") from exc
+        if not self._switch(lambda cb: sup.switch_to(gen, cb)):
+            gen.worker.stop(1.0)
+            raise ModelUpdateError("swap_failed", f"{release.label}: pipeline did not switch")
+        problem = self._health(release)
+        if problem is None:
+            sup.commit()
+            return
+        logger.error(
+            "model %s: unhealthy after the switch (%s); switching back", release.label, problem
+        )
+        self._switch(sup.rollback)
+        raise ModelUpdateError("health_check_failed", f"{release.label}: {problem}")
+
+    def _switch(self, request: Any) -> bool:
+        """Ask the pipeline thread to switch and wait until it did (bounded)."""
+        done = threading.Event()
+        request(lambda ok: done.set())
+        return done.wait(SWITCH_TIMEOUT)
+
+    def _health(self, release: InstalledRelease) -> str | None:
+        """Watch the first frames on the new model; a problem description, or None."""
+        sup = self.supervisor
+        need = self.config.updates.health_frames
+        frames0, errors0 = sup.completed, sup.errors
+        deadline = time.monotonic() + max(10.0, need * 0.5)
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if sup.errors > errors0:
+                return f"{sup.errors - errors0} failure(s) in its first frames: {sup.last_error}"
+            if sup.completed - frames0 >= need:
+                return None
+            self._stop.wait(0.05)
+        if sup.errors > errors0:
+            return sup.last_error
+        logger.warning(
+            "model %s: only %d frames to check health (camera idle?); accepting",
+            release.label,
+            sup.completed - frames0,
+        )
+        return None
+
+
+def _meta(release: InstalledRelease) -> dict[str, Any]:
+    """Name and version shown in results and status."""
+    return {"name": release.name, "version": release.version}
