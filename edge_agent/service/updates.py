@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -23,19 +22,17 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.service.supervisor import Supervisor
 from edge_agent.service.worker import run_once
-from edge_agent.updates.commands import UpdateCommand
-from edge_agent.updates.download import Downloader
+from edge_agent.updates.agent import UpdateWorker, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
-from edge_agent.updates.signing import TrustedKeys, load_envelope
+from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
 
 logger = logging.getLogger(__name__)
 
-QUEUE_SIZE = 4
 SWITCH_TIMEOUT = 15.0
 
 
@@ -74,7 +71,7 @@ def update_settings(config: Config) -> UpdateSettings:
         download=DownloadSettings(
             allowed_hosts=tuple(u.allowed_hosts),
             allow_http=u.allow_http,
-            connect_timeout=u.download_timeout,
+            connect_timeout=min(10.0, u.download_timeout),
             read_timeout=u.download_timeout,
             retries=u.retries,
         ),
@@ -84,7 +81,7 @@ def update_settings(config: Config) -> UpdateSettings:
 
 
 class UpdateService:
-    """Queues update commands and runs them one at a time in its own thread.
+    """Gives the update library the daemon's validator and hot swap, and runs its worker.
 
     Args:
         config: the daemon config.
@@ -102,6 +99,11 @@ class UpdateService:
         self._report = report
         self.store = ModelStore(config.device.state_dir, keep_versions=config.updates.keep_versions)
         self.keys = TrustedKeys.from_paths(config.updates.trusted_keys)
+        if not config.updates.trusted_keys:
+            logger.warning(
+                "updates enabled but updates.trusted_keys is empty: every model "
+                "update will be rejected as untrusted"
+            )
         self._stop = threading.Event()
         self.installer = UpdateInstaller(
             self.store,
@@ -112,8 +114,7 @@ class UpdateService:
             swap=self.swap,
             cancel=self._stop,
         )
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(QUEUE_SIZE)
-        self._threads: list[threading.Thread] = []
+        self._worker: UpdateWorker | None = None
         self.last_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ startup
@@ -136,72 +137,28 @@ class UpdateService:
         return release_options(self.base, release.path, release.manifest), _meta(release)
 
     def start(self, supervisor: Supervisor) -> None:
-        """Start the command thread (and the manifest poller when configured)."""
+        """Publish the current state and start taking commands (and polling, if set)."""
         self.supervisor = supervisor
-        self._spawn(self._run, "model-updates")
-        if self.config.updates.manifest_url and self.config.updates.poll_interval > 0:
-            self._spawn(self._poll, "manifest-poll")
-
-    def _spawn(self, target: Any, name: str) -> None:
-        """Start an owned thread (joined in stop())."""
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._progress(current_state(self.installer))
+        u = self.config.updates
+        self._worker = UpdateWorker(
+            self.installer,
+            poll_url=u.manifest_url or None,
+            poll_interval=u.poll_interval,
+        ).start()
 
     def stop(self, timeout: float) -> None:
-        """Cancel downloads, stop the threads and wait for them (bounded)."""
+        """Cancel downloads and stop the command thread (bounded)."""
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+        if self._worker is not None:
+            self._worker.stop(timeout)
 
-    # ----------------------------------------------------------------- commands
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """MQTT callback: queue a command without blocking (never raises)."""
-        if command not in ("model/update", "model/rollback"):
-            logger.warning("command %s on %s: unknown command ignored", command, topic)
+        if self._worker is None:
+            logger.warning("command %s on %s before startup; ignored", command, topic)
             return
-        try:
-            self._queue.put_nowait((command, payload))
-        except queue.Full:
-            self.installer.reject("busy", f"{QUEUE_SIZE} model commands already queued")
-
-    def _run(self) -> None:
-        """Run queued commands one by one until stopped."""
-        while not self._stop.is_set():
-            try:
-                command, payload = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                if command == "model/update":
-                    self.installer.install(payload)
-                else:
-                    self.installer.rollback(payload)
-            except ModelUpdateError as exc:  # already reported on the model topic
-                logger.info("model command %s: %s", command, exc)
-            except Exception:
-                logger.exception("model command %s failed unexpectedly", command)
-
-    def _poll(self) -> None:
-        """Pull mode: poll the manifest URL (conditional GET) and install what is new."""
-        u = self.config.updates
-        downloader = Downloader(update_settings(self.config).download, cancel=self._stop)
-        etag = modified = None
-        while not self._stop.is_set():
-            try:
-                got = downloader.fetch_if_changed(u.manifest_url, etag, modified)
-                etag, modified = got.etag, got.last_modified
-                if got.changed and got.body:
-                    base = u.manifest_url.rsplit("/", 1)[0] + "/"
-                    self.installer.install(
-                        UpdateCommand(envelope=load_envelope(got.body), base_url=base)
-                    )
-            except ModelUpdateError as exc:
-                logger.warning("manifest poll %s: %s", u.manifest_url, exc)
-            except Exception:
-                logger.exception("manifest poll %s failed", u.manifest_url)
-            self._stop.wait(u.poll_interval)
+        self._worker.handle(command, payload, topic)
 
     def _progress(self, state: dict[str, Any]) -> None:
         """Installer callback: remember and publish a state."""
