@@ -28,6 +28,10 @@ STAGE=
 trap '[ -z "$STAGE" ] || rm -rf "$STAGE"' EXIT
 
 say() { printf '==> %s\n' "$*"; }
+csv() (
+	IFS=,
+	echo "$*"
+)
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() {
 	printf 'error: %s\n' "$*" >&2
@@ -110,10 +114,7 @@ ensure_account() {
 		fi
 	done
 	local supplementary
-	supplementary=$(
-		IFS=,
-		echo "${DEVICE_GROUPS[*]}"
-	)
+	supplementary=$(csv "${DEVICE_GROUPS[@]}")
 	if entry passwd "$SERVICE_USER" >/dev/null; then
 		say "user $SERVICE_USER exists; making sure it is in $supplementary"
 		usermod ${SHADOW_OPTS[@]+"${SHADOW_OPTS[@]}"} --append --groups "$supplementary" "$SERVICE_USER"
@@ -127,8 +128,9 @@ ensure_account() {
 
 check_python() {
 	local real
-	real=$(readlink -f "$(command -v "$PYTHON" || true)")
-	[ -x "$real" ] || die "no python interpreter at $PYTHON (install python3, or pass --python)"
+	if ! real=$(command -v "$PYTHON") || ! real=$(readlink -f "$real") || [ ! -x "$real" ]; then
+		die "no python interpreter at $PYTHON (install python3, or pass --python)"
+	fi
 	case $real in
 	/root/* | /home/*) die "$PYTHON is $real: the unit's ProtectHome=yes hides it from the service; use a system python such as /usr/bin/python3" ;;
 	esac
@@ -169,10 +171,7 @@ install_package() {
 		package=$STAGE
 	fi
 	local all
-	all=$(
-		IFS=,
-		echo "${EXTRAS[*]}"
-	)
+	all=$(csv "${EXTRAS[@]}")
 	say "installing edge-agent[$all] from $SOURCE into $VENV"
 	if ! pip_install "${package}[$all]"; then
 		warn "installing with the extras failed; installing edge-agent alone, then each extra"

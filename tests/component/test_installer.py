@@ -360,3 +360,15 @@ def test_install_and_purge_in_a_debian_chroot(debian_chroot: Path) -> None:
         "/etc/systemd/system/multi-user.target.wants/edge-agent.service",
     ):
         assert not os.path.lexists(f"{root}{path}"), path
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_is_clean() -> None:
+    out = subprocess.run(
+        ["shellcheck", str(REPO / "deploy/install.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (out.returncode, out.stdout) == (0, "")
