@@ -1,8 +1,9 @@
 """The shipped systemd unit: its contract, `systemd-analyze`, and its sandbox for real.
 
 The sandbox test starts a private systemd (user) manager in its own mount and
-cgroup namespaces, so it runs on machines whose PID 1 is not systemd and never
-touches the host's cgroups; it loads a copy of the unit that differs only in what
+cgroup namespaces (tests/support/systemd_manager.py), so it runs on machines whose
+PID 1 is not systemd and stays inside new leaf cgroups of its own; it loads a copy
+of the unit that differs only in what
 must differ on a test machine (ExecStart runs a probe, the user is ``nobody``) and
 checks from inside every sandbox setting that the runtimes depend on: LiteRT with
 XNNPACK, forkserver + shared memory, OpenCV's FFmpeg, ctypes callbacks, sd_notify.
