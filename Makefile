@@ -8,7 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo run test test-faults soak lint format bench dist clean broker models
+.PHONY: install demo run test test-faults soak lint format bench dist clean broker models \
+	install-service uninstall-service fetch-models
 
 install: $(STAMP)
 
@@ -52,6 +53,16 @@ format: install
 bench: install
 	$(BIN)/python tools/bench_quantize.py
 	$(BIN)/edge-agent bench --all
+
+# As root on the box: the systemd service (see deploy/install.sh --help).
+install-service:
+	deploy/install.sh
+
+uninstall-service:
+	deploy/install.sh --uninstall
+
+fetch-models:
+	models/fetch --dir $${MODELS_DIR:-/var/lib/edge-agent/models}
 
 models: install
 	$(BIN)/python models/make_models.py

@@ -194,17 +194,18 @@ install_files() {
 	say "installing $UNIT_DIR/$UNIT_NAME and $RULES_DIR/$RULES_NAME"
 	install -D -m 0644 "$ASSETS/systemd/$UNIT_NAME" "$UNIT_DIR/$UNIT_NAME"
 	install -D -m 0644 "$ASSETS/deploy/udev/$RULES_NAME" "$RULES_DIR/$RULES_NAME"
-	# The config may hold broker credentials: root writes it, the daemon only reads.
+	# The config may hold broker credentials: readable by the daemon's user only (0600,
+	# which the daemon checks); the unit mounts /etc read-only, so it cannot change it.
 	install -d -m 0750 -o 0 -g "$gid" "$CONF_DIR"
 	install -m 0640 -o 0 -g "$gid" "$example" "$CONF_DIR/config.example.toml"
 	if [ -e "$CONF_DIR/config.toml" ]; then
 		say "keeping existing $CONF_DIR/config.toml"
-		if [ -n "$(find "$CONF_DIR/config.toml" -perm -o=r)" ]; then
-			warn "$CONF_DIR/config.toml is world-readable; consider: chmod 0640 $CONF_DIR/config.toml"
+		if [ -n "$(find "$CONF_DIR/config.toml" -perm /o=r)" ]; then
+			warn "$CONF_DIR/config.toml is world-readable; consider: chmod 0600 $CONF_DIR/config.toml"
 		fi
 	else
 		say "installing the example configuration as $CONF_DIR/config.toml: edit it"
-		install -m 0640 -o 0 -g "$gid" "$example" "$CONF_DIR/config.toml"
+		install -m 0600 -o "$uid" -g "$gid" "$example" "$CONF_DIR/config.toml"
 	fi
 	install -d -m 0750 -o "$uid" -g "$gid" "$STATE_DIR"
 }

@@ -137,7 +137,7 @@ def test_install_upgrade_uninstall_purge(tree: Path, tmp_path: Path) -> None:
         for p in (config, config.parent, root / "var/lib/edge-agent")
     }
     assert owner == {
-        config: (0o640, 0, gid),
+        config: (0o600, uid, gid),
         config.parent: (0o750, 0, gid),
         root / "var/lib/edge-agent": (0o750, uid, gid),
     }
@@ -321,7 +321,7 @@ def test_install_and_purge_in_a_debian_chroot(debian_chroot: Path) -> None:
     )
     assert mode.stdout.splitlines() == [
         "root:edge-agent 750",
-        "root:edge-agent 640",
+        "edge-agent:edge-agent 600",
         "edge-agent:edge-agent 750",
     ]
     # The installed unit verifies as is: its ExecStart and ExecReload binaries exist here.
