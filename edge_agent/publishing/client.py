@@ -95,7 +95,7 @@ class MqttPublisher:
         self._spool: Spool | None = None
         self._conn: Connection | None = None
         self._next_attempt = self._spool_retry_at = 0.0
-        self._drain_until = self._stop_deadline = 0.0
+        self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
         self._delay = settings.reconnect_min
         self._replay_pos: Position | None = None
         self._ever_connected = False
@@ -186,8 +186,15 @@ class MqttPublisher:
         old = self._outbox.put(
             Outgoing(topic, encode_payload(topic, payload), qos, retain, durable)
         )
-        if old is not None and old.durable:
-            logger.error("mqtt %s: queue full, dropped a message on %s", self._where, old.topic)
+        if old is not None and time.monotonic() >= self._overflow_log_at:
+            # Once per 10 s at most: the producer outruns the publisher thread.
+            self._overflow_log_at = time.monotonic() + 10.0
+            logger.error(
+                "mqtt %s: queue of %d full, dropping the oldest messages (%d so far)",
+                self._where,
+                self.settings.max_queued,
+                self._outbox.overflowed,
+            )
         self._wake()
 
     def publish_result(self, payload: bytes | str | dict) -> None:

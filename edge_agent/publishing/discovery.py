@@ -3,8 +3,9 @@
 Publish every ``(topic, payload)`` of :func:`discovery_messages` retained (QoS 1); the
 publisher re-publishes them after each reconnect. Entities read:
 
-* the ``stats`` topic, a JSON object with at least ``fps``, ``inference_ms``,
-  ``backend``, ``model`` and ``frames_dropped`` (see :data:`STATS_FIELDS`);
+* the ``stats`` topic, the daemon's stats JSON: ``fps``, ``latency_ms.invoke.p50``,
+  ``backend``, ``model`` and ``dropped_frames`` (see :data:`STATS_FIELDS`; a missing
+  value shows as "unknown", not as a template error);
 * the ``results`` topic, a JSON object whose ``results`` list holds ``{label, score,
   ...}`` objects, best first (the "last detection" sensor shows the first label and
   carries the whole result as attributes);
@@ -20,12 +21,18 @@ from edge_agent import __version__
 from edge_agent.errors import ConfigError
 from edge_agent.publishing.topics import Topics
 
-#: Keys of the stats JSON that discovery entities read.
-STATS_FIELDS = ("fps", "inference_ms", "backend", "model", "frames_dropped")
+#: object_id -> dotted path of the value in the stats JSON.
+STATS_FIELDS = {
+    "fps": "fps",
+    "inference_ms": "latency_ms.invoke.p50",
+    "backend": "backend",
+    "model": "model",
+    "dropped_frames": "dropped_frames",
+}
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
-# object_id -> entity settings over the stats topic (key read from the JSON = object_id).
+# object_id -> entity settings over the stats topic.
 _STATS_SENSORS: dict[str, dict[str, Any]] = {
     "fps": {
         "name": "Frame rate",
@@ -44,7 +51,7 @@ _STATS_SENSORS: dict[str, dict[str, Any]] = {
     },
     "backend": {"name": "Backend", "entity_category": "diagnostic", "icon": "mdi:chip"},
     "model": {"name": "Model", "entity_category": "diagnostic", "icon": "mdi:brain"},
-    "frames_dropped": {
+    "dropped_frames": {
         "name": "Dropped frames",
         "state_class": "total_increasing",
         "entity_category": "diagnostic",
@@ -56,6 +63,15 @@ _LAST_DETECTION_TEMPLATE = (
     "{{ value_json.results[0].label if value_json.results is defined "
     "and value_json.results else 'none' }}"
 )
+
+
+def value_template(path: str) -> str:
+    """A template reading a dotted path of the JSON payload, ``None`` (unknown) if absent."""
+    levels = path.split(".")
+    guards = " and ".join(
+        f"value_json.{'.'.join(levels[: i + 1])} is defined" for i in range(len(levels))
+    )
+    return f"{{{{ value_json.{path} if {guards} else None }}}}"
 
 
 def node_id(topics: Topics) -> str:
@@ -144,7 +160,7 @@ def discovery_messages(
                 {
                     **fields,
                     "state_topic": topics.stats,
-                    "value_template": f"{{{{ value_json.{object_id} }}}}",
+                    "value_template": value_template(STATS_FIELDS[object_id]),
                     **availability,
                     **extra,
                 },

@@ -12,6 +12,7 @@ paho client subscribed to ``#`` that collects messages and waits for them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -304,6 +305,8 @@ def mqtt_broker_factory(tmp_path_factory) -> Iterator[Callable[..., Any]]:
         kind = kind or _default_kind()
         if kind == "mosquitto" and MOSQUITTO is None:
             pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        if kind == "amqtt" and importlib.util.find_spec("amqtt") is None:
+            pytest.skip("amqtt is not installed (pip install 'edge-agent[broker]', Python >= 3.10)")
         workdir = tmp_path_factory.mktemp(kind)
         broker = _KINDS[kind](workdir, **options)
         made.append(broker)

@@ -36,7 +36,7 @@ def test_stats_sensor_shape():
     fps = _by_topic()["homeassistant/sensor/pi_kitchen/fps/config"]
     assert fps["unique_id"] == "edge_agent_pi_kitchen_fps"
     assert fps["state_topic"] == "edge/pi.kitchen/stats"
-    assert fps["value_template"] == "{{ value_json.fps }}"
+    assert fps["value_template"] == "{{ value_json.fps if value_json.fps is defined else None }}"
     assert fps["state_class"] == "measurement"
     assert fps["availability"] == [
         {
@@ -55,10 +55,15 @@ def test_stats_sensor_shape():
     assert "expire_after" not in fps
     inference = _by_topic()["homeassistant/sensor/pi_kitchen/inference_ms/config"]
     assert (inference["unit_of_measurement"], inference["device_class"]) == ("ms", "duration")
-    for field in ("backend", "model", "frames_dropped"):
+    assert inference["value_template"] == (
+        "{{ value_json.latency_ms.invoke.p50 if value_json.latency_ms is defined and "
+        "value_json.latency_ms.invoke is defined and value_json.latency_ms.invoke.p50 "
+        "is defined else None }}"
+    )
+    for field in ("backend", "model", "dropped_frames"):
         cfg = _by_topic()[f"homeassistant/sensor/pi_kitchen/{field}/config"]
         assert cfg["entity_category"] == "diagnostic"
-        assert cfg["value_template"] == f"{{{{ value_json.{field} }}}}"
+        assert f"value_json.{field} if" in cfg["value_template"]
 
 
 def test_every_entity_has_unique_id_and_the_same_device():
