@@ -17,7 +17,6 @@ import threading
 import time
 from typing import Any
 
-from edge_agent import __version__
 from edge_agent.capture.camera import Camera
 from edge_agent.config import Config, load_config
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -31,6 +30,7 @@ from edge_agent.service.pipeline import Pipeline
 from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.service.signals import SignalFlags
 from edge_agent.service.stats import PipelineStats
+from edge_agent.service.status import stats_document, status_document
 from edge_agent.service.supervisor import Supervisor
 from edge_agent.service.updates import UpdateService
 from edge_agent.service.worker import WorkerInfo
@@ -154,60 +154,32 @@ class Daemon:
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """The retained status document."""
-        gen = self.supervisor.generation if self.supervisor else None
-        info = gen.worker.info if gen else None
+        sup = self.supervisor
         with self._status_lock:
-            cams = {name: dict(s) for name, s in self.camera_state.items()}
-        for cam in self.cameras:
-            st = cam.stats()
-            cams.setdefault(cam.name, {}).update(
-                {
-                    "state": st.state,
-                    "source": st.source,
-                    "frames": st.frames,
-                    "dropped": st.dropped,
-                    "reconnects": st.reconnects,
-                    "fps": round(st.fps, 2),
-                    "last_error": st.last_error,
-                }
-            )
-        return {
-            "state": self._state,
-            "device_id": self.device_id,
-            "groups": list(self.config.device.groups),
-            "agent_version": __version__,
-            "started": round(self.started, 3),
-            "cameras": cams,
-            "backend": info.backend if info else None,
-            "model": {
-                "name": gen.meta.get("name", "") if gen else "",
-                "version": gen.meta.get("version", "") if gen else "",
-                "file": info.model_path if info else "",
-                "runtime": info.runtime if info else "",
-            },
-            "broker_connected": bool(self.publisher and self.publisher.connected),
-            "last_error": self.last_error
-            or (self.supervisor.last_error if self.supervisor else ""),
-        }
+            details = {name: s.get("detail", "") for name, s in self.camera_state.items()}
+        return status_document(
+            state=self._state,
+            device_id=self.device_id,
+            groups=self.config.device.groups,
+            started=self.started,
+            cameras=[cam.stats() for cam in self.cameras],
+            details=details,
+            generation=sup.generation if sup else None,
+            broker_connected=bool(self.publisher and self.publisher.connected),
+            last_error=self.last_error or (sup.last_error if sup else ""),
+        )
 
     def stats_payload(self) -> dict[str, Any]:
         """The periodic stats document."""
-        snap = self.stats.snapshot(resources=True)
-        gen = self.supervisor.generation if self.supervisor else None
-        snap.update(
-            {
-                "backend": gen.worker.info.backend if gen else None,
-                "model": gen.meta.get("name", "") if gen else "",
-                "model_version": gen.meta.get("version", "") if gen else "",
-                "dropped_frames": sum(c.stats().dropped for c in self.cameras),
-                "worker_restarts": self.supervisor.restarts if self.supervisor else 0,
-                "mqtt": self.publisher.stats() if self.publisher else {},
-            }
+        sup = self.supervisor
+        return stats_document(
+            self.stats.snapshot(resources=True),
+            generation=sup.generation if sup else None,
+            cameras=[cam.stats() for cam in self.cameras],
+            worker_restarts=sup.restarts if sup else 0,
+            mqtt=self.publisher.stats() if self.publisher else {},
+            apex_temperatures=apex_temperatures(),
         )
-        temps = apex_temperatures()
-        if temps:
-            snap["apex_temperature_c"] = temps
-        return snap
 
     def publish_status(self) -> None:
         """Publish the retained status (and tell systemd in one line)."""
@@ -286,8 +258,7 @@ class Daemon:
                 return active
         if not m.path:
             raise ConfigError(
-                "no model configured and no release installed in "
-                f"{cfg.device.state_dir}/models",
+                f"no model configured and no release installed in {cfg.device.state_dir}/models",
                 file=cfg.source or None,
                 key="model.path",
             )
@@ -331,16 +302,29 @@ class Daemon:
         if self.updates is not None:
             self.updates.start(self.supervisor)
 
-    def _wait_ready(self, timeout: float) -> None:
-        """READY=1 once a frame went through and the broker is up (or allowed to be down)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not self.flags.stop_event.is_set():
-            broker_ok = (
-                self.publisher is None
-                or self.publisher.connected
-                or self.config.mqtt.ready_without_broker
-            )
-            if broker_ok and (self._pipeline.frames > 0 or not self.cameras):
+    def _wait_ready(self, timeout: float, broker_grace: float = 10.0) -> None:
+        """READY=1 once a frame went through and the broker is up.
+
+        With ``mqtt.ready_without_broker`` a broker still down after ``broker_grace``
+        seconds does not hold READY back (results are spooled meanwhile). A camera that
+        never delivers does not either, after ``timeout``: the daemon is up and retrying,
+        and systemd must not kill it for that.
+        """
+        start = time.monotonic()
+        while not self.flags.stop_event.is_set():
+            waited = time.monotonic() - start
+            frames_ok = self._pipeline.frames > 0 or not self.cameras
+            broker_ok = self.publisher is None or self.publisher.connected
+            if frames_ok and (
+                broker_ok or (self.config.mqtt.ready_without_broker and waited > broker_grace)
+            ):
+                break
+            if waited > timeout:
+                logger.warning(
+                    "ready without %s after %.0fs",
+                    "frames" if not frames_ok else "the broker",
+                    waited,
+                )
                 break
             self.flags.stop_event.wait(0.05)
         self._state = "running"

@@ -1,0 +1,93 @@
+"""The documents the daemon publishes on ``status`` (retained) and ``stats``.
+
+Pure functions over snapshots of the components, so the payloads are testable without
+a running daemon and the daemon module stays about wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.capture.health import CameraStats
+from edge_agent.service.supervisor import Generation
+
+
+def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
+    """One camera in the status document (its source has credentials masked)."""
+    return {
+        "state": stats.state,
+        "detail": detail,
+        "source": stats.source,
+        "frames": stats.frames,
+        "dropped": stats.dropped,
+        "reconnects": stats.reconnects,
+        "fps": round(stats.fps, 2),
+        "last_error": stats.last_error,
+    }
+
+
+def model_entry(gen: Generation | None) -> dict[str, Any]:
+    """The running model: name and version (from the release or config), file, runtime."""
+    info = gen.worker.info if gen else None
+    return {
+        "name": gen.meta.get("name", "") if gen else "",
+        "version": gen.meta.get("version", "") if gen else "",
+        "file": info.model_path if info else "",
+        "runtime": info.runtime if info else "",
+    }
+
+
+def status_document(
+    *,
+    state: str,
+    device_id: str,
+    groups: Sequence[str],
+    started: float,
+    cameras: Sequence[CameraStats],
+    details: Mapping[str, str],
+    generation: Generation | None,
+    broker_connected: bool,
+    last_error: str,
+) -> dict[str, Any]:
+    """The retained status: daemon state, cameras, backend, model, last error."""
+    return {
+        "state": state,
+        "device_id": device_id,
+        "groups": list(groups),
+        "agent_version": __version__,
+        "started": round(started, 3),
+        "cameras": {c.name: camera_entry(c, details.get(c.name, "")) for c in cameras},
+        "backend": generation.worker.info.backend if generation else None,
+        "model": model_entry(generation),
+        "broker_connected": broker_connected,
+        "last_error": last_error,
+    }
+
+
+def stats_document(
+    snapshot: dict[str, Any],
+    *,
+    generation: Generation | None,
+    cameras: Sequence[CameraStats],
+    worker_restarts: int,
+    mqtt: Mapping[str, Any],
+    apex_temperatures: Mapping[str, float],
+) -> dict[str, Any]:
+    """The periodic stats: the pipeline snapshot plus backend, model, drops, MQTT, TPU temp."""
+    doc = dict(snapshot)
+    model = model_entry(generation)
+    doc.update(
+        {
+            "backend": generation.worker.info.backend if generation else None,
+            "model": model["name"],
+            "model_version": model["version"],
+            "dropped_frames": sum(c.dropped for c in cameras),
+            "worker_restarts": worker_restarts,
+            "mqtt": dict(mqtt),
+        }
+    )
+    if apex_temperatures:
+        doc["apex_temperature_c"] = dict(apex_temperatures)
+    return doc

@@ -1,0 +1,102 @@
+"""Tier 1: the status and stats documents built from component snapshots."""
+
+from types import SimpleNamespace
+
+from edge_agent import __version__
+from edge_agent.capture.health import CameraStats
+from edge_agent.service.status import stats_document, status_document
+
+CAM = CameraStats(
+    "front", "rtsp://user:***@cam/1", "reconnecting", 120, 7, 3, 14.567, "read failed", 2.0, 4.5
+)
+GEN = SimpleNamespace(
+    worker=SimpleNamespace(
+        info=SimpleNamespace(
+            backend="edgetpu",
+            model_path="/m/x_edgetpu.tflite",
+            runtime="tflite_runtime.interpreter",
+        )
+    ),
+    meta={"name": "doorcam", "version": "1.2.0"},
+)
+
+
+def test_status_document():
+    doc = status_document(
+        state="running",
+        device_id="box1",
+        groups=("lab",),
+        started=12.34567,
+        cameras=[CAM],
+        details={"front": "backoff 2.0s"},
+        generation=GEN,
+        broker_connected=True,
+        last_error="",
+    )
+    assert doc == {
+        "state": "running",
+        "device_id": "box1",
+        "groups": ["lab"],
+        "agent_version": __version__,
+        "started": 12.346,
+        "cameras": {
+            "front": {
+                "state": "reconnecting",
+                "detail": "backoff 2.0s",
+                "source": "rtsp://user:***@cam/1",
+                "frames": 120,
+                "dropped": 7,
+                "reconnects": 3,
+                "fps": 14.57,
+                "last_error": "read failed",
+            }
+        },
+        "backend": "edgetpu",
+        "model": {
+            "name": "doorcam",
+            "version": "1.2.0",
+            "file": "/m/x_edgetpu.tflite",
+            "runtime": "tflite_runtime.interpreter",
+        },
+        "broker_connected": True,
+        "last_error": "",
+    }
+
+
+def test_status_without_a_model_yet():
+    doc = status_document(
+        state="starting",
+        device_id="b",
+        groups=(),
+        started=0.0,
+        cameras=[],
+        details={},
+        generation=None,
+        broker_connected=False,
+        last_error="x",
+    )
+    assert doc["backend"] is None and doc["model"]["name"] == "" and doc["cameras"] == {}
+
+
+def test_stats_document_adds_model_drops_and_temperature():
+    doc = stats_document(
+        {"fps": 14.9},
+        generation=GEN,
+        cameras=[CAM, CAM._replace(dropped=1)],
+        worker_restarts=2,
+        mqtt={"spooled": 5},
+        apex_temperatures={"apex_0": 47.2},
+    )
+    assert doc == {
+        "fps": 14.9,
+        "backend": "edgetpu",
+        "model": "doorcam",
+        "model_version": "1.2.0",
+        "dropped_frames": 8,
+        "worker_restarts": 2,
+        "mqtt": {"spooled": 5},
+        "apex_temperature_c": {"apex_0": 47.2},
+    }
+    assert "apex_temperature_c" not in stats_document(
+        {}, generation=None, cameras=[], worker_restarts=0, mqtt={}, apex_temperatures={}
+    )
