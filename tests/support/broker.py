@@ -34,6 +34,9 @@ MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
 )
 HOST = "127.0.0.1"
+# SIGKILL the broker if the test process dies (no orphan brokers after a crashed run);
+# setpriv sets it between fork and exec, which is unsafe to do from Python with threads.
+_PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 def free_port() -> int:
@@ -103,12 +106,13 @@ class MosquittoBroker:
     def start(self, timeout: float = 10.0) -> None:
         """Start mosquitto and wait until the port accepts connections."""
         assert self._proc is None, "already running"
-        self._proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "stderr.log", "ab"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        with open(self.workdir / "stderr.log", "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [*_PDEATHSIG, MOSQUITTO, "-c", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
         proc = self._proc
         try:
             wait_for_port(self.host, self.port, timeout, lambda: proc.poll() is None)
