@@ -23,12 +23,21 @@ class EmbeddedBroker:
     Args:
         host: address to bind (``127.0.0.1`` keeps it local).
         port: TCP port; 0 picks a free one (read :attr:`port` after :meth:`start`).
+        websocket_port: also serve MQTT over WebSocket on this port (any path).
         quiet: raise amqtt's own loggers to WARNING (they log every packet at INFO).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, *, quiet: bool = True):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        websocket_port: int | None = None,
+        quiet: bool = True,
+    ):
         self.host = host
         self.port = port
+        self.websocket_port = websocket_port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -128,8 +137,11 @@ class EmbeddedBroker:
         from amqtt.broker import Broker
 
         self._stop = asyncio.Event()
+        listeners = {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}}
+        if self.websocket_port is not None:
+            listeners["ws"] = {"type": "ws", "bind": f"{self.host}:{self.websocket_port}"}
         config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "listeners": listeners,
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {}},
         }
         broker = Broker(config)
@@ -137,7 +149,7 @@ class EmbeddedBroker:
         # amqtt keeps its asyncio servers by listener name (no public accessor).
         servers = [s.instance for s in broker._servers.values()]
         if self.port == 0:
-            self.port = servers[0].sockets[0].getsockname()[1]
+            self.port = broker._servers["default"].instance.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
         # Stop accepting first, so the port is free for a restart even if amqtt's own

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.publishing import client as client_module
+from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.publishing.spool import encode_record
 from tests.support.broker import MqttSubscriber, free_port, wait_until
 from tests.support.paths import REPO
@@ -293,3 +294,48 @@ def test_disk_full_keeps_results_in_memory_in_order(
     mqtt_publisher_factory(mqtt_broker.port, spool_dir=spool)
     mqtt_subscriber.wait_count(RESULTS, 20)
     assert _seqs(mqtt_subscriber) == list(range(20))
+
+
+def test_hung_broker_is_detected_by_keepalive_and_nothing_is_lost(
+    mqtt_broker_factory, mqtt_publisher_factory
+):
+    # SIGSTOP keeps the TCP connection open but silent, like a network partition: only
+    # the keepalive can tell. What was in flight is re-sent on the new connection.
+    broker = mqtt_broker_factory("mosquitto", persistent=True)
+    sub = MqttSubscriber(broker.host, broker.port, [RESULTS], persistent=True).start()
+    try:
+        pub = mqtt_publisher_factory(broker.port, keepalive=1)
+        assert pub.wait_connected(10)
+        for i in range(50):
+            pub.publish_result({"seq": i})
+        wait_until(lambda: len(sub.on(RESULTS)) == 50, 10, "first results")
+        broker.pause()
+        for i in range(50, 150):
+            pub.publish_result({"seq": i})
+            time.sleep(0.02)
+        wait_until(lambda: not pub.connected, 10, "keepalive timeout")
+        broker.resume()
+        wait_until(lambda: set(_seqs(sub)) >= set(range(150)), 15, "all results")
+        assert list(dict.fromkeys(_seqs(sub))) == list(range(150))
+        assert pub.stats()["reconnects"] == 1
+    finally:
+        sub.stop()
+
+
+def test_websocket_transport(mqtt_publisher_factory):
+    pytest.importorskip("amqtt")
+    ws_port = free_port()
+    broker = EmbeddedBroker("127.0.0.1", 0, websocket_port=ws_port)
+    broker.start()
+    try:
+        sub = MqttSubscriber("127.0.0.1", broker.port, [RESULTS]).start()
+        pub = mqtt_publisher_factory(ws_port, transport="websockets")
+        assert pub.wait_connected(10)
+        for i in range(10):
+            pub.publish_result({"seq": i})
+        sub.wait_count(RESULTS, 10)
+        assert _seqs(sub) == list(range(10))
+        assert pub.stop(5)
+        sub.stop()
+    finally:
+        broker.stop()

@@ -17,6 +17,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -132,11 +133,19 @@ class MosquittoBroker:
             proc.kill()
             proc.wait(timeout)
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker hangs with its connections open (a network partition)."""
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: an abrupt broker crash."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.kill()
+            proc.kill()  # also ends a paused (SIGSTOPped) broker
             proc.wait(5)
 
     @property
