@@ -177,10 +177,12 @@ class Spool:
         if not self._unsynced:
             self._unsynced_since = time.monotonic()
         self._unsynced += 1
-        if self._unsynced >= self._sync_every:
-            self.sync_if_due(force=True)
-        else:
-            self.sync_if_due()
+        try:
+            self.sync_if_due(force=self._unsynced >= self._sync_every)
+        except PublishError as exc:
+            # The record is written (in the page cache); raising would make the caller
+            # spool it a second time. The storage error is reported, not hidden.
+            logger.error("%s", exc)
         return Position(segment, start + len(record))
 
     def read(self, limit: int, after: Position | None = None) -> list[SpooledMessage]:

@@ -262,3 +262,19 @@ def test_behaves_like_a_bounded_fifo(tmp_path_factory, ops):
             assert spool.pending == len(model)
     finally:
         spool.close()
+
+
+def test_fsync_error_is_logged_and_the_record_kept(tmp_path, monkeypatch, caplog):
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_fsync(fd)
+
+    with Spool(tmp_path, sync_every=1) as spool:
+        with monkeypatch.context() as m, caplog.at_level(logging.ERROR):
+            m.setattr(os, "fsync", fsync)
+            spool.append(TOPIC, b"kept")  # must not raise: the caller would spool it twice
+        assert "fsync failed: Input/output error" in caplog.text
+        assert _payloads(spool) == [b"kept"]
