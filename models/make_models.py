@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 
 # Run as a script, models/ is already sys.path[0]; imported (by the tests), it is added.
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -51,6 +52,7 @@ SSD_SCORE_THRESHOLD = 0.5
 SSD_IOU_THRESHOLD = 0.5
 EDGETPU_OP = "edgetpu-custom-op"
 NOT_A_MODEL = b"edge-agent fixture: these bytes are not a TFLite flatbuffer\n"
+FAILS_ON_INPUT_SCORES = (192, 64, 32)  # uint8, scale 1/256: 0.75, 0.25, 0.125
 
 
 def build_color_classifier(dtype: type, quant: Quant | None, description: str) -> bytes:
@@ -214,6 +216,32 @@ def build_yolo_tiny() -> bytes:
     return b.build([image], [output], signature=signature)
 
 
+def build_fails_on_input() -> bytes:
+    """A classifier that invokes on an image with a black pixel and fails on any other.
+
+    ``REDUCE_MIN`` over the whole image gives its darkest value, ``CAST`` makes it an
+    int32 index, and ``GATHER`` picks that row of a one-row score table. An all-zero
+    image (the daemon's warm-up input) reads row 0; an image whose every value is
+    above 0 indexes past the table and the GATHER fails at invoke, never at allocate.
+    """
+    b = ModelBuilder("edge-agent fixture: fails at invoke unless the image has a black pixel")
+    image = b.tensor("image", [1, COLOR_SIZE, COLOR_SIZE, 3], np.uint8, CORAL_INPUT)
+    darkest = b.tensor("darkest", [1], np.uint8, CORAL_INPUT)
+    reducer = schema.ReducerOptionsT()
+    reducer.keepDims = False
+    axes = b.constant("axes", np.array([1, 2, 3], np.int32))
+    b.builtin(BuiltinOperator.REDUCE_MIN, [image, axes], [darkest], reducer)
+    index = b.tensor("row_index", [1], np.int32)
+    b.builtin(BuiltinOperator.CAST, [darkest], [index])
+    score_quant = Quant.per_tensor(1 / 256, 0)
+    table = b.constant("score_table", np.array([FAILS_ON_INPUT_SCORES], np.uint8), score_quant)
+    scores = b.tensor("scores", [1, 3], np.uint8, score_quant)
+    gather = schema.GatherOptionsT()
+    gather.axis = 0
+    b.builtin(BuiltinOperator.GATHER, [table, index], [scores], gather)
+    return b.build([image], [scores])
+
+
 def labels_text() -> bytes:
     """The class names, one a line (index 0 = red)."""
     return "".join(f"{label}\n" for label in LABELS).encode()
@@ -243,6 +271,7 @@ def fixture_files() -> dict[str, bytes]:
         ),
         "yolo_tiny_int8.tflite": build_yolo_tiny(),
         "not_a_model.tflite": NOT_A_MODEL,
+        "fails_on_input.tflite": build_fails_on_input(),
     }
 
 
