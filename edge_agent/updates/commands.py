@@ -118,6 +118,23 @@ def _url(value: Any, key: str, policy: CommandPolicy) -> str:
     return value
 
 
+def peek_request_id(payload: Any) -> str | None:
+    """The request id of a raw command payload, even one that fails to parse.
+
+    A refused command must still be reported under its request id, or the operator
+    waiting for that id never sees the refusal. Never raises.
+
+    Returns:
+        A well-formed ``request_id``, else None.
+    """
+    if not isinstance(payload, (bytes, bytearray, str)):
+        return getattr(payload, "request_id", None)
+    try:
+        return _request_id(_object(payload, "command"))
+    except ModelUpdateError:
+        return None
+
+
 def parse_update_command(
     payload: bytes | bytearray | str, policy: CommandPolicy | None = None
 ) -> UpdateCommand:

@@ -30,6 +30,7 @@ from edge_agent.updates.commands import (
     UpdateCommand,
     parse_rollback_command,
     parse_update_command,
+    peek_request_id,
 )
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, FileEntry, Manifest
@@ -132,7 +133,7 @@ class UpdateInstaller:
             ModelUpdateError: the update was rejected or failed (already reported
                 as ``failed`` or ``rolled_back``); the previous model stays active.
         """
-        job = _Job(getattr(command, "request_id", None))
+        job = _Job(peek_request_id(command))
         return self._guarded(job, lambda: self._install_command(job, command))
 
     def install_from_dir(
@@ -168,7 +169,7 @@ class UpdateInstaller:
         Raises:
             ModelUpdateError: ``no_previous``, ``bad_command``, ``swap_failed``...
         """
-        job = _Job(getattr(command, "request_id", None))
+        job = _Job(peek_request_id(command))
 
         def run() -> InstalledRelease | None:
             cmd = command
