@@ -26,6 +26,8 @@ from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.publishing.client import MqttPublisher, MqttSettings
 from edge_agent.publishing.discovery import discovery_messages
 from edge_agent.publishing.topics import Topics
+from edge_agent.service.logcontext import LogContext
+from edge_agent.service.logcontext import install as install_log_context
 from edge_agent.service.pipeline import Pipeline
 from edge_agent.service.sdnotify import Notifier, Watchdog
 from edge_agent.service.signals import SignalFlags
@@ -119,6 +121,8 @@ class Daemon:
         self._pipeline_stop = threading.Event()
         self._pipeline_thread: threading.Thread | None = None
         self._status_dirty = threading.Event()
+        self.log_context = LogContext()
+        install_log_context(self.log_context)
 
     # ------------------------------------------------------------------ events
     def _on_camera_state(self, name: str, state: str, detail: str) -> None:
@@ -130,11 +134,11 @@ class Daemon:
 
     def _on_worker_event(self, kind: str, detail: dict[str, Any]) -> None:
         """Supervisor callback: backend changes, worker restarts, model switches."""
-        model = self.config.model.name or os.path.basename(self.config.model.path)
         if kind == "worker_restart":
             self.stats.incr("worker_restarts")
             self.last_error = detail.get("reason", "")
-        logger.info("model %s: %s %s", model, kind, json.dumps(detail, default=str))
+        # The log context names the model; the event itself goes out as one JSON line.
+        logger.info("%s %s", kind, json.dumps(detail, default=str))
         self._status_dirty.set()
 
     def _on_connection(self, connected: bool) -> None:
@@ -184,6 +188,12 @@ class Daemon:
     def publish_status(self) -> None:
         """Publish the retained status (and tell systemd in one line)."""
         status = self.status()
+        model = status["model"]
+        self.log_context.set(
+            model=f"{model['name']}@{model['version']}" if model["version"] else model["name"],
+            backend=status["backend"],
+            cameras=list(status["cameras"]),
+        )
         if self.publisher is not None:
             self.publisher.publish_status(status)
         cams = ", ".join(f"{n}={s.get('state')}" for n, s in status["cameras"].items())
