@@ -1,0 +1,54 @@
+"""Tier 3: ``edge-agent run`` with a bad config file: one exact line, no traceback.
+
+The daemon is the real console entry (``python -m edge_agent run --config bad.toml``),
+run from the config's directory so the message names the file as the user typed it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["tests.support.daemon"]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+CASES = [
+    ('[mqtt]\nport = "abc"\n', 'bad.toml: mqtt.port: expected integer 1..65535, got "abc"'),
+    ("[mqtt]\nprot = 1883\n", 'bad.toml: mqtt.prot: unknown key; did you mean "port"?'),
+    ("[model]\nthreshold = 1.5\n", "bad.toml: model.threshold: expected number 0..1, got 1.5"),
+    ('[[camera]]\nname = "a"\n', "bad.toml: camera[0].source: required key is missing"),
+    (
+        "[mqtt\nport = 1\n",
+        "bad.toml: line 1: Expected ']' at the end of a table declaration (column 6)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), CASES, ids=lambda v: v.split(":")[0][:24])
+def test_bad_config_is_one_exact_line(tmp_path, edge_daemon, text, message):
+    (tmp_path / "bad.toml").write_text(text)
+    proc = edge_daemon.run_cli("run", "--config", "bad.toml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == f"edge-agent run: error: {message}\n"
+    assert proc.stdout == ""
+
+
+def test_missing_config_file_is_one_line(tmp_path, edge_daemon):
+    proc = edge_daemon.run_cli("run", "--config", "nope.toml", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "edge-agent run: error: nope.toml: cannot read config file: No such file or directory\n"
+    )
+
+
+def test_unloadable_model_exits_1_naming_the_model(tmp_path, edge_daemon):
+    (tmp_path / "cfg.toml").write_text(
+        f'[device]\nid = "e2e-dev"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[[camera]]\nsource = "synthetic:64x48"\n'
+        '[model]\npath = "missing.tflite"\n'
+        "[mqtt]\nenabled = false\n"
+    )
+    proc = edge_daemon.run_cli("run", "--config", "cfg.toml", cwd=tmp_path)
+    model = tmp_path / "missing.tflite"  # relative paths resolve against the config's dir
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"model {model}: cannot start: {model}: cannot read model" in proc.stderr

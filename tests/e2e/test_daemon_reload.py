@@ -1,0 +1,123 @@
+"""Tier 3: SIGHUP re-reads the config and applies the new threshold live.
+
+The demo detector scores its boxes between about 0.53 and 0.92 on the demo clip; with
+``model.threshold`` raised from 0.5 to 0.7 the daemon must keep running (same process)
+and every result of a frame captured after the reload must respect 0.7. A broken file
+on a later SIGHUP is refused and the running settings stay.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support.paths import REPO
+
+pytest_plugins = ["tests.support.daemon"]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+DEMO = REPO / "models" / "demo"
+NEW_THRESHOLD = 0.7
+# The pipeline may pick new settings up between frames rather than at once: frames
+# captured this long after the reload was logged must have them.
+SETTLE_S = 0.2
+
+
+def scores_after(sub, topics, since: float) -> list[float]:
+    """Scores of the detections in frames captured after wall time ``since``."""
+    return [
+        det["score"]
+        for m in sub.on(topics.results)
+        if m.json()["timestamp"] > since
+        for det in m.json()["results"]
+    ]
+
+
+def test_sighup_applies_the_new_threshold(mqtt_broker, mqtt_subscriber, edge_daemon):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        model={"threshold": 0.5},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    sub.wait_count(topics.results, 30, timeout=20)
+    before = scores_after(sub, topics, 0.0)
+    assert min(before) >= 0.5
+    low = sum(s < NEW_THRESHOLD for s in before)
+    assert low > 0, "no detection below the new threshold: the test would prove nothing"
+    pid = daemon.pid
+
+    daemon.write_config(model={"threshold": NEW_THRESHOLD})
+    mark = len(daemon.log())
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload: applied", timeout=10, after=mark)
+    applied = time.time() + SETTLE_S
+    n = len(sub.on(topics.results))
+    sub.wait_for(topics.results, lambda m: m.json()["timestamp"] > applied + 2.0, timeout=10)
+    after = scores_after(sub, topics, applied)
+    # Frames whose best box scores 0.7 or more are still published.
+    assert len(sub.on(topics.results)) >= n + 5
+    assert after and min(after) >= NEW_THRESHOLD, sorted(after)[:5]
+    assert daemon.alive() and daemon.pid == pid
+
+    # A broken file is refused; the daemon keeps running with 0.7.
+    daemon.config_path.write_text('[model]\nthreshold = "high"\n')
+    mark = len(daemon.log())
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(
+        r"reload: keeping the running configuration: .*model\.threshold", 10, after=mark
+    )
+    refused = time.time()
+    sub.wait_for(topics.results, lambda m: m.json()["timestamp"] > refused + 1.0, timeout=10)
+    assert min(scores_after(sub, topics, refused)) >= NEW_THRESHOLD
+    assert daemon.alive()
+    assert daemon.stop(timeout=10) == 0
+    print(
+        f"reload: {low} of {len(before)} detections were below {NEW_THRESHOLD} before "
+        f"SIGHUP, {len(after)} detections after it, lowest {min(after):.3f}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="daemon bug: Daemon.reload() changes only the current generation's decoder; "
+    "a replacement worker (restart, CPU fallback, TPU re-probe, model switch) is built "
+    "from the original ModelOptions, so the reloaded threshold is lost",
+)
+def test_reloaded_threshold_survives_a_worker_restart(mqtt_broker, mqtt_subscriber, edge_daemon):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        model={"threshold": 0.5},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    sub.wait_count(topics.results, 15, timeout=20)
+    daemon.write_config(model={"threshold": NEW_THRESHOLD})
+    mark = len(daemon.log())
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload: applied", timeout=10, after=mark)
+    applied = time.time() + SETTLE_S
+    sub.wait_for(topics.results, lambda m: m.json()["timestamp"] > applied + 1.0, timeout=10)
+    assert min(scores_after(sub, topics, applied)) >= NEW_THRESHOLD
+
+    # The worker dies (say, the OOM killer): the supervisor starts a new one.
+    workers = daemon.worker_pids()
+    assert len(workers) == 1, workers
+    os.kill(workers[0], signal.SIGKILL)
+    daemon.wait_log(r"worker_restart", timeout=10, after=mark)
+    restarted = time.time()
+    sub.wait_for(topics.results, lambda m: m.json()["timestamp"] > restarted + 2.0, timeout=10)
+    assert daemon.worker_pids() not in ([], workers)
+    after = scores_after(sub, topics, restarted)
+    assert after and min(after) >= NEW_THRESHOLD, (
+        f"after the worker restart {sum(s < NEW_THRESHOLD for s in after)} of {len(after)} "
+        f"detections are below the reloaded threshold {NEW_THRESHOLD}: {sorted(after)[:5]}"
+    )
+    assert daemon.stop(timeout=10) == 0

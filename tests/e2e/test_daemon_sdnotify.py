@@ -1,0 +1,140 @@
+"""Tier 3: the sd_notify protocol as a service manager receives it.
+
+The test binds a real unix datagram socket and hands it to the daemon as
+``$NOTIFY_SOCKET`` with ``WATCHDOG_USEC=1000000`` (ping every 0.5 s), exactly what
+systemd does for ``Type=notify`` + ``WatchdogSec=1``. The camera is a 2 s clip without
+loop, so it ends: from then on no frame is processed and the watchdog pings must stop,
+proving there is no blind timer that would keep a stalled pipeline alive.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import wait_until
+from tests.support.clips import write_clip
+from tests.support.paths import REPO
+
+pytest_plugins = ["tests.support.daemon"]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+DEMO = REPO / "models" / "demo"
+WATCHDOG_USEC = 1_000_000
+PING_S = WATCHDOG_USEC / 2 / 1e6  # sd_watchdog_enabled(3): ping at half the timeout
+
+
+class NotifySocket:
+    """A bound AF_UNIX datagram socket recording (monotonic time, field) per line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.fields: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="notify-socket", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Receive datagrams until stopped; each line of one is a KEY=VALUE field."""
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            with self._lock:
+                self.fields.extend((now, line) for line in data.decode().splitlines())
+
+    def times(self, field: str) -> list[float]:
+        """When ``field`` (exact, e.g. ``READY=1``) arrived."""
+        with self._lock:
+            return [t for t, f in self.fields if f == field]
+
+    def lines(self, prefix: str) -> list[str]:
+        """The fields starting with ``prefix``, in order."""
+        with self._lock:
+            return [f for _, f in self.fields if f.startswith(prefix)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    """The socket, in a short directory: AF_UNIX paths are limited to 107 bytes."""
+    directory = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="ea-"))
+    sock = NotifySocket(directory / "notify.sock")
+    yield sock
+    sock.close()
+    sock.path.unlink(missing_ok=True)
+
+
+def test_ready_status_watchdog_from_progress_only_and_stopping(
+    tmp_path, mqtt_broker, mqtt_subscriber, edge_daemon, notify_socket
+):
+    clip = write_clip(tmp_path / "two_seconds.avi", 30, fps=15.0)
+    started = time.monotonic()
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        clip,
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)},
+        camera={"loop": False},
+        mqtt={"publish_every_frame": True},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    wait_until(lambda: notify_socket.times("READY=1"), 20, "READY=1")
+    ready_at = notify_socket.times("READY=1")[0]
+    ready_wall = time.time() - (time.monotonic() - ready_at)
+    first = sub.wait_for(topics.results, timeout=10).json()
+    # READY=1 comes after a frame went through (and the broker is up).
+    assert first["timestamp"] <= ready_wall + 0.05, (first["timestamp"], ready_wall)
+
+    daemon.wait_log(r"camera cam0: .* ended", timeout=10)
+    ended = time.monotonic()
+    wait_until(
+        lambda: any("cam0=ended" in s for s in notify_socket.lines("STATUS=")),
+        5,
+        "STATUS= line with the camera ended",
+    )
+    time.sleep(6 * PING_S)  # six ping intervals with nothing to process
+    pings = notify_socket.times("WATCHDOG=1")
+    during = [t for t in pings if t <= ended]
+    after = [t for t in pings if t > ended + 0.2]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    frames = len(sub.on(topics.results))
+    assert 25 <= frames <= 30, f"{frames} results from a 30-frame clip"
+    # ~2 s of frames at one ping per 0.5 s at most:
+    assert 2 <= len(during) <= 6, during
+    assert min(gaps, default=PING_S) >= PING_S * 0.8, gaps
+    assert after == [], f"{len(after)} watchdog pings after the last frame"
+    assert daemon.alive()
+
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    wait_until(lambda: notify_socket.times("STOPPING=1"), 5, "STOPPING=1")
+    stopping_at = notify_socket.times("STOPPING=1")[0]
+    assert stopping_at > ready_at
+    statuses = notify_socket.lines("STATUS=")
+    assert any("running" in s and "backend=cpu" in s for s in statuses), statuses
+    assert any("cam0=streaming" in s for s in statuses), statuses
+    assert notify_socket.times("READY=1") == [ready_at], "READY=1 sent more than once"
+    print(
+        f"sd_notify: READY=1 {ready_at - started:.2f}s after start; "
+        f"{len(during)} WATCHDOG=1 while {frames} frames were processed "
+        f"(gaps {min(gaps):.2f}..{max(gaps):.2f}s), {len(after)} in the "
+        f"{6 * PING_S:.0f}s after the clip ended; {len(statuses)} STATUS= lines; "
+        f"STOPPING=1 on SIGTERM"
+    )
