@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.paths",
     "tests.support.broker",
+    "tests.support.daemon",
 ]

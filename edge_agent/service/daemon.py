@@ -379,13 +379,13 @@ class Daemon:
             self.notifier.ready()
             return
         logging.getLogger().setLevel(new.logging.level)
-        gen = self.supervisor.generation if self.supervisor else None
-        if gen is not None:
+        if self.supervisor is not None:
             m = new.model
-            gen.codec.decoder.settings = DecodeSettings(
-                m.threshold, m.top_k, m.iou, m.max_detections
+            # Applied by the pipeline thread between frames, and kept for every worker
+            # that replaces the current one (restart, fallback, re-probe, model switch).
+            self.supervisor.set_decoding(
+                DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections), m.labels_filter
             )
-            gen.codec.decoder.labels_filter = frozenset(m.labels_filter)
         logger.info(
             "reload: applied %s (thresholds, log level); restart for other changes",
             self.config_path,

@@ -12,13 +12,14 @@ import logging
 import multiprocessing as mp
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from edge_agent.errors import EdgeAgentError, WorkerError
 from edge_agent.inference.model import Codec, ModelOptions
+from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.service.worker import SLOTS, Buffers, WorkerHandle, WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class Supervisor:
         self._broken: tuple[Generation, tuple[str, ...]] | None = None  # awaiting restart
         self._restart_at = 0.0
         self._restart_delay = 0.0
+        # Decode settings changed at run time (SIGHUP); every generation installed
+        # from then on gets them, whatever options it was prepared with.
+        self._decoding: tuple[DecodeSettings, frozenset[str]] | None = None
+        self._decoding_changed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._probe_thread: threading.Thread | None = None
@@ -148,6 +153,7 @@ class Supervisor:
             self._buffers = Buffers(info.input, info.outputs)
         gen.worker.attach(self._buffers)
         old = self.generation
+        self._apply_decoding(gen)
         self.generation = gen
         self._skip = gen.worker.skip
         if old is None or old.worker.info.backend != info.backend:
@@ -306,6 +312,10 @@ class Supervisor:
         Returns:
             The new generation when a switch happened (the pipeline refreshes its codec).
         """
+        with self._lock:
+            changed, self._decoding_changed = self._decoding_changed, False
+        if changed and self.generation is not None:
+            self._apply_decoding(self.generation)
         if self._reprobe_at is not None and time.monotonic() >= self._reprobe_at:
             self._start_probe()
         with self._lock:
@@ -328,6 +338,28 @@ class Supervisor:
                     self.previous.worker.stop(1.0)
                 self.previous = old
         return gen
+
+    def set_decoding(self, settings: DecodeSettings, labels_filter: Iterable[str]) -> None:
+        """Decode with these settings from the next frame on, in every later worker too.
+
+        Thread-safe. The pipeline thread applies them between frames (in ``maintain``),
+        and every generation installed afterwards (worker restart, fallback, re-probe,
+        model switch, rollback) gets them, so a reloaded threshold survives those.
+
+        Args:
+            settings: threshold, top_k, iou, max_detections.
+            labels_filter: labels to publish; empty = all.
+        """
+        with self._lock:
+            self._decoding = (settings, frozenset(labels_filter))
+            self._decoding_changed = True
+
+    def _apply_decoding(self, gen: Generation) -> None:
+        """Give ``gen``'s decoder the settings set by :meth:`set_decoding`, if any."""
+        with self._lock:
+            decoding = self._decoding
+        if decoding is not None:
+            gen.codec.decoder.settings, gen.codec.decoder.labels_filter = decoding
 
     def switch_to(
         self,

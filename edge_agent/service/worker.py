@@ -266,7 +266,9 @@ class WorkerHandle:
         try:
             self._conn.send(("run", seq, slot))
         except (OSError, ValueError) as exc:
-            raise WorkerError(f"worker {self.pid} is gone: {exc}") from exc
+            # The pipe broke because the worker died: report how (signal, exit code),
+            # which is what the operator needs, not the EPIPE.
+            raise WorkerError(self.death()) from exc
 
     def receive(self, timeout: float) -> tuple | None:
         """The next completion message, or None after ``timeout`` seconds.

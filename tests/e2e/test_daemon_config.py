@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 CASES = [

@@ -16,7 +16,6 @@ import pytest
 from tests.support.clips import write_photo_clip
 from tests.support.paths import REPO, shared_file
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 DEMO = REPO / "models" / "demo"

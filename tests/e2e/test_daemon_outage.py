@@ -25,7 +25,6 @@ import pytest
 from tests.support.broker import MqttSubscriber, wait_until
 from tests.support.paths import REPO
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 DEMO = REPO / "models" / "demo"

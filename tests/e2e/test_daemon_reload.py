@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.paths import REPO
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 DEMO = REPO / "models" / "demo"
@@ -83,12 +82,6 @@ def test_sighup_applies_the_new_threshold(mqtt_broker, mqtt_subscriber, edge_dae
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: Daemon.reload() changes only the current generation's decoder; "
-    "a replacement worker (restart, CPU fallback, TPU re-probe, model switch) is built "
-    "from the original ModelOptions, so the reloaded threshold is lost",
-)
 def test_reloaded_threshold_survives_a_worker_restart(mqtt_broker, mqtt_subscriber, edge_daemon):
     daemon = edge_daemon(
         mqtt_broker.port,

@@ -22,7 +22,6 @@ from tests.support.broker import wait_until
 from tests.support.clips import write_clip
 from tests.support.paths import REPO
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 DEMO = REPO / "models" / "demo"

@@ -16,7 +16,6 @@ from tests.support.broker import wait_until
 from tests.support.fake_tpu import write_state
 from tests.support.paths import REPO, fixture_model
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 DEMO = REPO / "models" / "demo"
