@@ -15,6 +15,10 @@ from edge_agent.errors import ModelError
 TFLITE_IDENTIFIER = b"TFL3"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 EDGETPU_SUFFIX = "_edgetpu"
+# TFLite's SSD post-processing op drops the last class when the interpreter runs it with
+# several threads (tensorflow/tensorflow#56058; seen here with 2 threads on LiteRT 2.3 and
+# tflite-runtime 2.14), so models that contain it are run single-threaded.
+SINGLE_THREAD_OPS = frozenset({"TFLite_Detection_PostProcess"})
 
 
 class ModelFacts(NamedTuple):
@@ -35,6 +39,11 @@ class ModelFacts(NamedTuple):
     def edgetpu(self) -> bool:
         """True when the model only runs with the Edge TPU delegate."""
         return EDGETPU_CUSTOM_OP in self.custom_ops
+
+    @property
+    def single_threaded(self) -> bool:
+        """True when the model has an op that gives wrong results with several threads."""
+        return not SINGLE_THREAD_OPS.isdisjoint(self.custom_ops)
 
 
 def is_tflite(head: bytes) -> bool:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
+from edge_agent.inference.model_info import inspect_model
 from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,14 @@ def make_session(
             unresolved custom op such as ``edgetpu-custom-op`` without its delegate).
     """
     factory = interpreter_factory or module.Interpreter
+    if num_threads > 1 and inspect_model(model_path).single_threaded:
+        logger.warning(
+            "model %s: running on 1 thread instead of %d: its SSD post-processing op drops "
+            "detections when multi-threaded (tensorflow#56058)",
+            model_path,
+            num_threads,
+        )
+        num_threads = 1
     kwargs: dict[str, Any] = {"model_path": model_path, "num_threads": num_threads}
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)

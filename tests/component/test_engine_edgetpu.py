@@ -134,3 +134,29 @@ def test_platform_library_names():
     assert delegate_library("Linux") == "libedgetpu.so.1"
     assert delegate_library("Darwin") == "libedgetpu.1.dylib"
     assert delegate_library("Windows") == "edgetpu.dll"
+
+
+def test_ssd_postprocess_models_run_single_threaded(caplog):
+    # TFLite_Detection_PostProcess drops the last class with 2 threads (tensorflow#56058):
+    # on the demo clip's first frame 2 threads lose "blue"; we must still see all three.
+    import cv2
+
+    from edge_agent.inference.model import LoadedModel, ModelOptions
+    from tests.support.paths import REPO
+
+    demo = REPO / "models" / "demo"
+    cap = cv2.VideoCapture(str(demo / "clip.avi"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    model = LoadedModel.load(
+        ModelOptions(
+            path=str(demo / "color_blobs.tflite"),
+            labels=str(demo / "labels.txt"),
+            device="cpu",
+            num_threads=2,
+        )
+    )
+    labels = sorted(r.label for r in model.infer(frame).results)
+    assert labels == ["blue", "green", "red"]
+    assert "running on 1 thread instead of 2" in caplog.text
