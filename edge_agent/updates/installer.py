@@ -257,7 +257,8 @@ class UpdateInstaller:
             if self.store.is_active(existing):
                 self._report(job, "active", 100)
                 return existing
-            return self._activate(job, self.store.activate(existing))
+            trial = self.swap is not None
+            return self._activate(job, self.store.activate(existing, trial=trial))
         if self.store.in_use(manifest.name, str(manifest.version)):
             raise ModelUpdateError(
                 "version_conflict",
@@ -276,7 +277,9 @@ class UpdateInstaller:
             if self.validator is not None:
                 _call_validator(self.validator, staging.path, manifest)
             self._report(job, "installing", 100)
-            release = self.store.commit(staging)
+            # On trial until the swap's health check passes: a crash before that
+            # brings the previous release back at startup.
+            release = self.store.commit(staging, trial=self.swap is not None)
         except BaseException:
             self.store.abort(staging)
             raise
@@ -355,6 +358,10 @@ class UpdateInstaller:
                 err = ModelUpdateError(reason, f"{release.label} failed to start: {exc}")
                 err.reported = True  # type: ignore[attr-defined]
                 raise err from exc
+            try:
+                self.store.confirm()
+            except ModelUpdateError as exc:  # it runs; a restart would just undo it
+                logger.error("model update %s: cannot confirm: %s", release.label, exc)
         self._report(job, "active", 100)
         logger.info("model update: %s is active", release.label)
         return release

@@ -4,10 +4,14 @@
 
     {"format": 1, "name": "doorcam", "version": "1.2.3", "dir": "doorcam/1.2.3",
      "previous": {"name": "doorcam", "version": "1.2.2", "dir": "doorcam/1.2.2"} | null,
-     "switched_at": "2025-01-31T12:00:00Z"}
+     "switched_at": "2025-01-31T12:00:00Z", "trial": true}
 
-It is replaced by writing ``active.tmp<pid>``, fsync, rename over ``active``, fsync of
-the directory: readers see the old or the new pointer, never a mix.
+``trial`` (present only while true) marks a release switched to but not yet found
+healthy by the daemon: a crash before :func:`clear_trial` means it never proved itself,
+and startup recovery goes back to ``previous``.
+
+The pointer is replaced by writing ``active.tmp<pid>``, fsync, rename over ``active``,
+fsync of the directory: readers see the old or the new pointer, never a mix.
 """
 
 from __future__ import annotations
@@ -55,8 +59,13 @@ def write_pointer(
     release: InstalledRelease,
     previous: InstalledRelease | None,
     hook: Callable[[str], None],
+    *,
+    trial: bool = False,
 ) -> None:
     """Atomically make ``release`` active, remembering ``previous`` for rollback.
+
+    Args:
+        trial: the release still has to pass the daemon's health check.
 
     Raises:
         ModelUpdateError: ``io_error``.
@@ -67,6 +76,29 @@ def write_pointer(
         "previous": None if previous is None else _ref(previous),
         "switched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if trial:
+        data["trial"] = True
+    _replace(root, data, hook)
+
+
+def clear_trial(root: Path, hook: Callable[[str], None]) -> bool:
+    """Drop the ``trial`` mark: the active release passed its health check.
+
+    Returns:
+        True when there was a mark to clear.
+
+    Raises:
+        ModelUpdateError: ``corrupt`` or ``io_error``.
+    """
+    data = read_pointer(root)
+    if data is None or not data.pop("trial", False):
+        return False
+    _replace(root, data, hook)
+    return True
+
+
+def _replace(root: Path, data: dict[str, Any], hook: Callable[[str], None]) -> None:
+    """Write the pointer object: temp file, fsync, rename, fsync of the directory."""
     tmp = root / f"{POINTER}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:

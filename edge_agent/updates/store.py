@@ -39,6 +39,7 @@ from edge_agent.updates.manifest import (
 )
 from edge_agent.updates.pointer import (
     POINTER,
+    clear_trial,
     read_pointer,
     ref_dir,
     remove_pointer,
@@ -169,8 +170,11 @@ class ModelStore:
         """Delete a staging directory (best effort; recover() sweeps what is left)."""
         shutil.rmtree(staging.path, ignore_errors=True)
 
-    def commit(self, staging: Staging) -> InstalledRelease:
+    def commit(self, staging: Staging, *, trial: bool = False) -> InstalledRelease:
         """Move a verified staging dir into place and make it active.
+
+        Args:
+            trial: activate it on trial (see :meth:`confirm`).
 
         Raises:
             ModelUpdateError: ``version_conflict`` (the same version with other
@@ -204,18 +208,27 @@ class ModelStore:
             except OSError as exc:
                 raise bad("io_error", f"cannot install {manifest.label}: {exc}") from exc
             release = self.load(final, full=False)
-            self._switch(release, previous=self._current())
+            self._switch(release, previous=self._current(), trial=trial)
             self.prune()
             return release
 
-    def activate(self, release: InstalledRelease) -> InstalledRelease:
-        """Make an installed release active (re-install of an identical release)."""
+    def activate(self, release: InstalledRelease, *, trial: bool = False) -> InstalledRelease:
+        """Make an installed release active (re-install of an identical release), maybe on trial."""
         with self._lock:
             current = self._current()
             if current is not None and current.path == release.path:
                 return release
-            self._switch(release, previous=current)
+            self._switch(release, previous=current, trial=trial)
             return release
+
+    def confirm(self) -> bool:
+        """End the active release's trial (it passed its health check); True if it had one.
+
+        Until then, :meth:`recover` (after a crash) goes back to the previous release.
+        Raises ModelUpdateError (``corrupt``, ``io_error``).
+        """
+        with self._lock:
+            return clear_trial(self.root, self._hook)
 
     def previous(self) -> InstalledRelease | None:
         """The release a rollback would activate (fully verified), or None."""
@@ -287,6 +300,18 @@ class ModelStore:
                 shutil.rmtree(leftover, ignore_errors=True)
             remove_temp_pointers(self.root)
             ptr = self._safe_pointer()
+            if ptr is not None and ptr.get("trial"):
+                # The agent stopped before the release proved healthy (it may be what
+                # crashed it): undo the switch, as the health check would have.
+                logger.error(
+                    "model store: %s was on trial when the agent stopped; going back",
+                    ref_dir(ptr),
+                )
+                try:
+                    self.rollback(allow_none=True)
+                except ModelUpdateError as exc:  # the checks below still repair the store
+                    logger.error("model store: cannot undo the trial: %s", exc)
+                ptr = self._safe_pointer()
             hint = ptr.get("name") if ptr else None
             if ptr is not None:
                 try:
@@ -385,12 +410,16 @@ class ModelStore:
             logger.warning("model store: previous release unusable (%s); clearing it", exc)
             self._switch(release, previous=None)
 
-    def _switch(self, release: InstalledRelease, *, previous: InstalledRelease | None) -> None:
+    def _switch(
+        self, release: InstalledRelease, *, previous: InstalledRelease | None, trial: bool = False
+    ) -> None:
         """Atomically point at ``release`` (``previous`` kept for rollback)."""
         if previous is not None and previous.path == release.path:
             previous = None
-        write_pointer(self.root, release, previous, self._hook)
-        logger.info("model store: active model is now %s", release.label)
+        write_pointer(self.root, release, previous, self._hook, trial=trial)
+        logger.info(
+            "model store: active model is now %s%s", release.label, " (on trial)" if trial else ""
+        )
 
 
 def _rel(release: InstalledRelease, root: Path) -> str:
