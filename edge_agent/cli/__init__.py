@@ -15,7 +15,7 @@ from edge_agent import __version__
 from edge_agent.errors import EdgeAgentError
 
 # Subcommand modules: each exposes add_parser(subparsers) and sets func=run(args) -> int.
-_COMMANDS = ("run", "infer", "check-config", "model", "demo", "doctor")
+_COMMANDS = ("run", "infer", "check-config", "model", "demo", "doctor", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,152 @@
+"""The physical limit: ``set_tensor`` + ``invoke()`` in a loop, nothing else.
+
+It runs in a fresh process of its own (like the daemon's worker), so that its
+interpreter neither shares a GIL with nor adds memory to the process the pipeline is
+measured in. The model is opened through the same backend registry and request as the
+worker (same backend, runtime, file and thread count), and the input is a real frame
+preprocessed by the model's own codec.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bench import procfs
+from edge_agent.errors import EdgeAgentError, WorkerError
+from edge_agent.inference.engine import Engine
+from edge_agent.inference.model import ModelOptions, build_codec, load_labels
+from edge_agent.inference.runtime import runtime_version
+from edge_agent.service.supervisor import forkserver_context
+
+logger = logging.getLogger(__name__)
+
+
+def steady_fps(done: np.ndarray, warmup: int) -> float:
+    """Frames per second over the completions after the first ``warmup`` ones.
+
+    Args:
+        done: monotonic completion times, in order.
+        warmup: completions left out (start-up transients).
+
+    Returns:
+        ``(n - 1) / (last - first)`` over the kept completions; 0.0 with fewer than two.
+    """
+    kept = done[warmup:]
+    if kept.size < 2 or kept[-1] <= kept[0]:
+        return 0.0
+    return float((kept.size - 1) / (kept[-1] - kept[0]))
+
+
+def bare_loop(options: ModelOptions, image: np.ndarray, frames: int, warmup: int) -> dict:
+    """Open the model as the worker does and time ``frames`` invokes after ``warmup`` more.
+
+    Args:
+        options: the model (its request gives backend, file and threads).
+        image: a BGR frame from the benchmark's source, preprocessed once.
+        frames: timed invokes.
+        warmup: untimed invokes first (on top of the engine's own warm-up).
+
+    Returns:
+        fps, invoke percentiles, CPU per invoke and the process's memory.
+
+    Raises:
+        ModelError / BackendUnavailable: the model does not load.
+    """
+    request = options.request()
+    engine = Engine.open(request, warmup=options.warmup)
+    session = engine.session
+    codec = build_codec(session.input, session.outputs, options, load_labels(options))
+    tensor = np.empty(session.input.shape, session.input.dtype)
+    codec.preprocessor(image, tensor)
+    total = warmup + frames
+    done = np.empty(total, np.float64)
+    invoke_ms = np.empty(total, np.float64)
+    cpu0 = None
+    for i in range(total):
+        if i == warmup:
+            cpu0 = procfs.cpu_seconds()
+        session.set_input(tensor)
+        invoke_ms[i] = session.invoke()
+        done[i] = time.monotonic()
+    cpu1 = procfs.cpu_seconds()
+    mem = procfs.memory()
+    # The first timed completion starts the clock: fps counts frames - 1 intervals.
+    timed = invoke_ms[warmup:]
+    cpu_ms = (cpu1 - cpu0) * 1000.0 / frames if cpu0 is not None and cpu1 is not None else None
+    return {
+        "fps": steady_fps(done, warmup),
+        "invoke_p50_ms": float(np.percentile(timed, 50)),
+        "invoke_p99_ms": float(np.percentile(timed, 99)),
+        "cpu_ms_per_frame": cpu_ms,
+        "rss_mb": mem.rss if mem else None,
+        "peak_rss_mb": mem.peak if mem else None,
+        "backend": session.backend,
+        "runtime": session.runtime,
+        "runtime_version": runtime_version(session.runtime),
+        "model_file": session.model_path,
+        "threads": request.num_threads,
+        "input": list(session.input.shape),
+        "input_dtype": str(session.input.dtype),
+    }
+
+
+def _child(conn: Connection, args: tuple, log_level: int) -> None:
+    """Process entry: run the loop and send back ("ok", report) or ("failed", reason)."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s bench-bare: %(message)s")
+    try:
+        conn.send(("ok", bare_loop(*args)))
+    except EdgeAgentError as exc:
+        conn.send(("failed", str(exc)))
+    finally:
+        conn.close()
+
+
+def run_bare(
+    options: ModelOptions, image: np.ndarray, frames: int, warmup: int, timeout: float
+) -> dict[str, Any]:
+    """Run :func:`bare_loop` in a fresh spawned process.
+
+    Args:
+        options, image, frames, warmup: see :func:`bare_loop`.
+        timeout: seconds for the whole run, model load included.
+
+    Returns:
+        The loop's report.
+
+    Raises:
+        WorkerError: the model failed to load, the process died, or it timed out.
+    """
+    ctx = forkserver_context()
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(
+        target=_child,
+        args=(child, (options, image, frames, warmup), logging.getLogger().getEffectiveLevel()),
+        name="edge-agent-bench-bare",
+        daemon=True,
+    )
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            raise WorkerError(
+                f"model {options.path}: bare invoke loop gave no answer in {timeout:.0f}s"
+            )
+        status, payload = parent.recv()
+    except (EOFError, OSError) as exc:
+        raise WorkerError(
+            f"model {options.path}: bare invoke loop died (exit code {process.exitcode})"
+        ) from exc
+    finally:
+        process.join(5.0)
+        if process.is_alive():
+            process.kill()
+            process.join(2.0)
+        parent.close()
+    if status != "ok":
+        raise WorkerError(f"model {options.path}: {payload}")
+    return payload

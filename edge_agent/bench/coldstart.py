@@ -1,0 +1,157 @@
+"""Cold start of the real daemon: ``edge-agent run`` exec -> first result at the subscriber.
+
+The benchmark writes a config for the model, the source and the benchmark's broker,
+starts ``python -m edge_agent run`` as a new process (interpreter start-up, imports,
+publisher, forkserver and worker, model load, camera, first frame), and measures the
+time until the subscriber receives the first result. Then it stops the daemon with
+SIGTERM as systemd would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from edge_agent.bench.sink import PREFIX, Sink
+from edge_agent.errors import EdgeAgentError
+from edge_agent.inference.model import ModelOptions
+
+logger = logging.getLogger(__name__)
+
+
+def _toml(value: Any) -> str:
+    """A TOML scalar or array."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def daemon_config(
+    options: ModelOptions, source: str, sink: Sink, device: str, state_dir: str
+) -> str:
+    """The TOML config of a benchmark daemon (updates, discovery and stats out of the way).
+
+    Returns:
+        The document.
+    """
+    sections: Mapping[str, Mapping[str, Any]] = {
+        "device": {"id": device, "state_dir": state_dir},
+        "camera": {"name": "bench", "source": source, "loop": True},
+        "model": {
+            "path": os.path.abspath(options.path),
+            "labels": os.path.abspath(options.labels) if options.labels else "",
+            "device": options.device,
+            "num_threads": options.num_threads,
+        },
+        "mqtt": {
+            "host": sink.host,
+            "port": sink.port,
+            "prefix": PREFIX,
+            "publish_every_frame": True,
+            "homeassistant": False,
+            "reconnect_min": 0.2,
+        },
+        "stats": {"interval": 60.0},
+        "updates": {"enabled": False},
+        "logging": {"level": "WARNING"},
+    }
+    lines = []
+    for name, body in sections.items():
+        lines.append(f"[[{name}]]" if name == "camera" else f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in body.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def daemon_start(
+    options: ModelOptions, source: str, sink: Sink, device: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Start ``edge-agent run`` and time its first delivered result.
+
+    Args:
+        options: the model.
+        source: camera source (a file path is made absolute).
+        sink: the started broker + subscriber.
+        device: the daemon's device id.
+        timeout: seconds to wait for the first result.
+
+    Returns:
+        ``{"first_result_s": seconds from exec, "exit_code": the daemon's exit code}``.
+
+    Raises:
+        EdgeAgentError: the daemon exited or published nothing within ``timeout``.
+    """
+    if os.path.exists(source):
+        source = os.path.abspath(source)
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-run-") as work:
+        path = os.path.join(work, "config.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(daemon_config(options, source, sink, device, os.path.join(work, "state")))
+        log_path = os.path.join(work, "daemon.log")
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        with open(log_path, "w+b") as log:
+            started = time.time()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent", "run", "--config", path],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its forkserver and worker go with it
+            )
+            try:
+                first = _wait_first(sink, device, proc, started + timeout)
+            finally:
+                code = _stop(proc)
+            if first is None:
+                log.seek(0)
+                tail = log.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+                raise EdgeAgentError(
+                    f"model {options.path}: edge-agent run published no result within "
+                    f"{timeout:.0f}s (exit code {code}): " + " | ".join(tail)
+                )
+    sink.collect(device)
+    return {"first_result_s": first - started, "exit_code": code}
+
+
+def _wait_first(sink: Sink, device: str, proc: subprocess.Popen, deadline: float) -> float | None:
+    """Poll the subscriber for the daemon's first result until it comes or ``deadline``."""
+    while time.time() < deadline:
+        first = sink.first(device)
+        if first is not None:
+            return first
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def _stop(proc: subprocess.Popen) -> int | None:
+    """SIGTERM, wait, then SIGKILL the process group; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15.0)
+        except subprocess.TimeoutExpired:
+            logger.warning("bench: edge-agent run %d ignored SIGTERM; killing it", proc.pid)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(5.0)
+    except subprocess.TimeoutExpired:
+        return None
+    return proc.returncode

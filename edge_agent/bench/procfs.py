@@ -1,0 +1,121 @@
+"""Memory and CPU figures of any process, read from /proc (Linux).
+
+The daemon is several processes (the daemon, the forkserver that forks workers, the
+inference worker), so the benchmark reads each by pid rather than only itself. Every
+reader returns None where /proc does not have the figure (not Linux, process gone).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+_KB = 1024.0
+_MIB = 1024.0 * 1024.0
+
+
+class Memory(NamedTuple):
+    """Resident memory of one process in MiB."""
+
+    rss: float  # VmRSS: resident now
+    peak: float  # VmHWM: the kernel's high-water mark of VmRSS
+    pss: float | None  # proportional share (shared pages split between the sharers)
+
+
+def _status(pid: int | str) -> dict[str, str]:
+    """The key: value lines of /proc/<pid>/status."""
+    fields: dict[str, str] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _kb(value: str | None) -> float | None:
+    """'1234 kB' -> MiB."""
+    if not value:
+        return None
+    return int(value.split()[0]) * _KB / _MIB
+
+
+def memory(pid: int | str = "self", *, pss: bool = False) -> Memory | None:
+    """RSS, peak RSS and (optionally) PSS of a process, in MiB.
+
+    Args:
+        pid: process id, or "self".
+        pss: also read PSS; it walks every mapping of the process (about a
+            millisecond), so samples taken while measuring CPU leave it out.
+
+    Returns:
+        The figures, or None when the process (or /proc) is not there.
+    """
+    try:
+        fields = _status(pid)
+    except OSError:
+        return None
+    rss, peak = _kb(fields.get("VmRSS")), _kb(fields.get("VmHWM"))
+    if rss is None or peak is None:
+        return None  # a zombie has no memory lines
+    return Memory(rss, peak, _pss(pid) if pss else None)
+
+
+def _pss(pid: int | str) -> float | None:
+    """Pss from /proc/<pid>/smaps_rollup (kernel 4.14+), MiB."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return _kb(line.split(":", 1)[1])
+    except OSError:
+        pass
+    return None
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of a process (the forkserver of a worker), None if unknown."""
+    try:
+        return int(_status(pid)["PPid"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU seconds of a process, all its threads.
+
+    Args:
+        pid: process id, or "self".
+
+    Returns:
+        Seconds (resolution one clock tick, usually 10 ms), None if unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after it do not.
+    rest = text.rsplit(")", 1)[-1].split()
+    try:
+        return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
+
+
+def age_seconds(pid: int | str = "self") -> float | None:
+    """Seconds since a process was started (exec'd or forked), tick resolution.
+
+    Args:
+        pid: process id, or "self".
+
+    Returns:
+        The age, None if unknown.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            started = int(f.read().rsplit(")", 1)[-1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return uptime - started / os.sysconf("SC_CLK_TCK")

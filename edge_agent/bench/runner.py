@@ -1,0 +1,188 @@
+"""Orchestrates a benchmark: rounds of bare loop and pipeline, then the daemon cold start.
+
+Machines running this are often shared and always noisy, so the bare loop and the
+pipeline are interleaved (bare, pipeline, bare, pipeline, ...) and every figure is the
+median over the rounds; each round's own figures are kept in the report as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_agent.bench.bare import run_bare
+from edge_agent.bench.coldstart import daemon_start
+from edge_agent.bench.pipeline_run import run_pipeline
+from edge_agent.bench.report import summarize
+from edge_agent.bench.sink import Sink
+from edge_agent.capture.sources import open_capture, parse_source
+from edge_agent.errors import CaptureError, ConfigError
+from edge_agent.inference.model import ModelOptions
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC = "synthetic:640x480"
+REPO = Path(__file__).resolve().parents[2]
+# (model, labels) under the shared data folder, then the bundled demo and fixture.
+SHARED_MODELS = (
+    ("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt"),
+    ("yolov8n_full_integer_quant.tflite", "yolov8n_labels.txt"),
+)
+BUNDLED_MODELS = (
+    ("models/demo/color_blobs.tflite", "models/demo/labels.txt"),
+    ("tests/fixtures/models/color_uint8.tflite", "tests/fixtures/models/color_labels.txt"),
+)
+
+
+class BenchOptions(NamedTuple):
+    """What to measure.
+
+    Attributes:
+        model, labels: the model and its label file ("" for none).
+        source: a video file, ``synthetic`` (640x480) or a ``synthetic:WxH`` spec.
+        frames: frames measured per round (after the warm-up).
+        warmup: frames run first in every loop and left out of every figure (>= 1).
+        rounds: interleaved bare/pipeline rounds; figures are medians over them.
+        threads: interpreter threads for both loops (0: all cores, as the daemon).
+        device: auto, cpu, usb[:N] or pci[:N].
+        broker: ``(host, port)`` of a broker, None for an embedded amqtt one.
+        cold_starts: times ``edge-agent run`` is started for the start-up figure (0: none).
+        pace_fps: rate of the paced (live-camera-like) run that gives the latencies.
+        pace_frames: frames of the paced run per round (0: no paced run).
+    """
+
+    model: str
+    labels: str = ""
+    source: str = "synthetic"
+    frames: int = 300
+    warmup: int = 10
+    rounds: int = 3
+    threads: int = 0
+    device: str = "auto"
+    broker: tuple[str, int] | None = None
+    cold_starts: int = 1
+    pace_fps: float = 30.0
+    pace_frames: int = 150
+
+
+def default_models(shared: str | None = None) -> list[tuple[str, str]]:
+    """The models ``--all`` measures: the shared real models, else the bundled ones.
+
+    Args:
+        shared: the shared data folder (default ``$EDGE_AGENT_SHARED`` or ``../shared``).
+
+    Returns:
+        ``(model, labels)`` pairs that exist.
+    """
+    root = Path(shared or os.environ.get("EDGE_AGENT_SHARED", "../shared")) / "models"
+    found = [
+        (str(root / m), str(root / lab) if (root / lab).is_file() else "")
+        for m, lab in SHARED_MODELS
+        if (root / m).is_file()
+    ]
+    if found:
+        return found
+    return [
+        (str(REPO / m), str(REPO / lab) if (REPO / lab).is_file() else "")
+        for m, lab in BUNDLED_MODELS
+        if (REPO / m).is_file()
+    ][:1]
+
+
+def resolve_source(source: str) -> str:
+    """``synthetic`` means the 640x480 pattern; anything else is a camera source.
+
+    Raises:
+        ConfigError: an unusable source (a live camera: its rate would set the pace).
+    """
+    if source.strip().lower() == "synthetic":
+        return SYNTHETIC
+    spec = parse_source(source)
+    if not spec.paced:
+        raise ConfigError(
+            f"bench source {spec.display!r} is live: use a video file or synthetic:WxH, "
+            "which are read as fast as the pipeline consumes them"
+        )
+    return source
+
+
+def first_frame(source: str) -> np.ndarray:
+    """The first frame of a source (the bare loop's input).
+
+    Raises:
+        CaptureError: the source cannot be opened or read.
+    """
+    cap = open_capture(parse_source(source), name="bench")
+    try:
+        ok, image = cap.read()
+    finally:
+        cap.release()
+    if not ok or image is None:
+        raise CaptureError(f"{source}: no frame could be read")
+    return image
+
+
+def run_bench(
+    opts: BenchOptions, on_round: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """Measure one model: interleaved rounds, then the daemon's cold start.
+
+    Args:
+        opts: what to measure.
+        on_round: receives a one-line progress message after each phase.
+
+    Returns:
+        The report (see :func:`edge_agent.bench.report.summarize`).
+
+    Raises:
+        EdgeAgentError: the model, source or broker is unusable, or a loop failed.
+    """
+    if opts.frames < 2 or opts.warmup < 1 or opts.rounds < 1 or opts.pace_frames < 0:
+        raise ConfigError("bench needs frames >= 2, warmup >= 1 and rounds >= 1")
+    if opts.pace_frames and not 0 < opts.pace_fps <= 1000:
+        raise ConfigError(f"bench pace must be in (0, 1000] fps, got {opts.pace_fps:g}")
+    if not os.path.isfile(opts.model):
+        raise ConfigError(f"{opts.model}: no such model file")
+    source = resolve_source(opts.source)
+    image = first_frame(source)
+    options = ModelOptions(
+        path=opts.model, labels=opts.labels, device=opts.device, num_threads=opts.threads
+    )
+    tag = f"{os.getpid()}"
+    sink = Sink(opts.broker)
+    sink.start()
+    rounds: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []
+    try:
+        for r in range(opts.rounds):
+            # Pipeline first in round 1: its start-up is then the coldest (fresh forkserver).
+            pipe = run_pipeline(options, source, opts.frames, opts.warmup, sink, f"bench-{tag}-{r}")
+            on_round(f"round {r + 1}: pipeline {pipe['fps']:.1f} fps")
+            bare = run_bare(options, image, opts.frames, opts.warmup, timeout=600.0)
+            on_round(f"round {r + 1}: bare invoke {bare['fps']:.1f} fps")
+            entry = {"bare": bare, "pipeline": pipe}
+            if opts.pace_frames > 0:
+                entry["paced"] = run_pipeline(
+                    options,
+                    source,
+                    opts.pace_frames,
+                    opts.warmup,
+                    sink,
+                    f"bench-{tag}-{r}-paced",
+                    pace=opts.pace_fps,
+                )
+                e2e = entry["paced"]["stages"]["end_to_end"]["p99"] or 0.0
+                on_round(f"round {r + 1}: at {opts.pace_fps:g} fps, end-to-end p99 {e2e:.1f} ms")
+            rounds.append(entry)
+        for i in range(opts.cold_starts):
+            starts.append(daemon_start(options, source, sink, f"bench-{tag}-run{i}"))
+            on_round(f"edge-agent run: first result after {starts[-1]['first_result_s']:.2f} s")
+        broker = sink.description
+    finally:
+        sink.stop()
+    return summarize(opts, source, image.shape, broker, rounds, starts)

@@ -1,0 +1,235 @@
+"""Tier 2: ``edge-agent bench`` on a fixture model, a few frames, real processes and broker.
+
+These check that the benchmark works and reports every figure with sane values; they
+assert nothing about speed (timing belongs to ``make bench``, not to tests).
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.bench import procfs
+from edge_agent.bench.report import format_report, summarize
+from edge_agent.bench.runner import BenchOptions, default_models, resolve_source
+from edge_agent.cli import main
+from edge_agent.errors import ConfigError
+from edge_agent.inference.preprocess import Preprocessor
+from edge_agent.inference.tensors import QuantParams, TensorSpec
+from tests.support.paths import REPO, fixture_model
+
+MODEL = str(fixture_model("color_uint8.tflite"))
+LABELS = str(fixture_model("color_labels.txt"))
+FRAMES, WARMUP = 12, 2
+STAGES = (
+    "capture_read",
+    "capture",
+    "preprocess",
+    "transfer",
+    "invoke",
+    "postprocess",
+    "publish",
+    "end_to_end",
+)
+
+
+def bench_json(capsys, *extra):
+    """Run the CLI with --json and return its one report."""
+    argv = ["bench", "--model", MODEL, "--labels", LABELS, "--frames", str(FRAMES)]
+    argv += ["--warmup", str(WARMUP), "--rounds", "1", "--pace", "200", "--pace-frames", "6"]
+    assert main([*argv, *extra, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["benchmarks"]) == 1
+    return doc["benchmarks"][0]
+
+
+def check_report(r):
+    assert r["model"] == MODEL and r["backend"] == "cpu" and r["threads"] >= 1
+    assert r["frame_size"] == [640, 480] and r["input"] == [1, 32, 32, 3]
+    assert r["bare"]["fps"] > 0 and r["pipeline"]["fps"] > 0 and r["ratio"] > 0
+    assert r["ratio"] == pytest.approx(r["rounds"][0]["pipeline"]["fps"] / r["bare"]["fps"])
+    p = r["pipeline"]
+    # Every completed frame is published (every_frame) and reaches the subscriber once.
+    assert p["frames"] >= FRAMES + WARMUP
+    assert p["published"] == p["frames"] == p["delivered"]
+    assert p["duplicates"] == p["dropped"] == p["errors"] == p["worker_restarts"] == 0
+    for run in (r["stages_ms"], r["paced"]["stages_ms"]):
+        assert set(run) == set(STAGES)
+        for stage, q in run.items():
+            assert q["p50"] is not None and 0 <= q["p50"] <= q["p99"], stage
+    assert r["end_to_end_ms"]["p99"] >= r["stages_ms"]["invoke"]["p50"]
+    assert 0 < r["delivered_ms"]["p50"] <= r["delivered_ms"]["p99"]
+    assert r["paced"]["fps"] == 200 and r["paced"]["delivered"] == r["paced"]["frames"] > 6
+    assert r["overhead_ms"]["daemon_cpu"] >= 0 and r["overhead_ms"]["stage_sum"] > 0
+    for proc in ("daemon", "forkserver", "worker"):
+        mem = r["memory_mb"][proc]
+        assert 5 < mem["steady_mb"] <= mem["peak_mb"] < 2000, proc
+        assert 0 < mem["pss_mb"] <= mem["peak_mb"], proc
+    total = r["memory_mb"]["total"]["peak_mb"]
+    assert total == pytest.approx(sum(r["memory_mb"][p]["peak_mb"] for p in ("daemon", "worker")))
+    assert r["startup_s"]["pipeline_first_result"] > r["startup_s"]["worker_ready"] > 0
+    assert set(r["targets"]) == {
+        "P1_ratio",
+        "P2_overhead_ms",
+        "P5_peak_rss_mb",
+        "P5_growth_mb",
+        "P6_e2e_p99_ms",
+        "P7_startup_s",
+    }
+    assert r["targets"]["P2_overhead_ms"]["applies"] is True  # the 640x480 pattern
+    assert r["targets"]["P5_peak_rss_mb"]["applies"] is False  # not yolov8n
+    assert r["targets"]["P1_ratio"]["value"] == r["ratio"]
+
+
+def test_bench_reports_every_figure_with_an_embedded_broker(capsys):
+    r = bench_json(capsys, "--cold-starts", "1")
+    check_report(r)
+    assert r["broker"].startswith("embedded amqtt 127.0.0.1:")
+    # The real daemon was started from scratch and its first result arrived.
+    assert r["startup_s"]["daemon_runs"] == 1
+    assert 0 < r["startup_s"]["daemon_first_result"] < 60
+    assert r["daemon_starts"][0]["exit_code"] == 0  # it stopped cleanly on SIGTERM
+    assert r["targets"]["P7_startup_s"]["value"] == r["startup_s"]["daemon_first_result"]
+
+
+def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
+    clip = str(REPO / "models/demo/clip.avi")
+    r = bench_json(
+        capsys,
+        "--source",
+        clip,
+        "--broker",
+        f"{mqtt_broker.host}:{mqtt_broker.port}",
+        "--cold-starts",
+        "0",
+    )
+    check_report(r)
+    assert r["source"] == clip
+    assert r["broker"] == f"external {mqtt_broker.host}:{mqtt_broker.port}"
+    assert r["startup_s"]["daemon_first_result"] is None and r["daemon_starts"] == []
+
+
+def test_bench_table_names_every_stage_and_target(capsys):
+    argv = ["bench", "--model", MODEL, "--frames", "6", "--warmup", "1", "--rounds", "2"]
+    assert main([*argv, "--pace-frames", "0", "--cold-starts", "0"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "bare set_tensor+invoke fps",
+        "pipeline fps",
+        "ratio pipeline / bare",
+        "preprocess + quantize",
+        "transfer to/from worker",
+        "invoke (in the worker)",
+        "postprocess (decode)",
+        "publish (to MQTT thread)",
+        "end to end: capture->publish",
+        "overhead per frame outside invoke",
+        "P1_ratio",
+        "P7_startup_s",
+        "round 2",
+    ):
+        assert text in out, text
+
+
+def test_bad_arguments_are_one_line_errors(capsys, tmp_path):
+    assert main(["bench", "--model", str(tmp_path / "none.tflite")]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert main(["bench", "--model", MODEL, "--frames", "1"]) == 2
+    assert "frames >= 2" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="live"):
+        resolve_source("/dev/video0")
+    assert resolve_source("synthetic") == "synthetic:640x480"
+
+
+def test_all_falls_back_to_the_bundled_demo_model(tmp_path):
+    models = default_models(str(tmp_path))  # no models/ there
+    assert models == [
+        (str(REPO / "models/demo/color_blobs.tflite"), str(REPO / "models/demo/labels.txt"))
+    ]
+
+
+def test_summary_takes_medians_of_per_round_ratios():
+    def rnd(bare, pipe):
+        stages = {s: {"p50": 1.0, "p99": 2.0, "mean": 1.0} for s in STAGES}
+        return {
+            "bare": {
+                "fps": bare,
+                "invoke_p50_ms": 1.0,
+                "invoke_p99_ms": 2.0,
+                "cpu_ms_per_frame": 1.0,
+                "model_file": "m.tflite",
+                "backend": "cpu",
+                "runtime": "rt",
+                "runtime_version": "1",
+                "threads": 1,
+                "input": [1, 8, 8, 3],
+                "input_dtype": "uint8",
+            },
+            "pipeline": {
+                "fps": pipe,
+                "stages": stages,
+                "startup_s": 0.5,
+                "worker_ready_s": 0.2,
+                "memory": {"total": {"peak_mb": 110.0}, "daemon": {"peak_mb": 60.0}},
+            },
+        }
+
+    opts = BenchOptions(model="/x/yolov8n_full_integer_quant.tflite", pace_frames=0)
+    rounds = [rnd(100.0, 90.0), rnd(50.0, 60.0), rnd(200.0, 100.0)]
+    r = summarize(opts, "synthetic:640x480", (480, 640, 3), "b", rounds, [])
+    # Per-round ratios 0.9, 1.2, 0.5: the median is 0.9, not 90 / 100 of the medians.
+    assert r["ratio"] == pytest.approx(0.9)
+    assert r["bare"]["fps"] == 100.0 and r["pipeline"]["fps"] == 90.0
+    assert r["memory_mb"]["total"]["peak_mb"] == 110.0
+    t = r["targets"]
+    assert t["P1_ratio"]["met"] is False and t["P5_peak_rss_mb"] == {
+        "value": 110.0,
+        "limit": 150.0,
+        "met": True,
+        "applies": True,
+    }
+    # Without a paced run, latency is judged on the saturated run: 2.0 <= 1.0 + 15.
+    assert t["P6_e2e_p99_ms"]["value"] == 2.0 and t["P6_e2e_p99_ms"]["met"] is True
+    assert t["P7_startup_s"]["value"] == 0.5  # no cold start: the in-process figure
+    assert "MISSED" in format_report(r)
+
+
+def test_procfs_reads_this_process():
+    mem = procfs.memory(pss=True)
+    assert 5 < mem.rss <= mem.peak and 0 < mem.pss <= mem.rss
+    assert procfs.memory(2**22 + 7) is None  # no such pid
+    assert procfs.cpu_seconds() > 0
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+@pytest.mark.parametrize("size", [(480, 640), (720, 1280), (100, 37)])
+def test_fast_quantization_is_bit_exact_with_the_seed_formula(resize, size):
+    # P3: yolov8n's int8 input (scale 0.018658, zp -14) takes the SIMD multiply-add path.
+    spec = TensorSpec(
+        0, "images", (1, 64, 64, 3), np.dtype(np.int8), QuantParams(0.01865844801, -14)
+    )
+    pre = Preprocessor(spec, resize=resize)
+    assert pre.affine is not None
+    frame = np.random.default_rng(size[1]).integers(0, 256, (*size, 3), dtype=np.uint8)
+    out = np.zeros(spec.shape, np.int8)
+    fit = pre(frame, out)
+    # The seed: geometry by OpenCV, then clip(round(img / 255 / scale + zp)) in float64.
+    canvas = np.full((64, 64, 3), 114, np.uint8)
+    interp = cv2.INTER_AREA if fit.new_w < size[1] or fit.new_h < size[0] else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (fit.new_w, fit.new_h), interpolation=interp)
+    canvas[fit.pad_y : fit.pad_y + fit.new_h, fit.pad_x : fit.pad_x + fit.new_w] = resized
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    seed = np.clip(np.round(rgb / 255.0 / spec.quant.scale + spec.quant.zero_point), -128, 127)
+    np.testing.assert_array_equal(out[0], seed.astype(np.int8))
+
+
+def test_per_channel_normalization_keeps_the_table():
+    spec = TensorSpec(0, "x", (1, 16, 16, 3), np.dtype(np.uint8), QuantParams(1 / 255, 0))
+    pre = Preprocessor(spec, mean=(10.0, 20.0, 30.0), std=(50.0, 60.0, 70.0))
+    assert pre.affine is None  # three different tables: looked up
+    frame = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = np.empty(spec.shape, np.uint8)
+    pre(frame, out)
+    x = (frame[..., ::-1].astype(np.float64) - (10.0, 20.0, 30.0)) / (50.0, 60.0, 70.0)
+    np.testing.assert_array_equal(out[0], np.clip(np.round(x * 255), 0, 255).astype(np.uint8))
