@@ -155,7 +155,9 @@ def parse_update_command(
     obj = _object(payload, "update command")
     unknown = set(obj) - _UPDATE_KEYS
     if unknown:
-        raise _bad(f"unknown keys {sorted(unknown)[:5]}; allowed: {sorted(_UPDATE_KEYS)}")
+        # Key names are attacker text: quote a few, shortened, never the whole payload.
+        shown = [k[:40] for k in sorted(unknown)[:5]]
+        raise _bad(f"unknown keys {shown}; allowed: {sorted(_UPDATE_KEYS)}")
     request_id = _request_id(obj)
     force = obj.get("force", False)
     if not isinstance(force, bool):

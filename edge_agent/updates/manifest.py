@@ -252,7 +252,9 @@ def parse_manifest(obj: Any) -> Manifest:
         raise bad("bad_manifest", f"format must be {FORMAT}")
     unknown = set(obj) - _TOP_KEYS
     if unknown:
-        raise bad("bad_manifest", f"unknown manifest keys {sorted(unknown)[:5]}")
+        # Key names are attacker text: quote a few, shortened, never the whole payload.
+        shown = [k[:40] for k in sorted(unknown)[:5]]
+        raise bad("bad_manifest", f"unknown manifest keys {shown}")
     for key in ("name", "version", "created", "task", "files"):
         if key not in obj:
             raise bad("bad_manifest", f"missing {key}")
