@@ -85,6 +85,8 @@ class UpdateWorker:
     def handle(self, command: str, payload: bytes, topic: str = "") -> None:
         """Daemon hook: queue ``model/update`` or ``model/rollback`` (never blocks or raises).
 
+        Any other command is rejected at once: ``failed`` with ``bad_command``.
+
         Args:
             command: the part of the topic after ``/cmd/`` (or "" to read ``topic``).
             payload: the raw MQTT payload.
@@ -92,7 +94,13 @@ class UpdateWorker:
         """
         kind = command_kind(f"x/cmd/{command}" if command else topic)
         if kind is None:
-            logger.warning("model update: ignoring command %r on %s", command, topic)
+            shown = (command or topic)[:64]  # topic text is the sender's: keep it short
+            logger.warning("model update: ignoring unknown command %r", shown)
+            # Say so on the state topic too: an operator's typo must not look like a
+            # command that is still queued.
+            self.installer.reject(
+                "bad_command", f"unknown command {shown!r}; expected model/update or model/rollback"
+            )
             return
         try:
             self._jobs.put_nowait((kind, bytes(payload)))
