@@ -5,5 +5,12 @@ from edge_agent.capture.frames import Frame
 from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.capture.sources import SourceSpec, mask_credentials, parse_source
 
-__all__ = ["Camera", "CameraState", "CameraStats", "Frame", "SourceSpec", "mask_credentials",
-           "parse_source"]
+__all__ = [
+    "Camera",
+    "CameraState",
+    "CameraStats",
+    "Frame",
+    "SourceSpec",
+    "mask_credentials",
+    "parse_source",
+]

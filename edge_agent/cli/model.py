@@ -157,6 +157,16 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _why(state: dict) -> str:
+    """ " (reason: message)" without repeating a reason the message already starts with."""
+    reason, message = state.get("reason"), state.get("message") or ""
+    if not reason:
+        return ""
+    if message.startswith(f"{reason}: "):
+        message = message[len(reason) + 2 :]
+    return f" ({reason}: {message})" if message else f" ({reason})"
+
+
 def run_push(args: argparse.Namespace) -> int:
     host, port = _host_port(args.broker, 1883)
     serve_host, serve_port = _host_port(args.serve, 8080)
@@ -167,8 +177,7 @@ def run_push(args: argparse.Namespace) -> int:
             print(json.dumps({"device": device, **state}), flush=True)
             return
         pct = f" {state['percent']}%" if state.get("percent") is not None else ""
-        why = f" ({state['reason']}: {state.get('message') or ''})" if state.get("reason") else ""
-        print(f"{device}: {state['state']}{pct}{why}", flush=True)
+        print(f"{device}: {state['state']}{pct}{_why(state)}", flush=True)
 
     code = push(
         args.release,

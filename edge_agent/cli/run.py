@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     setup_logging(args.log_level, default=config.logging.level)
     for warning in config.warnings:
-        logger.warning("%s: %s", args.config, warning)
+        logger.warning("%s", warning)  # each warning already names the file
     return Daemon(config, args.config).run()

@@ -263,7 +263,9 @@ class ListOf(Check):
 # Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
 # scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
-_SYNTHETIC = re.compile(r"synthetic(?::([1-9][0-9]{0,4})x([1-9][0-9]{0,4}))?")
+_SYNTHETIC = re.compile(
+    r"synthetic(?::([1-9][0-9]{0,4})x([1-9][0-9]{0,4})(?:@([0-9]+(?:\.[0-9]+)?))?)?"
+)
 
 
 def is_synthetic(text: str) -> bool:
@@ -285,12 +287,14 @@ def is_url(text: str) -> bool:
 
 
 class CameraSource(Check):
-    """A V4L2 index, device/file path, stream URL or ``synthetic[:WxH]``.
+    """A V4L2 index, device/file path, stream URL or ``synthetic[:WxH[@FPS]]``.
 
     Index strings ("0") are returned as int so the daemon sees one type per meaning.
     """
 
-    expected = 'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH]"'
+    expected = (
+        'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH[@FPS]]"'
+    )
 
     def __call__(self, value: Any) -> int | str:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -304,7 +308,7 @@ class CameraSource(Check):
         if is_synthetic(value):
             if not _SYNTHETIC.fullmatch(value):
                 raise Invalid(
-                    'expected "synthetic" or "synthetic:WxH" (e.g. "synthetic:640x480"),'
+                    'expected "synthetic" or "synthetic:WxH[@FPS]" (e.g. "synthetic:640x480@15"),'
                     f" got {show(value)}"
                 )
             return value

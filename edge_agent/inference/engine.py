@@ -108,7 +108,10 @@ class Engine:
         """Open on one backend and warm it up."""
         session = backend.open(self.request)
         if self._warmup:
-            session.invoke()  # inputs are zeros: valid for every model we accept
+            # allocate_tensors() leaves the input uninitialised: warm up on a defined
+            # (black) frame, so a warm-up failure is the model's, never chance.
+            session.input_tensor().fill(0)
+            session.invoke()
         return session
 
     def _open_from(self, start: int) -> None:

@@ -218,7 +218,8 @@ class UpdateService:
         logger.error(
             "model %s: unhealthy after the switch (%s); switching back", release.label, problem
         )
-        self._switch(sup.rollback)
+        if not self._stop.is_set():  # when stopping, the pipeline is gone: nothing to switch
+            self._switch(sup.rollback)
         raise ModelUpdateError("health_check_failed", f"{release.label}: {problem}")
 
     def _switch(self, request: Any) -> bool:
@@ -233,7 +234,11 @@ class UpdateService:
         need = self.config.updates.health_frames
         frames0, errors0 = sup.completed, sup.errors
         deadline = time.monotonic() + max(10.0, need * 0.5)
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if self._stop.is_set():
+                # Shutting down mid-check proves nothing: the installer rolls the store
+                # back, so the box restarts on the model that was known to work.
+                return "the daemon stopped before the health check finished"
             if sup.errors > errors0:
                 return f"{sup.errors - errors0} failure(s) in its first frames: {sup.last_error}"
             if sup.completed - frames0 >= need:

@@ -213,7 +213,13 @@ class WorkerHandle:
                 self.skip,
                 warmup,
                 logging.getLogger().getEffectiveLevel(),
-                {k: v for k, v in os.environ.items() if k.startswith("EDGE_AGENT_")},
+                # Test/driver hooks only: the worker parses model files and has no use
+                # for the broker credentials.
+                {
+                    k: v
+                    for k, v in os.environ.items()
+                    if k.startswith("EDGE_AGENT_") and not k.startswith("EDGE_AGENT_MQTT_")
+                },
             ),
             name="edge-agent-worker",
             daemon=True,

@@ -385,7 +385,8 @@ class UpdateInstaller:
             "version": job.version,
             "percent": percent,
             "reason": reason,
-            "message": message,
+            # Messages can quote what a sender sent: bounded, as they are retained.
+            "message": None if message is None else message[:500],
             "request_id": job.request_id,
         }
         if from_version is not None:

@@ -16,7 +16,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.publishing.topics import Topics
-from tests.e2e.test_updates_helpers import (
+from tests.support.broker import MqttSubscriber, wait_until
+from tests.support.daemon import PREFIX, daemon_environment
+from tests.support.paths import REPO, fixture_model
+from tests.support.updates_e2e import (
     pack_release,
     payloads,
     retained,
@@ -24,11 +27,7 @@ from tests.e2e.test_updates_helpers import (
     wait_results,
     write_public_key,
 )
-from tests.support.broker import MqttSubscriber, wait_until
-from tests.support.daemon import PREFIX, daemon_environment
-from tests.support.paths import REPO, fixture_model
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 GROUP = "lobby"

@@ -14,7 +14,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.e2e.test_updates_helpers import (
+from tests.support.clips import write_photo_clip
+from tests.support.paths import shared_file
+from tests.support.updates_e2e import (
     DEMO,
     Operator,
     contiguous_around,
@@ -31,11 +33,8 @@ from tests.e2e.test_updates_helpers import (
     wait_terminal,
     write_public_key,
 )
-from tests.support.clips import write_photo_clip
-from tests.support.paths import shared_file
 from tests.support.updates_http import FileServer
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 SPAN = 8  # results checked on each side of a switch

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.e2e.test_updates_helpers import (
+from tests.support.paths import SHARED, fixture_model
+from tests.support.updates_e2e import (
     DEMO,
     Operator,
     envelope_of,
@@ -35,11 +36,9 @@ from tests.e2e.test_updates_helpers import (
     wait_terminal,
     write_public_key,
 )
-from tests.support.paths import SHARED, fixture_model
 from tests.support.updates_http import FileServer
 from tests.support.updates_release import fake_tflite, make_release
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 ACTIVE = ("demo", "1.0.0")

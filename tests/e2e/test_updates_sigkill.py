@@ -18,7 +18,8 @@ from collections import Counter
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.e2e.test_updates_helpers import (
+from tests.support.paths import fixture_model
+from tests.support.updates_e2e import (
     DEMO,
     Operator,
     envelope_of,
@@ -33,10 +34,8 @@ from tests.e2e.test_updates_helpers import (
     write_bright_clip,
     write_public_key,
 )
-from tests.support.paths import fixture_model
 from tests.support.updates_http import FileServer
 
-pytest_plugins = ["tests.support.daemon"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 LIVES = 20

@@ -34,7 +34,7 @@ SRC = "config.toml"
 URL_SCHEMES = "rtsp, rtsps, rtmp, rtmps, http, https, udp, tcp or srt"
 TOPIC = "string without '/', '+', '#'"
 SOURCE_EXPECTED = (
-    'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH]"'
+    'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH[@FPS]]"'
 )
 PREFIX_EXPECTED = (
     "topic prefix like \"edge-agent\" or \"site/edge\" (no '+', '#', empty levels or leading '$')"
@@ -105,8 +105,8 @@ BAD = [
     ("[[camera]]\nsource = true\n", f"camera[0].source: expected {SOURCE_EXPECTED}, got true"),
     (
         '[[camera]]\nsource = "synthetic:0x480"\n',
-        'camera[0].source: expected "synthetic" or "synthetic:WxH" (e.g. "synthetic:640x480"),'
-        ' got "synthetic:0x480"',
+        'camera[0].source: expected "synthetic" or "synthetic:WxH[@FPS]"'
+        ' (e.g. "synthetic:640x480@15"), got "synthetic:0x480"',
     ),
     (
         '[[camera]]\nsource = "rstp://cam.local/stream"\n',
