@@ -9,6 +9,11 @@ Reopen backoff is 0.05..0.2 s so a hundred cycles take well under a minute.
 Counted, per cycle: the camera's "streaming again" log line (one per outage), its
 ``reconnects`` counter in the retained status (one per reopen attempt, so at least one
 per cycle), and the server's stream requests.
+
+A second test covers the silent failure (power or network lost: no FIN, no RST): the
+stream just stops and new connections get no answer. Only the read and open timeouts
+(``camera.stale_after`` = 1 s) can notice; five such stalls must each end in
+``reconnecting`` within about ``stale_after`` and in results again once the camera is back.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from tests.support.chaos import (
 )
 
 CYCLES = 100
+STALLS = 5
+STALE_AFTER_S = 1.0
 STREAMING_AGAIN = r"camera cam0: streaming again after \d+ failed attempt"
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
@@ -116,3 +123,61 @@ def test_camera_drops_and_returns_a_hundred_times(tmp_path, mqtt_broker):
     assert cam["reconnects"] >= CYCLES
     assert server.connections >= CYCLES + 1
     assert worker_restarts == 0
+
+
+def test_camera_goes_silent_and_returns(tmp_path, mqtt_broker):
+    server = MjpegServer(jpeg_frames(DEMO / "clip.avi", limit=30), fps=15)
+    server.start()
+    sub = None
+    try:
+        with running_daemon(
+            tmp_path / "daemon",
+            mqtt_broker.port,
+            server.url,
+            DEMO / "color_blobs.tflite",
+            DEMO / "labels.txt",
+            camera={"reopen_initial": 0.05, "reopen_max": 0.2, "stale_after": STALE_AFTER_S},
+            mqtt={"publish_every_frame": True},
+        ) as daemon:
+            topics = daemon.topics
+            sub = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [topics.results]).start()
+            sub.wait_count(topics.results, 10, timeout=30)
+            noticed_s, resume_s = [], []
+            for cycle in range(STALLS):
+                mark = len(daemon.log())
+                server.stalled.set()
+                t0 = time.monotonic()
+                match = daemon.wait_log(
+                    r"camera cam0: (.*); reopening in", timeout=STALE_AFTER_S * 5, after=mark
+                )
+                noticed_s.append(time.monotonic() - t0)
+                time.sleep(STALE_AFTER_S * 1.5)  # at least one reopen attempt times out
+                back_wall, back = time.time(), time.monotonic()
+                server.stalled.clear()
+                daemon.wait_log(STREAMING_AGAIN, timeout=STALE_AFTER_S * 5, after=mark)
+                wait_until(
+                    lambda t=back_wall: newest_result_after(sub, topics.results, t),
+                    10,
+                    f"results after stall {cycle + 1}",
+                )
+                resume_s.append(time.monotonic() - back)
+            again = log_count(daemon, STREAMING_AGAIN)
+            assert daemon.alive()
+            assert daemon.stop(timeout=15) == 0
+    finally:
+        if sub is not None:
+            sub.stop()
+        server.stop()
+
+    figure(
+        "camera_silent",
+        stalls=STALLS,
+        stale_after_cfg=STALE_AFTER_S,
+        noticed_max_s=max(noticed_s),
+        streaming_again=again,
+        resume_max_s=max(resume_s),
+        error=repr(match.group(1)),
+    )
+    assert again == STALLS
+    assert max(noticed_s) <= STALE_AFTER_S * 3, noticed_s
+    assert max(resume_s) <= STALE_AFTER_S + 3, resume_s

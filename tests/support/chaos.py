@@ -133,7 +133,11 @@ def jpeg_frames(clip: Path, limit: int | None = None, quality: int = 80) -> list
 
 
 class _StreamHandler(BaseHTTPRequestHandler):
-    """Serves the endless multipart stream until the client or the server goes."""
+    """Serves the endless multipart stream until the client or the server goes.
+
+    While the owner is stalled, a stream goes silent for good and a new request gets no
+    answer: what a camera that lost power or network looks like from the client.
+    """
 
     server: _StreamServer
     protocol_version = "HTTP/1.0"
@@ -146,7 +150,11 @@ class _StreamHandler(BaseHTTPRequestHandler):
         with srv.lock:
             srv.owner.connections += 1
             srv.live.add(self.connection)
+        owner = srv.owner
         try:
+            if owner.stalled.is_set():
+                self._silent()
+                return
             self.send_response(200)
             self.send_header(
                 "Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
@@ -156,6 +164,9 @@ class _StreamHandler(BaseHTTPRequestHandler):
             frames, period, i = srv.owner.frames, 1.0 / srv.owner.fps, 0
             due = time.monotonic()
             while not srv.stopping.is_set():
+                if owner.stalled.is_set():
+                    self._silent()
+                    return
                 jpg = frames[i % len(frames)]
                 head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                 self.wfile.write(head % (BOUNDARY, len(jpg)) + jpg + b"\r\n")
@@ -167,6 +178,11 @@ class _StreamHandler(BaseHTTPRequestHandler):
         finally:
             with srv.lock:
                 srv.live.discard(self.connection)
+
+    def _silent(self) -> None:
+        """Send nothing until the stall ends (then drop the connection) or the server stops."""
+        while self.server.owner.stalled.is_set() and not self.server.stopping.wait(0.05):
+            pass
 
 
 class _StreamServer(ThreadingHTTPServer):
@@ -183,11 +199,14 @@ class MjpegServer:
 
     Attributes:
         connections: stream requests served so far (across restarts).
+        stalled: set it to make the camera go silent without closing anything (see
+            :class:`_StreamHandler`); clear it to let new requests through again.
     """
 
     def __init__(self, frames: Sequence[bytes], fps: float = 15.0):
         self.frames, self.fps = list(frames), fps
         self.connections = 0
+        self.stalled = threading.Event()
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
