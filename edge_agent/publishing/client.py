@@ -101,6 +101,10 @@ class MqttPublisher:
         self._ever_connected = False
         self.published = self.spooled = self.replayed = self.dropped = 0
         self.reconnects = self.connect_failures = self.commands = 0
+        # The spool's last write error ("" once a write succeeds again): the daemon puts
+        # it in its status, so a full disk is visible to the fleet, not only in the log.
+        self.storage_error = ""
+        self.storage_errors = 0
 
     # -- public API -------------------------------------------------------------------
 
@@ -230,6 +234,8 @@ class MqttPublisher:
             "reconnects": self.reconnects,
             "connect_failures": self.connect_failures,
             "commands": self.commands,
+            "storage_error": self.storage_error,
+            "storage_errors": self.storage_errors,
         }
 
     # -- the publisher thread -----------------------------------------------------------
@@ -314,8 +320,11 @@ class MqttPublisher:
                 except PublishError as exc:
                     # Keep it (and everything newer) in memory, in order; retry later.
                     logger.error("mqtt %s: %s; keeping messages in memory", self._where, exc)
+                    self.storage_error = str(exc)
+                    self.storage_errors += 1
                     self._spool_retry_at = time.monotonic() + _SPOOL_RETRY_S
                     return
+                self.storage_error = ""
                 self.spooled += 1
             else:
                 self.dropped += 1

@@ -170,6 +170,7 @@ class Daemon:
             details=details,
             generation=sup.generation if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
+            storage_error=self.publisher.storage_error if self.publisher else "",
             last_error=self.last_error or (sup.last_error if sup else ""),
         )
 
@@ -355,9 +356,13 @@ class Daemon:
             return 1
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval
+        storage_error = ""
         while not self.flags.stop_event.is_set():
             if self.flags.reload_requested():
                 self.reload()
+            if self.publisher is not None and self.publisher.storage_error != storage_error:
+                storage_error = self.publisher.storage_error  # disk full, or recovered
+                self._status_dirty.set()
             if self._status_dirty.is_set():
                 self._status_dirty.clear()
                 self.publish_status()

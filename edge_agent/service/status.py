@@ -50,8 +50,9 @@ def status_document(
     generation: Generation | None,
     broker_connected: bool,
     last_error: str,
+    storage_error: str = "",
 ) -> dict[str, Any]:
-    """The retained status: daemon state, cameras, backend, model, last error."""
+    """The retained status: daemon state, cameras, backend, model, errors."""
     return {
         "state": state,
         "device_id": device_id,
@@ -62,7 +63,8 @@ def status_document(
         "backend": generation.worker.info.backend if generation else None,
         "model": model_entry(generation),
         "broker_connected": broker_connected,
-        "last_error": last_error,
+        "storage_error": storage_error,  # e.g. the spool's disk is full
+        "last_error": last_error or storage_error,
     }
 
 

@@ -59,6 +59,7 @@ def test_status_document():
             "runtime": "tflite_runtime.interpreter",
         },
         "broker_connected": True,
+        "storage_error": "",
         "last_error": "",
     }
 
@@ -100,3 +101,20 @@ def test_stats_document_adds_model_drops_and_temperature():
     assert "apex_temperature_c" not in stats_document(
         {}, generation=None, cameras=[], worker_restarts=0, mqtt={}, apex_temperatures={}
     )
+
+
+def test_storage_error_is_reported_and_stands_in_for_last_error():
+    doc = status_document(
+        state="running",
+        device_id="b",
+        groups=(),
+        started=0.0,
+        cameras=[],
+        details={},
+        generation=None,
+        broker_connected=False,
+        last_error="",
+        storage_error="spool: disk full",
+    )
+    assert doc["storage_error"] == "spool: disk full"
+    assert doc["last_error"] == "spool: disk full"
