@@ -37,8 +37,9 @@ test: install broker
 	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
 
 test-faults: install broker
-	$(BIN)/python -m pytest -q -m faults -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m faults -s -p no:cacheprovider
 
+# 30 minutes by default; EDGE_AGENT_SOAK_SECONDS=240 make soak for a short one.
 soak: install broker
 	$(BIN)/python -m pytest -q -m soak -s -p no:cacheprovider
 
