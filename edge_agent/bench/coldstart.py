@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from edge_agent.bench import procfs
 from edge_agent.bench.sink import PREFIX, Sink
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.model import ModelOptions
@@ -76,19 +77,27 @@ def daemon_config(
 
 
 def daemon_start(
-    options: ModelOptions, source: str, sink: Sink, device: str, timeout: float = 60.0
+    options: ModelOptions,
+    source: str,
+    sink: Sink,
+    device: str,
+    timeout: float = 60.0,
+    settle: float = 2.0,
 ) -> dict[str, Any]:
-    """Start ``edge-agent run`` and time its first delivered result.
+    """Start ``edge-agent run``, time its first delivered result, read its memory.
 
     Args:
         options: the model.
-        source: camera source (a file path is made absolute).
+        source: camera source (a file path is made absolute); the daemon reads it in
+            real time, as a camera.
         sink: the started broker + subscriber.
         device: the daemon's device id.
         timeout: seconds to wait for the first result.
+        settle: seconds the daemon runs after its first result before its memory is read.
 
     Returns:
-        ``{"first_result_s": seconds from exec, "exit_code": the daemon's exit code}``.
+        ``{"first_result_s": seconds from exec, "results": results delivered,
+        "memory_mb": per process, "exit_code": the daemon's exit code}``.
 
     Raises:
         EdgeAgentError: the daemon exited or published nothing within ``timeout``.
@@ -111,8 +120,12 @@ def daemon_start(
                 env=env,
                 start_new_session=True,  # its forkserver and worker go with it
             )
+            memory: dict[str, Any] = {}
             try:
                 first = _wait_first(sink, device, proc, started + timeout)
+                if first is not None:
+                    time.sleep(settle)
+                    memory = _memory(proc.pid)
             finally:
                 code = _stop(proc)
             if first is None:
@@ -122,8 +135,30 @@ def daemon_start(
                     f"model {options.path}: edge-agent run published no result within "
                     f"{timeout:.0f}s (exit code {code}): " + " | ".join(tail)
                 )
-    sink.collect(device)
-    return {"first_result_s": first - started, "exit_code": code}
+    results = len(sink.collect(device))
+    return {
+        "first_result_s": first - started,
+        "results": results,
+        "memory_mb": memory,
+        "exit_code": code,
+    }
+
+
+def _memory(pid: int) -> dict[str, Any]:
+    """RSS, peak and PSS of the daemon's processes, with the same totals as the pipeline."""
+    out: dict[str, Any] = {}
+    for role, p in procfs.daemon_processes(pid).items():
+        mem = procfs.memory(p, pss=True) if p else None
+        out[role] = {
+            "peak_mb": mem.peak if mem else None,
+            "steady_mb": mem.rss if mem else None,
+            "pss_mb": mem.pss if mem else None,
+        }
+    for key, roles in (("total", ("daemon", "worker")), ("all", tuple(out))):
+        out[key] = {
+            q: sum(out[r][q] or 0.0 for r in roles) for q in ("peak_mb", "steady_mb", "pss_mb")
+        }
+    return out
 
 
 def _wait_first(sink: Sink, device: str, proc: subprocess.Popen, deadline: float) -> float | None:

@@ -36,7 +36,8 @@ from edge_agent.service.supervisor import Supervisor
 logger = logging.getLogger(__name__)
 
 # Stages reported, in frame order ("capture_read" is the source's read/decode time,
-# "capture" the frame's age when the pipeline picks it up).
+# "capture" the frame's age when the pipeline picks it up, "outside_invoke" each frame's
+# end_to_end minus its own invoke: the latency the pipeline adds to the model).
 STAGES = (
     "capture_read",
     "capture",
@@ -46,6 +47,7 @@ STAGES = (
     "postprocess",
     "publish",
     "end_to_end",
+    "outside_invoke",
 )
 SAMPLE_PERIOD = 0.25  # seconds between memory samples
 STALL_TIMEOUT = 60.0  # seconds without a completed frame before the run is abandoned
@@ -64,10 +66,21 @@ class _Recorder:
         self.open = False
         self._samples = {name: np.empty(capacity, np.float64) for name in STAGES}
         self._counts = dict.fromkeys(STAGES, 0)
+        self._invoke: float | None = None
 
     def record(self, stage: str, ms: float) -> None:
         """Record a latency sample (kept only after the warm-up)."""
         self.stats.record(stage, ms)
+        if stage == "invoke":
+            # The pipeline thread records a frame's invoke, then its end_to_end.
+            self._invoke = ms
+        elif stage == "end_to_end" and self._invoke is not None:
+            self._keep("outside_invoke", ms - self._invoke)
+            self._invoke = None
+        self._keep(stage, ms)
+
+    def _keep(self, stage: str, ms: float) -> None:
+        """Store a sample after the warm-up, up to the capacity."""
         if self.open and stage in self._samples:
             n = self._counts[stage]
             if n < self._samples[stage].size:
@@ -170,7 +183,7 @@ class _MemorySampler:
     is full), so sampling does not itself grow the daemon process.
     """
 
-    NAMES = ("daemon", "forkserver", "worker")
+    NAMES = ("daemon", "forkserver", "worker", "resource_tracker")
     CAPACITY = 4096  # 17 minutes at SAMPLE_PERIOD
 
     def __init__(self, tracker: _Tracker):
@@ -193,10 +206,9 @@ class _MemorySampler:
     def summary(self, warm_count: int) -> dict[str, Any]:
         """Peak (kernel high-water mark), steady (median of the second half) and growth.
 
-        ``total`` is the daemon and its worker (what the daemon costs beyond the
-        forkserver, which is shared by every worker it starts); ``all`` adds the
-        forkserver. Growth is that of ``total`` from the first sample after the warm-up
-        to the last one.
+        ``total`` is the daemon and its worker; ``all`` adds the multiprocessing helpers
+        (the forkserver that forks workers, the resource tracker). Growth is that of
+        ``total`` from the first sample after the warm-up to the last one.
         """
         rows = self._rows[: self._n]
         if rows.size == 0:
@@ -287,7 +299,8 @@ def run_pipeline(
             loaded = time.monotonic() - t_setup
             worker_pid = supervisor.generation.worker.pid
             process_pids = {
-                "daemon": os.getpid(),
+                **procfs.daemon_processes(os.getpid()),
+                # This process's forkserver also forks the bench's sink: pick by pid.
                 "forkserver": procfs.parent_pid(worker_pid),
                 "worker": worker_pid,
             }

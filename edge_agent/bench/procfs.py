@@ -119,3 +119,52 @@ def age_seconds(pid: int | str = "self") -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> dict[int, str]:
+    """The direct children of a process and their command lines (scans /proc).
+
+    Args:
+        pid: the parent.
+
+    Returns:
+        ``{child pid: command line}``; empty without /proc.
+    """
+    found: dict[int, str] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit() or parent_pid(int(entry)) != pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                found[int(entry)] = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue  # it exited meanwhile
+    return found
+
+
+def daemon_processes(pid: int) -> dict[str, int | None]:
+    """The processes of a running daemon, by role.
+
+    The daemon's direct children are the multiprocessing forkserver (which forks the
+    inference worker) and the resource tracker (which cleans up shared memory).
+
+    Args:
+        pid: the daemon's pid.
+
+    Returns:
+        ``{"daemon", "forkserver", "worker", "resource_tracker"}`` -> pid or None.
+    """
+    roles: dict[str, int | None] = dict.fromkeys(("forkserver", "worker", "resource_tracker"))
+    roles = {"daemon": pid, **roles}
+    for child, cmdline in children(pid).items():
+        if "resource_tracker" in cmdline:
+            roles["resource_tracker"] = child
+        elif "forkserver" in cmdline:
+            roles["forkserver"] = child
+            workers = children(child)
+            roles["worker"] = max(workers) if workers else None  # the newest
+    return roles

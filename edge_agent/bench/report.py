@@ -13,15 +13,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_agent.bench.pipeline_run import STAGES
+from edge_agent.inference.runtime import default_threads
 
 # The project's performance targets (ratios and budgets; absolute times vary by box).
 RATIO_MIN = 0.95  # P1: pipeline fps / bare invoke fps
-OVERHEAD_MAX_MS = 2.0  # P2: per-frame CPU outside invoke, 640x480 source
+OVERHEAD_MAX_MS = 2.0  # P2: per-frame overhead outside invoke, 640x480 source
 RSS_MAX_MB = 150.0  # P5: daemon + worker peak RSS
 GROWTH_MAX_MB = 2.0  # P5: RSS growth over a run
 LATENCY_SLACK_MS = 15.0  # P6: end-to-end p99 <= invoke p50 + this
 STARTUP_MAX_S = 3.0  # P7: exec -> first result delivered
 
+PROCESSES = ("daemon", "forkserver", "worker", "resource_tracker", "total", "all")
+PROCESS_NAMES = {
+    "daemon": "daemon",
+    "forkserver": "forkserver",
+    "worker": "worker",
+    "resource_tracker": "resource tracker",
+    "total": "daemon + worker",
+    "all": "all four",
+}
 STAGE_NAMES = {
     "capture_read": "capture (source read/decode)",
     "capture": "capture (frame age at pick-up)",
@@ -31,6 +41,7 @@ STAGE_NAMES = {
     "postprocess": "postprocess (decode)",
     "publish": "publish (to MQTT thread)",
     "end_to_end": "end to end: capture->publish",
+    "outside_invoke": "end to end minus the frame's invoke",
 }
 
 
@@ -65,6 +76,25 @@ def _target(value: float | None, limit: float, at_most: bool, applies: bool = Tr
     """One target's verdict."""
     met = None if value is None else (value <= limit if at_most else value >= limit)
     return {"value": value, "limit": limit, "met": met, "applies": applies}
+
+
+def _cpu_bound(rounds: Sequence[dict[str, Any]]) -> float | None:
+    """The highest ratio the machine's cores allow for the CPU the pipeline spends.
+
+    Per frame the pipeline costs the worker's CPU (the interpreter, all its threads)
+    plus the daemon's and the broker's; the cores can supply that at most
+    ``cores / cost`` times a second. Divided by the bare loop's fps, capped at 1.
+    With as many interpreter threads as cores the bare loop already uses every core,
+    so this is below 1 by the share of the daemon and the broker.
+    """
+    bounds = []
+    cores = default_threads()
+    for r in rounds:
+        cpu, bare = r["pipeline"].get("cpu_ms_per_frame") or {}, r["bare"].get("fps")
+        cost = sum(cpu.get(k) or 0.0 for k in ("worker", "daemon", "broker"))
+        if cost > 0 and bare:
+            bounds.append(min(1.0, cores * 1000.0 / cost / bare))
+    return float(statistics.median(bounds)) if bounds else None
 
 
 def _stages(rounds: Sequence[dict[str, Any]], run: str) -> dict[str, dict[str, float | None]]:
@@ -109,12 +139,21 @@ def summarize(
         stages[s]["mean"] or 0.0 for s in ("capture_read", "preprocess", "postprocess", "publish")
     )
     memory: dict[str, Any] = {}
-    for proc in ("daemon", "forkserver", "worker", "total", "all"):
+    for proc in PROCESSES:
         memory[proc] = {
             "peak_mb": _max(rounds, f"pipeline.memory.{proc}.peak_mb"),
             "steady_mb": _median(rounds, f"pipeline.memory.{proc}.steady_mb"),
             "pss_mb": _median(rounds, f"pipeline.memory.{proc}.pss_mb"),
         }
+    # The real `edge-agent run` (its own imports, a camera-paced source), when started.
+    memory["daemon_run"] = {
+        proc: {
+            "peak_mb": _max(starts, f"memory_mb.{proc}.peak_mb"),
+            "steady_mb": _median(starts, f"memory_mb.{proc}.steady_mb"),
+            "pss_mb": _median(starts, f"memory_mb.{proc}.pss_mb"),
+        }
+        for proc in PROCESSES
+    }
     memory["growth_mb"] = _max(rounds, "pipeline.memory.growth_mb")
     memory["growth_frames"] = _max(rounds, "pipeline.memory.growth_frames")
     cold = [s["first_result_s"] for s in starts]
@@ -150,6 +189,7 @@ def summarize(
             "errors": _sum(rounds, "pipeline.errors"),
         },
         "ratio": _median(rounds, "ratio"),
+        "ratio_cpu_bound": _cpu_bound(rounds),
         "stages_ms": stages,
         "end_to_end_ms": {q: stages["end_to_end"][q] for q in ("p50", "p99")},
         "delivered_ms": {q: _median(rounds, f"pipeline.delivered_ms.{q}") for q in ("p50", "p99")},
@@ -167,6 +207,9 @@ def summarize(
             },
         },
         "overhead_ms": {
+            # Each frame's capture->publish minus its own invoke, at the camera's pace.
+            "frame_p50": (paced if "paced" in first else stages)["outside_invoke"]["p50"],
+            "frame_p99": (paced if "paced" in first else stages)["outside_invoke"]["p99"],
             "daemon_cpu": _median(rounds, "pipeline.cpu_ms_per_frame.daemon"),
             "stage_sum": stage_sum,
             "wall": (1000.0 / pipe_fps - 1000.0 / bare_fps) if pipe_fps and bare_fps else None,
@@ -205,16 +248,21 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     startup = report["startup_s"]["daemon_first_result"]
     if startup is None:
         startup = report["startup_s"]["pipeline_first_result"]
+    vga = report["frame_size"] == [640, 480]
+    over = report["overhead_ms"]
     return {
         "P1_ratio": _target(report["ratio"], RATIO_MIN, at_most=False),
-        "P2_overhead_ms": _target(
-            report["overhead_ms"]["daemon_cpu"],
-            OVERHEAD_MAX_MS,
-            at_most=True,
-            applies=report["frame_size"] == [640, 480],
-        ),
+        # P2 two ways: the time a frame spends outside invoke on its way from capture to
+        # publish, and the CPU the daemon process spends per frame (which on a small box
+        # is taken from the interpreter).
+        "P2_frame_ms": _target(over["frame_p50"], OVERHEAD_MAX_MS, at_most=True, applies=vga),
+        "P2_cpu_ms": _target(over["daemon_cpu"], OVERHEAD_MAX_MS, at_most=True, applies=vga),
         "P5_peak_rss_mb": _target(
-            report["memory_mb"]["total"]["peak_mb"],
+            max(
+                report["memory_mb"]["total"]["peak_mb"] or 0.0,
+                report["memory_mb"]["daemon_run"]["total"]["peak_mb"] or 0.0,
+            )
+            or None,
             RSS_MAX_MB,
             at_most=True,
             applies="yolov8n" in os.path.basename(report["model"]),
@@ -222,6 +270,11 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "P5_growth_mb": _target(report["memory_mb"]["growth_mb"], GROWTH_MAX_MB, at_most=True),
         "P6_e2e_p99_ms": _target(
             e2e, (invoke or 0.0) + LATENCY_SLACK_MS, at_most=True, applies=invoke is not None
+        ),
+        # The same budget on what the pipeline adds to each frame, which the invoke's own
+        # tail (a busy machine) does not move.
+        "P6_added_p99_ms": _target(
+            run["stages_ms"]["outside_invoke"]["p99"], LATENCY_SLACK_MS, at_most=True
         ),
         "P7_startup_s": _target(startup, STARTUP_MAX_S, at_most=True),
     }
@@ -270,6 +323,9 @@ def format_report(report: dict[str, Any]) -> str:
     row("bare set_tensor+invoke fps", report["bare"]["fps"], [r["bare"]["fps"] for r in rounds])
     row("pipeline fps", report["pipeline"]["fps"], [r["pipeline"]["fps"] for r in rounds])
     row("ratio pipeline / bare", report["ratio"], [r["ratio"] for r in rounds], 3)
+    lines.append(
+        f"  {'ratio the cores allow (CPU/frame)':34}{_num(report['ratio_cpu_bound'], 3):>9}"
+    )
     p = report["pipeline"]
     lines += [
         f"  frames {p['frames']}, published {p['published']}, delivered {p['delivered']}, "
@@ -295,9 +351,10 @@ def format_report(report: dict[str, Any]) -> str:
     o, c, s = report["overhead_ms"], report["cpu_ms_per_frame"], report["startup_s"]
     lines += [
         "",
-        f"  overhead per frame outside invoke: {_num(o['daemon_cpu'])} ms CPU in the daemon "
-        f"process (all its threads); stage sum {_num(o['stage_sum'])} ms; "
-        f"wall {_num(o['wall'])} ms",
+        f"  overhead per frame outside invoke: {_num(o['frame_p50'])} ms p50 "
+        f"({_num(o['frame_p99'])} p99) on the frame's path (paced); "
+        f"{_num(o['daemon_cpu'])} ms CPU in the daemon process (saturated); "
+        f"stage sum {_num(o['stage_sum'])} ms; wall {_num(o['wall'])} ms",
         f"  CPU per frame (ms): daemon {_num(c['daemon'])}, worker {_num(c['worker'])}, "
         f"broker+subscriber {_num(c['broker'])}; bare loop {_num(c['bare'])}; "
         f"paced: daemon {_num(pr['cpu_ms_per_frame']['daemon'])}",
@@ -305,19 +362,17 @@ def format_report(report: dict[str, Any]) -> str:
         f"exec (median of {s['daemon_runs']}); in-process pipeline "
         f"{_num(s['pipeline_first_result'])} s (worker ready {_num(s['worker_ready'])} s)",
         "",
-        f"  {'memory (MB)':34}{'peak':>9}{'steady':>10}{'pss':>10}",
+        f"  {'memory (MB)':34}{'bench pipeline (saturated)':>30}{'edge-agent run':>30}",
+        f"  {'':34}" + f"{'peak':>10}{'steady':>10}{'pss':>10}" * 2,
     ]
     m = report["memory_mb"]
-    for proc, title in (
-        ("daemon", "daemon"),
-        ("forkserver", "forkserver"),
-        ("worker", "worker"),
-        ("total", "daemon + worker"),
-        ("all", "daemon + forkserver + worker"),
-    ):
+    for proc, title in PROCESS_NAMES.items():
+        a, b = m[proc], m["daemon_run"][proc]
         lines.append(
-            f"  {title:34}{_num(m[proc]['peak_mb'], 1):>9}{_num(m[proc]['steady_mb'], 1):>10}"
-            f"{_num(m[proc]['pss_mb'], 1):>10}"
+            f"  {title:34}"
+            + "".join(
+                f"{_num(x[q], 1):>10}" for x in (a, b) for q in ("peak_mb", "steady_mb", "pss_mb")
+            )
         )
     lines.append(
         f"  growth {_num(m['growth_mb'], 2)} MB over {int(m['growth_frames'] or 0)} frames"
