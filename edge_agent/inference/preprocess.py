@@ -155,6 +155,33 @@ class Preprocessor:
             self._rgb = np.empty((fit.new_h, fit.new_w, 3), dtype=np.uint8)
         return fit
 
+    def quantize(self, rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Normalize and quantize an RGB uint8 image into ``out``, bit-exact with the
+        formula (the table), by the fastest exact means (see the module docstring).
+
+        Args:
+            rgb: HxWx3 RGB uint8 image.
+            out: HxWx3 array of the input's dtype (may be a strided view).
+
+        Returns:
+            ``out``.
+
+        Raises:
+            RuntimeError: OpenCV could not write into ``out`` in place.
+        """
+        a = self.affine
+        if a is not None:
+            raw = out.view(np.uint8)
+            written = cv2.convertScaleAbs(rgb, dst=raw, alpha=a.alpha, beta=a.beta)
+            if a.flip:
+                np.bitwise_xor(raw, 0x80, out=raw)
+        else:
+            written = cv2.LUT(rgb, self._table, dst=out)
+        # OpenCV silently writes a new array when it cannot use dst; never let that pass.
+        if written.ctypes.data != out.ctypes.data:
+            raise RuntimeError("OpenCV did not write into the model input in place")
+        return out
+
     def __call__(self, image: np.ndarray, out: np.ndarray) -> Fit:
         """Write the model input for a BGR uint8 frame into ``out``.
 
@@ -188,19 +215,11 @@ class Preprocessor:
             src = cv2.resize(image, (fit.new_w, fit.new_h), dst=self._resized, interpolation=interp)
         if self.lut.identity:
             written = cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=roi)
-        elif self.affine is not None:
-            cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb)
-            raw = roi.view(np.uint8)
-            a = self.affine
-            written = cv2.convertScaleAbs(self._rgb, dst=raw, alpha=a.alpha, beta=a.beta)
-            if a.flip:
-                np.bitwise_xor(raw, 0x80, out=raw)
+            # OpenCV silently writes a new array when it cannot use dst; never let that pass.
+            if written.ctypes.data != roi.ctypes.data:
+                raise RuntimeError("OpenCV did not write into the model input in place")
         else:
-            cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb)
-            written = cv2.LUT(self._rgb, self._table, dst=roi)
-        # OpenCV silently writes a new array when it cannot use dst; never let that pass.
-        if written.ctypes.data != roi.ctypes.data:
-            raise RuntimeError("OpenCV did not write into the model input in place")
+            self.quantize(cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb), roi)
         if roi.shape != dst.shape:  # letterbox: the pad is the quantized grey
             dst[:top] = self._pad
             dst[top + fit.new_h :] = self._pad
