@@ -20,6 +20,7 @@ from edge_agent.bench import procfs
 from edge_agent.errors import EdgeAgentError, WorkerError
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.model import ModelOptions, build_codec, load_labels
+from edge_agent.inference.model_info import inspect_model
 from edge_agent.inference.runtime import runtime_version
 from edge_agent.service.supervisor import forkserver_context
 
@@ -40,6 +41,12 @@ def steady_fps(done: np.ndarray, warmup: int) -> float:
     if kept.size < 2 or kept[-1] <= kept[0]:
         return 0.0
     return float((kept.size - 1) / (kept[-1] - kept[0]))
+
+
+def _effective_threads(model_path: str, requested: int) -> int:
+    """The interpreter threads a model really gets (make_session runs SSD post-processing
+    models single-threaded, tensorflow#56058)."""
+    return 1 if requested > 1 and inspect_model(model_path).single_threaded else requested
 
 
 def bare_loop(options: ModelOptions, image: np.ndarray, frames: int, warmup: int) -> dict:
@@ -89,7 +96,7 @@ def bare_loop(options: ModelOptions, image: np.ndarray, frames: int, warmup: int
         "runtime": session.runtime,
         "runtime_version": runtime_version(session.runtime),
         "model_file": session.model_path,
-        "threads": request.num_threads,
+        "threads": _effective_threads(session.model_path, request.num_threads),
         "input": list(session.input.shape),
         "input_dtype": str(session.input.dtype),
     }
