@@ -33,6 +33,7 @@ from edge_agent.updates.commands import (
     peek_request_id,
 )
 from edge_agent.updates.download import Downloader
+from edge_agent.updates.history import highest_installed, note_installed
 from edge_agent.updates.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, FileEntry, Manifest
 from edge_agent.updates.release import InstalledRelease, check_release_files, copy_file
 from edge_agent.updates.signing import TrustedKeys, envelope_bytes, load_envelope, verify_envelope
@@ -280,6 +281,7 @@ class UpdateInstaller:
             # On trial until the swap's health check passes: a crash before that
             # brings the previous release back at startup.
             release = self.store.commit(staging, trial=self.swap is not None)
+            note_installed(self.store.root, manifest)
         except BaseException:
             self.store.abort(staging)
             raise
@@ -304,6 +306,14 @@ class UpdateInstaller:
             raise ModelUpdateError(
                 "not_newer",
                 f"{manifest.label} is not newer than the active {active.label} (use force)",
+            )
+        highest = highest_installed(self.store.root, manifest.name)
+        if highest is not None and not force and manifest.version <= highest:
+            # Not the active name, but this box has run a newer one: a replay.
+            raise ModelUpdateError(
+                "not_newer",
+                f"{manifest.label} is not newer than {manifest.name}@{highest} "
+                "installed before (use force)",
             )
         for entry in manifest.files:
             if entry.size > self.settings.max_file_bytes:

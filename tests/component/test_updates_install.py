@@ -249,6 +249,25 @@ def test_not_newer(env, version):
     _reject(env, "not_newer", lambda: env.install(rel), requests=0)
 
 
+def test_an_old_release_of_another_name_is_a_replay(tmp_path, server):
+    # blobs@1 -> blobs@2 -> doorcam@1: replaying the signed blobs@1 (or blobs@2) must not
+    # bring it back just because the active release has another name.
+    env = Env(tmp_path, server)
+    old = env.release("1.0.0", name="blobs")
+    env.install(old)
+    env.install(env.release("2.0.0", name="blobs"))
+    env.install(env.release("1.0.0", name="doorcam"))
+    for replay in (old, env.release("2.0.0", name="blobs")):
+        n = len(env.server.requests)
+        with pytest.raises(ModelUpdateError) as e:
+            env.install(replay)
+        assert e.value.reason == "not_newer" and "blobs@2.0.0 installed before" in str(e.value)
+        assert len(env.server.requests) == n  # refused before any download
+    assert env.store.active().label == "doorcam@1.0.0"
+    env.install(env.release("3.0.0", name="blobs"))  # a newer one is fine
+    assert env.store.active().label == "blobs@3.0.0"
+
+
 def test_force_needs_the_device_to_allow_it(env):
     rel = env.release("0.9.0")
     _reject(env, "bad_command", lambda: env.install(rel, force=True), requests=0)

@@ -1,0 +1,72 @@
+"""Replay protection across release names: the highest version ever installed, per name.
+
+Comparing an update only with the *active* release lets an old signed release of another
+name come back (install ``doorcam@1``, then replay ``blobs@2`` over a box that once ran
+``blobs@3``). ``{state_dir}/models/versions.json`` remembers, per release name, the
+highest version committed (made active) on this box; an update must be newer than that
+unless forced. Only committed releases count: a release whose install was cut short by a
+crash was never active, and retrying that very update must still work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.manifest import Manifest
+from edge_agent.updates.release import fsync_dir
+from edge_agent.updates.versions import Version, parse_version
+
+logger = logging.getLogger(__name__)
+
+HISTORY = "versions.json"
+
+
+def _read(root: Path) -> dict[str, str]:
+    """The recorded highest versions (empty when missing or unreadable)."""
+    try:
+        data = json.loads((root / HISTORY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("model store: %s unreadable (%s); using the releases on disk", HISTORY, exc)
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def highest_installed(root: Path, name: str) -> Version | None:
+    """The highest version of ``name`` ever committed here, or None."""
+    recorded = _read(root).get(name)
+    if recorded is None:
+        return None
+    try:
+        return parse_version(recorded)
+    except ModelUpdateError:
+        logger.warning("model store: %s has a bad version for %s: %r", HISTORY, name, recorded)
+        return None
+
+
+def note_installed(root: Path, manifest: Manifest) -> None:
+    """Record a committed release (write temp, fsync, rename, fsync dir).
+
+    Raises:
+        ModelUpdateError: ``io_error`` when the record cannot be written.
+    """
+    data = _read(root)
+    current = data.get(manifest.name)
+    if current is not None and parse_version(current) >= manifest.version:
+        return
+    data[manifest.name] = str(manifest.version)
+    tmp = root / f"{HISTORY}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / HISTORY)
+        fsync_dir(root)
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"cannot record {manifest.label}: {exc}") from exc
