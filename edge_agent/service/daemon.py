@@ -352,7 +352,7 @@ class Daemon:
             self.last_error = str(exc)
             self._state = "failed"
             self.publish_status()
-            self.shutdown()
+            self.shutdown(final_state="failed")
             return 1
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval
@@ -370,6 +370,8 @@ class Daemon:
                 next_stats += self.config.stats.interval
                 if self.publisher is not None:
                     self.publisher.publish_stats(self.stats_payload())
+                    # The retained status carries per-camera counters: keep them fresh.
+                    self._status_dirty.set()
             self.flags.wait(0.2)  # wakes at once on a stop or reload signal
         self.shutdown()
         return 0
@@ -398,8 +400,13 @@ class Daemon:
         self.config = new
         self.notifier.ready()
 
-    def shutdown(self) -> None:
-        """Stop everything in order, each step bounded in time."""
+    def shutdown(self, final_state: str = "stopped") -> None:
+        """Stop everything in order, each step bounded in time.
+
+        Args:
+            final_state: what the retained status says once stopped ("stopped", or
+                "failed" when the daemon could not start).
+        """
         self._state = "stopping"
         self.notifier.stopping()
         for cam in self.cameras:
@@ -411,8 +418,9 @@ class Daemon:
             self.updates.stop(5.0)
         if self.supervisor is not None:
             self.supervisor.stop(3.0)
+        self._state = final_state
         if self.publisher is not None:
-            self.publisher.publish_status(self.status())
+            self.publisher.publish_status(self.status())  # retained: the last word
             self.publisher.stop(5.0)
         self.flags.restore()
         logger.info("stopped")

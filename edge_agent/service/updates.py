@@ -161,7 +161,14 @@ class UpdateService:
         self._worker.handle(command, payload, topic)
 
     def _progress(self, state: dict[str, Any]) -> None:
-        """Installer callback: remember and publish a state."""
+        """Installer callback: remember and publish a state.
+
+        The topic is retained, so every state also says which model is serving: a
+        rejected command must not hide the model that keeps running.
+        """
+        gen = self.supervisor.generation if self.supervisor is not None else None
+        serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
+        state = {**state, "serving": serving if gen is not None else None}
         self.last_state = state
         self._report(state)
 

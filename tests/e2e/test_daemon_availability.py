@@ -61,12 +61,12 @@ def test_sigterm_publishes_offline_and_stopping_status(mqtt_broker, mqtt_subscri
 
     assert [m.payload for m in mqtt_subscriber.on(topics.available)] == [b"online", b"offline"]
     last_status = mqtt_subscriber.on(topics.status)[-1].json()
-    assert last_status["state"] == "stopping"
+    assert last_status["state"] == "stopped"
     assert last_status["cameras"]["cam0"]["state"] == "stopped"
     # What a dashboard connecting later sees:
     assert edge_daemon.retained(mqtt_broker, topics.available).payload == b"offline"
     status = edge_daemon.retained(mqtt_broker, topics.status).json()
-    assert status["state"] == "stopping" and status["device_id"] == "e2e-dev"
+    assert status["state"] == "stopped" and status["device_id"] == "e2e-dev"
     pgid = daemon.pid
     wait_until(lambda: group_gone(pgid), 5.0, "forkserver and worker exit after SIGTERM")
     print(f"SIGTERM -> exit 0 in {took:.2f}s")

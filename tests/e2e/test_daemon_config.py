@@ -51,3 +51,20 @@ def test_unloadable_model_exits_1_naming_the_model(tmp_path, edge_daemon):
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"model {model}: cannot start: {model}: cannot read model" in proc.stderr
+
+
+def test_a_daemon_that_cannot_start_leaves_failed_in_its_retained_status(
+    tmp_path, edge_daemon, mqtt_broker, mqtt_subscriber
+):
+    (tmp_path / "cfg.toml").write_text(
+        f'[device]\nid = "e2e-dev"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[[camera]]\nsource = "synthetic:64x48"\n'
+        '[model]\npath = "missing.tflite"\n'
+        f'[mqtt]\nport = {mqtt_broker.port}\nprefix = "e2e"\nhomeassistant = false\n'
+    )
+    proc = edge_daemon.run_cli("run", "--config", "cfg.toml", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    status = edge_daemon.retained(mqtt_broker, "e2e/e2e-dev/status").json()
+    assert status["state"] == "failed"
+    assert "cannot read model" in status["last_error"]
+    assert edge_daemon.retained(mqtt_broker, "e2e/e2e-dev/available").payload == b"offline"

@@ -105,7 +105,7 @@ def test_results_produced_during_an_outage_arrive_afterwards_in_order(
     )
     seen = availability(sub, topics)
     assert seen[0] == "online" and seen[-1] == "offline", seen
-    assert final["state"] == "stopping"
+    assert final["state"] == "stopped"
     # ~75 frames at 15 fps were produced while the broker was down.
     assert len(during_ids) >= OUTAGE_S * 15 * 0.8, len(during_ids)
     assert unique == sorted(unique), "results arrived out of order"

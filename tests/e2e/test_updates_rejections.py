@@ -226,6 +226,8 @@ def test_bad_releases_are_refused_and_the_old_model_keeps_running(
                 assert (state["state"], state["reason"]) == ("failed", case.reason), (
                     f"{case.name}: {state}"
                 )
+                # The retained state still says what keeps serving.
+                assert state["serving"] == {"name": ACTIVE[0], "version": ACTIVE[1]}, state
                 if case.labelled:
                     assert (state["name"], state["version"]) == (
                         "demo",

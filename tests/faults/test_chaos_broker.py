@@ -90,7 +90,7 @@ def test_broker_killed_for_a_minute_loses_no_result(tmp_path):
             )
             assert daemon.stop(timeout=15) == 0
             wait_until(
-                lambda: any(m.json()["state"] == "stopping" for m in sub.on(topics.status)),
+                lambda: any(m.json()["state"] == "stopped" for m in sub.on(topics.status)),
                 5,
                 "final status",
             )
@@ -104,7 +104,7 @@ def test_broker_killed_for_a_minute_loses_no_result(tmp_path):
     unique = first_occurrences(ids)
     lost = missing_ids(unique)
     during = {r["frame_id"] for r in got if killed_wall <= r["timestamp"] <= returned_wall}
-    final = [m.json() for m in sub.on(topics.status) if m.json()["state"] == "stopping"][-1]
+    final = [m.json() for m in sub.on(topics.status) if m.json()["state"] == "stopped"][-1]
     dropped = final["cameras"]["cam0"]["dropped"]
     figure(
         "broker_outage",
