@@ -10,8 +10,34 @@ import sys
 import cv2
 
 from edge_agent.errors import ModelError
+from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.model import LoadedModel, ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings, task_family
+
+
+def _device(text: str) -> str:
+    """argparse type: a valid device spec, else a usage error (not a traceback)."""
+    try:
+        parse_device_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in 0..1, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,23 +46,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model file (.tflite or _edgetpu.tflite)")
     p.add_argument("--cpu-model", default="", help="CPU twin of an Edge TPU model")
     p.add_argument("--labels", default="", help="label file")
-    p.add_argument("--top-k", type=int, default=5, help="classification: best K (default 5)")
+    p.add_argument("--top-k", type=_count, default=5, help="classification: best K (default 5)")
     p.add_argument(
         "--threshold",
-        type=float,
+        type=_fraction,
         default=None,
         help="minimum score (default 0.1 for classification, 0.25 for detection)",
     )
-    p.add_argument("--iou", type=float, default=0.45, help="detection NMS IoU (default 0.45)")
-    p.add_argument("--max-detections", type=int, default=100)
+    p.add_argument("--iou", type=_fraction, default=0.45, help="detection NMS IoU (default 0.45)")
+    p.add_argument("--max-detections", type=_count, default=100)
     p.add_argument(
         "--task",
         default="auto",
         choices=["auto", "classification", "detection-ssd", "detection-yolo"],
     )
     p.add_argument("--resize", default="auto", choices=["auto", "stretch", "letterbox"])
-    p.add_argument("--device", default="auto", help="auto, cpu, usb[:N] or pci[:N]")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, usb[:N] or pci[:N]")
+    p.add_argument("--threads", type=_count, default=0, help="CPU threads (default: all cores)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=run)
 
@@ -62,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     model = LoadedModel.load(options)
+    if args.device != "auto" and model.engine.attempts:
+        # A specific device was asked for and a fallback runs instead: say so loudly.
+        reasons = "; ".join(f"{a.backend}: {a.reason}" for a in model.engine.attempts)
+        print(
+            f"edge-agent infer: warning: running on {model.engine.backend}, not {args.device} "
+            f"({reasons})",
+            file=sys.stderr,
+        )
     threshold = args.threshold
     if threshold is None:
         threshold = 0.1 if model.task == "classification" else 0.25

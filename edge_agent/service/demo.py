@@ -92,10 +92,15 @@ class Demo:
     # ---- output (main thread only) ----------------------------------------------------
 
     def _emit(self, line: str, error: bool = False) -> None:
-        """Write one line now."""
+        """Write one line now; a closed pipe (``demo | head``) only ends the output."""
         stream = self._err if error else self._out
-        stream.write(line + "\n")
-        stream.flush()
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            # The reader went away: stop writing, but the daemon, broker and temp dir
+            # must still be cleaned up, so this is not an error for the caller.
+            self._out = self._err = _Discard()
 
     def _drain(self) -> None:
         """Write the lines the viewer and the log relay queued."""
@@ -337,3 +342,13 @@ class Demo:
             self._emit("no result was published", True)
             return 1
         return 0
+
+
+class _Discard:
+    """A text stream that drops everything (after the reader closed the pipe)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import validate_file_name
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,12 @@ class LabServer:
         for path in files.values():
             if not path.is_file():
                 raise FileNotFoundError(f"lab server: {path} missing")
-        self._server = _Server((host, port), _Handler)
+        try:
+            self._server = _Server((host, port), _Handler)
+        except OSError as exc:  # port taken, address not local...: one line, not a trace
+            raise ModelUpdateError(
+                "serve_failed", f"lab server cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
         self._server.files = files
         self._server.served = Counter()
         self._server.lock = threading.Lock()

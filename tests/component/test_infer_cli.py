@@ -90,3 +90,23 @@ def test_unreadable_image_is_reported_and_others_still_run(tmp_path):
     assert proc.returncode == 1
     assert f"{bad}: cannot read image" in proc.stderr
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_bad_device_is_a_usage_error_not_a_traceback():
+    proc = infer("--model", str(fixture_model("color_uint8.tflite")), "--device", "gpu", "x.png")
+    assert proc.returncode == 2
+    assert "argument --device: invalid device 'gpu'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_explicit_tpu_request_falling_back_warns():
+    proc = infer(
+        "--model",
+        str(fixture_model("color_uint8_edgetpu.tflite")),
+        "--device",
+        "usb",
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["backend"] == "cpu"
+    assert "warning: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
