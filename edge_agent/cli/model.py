@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+from edge_agent.inference.model_info import inspect_model
 from edge_agent.updates import operator
 from edge_agent.updates.golden import make_golden
 from edge_agent.updates.push import BrokerSettings, ServeSettings, push
@@ -134,6 +135,12 @@ def run_pack(args: argparse.Namespace) -> int:
         )
         if getattr(args, k) is not None
     }
+    if not args.cpu_model and inspect_model(args.model).edgetpu:
+        print(
+            f"edge-agent model pack: warning: {args.model} is compiled for the Edge TPU and "
+            "no --cpu-model is given: devices without a working TPU will refuse this release",
+            file=sys.stderr,
+        )
     golden_input, golden_output = args.golden_input, args.golden_output
     with tempfile.TemporaryDirectory() as tmp:
         if args.golden:

@@ -129,7 +129,10 @@ class Daemon:
         """Camera callback: record and publish the new state."""
         with self._status_lock:
             self.camera_state[name] = {"state": state, "detail": detail}
-        logger.info("camera %s: %s %s", name, state, detail)
+        if detail and detail != state:
+            logger.info("camera %s: %s (%s)", name, state, detail)
+        else:
+            logger.info("camera %s: %s", name, state)
         self._status_dirty.set()
 
     def _on_worker_event(self, kind: str, detail: dict[str, Any]) -> None:

@@ -20,7 +20,9 @@ import numpy as np
 # The stages one frame goes through, in order; "end_to_end" is capture to publish.
 STAGES = ("capture", "preprocess", "transfer", "invoke", "postprocess", "publish", "end_to_end")
 # Counters present in every snapshot (at 0) so subscribers see a stable schema.
-COUNTERS = ("frames", "dropped", "errors", "worker_restarts", "published", "publish_errors")
+# Counters the daemon itself keeps; delivery counts live in the "mqtt" section and
+# camera drops in "dropped_frames".
+COUNTERS = ("frames", "errors", "worker_restarts")
 
 _MS_DIGITS = 3
 _FPS_DIGITS = 2
