@@ -64,7 +64,9 @@ class _Recorder:
     def __init__(self, capacity: int):
         self.stats = PipelineStats()  # what the daemon records, same cost
         self.open = False
-        self._samples = {name: np.empty(capacity, np.float64) for name in STAGES}
+        # np.full, not np.empty: the pages are touched now, so that filling them during
+        # the run does not show as growth of the process being measured.
+        self._samples = {name: np.full(capacity, np.nan) for name in STAGES}
         self._counts = dict.fromkeys(STAGES, 0)
         self._invoke: float | None = None
 
@@ -133,7 +135,7 @@ class _Tracker:
         self.warmup = warmup
         self.stats = stats
         self.pids = pids  # name -> pid, filled in once the worker runs
-        self.done_at = np.zeros(frames, np.float64)
+        self.done_at = np.full(frames, np.nan)  # touched now (see _Recorder)
         self.count = 0
         self.finished = threading.Event()
         self.cpu: dict[str, tuple[float | None, float | None]] = {}
