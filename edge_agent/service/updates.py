@@ -167,8 +167,10 @@ class UpdateService:
         rejected command must not hide the model that keeps running.
         """
         gen = self.supervisor.generation if self.supervisor is not None else None
-        serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
-        state = {**state, "serving": serving if gen is not None else None}
+        serving = None
+        if gen is not None:
+            serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
+        state = {**state, "serving": serving}
         self.last_state = state
         self._report(state)
 
