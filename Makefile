@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install demo run test test-faults soak lint format bench dist clean broker models \
-	install-service uninstall-service fetch-models
+	install-service uninstall-service fetch-models bench-growth
 
 install: $(STAMP)
 
@@ -51,9 +51,15 @@ format: install
 	$(BIN)/ruff format edge_agent tests models tools
 	$(BIN)/ruff check --fix edge_agent tests models tools
 
+# mobilenet_v2 and yolov8n from $EDGE_AGENT_SHARED/models (default ../shared), else the
+# bundled demo model; with 1 thread (the second core carries the daemon) and all cores.
 bench: install
 	$(BIN)/python tools/bench_quantize.py
+	$(BIN)/edge-agent bench --all --threads 1
 	$(BIN)/edge-agent bench --all
+
+bench-growth: install
+	$(BIN)/edge-agent bench --all --frames 10000 --rounds 1 --pace-frames 0 --cold-starts 0
 
 # As root on the box: the systemd service (see deploy/install.sh --help).
 install-service:
