@@ -129,13 +129,13 @@ def ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
-def new_client(
-    settings: MqttSettings, topics: Topics, context: ssl.SSLContext | None, userdata: Any
+def base_client(
+    settings: MqttSettings, client_id: str, context: ssl.SSLContext | None, userdata: Any = None
 ) -> mqtt.Client:
-    """A fresh paho client (MQTT 3.1.1, clean session) with credentials, TLS and LWT set."""
+    """A paho client (MQTT 3.1.1, clean session) with transport, credentials and TLS set."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
-        client_id=settings.client_id or f"edge-agent-{topics.device_id}",
+        client_id=client_id,
         clean_session=True,
         userdata=userdata,
         protocol=mqtt.MQTTv311,
@@ -150,6 +150,16 @@ def new_client(
         client.tls_set_context(context)
         if settings.tls_insecure:
             client.tls_insecure_set(True)
+    return client
+
+
+def new_client(
+    settings: MqttSettings, topics: Topics, context: ssl.SSLContext | None, userdata: Any
+) -> mqtt.Client:
+    """The device's client: :func:`base_client` plus the last will and publishing limits."""
+    client = base_client(
+        settings, settings.client_id or f"edge-agent-{topics.device_id}", context, userdata
+    )
     client.will_set(topics.available, "offline", qos=1, retain=True)
     # Unlimited in paho: the publisher bounds what is in flight itself.
     client.max_inflight_messages_set(0)

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as mqtt
 
 from edge_agent.inference.model import ModelOptions
-from edge_agent.publishing.settings import MqttSettings, ssl_context
+from edge_agent.publishing.settings import MqttSettings, base_client, ssl_context
 
 _CHILD_STDERR_CHARS = 2000
 
@@ -68,20 +68,8 @@ def probe_broker(settings: MqttSettings, timeout: float = 5.0, client_id: str = 
         socket.create_connection((settings.host, settings.port), timeout=timeout).close()
     except OSError as exc:
         return outcome(False, "tcp", f"{where}: {exc.strerror or exc}")
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id or f"edge-agent-probe-{os.getpid()}",
-        clean_session=True,
-        protocol=mqtt.MQTTv311,
-        transport=settings.transport,
-    )
-    if settings.transport == "websockets":
-        client.ws_set_options(path=settings.ws_path)
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if context is not None:
-        client.tls_set_context(context)
-        client.tls_insecure_set(settings.tls_insecure)
+    # No last will: a probe must never announce the real device offline.
+    client = base_client(settings, client_id or f"edge-agent-probe-{os.getpid()}", context)
     client.connect_timeout = timeout
     answer: list[Any] = []
     client.on_connect = lambda c, u, flags, code, props: answer.append(code)
