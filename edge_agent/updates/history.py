@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import Manifest
-from edge_agent.updates.release import fsync_dir
+from edge_agent.updates.release import write_json_atomic
 from edge_agent.updates.versions import Version, parse_version
 
 logger = logging.getLogger(__name__)
@@ -60,13 +59,10 @@ def note_installed(root: Path, manifest: Manifest) -> None:
     if current is not None and parse_version(current) >= manifest.version:
         return
     data[manifest.name] = str(manifest.version)
-    tmp = root / f"{HISTORY}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / HISTORY)
-        fsync_dir(root)
-    except OSError as exc:
-        raise ModelUpdateError("io_error", f"cannot record {manifest.label}: {exc}") from exc
+    write_json_atomic(
+        root / HISTORY,
+        data,
+        error=f"cannot record {manifest.label}",
+        hook=lambda point: None,
+        point="history",
+    )

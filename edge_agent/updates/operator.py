@@ -29,7 +29,7 @@ from edge_agent.updates.manifest import (
     build_manifest,
     validate_file_name,
 )
-from edge_agent.updates.release import check_release_files, fsync_dir
+from edge_agent.updates.release import check_release_files, fsync_path
 from edge_agent.updates.signing import (
     TrustedKeys,
     envelope_bytes,
@@ -184,7 +184,7 @@ def pack(
         if out.exists():
             shutil.rmtree(out)
         os.rename(tmp, out)
-        fsync_dir(out.parent)
+        fsync_path(out.parent)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ModelUpdateError("io_error", f"cannot write {out}: {exc}") from exc

@@ -17,13 +17,12 @@ fsync of the directory: readers see the old or the new pointer, never a mix.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from edge_agent.updates.manifest import bad
-from edge_agent.updates.release import InstalledRelease, fsync_dir
+from edge_agent.updates.release import InstalledRelease, fsync_path, write_json_atomic
 
 POINTER = "active"
 
@@ -99,26 +98,16 @@ def clear_trial(root: Path, hook: Callable[[str], None]) -> bool:
 
 def _replace(root: Path, data: dict[str, Any], hook: Callable[[str], None]) -> None:
     """Write the pointer object: temp file, fsync, rename, fsync of the directory."""
-    tmp = root / f"{POINTER}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            hook("pointer_written")
-            os.fsync(f.fileno())
-        hook("pointer_synced")
-        os.replace(tmp, root / POINTER)
-        hook("pointer_renamed")
-        fsync_dir(root)
-    except OSError as exc:
-        raise bad("io_error", f"cannot switch the active pointer: {exc}") from exc
+    write_json_atomic(
+        root / POINTER, data, error="cannot switch the active pointer", hook=hook, point="pointer"
+    )
 
 
 def remove_pointer(root: Path) -> None:
     """Drop the pointer (the daemon goes back to its configured model)."""
     try:
         (root / POINTER).unlink()
-        fsync_dir(root)
+        fsync_path(root)
     except FileNotFoundError:
         pass
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
@@ -60,8 +60,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (renames, creations) durable."""
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a directory's entries (renames, creations), durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -69,13 +69,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to disk."""
-    fd = os.open(path, os.O_RDONLY)
+def write_json_atomic(
+    path: Path, data: Any, *, error: str, hook: Callable[[str], None], point: str
+) -> None:
+    """Replace a JSON file so readers see the old or the new one, never a mix.
+
+    Write ``<name>.tmp<pid>``, fsync, rename over ``path``, fsync the directory. ``hook``
+    is called at ``{point}_written``, ``{point}_synced`` and ``{point}_renamed`` (crash
+    tests kill the process there).
+
+    Raises:
+        ModelUpdateError: ``io_error``, with ``error`` leading the message.
+    """
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, sort_keys=True)
+            f.flush()
+            hook(f"{point}_written")
+            os.fsync(f.fileno())
+        hook(f"{point}_synced")
+        os.replace(tmp, path)
+        hook(f"{point}_renamed")
+        fsync_path(path.parent)
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"{error}: {exc}") from exc
 
 
 def check_file(path: Path, entry: FileEntry, *, full: bool = True) -> None:
@@ -186,7 +204,7 @@ def trash_release(root: Path, path: Path) -> None:
     trash = root / TRASH
     trash.mkdir(exist_ok=True)
     os.rename(path, trash / uuid.uuid4().hex)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     try:
         path.parent.rmdir()  # the <name> dir, when it held only this version
     except OSError:

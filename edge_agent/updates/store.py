@@ -53,8 +53,7 @@ from edge_agent.updates.release import (
     Staging,
     check_release_files,
     empty_trash,
-    fsync_dir,
-    fsync_file,
+    fsync_path,
     load_release,
     trash_release,
 )
@@ -189,8 +188,8 @@ class ModelStore:
                     json.dumps({"installed_at": time.time()})
                 )
                 for entry in staging.path.iterdir():
-                    fsync_file(entry)
-                fsync_dir(staging.path)
+                    fsync_path(entry)
+                fsync_path(staging.path)
                 self._hook("staging_synced")
                 if final.exists():
                     if final.name in self._protected_versions(final.parent.name):
@@ -199,11 +198,11 @@ class ModelStore:
                         )
                     trash_release(self.root, final)
                 final.parent.mkdir(exist_ok=True)
-                fsync_dir(self.root)
+                fsync_path(self.root)
                 os.rename(staging.path, final)
                 self._hook("renamed")
-                fsync_dir(final.parent)
-                fsync_dir(staging.path.parent)
+                fsync_path(final.parent)
+                fsync_path(staging.path.parent)
                 self._hook("release_synced")
             except OSError as exc:
                 raise bad("io_error", f"cannot install {manifest.label}: {exc}") from exc

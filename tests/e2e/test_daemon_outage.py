@@ -23,23 +23,13 @@ import time
 import pytest
 
 from tests.support.broker import MqttSubscriber, wait_until
+from tests.support.chaos import first_occurrences
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 DEMO = REPO / "models" / "demo"
 OUTAGE_S = 5.0
-
-
-def first_occurrences(ids: list[int]) -> list[int]:
-    """The ids in arrival order without redeliveries."""
-    seen: set[int] = set()
-    out = []
-    for i in ids:
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
-    return out
 
 
 def availability(sub: MqttSubscriber, topics) -> list[str]:
