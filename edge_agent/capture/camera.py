@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import cv2
 
+from edge_agent.backoff import Backoff
 from edge_agent.capture.frames import Frame, FrameSlot
 from edge_agent.capture.health import (
-    Backoff,
     CameraState,
     CameraStats,
     RateMeter,

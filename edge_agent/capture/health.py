@@ -48,25 +48,6 @@ class CameraStats(NamedTuple):
     last_frame_age: float | None
 
 
-class Backoff:
-    """Capped exponential delays: initial, 2x initial, ... maximum, maximum, ..."""
-
-    def __init__(self, initial: float, maximum: float):
-        self.initial = initial
-        self.maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        """The delay to wait now; doubles the following one up to the maximum."""
-        delay = self._next
-        self._next = min(self._next * 2.0, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        """Back to the initial delay (after a success)."""
-        self._next = self.initial
-
-
 class RateMeter:
     """Recent frame rate from the last capture times (caller holds any needed lock)."""
 

@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0.
     """
-    from edge_agent.bench.report import format_report
-    from edge_agent.bench.runner import BenchOptions, default_models, run_bench
+    from edge_agent.tools.bench.report import format_report
+    from edge_agent.tools.bench.runner import BenchOptions, default_models, run_bench
 
     models = default_models() if args.all else [(args.model, args.labels)]
     if not models:

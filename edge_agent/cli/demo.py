@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 after a clean stop, 1 when the daemon failed or published nothing.
     """
-    from edge_agent.service.demo import Demo, DemoOptions
+    from edge_agent.tools.demo.app import Demo, DemoOptions
 
     if args.seconds is not None and not args.seconds > 0:
         print("edge-agent demo: error: --seconds must be > 0", file=sys.stderr)

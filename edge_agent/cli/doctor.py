@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every check; exit 1 if any failed."""
-    from edge_agent.service.doctor import Doctor
+    from edge_agent.tools.doctor.report import Doctor
 
     doctor = Doctor(
         args.config,

@@ -8,11 +8,6 @@ import os
 import sys
 import tempfile
 
-from edge_agent.inference.model_info import inspect_model
-from edge_agent.updates import operator
-from edge_agent.updates.golden import make_golden
-from edge_agent.updates.push import BrokerSettings, ServeSettings, push
-
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
@@ -114,6 +109,8 @@ def operator_tasks() -> list[str]:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
+    from edge_agent.tools.release import operator  # tools load only when asked for
+
     kid = operator.keygen(
         args.private, args.public, passphrase=_secret(args.passphrase_env), overwrite=args.force
     )
@@ -122,6 +119,10 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    from edge_agent.inference.model_info import inspect_model
+    from edge_agent.tools.release import operator  # tools load only when asked for
+    from edge_agent.updates.golden import make_golden
+
     adapter = {
         k: getattr(args, k)
         for k in (
@@ -158,6 +159,8 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from edge_agent.tools.release import operator  # tools load only when asked for
+
     m = operator.verify(args.release, args.key)
     files = ", ".join(f"{f.name} ({f.role}, {f.size} B)" for f in m.files)
     print(f"OK {m.label} task={m.task}: {files}")
@@ -175,6 +178,8 @@ def _why(state: dict) -> str:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
+
     host, port = _host_port(args.broker, 1883)
     serve_host, serve_port = _host_port(args.serve, 8080)
     password = _secret(args.password_env)

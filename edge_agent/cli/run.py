@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         0 after a clean stop, 1 when the model cannot be started, 2 on a config error.
     """
     from edge_agent.cli import setup_logging
-    from edge_agent.service.daemon import Daemon
+    from edge_agent.daemon.app import Daemon
 
     config = load_config(args.config)
     setup_logging(args.log_level, default=config.logging.level)

@@ -1,8 +1,8 @@
 """A model ready to run on images: engine + preprocessing + decoding.
 
 ``edge-agent infer`` and the benchmark use :class:`LoadedModel` in-process. The daemon
-splits the same parts across processes: the engine runs in the inference worker,
-while :func:`build_codec` gives the preprocessor and decoder for the pipeline side.
+splits the same parts across processes: the engine runs in the inference worker, while
+:mod:`edge_agent.inference.codec` gives the preprocessor and decoder for the pipeline side.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from edge_agent.inference.backends.base import Backend, ModelRequest
+from edge_agent.inference.codec import Codec, build_codec, load_labels
 from edge_agent.inference.engine import Engine
-from edge_agent.inference.labels import label_count_warning, read_labels
-from edge_agent.inference.postprocess import Decoder, DecodeSettings, Result, default_resize
-from edge_agent.inference.preprocess import Preprocessor, input_geometry
+from edge_agent.inference.postprocess import DecodeSettings, Result
 from edge_agent.inference.runtime import default_threads
-from edge_agent.inference.tensors import TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -51,53 +49,6 @@ class ModelOptions:
             device=self.device,
             num_threads=self.num_threads or default_threads(),
         )
-
-
-class Codec(NamedTuple):
-    """The pipeline-side halves of a model: preprocessing and decoding."""
-
-    preprocessor: Preprocessor
-    decoder: Decoder
-    warnings: tuple[str, ...]
-
-
-def load_labels(options: ModelOptions) -> dict[int, str]:
-    """The label map of a model (empty when no file is configured).
-
-    Raises:
-        ModelError: the label file cannot be read.
-    """
-    return read_labels(options.labels) if options.labels else {}
-
-
-def build_codec(
-    input_spec: TensorSpec,
-    output_specs: Sequence[TensorSpec],
-    options: ModelOptions,
-    labels: dict[int, str],
-) -> Codec:
-    """Make the preprocessor and decoder for a model's tensors.
-
-    Raises:
-        ModelError: the input is not an image tensor, or the outputs do not fit the task.
-    """
-    height, width = input_geometry(input_spec)
-    decoder = Decoder(
-        output_specs,
-        (width, height),
-        task=options.task,
-        labels=labels,
-        settings=options.settings,
-        labels_filter=options.labels_filter,
-    )
-    resize = default_resize(decoder.task) if options.resize == "auto" else options.resize
-    pre = Preprocessor(input_spec, resize=resize, mean=options.input_mean, std=options.input_std)
-    warnings = []
-    if labels and decoder.num_classes:
-        warning = label_count_warning(labels, decoder.num_classes)
-        if warning:
-            warnings.append(f"{options.labels}: {warning}")
-    return Codec(pre, decoder, tuple(warnings))
 
 
 class Inference(NamedTuple):

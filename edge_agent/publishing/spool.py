@@ -35,7 +35,6 @@ A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -45,6 +44,7 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
+from edge_agent.atomicfile import write_atomic
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.segments import (
     Position,
@@ -326,23 +326,15 @@ class Spool:
         return None
 
     def _save_cursor(self) -> None:
-        """Atomically persist the cursor (write temp, fsync, rename).
+        """Atomically persist the cursor (write temp, fsync, rename, fsync the directory).
 
         A failure is only logged: the cursor stays in memory, and an older cursor on disk
         means duplicates after a crash, never loss.
         """
         raw = _CURSOR.pack(_CURSOR_MAGIC, *self._cursor)
         raw += zlib.crc32(raw).to_bytes(4, "little")
-        tmp = self.directory / "cursor.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                if os.write(fd, raw) != len(raw):
-                    raise OSError(errno.ENOSPC, "short write")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.directory / "cursor")
+            write_atomic(self.directory / "cursor", raw, mode=0o600)
         except OSError as exc:
             logger.warning("spool %s: cannot save the cursor: %s", self.directory, exc.strerror)
             return

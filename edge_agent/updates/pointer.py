@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_agent.atomicfile import fsync_path
 from edge_agent.updates.manifest import bad
-from edge_agent.updates.release import InstalledRelease, fsync_path, write_json_atomic
+from edge_agent.updates.release import InstalledRelease, write_json_atomic
 
 POINTER = "active"
 

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
+from edge_agent.atomicfile import fsync_path, write_atomic
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
 from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, bad, parse_manifest
@@ -60,15 +61,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_path(path: Path) -> None:
-    """Make a file's data, or a directory's entries (renames, creations), durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(
     path: Path, data: Any, *, error: str, hook: Callable[[str], None], point: str
 ) -> None:
@@ -81,17 +73,9 @@ def write_json_atomic(
     Raises:
         ModelUpdateError: ``io_error``, with ``error`` leading the message.
     """
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    raw = json.dumps(data, sort_keys=True).encode("utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, sort_keys=True)
-            f.flush()
-            hook(f"{point}_written")
-            os.fsync(f.fileno())
-        hook(f"{point}_synced")
-        os.replace(tmp, path)
-        hook(f"{point}_renamed")
-        fsync_path(path.parent)
+        write_atomic(path, raw, hook=hook, point=point)
     except OSError as exc:
         raise ModelUpdateError("io_error", f"{error}: {exc}") from exc
 

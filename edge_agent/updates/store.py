@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_agent.atomicfile import fsync_path
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import (
     MANIFEST_FILE,
@@ -53,7 +54,6 @@ from edge_agent.updates.release import (
     Staging,
     check_release_files,
     empty_trash,
-    fsync_path,
     load_release,
     trash_release,
 )

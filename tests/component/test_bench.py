@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.bench import procfs
-from edge_agent.bench.report import _cpu_bound, format_report, summarize
-from edge_agent.bench.runner import BenchOptions, default_models, resolve_source
 from edge_agent.cli import main
 from edge_agent.errors import ConfigError
 from edge_agent.inference.preprocess import Preprocessor
 from edge_agent.inference.tensors import QuantParams, TensorSpec
+from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench.report import _cpu_bound, format_report, summarize
+from edge_agent.tools.bench.runner import BenchOptions, default_models, resolve_source
 from tests.support.paths import REPO, fixture_model
 
 MODEL = str(fixture_model("color_uint8.tflite"))
@@ -213,7 +213,7 @@ def test_summary_takes_medians_of_per_round_ratios():
 
 
 def test_cpu_bound_is_what_the_cores_can_supply(monkeypatch):
-    monkeypatch.setattr("edge_agent.bench.report.default_threads", lambda: 2)
+    monkeypatch.setattr("edge_agent.tools.bench.report.default_threads", lambda: 2)
     rounds = [
         {
             "bare": {"fps": 500.0},  # 2 threads: both cores, 4 ms CPU per frame

@@ -19,10 +19,10 @@ import pytest
 
 from edge_agent.config import load_config
 from edge_agent.publishing.settings import MqttSettings
-from edge_agent.service import doctor_host
-from edge_agent.service.doctor import FAIL, INFO, OK, SKIP, WARN, Doctor, Report
-from edge_agent.service.probes import probe_broker
-from edge_agent.updates.operator import keygen
+from edge_agent.tools.doctor import host as doctor_host
+from edge_agent.tools.doctor.probes import probe_broker
+from edge_agent.tools.doctor.report import FAIL, INFO, OK, SKIP, WARN, Doctor, Report
+from edge_agent.tools.release.operator import keygen
 from tests.support.broker import free_port
 from tests.support.daemon import daemon_environment, to_toml
 from tests.support.fake_tpu import write_state
@@ -158,7 +158,7 @@ def test_invalid_config_names_the_key_and_skips_the_config_checks(tmp_path):
 def test_missing_config_fails_only_when_named(tmp_path, monkeypatch):
     absent = str(tmp_path / "absent.toml")
     monkeypatch.delenv("EDGE_AGENT_CONFIG", raising=False)
-    monkeypatch.setattr("edge_agent.service.doctor.DEFAULT_CONFIG_PATH", absent)
+    monkeypatch.setattr("edge_agent.tools.doctor.report.DEFAULT_CONFIG_PATH", absent)
     default = Doctor().run()
     config = [c for c in default.checks if c.section == "Config"]
     assert [(c.status, c.detail) for c in config] == [

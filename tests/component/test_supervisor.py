@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
-from edge_agent.service.daemon import make_codec
-from edge_agent.service.supervisor import Supervisor
+from edge_agent.inference.supervisor import Supervisor
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
 

@@ -8,7 +8,7 @@ import pytest
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.backends.base import ModelRequest
 from edge_agent.inference.backends.cpu import CpuBackend
-from edge_agent.updates import operator
+from edge_agent.tools.release import operator
 from edge_agent.updates.golden import check_golden, load_golden, make_golden
 from tests.support.paths import shared_file
 

@@ -18,10 +18,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ModelUpdateError
-from edge_agent.updates import operator
+from edge_agent.tools.release import operator
+from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
 from edge_agent.updates.commands import command_kind, command_subscriptions, state_topic
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
-from edge_agent.updates.push import BrokerSettings, ServeSettings, push
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import parse_config
+from edge_agent.daemon.app import model_options
+from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.publishing.settings import encode_payload
-from edge_agent.service.daemon import model_options
-from edge_agent.service.updates import UpdateService
 from tests.faults.conftest import DEMO, GROUP
 from tests.support.command_payloads import payload_strategy
 from tests.support.daemon import DEVICE_ID, PREFIX, to_toml

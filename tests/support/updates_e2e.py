@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.tools.release.operator import pack
 from edge_agent.updates.commands import build_update_command
-from edge_agent.updates.operator import pack
 from tests.support.broker import Message, MqttSubscriber
 from tests.support.paths import REPO
 from tests.support.updates_http import FileServer, Route

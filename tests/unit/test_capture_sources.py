@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.capture.camera import Camera
-from edge_agent.capture.health import Backoff, RateMeter
+from edge_agent.capture.health import RateMeter
 from edge_agent.capture.sources import (
     SourceKind,
     SourceSpec,
@@ -171,13 +171,6 @@ class _FpsCap:
 )
 def test_source_fps_falls_back_on_nonsense(reported, expected):
     assert source_fps(_FpsCap(reported), 12.0) == expected
-
-
-def test_backoff_doubles_caps_and_resets():
-    backoff = Backoff(0.25, 1.0)
-    assert [backoff.next() for _ in range(5)] == [0.25, 0.5, 1.0, 1.0, 1.0]
-    backoff.reset()
-    assert backoff.next() == 0.25
 
 
 def test_rate_meter_window_and_age():

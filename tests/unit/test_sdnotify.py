@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from edge_agent.service import sdnotify
-from edge_agent.service.sdnotify import Notifier, Watchdog, watchdog_interval
+from edge_agent.daemon import sdnotify
+from edge_agent.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_vanished_socket_does_not_raise(tmp_path, monkeypatch, caplog):
     path.unlink()
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     notifier = Notifier(use_library=False)
-    with caplog.at_level(logging.DEBUG, logger="edge_agent.service.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="edge_agent.daemon.sdnotify"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
     levels = [r.levelno for r in caplog.records]

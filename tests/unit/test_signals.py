@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from edge_agent.daemon.signals import SignalFlags
 from edge_agent.errors import EdgeAgentError
-from edge_agent.service.signals import SignalFlags
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

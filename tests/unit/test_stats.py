@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from edge_agent.service.stats import (
+from edge_agent.daemon.stats import (
     COUNTERS,
     STAGES,
     LatencyTracker,

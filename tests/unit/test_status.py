@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
-from edge_agent.service.status import stats_document, status_document
+from edge_agent.daemon.status import stats_document, status_document
 
 CAM = CameraStats(
     "front", "rtsp://user:***@cam/1", "reconnecting", 120, 7, 3, 14.567, "read failed", 2.0, 4.5

@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
-from edge_agent.service.supervisor import Generation
+from edge_agent.inference.supervisor import Generation
 
 
 def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:

@@ -12,8 +12,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from edge_agent.bench.pipeline_run import STAGES
 from edge_agent.inference.runtime import default_threads
+from edge_agent.tools.bench.pipeline_run import STAGES
 
 # The project's performance targets (ratios and budgets; absolute times vary by box).
 RATIO_MIN = 0.95  # P1: pipeline fps / bare invoke fps

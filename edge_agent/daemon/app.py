@@ -19,23 +19,23 @@ from typing import Any
 
 from edge_agent.capture.camera import Camera
 from edge_agent.config import Config, load_config
+from edge_agent.daemon.logcontext import LogContext
+from edge_agent.daemon.logcontext import install as install_log_context
+from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.sdnotify import Notifier, Watchdog
+from edge_agent.daemon.signals import SignalFlags
+from edge_agent.daemon.stats import PipelineStats
+from edge_agent.daemon.status import stats_document, status_document
 from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.inference.codec import make_codec
 from edge_agent.inference.devices import apex_temperatures
-from edge_agent.inference.model import ModelOptions, build_codec, load_labels
+from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
+from edge_agent.inference.supervisor import Supervisor
 from edge_agent.publishing.client import MqttPublisher, MqttSettings
 from edge_agent.publishing.discovery import discovery_messages
 from edge_agent.publishing.topics import Topics
-from edge_agent.service.logcontext import LogContext
-from edge_agent.service.logcontext import install as install_log_context
-from edge_agent.service.pipeline import Pipeline
-from edge_agent.service.sdnotify import Notifier, Watchdog
-from edge_agent.service.signals import SignalFlags
-from edge_agent.service.stats import PipelineStats
-from edge_agent.service.status import stats_document, status_document
-from edge_agent.service.supervisor import Supervisor
-from edge_agent.service.updates import UpdateService
-from edge_agent.service.worker import WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,6 @@ def mqtt_settings(config: Config) -> MqttSettings:
         qos_stats=q.qos_stats,
         retain_status=q.retain_status,
     )
-
-
-def make_codec(info: WorkerInfo, options: ModelOptions):
-    """Build the pipeline-side codec for a worker's tensors."""
-    codec = build_codec(info.input, info.outputs, options, load_labels(options))
-    for warning in codec.warnings:
-        logger.warning("model %s: %s", options.path, warning)
-    return codec
 
 
 class Daemon:

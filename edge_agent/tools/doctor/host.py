@@ -1,7 +1,7 @@
 """Host checks of ``edge-agent doctor``: Python, packages, runtimes, Coral, devices.
 
 Nothing here needs a config file. Each method appends its checks to the report it was
-given (see :mod:`edge_agent.service.doctor` for the statuses).
+given (see :mod:`edge_agent.tools.doctor.report` for the statuses).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class HostChecks:
     """Checks of this machine.
 
     Args:
-        report: a :class:`~edge_agent.service.doctor.Report` to append to.
+        report: a :class:`~edge_agent.tools.doctor.report.Report` to append to.
         sys_root, dev_root: sysfs and /dev mount points (tests pass fake trees).
     """
 

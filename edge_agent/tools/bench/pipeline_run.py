@@ -19,19 +19,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.bench import procfs
-from edge_agent.bench.bare import steady_fps
-from edge_agent.bench.sink import PREFIX, Sink
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.sources import open_capture
+from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.stats import PipelineStats
 from edge_agent.errors import EdgeAgentError
+from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.supervisor import Supervisor
 from edge_agent.publishing.client import MqttPublisher, MqttSettings
 from edge_agent.publishing.topics import Topics
-from edge_agent.service.daemon import make_codec
-from edge_agent.service.pipeline import Pipeline
-from edge_agent.service.stats import PipelineStats
-from edge_agent.service.supervisor import Supervisor
+from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench.bare import steady_fps
+from edge_agent.tools.bench.sink import PREFIX, Sink
 
 logger = logging.getLogger(__name__)
 

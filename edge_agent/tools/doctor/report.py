@@ -3,9 +3,9 @@
 Each check appends one :class:`Check` (``ok``, ``warn``, ``fail``, ``info`` or ``skip``)
 to a :class:`Report`. Host checks (Python, packages, TFLite runtimes, Coral's pycoral,
 libedgetpu, Edge TPUs, device permissions, V4L2 devices) live in
-:mod:`edge_agent.service.doctor_host`; the checks of one config file (validation,
+:mod:`edge_agent.tools.doctor.host`; the checks of one config file (validation,
 state directory, cameras, model, broker, trusted keys) live here, on top of the
-bounded probes of :mod:`edge_agent.service.probes`. Warnings never fail the report.
+bounded probes of :mod:`edge_agent.tools.doctor.probes`. Warnings never fail the report.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edge_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.backends.edgetpu import resolve_edgetpu_model
 from edge_agent.inference.model import ModelOptions
-from edge_agent.service.probes import grab_frame, probe_broker, probe_model
+from edge_agent.tools.doctor.probes import grab_frame, probe_broker, probe_model
 
 OK, WARN, FAIL, INFO, SKIP = "ok", "warn", "fail", "info", "skip"
 
@@ -126,7 +126,7 @@ class Doctor:
 
     def run(self) -> Report:
         """Run the host checks, then the config's; return the report."""
-        from edge_agent.service import doctor_host
+        from edge_agent.tools.doctor import host as doctor_host
 
         config, config_check = self._load()
         host = doctor_host.HostChecks(self.report, self.sys_root, self.dev_root)
@@ -193,7 +193,7 @@ class Doctor:
 
     def model(self, config: Config) -> None:
         """The model loads on the best backend and runs one frame, in a child process."""
-        from edge_agent.service.daemon import model_options
+        from edge_agent.daemon.app import model_options
 
         options = model_options(config)
         if not options.path:
@@ -230,7 +230,7 @@ class Doctor:
 
     def _installed_release(self, config: Config, base: ModelOptions) -> ModelOptions | None:
         """No ``model.path``: the daemon runs the release an update installed, if any."""
-        from edge_agent.service.updates import release_options
+        from edge_agent.daemon.model_updates import release_options
         from edge_agent.updates.store import ModelStore
 
         root = Path(config.device.state_dir) / "models"
@@ -248,7 +248,7 @@ class Doctor:
 
     def broker(self, config: Config) -> None:
         """TCP, TLS and CONNACK with the config's credentials."""
-        from edge_agent.service.daemon import mqtt_settings
+        from edge_agent.daemon.app import mqtt_settings
 
         if not config.mqtt.enabled:
             self.report.add("MQTT", "broker", SKIP, "mqtt.enabled = false")

@@ -20,8 +20,8 @@ from edge_agent.config import Config
 from edge_agent.errors import EdgeAgentError, ModelUpdateError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
-from edge_agent.service.supervisor import Supervisor
-from edge_agent.service.worker import run_once
+from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateWorker, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings

@@ -20,6 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.atomicfile import fsync_path
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
 from edge_agent.updates.manifest import (
@@ -29,7 +30,7 @@ from edge_agent.updates.manifest import (
     build_manifest,
     validate_file_name,
 )
-from edge_agent.updates.release import check_release_files, fsync_path
+from edge_agent.updates.release import check_release_files
 from edge_agent.updates.signing import (
     TrustedKeys,
     envelope_bytes,

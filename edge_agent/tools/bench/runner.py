@@ -15,19 +15,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edge_agent.bench.bare import run_bare
-from edge_agent.bench.coldstart import daemon_start
-from edge_agent.bench.pipeline_run import run_pipeline
-from edge_agent.bench.report import summarize
-from edge_agent.bench.sink import Sink
 from edge_agent.capture.sources import open_capture, parse_source
 from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.inference.model import ModelOptions
+from edge_agent.tools.bench.bare import run_bare
+from edge_agent.tools.bench.coldstart import daemon_start
+from edge_agent.tools.bench.pipeline_run import run_pipeline
+from edge_agent.tools.bench.report import summarize
+from edge_agent.tools.bench.sink import Sink
 
 logger = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic:640x480"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # (model, labels) under the shared data folder, then the bundled demo and fixture.
 SHARED_MODELS = (
     ("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt"),
@@ -137,7 +137,7 @@ def run_bench(
         on_round: receives a one-line progress message after each phase.
 
     Returns:
-        The report (see :func:`edge_agent.bench.report.summarize`).
+        The report (see :func:`edge_agent.tools.bench.report.summarize`).
 
     Raises:
         EdgeAgentError: the model, source or broker is unusable, or a loop failed.

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.bench import procfs
 from edge_agent.errors import EdgeAgentError, WorkerError
+from edge_agent.inference.codec import build_codec, load_labels
 from edge_agent.inference.engine import Engine
-from edge_agent.inference.model import ModelOptions, build_codec, load_labels
+from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.model_info import inspect_model
 from edge_agent.inference.runtime import runtime_version
-from edge_agent.service.supervisor import forkserver_context
+from edge_agent.inference.supervisor import forkserver_context
+from edge_agent.tools.bench import procfs
 
 logger = logging.getLogger(__name__)
 

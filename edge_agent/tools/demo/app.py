@@ -31,14 +31,14 @@ from typing import IO
 import edge_agent
 from edge_agent.capture.sources import mask_credentials
 from edge_agent.config import load_config
+from edge_agent.daemon.signals import SignalFlags
 from edge_agent.errors import PublishError
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import Topics
-from edge_agent.service.demo_setup import PREFIX, demo_config, find_demo_assets, parse_broker
-from edge_agent.service.demo_view import Viewer
-from edge_agent.service.probes import probe_broker
-from edge_agent.service.signals import SignalFlags
+from edge_agent.tools.demo.setup import PREFIX, demo_config, find_demo_assets, parse_broker
+from edge_agent.tools.demo.view import Viewer
+from edge_agent.tools.doctor.probes import probe_broker
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ModelUpdateError, PublishError
+from edge_agent.tools.release.lab_server import LabServer
+from edge_agent.tools.release.operator import verify
 from edge_agent.updates.commands import (
     UPDATE,
     build_update_command,
@@ -34,9 +36,7 @@ from edge_agent.updates.commands import (
     device_command_topic,
     group_command_topic,
 )
-from edge_agent.updates.lab_server import LabServer
 from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
-from edge_agent.updates.operator import verify
 from edge_agent.updates.signing import TrustedKeys, load_envelope, parse_envelope
 
 logger = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from edge_agent.bench import procfs
-from edge_agent.bench.sink import PREFIX, Sink
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.model import ModelOptions
+from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench.sink import PREFIX, Sink
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge_agent.errors import EdgeAgentError, WorkerError
-from edge_agent.inference.model import Codec, ModelOptions
+from edge_agent.inference.codec import Codec
+from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
-from edge_agent.service.worker import SLOTS, Buffers, WorkerHandle, WorkerInfo
+from edge_agent.inference.worker import SLOTS, Buffers, WorkerHandle, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Completion(NamedTuple):
 def forkserver_context() -> Any:
     """A forkserver context with the heavy imports preloaded: restarts take milliseconds."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["edge_agent.service.worker", "ai_edge_litert.interpreter"])
+    ctx.set_forkserver_preload(["edge_agent.inference.worker", "ai_edge_litert.interpreter"])
     return ctx
 
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from edge_agent.inference.geometry import Fit
 from edge_agent.inference.postprocess import task_family
-from edge_agent.service.supervisor import Completion, Supervisor
+from edge_agent.inference.supervisor import Completion, Supervisor
 
 logger = logging.getLogger(__name__)
 

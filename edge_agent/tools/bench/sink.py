@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from edge_agent.errors import PublishError
-from edge_agent.service.supervisor import forkserver_context
+from edge_agent.inference.supervisor import forkserver_context
 
 logger = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""The daemon: supervised inference worker, frame pipeline, systemd integration, stats."""

@@ -1,0 +1,1 @@
+"""Command-line tools the daemon never imports: doctor, demo, bench, release tooling."""

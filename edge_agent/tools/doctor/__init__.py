@@ -1,0 +1,1 @@
+"""``edge-agent doctor``: runtimes, libedgetpu, TPUs, cameras, model, broker, state dir."""

@@ -1,0 +1,1 @@
+"""The operator's release tooling: keygen, pack, verify, push and its lab server."""
