@@ -29,10 +29,20 @@ def run(args: argparse.Namespace) -> int:
         0 after a clean stop, 1 when the model cannot be started, 2 on a config error.
     """
     from edge_agent.cli import setup_logging
-    from edge_agent.daemon.app import Daemon
+    from edge_agent.daemon.signals import SignalQueue
 
-    config = load_config(args.config)
+    # First of all: a SIGHUP or SIGTERM arriving while the config and the model load is
+    # queued for the main loop, instead of killing the process with the default action.
+    signals = SignalQueue()
+    signals.install()
+    try:
+        config = load_config(args.config)
+    except BaseException:
+        signals.restore()
+        raise
     setup_logging(args.log_level, default=config.logging.level)
     for warning in config.warnings:
         logger.warning("%s", warning)  # each warning already names the file
-    return Daemon(config, args.config).run()
+    from edge_agent.daemon.app import Daemon
+
+    return Daemon(config, args.config, signals).run()

@@ -1,8 +1,8 @@
 """``edge-agent run``: wires capture, the supervised worker, MQTT and systemd together.
 
-The main thread owns the lifecycle: it starts everything, then waits on the stop flag
-(set only by signal handlers) while publishing stats and status, and on SIGHUP reloads
-the configuration. The pipeline runs in its own thread. Shutdown stops capture, drains
+The main thread owns the lifecycle: it starts everything, then drains the signal queue
+(filled only by signal handlers) while publishing stats and status, and on SIGHUP reloads
+what can change live. The pipeline runs in its own thread. Shutdown stops capture, drains
 in-flight frames into MQTT or the spool, publishes ``offline``, and joins every thread
 with a timeout.
 """
@@ -22,66 +22,23 @@ from edge_agent.config import Config, load_config
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.options import model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.reload import plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
-from edge_agent.daemon.signals import SignalFlags
+from edge_agent.daemon.signals import Request, SignalQueue
+from edge_agent.daemon.startup import initial_model, start_supervisor
 from edge_agent.daemon.stats import PipelineStats
-from edge_agent.daemon.status import stats_document, status_document
-from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.inference.codec import make_codec
+from edge_agent.daemon.status import DaemonState, stats_document, status_document
+from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.devices import apex_temperatures
-from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
-from edge_agent.publishing.client import MqttPublisher, MqttSettings
+from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.discovery import discovery_messages
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
-
-
-def model_options(config: Config) -> ModelOptions:
-    """The ``[model]`` and ``[inference]`` sections as ModelOptions."""
-    m = config.model
-    return ModelOptions(
-        path=m.path,
-        cpu_model=m.cpu_model,
-        labels=m.labels,
-        device=m.device,
-        num_threads=m.num_threads,
-        task=m.task,
-        resize=m.resize,
-        input_mean=m.input_mean,
-        input_std=m.input_std,
-        settings=DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections),
-        labels_filter=m.labels_filter,
-        warmup=config.inference.warmup,
-    )
-
-
-def mqtt_settings(config: Config) -> MqttSettings:
-    """The ``[mqtt]`` section as the publisher's settings."""
-    q = config.mqtt
-    return MqttSettings(
-        host=q.host,
-        port=q.port,
-        transport=q.transport,
-        client_id=q.client_id,
-        username=q.username or None,
-        password=q.password or None,
-        keepalive=q.keepalive,
-        tls=q.tls,
-        ca_file=q.ca_file or None,
-        cert_file=q.cert_file or None,
-        key_file=q.key_file or None,
-        tls_insecure=q.tls_insecure,
-        reconnect_min=q.reconnect_min,
-        reconnect_max=q.reconnect_max,
-        spool_max_bytes=int(q.spool_max_mb * 1024 * 1024),
-        qos_results=q.qos_results,
-        qos_stats=q.qos_stats,
-        retain_status=q.retain_status,
-    )
 
 
 class Daemon:
@@ -90,9 +47,11 @@ class Daemon:
     Args:
         config: validated configuration.
         config_path: where it came from (re-read on SIGHUP).
+        signals: the signal queue, when the caller installed it early (``edge-agent run``
+            does, before reading the config); default a new one installed by :meth:`run`.
     """
 
-    def __init__(self, config: Config, config_path: str = ""):
+    def __init__(self, config: Config, config_path: str = "", signals: SignalQueue | None = None):
         self.config = config
         self.config_path = config_path
         self.device_id = config.device.id or socket.gethostname().split(".")[0]
@@ -100,17 +59,19 @@ class Daemon:
         self.notifier = Notifier()
         self.watchdog = Watchdog.from_environment(self.notifier)
         self.stats = PipelineStats()
-        self.flags = SignalFlags()
+        self.signals = signals or SignalQueue()
+        self._stop = threading.Event()  # set by the main thread once a stop is drained
         self.started = time.time()
         self.cameras: list[Camera] = []
         self.camera_state: dict[str, dict[str, Any]] = {}
         self.supervisor: Supervisor | None = None
         self.publisher: MqttPublisher | None = None
-        self.updates: Any = None
+        self.updates: UpdateService | None = None
         self.last_error = ""
-        self._state = "starting"
+        self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
         self._pipeline_stop = threading.Event()
+        self._pipeline: Pipeline | None = None
         self._pipeline_thread: threading.Thread | None = None
         self._status_dirty = threading.Event()
         self.log_context = LogContext()
@@ -193,7 +154,7 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_status(status)
         cams = ", ".join(f"{n}={s.get('state')}" for n, s in status["cameras"].items())
-        self.notifier.status(f"{self._state}; backend={status['backend']}; cameras: {cams}")
+        self.notifier.status(f"{self._state.value}; backend={status['backend']}; cameras: {cams}")
 
     def publish_result(self, payload: dict[str, Any]) -> None:
         """Pipeline callback: a frame's results (durable: spooled when offline)."""
@@ -218,8 +179,13 @@ class Daemon:
                 on_connection_change=self._on_connection,
             )
             self.publisher.start()
-        options, meta = self._initial_model()
-        self.supervisor = self._start_supervisor(options, meta)
+        if cfg.updates.enabled:
+            self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
+        options, meta = initial_model(cfg, self.updates)
+        self.supervisor, fallback_error = start_supervisor(
+            cfg, options, meta, self._on_worker_event
+        )
+        self.last_error = fallback_error or self.last_error
         for cam_cfg in cfg.enabled_cameras:
             cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state)
             cam.start()
@@ -247,61 +213,10 @@ class Daemon:
             ):
                 self.publisher.publish(topic, payload, qos=1, retain=True)
 
-    def _initial_model(self) -> tuple[ModelOptions, dict[str, Any]]:
-        """The active installed release when updates are on, else the configured model."""
-        cfg = self.config
-        m = cfg.model
-        options = model_options(cfg)
-        meta = {
-            "name": m.name or os.path.splitext(os.path.basename(m.path))[0],
-            "version": m.version,
-        }
-        if cfg.updates.enabled:
-            report = self.publisher.publish_model if self.publisher else (lambda state: None)
-            self.updates = UpdateService(cfg, options, None, report)
-            active = self.updates.startup_model()
-            if active is not None:
-                return active
-        if not m.path:
-            raise ConfigError(
-                f"no model configured and no release installed in {cfg.device.state_dir}/models",
-                file=cfg.source or None,
-                key="model.path",
-            )
-        return options, meta
-
-    def _start_supervisor(self, options: ModelOptions, meta: dict[str, Any]) -> Supervisor:
-        """Start the worker on the chosen model; an installed release that will not start
-        falls back to the configured model rather than leaving the box without one."""
-        inf = self.config.inference
-
-        def make(opts: ModelOptions, info: dict[str, Any]) -> Supervisor:
-            sup = Supervisor(
-                opts,
-                make_codec,
-                deadline=inf.deadline,
-                reprobe_initial=inf.reprobe_initial,
-                reprobe_max=inf.reprobe_max,
-                on_event=self._on_worker_event,
-                meta=info,
-            )
-            sup.start()
-            return sup
-
-        try:
-            return make(options, meta)
-        except EdgeAgentError as exc:
-            configured = model_options(self.config)
-            if options == configured or not self.config.model.path:
-                raise
-            logger.error(
-                "model %s: installed release will not start (%s); using %s",
-                meta.get("name"),
-                exc,
-                configured.path,
-            )
-            self.last_error = str(exc)
-            return make(configured, {"name": os.path.basename(configured.path), "version": ""})
+    def _report_model(self, state: dict[str, Any]) -> None:
+        """Update-service callback: the retained model state goes to the broker."""
+        if self.publisher is not None:
+            self.publisher.publish_model(state)
 
     def _start_updates(self) -> None:
         """Start taking model commands once the pipeline runs."""
@@ -317,9 +232,11 @@ class Daemon:
         and systemd must not kill it for that.
         """
         start = time.monotonic()
-        while not self.flags.stop_event.is_set():
+        while not self._stop.is_set():
             waited = time.monotonic() - start
-            frames_ok = self._pipeline.frames > 0 or not self.cameras
+            frames_ok = (self._pipeline is not None and self._pipeline.frames > 0) or not (
+                self.cameras
+            )
             broker_ok = self.publisher is None or self.publisher.connected
             if frames_ok and (
                 broker_ok or (self.config.mqtt.ready_without_broker and waited > broker_grace)
@@ -332,29 +249,40 @@ class Daemon:
                     waited,
                 )
                 break
-            self.flags.stop_event.wait(0.05)
-        self._state = "running"
+            if self._status_dirty.is_set():
+                # A camera that cannot open shows as reconnecting now, not after timeout.
+                self._status_dirty.clear()
+                self.publish_status()
+            self._handle_signals(0.05)
+        self._state = DaemonState.RUNNING
         self.notifier.ready()
         self.publish_status()
 
+    def _handle_signals(self, timeout: float) -> None:
+        """Drain the signal queue (waiting up to ``timeout``): stop or reload."""
+        request = self.signals.wait(timeout)
+        if request is Request.STOP:
+            self._stop.set()
+        elif request is Request.RELOAD:
+            self.reload()
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
-        self.flags.install()
+        self.signals.install()
         try:
             self.start()
         except EdgeAgentError as exc:
             logger.error("model %s: cannot start: %s", self.config.model.path, exc)
             self.last_error = str(exc)
-            self._state = "failed"
+            self._state = DaemonState.FAILED
             self.publish_status()
-            self.shutdown(final_state="failed")
+            self.shutdown(final_state=DaemonState.FAILED)
             return 1
+        self.publish_status()  # "starting", with each camera's state, before READY
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval
         storage_error = ""
-        while not self.flags.stop_event.is_set():
-            if self.flags.reload_requested():
-                self.reload()
+        while not self._stop.is_set():
             if self.publisher is not None and self.publisher.storage_error != storage_error:
                 storage_error = self.publisher.storage_error  # disk full, or recovered
                 self._status_dirty.set()
@@ -367,12 +295,13 @@ class Daemon:
                     self.publisher.publish_stats(self.stats_payload())
                     # The retained status carries per-camera counters: keep them fresh.
                     self._status_dirty.set()
-            self.flags.wait(0.2)  # wakes at once on a stop or reload signal
+            self._handle_signals(0.2)  # wakes at once on a stop or reload signal
         self.shutdown()
         return 0
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; apply what can change live (log level, thresholds)."""
+        """SIGHUP: re-read the config and apply what can change live (log level, decoding
+        thresholds, stats interval); other changes are logged and wait for a restart."""
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
@@ -380,29 +309,38 @@ class Daemon:
             logger.error("reload: keeping the running configuration: %s", exc)
             self.notifier.ready()
             return
-        logging.getLogger().setLevel(new.logging.level)
+        plan = plan_reload(self.config, new)
+        self.config = plan.config
+        logging.getLogger().setLevel(plan.config.logging.level)
         if self.supervisor is not None:
-            m = new.model
+            m = plan.config.model
             # Applied by the pipeline thread between frames, and kept for every worker
             # that replaces the current one (restart, fallback, re-probe, model switch).
             self.supervisor.set_decoding(
                 DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections), m.labels_filter
             )
         logger.info(
-            "reload: applied %s (thresholds, log level); restart for other changes",
+            "reload: applied %s (%s)",
             self.config_path,
+            ", ".join(plan.applied) or "nothing changed that applies live",
         )
-        self.config = new
+        if plan.needs_restart:
+            logger.warning(
+                "reload: %s changed in %s but only apply after a restart; still running "
+                "with the previous values",
+                ", ".join(plan.needs_restart),
+                self.config_path,
+            )
         self.notifier.ready()
 
-    def shutdown(self, final_state: str = "stopped") -> None:
+    def shutdown(self, final_state: DaemonState = DaemonState.STOPPED) -> None:
         """Stop everything in order, each step bounded in time.
 
         Args:
-            final_state: what the retained status says once stopped ("stopped", or
-                "failed" when the daemon could not start).
+            final_state: what the retained status says once stopped (STOPPED, or FAILED
+                when the daemon could not start).
         """
-        self._state = "stopping"
+        self._state = DaemonState.STOPPING
         self.notifier.stopping()
         for cam in self.cameras:
             cam.stop(2.0)
@@ -417,5 +355,5 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_status(self.status())  # retained: the last word
             self.publisher.stop(5.0)
-        self.flags.restore()
+        self.signals.restore()
         logger.info("stopped")

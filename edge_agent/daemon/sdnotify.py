@@ -10,8 +10,8 @@ With ``WatchdogSec=`` set, systemd restarts the service when pings stop. The
 processed: there is deliberately no timer thread, so a stalled pipeline (hung camera,
 wedged Edge TPU) stops the pings and systemd restarts the service.
 
-When systemd-python is installed its ``systemd.daemon.notify`` is used; otherwise the
-datagram is sent to the socket directly, as libsystemd does.
+The datagram is sent to ``$NOTIFY_SOCKET`` directly, as libsystemd's ``sd_notify`` does:
+a dozen lines need no optional dependency.
 """
 
 from __future__ import annotations
@@ -19,28 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Callable
 
 logger = logging.getLogger(__name__)
 
-try:  # optional extra "systemd"; the direct socket path below needs nothing
-    from systemd import daemon as _sd_daemon
-except ImportError:  # pragma: no cover - depends on the installation
-    _sd_daemon = None
-
 # A send must never stall the frame loop for long if systemd's queue is full.
 _SEND_TIMEOUT_S = 1.0
-
-
-def _library() -> ModuleType | None:
-    """The systemd.daemon module when it offers a usable notify(), else None."""
-    if _sd_daemon is not None and callable(getattr(_sd_daemon, "notify", None)):
-        return _sd_daemon
-    return None
 
 
 def _socket_address(value: str) -> str | None:
@@ -57,14 +43,9 @@ class Notifier:
 
     ``$NOTIFY_SOCKET`` is read at every call (like libsystemd's ``sd_notify``), so a
     Notifier can be created before the environment is known.
-
-    Args:
-        use_library: use ``systemd.daemon.notify`` when systemd-python is importable.
-            False forces the direct datagram path.
     """
 
-    def __init__(self, *, use_library: bool = True):
-        self._use_library = use_library
+    def __init__(self) -> None:
         # Log the first failure of a streak as a warning, the rest at debug level:
         # the watchdog may fail every few seconds and must not flood the journal.
         self._failing = False
@@ -87,10 +68,9 @@ class Notifier:
         value = os.environ.get("NOTIFY_SOCKET")
         if not value:
             return False
-        library = _library() if self._use_library else None
         try:
-            sent = self._send(value, state) if library is None else bool(library.notify(state))
-        except Exception as exc:  # OSError, or a broken library: never stop the daemon
+            sent = self._send(value, state)
+        except OSError as exc:  # never stop the daemon for its service manager
             self._failed("sd_notify to %s failed: %s", value, exc)
             return False
         if sent:
@@ -175,19 +155,6 @@ class Notifier:
         """
         return self.notify("WATCHDOG=1")
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (``EXTEND_TIMEOUT_USEC``).
-
-        Useful while a large model is compiled onto the Edge TPU at startup.
-
-        Args:
-            seconds: how long from now systemd should wait for the next message.
-
-        Returns:
-            As :meth:`notify`.
-        """
-        return self.notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1_000_000))}")
-
 
 def _one_line(text: str) -> str:
     """Collapse line breaks, which would otherwise start a new KEY=VALUE field."""
@@ -262,7 +229,6 @@ class Watchdog:
         self._interval = interval
         self._clock = clock
         self._last: float | None = None
-        self._lock = threading.Lock()  # several camera loops may report progress
 
     @classmethod
     def from_environment(
@@ -302,17 +268,10 @@ class Watchdog:
         """
         if self._interval is None:
             return False
-        # Never block the frame loop: if another thread is pinging right now, the
-        # progress it reports covers ours.
-        if not self._lock.acquire(blocking=False):
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
             return False
-        try:
-            now = self._clock()
-            if self._last is not None and now - self._last < self._interval:
-                return False
-            # Count failed attempts too, so a broken socket is retried once per
-            # interval rather than on every frame.
-            self._last = now
-            return self._notifier.watchdog()
-        finally:
-            self._lock.release()
+        # Count failed attempts too, so a broken socket is retried once per interval
+        # rather than on every frame.
+        self._last = now
+        return self._notifier.watchdog()

@@ -1,16 +1,19 @@
-"""Stop/reload signal handling whose handlers only set flags.
+"""Signals the way gunicorn's arbiter takes them: handlers enqueue, the main loop drains.
 
-SIGTERM and SIGINT request a stop, SIGHUP a reload. Python runs signal handlers in the
-main thread between bytecodes, possibly while that thread holds a lock inside
-``threading.Event.wait``; calling ``Event.set()`` from the handler could then deadlock
-(the Python docs warn against locks in handlers). So the handler only bumps plain
-counters and puts the signal number on a ``queue.SimpleQueue`` (whose ``put`` is
-reentrant by design); a small relay thread owned by :class:`SignalFlags` turns that into
-``stop_event.set()`` and the log line, outside the handler.
+SIGTERM and SIGINT request a stop, SIGHUP a reload. The handler only counts stop signals
+and puts the signal number on a ``queue.SimpleQueue``, whose ``put`` is reentrant and so
+safe inside a handler (an ``Event.set()`` there could deadlock on the lock the interrupted
+main thread holds). The main loop blocks in :meth:`SignalQueue.wait`, which drains the
+queue and returns one typed :class:`Request`. There is no relay thread.
+
+``edge-agent run`` installs the handlers before it reads its config, so an early SIGHUP
+(a config-management tool reloading every service) is queued instead of killing the
+process with the default action.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import signal
@@ -25,32 +28,26 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNALS = (signal.SIGHUP,)
 
-_RELAY_JOIN_TIMEOUT_S = 2.0
-_RELAY_POLL_S = 0.5
+
+class Request(enum.Enum):
+    """What the signals drained by one :meth:`SignalQueue.wait` ask the main loop for."""
+
+    STOP = "stop"
+    RELOAD = "reload"
 
 
-def _require_main_thread(action: str) -> None:
-    """Python only lets the main thread change signal handlers; say so clearly."""
-    if threading.current_thread() is not threading.main_thread():
-        raise EdgeAgentError(
-            f"SignalFlags.{action}() must be called from the main thread, "
-            f"not {threading.current_thread().name!r}"
-        )
+class SignalQueue:
+    """Stop and reload signals, queued by the handlers and drained by the main loop.
 
-
-class SignalFlags:
-    """Stop and reload requests delivered by signals, as flags and an Event.
-
-    Use as a context manager (or call :meth:`install` / :meth:`restore`) in the main
-    thread. Other threads wait on :attr:`stop_event`; the main loop polls
-    :meth:`reload_requested` or blocks in :meth:`wait`.
+    Use as a context manager (or :meth:`install` / :meth:`restore`) in the main thread,
+    and call :meth:`wait` from the main loop only.
 
     Args:
         stop_signals: signals that request a stop (default SIGTERM, SIGINT).
         reload_signals: signals that request a reload (default SIGHUP).
 
     Raises:
-        ValueError: if a signal is listed as both stop and reload.
+        ValueError: a signal is listed as both stop and reload.
     """
 
     def __init__(
@@ -62,67 +59,16 @@ class SignalFlags:
         self._reload_signals = tuple(signal.Signals(s) for s in reload_signals)
         if set(self._stop_signals) & set(self._reload_signals):
             raise ValueError("a signal cannot both stop and reload")
-        self.stop_event = threading.Event()
-        """Set (by the relay thread, shortly after a stop signal) or by request_stop()."""
-        # Written only by the signal handler (main thread):
-        self._stop_count = 0
-        self._reload_count = 0
-        self._last_signal: int | None = None
-        # Written only by reload_requested(): comparing with _reload_count consumes the
-        # request without a lock and without losing one that arrives meanwhile.
-        self._reload_seen = 0
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._stop_count = 0  # written by the handler only: a plain int, no lock
+        self._stopping = False  # a stop was drained: every later wait() says STOP
         self._previous: dict[int, object] = {}
-        self._relay: threading.Thread | None = None
-        self._relay_sentinel: object = object()
-        self._relay_stop = threading.Event()
-
-    # -- the handler ---------------------------------------------------------------
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        """Signal handler: bump counters and enqueue; nothing that takes a lock."""
+        """The handler: count a stop, enqueue, nothing that takes a lock."""
         if signum in self._stop_signals:
             self._stop_count += 1
-        else:
-            self._reload_count += 1
-        self._last_signal = signum
         self._queue.put_nowait(signum)
-
-    # -- the relay thread ----------------------------------------------------------
-
-    def _relay_loop(self, sentinel: object) -> None:
-        """Turn queued signal numbers into Event sets and log lines until ``sentinel``."""
-        if hasattr(signal, "pthread_sigmask"):
-            # Keep process-directed signals away from this thread, so they interrupt
-            # the main thread's waits and the Python handler runs without delay.
-            signal.pthread_sigmask(
-                signal.SIG_BLOCK, set(self._stop_signals) | set(self._reload_signals)
-            )
-        while not self._relay_stop.is_set():
-            try:
-                item = self._queue.get(timeout=_RELAY_POLL_S)
-            except queue.Empty:
-                continue
-            if item is sentinel:
-                break
-            if not isinstance(item, int):
-                continue  # the sentinel of an earlier relay that timed out
-            signum = item
-            name = signal.Signals(signum).name
-            if signum in self._stop_signals:
-                if self._stop_count > 1:
-                    logger.warning(
-                        "received %s again (%d times): still stopping", name, self._stop_count
-                    )
-                else:
-                    logger.info("received %s: stopping", name)
-                self.stop_event.set()
-            else:
-                logger.info("received %s: reload requested", name)
-            self._wake.set()
-
-    # -- public API ----------------------------------------------------------------
 
     @property
     def installed(self) -> bool:
@@ -130,120 +76,77 @@ class SignalFlags:
         return bool(self._previous)
 
     @property
-    def stop_requested(self) -> bool:
-        """True as soon as a stop signal was handled or :meth:`request_stop` called."""
-        return self._stop_count > 0 or self.stop_event.is_set()
-
-    @property
     def stop_count(self) -> int:
-        """How many stop signals arrived (a daemon may force-exit on the second)."""
+        """Stop signals received so far, drained or not (a second one may mean: hurry)."""
         return self._stop_count
 
     @property
-    def last_signal(self) -> int | None:
-        """Number of the most recent signal handled, or None."""
-        return self._last_signal
+    def stop_requested(self) -> bool:
+        """True once a stop signal arrived, even before it is drained."""
+        return self._stopping or self._stop_count > 0
 
-    def request_stop(self) -> None:
-        """Request a stop from code (e.g. a fatal error), as a stop signal would."""
-        self.stop_event.set()
-        self._wake.set()
+    def wait(self, timeout: float) -> Request | None:
+        """Block up to ``timeout`` seconds for signals and drain every one queued.
 
-    def reload_requested(self) -> bool:
-        """Return True once per burst of reload signals, clearing the request.
-
-        Several signals arriving before this is called count as one request.
+        A burst of reload signals is one reload; a stop wins over a reload and is
+        sticky: once drained, every later call returns STOP at once.
 
         Returns:
-            True if a reload signal arrived since the previous call.
+            STOP, RELOAD, or None when nothing arrived in time.
         """
-        count = self._reload_count
-        if count == self._reload_seen:
-            return False
-        self._reload_seen = count
-        return True
-
-    def _pending(self) -> bool:
-        """A stop, or a reload not yet consumed."""
-        return self.stop_requested or self._reload_count != self._reload_seen
-
-    def wait(self, timeout: float) -> bool:
-        """Block until a stop or reload request is pending, or the timeout passes.
-
-        Does not consume the reload request: call :meth:`reload_requested` next.
-        May return False early after a request that was already consumed.
-
-        Args:
-            timeout: seconds to wait at most.
-
-        Returns:
-            True when a stop or an unconsumed reload request is pending.
-        """
-        if self._pending():
-            return True
-        self._wake.wait(timeout)
-        self._wake.clear()
-        return self._pending()
+        if self._stopping:
+            return Request.STOP
+        try:
+            received = [self._queue.get(timeout=max(0.0, timeout))]
+        except queue.Empty:
+            return None
+        while True:
+            try:
+                received.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        stops = [s for s in received if s in self._stop_signals]
+        if stops:
+            name = signal.Signals(stops[-1]).name
+            if self._stopping or self._stop_count > 1:
+                logger.warning("received %s (%d stop signals): stopping", name, self._stop_count)
+            else:
+                logger.info("received %s: stopping", name)
+            self._stopping = True
+            return Request.STOP
+        logger.info("received %s: reload requested", signal.Signals(received[-1]).name)
+        return Request.RELOAD
 
     def install(self) -> None:
-        """Install the handlers (remembering the previous ones) and start the relay.
-
-        Calling it again while installed does nothing.
+        """Install the handlers, remembering the previous ones; again does nothing.
 
         Raises:
-            EdgeAgentError: when not called from the main thread, or when the OS
-                refuses a handler (the ones already installed are restored).
+            EdgeAgentError: not called from the main thread, or the OS refused a
+                handler (those already installed are restored).
         """
         _require_main_thread("install")
         if self.installed:
             return
-        self._relay_stop.clear()
-        # A fresh sentinel per relay, so a stale one can never stop a later relay.
-        self._relay_sentinel = object()
-        self._relay = threading.Thread(
-            target=self._relay_loop,
-            args=(self._relay_sentinel,),
-            name="edge-agent-signals",
-            daemon=True,
-        )
-        self._relay.start()
         try:
             for signum in self._stop_signals + self._reload_signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         except (OSError, ValueError) as exc:
             self.restore()
             raise EdgeAgentError(f"cannot install signal handlers: {exc}") from exc
-        logger.debug(
-            "signal handlers installed: stop on %s, reload on %s",
-            "/".join(s.name for s in self._stop_signals),
-            "/".join(s.name for s in self._reload_signals),
-        )
 
     def restore(self) -> None:
-        """Put back the handlers found by :meth:`install` and stop the relay thread.
-
-        Flags and ``stop_event`` keep their state. Does nothing when not installed.
+        """Put back the handlers found by :meth:`install`; queued signals stay queued.
 
         Raises:
-            EdgeAgentError: when not called from the main thread.
+            EdgeAgentError: not called from the main thread.
         """
         _require_main_thread("restore")
         for signum, previous in self._previous.items():
             # None means a handler installed from C that Python cannot reinstate.
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
-        relay, self._relay = self._relay, None
-        if relay is None:
-            return
-        # Signals queued before the sentinel are still relayed, in order.
-        self._queue.put(self._relay_sentinel)
-        relay.join(timeout=_RELAY_JOIN_TIMEOUT_S)
-        if relay.is_alive():
-            self._relay_stop.set()
-            relay.join(timeout=_RELAY_JOIN_TIMEOUT_S)
-            logger.warning("signal relay thread did not exit in time")
 
-    def __enter__(self) -> SignalFlags:
+    def __enter__(self) -> SignalQueue:
         """Install the handlers."""
         self.install()
         return self
@@ -251,3 +154,12 @@ class SignalFlags:
     def __exit__(self, *exc_info: object) -> None:
         """Restore the previous handlers."""
         self.restore()
+
+
+def _require_main_thread(action: str) -> None:
+    """Python only lets the main thread change signal handlers; say so clearly."""
+    if threading.current_thread() is not threading.main_thread():
+        raise EdgeAgentError(
+            f"SignalQueue.{action}() must be called from the main thread, "
+            f"not {threading.current_thread().name!r}"
+        )

@@ -7,12 +7,11 @@ on the stats topic and printed by the benchmark.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Callable
 
 import numpy as np
@@ -243,19 +242,6 @@ class PipelineStats:
                 tracker = self._stages[stage] = self._tracker()
             tracker.add(ms)
 
-    @contextlib.contextmanager
-    def measure(self, stage: str) -> Iterator[None]:
-        """Context manager recording the wall time of its body under ``stage``.
-
-        The sample is recorded even when the body raises (a failed invoke still took
-        that long).
-        """
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.record(stage, (time.perf_counter() - start) * 1000.0)
-
     def incr(self, name: str, n: int = 1) -> None:
         """Add ``n`` to a counter (created at 0 on first use).
 
@@ -267,15 +253,6 @@ class PipelineStats:
             self._counters[name] = self._counters.get(name, 0) + n
         if name == self._rate_counter:
             self._rate.tick(n)
-
-    def counter(self, name: str) -> int:
-        """Current value of a counter (0 if never incremented)."""
-        with self._lock:
-            return self._counters.get(name, 0)
-
-    def fps(self) -> float:
-        """Current rate of the rate counter, events per second."""
-        return self._rate.rate()
 
     def snapshot(self, *, resources: bool = False) -> dict:
         """A JSON-ready view of everything, with rounded floats.

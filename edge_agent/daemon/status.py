@@ -6,12 +6,23 @@ a running daemon and the daemon module stays about wiring.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
 from edge_agent.inference.supervisor import Generation
+
+
+class DaemonState(enum.Enum):
+    """The daemon's lifecycle, as the retained status reports it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # after a clean exit
+    FAILED = "failed"  # the daemon could not start
 
 
 def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
@@ -41,7 +52,7 @@ def model_entry(gen: Generation | None) -> dict[str, Any]:
 
 def status_document(
     *,
-    state: str,
+    state: DaemonState,
     device_id: str,
     groups: Sequence[str],
     started: float,
@@ -54,7 +65,7 @@ def status_document(
 ) -> dict[str, Any]:
     """The retained status: daemon state, cameras, backend, model, errors."""
     return {
-        "state": state,
+        "state": state.value,
         "device_id": device_id,
         "groups": list(groups),
         "agent_version": __version__,

@@ -94,19 +94,6 @@ def to_image(bbox: BBox, fit: Fit) -> BBox:
     ).clip(fit.src_w, fit.src_h)
 
 
-def to_input(bbox: BBox, fit: Fit) -> BBox:
-    """Map a box from frame pixels into input-tensor pixels (the inverse of to_image).
-
-    Args:
-        bbox: box in frame pixel coordinates.
-        fit: the Fit the frame is prepared with.
-
-    Returns:
-        The box in model-input pixel coordinates (not clipped).
-    """
-    return bbox.scale(fit.scale_x, fit.scale_y).translate(fit.pad_x, fit.pad_y)
-
-
 def objects_to_image(objects: Iterable[Object], fit: Fit) -> list[Object]:
     """Map detections from input-tensor pixels to frame pixels.
 

@@ -197,18 +197,3 @@ def discovery_messages(
         )
     )
     return messages
-
-
-def removal_messages(
-    topics: Topics, *, discovery_prefix: str = "homeassistant"
-) -> list[tuple[str, bytes]]:
-    """Empty retained payloads that remove this device's entities from Home Assistant.
-
-    Args:
-        topics: the device's topics.
-        discovery_prefix: Home Assistant's discovery prefix.
-
-    Returns:
-        ``(config_topic, b"")`` pairs, to publish retained.
-    """
-    return [(t, b"") for t, _ in discovery_messages(topics, discovery_prefix=discovery_prefix)]

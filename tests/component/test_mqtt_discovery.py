@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.publishing.discovery import discovery_messages, removal_messages
+from edge_agent.publishing.discovery import discovery_messages
 from edge_agent.publishing.topics import Topics
 from tests.support.broker import MqttSubscriber
 
@@ -30,8 +30,8 @@ def test_discovery_configs_are_retained_and_removable(mqtt_broker, mqtt_publishe
         assert {m.topic for m in ha.messages} == {t for t, _ in messages}
         assert len(messages) == 7
 
-        for topic, payload in removal_messages(Topics("edge", "dev1")):
-            pub.publish(topic, payload, qos=1, retain=True)
+        for topic, _ in messages:  # an empty retained config removes the entity
+            pub.publish(topic, b"", qos=1, retain=True)
         for topic, _ in messages:
             ha.wait_for(topic, lambda m: m.payload == b"")
     finally:

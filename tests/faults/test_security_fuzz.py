@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.config import parse_config
-from edge_agent.daemon.app import model_options
 from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.options import model_options
 from edge_agent.publishing.settings import encode_payload
 from tests.faults.conftest import DEMO, GROUP
 from tests.support.command_payloads import payload_strategy

@@ -11,7 +11,6 @@ from edge_agent.inference.geometry import (
     objects_to_image,
     plan_fit,
     to_image,
-    to_input,
 )
 
 
@@ -109,5 +108,12 @@ def test_round_trip_of_box_corners(src_w, src_h, dst_w, dst_h, mode, fx, fy):
         if src_h * gain >= 0.5:
             assert abs(fit.scale_y - gain) <= 0.5 / src_h + 1e-12
     box = BBox(min(fx) * src_w, min(fy) * src_h, max(fx) * src_w, max(fy) * src_h)
-    back = to_image(to_input(box, fit), fit)
+    # The forward mapping, frame pixels -> input-tensor pixels, written out here.
+    into_input = BBox(
+        box.xmin * fit.scale_x + fit.pad_x,
+        box.ymin * fit.scale_y + fit.pad_y,
+        box.xmax * fit.scale_x + fit.pad_x,
+        box.ymax * fit.scale_y + fit.pad_y,
+    )
+    back = to_image(into_input, fit)
     assert np.allclose(back, box, rtol=0, atol=1e-9 * max(src_w, src_h))

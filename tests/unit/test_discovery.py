@@ -11,7 +11,6 @@ from edge_agent.errors import ConfigError
 from edge_agent.publishing.discovery import (
     STATS_FIELDS,
     discovery_messages,
-    removal_messages,
 )
 from edge_agent.publishing.topics import Topics
 
@@ -105,9 +104,3 @@ def test_custom_prefix_and_invalid_prefix():
     assert all(t.startswith("ha/disc/") for t in _by_topic(discovery_prefix="ha/disc"))
     with pytest.raises(ConfigError, match="discovery_prefix"):
         discovery_messages(TOPICS, discovery_prefix="home#assistant")
-
-
-def test_removal_messages_are_empty_payloads_on_the_same_topics():
-    removal = removal_messages(TOPICS)
-    assert [t for t, _ in removal] == [t for t, _ in discovery_messages(TOPICS)]
-    assert {p for _, p in removal} == {b""}

@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from edge_agent.daemon import sdnotify
 from edge_agent.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
 
 
@@ -51,35 +50,33 @@ class FakeClock:
 
 
 def test_ready_arrives(notify_socket):
-    assert Notifier(use_library=False).ready() is True
+    assert Notifier().ready() is True
     assert received(notify_socket) == "READY=1"
 
 
 def test_ready_with_status(notify_socket):
-    assert Notifier(use_library=False).ready("2 cameras, model mobilenet_v2 on usb:0")
+    assert Notifier().ready("2 cameras, model mobilenet_v2 on usb:0")
     assert received(notify_socket) == "READY=1\nSTATUS=2 cameras, model mobilenet_v2 on usb:0"
 
 
 def test_status_text_arrives_on_one_line(notify_socket):
-    notifier = Notifier(use_library=False)
+    notifier = Notifier()
     assert notifier.status("running: 29.8 fps")
     assert received(notify_socket) == "STATUS=running: 29.8 fps"
     assert notifier.status("camera front:\nreopening")
     assert received(notify_socket) == "STATUS=camera front: reopening"
 
 
-def test_stopping_watchdog_and_extend_timeout(notify_socket):
-    notifier = Notifier(use_library=False)
+def test_stopping_and_watchdog(notify_socket):
+    notifier = Notifier()
     assert notifier.stopping()
     assert received(notify_socket) == "STOPPING=1"
     assert notifier.watchdog()
     assert received(notify_socket) == "WATCHDOG=1"
-    assert notifier.extend_timeout(90)
-    assert received(notify_socket) == "EXTEND_TIMEOUT_USEC=90000000"
 
 
 def test_reloading_carries_monotonic_usec(notify_socket):
-    notifier = Notifier(use_library=False)
+    notifier = Notifier()
     assert notifier.reloading(monotonic_usec=123456789)
     assert received(notify_socket) == "RELOADING=1\nMONOTONIC_USEC=123456789"
 
@@ -95,7 +92,7 @@ def test_reloading_carries_monotonic_usec(notify_socket):
 
 def test_no_op_without_notify_socket(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
-    notifier = Notifier(use_library=False)
+    notifier = Notifier()
     assert notifier.enabled is False
     assert notifier.ready() is False
     assert notifier.status("x") is False
@@ -108,7 +105,7 @@ def test_abstract_socket_name(monkeypatch):
         sock.bind("\0" + name)
         sock.settimeout(5.0)
         monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
-        assert Notifier(use_library=False).ready() is True
+        assert Notifier().ready() is True
         assert received(sock) == "READY=1"
 
 
@@ -119,7 +116,7 @@ def test_vanished_socket_does_not_raise(tmp_path, monkeypatch, caplog):
     sock.close()
     path.unlink()
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-    notifier = Notifier(use_library=False)
+    notifier = Notifier()
     with caplog.at_level(logging.DEBUG, logger="edge_agent.daemon.sdnotify"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
@@ -130,38 +127,6 @@ def test_vanished_socket_does_not_raise(tmp_path, monkeypatch, caplog):
 
 def test_unsupported_address_is_ignored(monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", "vsock:2:1234")
-    assert Notifier(use_library=False).ready() is False
-
-
-class FakeDaemonModule:
-    def __init__(self, result=True, error=None):
-        self.sent: list[str] = []
-        self.result = result
-        self.error = error
-
-    def notify(self, state):
-        if self.error is not None:
-            raise self.error
-        self.sent.append(state)
-        return self.result
-
-
-def test_uses_systemd_python_when_available(monkeypatch, notify_socket):
-    fake = FakeDaemonModule()
-    monkeypatch.setattr(sdnotify, "_sd_daemon", fake)
-    assert Notifier().ready() is True
-    assert fake.sent == ["READY=1"]
-    assert nothing_queued(notify_socket)
-    # use_library=False bypasses it even when installed.
-    assert Notifier(use_library=False).status("direct")
-    assert received(notify_socket) == "STATUS=direct"
-    assert fake.sent == ["READY=1"]
-
-
-def test_library_errors_do_not_raise(monkeypatch, notify_socket):
-    monkeypatch.setattr(sdnotify, "_sd_daemon", FakeDaemonModule(error=OSError(111, "refused")))
-    assert Notifier().ready() is False
-    monkeypatch.setattr(sdnotify, "_sd_daemon", FakeDaemonModule(result=False))
     assert Notifier().ready() is False
 
 
@@ -194,7 +159,7 @@ def test_watchdog_interval_reads_process_environment(monkeypatch):
 def test_watchdog_pings_only_on_progress_and_rate_limited(notify_socket):
     clock = FakeClock(100.0)
     threads_before = threading.active_count()
-    dog = Watchdog(Notifier(use_library=False), 10.0, clock=clock)
+    dog = Watchdog(Notifier(), 10.0, clock=clock)
     assert threading.active_count() == threads_before  # no timer thread
     assert nothing_queued(notify_socket)  # creating it pings nothing
 
@@ -222,7 +187,7 @@ def test_watchdog_pings_only_on_progress_and_rate_limited(notify_socket):
 def test_watchdog_failed_ping_is_retried_after_interval_not_every_frame(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "missing.sock"))
     clock = FakeClock(0.0)
-    dog = Watchdog(Notifier(use_library=False), 5.0, clock=clock)
+    dog = Watchdog(Notifier(), 5.0, clock=clock)
     assert dog.progress() is False
     assert dog.last_ping == 0.0
     clock.now = 1.0
@@ -231,7 +196,7 @@ def test_watchdog_failed_ping_is_retried_after_interval_not_every_frame(tmp_path
 
 
 def test_disabled_watchdog_sends_nothing(notify_socket):
-    dog = Watchdog(Notifier(use_library=False), None)
+    dog = Watchdog(Notifier(), None)
     assert dog.enabled is False
     assert dog.progress() is False
     assert nothing_queued(notify_socket)

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
-from edge_agent.daemon.status import stats_document, status_document
+from edge_agent.daemon.status import DaemonState, stats_document, status_document
 
 CAM = CameraStats(
     "front", "rtsp://user:***@cam/1", "reconnecting", 120, 7, 3, 14.567, "read failed", 2.0, 4.5
@@ -23,7 +23,7 @@ GEN = SimpleNamespace(
 
 def test_status_document():
     doc = status_document(
-        state="running",
+        state=DaemonState.RUNNING,
         device_id="box1",
         groups=("lab",),
         started=12.34567,
@@ -66,7 +66,7 @@ def test_status_document():
 
 def test_status_without_a_model_yet():
     doc = status_document(
-        state="starting",
+        state=DaemonState.STARTING,
         device_id="b",
         groups=(),
         started=0.0,
@@ -105,7 +105,7 @@ def test_stats_document_adds_model_drops_and_temperature():
 
 def test_storage_error_is_reported_and_stands_in_for_last_error():
     doc = status_document(
-        state="running",
+        state=DaemonState.RUNNING,
         device_id="b",
         groups=(),
         started=0.0,

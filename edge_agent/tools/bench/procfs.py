@@ -102,25 +102,6 @@ def cpu_seconds(pid: int | str = "self") -> float | None:
         return None
 
 
-def age_seconds(pid: int | str = "self") -> float | None:
-    """Seconds since a process was started (exec'd or forked), tick resolution.
-
-    Args:
-        pid: process id, or "self".
-
-    Returns:
-        The age, None if unknown.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            started = int(f.read().rsplit(")", 1)[-1].split()[19])
-        with open("/proc/uptime", encoding="ascii") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-    return uptime - started / os.sysconf("SC_CLK_TCK")
-
-
 def children(pid: int) -> dict[int, str]:
     """The direct children of a process and their command lines (scans /proc).
 

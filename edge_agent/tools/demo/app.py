@@ -31,7 +31,7 @@ from typing import IO
 import edge_agent
 from edge_agent.capture.sources import mask_credentials
 from edge_agent.config import load_config
-from edge_agent.daemon.signals import SignalFlags
+from edge_agent.daemon.signals import SignalQueue
 from edge_agent.errors import PublishError
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.publishing.settings import MqttSettings
@@ -180,7 +180,7 @@ class Demo:
                 if visible:
                     self._lines.put((True, f"daemon: {line}"))
 
-    def _stop_daemon(self, flags: SignalFlags) -> int | None:
+    def _stop_daemon(self, flags: SignalQueue) -> int | None:
         """SIGTERM, wait, and SIGKILL the process group if it overstays or the user insists.
 
         Returns:
@@ -270,7 +270,7 @@ class Demo:
             ConfigError: a bundled file is missing or an override is invalid.
             PublishError: the broker cannot be reached or started.
         """
-        flags = SignalFlags(
+        flags = SignalQueue(
             stop_signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP), reload_signals=()
         )
         flags.install()
@@ -280,7 +280,7 @@ class Demo:
             self._cleanup()
             flags.restore()
 
-    def _run(self, flags: SignalFlags) -> int:
+    def _run(self, flags: SignalQueue) -> int:
         """The demo proper (cleanup is the caller's)."""
         opts = self.options
         assets = find_demo_assets(opts.model, opts.labels, opts.source)

@@ -193,7 +193,7 @@ class Doctor:
 
     def model(self, config: Config) -> None:
         """The model loads on the best backend and runs one frame, in a child process."""
-        from edge_agent.daemon.app import model_options
+        from edge_agent.daemon.options import model_options
 
         options = model_options(config)
         if not options.path:
@@ -248,7 +248,7 @@ class Doctor:
 
     def broker(self, config: Config) -> None:
         """TCP, TLS and CONNACK with the config's credentials."""
-        from edge_agent.daemon.app import mqtt_settings
+        from edge_agent.daemon.options import mqtt_settings
 
         if not config.mqtt.enabled:
             self.report.add("MQTT", "broker", SKIP, "mqtt.enabled = false")

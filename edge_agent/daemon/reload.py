@@ -1,0 +1,71 @@
+"""What a SIGHUP reload may change in a running daemon, decided as a pure function.
+
+A reload applies live only what the running daemon can honour at once: the log level,
+the decoding thresholds and the stats interval. Anything else that changed (cameras,
+broker, groups, model file, ...) is named in one log line and *kept at its running
+value*, so the status never advertises a setting (e.g. new groups) that the running
+daemon does not follow (e.g. its subscriptions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+from edge_agent.config import Config
+
+# (section, key) pairs a reload applies without a restart.
+LIVE_KEYS = frozenset(
+    {
+        ("logging", "level"),
+        ("model", "threshold"),
+        ("model", "top_k"),
+        ("model", "iou"),
+        ("model", "max_detections"),
+        ("model", "labels_filter"),
+        ("stats", "interval"),
+    }
+)
+_SECTIONS = ("device", "model", "inference", "mqtt", "stats", "updates", "logging")
+
+
+class ReloadPlan(NamedTuple):
+    """The config to run with after a reload, and what changed."""
+
+    config: Config
+    applied: tuple[str, ...]  # dotted keys now in effect
+    needs_restart: tuple[str, ...]  # dotted keys that changed but keep their running value
+
+
+def plan_reload(running: Config, new: Config) -> ReloadPlan:
+    """Merge ``new`` into ``running``, taking only the keys a reload can apply live.
+
+    Args:
+        running: the configuration the daemon runs with.
+        new: the configuration just read from the file.
+
+    Returns:
+        The merged config (running values for everything not live) and the changed keys.
+    """
+    applied: list[str] = []
+    restart: list[str] = []
+    sections = {}
+    for name in _SECTIONS:
+        old_section, new_section = getattr(running, name), getattr(new, name)
+        live = {}
+        for field in dataclasses.fields(old_section):
+            before, after = getattr(old_section, field.name), getattr(new_section, field.name)
+            if before == after:
+                continue
+            key = f"{name}.{field.name}"
+            if (name, field.name) in LIVE_KEYS:
+                live[field.name] = after
+                applied.append(key)
+            else:
+                restart.append(key)
+        if live:
+            sections[name] = dataclasses.replace(old_section, **live)
+    if running.camera != new.camera:
+        restart.append("camera")
+    merged = dataclasses.replace(running, **sections, warnings=new.warnings)
+    return ReloadPlan(merged, tuple(applied), tuple(restart))

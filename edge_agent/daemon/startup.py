@@ -1,0 +1,92 @@
+"""Which model the daemon starts with, and starting its supervised worker.
+
+An installed release (the update store's active one, after crash recovery) wins over
+``[model] path``; a release that will not start falls back to the configured model
+rather than leaving the box without detection.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from edge_agent.config import Config
+from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.options import model_options
+from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.inference.codec import make_codec
+from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.supervisor import EventSink, Supervisor
+
+logger = logging.getLogger(__name__)
+
+
+def initial_model(
+    config: Config, updates: UpdateService | None
+) -> tuple[ModelOptions, dict[str, Any]]:
+    """The active installed release when updates are on, else the configured model.
+
+    Raises:
+        ConfigError: no model configured (``model.path``) and no release installed.
+    """
+    m = config.model
+    options = model_options(config)
+    meta = {
+        "name": m.name or os.path.splitext(os.path.basename(m.path))[0],
+        "version": m.version,
+    }
+    if updates is not None:
+        active = updates.startup_model()
+        if active is not None:
+            return active
+    if not m.path:
+        raise ConfigError(
+            f"no model configured and no release installed in {config.device.state_dir}/models",
+            file=config.source or None,
+            key="model.path",
+        )
+    return options, meta
+
+
+def start_supervisor(
+    config: Config, options: ModelOptions, meta: dict[str, Any], on_event: EventSink
+) -> tuple[Supervisor, str]:
+    """Start the worker on the chosen model, falling back to the configured one.
+
+    Returns:
+        The running supervisor, and the error of the release that would not start ("" when
+        the chosen model started).
+
+    Raises:
+        EdgeAgentError: neither the chosen nor the configured model can run.
+    """
+    inf = config.inference
+
+    def make(opts: ModelOptions, info: dict[str, Any]) -> Supervisor:
+        sup = Supervisor(
+            opts,
+            make_codec,
+            deadline=inf.deadline,
+            reprobe_initial=inf.reprobe_initial,
+            reprobe_max=inf.reprobe_max,
+            on_event=on_event,
+            meta=info,
+        )
+        sup.start()
+        return sup
+
+    try:
+        return make(options, meta), ""
+    except EdgeAgentError as exc:
+        configured = model_options(config)
+        if options == configured or not config.model.path:
+            raise
+        logger.error(
+            "model %s: installed release will not start (%s); using %s",
+            meta.get("name"),
+            exc,
+            configured.path,
+        )
+        fallback = {"name": os.path.basename(configured.path), "version": ""}
+        return make(configured, fallback), str(exc)

@@ -1,0 +1,115 @@
+"""Fault tier: the daemon's first seconds.
+
+* A SIGHUP that arrives while the daemon is still reading its config is kept and applied
+  as a reload once it runs, instead of killing it (the default action of SIGHUP). The
+  config is a FIFO, so the test holds the daemon inside ``load_config`` for as long as it
+  likes and checks that the handler is already installed there.
+* A camera that cannot open does not hold the first retained status back: it shows up,
+  with the camera reconnecting, within seconds of the start.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.broker import wait_until
+from tests.support.chaos import figure
+from tests.support.daemon import agent_command, to_toml
+from tests.support.paths import REPO
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+
+DEMO = REPO / "models" / "demo"
+
+
+def catches(pid: int, signum: int) -> bool:
+    """True when the process has a handler installed for ``signum`` (/proc SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+def feed_fifo(path: Path, text: str, timeout: float) -> None:
+    """Write ``text`` into the FIFO once its reader has opened it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise AssertionError(f"nobody opened {path} for reading in {timeout}s") from exc
+            time.sleep(0.02)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def test_sighup_while_the_config_is_read_is_kept_not_fatal(
+    tmp_path, mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        start=False,
+    )
+    fifo = daemon.dir / "config.fifo"
+    os.mkfifo(fifo, 0o600)
+    with open(daemon.log_path, "ab") as log:
+        daemon.proc = subprocess.Popen(
+            agent_command("run", "--config", str(fifo)),
+            cwd=daemon.dir,
+            env=daemon.environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    started = time.monotonic()
+    # The daemon now blocks opening the FIFO: it has not read a byte of its config.
+    wait_until(lambda: catches(daemon.pid, signal.SIGHUP), 30, "SIGHUP handler installed")
+    installed_after = time.monotonic() - started
+    assert daemon.alive()
+    daemon.send_signal(signal.SIGHUP)
+    text = to_toml(daemon.sections)
+    feed_fifo(fifo, text, timeout=30)  # start-up reads the config
+    mqtt_subscriber.wait_count(daemon.topics.results, 5, timeout=45)
+    # The queued SIGHUP is a reload once running: it opens the FIFO again.
+    feed_fifo(fifo, text, timeout=30)
+    daemon.wait_log(r"reload: applied", timeout=30)
+    assert daemon.alive()
+    assert daemon.stop(timeout=15) == 0
+    figure("early_sighup", handler_installed_s=installed_after, survived=1)
+
+
+def test_first_status_does_not_wait_for_a_missing_camera(mqtt_broker, mqtt_subscriber, edge_daemon):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        "/dev/video9",  # no such device: the camera keeps reconnecting
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+    )
+    started = time.monotonic()
+    msg = mqtt_subscriber.wait_for(
+        daemon.topics.status,
+        lambda m: m.json()["cameras"].get("cam0", {}).get("state") == "reconnecting",
+        timeout=25,
+    )
+    elapsed = time.monotonic() - started
+    status = msg.json()
+    assert status["state"] == "starting"  # READY waits for frames; the status does not
+    assert elapsed < 10.0, f"first status with the camera's state after {elapsed:.1f}s"
+    assert daemon.stop(timeout=15) == 0
+    figure("missing_camera_status", first_status_s=elapsed)

@@ -1,0 +1,39 @@
+"""Tier 1: a reload applies only what the running daemon can honour live."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edge_agent.config import Config
+from edge_agent.config.schema import CameraConfig, DeviceConfig, LoggingConfig, ModelConfig
+from edge_agent.daemon.reload import plan_reload
+
+
+def test_thresholds_and_log_level_apply_other_changes_keep_running_values():
+    running = Config(
+        device=DeviceConfig(groups=("lobby",)),
+        model=ModelConfig(path="a.tflite", threshold=0.5),
+        logging=LoggingConfig(level="INFO"),
+    )
+    new = Config(
+        device=DeviceConfig(groups=("garage",)),
+        model=ModelConfig(path="b.tflite", threshold=0.7),
+        logging=LoggingConfig(level="DEBUG"),
+        camera=(CameraConfig(source="rtsp://cam/other"),),
+    )
+    plan = plan_reload(running, new)
+    assert plan.applied == ("model.threshold", "logging.level")
+    assert plan.needs_restart == ("device.groups", "model.path", "camera")
+    # What the status advertises is what the daemon follows: the old groups and model.
+    assert plan.config.device.groups == ("lobby",)
+    assert plan.config.model.path == "a.tflite"
+    assert plan.config.camera == running.camera
+    assert plan.config.model.threshold == 0.7
+    assert plan.config.logging.level == "DEBUG"
+
+
+def test_unchanged_file_applies_nothing():
+    running = Config(model=ModelConfig(path="a.tflite"))
+    plan = plan_reload(running, dataclasses.replace(running))
+    assert plan.applied == () and plan.needs_restart == ()
+    assert plan.config == running
