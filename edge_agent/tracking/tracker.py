@@ -1,0 +1,268 @@
+"""A small SORT/ByteTrack-style multi-object tracker.
+
+Each frame's detections are associated with the live tracks of the same label by IoU,
+greedily from the best pair down (as SORT and ByteTrack do in their greedy variants),
+in two stages: confident detections first, then the low-score ones against the tracks
+still unmatched, so an object whose score dips for a frame keeps its id. A track's box
+can be predicted forward with a constant velocity before matching, so a fast object
+still overlaps its own track.
+
+A track is *confirmed* after ``min_hits`` matched frames and *ends* ``max_age`` seconds
+after it was last seen; both can be set per label. Tentative tracks that never confirm
+vanish silently: a one-frame false positive makes no event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import NamedTuple
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
+
+
+class Detection(NamedTuple):
+    """One detection of one frame."""
+
+    label: str
+    score: float
+    box: Box
+
+
+class TrackRule(NamedTuple):
+    """When a track of a label starts and ends."""
+
+    min_hits: int = 2  # matched frames before the track is confirmed
+    max_age: float = 1.0  # seconds unseen before the track ends
+
+
+class TrackerSettings(NamedTuple):
+    """How detections are associated.
+
+    Attributes:
+        match_iou: minimum IoU of a detection with a track's (predicted) box.
+        high_score: detections at or above it are matched first and may start tracks.
+        low_score: detections in ``[low_score, high_score)`` only keep existing tracks.
+        predict: move boxes forward with each track's velocity before matching.
+        rule: the default start/end rule; ``rules`` overrides it per label.
+    """
+
+    match_iou: float = 0.3
+    high_score: float = 0.5
+    low_score: float = 0.1
+    predict: bool = True
+    rule: TrackRule = TrackRule()
+    rules: Mapping[str, TrackRule] = MappingProxyType({})
+
+
+class TrackState(NamedTuple):
+    """A snapshot of a track, as events and counts see it."""
+
+    track_id: int
+    label: str
+    score: float  # of the latest matched detection
+    box: Box  # of the latest matched detection
+    top_score: float
+    top_box: Box
+    first_seen: float
+    last_seen: float
+    hits: int
+
+
+class TrackerStep(NamedTuple):
+    """What one frame changed: tracks confirmed now, every live confirmed track, and
+    tracks that ended (unseen for longer than their ``max_age``)."""
+
+    started: list[TrackState]
+    active: list[TrackState]
+    ended: list[TrackState]
+    matched: frozenset[int]  # ids of the active tracks seen in this frame
+
+
+class _Track:
+    """A live track (mutable; owned by the Tracker)."""
+
+    __slots__ = (
+        "track_id",
+        "label",
+        "score",
+        "box",
+        "top_score",
+        "top_box",
+        "first_seen",
+        "last_seen",
+        "hits",
+        "velocity",
+        "confirmed",
+    )
+
+    def __init__(self, track_id: int, det: Detection, t: float):
+        self.track_id = track_id
+        self.label = det.label
+        self.score = det.score
+        self.box = np.asarray(det.box, dtype=np.float64)
+        self.top_score = det.score
+        self.top_box = self.box
+        self.first_seen = t
+        self.last_seen = t
+        self.hits = 1
+        self.velocity = np.zeros(4)  # box edges per second
+        self.confirmed = False
+
+    def predicted(self, t: float, predict: bool) -> np.ndarray:
+        """The box expected at time ``t``."""
+        if not predict:
+            return self.box
+        return self.box + self.velocity * (t - self.last_seen)
+
+    def update(self, det: Detection, t: float) -> None:
+        """Take a matched detection; smooth the velocity over the gap since last seen."""
+        box = np.asarray(det.box, dtype=np.float64)
+        dt = t - self.last_seen
+        if dt > 0:
+            # Exponential smoothing: one noisy box does not throw the prediction off.
+            self.velocity = 0.5 * self.velocity + 0.5 * (box - self.box) / dt
+        self.box = box
+        self.score = det.score
+        if det.score > self.top_score:
+            self.top_score, self.top_box = det.score, box
+        self.last_seen = t
+        self.hits += 1
+
+    def state(self) -> TrackState:
+        """An immutable snapshot."""
+        return TrackState(
+            self.track_id,
+            self.label,
+            self.score,
+            _as_box(self.box),
+            self.top_score,
+            _as_box(self.top_box),
+            self.first_seen,
+            self.last_seen,
+            self.hits,
+        )
+
+
+def _as_box(arr: np.ndarray) -> Box:
+    return (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): an (N, M) array."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs ``(row, col)`` taken best IoU first, each row and column at most once."""
+    if iou.size == 0:
+        return []
+    rows, cols = np.nonzero(iou >= threshold)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+class Tracker:
+    """Tracks the objects of one camera across frames.
+
+    Args:
+        settings: association and start/end rules.
+        first_id: the first track id handed out (ids only grow).
+    """
+
+    def __init__(self, settings: TrackerSettings | None = None, first_id: int = 1):
+        self.settings = settings or TrackerSettings()
+        self._tracks: list[_Track] = []
+        self._next_id = first_id
+
+    def _rule(self, label: str) -> TrackRule:
+        return self.settings.rules.get(label, self.settings.rule)
+
+    def update(self, detections: Sequence[Detection], t: float) -> TrackerStep:
+        """Associate one frame's detections (captured at time ``t``, seconds).
+
+        Returns:
+            The tracks confirmed by this frame, all live confirmed tracks, and the
+            confirmed tracks that ended.
+        """
+        s = self.settings
+        matched: set[int] = set()
+        pending = [d for d in detections if d.score >= s.low_score]
+        for stage_high in (True, False):
+            stage = [d for d in pending if (d.score >= s.high_score) == stage_high]
+            if not stage:
+                continue
+            free = [tr for tr in self._tracks if tr.track_id not in matched]
+            if not stage_high:
+                free = [tr for tr in free if tr.confirmed]  # low scores only keep tracks
+            taken = self._associate(stage, free, t, matched)
+            pending = [d for d in pending if id(d) not in taken]
+        started: list[TrackState] = []
+        for det in pending:
+            if det.score < s.high_score:
+                continue  # a low-score detection never starts a track
+            track = _Track(self._next_id, det, t)
+            self._next_id += 1
+            self._tracks.append(track)
+            matched.add(track.track_id)
+        ended: list[TrackState] = []
+        alive: list[_Track] = []
+        for track in self._tracks:
+            rule = self._rule(track.label)
+            if track.track_id not in matched and t - track.last_seen > rule.max_age:
+                if track.confirmed:
+                    ended.append(track.state())
+                continue
+            if not track.confirmed and track.hits >= rule.min_hits:
+                track.confirmed = True
+                started.append(track.state())
+            alive.append(track)
+        self._tracks = alive
+        active = [tr.state() for tr in alive if tr.confirmed]
+        seen = frozenset(tr.track_id for tr in alive if tr.confirmed and tr.track_id in matched)
+        return TrackerStep(started, active, ended, seen)
+
+    def _associate(
+        self, dets: list[Detection], tracks: list[_Track], t: float, matched: set[int]
+    ) -> set[int]:
+        """Match ``dets`` to ``tracks`` label by label; returns ``id()`` of the used dets."""
+        used: set[int] = set()
+        for label in {d.label for d in dets}:
+            ds = [d for d in dets if d.label == label]
+            ts = [tr for tr in tracks if tr.label == label]
+            if not ts:
+                continue
+            predicted = np.array([tr.predicted(t, self.settings.predict) for tr in ts])
+            boxes = np.array([d.box for d in ds], dtype=np.float64)
+            for r, c in greedy_match(iou_matrix(predicted, boxes), self.settings.match_iou):
+                ts[r].update(ds[c], t)
+                matched.add(ts[r].track_id)
+                used.add(id(ds[c]))
+        return used
+
+    def end_all(self) -> list[TrackState]:
+        """End every confirmed track now (detection switched off, shutdown)."""
+        ended = [tr.state() for tr in self._tracks if tr.confirmed]
+        self._tracks = []
+        return ended

@@ -1,0 +1,108 @@
+"""Zones: polygons of a camera's view, and which tracked objects are inside them.
+
+An object is in a zone when an *anchor* point of its box lies inside the polygon: the
+bottom centre by default (where a person's feet or a car's wheels touch the ground, as
+Frigate does), or the centre. A zone may accept only some labels, and an object enters
+it only after ``min_frames`` consecutive frames inside (a box flickering on the edge
+does not enter and leave every frame).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from edge_agent.tracking.tracker import Box, TrackState
+
+Point = tuple[float, float]
+
+
+class Anchor(enum.Enum):
+    """The point of a box tested against the zone's polygon."""
+
+    BOTTOM_CENTER = "bottom_center"
+    CENTER = "center"
+    TOP_CENTER = "top_center"
+
+
+class Zone(NamedTuple):
+    """A named polygon in frame pixels (see :func:`scaled` for 0..1 coordinates)."""
+
+    name: str
+    polygon: tuple[Point, ...]
+    labels: frozenset[str] = frozenset()  # empty: every label
+    min_frames: int = 1
+    anchor: Anchor = Anchor.BOTTOM_CENTER
+
+
+def scaled(zone: Zone, width: int, height: int) -> Zone:
+    """The zone with 0..1 coordinates turned into pixels of a ``width`` x ``height`` frame."""
+    return zone._replace(polygon=tuple((x * width, y * height) for x, y in zone.polygon))
+
+
+def anchor_point(box: Box, anchor: Anchor) -> Point:
+    """The anchor point of a box."""
+    x0, y0, x1, y1 = box
+    cx = (x0 + x1) / 2.0
+    if anchor is Anchor.BOTTOM_CENTER:
+        return cx, y1
+    if anchor is Anchor.TOP_CENTER:
+        return cx, y0
+    return cx, (y0 + y1) / 2.0
+
+
+def inside(point: Point, polygon: Sequence[Point]) -> bool:
+    """Even-odd rule point-in-polygon test (points on an edge may go either way)."""
+    x, y = point
+    result = False
+    n = len(polygon)
+    for i in range(n):
+        xi, yi = polygon[i]
+        xj, yj = polygon[i - 1]
+        if (yi > y) != (yj > y):
+            x_cross = xi + (y - yi) * (xj - xi) / (yj - yi)
+            if x < x_cross:
+                result = not result
+    return result
+
+
+class ZoneMembership:
+    """Which confirmed tracks are in which zones, with ``min_frames`` hysteresis to enter.
+
+    Args:
+        zones: the camera's zones, in frame pixels.
+    """
+
+    def __init__(self, zones: Iterable[Zone]):
+        self.zones = tuple(zones)
+        self._streak: dict[tuple[int, str], int] = {}  # consecutive frames inside
+        self._inside: dict[int, set[str]] = {}
+
+    def update(self, tracks: Iterable[TrackState], ended: Iterable[TrackState] = ()) -> None:
+        """Take the tracks seen in a frame; forget the ended ones."""
+        for track in ended:
+            self.forget(track.track_id)
+        for track in tracks:
+            now_in = self._inside.setdefault(track.track_id, set())
+            for zone in self.zones:
+                key = (track.track_id, zone.name)
+                if zone.labels and track.label not in zone.labels:
+                    continue
+                if inside(anchor_point(track.box, zone.anchor), zone.polygon):
+                    self._streak[key] = self._streak.get(key, 0) + 1
+                    if self._streak[key] >= zone.min_frames:
+                        now_in.add(zone.name)
+                else:
+                    self._streak.pop(key, None)
+                    now_in.discard(zone.name)
+
+    def zones_of(self, track_id: int) -> frozenset[str]:
+        """The zones the track is in now."""
+        return frozenset(self._inside.get(track_id, ()))
+
+    def forget(self, track_id: int) -> None:
+        """Drop an ended track's state."""
+        self._inside.pop(track_id, None)
+        for key in [k for k in self._streak if k[0] == track_id]:
+            del self._streak[key]
