@@ -168,6 +168,10 @@ def _build(
             raise ConfigError(_unknown_top_level(name), file=source, key=name)
     # Absent sections take the dataclass defaults (one camera "cam0" on index 0).
     config = Config(source=source, **values)
+    try:
+        rules.check_objects(config)
+    except rules.Problem as exc:
+        raise ConfigError(exc.message, file=source, key=exc.key) from exc
     if not config.mqtt.spool_dir:
         # Filled in here so the daemon never has to know the default.
         mqtt = dataclasses.replace(config.mqtt, spool_dir=config.spool_dir)
@@ -203,10 +207,11 @@ def _array(raw: Any, name: str, source: str, base_dir: str | None) -> tuple[Any,
             # Unnamed cameras are numbered by position: cam0, cam1, ...
             table = {"name": f"cam{index}", **table}
         items.append(_table(table, ARRAYS[name], f"{name}[{index}]", source, base_dir))
-    try:
-        rules.check_cameras(items)
-    except rules.Problem as exc:
-        raise ConfigError(exc.message, file=source, key=exc.key) from exc
+    if ARRAYS[name] is CameraConfig:
+        try:
+            rules.check_cameras(items)
+        except rules.Problem as exc:
+            raise ConfigError(exc.message, file=source, key=exc.key) from exc
     return tuple(items)
 
 

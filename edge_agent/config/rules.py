@@ -127,6 +127,43 @@ def check_cameras(cameras: Sequence[CameraConfig]) -> None:
         seen[camera.name] = index
 
 
+# Levels under {prefix}/{device_id}/ that counts of a camera or zone must not shadow.
+RESERVED_PLACES = frozenset({"cmd", "available", "results", "stats", "status", "model", "events"})
+
+
+def check_objects(config: Config) -> None:
+    """Zones name a camera, and cameras and zones have distinct, unreserved names (each
+    is the topic level of its counts); ``[[track]]`` labels are unique.
+
+    Raises:
+        Problem: naming the first offending key.
+    """
+    cameras = {camera.name for camera in config.camera}
+    for index, camera in enumerate(config.camera):
+        if camera.name in RESERVED_PLACES:
+            raise Problem(f"camera[{index}].name", f'"{camera.name}" is a reserved topic level')
+    seen: dict[str, int] = {}
+    for index, zone in enumerate(config.zone):
+        key = f"zone[{index}]"
+        if zone.camera not in cameras:
+            known = ", ".join(sorted(cameras))
+            raise Problem(f"{key}.camera", f'no camera named "{zone.camera}" (cameras: {known})')
+        if zone.name in cameras or zone.name in RESERVED_PLACES:
+            raise Problem(
+                f"{key}.name", f'"{zone.name}" is a camera name or a reserved topic level'
+            )
+        if zone.name in seen:
+            raise Problem(f"{key}.name", f"duplicate zone name (also zone[{seen[zone.name]}])")
+        seen[zone.name] = index
+    labels: dict[str, int] = {}
+    for index, track in enumerate(config.track):
+        if track.label in labels:
+            raise Problem(
+                f"track[{index}].label", f"duplicate label (also track[{labels[track.label]}])"
+            )
+        labels[track.label] = index
+
+
 def _is_loopback(host: str) -> bool:
     """True for localhost and loopback addresses (no lookup: validation does no I/O)."""
     if host.lower() in ("localhost", "localhost.localdomain") or host.startswith("/"):

@@ -79,6 +79,11 @@ class CameraConfig:
 
 
 VECTOR = "array of 1 or 3 numbers"
+POINTS = ListOf(
+    ListOf(Num(), "[x, y]", sizes=(2,)),
+    "array of at least 3 [x, y] points",
+    sizes=range(3, 1001),
+)
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,40 @@ class UpdatesConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """``[events]``: objects tracked across frames, their events and per-label counts."""
+
+    enabled: bool = opt(True, Bool())
+    update_interval: float = opt(5.0, Num(gt=0))
+    min_hits: int = opt(2, Int(1, 1000))
+    max_age: float = opt(1.0, Num(gt=0))
+    match_iou: float = opt(0.3, Num(0.01, 1))
+    predict: bool = opt(True, Bool())
+    labels: tuple[str, ...] = opt((), STRINGS)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """One ``[[track]]`` table: when tracks of one label start and end."""
+
+    label: str = opt("", Text(nonempty=True), required=True)
+    min_hits: int = opt(2, Int(1, 1000))
+    max_age: float = opt(1.0, Num(gt=0))
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """One ``[[zone]]`` table: a polygon of one camera's view."""
+
+    name: str = opt("", TopicLevel(), required=True)
+    camera: str = opt("", Text(nonempty=True), required=True)
+    points: tuple[tuple[float, float], ...] = opt((), POINTS, required=True)
+    labels: tuple[str, ...] = opt((), STRINGS)
+    min_frames: int = opt(1, Int(1, 1000))
+    anchor: str = opt("bottom_center", OneOf("bottom_center", "center", "top_center"))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """``[logging]``: log level (any case accepted, stored upper-case)."""
 
@@ -191,11 +230,24 @@ SECTIONS: dict[str, type] = {
     "mqtt": MqttConfig,
     "stats": StatsConfig,
     "updates": UpdatesConfig,
+    "events": EventsConfig,
     "logging": LoggingConfig,
 }
-ARRAYS: dict[str, type] = {"camera": CameraConfig}
+ARRAYS: dict[str, type] = {"camera": CameraConfig, "track": TrackConfig, "zone": ZoneConfig}
 # The order sections are validated in, so the first error reported is predictable.
-ORDER = ("device", "camera", "model", "inference", "mqtt", "stats", "updates", "logging")
+ORDER = (
+    "device",
+    "camera",
+    "model",
+    "inference",
+    "mqtt",
+    "stats",
+    "updates",
+    "events",
+    "track",
+    "zone",
+    "logging",
+)
 
 # Values masked by Config.redacted_dict().
 SECRETS = (("mqtt", "password"),)
@@ -222,6 +274,9 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     updates: UpdatesConfig = field(default_factory=UpdatesConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    track: tuple[TrackConfig, ...] = ()
+    zone: tuple[ZoneConfig, ...] = ()
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = ""
     warnings: tuple[str, ...] = ()

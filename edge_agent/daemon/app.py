@@ -22,6 +22,7 @@ from edge_agent.config import Config, load_config
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.objects import ObjectService
 from edge_agent.daemon.options import model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.reload import plan_reload
@@ -67,6 +68,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.publisher: MqttPublisher | None = None
         self.updates: UpdateService | None = None
+        self.objects: ObjectService | None = None
         self.last_error = ""
         self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
@@ -156,6 +158,11 @@ class Daemon:
         cams = ", ".join(f"{n}={s.get('state')}" for n, s in status["cameras"].items())
         self.notifier.status(f"{self._state.value}; backend={status['backend']}; cameras: {cams}")
 
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool, durable: bool) -> None:
+        """Queue one message for the broker (objects' events and counts)."""
+        if self.publisher is not None:
+            self.publisher.publish(topic, payload, qos, retain, durable=durable)
+
     def publish_result(self, payload: dict[str, Any]) -> None:
         """Pipeline callback: a frame's results (durable: spooled when offline)."""
         if self.publisher is not None:
@@ -191,6 +198,8 @@ class Daemon:
             cam.start()
             self.cameras.append(cam)
         self._start_updates()
+        if self.publisher is not None and cfg.events.enabled:
+            self.objects = ObjectService(cfg, self.topics, self._publish)
         pipeline = Pipeline(
             self.cameras,
             self.supervisor,
@@ -199,6 +208,7 @@ class Daemon:
             self.watchdog.progress,
             every_frame=cfg.mqtt.publish_every_frame,
             on_generation=self._status_dirty.set,
+            on_frame=self.objects.on_frame if self.objects else None,
         )
         self._pipeline = pipeline
         self._pipeline_thread = threading.Thread(
@@ -347,6 +357,8 @@ class Daemon:
         self._pipeline_stop.set()
         if self._pipeline_thread is not None:
             self._pipeline_thread.join(5.0)
+        if self.objects is not None:
+            self.objects.close()  # the pipeline has stopped: end the open events
         if self.updates is not None:
             self.updates.stop(5.0)
         if self.supervisor is not None:

@@ -13,11 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.geometry import Fit
-from edge_agent.inference.postprocess import task_family
+from edge_agent.inference.postprocess import Result, task_family
 from edge_agent.inference.supervisor import Completion, Supervisor
 
 logger = logging.getLogger(__name__)
+
+# on_frame(camera, capture time, results, (width, height), is a classifier)
+FrameHook = Callable[[str, float, list[Result], tuple[int, int], bool], None]
 
 
 class Job(NamedTuple):
@@ -42,6 +46,8 @@ class Pipeline:
         progress: called once per processed frame (the systemd watchdog ping).
         every_frame: publish frames without results too.
         on_generation: called (in this thread) after a model or backend switch.
+        on_frame: called (in this thread) with every processed frame's results, those
+            without results too (objects are tracked over frames, see daemon.objects).
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class Pipeline:
         *,
         every_frame: bool = False,
         on_generation: Callable[[], None] = lambda: None,
+        on_frame: FrameHook | None = None,
     ):
         self._cameras = list(cameras)
         self._supervisor = supervisor
@@ -62,6 +69,7 @@ class Pipeline:
         self._progress = progress
         self._every_frame = every_frame
         self._on_generation = on_generation
+        self._on_frame = on_frame
         self._next_camera = 0
         self.frames = 0
         self.last_frame_at: float | None = None
@@ -141,6 +149,14 @@ class Pipeline:
                 }
             )
             self._stats.record("publish", (time.monotonic() - t1) * 1000.0)
+        if self._on_frame is not None:
+            try:
+                classifier = gen.codec.decoder.task == CLASSIFICATION
+                size = (job.fit.src_w, job.fit.src_h)
+                self._on_frame(job.camera, job.timestamp, results, size, classifier)
+            except Exception:  # objects must never stop detection
+                logger.exception("camera %s: object tracking failed on a frame", job.camera)
+                self._stats.incr("errors")
         self._stats.record("end_to_end", (time.monotonic() - job.captured) * 1000.0)
         self._progress()
 

@@ -38,6 +38,11 @@ def _check_level(value: str, key: str) -> str:
     return value
 
 
+def label_level(label: str) -> str:
+    """A model label as one topic level: ``/``, ``+``, ``#`` and NUL become ``_``."""
+    return "".join("_" if c in "/+#\0" else c for c in label) or "_"
+
+
 class Topics:
     """Topic names of one device.
 
@@ -94,6 +99,19 @@ class Topics:
     def model(self) -> str:
         """Retained model and model-update status."""
         return f"{self.base}/model"
+
+    @property
+    def events(self) -> str:
+        """Object events (new / update / end), durable like results."""
+        return f"{self.base}/events"
+
+    def count(self, place: str, label: str) -> str:
+        """Retained number of ``label`` objects (or ``all``) seen by a camera or in a zone.
+
+        Characters a topic level cannot hold (``/``, ``+``, ``#``) in a model's label
+        become ``_``.
+        """
+        return f"{self.base}/{place}/{label_level(label)}"
 
     def command_filters(self) -> list[str]:
         """Subscription filters for every command addressed to this device.

@@ -1,0 +1,106 @@
+"""Tier 3: objects, not frames: the daemon tracks the demo clip's blobs and publishes
+events and retained counts that a real subscriber reads back.
+
+The demo clip (models/demo/clip_truth.json) moves a red square from the left edge to
+the right over its 10 s and loops: red leaves the zone "left" half-way, and at the loop
+it jumps back, which ends its event and starts a new one. Green and blue barely move
+across the loop, so their events go on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.paths import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+DEMO = REPO / "models" / "demo"
+LEFT_HALF = [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]
+
+
+def test_events_and_counts_follow_the_clip(mqtt_broker, mqtt_subscriber, edge_daemon):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        events={"update_interval": 2.0, "min_hits": 2, "max_age": 0.6, "labels": ["red"]},
+        zone=[{"name": "left", "camera": "cam0", "points": LEFT_HALF, "labels": ["red"]}],
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+
+    def events(label=None):
+        out = [m.json() for m in sub.on(topics.events)]
+        return [e for e in out if label is None or e["label"] == label]
+
+    # Red ends when the clip loops (frame 150 = 10 s) and starts again as a new event.
+    sub.wait_for(topics.events, lambda m: m.json()["type"] == "end", timeout=40)
+    sub.wait_for(
+        topics.events,
+        lambda m: (
+            m.json()["type"] == "new" and len([e for e in events("red") if e["type"] == "new"]) >= 2
+        ),
+        timeout=20,
+    )
+    red = events("red")
+    first_id = red[0]["id"]
+    assert red[0]["type"] == "new" and red[0]["zones"] == ["left"]
+    first = [e for e in red if e["id"] == first_id]
+    assert [e["type"] for e in first][-1] == "end"
+    left = [e for e in first if e["type"] == "update" and e["zones"] == []]
+    assert left, f"no update when red left the zone: {first}"
+    end = first[-1]
+    assert end["entered_zones"] == ["left"] and end["end_time"] > end["start_time"]
+    assert end["top_score"] >= max(e["score"] for e in first)
+    later = [e for e in red if e["id"] != first_id]
+    assert later[0]["type"] == "new" and later[0]["track_id"] != red[0]["track_id"]
+    # Green and blue stay put across the loop: one event each, never ended.
+    for label in ("green", "blue"):
+        evs = events(label)
+        assert {e["id"] for e in evs} == {evs[0]["id"]}
+        assert all(e["type"] != "end" for e in evs)
+    # Far fewer event messages than frames: nothing goes out at frame rate.
+    frames = len(sub.on(topics.results))
+    assert len(events()) < frames / 5, (len(events()), frames)
+
+    # Counts are retained and change only when something changes.
+    for place, label, value in (("cam0", "all", b"3"), ("cam0", "green", b"1")):
+        assert daemon_retained(mqtt_broker, topics.count(place, label)) == value
+    red_zone = [m.payload for m in sub.on(topics.count("left", "red"))]
+    assert red_zone[:3] == [b"0", b"1", b"0"] or red_zone[:2] == [b"1", b"0"], red_zone
+    assert all(a != b for a, b in zip(red_zone, red_zone[1:])), "a count repeated itself"
+
+    # A clean stop ends every open event (durably, before going offline).
+    assert daemon.stop(timeout=15) == 0
+    open_ids = {e["id"] for e in events()} - {e["id"] for e in events() if e["type"] == "end"}
+    assert open_ids == set(), f"events left open after the stop: {open_ids}"
+
+
+def daemon_retained(broker, topic: str) -> bytes:
+    """What a subscriber connecting now gets on ``topic`` (the retained value)."""
+    from tests.support.broker import MqttSubscriber
+
+    late = MqttSubscriber(broker.host, broker.port, [topic]).start()
+    try:
+        msg = late.wait_for(topic, timeout=5)
+    finally:
+        late.stop()
+    assert msg.retain
+    return msg.payload
+
+
+def test_events_off_publishes_no_events(mqtt_broker, mqtt_subscriber, edge_daemon):
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        events={"enabled": False},
+    )
+    mqtt_subscriber.wait_count(daemon.topics.results, 20, timeout=30)
+    assert daemon.stop(timeout=15) == 0
+    assert mqtt_subscriber.on(daemon.topics.events) == []
+    assert not [
+        m for m in mqtt_subscriber.messages if m.topic.startswith(f"{daemon.topics.base}/cam0/")
+    ]

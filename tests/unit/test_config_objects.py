@@ -1,0 +1,60 @@
+"""Tier 1: the ``[events]``, ``[[track]]`` and ``[[zone]]`` tables and their rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.config import parse_config
+from edge_agent.errors import ConfigError
+
+CAMS = '[[camera]]\nname = "front"\nsource = 0\n[[camera]]\nname = "yard"\nsource = 1\n'
+ZONE = '[[zone]]\nname = "porch"\ncamera = "front"\npoints = [[0, 0], [0.5, 0], [0.5, 1]]\n'
+
+
+def parse(text: str):
+    return parse_config(text, "config.toml", env={})
+
+
+def test_zones_tracks_and_events_parse():
+    config = parse(
+        CAMS
+        + ZONE
+        + '[[track]]\nlabel = "car"\nmax_age = 10\n'
+        + '[events]\nupdate_interval = 2\nlabels = ["car"]\n'
+    )
+    (zone,) = config.zone
+    assert zone.points == ((0.0, 0.0), (0.5, 0.0), (0.5, 1.0)) and zone.anchor == "bottom_center"
+    assert config.track[0].label == "car" and config.track[0].max_age == 10.0
+    assert config.events.update_interval == 2.0 and config.events.labels == ("car",)
+    assert parse(CAMS).zone == () and parse(CAMS).events.enabled is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ZONE.replace('"front"', '"back"'), 'zone[0].camera: no camera named "back"'),
+        (ZONE.replace('"porch"', '"yard"'), 'zone[0].name: "yard" is a camera name'),
+        (
+            ZONE.replace('"porch"', '"events"'),
+            'zone[0].name: "events" is a camera name or a reserved',
+        ),
+        (ZONE + ZONE, "zone[1].name: duplicate zone name (also zone[0])"),
+        (
+            ZONE.replace("[[0, 0], [0.5, 0], [0.5, 1]]", "[[0, 0], [1, 1]]"),
+            "zone[0].points: expected array of at least 3",
+        ),
+        (ZONE.replace("[0.5, 1]]", "[0.5]]"), "zone[0].points[2]: expected [x, y]"),
+        ('[[track]]\nlabel = "a"\n[[track]]\nlabel = "a"\n', "track[1].label: duplicate label"),
+        ('[[zone]]\nname = "z"\ncamera = "front"\n', "zone[0].points"),
+    ],
+)
+def test_bad_object_tables_name_the_key(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse(CAMS + text)
+    assert message in str(info.value)
+    assert "config.toml" in str(info.value)
+
+
+def test_reserved_camera_name():
+    with pytest.raises(ConfigError, match=r'camera\[0\].name: "cmd" is a reserved topic level'):
+        parse('[[camera]]\nname = "cmd"\nsource = 0\n')
