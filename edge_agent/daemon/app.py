@@ -37,6 +37,7 @@ from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.discovery import discovery_messages
+from edge_agent.publishing.discovery_objects import ObjectLayout
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -216,10 +217,18 @@ class Daemon:
         )
         self._pipeline_thread.start()
         if self.publisher is not None and cfg.mqtt.homeassistant:
+            layout = None
+            if self.objects is not None:
+                layout = ObjectLayout(
+                    [c.name for c in cfg.enabled_cameras],
+                    [z.name for z in cfg.zone],
+                    cfg.events.labels,
+                )
             for topic, payload in discovery_messages(
                 self.topics,
                 discovery_prefix=cfg.mqtt.discovery_prefix,
                 stats_interval=cfg.stats.interval,
+                objects=layout,
             ):
                 self.publisher.publish(topic, payload, qos=1, retain=True)
 

@@ -6,9 +6,9 @@ publisher re-publishes them after each reconnect. Entities read:
 * the ``stats`` topic, the daemon's stats JSON: ``fps``, ``latency_ms.invoke.p50``,
   ``backend``, ``model`` and ``dropped_frames`` (see :data:`STATS_FIELDS`; a missing
   value shows as "unknown", not as a template error);
-* the ``results`` topic, a JSON object whose ``results`` list holds ``{label, score,
-  ...}`` objects, best first (the "last detection" sensor shows the first label and
-  carries the whole result as attributes);
+* the retained count topics of the object layer (see
+  :mod:`edge_agent.publishing.discovery_objects`), which change only when a count does:
+  nothing here updates at frame rate;
 * the ``available`` topic (``online``/``offline``) for availability and connectivity.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError
+from edge_agent.publishing.discovery_objects import ObjectLayout, object_entities
 from edge_agent.publishing.topics import Topics
 
 #: object_id -> dotted path of the value in the stats JSON.
@@ -59,18 +60,25 @@ _STATS_SENSORS: dict[str, dict[str, Any]] = {
     },
 }
 
-_LAST_DETECTION_TEMPLATE = (
-    "{{ value_json.results[0].label if value_json.results is defined "
-    "and value_json.results else 'none' }}"
-)
+# Text sensors: Home Assistant stores a text sensor's template output as it is, so a
+# None would show as the word "None"; the string "unknown" is its unknown state.
+_TEXT_FIELDS = frozenset({"backend", "model"})
 
 
-def value_template(path: str) -> str:
-    """A template reading a dotted path of the JSON payload, ``None`` (unknown) if absent."""
+def value_template(path: str, *, text: bool = False) -> str:
+    """A template reading a dotted path of the JSON payload; unknown when absent or null.
+
+    Numeric sensors take ``None`` as unknown; text sensors need the string ``unknown``.
+    """
     levels = path.split(".")
     guards = " and ".join(
         f"value_json.{'.'.join(levels[: i + 1])} is defined" for i in range(len(levels))
     )
+    if text:
+        return (
+            f"{{{{ value_json.{path} if {guards} and value_json.{path} is not none "
+            "else 'unknown' }}"
+        )
     return f"{{{{ value_json.{path} if {guards} else None }}}}"
 
 
@@ -106,6 +114,7 @@ def discovery_messages(
     manufacturer: str = "edge-agent",
     sw_version: str = __version__,
     stats_interval: float | None = None,
+    objects: ObjectLayout | None = None,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Discovery config messages for the device's sensors and binary sensors.
 
@@ -116,6 +125,7 @@ def discovery_messages(
         model, manufacturer, sw_version: device-registry fields.
         stats_interval: seconds between stats messages; when given, stats sensors
             expire (become unavailable) after three missed intervals.
+        objects: cameras, zones and labels of the object layer (None: events are off).
 
     Returns:
         ``(config_topic, payload)`` pairs, to publish retained.
@@ -160,26 +170,16 @@ def discovery_messages(
                 {
                     **fields,
                     "state_topic": topics.stats,
-                    "value_template": value_template(STATS_FIELDS[object_id]),
+                    "value_template": value_template(
+                        STATS_FIELDS[object_id], text=object_id in _TEXT_FIELDS
+                    ),
                     **availability,
                     **extra,
                 },
             )
         )
-    messages.append(
-        config(
-            "sensor",
-            "last_detection",
-            {
-                "name": "Last detection",
-                "icon": "mdi:eye-outline",
-                "state_topic": topics.results,
-                "value_template": _LAST_DETECTION_TEMPLATE,
-                "json_attributes_topic": topics.results,
-                **availability,
-            },
-        )
-    )
+    if objects is not None:
+        messages += object_entities(topics, objects, config, availability)
     # Connectivity reads the availability topic itself and has no availability of its
     # own, so automations see "disconnected" rather than "unavailable".
     messages.append(

@@ -28,7 +28,7 @@ def test_discovery_configs_are_retained_and_removable(mqtt_broker, mqtt_publishe
             msg = ha.wait_for(topic)
             assert msg.retain and msg.json() == payload
         assert {m.topic for m in ha.messages} == {t for t, _ in messages}
-        assert len(messages) == 7
+        assert len(messages) == 6
 
         for topic, _ in messages:  # an empty retained config removes the entity
             pub.publish(topic, b"", qos=1, retain=True)

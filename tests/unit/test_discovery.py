@@ -12,6 +12,7 @@ from edge_agent.publishing.discovery import (
     STATS_FIELDS,
     discovery_messages,
 )
+from edge_agent.publishing.discovery_objects import ObjectLayout
 from edge_agent.publishing.topics import Topics
 
 TOPICS = Topics("edge", "pi.kitchen")
@@ -24,10 +25,7 @@ def _by_topic(**kwargs):
 def test_config_topics():
     assert sorted(_by_topic()) == sorted(
         [f"homeassistant/sensor/pi_kitchen/{f}/config" for f in STATS_FIELDS]
-        + [
-            "homeassistant/sensor/pi_kitchen/last_detection/config",
-            "homeassistant/binary_sensor/pi_kitchen/online/config",
-        ]
+        + ["homeassistant/binary_sensor/pi_kitchen/online/config"]
     )
 
 
@@ -63,12 +61,20 @@ def test_stats_sensor_shape():
         cfg = _by_topic()[f"homeassistant/sensor/pi_kitchen/{field}/config"]
         assert cfg["entity_category"] == "diagnostic"
         assert f"value_json.{field} if" in cfg["value_template"]
+    # A text sensor keeps a template's output as text: a missing value must read
+    # "unknown" (Home Assistant's unknown state), never the word "None".
+    for field in ("backend", "model"):
+        template = _by_topic()[f"homeassistant/sensor/pi_kitchen/{field}/config"]
+        assert template["value_template"] == (
+            f"{{{{ value_json.{field} if value_json.{field} is defined and "
+            f"value_json.{field} is not none else 'unknown' }}}}"
+        )
 
 
 def test_every_entity_has_unique_id_and_the_same_device():
     messages = discovery_messages(TOPICS, device_name="Kitchen", sw_version="9.9")
     ids = [payload["unique_id"] for _, payload in messages]
-    assert len(set(ids)) == len(ids) == 7
+    assert len(set(ids)) == len(ids) == 6
     for _, payload in messages:
         assert payload["device"]["identifiers"] == ["edge_agent_pi_kitchen"]
         assert payload["device"]["name"] == "Kitchen"
@@ -76,11 +82,24 @@ def test_every_entity_has_unique_id_and_the_same_device():
         json.dumps(payload)  # serializable as-is
 
 
-def test_last_detection_sensor_reads_results():
-    cfg = _by_topic()["homeassistant/sensor/pi_kitchen/last_detection/config"]
-    assert cfg["state_topic"] == cfg["json_attributes_topic"] == "edge/pi.kitchen/results"
-    assert "value_json.results[0].label" in cfg["value_template"]
-    assert cfg["availability"][0]["topic"] == "edge/pi.kitchen/available"
+def test_object_entities_per_camera_zone_and_label():
+    layout = ObjectLayout(["front", "back yard"], ["porch"], ["person", "car"])
+    msgs = _by_topic(objects=layout)
+    ids = [p["unique_id"] for p in msgs.values()]
+    assert len(ids) == len(set(ids)) == 6 + 2 + 3 * 3 * 2  # stats+online, fps, places x labels
+    occupancy = msgs["homeassistant/binary_sensor/pi_kitchen/porch_person_occupancy/config"]
+    assert occupancy["state_topic"] == "edge/pi.kitchen/porch/person"
+    assert occupancy["device_class"] == "occupancy"
+    assert occupancy["value_template"] == "{{ 'ON' if value | int(0) > 0 else 'OFF' }}"
+    count = msgs["homeassistant/sensor/pi_kitchen/back_yard_all_count/config"]
+    assert count["state_topic"] == "edge/pi.kitchen/back yard/all"
+    assert count["name"] == "back yard objects count" and count["state_class"] == "measurement"
+    fps = msgs["homeassistant/sensor/pi_kitchen/back_yard_fps/config"]
+    assert fps["state_topic"] == "edge/pi.kitchen/status"
+    assert "value_json.cameras['back yard'].fps" in fps["value_template"]
+    # Nothing reads the per-frame results topic any more.
+    assert all(p.get("state_topic") != TOPICS.results for p in msgs.values())
+    assert all(p.get("json_attributes_topic") is None for p in msgs.values())
 
 
 def test_connectivity_binary_sensor_has_no_availability():
@@ -97,10 +116,51 @@ def test_connectivity_binary_sensor_has_no_availability():
 def test_expire_after_is_three_stats_intervals():
     msgs = _by_topic(stats_interval=10)
     assert msgs["homeassistant/sensor/pi_kitchen/fps/config"]["expire_after"] == 30
-    assert "expire_after" not in msgs["homeassistant/sensor/pi_kitchen/last_detection/config"]
+    assert "expire_after" not in msgs["homeassistant/binary_sensor/pi_kitchen/online/config"]
 
 
 def test_custom_prefix_and_invalid_prefix():
     assert all(t.startswith("ha/disc/") for t in _by_topic(discovery_prefix="ha/disc"))
     with pytest.raises(ConfigError, match="discovery_prefix"):
         discovery_messages(TOPICS, discovery_prefix="home#assistant")
+
+
+def render(template: str, payload: str) -> str:
+    """Render a discovery template as Home Assistant's MQTT integration does: Jinja with
+    ``value`` (the payload text) and ``value_json`` (the parsed payload)."""
+    jinja2 = pytest.importorskip("jinja2")
+    env = jinja2.Environment(undefined=jinja2.Undefined)
+    try:
+        value_json = json.loads(payload)
+    except ValueError:
+        value_json = None
+    return env.from_string(template).render(value=payload, value_json=value_json)
+
+
+def test_templates_render_values_and_unknown_for_missing_ones():
+    msgs = _by_topic(objects=ObjectLayout(["front"], ["porch"], ["person"]))
+
+    def template(component, object_id):
+        return msgs[f"homeassistant/{component}/pi_kitchen/{object_id}/config"]["value_template"]
+
+    full = json.dumps(
+        {
+            "fps": 14.8,
+            "backend": "cpu",
+            "model": "blobs",
+            "latency_ms": {"invoke": {"p50": 0.57}},
+            "dropped_frames": 3,
+        }
+    )
+    assert render(template("sensor", "fps"), full) == "14.8"
+    assert render(template("sensor", "inference_ms"), full) == "0.57"
+    assert render(template("sensor", "backend"), full) == "cpu"
+    empty = json.dumps({"backend": None})
+    assert render(template("sensor", "backend"), empty) == "unknown"
+    assert render(template("sensor", "model"), empty) == "unknown"
+    assert render(template("sensor", "inference_ms"), empty) == "None"  # numeric: unknown
+    status = json.dumps({"cameras": {"front": {"fps": 9.5}}})
+    assert render(template("sensor", "front_fps"), status) == "9.5"
+    assert render(template("sensor", "front_fps"), json.dumps({"cameras": {}})) == "None"
+    occupancy = template("binary_sensor", "porch_person_occupancy")
+    assert [render(occupancy, v) for v in ("0", "2", "")] == ["OFF", "ON", "OFF"]

@@ -1,0 +1,107 @@
+"""Home Assistant entities of the object layer: occupancy and counts, camera frame rates.
+
+Per camera and per zone, for every label of ``[events] labels`` and for ``all``:
+a ``binary_sensor`` (occupancy: at least one such object now) and a ``sensor`` (how
+many). Both read the retained count topics, which change only when a count changes, so
+Home Assistant's recorder writes a row per change, never one per frame. Each camera also
+gets a frame-rate sensor from the retained status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from edge_agent.publishing.topics import Topics
+
+Config = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_OCCUPANCY_TEMPLATE = "{{ 'ON' if value | int(0) > 0 else 'OFF' }}"
+
+
+class ObjectLayout(NamedTuple):
+    """What the object entities are made for."""
+
+    cameras: Sequence[str]
+    zones: Sequence[str]
+    labels: Sequence[str]  # besides "all"
+
+
+def object_id(*parts: str) -> str:
+    """A discovery object id from names that may hold any character."""
+    return "_".join(_UNSAFE.sub("_", part) for part in parts)
+
+
+def camera_fps_template(camera: str) -> str:
+    """Reads one camera's fps from the status document; None (unknown) if absent."""
+    key = camera.replace("\\", "\\\\").replace("'", "\\'")
+    return (
+        f"{{{{ value_json.cameras['{key}'].fps if value_json.cameras is defined "
+        f"and '{key}' in value_json.cameras else None }}}}"
+    )
+
+
+def object_entities(
+    topics: Topics, layout: ObjectLayout, config: Config, availability: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Discovery messages for the object layer.
+
+    Args:
+        topics: the device's topics.
+        layout: cameras, zones and labels to make entities for.
+        config: ``config(component, object_id, fields)`` -> ``(topic, payload)``.
+        availability: the availability block every entity carries.
+    """
+    messages = []
+    for camera in layout.cameras:
+        messages.append(
+            config(
+                "sensor",
+                object_id(camera, "fps"),
+                {
+                    "name": f"{camera} frame rate",
+                    "unit_of_measurement": "fps",
+                    "state_class": "measurement",
+                    "suggested_display_precision": 1,
+                    "icon": "mdi:cctv",
+                    "state_topic": topics.status,
+                    "value_template": camera_fps_template(camera),
+                    **availability,
+                },
+            )
+        )
+    for place in (*layout.cameras, *layout.zones):
+        for label in (*layout.labels, "all"):
+            what = "objects" if label == "all" else label
+            topic = topics.count(place, label)
+            messages.append(
+                config(
+                    "binary_sensor",
+                    object_id(place, label, "occupancy"),
+                    {
+                        "name": f"{place} {what}",
+                        "device_class": "occupancy",
+                        "state_topic": topic,
+                        "value_template": _OCCUPANCY_TEMPLATE,
+                        "payload_on": "ON",
+                        "payload_off": "OFF",
+                        **availability,
+                    },
+                )
+            )
+            messages.append(
+                config(
+                    "sensor",
+                    object_id(place, label, "count"),
+                    {
+                        "name": f"{place} {what} count",
+                        "state_class": "measurement",
+                        "icon": "mdi:counter",
+                        "state_topic": topic,
+                        **availability,
+                    },
+                )
+            )
+    return messages
