@@ -67,6 +67,15 @@ def _is_set(value: Any) -> bool:
     return value is not None and value != "" and value != ()
 
 
+def _every_frame_contradicts_off(section: MqttConfig, prefix: str) -> None:
+    """``publish_every_frame = true`` (the older spelling of "all") with results off."""
+    if section.publish_every_frame and section.publish_results == "off":
+        raise Problem(
+            f"{prefix}.publish_every_frame",
+            'true contradicts publish_results = "off"; use publish_results alone',
+        )
+
+
 def _tls_options_need_tls(section: MqttConfig, prefix: str) -> None:
     """TLS options with ``tls = false`` would silently connect in plain text."""
     if section.tls:
@@ -94,6 +103,7 @@ RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
     InferenceConfig: (_not_below("reprobe_initial", "reprobe_max"),),
     MqttConfig: (
         _not_below("reconnect_min", "reconnect_max"),
+        _every_frame_contradicts_off,
         _together("cert_file", "key_file"),
         _tls_options_need_tls,
     ),

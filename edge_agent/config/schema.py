@@ -141,6 +141,7 @@ class MqttConfig:
     qos_stats: int = opt(0, Int(0, 2))
     retain_status: bool = opt(True, Bool())
     publish_every_frame: bool = opt(False, Bool())
+    publish_results: str = opt("detections", OneOf("all", "detections", "off"))
     tls: bool = opt(False, Bool())
     ca_file: str = opt("", Text(), path=PATH)
     cert_file: str = opt("", Text(), path=PATH)
@@ -154,6 +155,11 @@ class MqttConfig:
     ready_without_broker: bool = opt(True, Bool())
     homeassistant: bool = opt(True, Bool())
     discovery_prefix: str = opt("homeassistant", TopicPrefix())
+
+    @property
+    def results_mode(self) -> str:
+        """Which frames go to ``results``: ``publish_every_frame`` means "all"."""
+        return "all" if self.publish_every_frame else self.publish_results
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from edge_agent.capture.camera import Camera
 from edge_agent.config import Config, load_config
+from edge_agent.daemon.controls import DetectSwitch
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
@@ -70,6 +71,7 @@ class Daemon:
         self.publisher: MqttPublisher | None = None
         self.updates: UpdateService | None = None
         self.objects: ObjectService | None = None
+        self.detect: DetectSwitch | None = None
         self.last_error = ""
         self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
@@ -107,6 +109,8 @@ class Daemon:
     def _on_command(self, command: str, payload: bytes, topic: str) -> None:
         """Publisher callback: a command arrived (never raises)."""
         try:
+            if self.detect is not None and self.detect.handle(command, payload):
+                return
             if self.updates is not None:
                 self.updates.handle(command, payload, topic)
             else:
@@ -201,15 +205,23 @@ class Daemon:
         self._start_updates()
         if self.publisher is not None and cfg.events.enabled:
             self.objects = ObjectService(cfg, self.topics, self._publish)
+        self.detect = DetectSwitch(
+            [c.name for c in cfg.enabled_cameras],
+            cfg.device.state_dir,
+            self.topics,
+            lambda topic, payload: self._publish(topic, payload, 1, True, False),
+        )
+        self.detect.publish_all()
         pipeline = Pipeline(
             self.cameras,
             self.supervisor,
             self.publish_result,
             self.stats,
             self.watchdog.progress,
-            every_frame=cfg.mqtt.publish_every_frame,
+            results=cfg.mqtt.results_mode,
             on_generation=self._status_dirty.set,
             on_frame=self.objects.on_frame if self.objects else None,
+            detecting=self.detect.detecting,
         )
         self._pipeline = pipeline
         self._pipeline_thread = threading.Thread(
@@ -217,13 +229,12 @@ class Daemon:
         )
         self._pipeline_thread.start()
         if self.publisher is not None and cfg.mqtt.homeassistant:
-            layout = None
-            if self.objects is not None:
-                layout = ObjectLayout(
-                    [c.name for c in cfg.enabled_cameras],
-                    [z.name for z in cfg.zone],
-                    cfg.events.labels,
-                )
+            layout = ObjectLayout(
+                [c.name for c in cfg.enabled_cameras],
+                [z.name for z in cfg.zone],
+                cfg.events.labels,
+                events=self.objects is not None,
+            )
             for topic, payload in discovery_messages(
                 self.topics,
                 discovery_prefix=cfg.mqtt.discovery_prefix,
@@ -253,8 +264,10 @@ class Daemon:
         start = time.monotonic()
         while not self._stop.is_set():
             waited = time.monotonic() - start
-            frames_ok = (self._pipeline is not None and self._pipeline.frames > 0) or not (
-                self.cameras
+            pipeline = self._pipeline
+            # A frame processed, or one taken from a camera whose detection is off.
+            frames_ok = not self.cameras or (
+                pipeline is not None and pipeline.frames + pipeline.skipped > 0
             )
             broker_ok = self.publisher is None or self.publisher.connected
             if frames_ok and (

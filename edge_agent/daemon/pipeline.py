@@ -44,10 +44,13 @@ class Pipeline:
         publish_result: called with each result payload (dict); must not block long.
         stats: PipelineStats (``record(stage, ms)``, ``incr(name)``).
         progress: called once per processed frame (the systemd watchdog ping).
-        every_frame: publish frames without results too.
+        results: which frames are published: "all", "detections" (those with results)
+            or "off".
         on_generation: called (in this thread) after a model or backend switch.
         on_frame: called (in this thread) with every processed frame's results, those
             without results too (objects are tracked over frames, see daemon.objects).
+        detecting: whether a camera runs detection now; frames of a camera switched
+            off are taken and dropped (the watchdog still sees the camera alive).
     """
 
     def __init__(
@@ -58,20 +61,23 @@ class Pipeline:
         stats: Any,
         progress: Callable[[], None] = lambda: None,
         *,
-        every_frame: bool = False,
+        results: str = "detections",
         on_generation: Callable[[], None] = lambda: None,
         on_frame: FrameHook | None = None,
+        detecting: Callable[[str], bool] = lambda camera: True,
     ):
         self._cameras = list(cameras)
         self._supervisor = supervisor
         self._publish = publish_result
         self._stats = stats
         self._progress = progress
-        self._every_frame = every_frame
+        self._results = results
         self._on_generation = on_generation
         self._on_frame = on_frame
+        self._detecting = detecting
         self._next_camera = 0
-        self.frames = 0
+        self.frames = 0  # frames processed by the model
+        self.skipped = 0  # frames of cameras whose detection is off
         self.last_frame_at: float | None = None
 
     def _next_frame(self, timeout: float) -> Any:
@@ -80,12 +86,27 @@ class Pipeline:
         for i in range(n):
             cam = self._cameras[(self._next_camera + i) % n]
             frame = cam.get(0.0 if n > 1 else timeout)
+            if frame is not None and not self._detecting(cam.name):
+                self._skip(frame)
+                continue
             if frame is not None:
                 self._next_camera = (self._next_camera + i + 1) % n
                 return frame
         if n > 1 and timeout > 0:
             time.sleep(min(timeout, 0.005))
         return None
+
+    def _skip(self, frame: Any) -> None:
+        """A frame of a camera whose detection is off: nothing is seen in it, so its
+        objects end after their ``max_age``; the camera is alive for the watchdog."""
+        self._progress()
+        self.skipped += 1
+        if self._on_frame is not None:
+            height, width = frame.image.shape[:2]
+            try:
+                self._on_frame(frame.camera, frame.timestamp, [], (width, height), False)
+            except Exception:  # objects must never stop detection
+                logger.exception("camera %s: object tracking failed on a frame", frame.camera)
 
     def step(self) -> int:
         """One round: adopt a switch, submit frames to free slots, collect completions.
@@ -130,7 +151,7 @@ class Pipeline:
         self._stats.incr("frames")
         self.frames += 1
         self.last_frame_at = t1
-        if results or self._every_frame:
+        if self._results == "all" or (results and self._results == "detections"):
             info = gen.worker.info
             self._publish(
                 {

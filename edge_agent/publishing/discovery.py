@@ -125,7 +125,7 @@ def discovery_messages(
         model, manufacturer, sw_version: device-registry fields.
         stats_interval: seconds between stats messages; when given, stats sensors
             expire (become unavailable) after three missed intervals.
-        objects: cameras, zones and labels of the object layer (None: events are off).
+        objects: cameras, zones and labels of the per-camera entities (None: none).
 
     Returns:
         ``(config_topic, payload)`` pairs, to publish retained.

@@ -1,10 +1,11 @@
-"""Home Assistant entities of the object layer: occupancy and counts, camera frame rates.
+"""Home Assistant entities per camera: frame rate, detection switch, occupancy and counts.
 
-Per camera and per zone, for every label of ``[events] labels`` and for ``all``:
+Every camera gets a frame-rate sensor (from the retained status) and a ``switch`` for
+its detection. With events on, per camera and per zone, for every label of
+``[events] labels`` and for ``all``:
 a ``binary_sensor`` (occupancy: at least one such object now) and a ``sensor`` (how
 many). Both read the retained count topics, which change only when a count changes, so
-Home Assistant's recorder writes a row per change, never one per frame. Each camera also
-gets a frame-rate sensor from the retained status.
+Home Assistant's recorder writes a row per change, never one per frame.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class ObjectLayout(NamedTuple):
     """What the object entities are made for."""
 
     cameras: Sequence[str]
-    zones: Sequence[str]
-    labels: Sequence[str]  # besides "all"
+    zones: Sequence[str] = ()
+    labels: Sequence[str] = ()  # besides "all"
+    events: bool = True  # occupancy and count entities
 
 
 def object_id(*parts: str) -> str:
@@ -72,6 +74,23 @@ def object_entities(
                 },
             )
         )
+        messages.append(
+            config(
+                "switch",
+                object_id(camera, "detect"),
+                {
+                    "name": f"{camera} detection",
+                    "icon": "mdi:motion-sensor",
+                    "command_topic": f"{topics.base}/cmd/{camera}/detect/set",
+                    "state_topic": f"{topics.base}/{camera}/detect/state",
+                    "payload_on": "ON",
+                    "payload_off": "OFF",
+                    **availability,
+                },
+            )
+        )
+    if not layout.events:
+        return messages
     for place in (*layout.cameras, *layout.zones):
         for label in (*layout.labels, "all"):
             what = "objects" if label == "all" else label

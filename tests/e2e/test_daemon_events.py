@@ -101,6 +101,61 @@ def test_events_off_publishes_no_events(mqtt_broker, mqtt_subscriber, edge_daemo
     mqtt_subscriber.wait_count(daemon.topics.results, 20, timeout=30)
     assert daemon.stop(timeout=15) == 0
     assert mqtt_subscriber.on(daemon.topics.events) == []
-    assert not [
-        m for m in mqtt_subscriber.messages if m.topic.startswith(f"{daemon.topics.base}/cam0/")
+    counts = [
+        m.topic
+        for m in mqtt_subscriber.messages
+        if m.topic.startswith(f"{daemon.topics.base}/cam0/") and "/detect/" not in m.topic
     ]
+    assert counts == []
+
+
+def test_detect_switch_stops_and_resumes_detection_and_survives_a_restart(
+    mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    from tests.support.broker import wait_until
+    from tests.support.updates_e2e import Operator
+
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        events={"max_age": 0.5},
+        mqtt={"publish_results": "off"},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    state_topic = f"{topics.base}/cam0/detect/state"
+    sub.wait_for(state_topic, lambda m: m.payload == b"ON", timeout=20)
+    sub.wait_for(topics.count("cam0", "all"), lambda m: m.payload == b"3", timeout=20)
+    operator = Operator(mqtt_broker.host, mqtt_broker.port)
+    try:
+        operator.publish(f"{topics.base}/cmd/cam0/detect/set", b"OFF")
+        sub.wait_for(state_topic, lambda m: m.payload == b"OFF", timeout=10)
+        # Nothing is seen any more: every object ends and the count falls to 0.
+        all_topic = topics.count("cam0", "all")
+        wait_until(lambda: sub.on(all_topic)[-1].payload == b"0", 10, "count 0")
+        ends = [e.json() for e in sub.on(topics.events) if e.json()["type"] == "end"]
+        assert {e["label"] for e in ends} == {"red", "green", "blue"}
+        assert daemon.alive()
+        assert sub.on(topics.results) == []  # publish_results = "off": no per-frame stream
+        # Kept across a restart.
+        assert daemon.stop(timeout=15) == 0
+        mark = len(sub.on(state_topic))
+        daemon.proc = None
+        daemon.start()
+        sub.wait_for(daemon.topics.stats, timeout=30)
+        states = [m.payload for m in sub.on(state_topic)[mark:]]
+        assert states and set(states) == {b"OFF"}, states
+        news = len([e for e in sub.on(topics.events) if e.json()["type"] == "new"])
+        operator.publish(f"{topics.base}/cmd/cam0/detect/set", b"on")
+        sub.wait_for(state_topic, lambda m: m.payload == b"ON", timeout=10)
+        sub.wait_for(
+            topics.events,
+            lambda m: (
+                len([e for e in sub.on(topics.events) if e.json()["type"] == "new"]) >= news + 3
+            ),
+            timeout=20,
+        )
+    finally:
+        operator.close()
+    assert daemon.stop(timeout=15) == 0

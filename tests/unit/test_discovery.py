@@ -86,7 +86,13 @@ def test_object_entities_per_camera_zone_and_label():
     layout = ObjectLayout(["front", "back yard"], ["porch"], ["person", "car"])
     msgs = _by_topic(objects=layout)
     ids = [p["unique_id"] for p in msgs.values()]
-    assert len(ids) == len(set(ids)) == 6 + 2 + 3 * 3 * 2  # stats+online, fps, places x labels
+    # stats + online, fps and detect switch per camera, places x (labels + all) x 2
+    assert len(ids) == len(set(ids)) == 6 + 2 * 2 + 3 * 3 * 2
+    switch = msgs["homeassistant/switch/pi_kitchen/back_yard_detect/config"]
+    assert switch["command_topic"] == "edge/pi.kitchen/cmd/back yard/detect/set"
+    assert switch["state_topic"] == "edge/pi.kitchen/back yard/detect/state"
+    off = _by_topic(objects=layout._replace(events=False))
+    assert len(off) == 6 + 2 * 2  # no occupancy or counts without events
     occupancy = msgs["homeassistant/binary_sensor/pi_kitchen/porch_person_occupancy/config"]
     assert occupancy["state_topic"] == "edge/pi.kitchen/porch/person"
     assert occupancy["device_class"] == "occupancy"

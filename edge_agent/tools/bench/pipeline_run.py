@@ -4,7 +4,7 @@ The parts are the daemon's own (``Camera``, ``Supervisor`` with ``make_codec``,
 ``Pipeline`` in its own thread, ``MqttPublisher``), wired as ``Daemon.start`` wires
 them. The camera reads a file or the synthetic pattern losslessly as fast as it is
 consumed (``realtime=False``), so the pipeline, not the source's frame rate, sets the
-pace; every frame is published (``every_frame``) and counted at the subscriber.
+pace; every frame is published (``results="all"``) and counted at the subscriber.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ def run_pipeline(
                 published[0] += 1
 
             pipeline = Pipeline(
-                [camera], supervisor, publish, gated, tracker.progress, every_frame=True
+                [camera], supervisor, publish, gated, tracker.progress, results="all"
             )
             thread = threading.Thread(
                 target=pipeline.run, args=(stop,), name="pipeline", daemon=True
