@@ -234,27 +234,32 @@ class PresenceCounts:
         self._labels = tuple(labels)
         self._zones = tuple(zones)
         self._last: dict[CountKey, int] = {}
+        self._zero = {
+            CountKey(where, label): 0
+            for where in (None, *self._zones)
+            for label in (self.ALL, *self._labels)
+        }
 
     def update(
         self, active: Iterable[TrackState], membership: ZoneMembership | None = None
     ) -> dict[CountKey, int]:
         """Counts of this frame that differ from the previous frame's (all, the first time)."""
-        counts: dict[CountKey, int] = {}
-        for where in (None, *self._zones):
-            counts[CountKey(where, self.ALL)] = 0
-            for label in self._labels:
-                counts[CountKey(where, label)] = 0
+        # Plain tuples inside (a NamedTuple is a tuple: they hash and compare the same);
+        # only the changed keys become CountKeys.
+        counts: dict[tuple[str | None, str], int] = dict(self._zero)
         for track in active:
-            places: list[str | None] = [None]
+            label = track.label
+            counts[(None, label)] = counts.get((None, label), 0) + 1
+            counts[(None, self.ALL)] += 1
             if membership is not None:
-                places += sorted(membership.zones_of(track.track_id))
-            for where in places:
-                for label in (track.label, self.ALL):
-                    key = CountKey(where, label)
-                    counts[key] = counts.get(key, 0) + 1
+                for zone in membership.zones_of(track.track_id):
+                    counts[(zone, label)] = counts.get((zone, label), 0) + 1
+                    counts[(zone, self.ALL)] = counts.get((zone, self.ALL), 0) + 1
         # A label seen before and gone now reads 0 rather than staying at its last count.
         for key in self._last:
-            counts.setdefault(key, 0)
-        changed = {k: v for k, v in counts.items() if self._last.get(k) != v}
+            if key not in counts:
+                counts[key] = 0
+        last = self._last
+        changed = {CountKey(*k): v for k, v in counts.items() if last.get(k) != v}
         self._last = counts
         return changed

@@ -82,7 +82,8 @@ class TrackerStep(NamedTuple):
 
 
 class _Track:
-    """A live track (mutable; owned by the Tracker)."""
+    """A live track (mutable; owned by the Tracker). Boxes are plain tuples: numpy on
+    four numbers costs more than the arithmetic itself."""
 
     __slots__ = (
         "track_id",
@@ -102,28 +103,32 @@ class _Track:
         self.track_id = track_id
         self.label = det.label
         self.score = det.score
-        self.box = np.asarray(det.box, dtype=np.float64)
+        self.box: Box = tuple(map(float, det.box))  # type: ignore[assignment]
         self.top_score = det.score
         self.top_box = self.box
         self.first_seen = t
         self.last_seen = t
         self.hits = 1
-        self.velocity = np.zeros(4)  # box edges per second
+        self.velocity: Box = (0.0, 0.0, 0.0, 0.0)  # box edges per second
         self.confirmed = False
 
-    def predicted(self, t: float, predict: bool) -> np.ndarray:
+    def predicted(self, t: float, predict: bool) -> Box:
         """The box expected at time ``t``."""
         if not predict:
             return self.box
-        return self.box + self.velocity * (t - self.last_seen)
+        dt = t - self.last_seen
+        b, v = self.box, self.velocity
+        return (b[0] + v[0] * dt, b[1] + v[1] * dt, b[2] + v[2] * dt, b[3] + v[3] * dt)
 
     def update(self, det: Detection, t: float) -> None:
         """Take a matched detection; smooth the velocity over the gap since last seen."""
-        box = np.asarray(det.box, dtype=np.float64)
+        box: Box = tuple(map(float, det.box))  # type: ignore[assignment]
         dt = t - self.last_seen
         if dt > 0:
             # Exponential smoothing: one noisy box does not throw the prediction off.
-            self.velocity = 0.5 * self.velocity + 0.5 * (box - self.box) / dt
+            self.velocity = tuple(  # type: ignore[assignment]
+                0.5 * v + 0.5 * (n - o) / dt for v, n, o in zip(self.velocity, box, self.box)
+            )
         self.box = box
         self.score = det.score
         if det.score > self.top_score:
@@ -137,17 +142,13 @@ class _Track:
             self.track_id,
             self.label,
             self.score,
-            _as_box(self.box),
+            self.box,
             self.top_score,
-            _as_box(self.top_box),
+            self.top_box,
             self.first_seen,
             self.last_seen,
             self.hits,
         )
-
-
-def _as_box(arr: np.ndarray) -> Box:
-    return (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -246,19 +247,24 @@ class Tracker:
     def _associate(
         self, dets: list[Detection], tracks: list[_Track], t: float, matched: set[int]
     ) -> set[int]:
-        """Match ``dets`` to ``tracks`` label by label; returns ``id()`` of the used dets."""
+        """Match ``dets`` to ``tracks`` of the same label; returns ``id()`` of the used dets.
+
+        One IoU matrix for all labels, with pairs of different labels zeroed.
+        """
+        if not tracks:
+            return set()
+        predict = self.settings.predict
+        predicted = np.array([tr.predicted(t, predict) for tr in tracks], dtype=np.float64)
+        boxes = np.array([d.box for d in dets], dtype=np.float64)
+        iou = iou_matrix(predicted, boxes)
+        track_labels = np.array([tr.label for tr in tracks], dtype=object)
+        det_labels = np.array([d.label for d in dets], dtype=object)
+        iou[track_labels[:, None] != det_labels[None, :]] = 0.0
         used: set[int] = set()
-        for label in {d.label for d in dets}:
-            ds = [d for d in dets if d.label == label]
-            ts = [tr for tr in tracks if tr.label == label]
-            if not ts:
-                continue
-            predicted = np.array([tr.predicted(t, self.settings.predict) for tr in ts])
-            boxes = np.array([d.box for d in ds], dtype=np.float64)
-            for r, c in greedy_match(iou_matrix(predicted, boxes), self.settings.match_iou):
-                ts[r].update(ds[c], t)
-                matched.add(ts[r].track_id)
-                used.add(id(ds[c]))
+        for r, c in greedy_match(iou, self.settings.match_iou):
+            tracks[r].update(dets[c], t)
+            matched.add(tracks[r].track_id)
+            used.add(id(dets[c]))
         return used
 
     def end_all(self) -> list[TrackState]:

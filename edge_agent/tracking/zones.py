@@ -76,6 +76,16 @@ class ZoneMembership:
 
     def __init__(self, zones: Iterable[Zone]):
         self.zones = tuple(zones)
+        # Bounding boxes: most anchors are outside most zones, and this test is cheap.
+        self._bounds = [
+            (
+                min(x for x, _ in z.polygon),
+                min(y for _, y in z.polygon),
+                max(x for x, _ in z.polygon),
+                max(y for _, y in z.polygon),
+            )
+            for z in self.zones
+        ]
         self._streak: dict[tuple[int, str], int] = {}  # consecutive frames inside
         self._inside: dict[int, set[str]] = {}
 
@@ -83,15 +93,18 @@ class ZoneMembership:
         """Take the tracks seen in a frame; forget the ended ones."""
         for track in ended:
             self.forget(track.track_id)
+        if not self.zones:
+            return
         for track in tracks:
             now_in = self._inside.setdefault(track.track_id, set())
-            for zone in self.zones:
-                key = (track.track_id, zone.name)
+            for zone, (x0, y0, x1, y1) in zip(self.zones, self._bounds):
                 if zone.labels and track.label not in zone.labels:
                     continue
-                if inside(anchor_point(track.box, zone.anchor), zone.polygon):
-                    self._streak[key] = self._streak.get(key, 0) + 1
-                    if self._streak[key] >= zone.min_frames:
+                key = (track.track_id, zone.name)
+                x, y = anchor_point(track.box, zone.anchor)
+                if x0 <= x <= x1 and y0 <= y <= y1 and inside((x, y), zone.polygon):
+                    streak = self._streak[key] = self._streak.get(key, 0) + 1
+                    if streak >= zone.min_frames:
                         now_in.add(zone.name)
                 else:
                     self._streak.pop(key, None)
