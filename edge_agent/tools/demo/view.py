@@ -66,6 +66,15 @@ def format_stats(msg: dict[str, Any]) -> str:
     return line
 
 
+def format_event(msg: dict[str, Any]) -> str:
+    """One object event: ``event new red #3 0.91 zones left``."""
+    line = f"event    {msg.get('type')} {msg.get('label')} #{msg.get('track_id')}"
+    line += f" {float(msg.get('top_score') or 0.0):.2f}"
+    if msg.get("zones"):
+        line += " in " + ",".join(msg["zones"])
+    return line
+
+
 def format_status(msg: dict[str, Any]) -> str:
     """One status message: state, backend, model, cameras, last error (those present)."""
     model = msg.get("model") or {}
@@ -103,6 +112,7 @@ class Viewer:
         self.labels: Counter[str] = Counter()
         self._show = show
         self._status: Any = None
+        self._topics_seen: set[str] = set()  # paho's thread adds, stop time reads
         self._subscribed = threading.Event()
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -130,8 +140,12 @@ class Viewer:
             raise PublishError(f"broker {where}: cannot subscribe within {timeout:g}s")
 
     def clear_retained(self) -> None:
-        """Remove the retained messages the demo device left on a broker that stays up."""
-        for topic in (self.topics.available, self.topics.status, self.topics.model):
+        """Remove the retained messages the demo device left on a broker that stays up
+        (status, model, counts, detection state...: every topic it published on; an
+        empty retained message on a topic that holds none changes nothing)."""
+        fixed = {self.topics.available, self.topics.status, self.topics.model}
+        streams = {self.topics.results, self.topics.stats, self.topics.events}
+        for topic in sorted((fixed | set(self._topics_seen)) - streams):
             self._client.publish(topic, b"", qos=1, retain=True).wait_for_publish(2.0)
 
     def stop(self) -> None:
@@ -146,6 +160,7 @@ class Viewer:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         """Format one message (never raises: a bad payload is logged and skipped)."""
+        self._topics_seen.add(msg.topic)
         try:
             line = self._line(msg.topic[len(self.topics.base) + 1 :], bytes(msg.payload))
         except Exception:
@@ -160,6 +175,8 @@ class Viewer:
             return None
         if kind == "available":
             return f"daemon   {payload.decode('utf-8', 'replace')}"
+        if kind == "events":
+            return format_event(json.loads(payload))
         if kind not in ("results", "stats", "status"):
             return None
         msg = json.loads(payload)
