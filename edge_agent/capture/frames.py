@@ -1,16 +1,19 @@
 """Frames and the latest-frame slot between a camera thread and its consumer.
 
-Buffer ownership (a triple buffer). The slot owns three image buffers. At any moment
-one may be *latest* (published, not yet taken), one may be *held* (the last frame the
-consumer took), and the producer reads the next frame into a third, *free* one. Since
-latest and held are never the same buffer, a free buffer always exists, so:
+Buffer ownership. The slot owns four image buffers. At any moment one may be *latest*
+(published, not yet taken), two may be *held* (the last two frames the consumer took:
+the pipeline keeps two frames in flight, and a frame's image must still be intact when
+its results come back, e.g. for a snapshot), and the producer reads the next frame into
+a fourth, *free* one. Since latest and held never share a buffer, a free buffer always
+exists, so:
 
 * the producer never waits for the consumer (unless asked to, see ``publish(wait=)``)
-  and never allocates once the three buffers exist (``cap.read(buf)`` decodes in place);
+  and never allocates once the four buffers exist (``cap.read(buf)`` decodes in place);
 * publishing over an untaken latest frame drops that frame (counted) and frees its
-  buffer: memory stays bounded at three frames whatever the consumer does;
-* the frame the consumer holds is never written while it is held. It stays valid until
-  the consumer's next successful :meth:`FrameSlot.take`; copy the image to keep it longer.
+  buffer: memory stays bounded at four frames whatever the consumer does;
+* a frame the consumer holds is never written while it is held. It stays valid until
+  the consumer's second successful :meth:`FrameSlot.take` after it; copy the image to
+  keep it longer.
 
 One producer and one consumer per slot.
 """
@@ -23,15 +26,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-BUFFERS = 3
+HELD = 2  # frames the consumer may hold at once (two in flight)
+BUFFERS = HELD + 2  # + the latest + the one the producer reads into
 
 
 class Frame(NamedTuple):
     """One captured image.
 
     Attributes:
-        image: BGR uint8 (H, W, 3). Owned by the camera: valid until the next successful
-            ``get()`` on the same camera; copy it to keep it longer.
+        image: BGR uint8 (H, W, 3). Owned by the camera: valid until the second successful
+            ``get()`` after it on the same camera; copy it to keep it longer.
         frame_id: per-camera counter, +1 per frame read (gaps are dropped frames).
         timestamp: ``time.time()`` when the frame was read.
         monotonic: ``time.monotonic()`` when the frame was read (for ages and latency).
@@ -54,14 +58,14 @@ class SlotCounts(NamedTuple):
 
 
 class FrameSlot:
-    """The single newest-frame slot over a ring of three reusable buffers."""
+    """The single newest-frame slot over a ring of four reusable buffers."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._buffers: list[np.ndarray | None] = [None] * BUFFERS
         self._frames: list[Frame | None] = [None] * BUFFERS
         self._latest: int | None = None
-        self._held: int | None = None
+        self._held: list[int] = []  # oldest first, at most HELD
         self._closed = False
         self._published = 0
         self._dropped = 0
@@ -74,9 +78,9 @@ class FrameSlot:
         """
         with self._cond:
             for index in range(BUFFERS):
-                if index != self._latest and index != self._held:
+                if index != self._latest and index not in self._held:
                     return index, self._buffers[index]
-        raise AssertionError("unreachable: latest and held cannot cover three buffers")
+        raise AssertionError("unreachable: latest and held cannot cover every buffer")
 
     def publish(
         self,
@@ -118,7 +122,7 @@ class FrameSlot:
     def take(self, timeout: float) -> Frame | None:
         """The newest frame not taken yet, waiting up to ``timeout`` seconds for one.
 
-        Taking a frame releases the one taken before it back to the producer.
+        Taking a frame releases the one taken two takes before it to the producer.
 
         Args:
             timeout: seconds; 0 polls.
@@ -135,7 +139,8 @@ class FrameSlot:
                 self._cond.wait(remaining)
             index = self._latest
             self._latest = None
-            self._held = index
+            self._held.append(index)
+            del self._held[:-HELD]
             self._cond.notify_all()  # a waiting lossless producer may publish now
             return self._frames[index]
 

@@ -198,6 +198,10 @@ class EventsConfig:
     match_iou: float = opt(0.3, Num(0.01, 1))
     predict: bool = opt(True, Bool())
     labels: tuple[str, ...] = opt((), STRINGS)
+    snapshots: bool = opt(True, Bool())
+    snapshot_crop: bool = opt(False, Bool())
+    snapshot_width: int = opt(640, Int(64, 8192))
+    snapshot_quality: int = opt(80, Int(1, 100))
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,7 @@ class Daemon:
                 [z.name for z in cfg.zone],
                 cfg.events.labels,
                 events=self.objects is not None,
+                snapshots=cfg.events.snapshots,
             )
             for topic, payload in discovery_messages(
                 self.topics,

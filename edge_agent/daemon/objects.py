@@ -2,9 +2,9 @@
 
 Called by the pipeline thread for every processed frame (it owns this object's state;
 no lock is needed), it turns the frame's results into object events (published durable,
-QoS 1, spooled through an outage like results) and retained counts published only when
+QoS 1, spooled through an outage like results), retained counts published only when
 they change, so consumers such as Home Assistant see one message per change, never one
-per frame.
+per frame, and snapshots of each object's best frame (see :mod:`.snapshots`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,33 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from edge_agent.config import Config
+from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep
 from edge_agent.inference.postprocess import Result
 from edge_agent.publishing.topics import Topics
 from edge_agent.tracking.events import (
     CountKey,
     EventEmitter,
     EventSettings,
+    EventType,
     ObjectEvent,
     PresenceCounts,
     classification_detections,
 )
-from edge_agent.tracking.tracker import Detection, Tracker, TrackerSettings, TrackRule
+from edge_agent.tracking.tracker import (
+    Detection,
+    Tracker,
+    TrackerSettings,
+    TrackRule,
+    TrackState,
+)
 from edge_agent.tracking.zones import Anchor, Zone, ZoneMembership, scaled
 
 logger = logging.getLogger(__name__)
+
+MAX_KEPT = 16  # open objects whose best frame is kept, per camera (bounds memory)
 
 # publish(topic, payload, qos, retain, durable)
 Publish = Callable[[str, bytes, int, bool, bool], None]
@@ -74,6 +86,8 @@ class _Camera:
         self.members = ZoneMembership(())
         self.emitter = EventEmitter(name, EventSettings(config.events.update_interval))
         self.counts = PresenceCounts(config.events.labels, [z.name for z in zones])
+        self.best: dict[int, Snapshot] = {}  # track id -> its best frame so far
+        self.sent: dict[int, float] = {}  # track id -> score of the snapshot published
 
     def fit(self, size: tuple[int, int]) -> None:
         """Scale relative zones to the frame size (again when the camera's size changes)."""
@@ -99,6 +113,16 @@ class ObjectService:
         self._publish = publish
         self._cameras: dict[str, _Camera] = {}
         self.events = 0
+        ev = config.events
+        self._snapshots: SnapshotWriter | None = None
+        if ev.snapshots:
+            self._snapshots = SnapshotWriter(
+                topics,
+                lambda topic, jpeg: publish(topic, jpeg, 1, True, False),
+                crop=ev.snapshot_crop,
+                quality=ev.snapshot_quality,
+            )
+            self._snapshots.start()
 
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)
@@ -114,6 +138,7 @@ class ObjectService:
         results: Sequence[Result],
         size: tuple[int, int],
         classification: bool,
+        image: np.ndarray | None = None,
     ) -> None:
         """Take one processed frame: update the tracks, publish events and count changes.
 
@@ -123,6 +148,7 @@ class ObjectService:
             results: the frame's results (boxes in frame pixels for detections).
             size: the frame's (width, height).
             classification: the model is a classifier (its top-1 label is the object).
+            image: the frame (read only here; copied only when a best score improves).
         """
         cam = self._camera(camera)
         cam.fit(size)
@@ -132,14 +158,56 @@ class ObjectService:
             dets = [Detection(r.label, r.score, r.box) for r in results if r.box is not None]
         step = cam.tracker.update(dets, timestamp)
         cam.members.update(step.active, step.ended)
-        self._send_events(cam.emitter.step(step, timestamp, cam.members))
+        if self._snapshots is not None and image is not None and not classification:
+            self._keep_best(cam, step.active, step.matched, image)
+        events = cam.emitter.step(step, timestamp, cam.members, snapshots=cam.best)
+        self._send_events(events)
+        self._send_snapshots(cam, events)
         self._send_counts(cam.name, cam.counts.update(step.active, cam.members))
 
-    def close(self) -> None:
-        """End every open event (shutdown: nothing is observed any more) and zero counts."""
+    def _keep_best(
+        self, cam: _Camera, active: Sequence[TrackState], seen: frozenset[int], image: Any
+    ) -> None:
+        """Copy the frame for the tracks whose best score is this frame's."""
+        width = self._config.events.snapshot_width
+        for track in active:
+            if track.track_id not in seen:
+                continue
+            kept = cam.best.get(track.track_id)
+            if kept is None:
+                # A new object: this frame, even if a tentative one scored higher (that
+                # frame is gone); the first copy is what its "new" event shows.
+                if len(cam.best) >= MAX_KEPT:
+                    continue
+            elif track.score < track.top_score or track.score < kept.score + 0.02:
+                continue  # not its best frame, or not better enough to pay for a copy
+            cam.best[track.track_id] = keep(
+                cam.name, track.label, track.track_id, track.score, track.box, image, width
+            )
+
+    def _send_snapshots(self, cam: _Camera, events: Sequence[ObjectEvent]) -> None:
+        """Publish a track's best frame with its events, when it is better than the last."""
+        if self._snapshots is None:
+            return
+        for event in events:
+            kept = cam.best.get(event.track_id)
+            if kept is not None and kept.score > cam.sent.get(event.track_id, -1.0):
+                self._snapshots.submit(kept)
+                cam.sent[event.track_id] = kept.score
+            if event.type is EventType.END:
+                cam.best.pop(event.track_id, None)
+                cam.sent.pop(event.track_id, None)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """End every open event (shutdown: nothing is observed any more), zero the
+        counts, and publish the last snapshots (bounded by ``timeout``)."""
         for cam in self._cameras.values():
-            self._send_events(cam.emitter.end_all(cam.tracker.end_all()))
+            events = cam.emitter.end_all(cam.tracker.end_all(), snapshots=cam.best)
+            self._send_events(events)
+            self._send_snapshots(cam, events)
             self._send_counts(cam.name, cam.counts.update((), cam.members))
+        if self._snapshots is not None:
+            self._snapshots.stop(timeout)
 
     def _send_events(self, events: Sequence[ObjectEvent]) -> None:
         for event in events:

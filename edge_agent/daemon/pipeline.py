@@ -20,8 +20,8 @@ from edge_agent.inference.supervisor import Completion, Supervisor
 
 logger = logging.getLogger(__name__)
 
-# on_frame(camera, capture time, results, (width, height), is a classifier)
-FrameHook = Callable[[str, float, list[Result], tuple[int, int], bool], None]
+# on_frame(camera, capture time, results, (width, height), is a classifier, frame image)
+FrameHook = Callable[[str, float, list[Result], tuple[int, int], bool, Any], None]
 
 
 class Job(NamedTuple):
@@ -33,6 +33,7 @@ class Job(NamedTuple):
     captured: float  # monotonic at capture
     fit: Fit
     submitted: float  # monotonic
+    image: Any  # the frame, intact until its results are decoded (the slot holds two)
 
 
 class Pipeline:
@@ -104,7 +105,9 @@ class Pipeline:
         if self._on_frame is not None:
             height, width = frame.image.shape[:2]
             try:
-                self._on_frame(frame.camera, frame.timestamp, [], (width, height), False)
+                self._on_frame(
+                    frame.camera, frame.timestamp, [], (width, height), False, frame.image
+                )
             except Exception:  # objects must never stop detection
                 logger.exception("camera %s: object tracking failed on a frame", frame.camera)
 
@@ -131,7 +134,15 @@ class Pipeline:
             self._stats.record("preprocess", (t1 - t0) * 1000.0)
             sup.submit(
                 slot[0],
-                Job(frame.camera, frame.frame_id, frame.timestamp, frame.monotonic, fit, t1),
+                Job(
+                    frame.camera,
+                    frame.frame_id,
+                    frame.timestamp,
+                    frame.monotonic,
+                    fit,
+                    t1,
+                    frame.image,
+                ),
             )
         completed = sup.poll(0.05 if sup.inflight else 0.0)
         for done in completed:
@@ -174,7 +185,7 @@ class Pipeline:
             try:
                 classifier = gen.codec.decoder.task == CLASSIFICATION
                 size = (job.fit.src_w, job.fit.src_h)
-                self._on_frame(job.camera, job.timestamp, results, size, classifier)
+                self._on_frame(job.camera, job.timestamp, results, size, classifier, job.image)
             except Exception:  # objects must never stop detection
                 logger.exception("camera %s: object tracking failed on a frame", job.camera)
                 self._stats.incr("errors")

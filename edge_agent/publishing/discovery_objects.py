@@ -5,7 +5,8 @@ its detection. With events on, per camera and per zone, for every label of
 ``[events] labels`` and for ``all``:
 a ``binary_sensor`` (occupancy: at least one such object now) and a ``sensor`` (how
 many). Both read the retained count topics, which change only when a count changes, so
-Home Assistant's recorder writes a row per change, never one per frame.
+Home Assistant's recorder writes a row per change, never one per frame. With snapshots,
+every camera and label also gets an ``image`` entity showing the latest snapshot.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from edge_agent.publishing.topics import Topics
+from edge_agent.publishing.topics import Topics, label_level
 
 Config = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]
 
@@ -29,6 +30,7 @@ class ObjectLayout(NamedTuple):
     zones: Sequence[str] = ()
     labels: Sequence[str] = ()  # besides "all"
     events: bool = True  # occupancy and count entities
+    snapshots: bool = False  # an image entity per camera and label
 
 
 def object_id(*parts: str) -> str:
@@ -91,6 +93,21 @@ def object_entities(
         )
     if not layout.events:
         return messages
+    if layout.snapshots:
+        for camera in layout.cameras:
+            for label in layout.labels:
+                messages.append(
+                    config(
+                        "image",
+                        object_id(camera, label, "snapshot"),
+                        {
+                            "name": f"{camera} {label} snapshot",
+                            "image_topic": f"{topics.base}/{camera}/{label_level(label)}/snapshot",
+                            "content_type": "image/jpeg",
+                            **availability,
+                        },
+                    )
+                )
     for place in (*layout.cameras, *layout.zones):
         for label in (*layout.labels, "all"):
             what = "objects" if label == "all" else label

@@ -159,3 +159,33 @@ def test_detect_switch_stops_and_resumes_detection_and_survives_a_restart(
     finally:
         operator.close()
     assert daemon.stop(timeout=15) == 0
+
+
+def test_snapshot_shows_the_object_at_its_best_box(mqtt_broker, mqtt_subscriber, edge_daemon):
+    import cv2
+    import numpy as np
+
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        events={"labels": ["red"], "snapshot_width": 320},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    snap_topic = f"{topics.base}/cam0/red/snapshot"
+    msg = sub.wait_for(snap_topic, timeout=30)
+    image = cv2.imdecode(np.frombuffer(msg.payload, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None, "the snapshot is not a JPEG"
+    assert image.shape[1] == 320 and image.shape[0] == 240  # 640x480 shrunk to 320 wide
+    assert len(msg.payload) < 100_000
+    new = next(e for e in (m.json() for m in sub.on(topics.events)) if e["label"] == "red")
+    assert new["has_snapshot"] is True
+    # The red square is where the event's best box says (scaled by 320/640).
+    x0, y0, x1, y1 = (v / 2 for v in new["top_box"])
+    patch = image[int(y0) + 8 : int(y1) - 8, int(x0) + 8 : int(x1) - 8].reshape(-1, 3)
+    blue, green, red = patch.mean(axis=0)
+    assert red > 150 and red > 2 * green and red > 2 * blue, (blue, green, red)
+    assert daemon.stop(timeout=15) == 0
+    # Retained: a subscriber arriving later gets the latest snapshot at once.
+    assert len(daemon_retained(mqtt_broker, snap_topic)) > 1000

@@ -126,3 +126,22 @@ def test_lossless_publish_gives_up_on_stop():
     frame = Frame(np.zeros((2, 2, 3), np.uint8), 1, 0.0, 0.0, "c")
     assert slot.publish(index, frame, wait=True, stop=stop, poll=0.01) is False
     assert slot.counts() == (1, 0, True)
+
+
+def test_the_two_frames_in_flight_stay_intact_until_a_third_is_taken():
+    """The pipeline keeps two frames in flight: the older one's image must survive the
+    producer running ahead while the newer one is being processed."""
+    slot = FrameSlot()
+    _fill(slot, 1)
+    first = slot.take(0)
+    _fill(slot, 2)
+    second = slot.take(0)
+    for frame_id in range(3, 40):
+        _fill(slot, frame_id)
+        assert int(first.image[0, 0, 0]) == 1, f"first overwritten by frame {frame_id}"
+        assert int(second.image[0, 0, 0]) == 2, f"second overwritten by frame {frame_id}"
+    third = slot.take(0)  # releases the first one only
+    for frame_id in range(40, 60):
+        _fill(slot, frame_id)
+        assert int(second.image[0, 0, 0]) == 2
+        assert int(third.image[0, 0, 0]) == 39

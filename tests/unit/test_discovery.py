@@ -91,6 +91,11 @@ def test_object_entities_per_camera_zone_and_label():
     switch = msgs["homeassistant/switch/pi_kitchen/back_yard_detect/config"]
     assert switch["command_topic"] == "edge/pi.kitchen/cmd/back yard/detect/set"
     assert switch["state_topic"] == "edge/pi.kitchen/back yard/detect/state"
+    with_images = _by_topic(objects=layout._replace(snapshots=True))
+    image = with_images["homeassistant/image/pi_kitchen/front_person_snapshot/config"]
+    assert image["image_topic"] == "edge/pi.kitchen/front/person/snapshot"
+    assert image["content_type"] == "image/jpeg"
+    assert len(with_images) == len(msgs) + 2 * 2  # cameras x labels
     off = _by_topic(objects=layout._replace(events=False))
     assert len(off) == 6 + 2 * 2  # no occupancy or counts without events
     occupancy = msgs["homeassistant/binary_sensor/pi_kitchen/porch_person_occupancy/config"]

@@ -1,0 +1,161 @@
+"""Snapshots: the frame of an object's best score, as a JPEG retained on
+``{prefix}/{device_id}/{camera}/{label}/snapshot``.
+
+The pipeline thread copies a frame only when a track's best score improves (downscaled
+to ``snapshot_width`` at that moment, so memory stays bounded by the number of tracks
+kept); the JPEG is drawn and encoded by this module's own thread, off the frame path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable, NamedTuple
+
+import cv2
+import numpy as np
+
+from edge_agent.publishing.topics import Topics, label_level
+
+logger = logging.getLogger(__name__)
+
+_BOX_COLOUR = (0, 255, 0)  # BGR
+
+
+class Snapshot(NamedTuple):
+    """A kept frame: an owned copy, the box in its pixels, what it shows."""
+
+    camera: str
+    label: str
+    track_id: int
+    score: float
+    box: tuple[float, float, float, float]
+    image: np.ndarray
+
+
+def keep(
+    camera: str,
+    label: str,
+    track_id: int,
+    score: float,
+    box: tuple[float, float, float, float],
+    frame: np.ndarray,
+    width: int,
+) -> Snapshot:
+    """Copy a frame (shrunk to at most ``width`` pixels wide) for a snapshot."""
+    h, w = frame.shape[:2]
+    if w > width:
+        scale = width / w
+        image = cv2.resize(frame, (width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        box = (box[0] * scale, box[1] * scale, box[2] * scale, box[3] * scale)
+    else:
+        image = frame.copy()
+    return Snapshot(camera, label, track_id, score, box, image)
+
+
+def encode(snapshot: Snapshot, *, crop: bool, quality: int) -> bytes:
+    """The JPEG of a snapshot: the box and its score drawn, or the box's surroundings only.
+
+    Raises:
+        ValueError: OpenCV could not encode the image.
+    """
+    image = snapshot.image.copy()
+    x0, y0, x1, y1 = (int(round(v)) for v in snapshot.box)
+    h, w = image.shape[:2]
+    thickness = max(1, w // 320)
+    cv2.rectangle(image, (x0, y0), (x1, y1), _BOX_COLOUR, thickness)
+    text = f"{snapshot.label} {snapshot.score:.2f}"
+    cv2.putText(
+        image,
+        text,
+        (max(0, x0), max(12, y0 - 4)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4 * thickness,
+        _BOX_COLOUR,
+        thickness,
+    )
+    if crop:
+        mx, my = (x1 - x0) // 4, (y1 - y0) // 4  # a margin of context around the box
+        image = image[max(0, y0 - my) : min(h, y1 + my), max(0, x0 - mx) : min(w, x1 + mx)]
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def snapshot_topic(topics: Topics, camera: str, label: str) -> str:
+    """``{prefix}/{device_id}/{camera}/{label}/snapshot``."""
+    return f"{topics.base}/{camera}/{label_level(label)}/snapshot"
+
+
+class SnapshotWriter:
+    """Encodes and publishes snapshots in its own thread (owned here: start/stop).
+
+    Args:
+        topics: the device's topics.
+        publish: ``publish(topic, jpeg)``, retained.
+        crop: publish the box's surroundings instead of the whole frame.
+        quality: JPEG quality, 1..100.
+        depth: snapshots waiting at most; when full the oldest waiting one is dropped
+            (a newer snapshot of the same object supersedes it anyway).
+    """
+
+    def __init__(
+        self,
+        topics: Topics,
+        publish: Callable[[str, bytes], None],
+        *,
+        crop: bool = False,
+        quality: int = 80,
+        depth: int = 4,
+    ):
+        self._topics = topics
+        self._publish = publish
+        self._crop = crop
+        self._quality = quality
+        self._queue: queue.Queue[Snapshot] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.published = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Start the encoding thread."""
+        self._thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
+        self._thread.start()
+
+    def submit(self, snapshot: Snapshot) -> None:
+        """Queue a snapshot; never blocks (the frame path calls this)."""
+        while True:
+            try:
+                self._queue.put_nowait(snapshot)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                snap = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                jpeg = encode(snap, crop=self._crop, quality=self._quality)
+                self._publish(snapshot_topic(self._topics, snap.camera, snap.label), jpeg)
+                self.published += 1
+            except Exception:  # a snapshot must never take the thread down
+                logger.exception("camera %s: snapshot of %s failed", snap.camera, snap.label)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Encode what is queued, then stop (bounded by ``timeout``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("snapshot thread did not stop within %.1fs", timeout)
+            self._thread = None
