@@ -15,12 +15,16 @@ import textwrap
 
 import pytest
 
+from edge_agent.config import ConfigError, parse_config
+from edge_agent.daemon.app import model_options
 from edge_agent.errors import BackendUnavailable
 from edge_agent.inference.backends import discovery
 from edge_agent.inference.backends.base import BUILTINS, ENTRY_POINT_GROUP, ModelRequest, registered
 from edge_agent.inference.backends.cpu import CpuBackend
 from edge_agent.inference.backends.edgetpu import EdgeTpuBackend
 from edge_agent.inference.engine import candidate_backends
+from edge_agent.tools.doctor.host import OK, WARN, HostChecks
+from edge_agent.tools.doctor.report import Report
 from tests.support.paths import REPO
 
 _ids = itertools.count()
@@ -199,3 +203,38 @@ def test_a_foreign_exception_from_open_costs_that_backend_only(site):
     hailo = discovery.discover([str(site)]).get("hailo").cls()
     with pytest.raises(BackendUnavailable, match=r"backend hailo failed: RuntimeError: no hailo"):
         hailo.open(ModelRequest("m.tflite", None, "auto", 1))
+
+
+@pytest.mark.parametrize("value", ["", "/usr/lib/libedgetpu-max.so.1", "libedgetpu.so.1"])
+def test_edgetpu_library_takes_an_absolute_path_or_a_library_name(value):
+    config = parse_config(f'[model]\nedgetpu_library = "{value}"\n', "c.toml", env={})
+    assert config.model.edgetpu_library == value
+    assert model_options(config).request().edgetpu_library == value  # what the worker gets
+
+
+def test_edgetpu_library_relative_path_is_blamed_on_the_key():
+    with pytest.raises(ConfigError) as info:
+        parse_config('[model]\nedgetpu_library = "lib/libedgetpu.so.1"\n', "c.toml", env={})
+    assert info.value.key == "model.edgetpu_library"
+    assert "an absolute path or a library file name" in str(info.value)
+
+
+def test_the_doctor_lists_backends_and_the_plugins_it_skipped(site):
+    distribution(site, "edge-agent-hailo", {"hailo": backend_module(site)}, "2.1")
+    slow = backend_module(site, "slow", 150, ("auto",))
+    distribution(site, "edge-agent-slow", {"slow": slow, "broken": "edge_agent_nowhere:X"})
+    report = Report()
+    HostChecks(report, str(site), str(site)).backends()
+    checks = {c.name: c for c in report.checks if c.section == "Backends"}
+    assert list(checks) == ["edgetpu", "hailo", "cpu", "slow", "broken"]
+    assert checks["hailo"].status == OK
+    hailo = discovery.discover().get("hailo").spec.value
+    assert checks["hailo"].detail == f"edge-agent-hailo 2.1: {hailo}, priority 50, serves auto, pci"
+    assert checks["edgetpu"].detail.startswith("built-in: edge_agent.inference.backends.edgetpu")
+    assert checks["slow"].detail.endswith(
+        "ranks after the CPU, so auto tries it only if the CPU fails"
+    )
+    assert checks["broken"].status == WARN
+    assert checks["broken"].detail.startswith(
+        "edge-agent-slow 1.0 (edge_agent_nowhere:X) skipped: cannot import edge_agent_nowhere:X"
+    )
