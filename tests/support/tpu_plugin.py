@@ -31,29 +31,17 @@ def fake_tpu_env(state: str | os.PathLike[str]) -> dict[str, str]:
     return {"PYTHONPATH": _path_with_plugin(), STATE_ENV: os.fspath(state)}
 
 
-def _restart_forkserver() -> None:
-    """Stop this process's forkserver: the next worker starts one that sees the plugin.
-
-    A forkserver keeps the environment and path it started with, and tests before this
-    one may have started it without the plugin (CPython's own tests stop it this way).
-    """
-    from multiprocessing import forkserver
-
-    forkserver._forkserver._stop()
-
-
 @pytest.fixture
 def fake_tpu_state(tmp_path, monkeypatch):
-    """The fake TPU as this process's ``edgetpu`` plugin; yields its state file.
+    """The fake TPU as this process's ``edgetpu`` plugin; returns its state file.
 
-    Processes started from here on (forkserver workers, spawned probes) find the plugin
-    through PYTHONPATH and read the state file named by ``$EDGE_AGENT_FAKE_TPU_STATE``.
+    Workers started from here on find the plugin: multiprocessing hands a forkserver or
+    spawn child this process's ``sys.path``, and other subprocesses get PYTHONPATH. They
+    read the state file named by ``$EDGE_AGENT_FAKE_TPU_STATE``.
     """
     state = tmp_path / "tpu.json"
     write_state(state)
     monkeypatch.setenv("PYTHONPATH", _path_with_plugin())
     monkeypatch.setenv(STATE_ENV, str(state))
     monkeypatch.syspath_prepend(str(PLUGIN_DIR))
-    _restart_forkserver()
-    yield state
-    _restart_forkserver()  # later tests' workers must not see the plugin
+    return state

@@ -21,6 +21,7 @@ import inspect
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any, NamedTuple
@@ -135,20 +136,23 @@ def _load(spec: PluginSpec) -> type[Backend]:
     return obj
 
 
+_lock = threading.RLock()  # guards _reported and _last (discover holds it around resolve)
 _reported: set[tuple[str, str, str]] = set()
 
 
 def _report(problem: Problem) -> None:
     """Log a skipped backend once per process."""
     key = (problem.spec.name, problem.spec.origin, problem.reason)
-    if key not in _reported:
+    with _lock:
+        if key in _reported:
+            return
         _reported.add(key)
-        logger.warning(
-            "backend plugin %s (%s) skipped: %s",
-            problem.spec.name,
-            problem.spec.origin,
-            problem.reason,
-        )
+    logger.warning(
+        "backend plugin %s (%s) skipped: %s",
+        problem.spec.name,
+        problem.spec.origin,
+        problem.reason,
+    )
 
 
 def resolve(specs: Iterable[PluginSpec]) -> Discovery:
@@ -185,7 +189,7 @@ def resolve(specs: Iterable[PluginSpec]) -> Discovery:
     return Discovery(tuple(found), tuple(problems))
 
 
-_cache: dict[tuple[str, ...], Discovery] = {}
+_last: tuple[tuple[str, ...], Discovery] | None = None  # the latest path and its outcome
 
 
 def discover(path: Sequence[str] | None = None) -> Discovery:
@@ -195,8 +199,10 @@ def discover(path: Sequence[str] | None = None) -> Discovery:
         path: directories to look for distributions in (default ``sys.path``; the result
             is then cached for as long as ``sys.path`` does not change).
     """
+    global _last
     key = tuple(sys.path if path is None else path)
-    if key not in _cache:
-        builtins = [PluginSpec(name, value, BUILTIN) for name, value in BUILTINS.items()]
-        _cache[key] = resolve([*builtins, *_declared(path)])
-    return _cache[key]
+    with _lock:
+        if _last is None or _last[0] != key:
+            builtins = [PluginSpec(name, value, BUILTIN) for name, value in BUILTINS.items()]
+            _last = (key, resolve([*builtins, *_declared(path)]))
+        return _last[1]
