@@ -84,13 +84,15 @@ def _declared(path: Sequence[str] | None) -> list[PluginSpec]:
     kwargs = {} if path is None else {"path": list(path)}
     for dist in metadata.distributions(**kwargs):
         try:
+            points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+            if not points:
+                continue  # most distributions: their METADATA is not even parsed
             name = dist.metadata["Name"] or "unknown"
             key = re.sub(r"[-_.]+", "-", name).lower()
             if key in seen:
                 continue
             seen.add(key)
             origin = f"{name} {dist.version}"
-            points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
         except Exception as exc:  # unreadable metadata must not stop discovery
             logger.debug("skipping unreadable distribution metadata: %s", exc)
             continue
