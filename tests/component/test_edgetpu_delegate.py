@@ -24,9 +24,9 @@ from edge_agent.tools.doctor.host import FAIL, OK, HostChecks
 from edge_agent.tools.doctor.probes import probe_model
 from edge_agent.tools.doctor.report import Report
 from tests.support.broker import wait_until
+from tests.support.delegate_lib import LOG_ENV, MODES, build_delegate, delegate_log
 from tests.support.fake_tpu import FakeTpu, write_state
 from tests.support.paths import REPO, fixture_model
-from tests.support.test_delegate import LOG_ENV, MODES, build_delegate, delegate_log
 from tests.support.tpu_plugin import fake_tpu_env
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,7 @@ hanging. State lives in a JSON file named by ``$EDGE_AGENT_FAKE_TPU_STATE`` and 
 re-read on every call, so a test can make the TPU vanish and come back while a daemon
 subprocess runs. With ``delegate="real"`` only the devices are fake: the configured
 ``model.edgetpu_library`` is loaded through the runtime's real ``load_delegate`` and
-applied to the CPU twin (tests/support/test_delegate.py builds such a library).
+applied to the CPU twin (tests/support/delegate_lib.py builds such a library).
 
 Tests inject :class:`FakeTpu` into ``EdgeTpuBackend``, or select it the way any
 accelerator is added: as the backend plugin ``edgetpu`` of the test-only distribution in
