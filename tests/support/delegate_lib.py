@@ -25,7 +25,7 @@ def build_delegate(directory: Path, mode: str = "ok") -> Path:
     if compiler is None:
         pytest.skip("no C compiler (cc) to build the test delegate library")
     library = directory / f"libedgetpu-test-{mode}.so"
-    cmd = [compiler, "-shared", "-fPIC", "-O1", "-Wall", "-Werror", f'-DDEFAULT_MODE="{mode}"']
+    cmd = [compiler, "-shared", "-fPIC", "-O1", "-Wall", f'-DDEFAULT_MODE="{mode}"']
     proc = subprocess.run(
         [*cmd, "-o", str(library), str(SOURCE)], capture_output=True, text=True, timeout=120
     )
