@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.paths",
     "tests.support.broker",
     "tests.support.daemon",
+    "tests.support.tpu_plugin",
 ]

@@ -112,6 +112,9 @@ class ModelConfig:
     input_mean: Optional[tuple[float, ...]] = opt(None, ListOf(Num(), VECTOR, sizes=(1, 3)))
     input_std: Optional[tuple[float, ...]] = opt(None, ListOf(Num(gt=0), VECTOR, sizes=(1, 3)))
     labels_filter: tuple[str, ...] = opt((), STRINGS)
+    edgetpu_library: str = opt(
+        "", Pattern(r"(/.+|[^/]+)?", "an absolute path or a library file name (no '/')")
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ def model_options(config: Config) -> ModelOptions:
         settings=DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections),
         labels_filter=m.labels_filter,
         warmup=config.inference.warmup,
+        edgetpu_library=m.edgetpu_library,
     )
 
 

@@ -40,6 +40,7 @@ class ModelOptions:
     settings: DecodeSettings = field(default_factory=DecodeSettings)
     labels_filter: Sequence[str] = ()
     warmup: bool = True
+    edgetpu_library: str = ""
 
     def request(self) -> ModelRequest:
         """The backend request for these options."""
@@ -48,6 +49,7 @@ class ModelOptions:
             cpu_model=self.cpu_model or None,
             device=self.device,
             num_threads=self.num_threads or default_threads(),
+            edgetpu_library=self.edgetpu_library,
         )
 
 

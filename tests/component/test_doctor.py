@@ -2,8 +2,8 @@
 
 A good config (fixture model, the demo clip as camera, a real broker, a real signing
 key) passes with exit 0; a broken one fails exactly the checks that are broken, each
-saying why. The model is probed in a child process, so the fake Edge TPU driver
-(selected through the environment, as for the daemon's worker) can make it run on the
+saying why. The model is probed in a child process, so the fake Edge TPU (the
+``edgetpu`` backend plugin found through the path, as by the daemon's worker) can make it run on the
 "TPU", be absent, abort the process or hang. Sysfs and /dev are fake trees.
 """
 
@@ -31,7 +31,6 @@ from tests.support.paths import REPO, fixture_model
 pytestmark = pytest.mark.timeout(120)
 
 CLIP = REPO / "models" / "demo" / "clip.avi"
-FAKE_DRIVER = "tests.support.fake_tpu:FakeTpu"
 
 
 def write_config(tmp_path: Path, port: int, **overrides) -> Path:
@@ -168,11 +167,11 @@ def test_missing_config_fails_only_when_named(tmp_path, monkeypatch):
     assert [c.section for c in named.failed()] == ["Config"]
 
 
-def test_model_on_the_fake_tpu_and_a_tpu_that_aborts_or_hangs(tmp_path, mqtt_broker, monkeypatch):
-    state = tmp_path / "tpu.json"
+def test_model_on_the_fake_tpu_and_a_tpu_that_aborts_or_hangs(
+    tmp_path, mqtt_broker, fake_tpu_state
+):
+    state = fake_tpu_state
     write_state(state, devices=["usb"])
-    monkeypatch.setenv("EDGE_AGENT_EDGETPU_DRIVER", FAKE_DRIVER)
-    monkeypatch.setenv("EDGE_AGENT_FAKE_TPU_STATE", str(state))
     config = write_config(tmp_path, mqtt_broker.port)
 
     report = run(config)
@@ -183,7 +182,8 @@ def test_model_on_the_fake_tpu_and_a_tpu_that_aborts_or_hangs(tmp_path, mqtt_bro
     assert model.data["attempts"] == []
     assert checks[("Edge TPU", "devices")].detail == "1: usb /fake/usb/0"
     assert checks[("Edge TPU", "driver")].detail == (
-        f"EDGE_AGENT_EDGETPU_DRIVER={FAKE_DRIVER} replaces libedgetpu"
+        "plugin edge-agent-fake-tpu 1.0 (tests.support.fake_tpu:FakeEdgeTpuBackend) "
+        "replaces the built-in edgetpu backend"
     )
     assert report.ok
 

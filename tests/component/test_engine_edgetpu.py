@@ -12,8 +12,8 @@ from edge_agent.inference.backends.base import ModelRequest
 from edge_agent.inference.backends.cpu import CpuBackend
 from edge_agent.inference.backends.edgetpu import EdgeTpuBackend
 from edge_agent.inference.devices import delegate_library, parse_device_spec
-from edge_agent.inference.engine import Engine
-from tests.support.fake_tpu import FakeTpu
+from edge_agent.inference.engine import Engine, candidate_backends
+from tests.support.fake_tpu import FakeTpu, write_state
 from tests.support.paths import fixture_model
 
 TPU_MODEL = str(fixture_model("color_uint8_edgetpu.tflite"))
@@ -160,3 +160,18 @@ def test_ssd_postprocess_models_run_single_threaded(caplog):
     labels = sorted(r.label for r in model.infer(frame).results)
     assert labels == ["blue", "green", "red"]
     assert "running on 1 thread instead of 2" in caplog.text
+
+
+def test_the_registry_finds_the_fake_tpu_plugin_on_the_path(fake_tpu_state):
+    request = ModelRequest(TPU_MODEL, None, "auto", 1)
+    eng = Engine.open(request)  # no injected backends: built-ins and entry points
+    assert (eng.backend, eng.model_path) == ("edgetpu", TPU_MODEL)
+    write_state(fake_tpu_state, devices=[])  # steered through its state file
+    eng = Engine.open(request)
+    assert eng.backend == "cpu"
+    assert dict(eng.attempts)["edgetpu"] == "no Edge TPU matching 'auto' found (0 visible: none)"
+
+
+def test_without_the_plugin_the_builtin_edgetpu_backend_is_used():
+    assert Engine.open(ModelRequest(CPU_MODEL, None, "auto", 1)).backend == "cpu"
+    assert type(candidate_backends("auto")[0]) is EdgeTpuBackend

@@ -1,7 +1,8 @@
 """Tier 2: the supervised inference worker with real processes, models and faults.
 
-The TPU is a test double (tests/support/fake_tpu.py) selected through the environment,
-which the worker process inherits; aborts and hangs are real: os.abort() and a sleep in
+The TPU is a test double (tests/support/fake_tpu.py) registered as the ``edgetpu``
+backend plugin, which the worker process finds through its path
+(tests/support/tpu_plugin.py); aborts and hangs are real: os.abort() and a sleep in
 the child's invoke.
 """
 
@@ -23,12 +24,8 @@ RED[..., 2] = 255  # BGR
 
 
 @pytest.fixture
-def fake_tpu(tmp_path, monkeypatch):
-    state = tmp_path / "tpu.json"
-    write_state(state)
-    monkeypatch.setenv("EDGE_AGENT_EDGETPU_DRIVER", "tests.support.fake_tpu:FakeTpu")
-    monkeypatch.setenv("EDGE_AGENT_FAKE_TPU_STATE", str(state))
-    return state
+def fake_tpu(fake_tpu_state):
+    return fake_tpu_state
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """Tier 3: the inference worker aborting mid-invoke, and the Edge TPU coming back.
 
-There is no Edge TPU here: the fake driver (tests/support/fake_tpu.py) stands in for
-the hardware, selected through the daemon's environment and steered through a state
-file the test rewrites while the daemon runs. ``invoke="abort"`` makes the worker
-process call ``os.abort()`` inside invoke, as libedgetpu does on a USB transfer error.
+There is no Edge TPU here: the fake (tests/support/fake_tpu.py) stands in for the
+hardware, registered as the ``edgetpu`` backend plugin through the daemon's PYTHONPATH
+and steered through a state file the test rewrites while the daemon runs.
+``invoke="abort"`` makes the worker process call ``os.abort()`` inside invoke, as
+libedgetpu does on a USB transfer error.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from tests.support.broker import wait_until
 from tests.support.fake_tpu import write_state
 from tests.support.paths import REPO, fixture_model
+from tests.support.tpu_plugin import fake_tpu_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -39,10 +41,7 @@ def test_worker_abort_falls_back_to_cpu_then_returns_to_the_tpu(
         DEMO / "clip.avi",
         tpu_model,
         fixture_model("color_labels.txt"),
-        env={
-            "EDGE_AGENT_EDGETPU_DRIVER": "tests.support.fake_tpu:FakeTpu",
-            "EDGE_AGENT_FAKE_TPU_STATE": str(state),
-        },
+        env=fake_tpu_env(state),
         inference={"reprobe_initial": REPROBE_INITIAL, "reprobe_max": REPROBE_MAX},
         mqtt={"publish_every_frame": True},
     )

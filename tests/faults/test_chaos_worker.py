@@ -1,6 +1,7 @@
 """Chaos: the inference worker aborts mid-invoke 20 times; the daemon survives every one.
 
-There is no Edge TPU here: the fake driver (tests/support/fake_tpu.py) runs the model's
+There is no Edge TPU here: the fake (tests/support/fake_tpu.py, the daemon's ``edgetpu``
+backend plugin through its PYTHONPATH) runs the model's
 CPU twin as "the TPU" and obeys a state file the test rewrites while the daemon runs.
 ``invoke="abort"`` makes the worker call ``os.abort()`` inside invoke, as libedgetpu does
 on a USB transfer error. Each cycle:
@@ -26,6 +27,7 @@ from tests.support.broker import MqttSubscriber, wait_until
 from tests.support.chaos import DEMO, figure, first_occurrences, percentile, running_daemon
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
+from tests.support.tpu_plugin import fake_tpu_env
 
 ABORTS = 20
 
@@ -54,10 +56,7 @@ def test_twenty_worker_aborts(tmp_path, mqtt_broker):
             DEMO / "clip.avi",
             tpu_model,
             fixture_model("color_labels.txt"),
-            env={
-                "EDGE_AGENT_EDGETPU_DRIVER": "tests.support.fake_tpu:FakeTpu",
-                "EDGE_AGENT_FAKE_TPU_STATE": str(state),
-            },
+            env=fake_tpu_env(state),
             inference={"reprobe_initial": 0.2, "reprobe_max": 0.5},
             mqtt={"publish_every_frame": True},
         ) as daemon:

@@ -6,8 +6,15 @@ double controls is the hardware's behaviour: present or absent, the delegate fai
 load, and invoke raising, aborting the process (as libedgetpu does on USB errors) or
 hanging. State lives in a JSON file named by ``$EDGE_AGENT_FAKE_TPU_STATE`` and is
 re-read on every call, so a test can make the TPU vanish and come back while a daemon
-subprocess runs. Select it with
-``EDGE_AGENT_EDGETPU_DRIVER=tests.support.fake_tpu:FakeTpu``.
+subprocess runs. With ``delegate="real"`` only the devices are fake: the configured
+``model.edgetpu_library`` is loaded through the runtime's real ``load_delegate`` and
+applied to the CPU twin (tests/support/delegate_lib.py builds such a library).
+
+Tests inject :class:`FakeTpu` into ``EdgeTpuBackend``, or select it the way any
+accelerator is added: as the backend plugin ``edgetpu`` of the test-only distribution in
+``tests/support/plugins`` (:class:`FakeEdgeTpuBackend`), which replaces the built-in.
+tests/support/tpu_plugin.py puts it on the path of a daemon subprocess or of this
+process. This module is imported by daemons and workers: it imports no test framework.
 """
 
 from __future__ import annotations
@@ -19,11 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.inference.backends.cpu import resolve_cpu_model
+from edge_agent.inference.backends.edgetpu import EdgeTpuBackend, LibEdgeTpuDriver
 from edge_agent.inference.devices import TpuDevice
 from edge_agent.inference.runtime import CPU_PREFERENCE, Session, first_runtime, make_session
 
 STATE_ENV = "EDGE_AGENT_FAKE_TPU_STATE"
-DEFAULT = {"devices": ["usb"], "fail_load": False, "invoke": "ok", "invoke_after": 0}
+DEFAULT = {
+    "devices": ["usb"],
+    "fail_load": False,
+    "invoke": "ok",
+    "invoke_after": 0,
+    "delegate": "fake",  # "real": load model.edgetpu_library with the runtime
+}
 
 
 def write_state(path: str | os.PathLike[str], **state: Any) -> None:
@@ -67,6 +81,7 @@ class FakeTpu:
         self._state = dict(DEFAULT, **(state or {}))
         self.loaded: list[tuple[str, dict[str, str]]] = []
         self.interpreters: list[_Interpreter] = []
+        self._real = LibEdgeTpuDriver()
 
     def state(self) -> dict[str, Any]:
         path = os.environ.get(STATE_ENV)
@@ -87,10 +102,18 @@ class FakeTpu:
         if state["fail_load"] or not state["devices"]:
             raise ValueError(f"Failed to load delegate from {library}")
         self.loaded.append((library, dict(options)))
+        if state["delegate"] == "real":
+            return self._real.load_delegate(library, options)
         return object()
 
     def make_session(self, model_path: str, delegate: Any, num_threads: int) -> Session:
         twin = resolve_cpu_model(model_path, None)
+        if self.state()["delegate"] == "real":
+            # The real delegate applied to the CPU twin: its Prepare claims no node,
+            # so the CPU kernels run the model.
+            session = self._real.make_session(twin, delegate, num_threads)
+            session.model_path = model_path
+            return session
         runtime, module = first_runtime(CPU_PREFERENCE)
         tpu = self
 
@@ -110,3 +133,10 @@ class FakeTpu:
         )
         session.model_path = model_path  # the file the TPU would run
         return session
+
+
+class FakeEdgeTpuBackend(EdgeTpuBackend):
+    """The ``edgetpu`` backend plugin of the test distribution: the fake hardware."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeTpu())

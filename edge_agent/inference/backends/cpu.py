@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from edge_agent.errors import ModelError
-from edge_agent.inference.backends.base import Backend, ModelRequest, register
+from edge_agent.inference.backends.base import Backend, ModelRequest
 from edge_agent.inference.model_info import cpu_twin_candidates, inspect_model
 from edge_agent.inference.runtime import CPU_PREFERENCE, Session, first_runtime, make_session
 
@@ -40,7 +40,6 @@ def resolve_cpu_model(model_path: str, cpu_model: str | None) -> str:
     )
 
 
-@register
 class CpuBackend(Backend):
     """Runs the CPU build of the model on the best installed runtime."""
 

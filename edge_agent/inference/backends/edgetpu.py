@@ -1,22 +1,20 @@
 """Edge TPU backend: ``load_delegate(libedgetpu, {"device": spec})``.
 
-The delegate is loaded through a *driver* so that tests can replace the hardware: no
-Edge TPU exists on CI machines. The real driver lists devices (pycoral or sysfs), loads
-libedgetpu with tflite-runtime first (libedgetpu is built against it) and builds the
-interpreter with the same runtime that loaded the delegate. A test double is selected
-with ``EDGE_AGENT_EDGETPU_DRIVER=module:callable`` (also honoured by the inference worker
-process, which inherits the environment) or passed to :class:`EdgeTpuBackend`.
+The hardware is reached through a *driver*: it lists devices (pycoral or sysfs), loads
+libedgetpu (``model.edgetpu_library``, else the platform's name) with tflite-runtime
+first (libedgetpu is built against it) and builds the interpreter with the same runtime
+that loaded the delegate. A subclass registered as a backend plugin under the name
+``edgetpu`` can bring another driver (see :mod:`.discovery`).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from typing import Any, Protocol
 
 from edge_agent.errors import BackendUnavailable, ModelError
-from edge_agent.inference.backends.base import Backend, ModelRequest, register
+from edge_agent.inference.backends.base import Backend, ModelRequest
 from edge_agent.inference.devices import (
     TpuDevice,
     delegate_library,
@@ -28,7 +26,7 @@ from edge_agent.inference.runtime import DELEGATE_PREFERENCE, Session, first_run
 
 logger = logging.getLogger(__name__)
 
-DRIVER_ENV = "EDGE_AGENT_EDGETPU_DRIVER"
+LIBRARY_KEY = "model.edgetpu_library"
 
 
 class EdgeTpuDriver(Protocol):
@@ -72,17 +70,19 @@ class LibEdgeTpuDriver:
         )
 
 
-def driver_from_env() -> EdgeTpuDriver:
-    """The driver named by ``$EDGE_AGENT_EDGETPU_DRIVER`` (``module:callable``), else libedgetpu."""
-    spec = os.environ.get(DRIVER_ENV, "").strip()
-    if not spec:
-        return LibEdgeTpuDriver()
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr or "driver")
-        return factory()
-    except Exception as exc:
-        raise BackendUnavailable(f"{DRIVER_ENV}={spec}: cannot load driver: {exc}") from exc
+def delegate_path(configured: str) -> str:
+    """The libedgetpu to load: ``model.edgetpu_library``, else the platform's name.
+
+    A configured name without a slash is left to the dynamic loader's search path.
+
+    Raises:
+        BackendUnavailable: the configured path is not a file.
+    """
+    if not configured:
+        return delegate_library()
+    if os.sep in configured and not os.path.isfile(configured):
+        raise BackendUnavailable(f"{LIBRARY_KEY} = {configured!r}: no such file")
+    return configured
 
 
 def resolve_edgetpu_model(model_path: str) -> str:
@@ -100,7 +100,6 @@ def resolve_edgetpu_model(model_path: str) -> str:
     raise BackendUnavailable(f"{model_path} has no Edge TPU build (no *_edgetpu.tflite beside it)")
 
 
-@register
 class EdgeTpuBackend(Backend):
     """Runs the ``_edgetpu`` build of the model through the libedgetpu delegate."""
 
@@ -109,14 +108,11 @@ class EdgeTpuBackend(Backend):
     kinds = frozenset({"auto", "usb", "pci"})
 
     def __init__(self, driver: EdgeTpuDriver | None = None):
-        self._driver = driver
+        self.driver: EdgeTpuDriver = driver or LibEdgeTpuDriver()
 
-    @property
-    def driver(self) -> EdgeTpuDriver:
-        """The injected driver, else the one the environment selects (made lazily)."""
-        if self._driver is None:
-            self._driver = driver_from_env()
-        return self._driver
+    def list_devices(self) -> list[TpuDevice]:
+        """The Edge TPUs this backend's driver sees (for the doctor)."""
+        return self.driver.list_devices()
 
     def open(self, request: ModelRequest) -> Session:
         """Load the Edge TPU model on the requested device.
@@ -136,12 +132,13 @@ class EdgeTpuBackend(Backend):
             )
         # libedgetpu takes "usb", "usb:N", "pci", "pci:N"; no option means "any".
         options = {} if kind == "auto" else {"device": request.device}
-        library = delegate_library()
+        library = delegate_path(request.edgetpu_library)
         try:
             delegate = self.driver.load_delegate(library, options)
         except Exception as exc:
+            where = f" ({LIBRARY_KEY})" if request.edgetpu_library else ""
             raise BackendUnavailable(
-                f"cannot load the Edge TPU delegate {library} {options or ''}: {exc}"
+                f"cannot load the Edge TPU delegate {library}{where} {options or ''}: {exc}"
             ) from exc
         try:
             return self.driver.make_session(path, delegate, request.num_threads)

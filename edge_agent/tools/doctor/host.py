@@ -22,10 +22,12 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.errors import EdgeAgentError
+from edge_agent.inference.backends.cpu import CpuBackend
+from edge_agent.inference.backends.discovery import BUILTIN, discover
+from edge_agent.inference.backends.edgetpu import LIBRARY_KEY, delegate_path
 from edge_agent.inference.devices import (
     USB_IDS,
     apex_temperatures,
-    delegate_library,
     list_edge_tpus,
     parse_device_spec,
 )
@@ -146,35 +148,30 @@ class HostChecks:
         else:
             self.add(section, "numpy", OK, numpy_version, version=numpy_version)
 
-    def coral(self, device: str = "auto") -> None:
+    def coral(self, device: str = "auto", edgetpu_library: str = "") -> None:
         """pycoral, libedgetpu, the Edge TPUs, their temperatures and device permissions.
 
         Args:
             device: the configured ``model.device``; ``usb``/``pci`` make a missing
                 library or device an error instead of a warning.
+            edgetpu_library: the configured ``model.edgetpu_library`` ("" = default).
         """
         kind, _ = parse_device_spec(device)
         missing = FAIL if kind in ("usb", "pci") else WARN
         self._pycoral()
-        from edge_agent.inference.backends.edgetpu import DRIVER_ENV, driver_from_env
-
-        override = os.environ.get(DRIVER_ENV, "").strip()
-        if override:
-            self.add("Edge TPU", "driver", INFO, f"{DRIVER_ENV}={override} replaces libedgetpu")
-        library = delegate_library()
-        found = ctypes.util.find_library("edgetpu")
+        edgetpu = discover().get("edgetpu")
+        replaced = edgetpu is not None and edgetpu.replaces_builtin
+        if replaced:
+            spec = edgetpu.spec
+            detail = f"plugin {spec.origin} ({spec.value}) replaces the built-in edgetpu backend"
+            self.add("Edge TPU", "driver", INFO, detail)
+        self._library(edgetpu_library, INFO if replaced else missing)
         try:
-            ctypes.CDLL(library)
-            self.add("Edge TPU", "libedgetpu", OK, f"{library} loads ({found or library})")
-        except OSError as exc:
-            detail = f"{library} does not load ({exc}): see deploy/LIBEDGETPU.md"
-            self.add("Edge TPU", "libedgetpu", INFO if override else missing, detail)
-        try:
-            if self.sys_root == "/sys":
-                devices = driver_from_env().list_devices()
+            if self.sys_root == "/sys" and edgetpu and hasattr(edgetpu.cls, "list_devices"):
+                devices = edgetpu.cls().list_devices()  # a plugin's driver may list others
             else:
                 devices = list_edge_tpus(self.sys_root)
-        except EdgeAgentError as exc:
+        except Exception as exc:  # EdgeAgentError, or anything from a plugin's driver
             self.add("Edge TPU", "devices", missing, str(exc))
             devices = []
         else:
@@ -189,6 +186,39 @@ class HostChecks:
             hot = " (throttling)" if status == WARN else ""
             self.add("Edge TPU", name, status, f"{celsius:.1f} C{hot}", celsius=celsius)
         self._permissions()
+
+    def _library(self, configured: str, missing: str) -> None:
+        """libedgetpu (``model.edgetpu_library`` when set) loads in this process."""
+        try:
+            library = delegate_path(configured)
+        except EdgeAgentError as exc:
+            self.add("Edge TPU", "libedgetpu", FAIL, str(exc))
+            return
+        found = ctypes.util.find_library("edgetpu")
+        where = f"{LIBRARY_KEY} = {configured!r}" if configured else (found or library)
+        try:
+            ctypes.CDLL(library)
+            self.add("Edge TPU", "libedgetpu", OK, f"{library} loads ({where})")
+        except OSError as exc:
+            detail = f"{library} does not load ({exc}): see deploy/LIBEDGETPU.md"
+            # A library the operator named explicitly must load.
+            self.add("Edge TPU", "libedgetpu", FAIL if configured else missing, detail)
+
+    def backends(self) -> None:
+        """The inference backends found: built-ins, plugins, and plugins skipped."""
+        found = discover()
+        for item in found.found:
+            cls, spec = item.cls, item.spec
+            kinds = ", ".join(sorted(cls.kinds))
+            detail = f"{spec.origin}: {spec.value}, priority {cls.priority}, serves {kinds}"
+            if item.replaces_builtin:
+                detail += " (replaces the built-in)"
+            if spec.origin != BUILTIN and cls.priority >= CpuBackend.priority:
+                detail += ": ranks after the CPU, so auto tries it only if the CPU fails"
+            self.add("Backends", spec.name, OK, detail, origin=spec.origin, priority=cls.priority)
+        for problem in found.problems:
+            detail = f"{problem.spec.origin} ({problem.spec.value}) skipped: {problem.reason}"
+            self.add("Backends", problem.spec.name, WARN, detail, origin=problem.spec.origin)
 
     def _pycoral(self) -> None:
         """Coral's pycoral has ``pycoral.utils.edgetpu.list_edge_tpus``; PyPI's does not."""

@@ -132,7 +132,11 @@ class Doctor:
         host = doctor_host.HostChecks(self.report, self.sys_root, self.dev_root)
         host.python()
         host.runtimes()
-        host.coral(config.model.device if config else "auto")
+        host.coral(
+            config.model.device if config else "auto",
+            config.model.edgetpu_library if config else "",
+        )
+        host.backends()
         self.report.checks.append(config_check)
         for warning in config.warnings if config else ():
             self.report.add("Config", "warning", WARN, warning)
