@@ -10,8 +10,11 @@ Format
 Crash safety
     Records are written with a single ``os.write`` (no user-space buffer), so a *process*
     crash loses nothing already appended. On open, every record from the cursor on is
-    checked; the first short or CRC-failing record (a write torn by a power cut) and
-    everything after it in that segment are cut off, earlier records are kept. A failed
+    checked; a short or CRC-failing record (a write torn by a power cut, a flipped bit)
+    is skipped by resyncing on the next record's magic, and counted in
+    :attr:`Spool.corrupt` (each damaged stretch counts as one message; a torn tail too),
+    so damage is reported, not only logged. Segments of the previous record format are
+    converted on open. A failed
     write (e.g. ENOSPC) is rolled back with ``ftruncate`` so the tail stays clean; if even
     that fails the segment is sealed and the next append starts a new one.
 
@@ -20,14 +23,16 @@ fsync policy (SD cards: every fsync costs latency and flash wear)
     ``sync_interval`` seconds (default 1 s) have passed since the first unsynced record
     (checked on append and by :meth:`Spool.sync_if_due`, which the owner calls
     periodically), when a segment is rolled, and on :meth:`Spool.flush` / :meth:`Spool.close`.
-    A power cut therefore loses at most about one second or 32 messages. The cursor is
+    A power cut therefore loses at most what was appended in the last ``sync_interval``
+    (the publisher sets it from ``mqtt.max_unacked_s``) or 32 messages. The cursor is
     persisted every ``cursor_every`` commits (default 64), when a segment is finished and
     on flush/close; after a crash up to that many already-delivered messages are replayed
     again (at-least-once delivery: duplicates, never loss or reordering).
 
 Bound
     ``max_bytes`` bounds the bytes of records not yet committed. Appending past it drops
-    the *oldest* records (counted in :attr:`Spool.dropped`). Disk usage is at most
+    the *oldest* records (counted in :attr:`Spool.dropped`; damaged records found at
+    open are added there too, and also counted alone in :attr:`Spool.corrupt`). Disk usage is at most
     ``max_bytes`` plus one segment (the partly committed head segment).
 
 A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
@@ -49,8 +54,10 @@ from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.segments import (
     Position,
     SegmentFiles,
+    convert_legacy,
     decode_body,
     encode_record,
+    is_legacy,
     scan,
     segment_numbers,
 )
@@ -108,7 +115,7 @@ class Spool:
         self.segment_bytes = segment_bytes or min(max(max_bytes // 16, 64 * 1024), 4 << 20)
         self._sync_every, self._sync_interval = sync_every, sync_interval
         self._cursor_every = cursor_every
-        self.dropped = self._count = self._live = 0
+        self.dropped = self.corrupt = self._count = self._live = 0
         self._sizes: dict[int, int] = {}  # segment -> bytes, in segment order
         self._files = SegmentFiles(self.directory)
         self._unsynced = self._uncommitted_cursor = 0
@@ -289,12 +296,29 @@ class Spool:
                 self._files.path(segment).unlink()  # consumed before the cursor was saved
                 continue
             start = cursor.offset if segment == cursor.segment else 0
-            size, count, live = scan(self._files.path(segment), start)
-            if segment == cursor.segment and cursor.offset > size:
-                cursor = Position(segment, size)  # the data behind the cursor was lost
-            self._sizes[segment] = size
-            self._count += count
-            self._live += live
+            path = self._files.path(segment)
+            if is_legacy(path):
+                if start:
+                    # Cursor first: a crash mid-conversion then replays (duplicates),
+                    # never points into the middle of a converted record.
+                    self._cursor = cursor = Position(segment, 0)
+                    self._save_cursor()
+                self.corrupt += convert_legacy(path, start)
+                start = 0
+            found = scan(path, start)
+            if segment == cursor.segment and cursor.offset > found.size:
+                cursor = Position(segment, found.size)  # the data behind the cursor was lost
+            self._sizes[segment] = found.size
+            self._count += found.count
+            self._live += found.live
+            self.corrupt += found.lost
+        self.dropped += self.corrupt
+        if self.corrupt:
+            logger.error(
+                "spool %s: %d damaged records could not be recovered (counted in spool_dropped)",
+                self.directory,
+                self.corrupt,
+            )
         if not self._sizes:
             fresh = max([*segments, cursor.segment]) + 1
             self._files.create(fresh)
