@@ -38,6 +38,9 @@ class MqttSettings:
         max_queued: in-memory queue bound (messages waiting for the publisher thread).
         accept_retained_commands: act on retained command messages (off: a stale retained
             command would otherwise run again after every reconnect).
+        max_unacked_s: longest a durable message is held only in memory: a result not
+            acknowledged within half of it is spooled (and fsynced) without waiting for
+            keepalive to declare the link dead.
     """
 
     host: str = "localhost"
@@ -63,6 +66,7 @@ class MqttSettings:
     max_inflight: int = 100
     max_queued: int = 10_000
     accept_retained_commands: bool = False
+    max_unacked_s: float = 2.0
 
     def validate(self) -> None:
         """Check every value.
@@ -96,6 +100,7 @@ class MqttSettings:
             "spool_max_bytes",
             "max_inflight",
             "max_queued",
+            "max_unacked_s",
         ):
             if not getattr(self, key) > 0:
                 raise ConfigError(

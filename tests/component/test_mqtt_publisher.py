@@ -15,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_agent.publishing import client as client_module
+from edge_agent.publishing import durable as durable_module
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.publishing.spool import encode_record
 from tests.support.broker import MqttSubscriber, free_port, wait_until
@@ -269,7 +269,7 @@ def test_qos0_results_are_delivered_in_order(mqtt_broker, mqtt_subscriber, mqtt_
 def test_disk_full_keeps_results_in_memory_in_order(
     mqtt_broker, mqtt_subscriber, mqtt_publisher_factory, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(client_module, "_SPOOL_RETRY_S", 0.2)
+    monkeypatch.setattr(durable_module, "RETRY_S", 0.2)
     real_write = os.write
     full = True
 
