@@ -78,6 +78,7 @@ def mqtt_settings(config: Config) -> MqttSettings:
         reconnect_min=q.reconnect_min,
         reconnect_max=q.reconnect_max,
         spool_max_bytes=int(q.spool_max_mb * 1024 * 1024),
+        max_unacked_s=q.max_unacked_s,
         qos_results=q.qos_results,
         qos_stats=q.qos_stats,
         retain_status=q.retain_status,
@@ -166,6 +167,7 @@ class Daemon:
             generation=sup.generation if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
             storage_error=self.publisher.storage_error if self.publisher else "",
+            durability=self.publisher.durability() if self.publisher else None,
             last_error=self.last_error or (sup.last_error if sup else ""),
         )
 
@@ -208,7 +210,10 @@ class Daemon:
             EdgeAgentError: the model cannot be loaded on any backend.
         """
         cfg = self.config
-        os.makedirs(cfg.device.state_dir, exist_ok=True)
+        try:
+            os.makedirs(cfg.device.state_dir, exist_ok=True)
+        except OSError as exc:  # the spool reports it as storage_error and retries
+            logger.error("device.state_dir %s: %s", cfg.device.state_dir, exc.strerror)
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(
                 mqtt_settings(cfg),
@@ -343,12 +348,16 @@ class Daemon:
         try:
             self.start()
         except EdgeAgentError as exc:
-            logger.error("model %s: cannot start: %s", self.config.model.path, exc)
+            config_error = isinstance(exc, ConfigError)
+            if config_error and exc.file is None and self.config_path:
+                exc = ConfigError(str(exc), file=self.config_path)  # name file and key
+            about = "" if config_error else f"model {self.config.model.path}: "
+            logger.error("%scannot start: %s", about, exc)
             self.last_error = str(exc)
             self._state = "failed"
             self.publish_status()
             self.shutdown(final_state="failed")
-            return 1
+            return 2 if config_error else 1  # as documented: 2 for configuration errors
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval
         storage_error = ""
