@@ -108,7 +108,7 @@ class Daemon:
         self.supervisor: Supervisor | None = None
         self.publisher: MqttPublisher | None = None
         self.updates: Any = None
-        self.last_error = ""
+        self.last_error = self.store_error = ""
         self._state = "starting"
         self._status_lock = threading.Lock()
         self._pipeline_stop = threading.Event()
@@ -166,7 +166,8 @@ class Daemon:
             details=details,
             generation=sup.generation if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
-            storage_error=self.publisher.storage_error if self.publisher else "",
+            storage_error=(self.publisher.storage_error if self.publisher else "")
+            or self.store_error,
             durability=self.publisher.durability() if self.publisher else None,
             last_error=self.last_error or (sup.last_error if sup else ""),
         )
@@ -263,7 +264,12 @@ class Daemon:
         }
         if cfg.updates.enabled:
             report = self.publisher.publish_model if self.publisher else (lambda state: None)
-            self.updates = UpdateService(cfg, options, None, report)
+            try:
+                self.updates = UpdateService(cfg, options, None, report)
+            except OSError as exc:  # a read-only or broken state dir: detect on, no updates
+                self.store_error = f"model store: {exc.strerror}: {exc.filename}; updates off"
+                logger.error("%s", self.store_error)
+                return options, meta
             active = self.updates.startup_model()
             if active is not None:
                 return active

@@ -20,6 +20,7 @@ Not thread-safe: the publisher thread is the only caller.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from edge_agent.publishing.spool import Position, Spool, SpooledMessage
 logger = logging.getLogger(__name__)
 
 RETRY_S = 5.0
+MIN_FREE_BYTES = 1 << 20  # below this the spool could not take an outage's results
 
 
 class Durability:
@@ -59,7 +61,8 @@ class Durability:
         self._outbox, self._inflight = outbox, inflight
         self.spool: Spool | None = None
         self._ledger: LossLedger | None = None
-        self._retry_at = 0.0
+        self._retry_at = self._space_at = 0.0
+        self._space_error = ""
         self._suspect = False
         self.secured = 0  # durable messages acknowledged or spooled
         self.spooled = self.dropped = self.possibly_lost_last_run = 0
@@ -186,6 +189,7 @@ class Durability:
         """fsync the spool when due and renew the loss ledger; errors are logged only."""
         if self.spool is None:
             return
+        self._check_space()
         self._ledger.update(self._outbox.durable_put, self.unsecured())
         try:
             self.spool.sync_if_due()
@@ -212,6 +216,34 @@ class Durability:
             "storage_error": self.storage_error,
             "storage_errors": self.storage_errors,
         }
+
+    def _check_space(self) -> None:
+        """Every ``RETRY_S``: report a full disk before an outage needs the spool.
+
+        While the broker acks promptly nothing is written, so a full disk would stay
+        unnoticed until the results of an outage have nowhere to go.
+        """
+        now = time.monotonic()
+        if now < self._space_at:
+            return
+        self._space_at = now + RETRY_S
+        try:
+            st = os.statvfs(self.directory)
+        except OSError:
+            return  # the next write reports what is wrong
+        free = st.f_bavail * st.f_frsize
+        if free < min(MIN_FREE_BYTES, self.max_bytes):
+            if not self.storage_error:
+                self._space_error = (
+                    f"spool {self.directory}: disk full ({free} bytes free); "
+                    "results are not durable"
+                )
+                logger.error("mqtt %s: %s", self.where, self._space_error)
+                self.storage_error = self._space_error
+        elif self._space_error:
+            if self.storage_error == self._space_error:
+                self.storage_error = ""
+            self._space_error = ""
 
     def _store(self, msg: Outgoing) -> Position:
         """Append one message that is held only in memory (raises PublishError)."""

@@ -168,7 +168,11 @@ class InflightWindow:
     def oldest_unsecured(self) -> float | None:
         """``created`` of the oldest message held only here (not acked, not spooled)."""
         return next(
-            (e[0].msg.created for e in self._entries.values() if not e[1] and e[0].position is None),
+            (
+                e[0].msg.created
+                for e in self._entries.values()
+                if not e[1] and e[0].position is None
+            ),
             None,
         )
 
