@@ -110,6 +110,9 @@ class MqttPublisher:
         self._delay = settings.reconnect_min
         self._replay_pos: Position | None = None
         self._ever_connected = False
+        # protocol "auto": MQTT 5 (the broker enforces max_packet_size) until a broker
+        # takes the TCP connection but never accepts an MQTT 5 CONNECT; then 3.1.1.
+        self._v5 = settings.protocol != "3.1.1"
         self.published = self.replayed = self.dropped = 0
         self.reconnects = self.connect_failures = self.commands = 0
 
@@ -303,6 +306,7 @@ class MqttPublisher:
             except OSError:
                 pass  # drained
             return
+        auto = self.settings.protocol == "auto"
         conn = Connection(
             self.settings,
             self.topics,
@@ -310,6 +314,9 @@ class MqttPublisher:
             on_connected=self._on_connected,
             on_ack=self._on_ack,
             on_message=self._on_message,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            # A broker that speaks MQTT 5 answers at once; one that does not may never.
+            connack_timeout=min(self.settings.connect_timeout, 2.0) if auto else None,
         )
         try:
             conn.open()
@@ -378,6 +385,8 @@ class MqttPublisher:
         self._replay_pos = None
         self._store.spool_queue()
         if not was_connected:
+            if conn is not None and conn.opened and self.settings.protocol == "auto":
+                self._v5 = not self._v5  # alternate: a broker that is down fails both
             if not self._stop.is_set():
                 self._failed(reason)
             return
@@ -420,6 +429,12 @@ class MqttPublisher:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
+        if not self._v5 and self.settings.protocol == "auto":
+            logger.warning(
+                "mqtt %s: the broker speaks MQTT 3.1.1 only: max_packet_size is enforced on "
+                "the device, not by the broker (see deploy/mosquitto-limits.conf)",
+                self._where,
+            )
         self._outbox.mark_retained_dirty()
         logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._store.pending)
         self._notify(True)

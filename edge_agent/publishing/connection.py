@@ -19,7 +19,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.publishing.settings import MqttSettings, new_client
+from edge_agent.publishing.settings import (
+    MqttSettings,
+    bound_reads,
+    connect_properties,
+    new_client,
+)
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,9 @@ class Connection:
         on_ack: called with the message id of each acknowledged publish
             (PUBACK/PUBCOMP, or written to the socket for QoS 0).
         on_message: called with each incoming paho message.
+        protocol: ``mqtt.MQTTv5`` (declares ``max_packet_size`` in the CONNECT) or
+            ``mqtt.MQTTv311``.
+        connack_timeout: seconds for the CONNACK (default ``connect_timeout``).
     """
 
     def __init__(
@@ -63,6 +71,8 @@ class Connection:
         on_connected: Callable[[], None],
         on_ack: Callable[[int], None],
         on_message: Callable[[mqtt.MQTTMessage], None],
+        protocol: int = mqtt.MQTTv311,
+        connack_timeout: float | None = None,
     ):
         self.settings, self.topics = settings, topics
         self.where = f"{settings.host}:{settings.port}"
@@ -71,7 +81,11 @@ class Connection:
         self.error: str | None = None
         self._on_connected, self._on_ack, self._on_message = on_connected, on_ack, on_message
         self._deadline = 0.0
-        self.client = client = new_client(settings, topics, context, None)
+        self.protocol = protocol
+        self.opened = False  # TCP (+TLS) up and CONNECT sent
+        self._connack_timeout = connack_timeout or settings.connect_timeout
+        self.client = client = new_client(settings, topics, context, None, protocol)
+        bound_reads(client, settings.max_packet_size)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -90,13 +104,21 @@ class Connection:
             OSError: refused, unreachable, timed out, TLS handshake or verification failed.
             ValueError: an invalid host or port.
         """
-        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+        s = self.settings
+        if self.protocol == mqtt.MQTTv5:
+            # A fresh session per connection (clean_start, session expiry 0), as in 3.1.1.
+            self.client.connect(
+                s.host, s.port, s.keepalive, clean_start=True, properties=connect_properties(s)
+            )
+        else:
+            self.client.connect(s.host, s.port, s.keepalive)
+        self.opened = True
         sock = self.client.socket()
         if hasattr(sock, "setsockopt"):
             # Small QoS 1 messages must not wait for the broker's delayed ACK (Nagle):
             # measured 43 ms median per command state without this, 0.8 ms with it.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._deadline = time.monotonic() + self.settings.connect_timeout
+        self._deadline = time.monotonic() + self._connack_timeout
 
     def step(self, timeout: float, wake: socket.socket | None = None) -> bool:
         """Wait for socket activity (or ``wake``) up to ``timeout``, then read/write/ping.

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.topics import Topics
 
 TRANSPORTS = ("tcp", "websockets")
+PROTOCOLS = ("auto", "5", "3.1.1")
+_RECV_CHUNK = 64 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +49,12 @@ class MqttSettings:
         max_unacked_s: longest a durable message is held only in memory: a result not
             acknowledged within half of it is spooled (and fsynced) without waiting for
             keepalive to declare the link dead.
+        protocol: ``5`` (MQTT 5: the CONNECT declares ``max_packet_size``, so the broker
+            never sends a bigger packet), ``3.1.1``, or ``auto`` (5, falling back to 3.1.1
+            for a broker that does not answer an MQTT 5 CONNECT, e.g. the embedded one).
+        max_packet_size: the largest MQTT packet the device accepts, in bytes; a bigger
+            one is refused after reading its header (the connection is dropped), never
+            buffered.
     """
 
     host: str = "localhost"
@@ -67,6 +81,8 @@ class MqttSettings:
     max_queued: int = 10_000
     accept_retained_commands: bool = False
     max_unacked_s: float = 2.0
+    protocol: str = "auto"
+    max_packet_size: int = 1 << 20
 
     def validate(self) -> None:
         """Check every value.
@@ -106,6 +122,16 @@ class MqttSettings:
                 raise ConfigError(
                     f"expected a positive value, got {getattr(self, key)!r}", key=f"mqtt.{key}"
                 )
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}",
+                key="mqtt.protocol",
+            )
+        if not 1024 <= self.max_packet_size <= 268_435_455:
+            raise ConfigError(
+                f"expected 1024..268435455 bytes, got {self.max_packet_size!r}",
+                key="mqtt.max_packet_size",
+            )
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("cert_file and key_file go together", key="mqtt.cert_file")
         if self.password is not None and not self.username:
@@ -135,15 +161,20 @@ def ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
 
 
 def base_client(
-    settings: MqttSettings, client_id: str, context: ssl.SSLContext | None, userdata: Any = None
+    settings: MqttSettings,
+    client_id: str,
+    context: ssl.SSLContext | None,
+    userdata: Any = None,
+    protocol: int = mqtt.MQTTv311,
 ) -> mqtt.Client:
-    """A paho client (MQTT 3.1.1, clean session) with transport, credentials and TLS set."""
+    """A paho client (MQTT 3.1.1 or 5, clean session) with transport, credentials and TLS."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,
+        # MQTT 5 has clean_start (passed to connect()) instead of clean_session.
+        clean_session=None if protocol == mqtt.MQTTv5 else True,
         userdata=userdata,
-        protocol=mqtt.MQTTv311,
+        protocol=protocol,
         transport=settings.transport,
         reconnect_on_failure=False,
     )
@@ -159,11 +190,19 @@ def base_client(
 
 
 def new_client(
-    settings: MqttSettings, topics: Topics, context: ssl.SSLContext | None, userdata: Any
+    settings: MqttSettings,
+    topics: Topics,
+    context: ssl.SSLContext | None,
+    userdata: Any,
+    protocol: int = mqtt.MQTTv311,
 ) -> mqtt.Client:
     """The device's client: :func:`base_client` plus the last will and publishing limits."""
     client = base_client(
-        settings, settings.client_id or f"edge-agent-{topics.device_id}", context, userdata
+        settings,
+        settings.client_id or f"edge-agent-{topics.device_id}",
+        context,
+        userdata,
+        protocol,
     )
     client.will_set(topics.available, "offline", qos=1, retain=True)
     # Unlimited in paho: the publisher bounds what is in flight itself.
@@ -171,6 +210,44 @@ def new_client(
     client.connect_timeout = settings.connect_timeout
     client.suppress_exceptions = True
     return client
+
+
+def connect_properties(settings: MqttSettings) -> Properties:
+    """MQTT 5 CONNECT properties: the Maximum Packet Size the device accepts.
+
+    Session Expiry Interval stays 0 (the default): with clean_start the session ends
+    with the connection, as ``clean_session`` does in 3.1.1.
+    """
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = settings.max_packet_size
+    return props
+
+
+def bound_reads(client: mqtt.Client, limit: int) -> None:
+    """Never let paho buffer an incoming packet larger than ``limit`` bytes.
+
+    paho reads a packet's whole remaining length with one ``recv`` (a 100 MB packet
+    allocates 100 MB at once) and keeps it until complete. This caps every read at
+    64 KiB and refuses a packet whose header announces more than ``limit``: the read
+    fails, paho reports the connection lost, and the reason is logged. Uses paho's
+    ``_sock_recv``/``_in_packet`` (pinned by tests/component/test_mqtt_packet_size.py).
+    """
+    recv = getattr(client, "_sock_recv", None)
+    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
+        logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
+        return
+
+    def bounded(bufsize: int) -> bytes:
+        packet = client._in_packet
+        if packet.get("have_remaining") and packet.get("remaining_length", 0) > limit:
+            raise OSError(
+                errno.EMSGSIZE,
+                f"incoming packet of {packet['remaining_length']} bytes exceeds "
+                f"mqtt.max_packet_size ({limit})",
+            )
+        return recv(min(bufsize, _RECV_CHUNK))
+
+    client._sock_recv = bounded
 
 
 def encode_payload(topic: str, payload: bytes | bytearray | str | dict | list) -> bytes:

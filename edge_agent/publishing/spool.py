@@ -32,8 +32,8 @@ fsync policy (SD cards: every fsync costs latency and flash wear)
 Bound
     ``max_bytes`` bounds the bytes of records not yet committed. Appending past it drops
     the *oldest* records (counted in :attr:`Spool.dropped`; damaged records found at
-    open are added there too, and also counted alone in :attr:`Spool.corrupt`). Disk usage is at most
-    ``max_bytes`` plus one segment (the partly committed head segment).
+    open are added there too, and also counted alone in :attr:`Spool.corrupt`). Disk
+    usage is at most ``max_bytes`` plus one segment (the partly committed head segment).
 
 A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
 """
