@@ -79,6 +79,8 @@ def mqtt_settings(config: Config) -> MqttSettings:
         reconnect_max=q.reconnect_max,
         spool_max_bytes=int(q.spool_max_mb * 1024 * 1024),
         max_unacked_s=q.max_unacked_s,
+        protocol=q.protocol,
+        max_packet_size=q.max_packet_size,
         qos_results=q.qos_results,
         qos_stats=q.qos_stats,
         retain_status=q.retain_status,

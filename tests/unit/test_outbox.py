@@ -85,6 +85,9 @@ def test_window_reset_returns_unacked_live_messages_only():
         ({"cert_file": "/x.pem"}, "mqtt.cert_file"),
         ({"password": "secret"}, "mqtt.username"),
         ({"host": ""}, "mqtt.host"),
+        ({"max_unacked_s": 0}, "mqtt.max_unacked_s"),
+        ({"protocol": "4"}, "mqtt.protocol"),
+        ({"max_packet_size": 100}, "mqtt.max_packet_size"),
     ],
 )
 def test_settings_validation(change, key):
