@@ -44,7 +44,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import PublishError
-from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.connection import Connection, ProtocolChoice
 from edge_agent.publishing.durable import Durability
 from edge_agent.publishing.outbox import Inflight, InflightWindow, Outbox, Outgoing
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
@@ -110,9 +110,7 @@ class MqttPublisher:
         self._delay = settings.reconnect_min
         self._replay_pos: Position | None = None
         self._ever_connected = False
-        # protocol "auto": MQTT 5 (the broker enforces max_packet_size) until a broker
-        # takes the TCP connection but never accepts an MQTT 5 CONNECT; then 3.1.1.
-        self._v5 = settings.protocol != "3.1.1"
+        self._protocol = ProtocolChoice(settings.protocol)
         self.published = self.replayed = self.dropped = 0
         self.reconnects = self.connect_failures = self.commands = 0
 
@@ -306,7 +304,6 @@ class MqttPublisher:
             except OSError:
                 pass  # drained
             return
-        auto = self.settings.protocol == "auto"
         conn = Connection(
             self.settings,
             self.topics,
@@ -314,9 +311,8 @@ class MqttPublisher:
             on_connected=self._on_connected,
             on_ack=self._on_ack,
             on_message=self._on_message,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            # A broker that speaks MQTT 5 answers at once; one that does not may never.
-            connack_timeout=min(self.settings.connect_timeout, 2.0) if auto else None,
+            protocol=self._protocol.version,
+            connack_timeout=self._protocol.connack_timeout(self.settings.connect_timeout),
         )
         try:
             conn.open()
@@ -385,8 +381,8 @@ class MqttPublisher:
         self._replay_pos = None
         self._store.spool_queue()
         if not was_connected:
-            if conn is not None and conn.opened and self.settings.protocol == "auto":
-                self._v5 = not self._v5  # alternate: a broker that is down fails both
+            if conn is not None and conn.opened:
+                self._protocol.no_connack()
             if not self._stop.is_set():
                 self._failed(reason)
             return
@@ -429,7 +425,7 @@ class MqttPublisher:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
-        if not self._v5 and self.settings.protocol == "auto":
+        if self._protocol.fell_back:
             logger.warning(
                 "mqtt %s: the broker speaks MQTT 3.1.1 only: max_packet_size is enforced on "
                 "the device, not by the broker (see deploy/mosquitto-limits.conf)",

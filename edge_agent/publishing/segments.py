@@ -32,6 +32,8 @@ _LENGTH = struct.Struct("<I")
 _LEGACY_HEADER = struct.Struct("<II")
 _BODY_HEAD = struct.Struct("<BH")
 _SUFFIX = ".seg"
+_CURSOR = struct.Struct("<4sQQ")
+_CURSOR_MAGIC = b"EAS1"
 
 
 class Position(NamedTuple):
@@ -65,6 +67,22 @@ def decode_body(body: bytes) -> tuple[str, bytes, int, bool]:
     start = _BODY_HEAD.size
     topic = body[start : start + topic_len].decode("utf-8")
     return topic, bytes(body[start + topic_len :]), flags & 0x3, bool(flags & 0x4)
+
+
+def encode_cursor(position: Position) -> bytes:
+    """The ``cursor`` file: ``<4s magic><u64 segment><u64 offset><u32 CRC-32>``."""
+    raw = _CURSOR.pack(_CURSOR_MAGIC, *position)
+    return raw + zlib.crc32(raw).to_bytes(4, "little")
+
+
+def decode_cursor(raw: bytes) -> Position | None:
+    """The position in a ``cursor`` file; None if it is damaged."""
+    body, crc = raw[:-4], raw[-4:]
+    if len(body) == _CURSOR.size and zlib.crc32(body).to_bytes(4, "little") == crc:
+        magic, segment, offset = _CURSOR.unpack(body)
+        if magic == _CURSOR_MAGIC:
+            return Position(segment, offset)
+    return None
 
 
 def segment_numbers(directory: Path) -> list[int]:

@@ -1,21 +1,17 @@
 """A bounded, crash-safe on-disk spool for MQTT messages the broker has not acknowledged.
 
 Format
-    The spool directory holds numbered, append-only segment files of CRC-checked records
-    (:mod:`edge_agent.publishing.segments`). A small ``cursor`` file (written to a
-    temporary file, fsynced, renamed) holds the position of the first record not yet
-    committed, with its own CRC. ``spool.lock`` is ``flock``-ed so two processes never
-    share a spool.
+    Numbered, append-only segment files of framed, CRC-checked records and a ``cursor``
+    file (written atomically, with its own CRC) holding the position of the first record
+    not yet committed (:mod:`edge_agent.publishing.segments`). ``spool.lock`` is
+    ``flock``-ed so two processes never share a spool.
 
 Crash safety
     Records are written with a single ``os.write`` (no user-space buffer), so a *process*
-    crash loses nothing already appended. On open, every record from the cursor on is
-    checked; a short or CRC-failing record (a write torn by a power cut, a flipped bit)
-    is skipped by resyncing on the next record's magic, and counted in
-    :attr:`Spool.corrupt` (each damaged stretch counts as one message; a torn tail too),
-    so damage is reported, not only logged. Segments of the previous record format are
-    converted on open. A failed
-    write (e.g. ENOSPC) is rolled back with ``ftruncate`` so the tail stays clean; if even
+    crash loses nothing already appended. On open, records from the cursor on are checked;
+    a damaged one (torn by a power cut, a flipped bit) is skipped by resyncing on the next
+    record's magic and counted in :attr:`Spool.corrupt`. Previous-format segments are
+    converted. A failed write (e.g. ENOSPC) is rolled back with ``ftruncate``; if even
     that fails the segment is sealed and the next append starts a new one.
 
 fsync policy (SD cards: every fsync costs latency and flash wear)
@@ -23,16 +19,14 @@ fsync policy (SD cards: every fsync costs latency and flash wear)
     ``sync_interval`` seconds (default 1 s) have passed since the first unsynced record
     (checked on append and by :meth:`Spool.sync_if_due`, which the owner calls
     periodically), when a segment is rolled, and on :meth:`Spool.flush` / :meth:`Spool.close`.
-    A power cut therefore loses at most what was appended in the last ``sync_interval``
-    (the publisher sets it from ``mqtt.max_unacked_s``) or 32 messages. The cursor is
+    A power cut loses at most the last ``sync_interval`` or 32 appends. The cursor is
     persisted every ``cursor_every`` commits (default 64), when a segment is finished and
     on flush/close; after a crash up to that many already-delivered messages are replayed
     again (at-least-once delivery: duplicates, never loss or reordering).
 
 Bound
     ``max_bytes`` bounds the bytes of records not yet committed. Appending past it drops
-    the *oldest* records (counted in :attr:`Spool.dropped`; damaged records found at
-    open are added there too, and also counted alone in :attr:`Spool.corrupt`). Disk
+    the *oldest* records (counted in :attr:`Spool.dropped`, with the damaged ones). Disk
     usage is at most ``max_bytes`` plus one segment (the partly committed head segment).
 
 A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
@@ -43,9 +37,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 import time
-import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,6 +48,8 @@ from edge_agent.publishing.segments import (
     SegmentFiles,
     convert_legacy,
     decode_body,
+    decode_cursor,
+    encode_cursor,
     encode_record,
     is_legacy,
     scan,
@@ -66,8 +60,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_BYTES", "Position", "Spool", "SpooledMessage", "encode_record"]
 
-_CURSOR = struct.Struct("<4sQQ")
-_CURSOR_MAGIC = b"EAS1"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
@@ -298,9 +290,7 @@ class Spool:
             start = cursor.offset if segment == cursor.segment else 0
             path = self._files.path(segment)
             if is_legacy(path):
-                if start:
-                    # Cursor first: a crash mid-conversion then replays (duplicates),
-                    # never points into the middle of a converted record.
+                if start:  # cursor first: a crash mid-conversion replays, never misaligns
                     self._cursor = cursor = Position(segment, 0)
                     self._save_cursor()
                 self.corrupt += convert_legacy(path, start)
@@ -314,11 +304,7 @@ class Spool:
             self.corrupt += found.lost
         self.dropped += self.corrupt
         if self.corrupt:
-            logger.error(
-                "spool %s: %d damaged records could not be recovered (counted in spool_dropped)",
-                self.directory,
-                self.corrupt,
-            )
+            logger.error("spool %s: %d damaged records lost", self.directory, self.corrupt)
         if not self._sizes:
             fresh = max([*segments, cursor.segment]) + 1
             self._files.create(fresh)
@@ -338,16 +324,14 @@ class Spool:
     def _load_cursor(self) -> Position | None:
         """Read the persisted cursor; None if missing or corrupt (replay from the start)."""
         try:
-            raw = (self.directory / "cursor").read_bytes()
+            cursor = decode_cursor((self.directory / "cursor").read_bytes())
         except FileNotFoundError:
             return None
-        body, crc = raw[:-4], raw[-4:]
-        if len(body) == _CURSOR.size and zlib.crc32(body).to_bytes(4, "little") == crc:
-            magic, segment, offset = _CURSOR.unpack(body)
-            if magic == _CURSOR_MAGIC:
-                return Position(segment, offset)
-        logger.warning("spool %s: corrupt cursor, replaying from the oldest record", self.directory)
-        return None
+        if cursor is None:
+            logger.warning(
+                "spool %s: corrupt cursor, replaying from the oldest record", self.directory
+            )
+        return cursor
 
     def _save_cursor(self) -> None:
         """Atomically persist the cursor (write temp, fsync, rename, fsync the directory).
@@ -355,10 +339,8 @@ class Spool:
         A failure is only logged: the cursor stays in memory, and an older cursor on disk
         means duplicates after a crash, never loss.
         """
-        raw = _CURSOR.pack(_CURSOR_MAGIC, *self._cursor)
-        raw += zlib.crc32(raw).to_bytes(4, "little")
         try:
-            write_atomic(self.directory / "cursor", raw, mode=0o600)
+            write_atomic(self.directory / "cursor", encode_cursor(self._cursor), mode=0o600)
         except OSError as exc:
             logger.warning("spool %s: cannot save the cursor: %s", self.directory, exc.strerror)
             return
