@@ -428,7 +428,7 @@ class MqttPublisher:
         if self._protocol.fell_back:
             logger.warning(
                 "mqtt %s: the broker speaks MQTT 3.1.1 only: max_packet_size is enforced on "
-                "the device, not by the broker (see deploy/mosquitto-limits.conf)",
+                "the device, not by the broker (see deploy/mosquitto/edge-agent-limits.conf)",
                 self._where,
             )
         self._outbox.mark_retained_dirty()

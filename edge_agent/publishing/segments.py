@@ -43,6 +43,16 @@ class Position(NamedTuple):
     offset: int
 
 
+class SpooledMessage(NamedTuple):
+    """A message read back from the spool; ``position`` is the boundary after it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    position: Position
+
+
 def encode_record(topic: str, payload: bytes, qos: int, retain: bool) -> bytes:
     """Serialize one message as a record (header + body)."""
     raw_topic = topic.encode("utf-8")
@@ -286,14 +296,27 @@ class SegmentFiles:
         if self._tail is not None:
             os.fsync(self._tail[1])
 
-    def read(self, pos: Position) -> tuple[int, bytes]:
-        """The record at ``pos``: (record size, body). Unbuffered reads: never stale."""
+    def read(self, pos: Position) -> tuple[int, bytes | None]:
+        """The record at ``pos``: (record size, body). Unbuffered reads: never stale.
+
+        A record damaged since the spool was opened (bit rot) is checked like at open:
+        the body is None and the size reaches the next valid record (or the end).
+        """
         if self._read is None or self._read[0] != pos.segment:
             self._close_read()
             self._read = (pos.segment, os.open(self.path(pos.segment), os.O_RDONLY))
         fd = self._read[1]
-        _magic, length, _crc = HEADER.unpack(os.pread(fd, HEADER.size, pos.offset))
-        return HEADER.size + length, os.pread(fd, length, pos.offset + HEADER.size)
+        rest = os.fstat(fd).st_size - pos.offset
+        head = os.pread(fd, HEADER.size, pos.offset)
+        if len(head) == HEADER.size:
+            magic, length, crc = HEADER.unpack(head)
+            if magic == MAGIC and length <= rest - HEADER.size:  # never a huge read
+                body = os.pread(fd, length, pos.offset + HEADER.size)
+                if _crc(head[4:8], body) == crc:
+                    return HEADER.size + length, body
+        following = _next_record(os.pread(fd, rest, pos.offset), 0)
+        logger.error("spool %s: damaged record at %s", self.directory, pos)
+        return (rest if following is None else following), None
 
     def delete(self, segment: int) -> None:
         """Unlink a fully consumed segment (never the tail)."""

@@ -39,13 +39,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from edge_agent.atomicfile import write_atomic
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.segments import (
     Position,
     SegmentFiles,
+    SpooledMessage,
     convert_legacy,
     decode_body,
     decode_cursor,
@@ -61,16 +61,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_MAX_BYTES", "Position", "Spool", "SpooledMessage", "encode_record"]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-class SpooledMessage(NamedTuple):
-    """A message read back from the spool; ``position`` is the boundary after it."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    position: Position
 
 
 class Spool:
@@ -109,6 +99,7 @@ class Spool:
         self._cursor_every = cursor_every
         self.dropped = self.corrupt = self._count = self._live = 0
         self._sizes: dict[int, int] = {}  # segment -> bytes, in segment order
+        self._damaged: set[Position] = set()  # records found damaged after open
         self._files = SegmentFiles(self.directory)
         self._unsynced = self._uncommitted_cursor = 0
         self._unsynced_since = 0.0
@@ -202,8 +193,12 @@ class Spool:
             if pos is None:
                 break
             size, body = self._files.read(pos)
+            if body is None and pos not in self._damaged:  # skipped, counted once
+                self._damaged.add(pos)
+                self.corrupt, self.dropped = self.corrupt + 1, self.dropped + 1
             pos = Position(pos.segment, pos.offset + size)
-            out.append(SpooledMessage(*decode_body(body), pos))
+            if body is not None:
+                out.append(SpooledMessage(*decode_body(body), pos))
         return out
 
     def commit(self, position: Position) -> None:

@@ -361,3 +361,19 @@ def test_previous_format_behind_a_cursor_replays_from_the_cursor(tmp_path):
     tmp_path.joinpath("cursor").write_bytes(raw + zlib.crc32(raw).to_bytes(4, "little"))
     with Spool(tmp_path) as spool:
         assert _payloads(spool) == [b"old-1", b"old-2", b"old-3"]
+
+
+def test_record_damaged_while_open_is_skipped_and_counted(tmp_path):
+    with Spool(tmp_path) as spool:
+        sent = _fill(spool, 10)
+        offset = spool.read(3)[-2].position.offset  # record 3
+        seg = _segments(tmp_path)[-1]
+        with open(seg, "r+b") as fh:  # bit rot under a running daemon
+            fh.seek(offset + 5)
+            fh.write(b"\xff")  # its length field
+        msgs = spool.read(20)
+        assert [m.payload for m in msgs] == sent[:2] + sent[3:]
+        assert (spool.corrupt, spool.dropped) == (1, 1)
+        assert len(spool.read(20)) == 9 and spool.corrupt == 1  # counted once
+        spool.commit(msgs[-1].position)
+        assert spool.pending == 0 and spool.read(20) == []
