@@ -59,7 +59,7 @@ def status_document(
     the previous run may have lost to a power cut) and ``spool_dropped``.
     """
     return {
-        **(durability or {}),
+        **(durability or {}),  # first: the document's own keys win
         "state": state,
         "device_id": device_id,
         "groups": list(groups),
