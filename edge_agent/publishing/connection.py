@@ -9,6 +9,7 @@ the publisher's spool does that, in order.
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
@@ -18,16 +19,53 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from edge_agent.publishing.settings import (
-    MqttSettings,
-    bound_reads,
-    connect_properties,
-    new_client,
-)
+from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
+
+_RECV_CHUNK = 64 * 1024
+
+
+def connect_properties(settings: MqttSettings) -> Properties:
+    """MQTT 5 CONNECT properties: the Maximum Packet Size the device accepts.
+
+    Session Expiry Interval stays 0 (the default): with clean_start the session ends
+    with the connection, as ``clean_session`` does in 3.1.1.
+    """
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = settings.max_packet_size
+    return props
+
+
+def bound_reads(client: mqtt.Client, limit: int) -> None:
+    """Never let paho buffer an incoming packet larger than ``limit`` bytes.
+
+    paho reads a packet's whole remaining length with one ``recv`` (a 100 MB packet
+    allocates 100 MB at once) and keeps it until complete. This caps every read at
+    64 KiB and refuses a packet whose header announces more than ``limit``: the read
+    fails, paho reports the connection lost, and the reason is logged. Uses paho's
+    ``_sock_recv``/``_in_packet`` (pinned by tests/component/test_mqtt_packet_size.py).
+    """
+    recv = getattr(client, "_sock_recv", None)
+    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
+        logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
+        return
+
+    def bounded(bufsize: int) -> bytes:
+        packet = client._in_packet
+        if packet.get("have_remaining") and packet.get("remaining_length", 0) > limit:
+            raise OSError(
+                errno.EMSGSIZE,
+                f"incoming packet of {packet['remaining_length']} bytes exceeds "
+                f"mqtt.max_packet_size ({limit})",
+            )
+        return recv(min(bufsize, _RECV_CHUNK))
+
+    client._sock_recv = bounded
 
 
 class ProtocolChoice:
