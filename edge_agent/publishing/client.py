@@ -246,12 +246,12 @@ class MqttPublisher:
             **self._store.stats(),
         }
 
-    # -- the publisher thread -----------------------------------------------------------
-
     def durability(self) -> dict[str, int]:
         """What may be lost: the last run's bound and the spool's dropped records."""
         stats = self._store.stats()
         return {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped")}
+
+    # -- the publisher thread -----------------------------------------------------------
 
     def _wake(self) -> None:
         """Interrupt the thread's select()."""
