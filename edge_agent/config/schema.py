@@ -153,6 +153,11 @@ class MqttConfig:
     reconnect_min: float = opt(1.0, Num(gt=0))
     reconnect_max: float = opt(30.0, Num(gt=0))
     spool_max_mb: float = opt(50.0, Num(gt=0))
+    # Longest a result is held only in memory: unacknowledged for half of it, it is spooled.
+    max_unacked_s: float = opt(2.0, Num(lo=0.2, hi=60))
+    # MQTT 5 (declares max_packet_size to the broker), 3.1.1, or auto (5, else 3.1.1).
+    protocol: str = opt("auto", OneOf("auto", "5", "3.1.1"))
+    max_packet_size: int = opt(1048576, Int(1024, 268435455))
     # "" means {device.state_dir}/spool; the loader fills it in.
     spool_dir: str = opt("", Text(), path=PATH)
     ready_without_broker: bool = opt(True, Bool())

@@ -24,7 +24,7 @@ from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService
-from edge_agent.daemon.options import model_options, mqtt_settings
+from edge_agent.daemon.options import model_options, mqtt_settings, object_layout
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.reload import plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
@@ -32,13 +32,12 @@ from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import initial_model, start_supervisor
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference.devices import apex_temperatures
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.discovery import discovery_messages
-from edge_agent.publishing.discovery_objects import ObjectLayout
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class Daemon:
         self.updates: UpdateService | None = None
         self.objects: ObjectService | None = None
         self.detect: DetectSwitch | None = None
-        self.last_error = ""
+        self.last_error = self.store_error = ""
         self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
         self._pipeline_stop = threading.Event()
@@ -133,7 +132,9 @@ class Daemon:
             details=details,
             generation=sup.generation if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
-            storage_error=self.publisher.storage_error if self.publisher else "",
+            storage_error=(self.publisher.storage_error if self.publisher else "")
+            or self.store_error,
+            durability=self.publisher.durability() if self.publisher else None,
             last_error=self.last_error or (sup.last_error if sup else ""),
         )
 
@@ -181,7 +182,10 @@ class Daemon:
             EdgeAgentError: the model cannot be loaded on any backend.
         """
         cfg = self.config
-        os.makedirs(cfg.device.state_dir, exist_ok=True)
+        try:
+            os.makedirs(cfg.device.state_dir, exist_ok=True)
+        except OSError as exc:  # the spool reports it as storage_error and retries
+            logger.error("device.state_dir %s: %s", cfg.device.state_dir, exc.strerror)
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(
                 mqtt_settings(cfg),
@@ -192,7 +196,11 @@ class Daemon:
             )
             self.publisher.start()
         if cfg.updates.enabled:
-            self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
+            try:
+                self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
+            except OSError as exc:  # a read-only or broken state dir: detect on, no updates
+                self.store_error = f"model store: {exc.strerror}: {exc.filename}; updates off"
+                logger.error("%s", self.store_error)
         options, meta = initial_model(cfg, self.updates)
         self.supervisor, fallback_error = start_supervisor(
             cfg, options, meta, self._on_worker_event
@@ -202,7 +210,8 @@ class Daemon:
             cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state)
             cam.start()
             self.cameras.append(cam)
-        self._start_updates()
+        if self.updates is not None:
+            self.updates.start(self.supervisor)  # take model commands from now on
         if self.publisher is not None and cfg.events.enabled:
             self.objects = ObjectService(cfg, self.topics, self._publish)
         self.detect = DetectSwitch(
@@ -229,13 +238,7 @@ class Daemon:
         )
         self._pipeline_thread.start()
         if self.publisher is not None and cfg.mqtt.homeassistant:
-            layout = ObjectLayout(
-                [c.name for c in cfg.enabled_cameras],
-                [z.name for z in cfg.zone],
-                cfg.events.labels,
-                events=self.objects is not None,
-                snapshots=cfg.events.snapshots,
-            )
+            layout = object_layout(cfg, events=self.objects is not None)
             for topic, payload in discovery_messages(
                 self.topics,
                 discovery_prefix=cfg.mqtt.discovery_prefix,
@@ -248,11 +251,6 @@ class Daemon:
         """Update-service callback: the retained model state goes to the broker."""
         if self.publisher is not None:
             self.publisher.publish_model(state)
-
-    def _start_updates(self) -> None:
-        """Start taking model commands once the pipeline runs."""
-        if self.updates is not None:
-            self.updates.start(self.supervisor)
 
     def _wait_ready(self, timeout: float, broker_grace: float = 10.0) -> None:
         """READY=1 once a frame went through and the broker is up.
@@ -305,12 +303,16 @@ class Daemon:
         try:
             self.start()
         except EdgeAgentError as exc:
-            logger.error("model %s: cannot start: %s", self.config.model.path, exc)
+            config_error = isinstance(exc, ConfigError)
+            if config_error and exc.file is None and self.config_path:
+                exc = ConfigError(str(exc), file=self.config_path)  # name file and key
+            about = "" if config_error else f"model {self.config.model.path}: "
+            logger.error("%scannot start: %s", about, exc)
             self.last_error = str(exc)
             self._state = DaemonState.FAILED
             self.publish_status()
             self.shutdown(final_state=DaemonState.FAILED)
-            return 1
+            return 2 if config_error else 1  # as documented: 2 for configuration errors
         self.publish_status()  # "starting", with each camera's state, before READY
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval

@@ -1,4 +1,4 @@
-"""The config's sections as the settings each component takes (model, MQTT)."""
+"""The config's sections as the settings each component takes (model, MQTT, discovery)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from edge_agent.config import Config
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.publishing.client import MqttSettings
+from edge_agent.publishing.discovery_objects import ObjectLayout
 
 
 def model_options(config: Config) -> ModelOptions:
@@ -47,7 +48,21 @@ def mqtt_settings(config: Config) -> MqttSettings:
         reconnect_min=q.reconnect_min,
         reconnect_max=q.reconnect_max,
         spool_max_bytes=int(q.spool_max_mb * 1024 * 1024),
+        max_unacked_s=q.max_unacked_s,
+        protocol=q.protocol,
+        max_packet_size=q.max_packet_size,
         qos_results=q.qos_results,
         qos_stats=q.qos_stats,
         retain_status=q.retain_status,
+    )
+
+
+def object_layout(config: Config, *, events: bool) -> ObjectLayout:
+    """The cameras, zones and labels Home Assistant gets entities for."""
+    return ObjectLayout(
+        [c.name for c in config.enabled_cameras],
+        [z.name for z in config.zone],
+        config.events.labels,
+        events=events,
+        snapshots=events and config.events.snapshots,
     )

@@ -62,9 +62,15 @@ def status_document(
     broker_connected: bool,
     last_error: str,
     storage_error: str = "",
+    durability: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The retained status: daemon state, cameras, backend, model, errors."""
+    """The retained status: daemon state, cameras, backend, model, errors.
+
+    ``durability`` (the publisher's loss counters) adds ``possibly_lost_last_run`` (results
+    the previous run may have lost to a power cut) and ``spool_dropped``.
+    """
     return {
+        **(durability or {}),  # first: the document's own keys win
         "state": state.value,
         "device_id": device_id,
         "groups": list(groups),

@@ -15,6 +15,11 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
   is sent. Result: no loss and no reordering; a message whose PUBACK was lost is
   delivered twice (at-least-once, as with any QoS 1 flow). Durability needs QoS >= 1
   (with QoS 0 "acknowledged" means "written to the socket").
+* No durable message is held only in memory longer than ``max_unacked_s``: when PUBACKs
+  stop coming (a black-holed link looks alive until keepalive gives up), results are
+  spooled without waiting for the connection to drop; without a usable spool publishing
+  goes on, not durably, and ``storage_error`` says so
+  (:mod:`edge_agent.publishing.durable`).
 * Non-durable messages (stats) are dropped while disconnected (``dropped`` counter).
   Non-durable *retained* messages (status, model, discovery) are kept as the latest value
   per topic and re-published after every reconnect.
@@ -39,17 +44,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import PublishError
-from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.connection import Connection, ProtocolChoice
+from edge_agent.publishing.durable import Durability
 from edge_agent.publishing.outbox import Inflight, InflightWindow, Outbox, Outgoing
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
-from edge_agent.publishing.spool import Position, Spool
+from edge_agent.publishing.spool import Position
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MqttPublisher", "MqttSettings"]
-
-_SPOOL_RETRY_S = 5.0
 
 
 class MqttPublisher:
@@ -92,21 +96,30 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._spool: Spool | None = None
+        self._store = Durability(
+            self._spool_dir,
+            settings.spool_max_bytes,
+            settings.max_unacked_s,
+            self._outbox,
+            self._inflight,
+            self._where,
+        )
         self._conn: Connection | None = None
-        self._next_attempt = self._spool_retry_at = 0.0
+        self._next_attempt = 0.0
         self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
         self._delay = settings.reconnect_min
         self._replay_pos: Position | None = None
         self._ever_connected = False
-        self.published = self.spooled = self.replayed = self.dropped = 0
+        self._protocol = ProtocolChoice(settings.protocol)
+        self.published = self.replayed = self.dropped = 0
         self.reconnects = self.connect_failures = self.commands = 0
-        # The spool's last write error ("" once a write succeeds again): the daemon puts
-        # it in its status, so a full disk is visible to the fleet, not only in the log.
-        self.storage_error = ""
-        self.storage_errors = 0
 
     # -- public API -------------------------------------------------------------------
+
+    @property
+    def storage_error(self) -> str:
+        """Why results are not durable right now ("" while the spool works)."""
+        return self._store.storage_error
 
     @property
     def connected(self) -> bool:
@@ -128,12 +141,13 @@ class MqttPublisher:
     def start(self) -> None:
         """Open the spool and start the publisher thread (it connects in the background).
 
-        Raises:
-            PublishError: the spool cannot be opened (e.g. locked by another process).
+        A spool that cannot be opened (read-only, full or broken storage, or locked by
+        another process) does not stop publishing: :attr:`storage_error` says why results
+        are not durable, and the thread re-opens it every few seconds.
         """
         if self._thread is not None:
             return
-        self._spool = Spool(self._spool_dir, self.settings.spool_max_bytes)
+        self._store.open_if_due()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._thread.start()
@@ -188,7 +202,7 @@ class MqttPublisher:
         if not topic or any(c in topic for c in "+#\0") or qos not in (0, 1, 2):
             raise PublishError(f"invalid topic {topic!r} or qos {qos!r}")
         old = self._outbox.put(
-            Outgoing(topic, encode_payload(topic, payload), qos, retain, durable)
+            Outgoing(topic, encode_payload(topic, payload), qos, retain, durable, time.monotonic())
         )
         if old is not None and time.monotonic() >= self._overflow_log_at:
             # Once per 10 s at most: the producer outruns the publisher thread.
@@ -219,24 +233,23 @@ class MqttPublisher:
 
     def stats(self) -> dict[str, Any]:
         """Counters for the stats topic and the logs."""
-        spool = self._spool
         return {
             "connected": self.connected,
             "published": self.published,
-            "spooled": self.spooled,
             "replayed": self.replayed,
-            "dropped": self.dropped + self._outbox.overflowed,
+            "dropped": self.dropped + self._store.dropped + self._outbox.overflowed,
             "queued": len(self._outbox),
             "inflight": len(self._inflight),
-            "spool_pending": spool.pending if spool else 0,
-            "spool_bytes": spool.pending_bytes if spool else 0,
-            "spool_dropped": spool.dropped if spool else 0,
             "reconnects": self.reconnects,
             "connect_failures": self.connect_failures,
             "commands": self.commands,
-            "storage_error": self.storage_error,
-            "storage_errors": self.storage_errors,
+            **self._store.stats(),
         }
+
+    def durability(self) -> dict[str, int]:
+        """What may be lost: the last run's bound and the spool's dropped records."""
+        stats = self._store.stats()
+        return {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped")}
 
     # -- the publisher thread -----------------------------------------------------------
 
@@ -249,17 +262,22 @@ class MqttPublisher:
 
     def _run(self) -> None:
         """Thread body: connect, move messages, reconnect with backoff, until stopped."""
+        tick = min(1.0, self._store.overdue_s / 2)  # how late an overdue result is seen
         while not self._stop.is_set():
             try:
+                self._store.open_if_due()
                 if self._conn is None:
                     self._offline_step()
-                elif not self._conn.step(1.0, self._wake_r):
+                elif not self._conn.step(tick, self._wake_r):
                     self._teardown(self._conn.error or "connection lost")
                 elif self._conn.connected:
                     if self._conn.subscribed:
                         self._ready.set()
                     self._pump()
-                self._sync_spool()
+                last = self._store.secure_overdue()
+                if last is not None:
+                    self._replay_pos = last  # already on the wire: replay goes on after it
+                self._store.sync()
             except Exception:
                 logger.exception("mqtt %s: unexpected error, reconnecting", self._where)
                 try:
@@ -272,18 +290,11 @@ class MqttPublisher:
         except Exception:
             logger.exception("mqtt %s: error during shutdown", self._where)
         finally:
-            self._spool.close()
-
-    def _sync_spool(self) -> None:
-        """fsync the spool when due; a storage error is logged, not a connection problem."""
-        try:
-            self._spool.sync_if_due()
-        except PublishError as exc:
-            logger.error("mqtt %s: %s", self._where, exc)
+            self._store.close()
 
     def _offline_step(self) -> None:
         """While disconnected: spool durable messages, drop the rest, connect when due."""
-        self._spool_queue()
+        self._store.spool_queue()
         now = time.monotonic()
         if now < self._next_attempt:
             select.select([self._wake_r], [], [], min(self._next_attempt - now, 1.0))
@@ -300,6 +311,8 @@ class MqttPublisher:
             on_connected=self._on_connected,
             on_ack=self._on_ack,
             on_message=self._on_message,
+            protocol=self._protocol.version,
+            connack_timeout=self._protocol.connack_timeout(self.settings.connect_timeout),
         )
         try:
             conn.open()
@@ -307,28 +320,6 @@ class MqttPublisher:
             self._failed(f"{type(exc).__name__}: {exc}")
             return
         self._conn = conn
-
-    def _spool_queue(self) -> None:
-        """Move queued messages to the spool (durable ones) or drop them (the rest)."""
-        while time.monotonic() >= self._spool_retry_at:
-            msg = self._outbox.peek()
-            if msg is None:
-                return
-            if msg.durable:
-                try:
-                    self._spool.append(msg.topic, msg.payload, msg.qos, msg.retain)
-                except PublishError as exc:
-                    # Keep it (and everything newer) in memory, in order; retry later.
-                    logger.error("mqtt %s: %s; keeping messages in memory", self._where, exc)
-                    self.storage_error = str(exc)
-                    self.storage_errors += 1
-                    self._spool_retry_at = time.monotonic() + _SPOOL_RETRY_S
-                    return
-                self.storage_error = ""
-                self.spooled += 1
-            else:
-                self.dropped += 1
-            self._outbox.pop()
 
     def _failed(self, reason: str) -> None:
         """Count a failed attempt and schedule the next one with exponential backoff."""
@@ -342,16 +333,16 @@ class MqttPublisher:
 
     def _pump(self) -> None:
         """Connected: retained latest values, then the spool in order, then the queue."""
-        conn, spool = self._conn, self._spool
+        conn, store = self._conn, self._store
         for msg in self._outbox.take_dirty():
             conn.publish(msg.topic, msg.payload, msg.qos, True)
         window = self.settings.max_inflight - len(self._inflight)
-        if window > 0 and spool.pending:
-            for m in spool.read(window, after=self._replay_pos):
+        if window > 0 and store.pending:
+            for m in store.read(window, after=self._replay_pos):
                 self._send(Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
                 self._replay_pos = m.position
                 window -= 1
-        if spool.pending and spool.read(1, after=self._replay_pos):
+        if store.pending and store.read(1, after=self._replay_pos):
             return  # newer messages wait until the whole spool is on the wire
         while window > 0 and len(self._outbox):
             msg = self._outbox.pop()
@@ -374,8 +365,7 @@ class MqttPublisher:
     def _release(self, items: list[Inflight]) -> None:
         """Account for delivered messages; commit replayed ones in the spool, in order."""
         for item in items:
-            if item.position is not None:
-                self._spool.commit(item.position)
+            if self._store.released(item):
                 self.replayed += 1
             else:
                 self.published += 1
@@ -389,12 +379,14 @@ class MqttPublisher:
             conn.close(clean=clean, deadline=self._stop_deadline)
         self._outbox.push_front(self._inflight.reset())  # older than anything queued
         self._replay_pos = None
-        self._spool_queue()
+        self._store.spool_queue()
         if not was_connected:
+            if conn is not None and conn.opened:
+                self._protocol.no_connack()
             if not self._stop.is_set():
                 self._failed(reason)
             return
-        pending = self._spool.pending
+        pending = self._store.pending
         if clean:
             logger.info("mqtt %s: disconnected; %d messages spooled", self._where, pending)
         else:
@@ -407,11 +399,11 @@ class MqttPublisher:
         while self._conn is not None and time.monotonic() < self._drain_until:
             if self._conn.connected:
                 self._pump()
-                if not (len(self._outbox) or len(self._inflight) or self._spool.pending):
+                if not (len(self._outbox) or len(self._inflight) or self._store.pending):
                     break
             if not self._conn.step(0.05):
                 self._teardown(self._conn.error or "connection lost")
-        self._spool_retry_at = 0.0  # one last attempt to spool what is left
+        self._store.spool_queue(retry_now=True)  # one last attempt to spool what is left
         self._teardown("stopping", clean=True)
         if len(self._outbox):
             logger.error("mqtt %s: %d messages lost at stop", self._where, len(self._outbox))
@@ -433,8 +425,14 @@ class MqttPublisher:
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
+        if self._protocol.fell_back:
+            logger.warning(
+                "mqtt %s: the broker speaks MQTT 3.1.1 only: max_packet_size is enforced on "
+                "the device, not by the broker (see deploy/mosquitto/edge-agent-limits.conf)",
+                self._where,
+            )
         self._outbox.mark_retained_dirty()
-        logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._spool.pending)
+        logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._store.pending)
         self._notify(True)
 
     def _on_ack(self, mid: int) -> None:

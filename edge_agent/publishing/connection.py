@@ -9,6 +9,7 @@ the publisher's spool does that, in order.
 
 from __future__ import annotations
 
+import errno
 import logging
 import select
 import socket
@@ -18,11 +19,86 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
+
+_RECV_CHUNK = 64 * 1024
+
+
+def connect_properties(settings: MqttSettings) -> Properties:
+    """MQTT 5 CONNECT properties: the Maximum Packet Size the device accepts.
+
+    Session Expiry Interval stays 0 (the default): with clean_start the session ends
+    with the connection, as ``clean_session`` does in 3.1.1.
+    """
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = settings.max_packet_size
+    return props
+
+
+def bound_reads(client: mqtt.Client, limit: int) -> None:
+    """Never let paho buffer an incoming packet larger than ``limit`` bytes.
+
+    paho reads a packet's whole remaining length with one ``recv`` (a 100 MB packet
+    allocates 100 MB at once) and keeps it until complete. This caps every read at
+    64 KiB and refuses a packet whose header announces more than ``limit``: the read
+    fails, paho reports the connection lost, and the reason is logged. Uses paho's
+    ``_sock_recv``/``_in_packet`` (pinned by tests/component/test_mqtt_packet_size.py).
+    """
+    recv = getattr(client, "_sock_recv", None)
+    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
+        logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
+        return
+
+    def bounded(bufsize: int) -> bytes:
+        packet = client._in_packet
+        if packet.get("have_remaining") and packet.get("remaining_length", 0) > limit:
+            raise OSError(
+                errno.EMSGSIZE,
+                f"incoming packet of {packet['remaining_length']} bytes exceeds "
+                f"mqtt.max_packet_size ({limit})",
+            )
+        return recv(min(bufsize, _RECV_CHUNK))
+
+    client._sock_recv = bounded
+
+
+class ProtocolChoice:
+    """The MQTT version of the next connection attempt, from ``mqtt.protocol``.
+
+    ``auto`` starts with MQTT 5 (the broker then enforces ``max_packet_size``) and
+    alternates with 3.1.1 after each attempt that reached the broker but got no CONNACK:
+    a 3.1.1-only broker (the embedded amqtt) ignores an MQTT 5 CONNECT, and a broker that
+    is down fails both. Owned by the publisher thread.
+    """
+
+    def __init__(self, setting: str):
+        self.auto = setting == "auto"
+        self.v5 = setting != "3.1.1"
+
+    @property
+    def version(self) -> int:
+        """``mqtt.MQTTv5`` or ``mqtt.MQTTv311``."""
+        return mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
+
+    def connack_timeout(self, connect_timeout: float) -> float:
+        """A broker that speaks MQTT 5 answers at once; one that does not may never."""
+        return min(connect_timeout, 2.0) if self.auto else connect_timeout
+
+    def no_connack(self) -> None:
+        """An attempt reached the broker but got no CONNACK: try the other version."""
+        if self.auto:
+            self.v5 = not self.v5
+
+    @property
+    def fell_back(self) -> bool:
+        """True when ``auto`` is on 3.1.1 (the broker does not bound packet sizes)."""
+        return self.auto and not self.v5
 
 
 def _safe(method: Callable[..., None]) -> Callable[..., None]:
@@ -52,6 +128,9 @@ class Connection:
         on_ack: called with the message id of each acknowledged publish
             (PUBACK/PUBCOMP, or written to the socket for QoS 0).
         on_message: called with each incoming paho message.
+        protocol: ``mqtt.MQTTv5`` (declares ``max_packet_size`` in the CONNECT) or
+            ``mqtt.MQTTv311``.
+        connack_timeout: seconds for the CONNACK (default ``connect_timeout``).
     """
 
     def __init__(
@@ -63,6 +142,8 @@ class Connection:
         on_connected: Callable[[], None],
         on_ack: Callable[[int], None],
         on_message: Callable[[mqtt.MQTTMessage], None],
+        protocol: int = mqtt.MQTTv311,
+        connack_timeout: float | None = None,
     ):
         self.settings, self.topics = settings, topics
         self.where = f"{settings.host}:{settings.port}"
@@ -71,7 +152,11 @@ class Connection:
         self.error: str | None = None
         self._on_connected, self._on_ack, self._on_message = on_connected, on_ack, on_message
         self._deadline = 0.0
-        self.client = client = new_client(settings, topics, context, None)
+        self.protocol = protocol
+        self.opened = False  # TCP (+TLS) up and CONNECT sent
+        self._connack_timeout = connack_timeout or settings.connect_timeout
+        self.client = client = new_client(settings, topics, context, None, protocol)
+        bound_reads(client, settings.max_packet_size)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -90,13 +175,21 @@ class Connection:
             OSError: refused, unreachable, timed out, TLS handshake or verification failed.
             ValueError: an invalid host or port.
         """
-        self.client.connect(self.settings.host, self.settings.port, self.settings.keepalive)
+        s = self.settings
+        if self.protocol == mqtt.MQTTv5:
+            # A fresh session per connection (clean_start, session expiry 0), as in 3.1.1.
+            self.client.connect(
+                s.host, s.port, s.keepalive, clean_start=True, properties=connect_properties(s)
+            )
+        else:
+            self.client.connect(s.host, s.port, s.keepalive)
+        self.opened = True
         sock = self.client.socket()
         if hasattr(sock, "setsockopt"):
             # Small QoS 1 messages must not wait for the broker's delayed ACK (Nagle):
             # measured 43 ms median per command state without this, 0.8 ms with it.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._deadline = time.monotonic() + self.settings.connect_timeout
+        self._deadline = time.monotonic() + self._connack_timeout
 
     def step(self, timeout: float, wake: socket.socket | None = None) -> bool:
         """Wait for socket activity (or ``wake``) up to ``timeout``, then read/write/ping.

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from edge_agent.publishing.spool import Position
 
 
 class Outgoing(NamedTuple):
-    """One message to publish."""
+    """One message to publish; ``created`` is its ``time.monotonic()`` at publish()."""
 
     topic: str
     payload: bytes
     qos: int
     retain: bool
     durable: bool
+    created: float = 0.0
 
 
 class Outbox:
@@ -39,6 +40,7 @@ class Outbox:
         self._retained: dict[str, Outgoing] = {}
         self._dirty: set[str] = set()
         self.overflowed = 0
+        self.durable_put = self.durable_overflowed = 0  # for the publisher's loss ledger
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -59,7 +61,9 @@ class Outbox:
             if len(self._queue) >= self._max:
                 dropped = self._queue.popleft()
                 self.overflowed += 1
+                self.durable_overflowed += dropped.durable
             self._queue.append(msg)
+            self.durable_put += msg.durable
             return dropped
 
     def peek(self) -> Outgoing | None:
@@ -71,6 +75,25 @@ class Outbox:
         """Remove and return the oldest queued message."""
         with self._lock:
             return self._queue.popleft() if self._queue else None
+
+    def oldest_durable(self) -> float | None:
+        """``created`` of the oldest queued durable message (None if there is none)."""
+        with self._lock:
+            return next((m.created for m in self._queue if m.durable), None)
+
+    def pop_durable(self, limit: int) -> list[Outgoing]:
+        """Remove and return up to ``limit`` of the oldest durable messages, in order.
+
+        Non-durable messages stay queued, in order (they go out live or not at all).
+        """
+        with self._lock:
+            taken: list[Outgoing] = []
+            kept: list[Outgoing] = []
+            while self._queue and len(taken) < limit:
+                msg = self._queue.popleft()
+                (taken if msg.durable else kept).append(msg)
+            self._queue.extendleft(reversed(kept))
+            return taken
 
     def push_front(self, msgs: Iterable[Outgoing]) -> None:
         """Put messages back at the head, keeping their order (they are the oldest)."""
@@ -141,6 +164,37 @@ class InflightWindow:
             del self._entries[first_mid]
             released.append(item)
         return released
+
+    def oldest_unsecured(self) -> float | None:
+        """``created`` of the oldest message held only here (not acked, not spooled)."""
+        return next(
+            (
+                e[0].msg.created
+                for e in self._entries.values()
+                if not e[1] and e[0].position is None
+            ),
+            None,
+        )
+
+    def secure(self, store: Callable[[Outgoing], Position]) -> int:
+        """Hand every unacknowledged message held only in memory to ``store``, in send order.
+
+        ``store`` (the spool's append) returns the message's spool position, which the entry
+        keeps: its acknowledgement then commits the spool, and a lost connection leaves it
+        to the spool's replay. Stops at the first exception from ``store`` (re-raised);
+        entries stored until then keep their positions.
+
+        Returns:
+            How many messages were stored.
+        """
+        stored = 0
+        for entry in self._entries.values():
+            item, acked = entry
+            if acked or item.position is not None:
+                continue
+            entry[0] = Inflight(item.msg, store(item.msg))
+            stored += 1
+        return stored
 
     def reset(self) -> list[Outgoing]:
         """Forget the window (connection gone); return unacknowledged non-spool messages.

@@ -14,6 +14,7 @@ from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.topics import Topics
 
 TRANSPORTS = ("tcp", "websockets")
+PROTOCOLS = ("auto", "5", "3.1.1")
 
 
 @dataclass
@@ -38,6 +39,15 @@ class MqttSettings:
         max_queued: in-memory queue bound (messages waiting for the publisher thread).
         accept_retained_commands: act on retained command messages (off: a stale retained
             command would otherwise run again after every reconnect).
+        max_unacked_s: longest a durable message is held only in memory: a result not
+            acknowledged within half of it is spooled (and fsynced) without waiting for
+            keepalive to declare the link dead.
+        protocol: ``5`` (MQTT 5: the CONNECT declares ``max_packet_size``, so the broker
+            never sends a bigger packet), ``3.1.1``, or ``auto`` (5, falling back to 3.1.1
+            for a broker that does not answer an MQTT 5 CONNECT, e.g. the embedded one).
+        max_packet_size: the largest MQTT packet the device accepts, in bytes; a bigger
+            one is refused after reading its header (the connection is dropped), never
+            buffered.
     """
 
     host: str = "localhost"
@@ -63,6 +73,9 @@ class MqttSettings:
     max_inflight: int = 100
     max_queued: int = 10_000
     accept_retained_commands: bool = False
+    max_unacked_s: float = 2.0
+    protocol: str = "auto"
+    max_packet_size: int = 1 << 20
 
     def validate(self) -> None:
         """Check every value.
@@ -96,11 +109,22 @@ class MqttSettings:
             "spool_max_bytes",
             "max_inflight",
             "max_queued",
+            "max_unacked_s",
         ):
             if not getattr(self, key) > 0:
                 raise ConfigError(
                     f"expected a positive value, got {getattr(self, key)!r}", key=f"mqtt.{key}"
                 )
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}",
+                key="mqtt.protocol",
+            )
+        if not 1024 <= self.max_packet_size <= 268_435_455:
+            raise ConfigError(
+                f"expected 1024..268435455 bytes, got {self.max_packet_size!r}",
+                key="mqtt.max_packet_size",
+            )
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("cert_file and key_file go together", key="mqtt.cert_file")
         if self.password is not None and not self.username:
@@ -130,15 +154,20 @@ def ssl_context(settings: MqttSettings) -> ssl.SSLContext | None:
 
 
 def base_client(
-    settings: MqttSettings, client_id: str, context: ssl.SSLContext | None, userdata: Any = None
+    settings: MqttSettings,
+    client_id: str,
+    context: ssl.SSLContext | None,
+    userdata: Any = None,
+    protocol: int = mqtt.MQTTv311,
 ) -> mqtt.Client:
-    """A paho client (MQTT 3.1.1, clean session) with transport, credentials and TLS set."""
+    """A paho client (MQTT 3.1.1 or 5, clean session) with transport, credentials and TLS."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=True,
+        # MQTT 5 has clean_start (passed to connect()) instead of clean_session.
+        clean_session=None if protocol == mqtt.MQTTv5 else True,
         userdata=userdata,
-        protocol=mqtt.MQTTv311,
+        protocol=protocol,
         transport=settings.transport,
         reconnect_on_failure=False,
     )
@@ -154,11 +183,19 @@ def base_client(
 
 
 def new_client(
-    settings: MqttSettings, topics: Topics, context: ssl.SSLContext | None, userdata: Any
+    settings: MqttSettings,
+    topics: Topics,
+    context: ssl.SSLContext | None,
+    userdata: Any,
+    protocol: int = mqtt.MQTTv311,
 ) -> mqtt.Client:
     """The device's client: :func:`base_client` plus the last will and publishing limits."""
     client = base_client(
-        settings, settings.client_id or f"edge-agent-{topics.device_id}", context, userdata
+        settings,
+        settings.client_id or f"edge-agent-{topics.device_id}",
+        context,
+        userdata,
+        protocol,
     )
     client.will_set(topics.available, "offline", qos=1, retain=True)
     # Unlimited in paho: the publisher bounds what is in flight itself.

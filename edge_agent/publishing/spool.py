@@ -1,18 +1,17 @@
 """A bounded, crash-safe on-disk spool for MQTT messages the broker has not acknowledged.
 
 Format
-    The spool directory holds numbered, append-only segment files of CRC-checked records
-    (:mod:`edge_agent.publishing.segments`). A small ``cursor`` file (written to a
-    temporary file, fsynced, renamed) holds the position of the first record not yet
-    committed, with its own CRC. ``spool.lock`` is ``flock``-ed so two processes never
-    share a spool.
+    Numbered, append-only segment files of framed, CRC-checked records and a ``cursor``
+    file (written atomically, with its own CRC) holding the position of the first record
+    not yet committed (:mod:`edge_agent.publishing.segments`). ``spool.lock`` is
+    ``flock``-ed so two processes never share a spool.
 
 Crash safety
     Records are written with a single ``os.write`` (no user-space buffer), so a *process*
-    crash loses nothing already appended. On open, every record from the cursor on is
-    checked; the first short or CRC-failing record (a write torn by a power cut) and
-    everything after it in that segment are cut off, earlier records are kept. A failed
-    write (e.g. ENOSPC) is rolled back with ``ftruncate`` so the tail stays clean; if even
+    crash loses nothing already appended. On open, records from the cursor on are checked;
+    a damaged one (torn by a power cut, a flipped bit) is skipped by resyncing on the next
+    record's magic and counted in :attr:`Spool.corrupt`. Previous-format segments are
+    converted. A failed write (e.g. ENOSPC) is rolled back with ``ftruncate``; if even
     that fails the segment is sealed and the next append starts a new one.
 
 fsync policy (SD cards: every fsync costs latency and flash wear)
@@ -20,15 +19,15 @@ fsync policy (SD cards: every fsync costs latency and flash wear)
     ``sync_interval`` seconds (default 1 s) have passed since the first unsynced record
     (checked on append and by :meth:`Spool.sync_if_due`, which the owner calls
     periodically), when a segment is rolled, and on :meth:`Spool.flush` / :meth:`Spool.close`.
-    A power cut therefore loses at most about one second or 32 messages. The cursor is
+    A power cut loses at most the last ``sync_interval`` or 32 appends. The cursor is
     persisted every ``cursor_every`` commits (default 64), when a segment is finished and
     on flush/close; after a crash up to that many already-delivered messages are replayed
     again (at-least-once delivery: duplicates, never loss or reordering).
 
 Bound
     ``max_bytes`` bounds the bytes of records not yet committed. Appending past it drops
-    the *oldest* records (counted in :attr:`Spool.dropped`). Disk usage is at most
-    ``max_bytes`` plus one segment (the partly committed head segment).
+    the *oldest* records (counted in :attr:`Spool.dropped`, with the damaged ones). Disk
+    usage is at most ``max_bytes`` plus one segment (the partly committed head segment).
 
 A :class:`Spool` is not thread-safe: one owner (the publisher thread) calls it.
 """
@@ -38,19 +37,21 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 import time
-import zlib
 from pathlib import Path
-from typing import NamedTuple
 
 from edge_agent.atomicfile import write_atomic
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.segments import (
     Position,
     SegmentFiles,
+    SpooledMessage,
+    convert_legacy,
     decode_body,
+    decode_cursor,
+    encode_cursor,
     encode_record,
+    is_legacy,
     scan,
     segment_numbers,
 )
@@ -59,19 +60,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_BYTES", "Position", "Spool", "SpooledMessage", "encode_record"]
 
-_CURSOR = struct.Struct("<4sQQ")
-_CURSOR_MAGIC = b"EAS1"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-class SpooledMessage(NamedTuple):
-    """A message read back from the spool; ``position`` is the boundary after it."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    position: Position
 
 
 class Spool:
@@ -108,8 +97,9 @@ class Spool:
         self.segment_bytes = segment_bytes or min(max(max_bytes // 16, 64 * 1024), 4 << 20)
         self._sync_every, self._sync_interval = sync_every, sync_interval
         self._cursor_every = cursor_every
-        self.dropped = self._count = self._live = 0
+        self.dropped = self.corrupt = self._count = self._live = 0
         self._sizes: dict[int, int] = {}  # segment -> bytes, in segment order
+        self._damaged: set[Position] = set()  # records found damaged after open
         self._files = SegmentFiles(self.directory)
         self._unsynced = self._uncommitted_cursor = 0
         self._unsynced_since = 0.0
@@ -203,8 +193,12 @@ class Spool:
             if pos is None:
                 break
             size, body = self._files.read(pos)
+            if body is None and pos not in self._damaged:  # skipped, counted once
+                self._damaged.add(pos)
+                self.corrupt, self.dropped = self.corrupt + 1, self.dropped + 1
             pos = Position(pos.segment, pos.offset + size)
-            out.append(SpooledMessage(*decode_body(body), pos))
+            if body is not None:
+                out.append(SpooledMessage(*decode_body(body), pos))
         return out
 
     def commit(self, position: Position) -> None:
@@ -289,12 +283,23 @@ class Spool:
                 self._files.path(segment).unlink()  # consumed before the cursor was saved
                 continue
             start = cursor.offset if segment == cursor.segment else 0
-            size, count, live = scan(self._files.path(segment), start)
-            if segment == cursor.segment and cursor.offset > size:
-                cursor = Position(segment, size)  # the data behind the cursor was lost
-            self._sizes[segment] = size
-            self._count += count
-            self._live += live
+            path = self._files.path(segment)
+            if is_legacy(path):
+                if start:  # cursor first: a crash mid-conversion replays, never misaligns
+                    self._cursor = cursor = Position(segment, 0)
+                    self._save_cursor()
+                self.corrupt += convert_legacy(path, start)
+                start = 0
+            found = scan(path, start)
+            if segment == cursor.segment and cursor.offset > found.size:
+                cursor = Position(segment, found.size)  # the data behind the cursor was lost
+            self._sizes[segment] = found.size
+            self._count += found.count
+            self._live += found.live
+            self.corrupt += found.lost
+        self.dropped += self.corrupt
+        if self.corrupt:
+            logger.error("spool %s: %d damaged records lost", self.directory, self.corrupt)
         if not self._sizes:
             fresh = max([*segments, cursor.segment]) + 1
             self._files.create(fresh)
@@ -314,16 +319,14 @@ class Spool:
     def _load_cursor(self) -> Position | None:
         """Read the persisted cursor; None if missing or corrupt (replay from the start)."""
         try:
-            raw = (self.directory / "cursor").read_bytes()
+            cursor = decode_cursor((self.directory / "cursor").read_bytes())
         except FileNotFoundError:
             return None
-        body, crc = raw[:-4], raw[-4:]
-        if len(body) == _CURSOR.size and zlib.crc32(body).to_bytes(4, "little") == crc:
-            magic, segment, offset = _CURSOR.unpack(body)
-            if magic == _CURSOR_MAGIC:
-                return Position(segment, offset)
-        logger.warning("spool %s: corrupt cursor, replaying from the oldest record", self.directory)
-        return None
+        if cursor is None:
+            logger.warning(
+                "spool %s: corrupt cursor, replaying from the oldest record", self.directory
+            )
+        return cursor
 
     def _save_cursor(self) -> None:
         """Atomically persist the cursor (write temp, fsync, rename, fsync the directory).
@@ -331,10 +334,8 @@ class Spool:
         A failure is only logged: the cursor stays in memory, and an older cursor on disk
         means duplicates after a crash, never loss.
         """
-        raw = _CURSOR.pack(_CURSOR_MAGIC, *self._cursor)
-        raw += zlib.crc32(raw).to_bytes(4, "little")
         try:
-            write_atomic(self.directory / "cursor", raw, mode=0o600)
+            write_atomic(self.directory / "cursor", encode_cursor(self._cursor), mode=0o600)
         except OSError as exc:
             logger.warning("spool %s: cannot save the cursor: %s", self.directory, exc.strerror)
             return

@@ -68,3 +68,18 @@ def test_a_daemon_that_cannot_start_leaves_failed_in_its_retained_status(
     assert status["state"] == "failed"
     assert "cannot read model" in status["last_error"]
     assert edge_daemon.retained(mqtt_broker, "e2e/e2e-dev/available").payload == b"offline"
+
+
+def test_missing_tls_ca_file_exits_2_naming_the_file_and_key(tmp_path, edge_daemon):
+    (tmp_path / "cfg.toml").write_text(
+        f'[device]\nid = "e2e-dev"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[[camera]]\nsource = "synthetic:64x48"\n'
+        '[model]\npath = "missing.tflite"\n'
+        '[mqtt]\ntls = true\nca_file = "missing-ca.pem"\n'
+    )
+    proc = edge_daemon.run_cli("run", "--config", "cfg.toml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # a configuration error, as documented
+    assert "Traceback" not in proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "cannot start" in x)
+    assert f"cannot start: cfg.toml: mqtt.ca_file: file not found: {tmp_path}" in line
+    assert "model" not in line  # the real cause, not the model

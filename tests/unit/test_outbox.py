@@ -85,6 +85,9 @@ def test_window_reset_returns_unacked_live_messages_only():
         ({"cert_file": "/x.pem"}, "mqtt.cert_file"),
         ({"password": "secret"}, "mqtt.username"),
         ({"host": ""}, "mqtt.host"),
+        ({"max_unacked_s": 0}, "mqtt.max_unacked_s"),
+        ({"protocol": "4"}, "mqtt.protocol"),
+        ({"max_packet_size": 100}, "mqtt.max_packet_size"),
     ],
 )
 def test_settings_validation(change, key):
@@ -123,3 +126,108 @@ def test_window_qos0_entries_count_as_acked_but_release_in_order():
     assert [r.msg.payload for r in window.ack(1)] == [b"1", b"2"]
     assert [r.msg.payload for r in window.add(3, _msg(3), acked=True)] == [b"3"]
     assert window.reset() == []
+
+
+# ---- the ack window: what is held only in memory goes to disk when acks stop -------------
+
+
+def _durability(tmp_path, outbox, window, max_unacked_s=2.0):
+    from edge_agent.publishing.durable import Durability
+
+    store = Durability(tmp_path / "spool", 1 << 20, max_unacked_s, outbox, window, "test")
+    store.open_if_due()
+    assert store.spool is not None, store.storage_error
+    return store
+
+
+def _produce(outbox, window, created, sent, queued):
+    """``sent`` messages go in flight (mids 1..), ``queued`` more wait in the outbox."""
+    for i in range(sent + queued):
+        outbox.put(Outgoing("r", b"%d" % i, 1, False, True, created))
+    for mid in range(1, sent + 1):
+        window.add(mid, outbox.pop())
+
+
+def test_overdue_results_in_flight_and_queued_are_spooled_in_order(tmp_path):
+    outbox, window = Outbox(100), InflightWindow()
+    store = _durability(tmp_path, outbox, window)
+    _produce(outbox, window, 100.0, sent=3, queued=2)
+    outbox.put(Outgoing("stats", b"s", 0, False, False, 100.0))
+    assert store.unsecured() == 5
+    assert store.secure_overdue(now=100.9) is None  # within max_unacked_s / 2
+    assert store.pending == 0
+    last = store.secure_overdue(now=101.0)  # PUBACKs stopped: spool now, in order
+    assert [m.payload for m in store.read(10, None)] == [b"0", b"1", b"2", b"3", b"4"]
+    assert last == store.read(3, None)[-1].position  # the replay goes on after the sent ones
+    assert (store.unsecured(), store.spooled, len(outbox)) == (0, 5, 1)  # stats stay queued
+    assert window.oldest_unsecured() is None and outbox.oldest_durable() is None
+    # A late PUBACK commits the spooled copy, in order: nothing is replayed twice.
+    for item in window.ack(1) + window.ack(2):
+        assert store.released(item)
+    assert [m.payload for m in store.read(10, None)] == [b"2", b"3", b"4"]
+
+
+def test_prompt_acks_write_nothing(tmp_path):
+    outbox, window = Outbox(100), InflightWindow()
+    store = _durability(tmp_path, outbox, window)
+    for n in range(50):
+        _produce(outbox, window, 100.0 + n * 0.1, sent=1, queued=0)
+        for item in window.ack(1):
+            assert not store.released(item)
+        assert store.secure_overdue(now=100.0 + n * 0.1 + 0.5) is None
+    assert store.unsecured() == 0 and store.spooled == 0
+    assert sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.seg")) == 0
+
+
+def test_acked_but_unreleased_messages_are_not_spooled(tmp_path):
+    outbox, window = Outbox(100), InflightWindow()
+    store = _durability(tmp_path, outbox, window)
+    _produce(outbox, window, 100.0, sent=3, queued=0)
+    window.ack(2)  # the broker has it; only 1 and 3 are held only in memory
+    store.secure_overdue(now=102.0)
+    assert [m.payload for m in store.read(10, None)] == [b"0", b"2"]
+
+
+def test_unusable_spool_is_reported_and_retried(tmp_path, monkeypatch):
+    from edge_agent.publishing import durable
+
+    blocker = tmp_path / "state"
+    blocker.write_text("not a directory")  # like a read-only or broken state dir
+    outbox, window = Outbox(100), InflightWindow()
+    store = durable.Durability(blocker / "spool", 1 << 20, 2.0, outbox, window, "test")
+    monkeypatch.setattr(durable, "RETRY_S", 0.0)
+    store.open_if_due()
+    assert store.spool is None and "results are not durable" in store.storage_error
+    _produce(outbox, window, 100.0, sent=1, queued=1)
+    assert store.secure_overdue(now=200.0) is None and len(outbox) == 1  # kept in memory
+    blocker.unlink()
+    store.open_if_due()
+    assert store.spool is not None and store.storage_error == ""
+    store.secure_overdue(now=200.0)
+    assert store.pending == 2
+
+
+def test_loss_ledger_bounds_what_a_crash_may_lose(tmp_path):
+    from edge_agent.publishing.ledger import LossLedger
+
+    path = tmp_path / "unsecured"
+    ledger = LossLedger(path, headroom=16)
+    assert ledger.previous == 0
+    writes = 0
+    real = ledger._write
+
+    def counting(lease):
+        nonlocal writes
+        writes += 1
+        return real(lease)
+
+    ledger._write = counting
+    for produced in range(1, 201):
+        ledger.update(produced, unsecured=2)  # healthy: ~2 in flight at any time
+    assert 10 <= writes <= 30  # one small write per ~headroom/2 results, not per result
+    # A crash now: the next start reads a bound >= what was in memory.
+    assert 2 <= LossLedger(path, headroom=16).previous <= 2 + 16 + 16
+    ledger = LossLedger(path)
+    assert ledger.previous == 0  # reported once, not again
+    ledger.close(unsecured=0)
+    assert LossLedger(path).previous == 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -102,7 +104,7 @@ def test_torn_last_record_is_discarded_earlier_ones_kept(tmp_path, caplog):
         assert seg.stat().st_size == size
         spool.append(TOPIC, b"after")
         assert _payloads(spool) == [*sent, b"after"]
-    assert "discarding 15 bytes" in caplog.text
+    assert "skipping 15 bytes" in caplog.text
 
 
 def test_crc_mismatch_in_last_record_is_discarded(tmp_path):
@@ -136,23 +138,25 @@ def test_corrupt_cursor_replays_everything_left(tmp_path):
 
 
 def test_bound_drops_oldest_and_counts(tmp_path):
-    record = len(encode_record(TOPIC, b"msg-0000", 1, False))  # 8 + 3 + 17 + 8 = 36 bytes
-    assert record == 36
-    with Spool(tmp_path, max_bytes=36 * 40, segment_bytes=36 * 8) as spool:
+    # 4 magic + 4 length + 4 CRC + 3 body head + 17 topic + 8 payload = 40 bytes
+    record = len(encode_record(TOPIC, b"msg-0000", 1, False))
+    assert record == 40
+    with Spool(tmp_path, max_bytes=record * 40, segment_bytes=record * 8) as spool:
         sent = _fill(spool, 50)
         assert spool.dropped == 10
         assert spool.pending == 40
-        assert spool.pending_bytes == 36 * 40
+        assert spool.pending_bytes == record * 40
         assert _payloads(spool) == sent[10:]
         # At most max_bytes plus the partly consumed head segment on disk.
         on_disk = sum(p.stat().st_size for p in _segments(tmp_path))
-        assert on_disk <= 36 * 40 + 36 * 8
-    with Spool(tmp_path, max_bytes=36 * 40, segment_bytes=36 * 8) as spool:
+        assert on_disk <= record * 40 + record * 8
+    with Spool(tmp_path, max_bytes=record * 40, segment_bytes=record * 8) as spool:
         assert _payloads(spool) == sent[10:]
 
 
 def test_commit_of_dropped_position_is_harmless(tmp_path):
-    with Spool(tmp_path, max_bytes=36 * 4) as spool:
+    record = len(encode_record(TOPIC, b"msg-0000", 1, False))
+    with Spool(tmp_path, max_bytes=record * 4) as spool:
         sent = _fill(spool, 4)
         inflight = spool.read(2)
         _fill(spool, 2, start=4)  # drops the two in flight
@@ -175,13 +179,13 @@ def test_message_larger_than_spool_is_refused(tmp_path):
 
 
 def test_segments_roll_and_consumed_ones_are_deleted(tmp_path):
-    with Spool(tmp_path, segment_bytes=36 * 4) as spool:
+    with Spool(tmp_path, segment_bytes=40 * 4) as spool:
         sent = _fill(spool, 10)
         assert len(_segments(tmp_path)) == 3  # 4 + 4 + 2 records
         spool.commit(spool.read(9)[-1].position)
         assert len(_segments(tmp_path)) == 1
         assert _payloads(spool) == sent[9:]
-    with Spool(tmp_path, segment_bytes=36 * 4) as spool:
+    with Spool(tmp_path, segment_bytes=40 * 4) as spool:
         assert _payloads(spool) == sent[9:]
 
 
@@ -278,3 +282,98 @@ def test_fsync_error_is_logged_and_the_record_kept(tmp_path, monkeypatch, caplog
             spool.append(TOPIC, b"kept")  # must not raise: the caller would spool it twice
         assert "fsync failed: Input/output error" in caplog.text
         assert _payloads(spool) == [b"kept"]
+
+
+def _legacy_record(topic: str, payload: bytes) -> bytes:
+    """A record of the previous format: ``<u32 length><u32 CRC of body><body>``."""
+    raw = topic.encode()
+    body = struct.pack("<BH", 1, len(raw)) + raw + payload
+    return struct.pack("<II", len(body), zlib.crc32(body)) + body
+
+
+def test_flipped_byte_mid_segment_costs_one_record_and_is_counted(tmp_path, caplog):
+    with Spool(tmp_path) as spool:
+        sent = _fill(spool, 120)
+        offset = spool.read(60)[-2].position.offset  # start of record 60 (1-based)
+    seg = _segments(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    data[offset + 20] ^= 0x01  # one flipped bit in record 60's topic
+    seg.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING), Spool(tmp_path) as spool:
+        got = _payloads(spool)
+        assert got == sent[:59] + sent[60:]
+        assert (spool.corrupt, spool.dropped, spool.pending) == (1, 1, 119)
+        spool.append(TOPIC, b"after")
+        assert _payloads(spool)[-1] == b"after"
+    assert "skipping 40 bytes" in caplog.text
+    with Spool(tmp_path) as spool:  # rewritten without the damage: clean from now on
+        assert spool.corrupt == 0 and _payloads(spool) == [*got, b"after"]
+
+
+def test_damaged_length_field_resyncs_on_the_next_record(tmp_path):
+    with Spool(tmp_path) as spool:
+        sent = _fill(spool, 10)
+        offset = spool.read(3)[-2].position.offset  # record 3
+    seg = _segments(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    data[offset + 5] = 0xFF  # its length now points far past the end of the file
+    seg.write_bytes(bytes(data))
+    with Spool(tmp_path) as spool:
+        assert _payloads(spool) == sent[:2] + sent[3:]
+        assert spool.corrupt == 1
+
+
+def test_torn_tail_is_counted(tmp_path):
+    with Spool(tmp_path) as spool:
+        sent = _fill(spool, 3)
+    with open(_segments(tmp_path)[-1], "ab") as fh:
+        fh.write(encode_record(TOPIC, b"torn", 1, False)[:10])
+    with Spool(tmp_path) as spool:
+        assert _payloads(spool) == sent and spool.corrupt == 1
+
+
+def test_previous_format_is_converted_and_its_damage_counted(tmp_path):
+    tmp_path.joinpath("0000000000000001.seg").write_bytes(
+        b"".join(_legacy_record(TOPIC, b"old-%d" % i) for i in range(5))
+    )
+    damaged = bytearray(b"".join(_legacy_record(TOPIC, b"old2-%d" % i) for i in range(4)))
+    damaged[len(damaged) // 2] ^= 0xFF  # the old format cannot resync: records 3-4 go
+    tmp_path.joinpath("0000000000000002.seg").write_bytes(bytes(damaged))
+    with Spool(tmp_path) as spool:
+        assert _payloads(spool) == [b"old-%d" % i for i in range(5)] + [b"old2-0", b"old2-1"]
+        assert spool.corrupt == 1
+        spool.commit(spool.read(2)[-1].position)
+        spool.append(TOPIC, b"new")
+    with Spool(tmp_path) as spool:
+        assert _payloads(spool) == [
+            *(b"old-%d" % i for i in range(2, 5)),
+            b"old2-0",
+            b"old2-1",
+            b"new",
+        ]
+        assert spool.corrupt == 0
+
+
+def test_previous_format_behind_a_cursor_replays_from_the_cursor(tmp_path):
+    records = [_legacy_record(TOPIC, b"old-%d" % i) for i in range(4)]
+    tmp_path.joinpath("0000000000000001.seg").write_bytes(b"".join(records))
+    raw = struct.pack("<4sQQ", b"EAS1", 1, len(records[0]))
+    tmp_path.joinpath("cursor").write_bytes(raw + zlib.crc32(raw).to_bytes(4, "little"))
+    with Spool(tmp_path) as spool:
+        assert _payloads(spool) == [b"old-1", b"old-2", b"old-3"]
+
+
+def test_record_damaged_while_open_is_skipped_and_counted(tmp_path):
+    with Spool(tmp_path) as spool:
+        sent = _fill(spool, 10)
+        offset = spool.read(3)[-2].position.offset  # record 3
+        seg = _segments(tmp_path)[-1]
+        with open(seg, "r+b") as fh:  # bit rot under a running daemon
+            fh.seek(offset + 5)
+            fh.write(b"\xff")  # its length field
+        msgs = spool.read(20)
+        assert [m.payload for m in msgs] == sent[:2] + sent[3:]
+        assert (spool.corrupt, spool.dropped) == (1, 1)
+        assert len(spool.read(20)) == 9 and spool.corrupt == 1  # counted once
+        spool.commit(msgs[-1].position)
+        assert spool.pending == 0 and spool.read(20) == []

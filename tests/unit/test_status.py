@@ -118,3 +118,20 @@ def test_storage_error_is_reported_and_stands_in_for_last_error():
     )
     assert doc["storage_error"] == "spool: disk full"
     assert doc["last_error"] == "spool: disk full"
+
+
+def test_possible_loss_of_the_last_run_is_in_the_status():
+    doc = status_document(
+        state=DaemonState.RUNNING,
+        device_id="b",
+        groups=(),
+        started=0.0,
+        cameras=[],
+        details={},
+        generation=None,
+        broker_connected=True,
+        last_error="",
+        durability={"possibly_lost_last_run": 17, "spool_dropped": 2},
+    )
+    assert (doc["possibly_lost_last_run"], doc["spool_dropped"]) == (17, 2)
+    assert doc["state"] == "running"  # the counters never shadow the document's own keys
