@@ -17,7 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional
 from edge_agent.atomicfile import fsync_path, write_atomic
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
-from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, bad, parse_manifest
+from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, parse_manifest
 from edge_agent.updates.signing import load_envelope, parse_envelope
 
 INSTALLED_MARK = ".installed"
@@ -94,25 +94,27 @@ def check_file(path: Path, entry: FileEntry, *, full: bool = True) -> None:
         size = path.stat().st_size
         if size != entry.size:
             reason = "truncated" if size < entry.size else "too_large"
-            raise bad(reason, f"{entry.name}: {size} bytes, manifest says {entry.size}")
+            raise ModelUpdateError(
+                reason, f"{entry.name}: {size} bytes, manifest says {entry.size}"
+            )
         if not full:
             return
         actual = sha256_file(path)
         if actual != entry.sha256:
-            raise bad(
+            raise ModelUpdateError(
                 "sha256_mismatch", f"{entry.name}: sha256 {actual}, manifest says {entry.sha256}"
             )
         if entry.role in ("model", "cpu_model"):
             with open(path, "rb") as f:
                 if not is_tflite(f.read(8)):
-                    raise bad("not_tflite", f"{entry.name} is not a TFLite flatbuffer")
+                    raise ModelUpdateError("not_tflite", f"{entry.name} is not a TFLite flatbuffer")
         elif entry.role == "labels":
             try:
                 path.read_text("utf-8")
             except UnicodeDecodeError as exc:
-                raise bad("bad_labels", f"{entry.name} is not UTF-8 text") from exc
+                raise ModelUpdateError("bad_labels", f"{entry.name} is not UTF-8 text") from exc
     except OSError as exc:
-        raise bad("corrupt", f"{path}: {exc.strerror or exc}") from exc
+        raise ModelUpdateError("corrupt", f"{path}: {exc.strerror or exc}") from exc
 
 
 def check_release_files(path: Path, manifest: Manifest, *, full: bool) -> None:
@@ -140,11 +142,13 @@ def load_release(path: Path, *, full: bool) -> InstalledRelease:
         envelope = parse_envelope(load_envelope((path / MANIFEST_FILE).read_bytes()))
         manifest = parse_manifest(envelope.manifest)
     except OSError as exc:
-        raise bad("corrupt", f"{path}: no readable {MANIFEST_FILE}: {exc.strerror}") from exc
+        raise ModelUpdateError(
+            "corrupt", f"{path}: no readable {MANIFEST_FILE}: {exc.strerror}"
+        ) from exc
     except ModelUpdateError as exc:
-        raise bad("corrupt", f"{path}: {exc}") from exc
+        raise ModelUpdateError("corrupt", f"{path}: {exc}") from exc
     if (path.parent.name, path.name) != (manifest.name, str(manifest.version)):
-        raise bad("corrupt", f"{path} holds {manifest.label}")
+        raise ModelUpdateError("corrupt", f"{path} holds {manifest.label}")
     check_release_files(path, manifest, full=full)
     try:
         stamp = float(json.loads((path / INSTALLED_MARK).read_text())["installed_at"])
@@ -170,13 +174,15 @@ def copy_file(
                     break
                 copied += len(block)
                 if copied > entry.size:
-                    raise bad("too_large", f"{entry.name}: larger than {entry.size} bytes")
+                    raise ModelUpdateError(
+                        "too_large", f"{entry.name}: larger than {entry.size} bytes"
+                    )
                 out.write(block)
                 progress(copied, entry.size)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
-        raise bad("io_error", f"{entry.name}: {exc.strerror or exc}") from exc
+        raise ModelUpdateError("io_error", f"{entry.name}: {exc.strerror or exc}") from exc
 
 
 def trash_release(root: Path, path: Path) -> None:

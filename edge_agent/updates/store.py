@@ -34,7 +34,6 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import (
     MANIFEST_FILE,
     Manifest,
-    bad,
     parse_version,
     validate_release_name,
 )
@@ -93,7 +92,7 @@ class ModelStore:
         """
         validate_release_name(name, reason="corrupt")
         if str(parse_version(version, reason="corrupt")) != version:
-            raise bad("corrupt", f"non-canonical version {version!r}")
+            raise ModelUpdateError("corrupt", f"non-canonical version {version!r}")
         return self.root / name / version
 
     def load(self, path: Path, *, full: bool) -> InstalledRelease:
@@ -161,7 +160,7 @@ class ModelStore:
             path.mkdir(parents=True)
             (path / MANIFEST_FILE).write_bytes(envelope)
         except OSError as exc:
-            raise bad("io_error", f"cannot create {path}: {exc}") from exc
+            raise ModelUpdateError("io_error", f"cannot create {path}: {exc}") from exc
         self._hook("staging_created")
         return Staging(sid, path, manifest)
 
@@ -193,7 +192,7 @@ class ModelStore:
                 self._hook("staging_synced")
                 if final.exists():
                     if final.name in self._protected_versions(final.parent.name):
-                        raise bad(
+                        raise ModelUpdateError(
                             "version_conflict", f"{manifest.label} is installed with other contents"
                         )
                     trash_release(self.root, final)
@@ -205,7 +204,9 @@ class ModelStore:
                 fsync_path(staging.path.parent)
                 self._hook("release_synced")
             except OSError as exc:
-                raise bad("io_error", f"cannot install {manifest.label}: {exc}") from exc
+                raise ModelUpdateError(
+                    "io_error", f"cannot install {manifest.label}: {exc}"
+                ) from exc
             release = self.load(final, full=False)
             self._switch(release, previous=self._current(), trial=trial)
             self.prune()
@@ -269,7 +270,9 @@ class ModelStore:
             target = self.previous()
             if target is None:
                 if not allow_none or current is None:
-                    raise bad("no_previous", "no previous model version to roll back to")
+                    raise ModelUpdateError(
+                        "no_previous", "no previous model version to roll back to"
+                    )
                 remove_pointer(self.root)
             else:
                 skip = (target.path, current.path if current else None)
