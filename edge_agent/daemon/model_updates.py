@@ -22,13 +22,14 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.worker import run_once
-from edge_agent.updates.agent import UpdateWorker, current_state
+from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
+from edge_agent.updates.targets import DeviceIdentity
 from edge_agent.updates.transport import DownloadSettings
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ def update_settings(config: Config) -> UpdateSettings:
         ),
         allow_force=u.force_allowed,
         max_file_bytes=int(u.max_size_mb * 1024 * 1024),
+        device=DeviceIdentity(config.device.type, config.device.id, tuple(config.device.groups)),
+        model_name=config.model.name,
+        allow_model_change=u.allow_model_change,
     )
 
 
@@ -114,7 +118,7 @@ class UpdateService:
             swap=self.swap,
             cancel=self._stop,
         )
-        self._worker: UpdateWorker | None = None
+        self._worker: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ startup
@@ -141,10 +145,11 @@ class UpdateService:
         self.supervisor = supervisor
         self._progress(current_state(self.installer))
         u = self.config.updates
-        self._worker = UpdateWorker(
+        self._worker = UpdateRunner(
             self.installer,
             poll_url=u.manifest_url or None,
             poll_interval=u.poll_interval,
+            queue_depth=u.queue_depth,
         ).start()
 
     def stop(self, timeout: float) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,14 +258,6 @@ def group_command_topic(prefix: str, group: str, kind: str) -> str:
 def state_topic(prefix: str, device_id: str) -> str:
     """``{prefix}/{device_id}/model``: the retained update state."""
     return f"{prefix}/{device_id}/model"
-
-
-def command_subscriptions(prefix: str, device_id: str, groups: Sequence[str] = ()) -> list[str]:
-    """Every command topic a device subscribes to (its own and its groups')."""
-    topics = [device_command_topic(prefix, device_id, k) for k in (UPDATE, ROLLBACK)]
-    for group in groups:
-        topics += [group_command_topic(prefix, group, k) for k in (UPDATE, ROLLBACK)]
-    return topics
 
 
 def command_kind(topic: str) -> str | None:

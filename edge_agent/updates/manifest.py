@@ -9,7 +9,13 @@ The manifest proper is::
      "adapter": {"threshold": 0.4, "iou": 0.45},
      "files": [{"name": "model_edgetpu.tflite", "role": "model",
                 "sha256": "<64 hex>", "size": 4090937}, ...],
-     "min_agent_version": "0.1.0"}
+     "min_agent_version": "0.1.0",
+     "compatible": ["rpi4-coral-usb"], "devices": ["door-1"], "groups": ["lobby"],
+     "replaces": ["blobs"]}
+
+The last four are the release's targets, all optional (see ``targets.py``): the device
+types it fits (matched against ``device.type``), the device ids and groups it is meant
+for, and the model names it may replace on a box running another model.
 
 Everything arriving from the network goes through ``strictjson.loads_json`` and
 :func:`parse_manifest` (every field checked), which raise only :class:`ModelUpdateError`.
@@ -18,7 +24,7 @@ Everything arriving from the network goes through ``strictjson.loads_json`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Union
@@ -55,7 +61,13 @@ _TOP_KEYS = {
     "min_agent_version",
     "description",
     "golden_tolerance",
+    "compatible",
+    "devices",
+    "groups",
+    "replaces",
 }
+TARGET_KEYS = ("compatible", "devices", "groups", "replaces")
+MAX_TARGETS = 64
 _FILE_KEYS = {"name", "role", "sha256", "size"}
 
 
@@ -125,6 +137,10 @@ class Manifest:
     min_agent_version: Version | None = None
     description: str = ""
     golden_tolerance: float | None = None
+    compatible: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def file(self, role: str) -> FileEntry | None:
@@ -237,6 +253,24 @@ def _short_string(obj: Mapping[str, Any], key: str, limit: int) -> str:
     return value
 
 
+def _target_list(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """An optional target list: 1..64 unique names, each one safe topic level."""
+    value = obj.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_TARGETS:
+        raise ModelUpdateError("bad_manifest", f"{key} must be a list of 1..{MAX_TARGETS} names")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not _RELEASE_NAME.fullmatch(name):
+            raise ModelUpdateError(
+                "bad_manifest", f"{key}: {name!r:.80} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}"
+            )
+    if len(set(names)) != len(names):
+        raise ModelUpdateError("bad_manifest", f"{key} lists a name twice")
+    return names
+
+
 def parse_manifest(obj: Any) -> Manifest:
     """Validate a manifest object (the signed part of the envelope).
 
@@ -294,6 +328,10 @@ def parse_manifest(obj: Any) -> Manifest:
         min_agent_version=None if min_agent is None else parse_version(min_agent),
         description=description,
         golden_tolerance=tolerance,
+        compatible=_target_list(obj, "compatible"),
+        devices=_target_list(obj, "devices"),
+        groups=_target_list(obj, "groups"),
+        replaces=_target_list(obj, "replaces"),
         raw=obj,
     )
 
@@ -309,8 +347,13 @@ def build_manifest(
     min_agent_version: str | None = None,
     description: str = "",
     golden_tolerance: float | None = None,
+    targets: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest object and validate it (used by ``pack``).
+
+    Args:
+        targets: ``compatible``, ``devices``, ``groups``, ``replaces`` lists; empty
+            ones are left out (no restriction).
 
     Raises:
         ModelUpdateError: ``bad_manifest`` when any field is invalid.
@@ -331,5 +374,10 @@ def build_manifest(
         obj["description"] = description
     if golden_tolerance is not None:
         obj["golden_tolerance"] = golden_tolerance
+    for key, names in (targets or {}).items():
+        if key not in TARGET_KEYS:
+            raise ModelUpdateError("bad_manifest", f"unknown target {key!r}")
+        if names:
+            obj[key] = list(names)
     parse_manifest(obj)
     return obj

@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 from edge_agent.atomicfile import fsync_path, write_atomic
 from edge_agent.errors import ModelUpdateError
@@ -155,34 +155,6 @@ def load_release(path: Path, *, full: bool) -> InstalledRelease:
     except (OSError, ValueError, KeyError, TypeError):
         stamp = path.stat().st_mtime
     return InstalledRelease(manifest.name, str(manifest.version), path, manifest, stamp)
-
-
-def copy_file(
-    src: Path, dest: Path, entry: FileEntry, progress: Callable[[int, Optional[int]], None]
-) -> None:
-    """Copy a file of a local release, never reading past the manifest's size.
-
-    Raises:
-        ModelUpdateError: ``too_large``, ``io_error``.
-    """
-    try:
-        with open(src, "rb") as inp, open(dest, "wb") as out:
-            copied = 0
-            while True:
-                block = inp.read(min(1 << 20, entry.size + 1 - copied))
-                if not block:
-                    break
-                copied += len(block)
-                if copied > entry.size:
-                    raise ModelUpdateError(
-                        "too_large", f"{entry.name}: larger than {entry.size} bytes"
-                    )
-                out.write(block)
-                progress(copied, entry.size)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:
-        raise ModelUpdateError("io_error", f"{entry.name}: {exc.strerror or exc}") from exc
 
 
 def trash_release(root: Path, path: Path) -> None:

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from edge_agent.atomicfile import fsync_path
 from edge_agent.errors import ModelUpdateError
@@ -64,6 +64,18 @@ Hook = Callable[[str], None]
 _V0 = parse_version(0)
 
 
+class RecoveryNote(NamedTuple):
+    """Why startup recovery left the release the pointer named (reported on the model topic).
+
+    ``reason``: ``trial_abandoned`` (it was on trial when the agent stopped) or
+    ``fallback`` (its files were missing or corrupt).
+    """
+
+    reason: str
+    message: str
+    from_label: str
+
+
 class ModelStore:
     """Installed releases under ``{state_dir}/models``.
 
@@ -82,6 +94,7 @@ class ModelStore:
         self.keep_versions = max(1, int(keep_versions))
         self._hook = hook or (lambda point: None)
         self._lock = threading.RLock()
+        self.recovery: RecoveryNote | None = None  # set by recover()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def release_dir(self, name: str, version: str) -> Path:
@@ -293,11 +306,13 @@ class ModelStore:
         Deletes staging dirs, trash and pointer temp files. If the pointer is
         missing, corrupt, or names an incomplete/corrupt release, activates the
         newest complete release that verifies (releases that fail are deleted).
+        Leaving the pointer's release is recorded in :attr:`recovery`.
 
         Returns:
             The active release after recovery (fully re-hashed), or None.
         """
         with self._lock:
+            self.recovery = None
             for leftover in (self.root / STAGING, self.root / TRASH):
                 shutil.rmtree(leftover, ignore_errors=True)
             remove_temp_pointers(self.root)
@@ -305,10 +320,9 @@ class ModelStore:
             if ptr is not None and ptr.get("trial"):
                 # The agent stopped before the release proved healthy (it may be what
                 # crashed it): undo the switch, as the health check would have.
-                logger.error(
-                    "model store: %s was on trial when the agent stopped; going back",
-                    ref_dir(ptr),
-                )
+                why = f"{_label(ptr)} was on trial when the agent stopped"
+                logger.error("model store: %s; going back", why)
+                self.recovery = RecoveryNote("trial_abandoned", why, _label(ptr))
                 try:
                     self.rollback(allow_none=True)
                 except ModelUpdateError as exc:  # the checks below still repair the store
@@ -322,6 +336,10 @@ class ModelStore:
                     return release
                 except ModelUpdateError as exc:
                     logger.error("model store: active release unusable: %s", exc)
+                    why = f"{_label(ptr)} unusable: {exc}"
+                    self.recovery = RecoveryNote("fallback", why, _label(ptr))
+            elif (self.root / POINTER).exists():
+                self.recovery = RecoveryNote("fallback", "active pointer unreadable", "")
             candidates = self.installed()
             # Prefer the pointer's model (newest version first), then the newest install.
             candidates.sort(
@@ -343,12 +361,20 @@ class ModelStore:
                 rest = candidates[i + 1 :]
                 self._switch(release, previous=rest[0] if rest else None)
                 logger.warning("model store: fell back to %s", release.label)
+                self._note_fallback(f"fell back to {release.label}")
                 empty_trash(self.root)
                 return release
             if ptr is not None or (self.root / POINTER).exists():
                 remove_pointer(self.root)
+                self._note_fallback("no usable release left: running the configured model")
             empty_trash(self.root)
             return None
+
+    def _note_fallback(self, outcome: str) -> None:
+        """Add where recovery ended to the note of why it left the pointer's release."""
+        if self.recovery is not None and self.recovery.reason == "fallback":
+            note = self.recovery
+            self.recovery = note._replace(message=f"{note.message}; {outcome}"[:500])
 
     def prune(self) -> list[str]:
         """Keep the active release and the ``keep_versions`` newest inactive ones.
@@ -422,6 +448,11 @@ class ModelStore:
         logger.info(
             "model store: active model is now %s%s", release.label, " (on trial)" if trial else ""
         )
+
+
+def _label(ref: dict[str, Any]) -> str:
+    """``name@version`` of a pointer reference (for reports; never raises)."""
+    return f"{ref.get('name')}@{ref.get('version')}"
 
 
 def _rel(release: InstalledRelease, root: Path) -> str:

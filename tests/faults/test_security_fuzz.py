@@ -6,7 +6,7 @@ in every field, traversal in file names, forbidden URL schemes and hosts, manife
 unsigned, tampered, foreign-signed or validly signed with a bad field.
 
 In-process (>= 10,000 payloads, seconds): the daemon's command path from the MQTT
-callback on, ``UpdateService.handle`` -> ``UpdateWorker`` thread -> ``UpdateInstaller``,
+callback on, ``UpdateService.handle`` -> ``UpdateRunner`` thread -> ``UpdateInstaller``,
 with a stand-in publisher that encodes each state exactly as ``MqttPublisher`` does.
 Through the real broker (200 payloads): the operator account publishes to the running
 daemon and the rejection arrives on its retained ``model`` topic. Every payload must end
