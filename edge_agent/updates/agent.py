@@ -80,7 +80,7 @@ def current_state(installer: UpdateInstaller) -> dict:
         "request_id": None,
     }
     if note is not None:
-        state.update(reason=note.reason, message=note.message, from_version=note.from_label)
+        state.update(reason=note.reason, message=note.message, from_version=note.from_label or None)
     return state
 
 

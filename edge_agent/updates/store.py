@@ -18,7 +18,6 @@ sweeps the leftovers at startup.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 from edge_agent.atomicfile import fsync_path
 from edge_agent.errors import ModelUpdateError
@@ -38,17 +37,15 @@ from edge_agent.updates.manifest import (
     validate_release_name,
 )
 from edge_agent.updates.pointer import (
-    POINTER,
     clear_trial,
     read_pointer,
     ref_dir,
     remove_pointer,
-    remove_temp_pointers,
     write_pointer,
 )
+from edge_agent.updates.recovery import STAGING, RecoveryNote, recover_store
 from edge_agent.updates.release import (
     INSTALLED_MARK,
-    TRASH,
     InstalledRelease,
     Staging,
     check_release_files,
@@ -59,21 +56,8 @@ from edge_agent.updates.release import (
 
 logger = logging.getLogger(__name__)
 
-STAGING = ".staging"
 Hook = Callable[[str], None]
 _V0 = parse_version(0)
-
-
-class RecoveryNote(NamedTuple):
-    """Why startup recovery left the release the pointer named (reported on the model topic).
-
-    ``reason``: ``trial_abandoned`` (it was on trial when the agent stopped) or
-    ``fallback`` (its files were missing or corrupt).
-    """
-
-    reason: str
-    message: str
-    from_label: str
 
 
 class ModelStore:
@@ -221,7 +205,7 @@ class ModelStore:
                     "io_error", f"cannot install {manifest.label}: {exc}"
                 ) from exc
             release = self.load(final, full=False)
-            self._switch(release, previous=self._current(), trial=trial)
+            self.switch(release, previous=self._current(), trial=trial)
             self.prune()
             return release
 
@@ -231,7 +215,7 @@ class ModelStore:
             current = self._current()
             if current is not None and current.path == release.path:
                 return release
-            self._switch(release, previous=current, trial=trial)
+            self.switch(release, previous=current, trial=trial)
             return release
 
     def confirm(self) -> bool:
@@ -245,7 +229,7 @@ class ModelStore:
 
     def previous(self) -> InstalledRelease | None:
         """The release a rollback would activate (fully verified), or None."""
-        ptr = self._safe_pointer() or {}
+        ptr = self.safe_pointer() or {}
         prev = ptr.get("previous")
         if not isinstance(prev, dict):
             return None
@@ -261,7 +245,7 @@ class ModelStore:
 
     def is_active(self, release: InstalledRelease) -> bool:
         """True when the pointer names this release."""
-        return ref_dir(self._safe_pointer()) == f"{release.name}/{release.version}"
+        return ref_dir(self.safe_pointer()) == f"{release.name}/{release.version}"
 
     def rollback(
         self, *, allow_none: bool = False
@@ -290,7 +274,7 @@ class ModelStore:
             else:
                 skip = (target.path, current.path if current else None)
                 rest = [r for r in self.installed() if r.path not in skip]
-                self._switch(target, previous=rest[0] if rest else None)
+                self.switch(target, previous=rest[0] if rest else None)
             if current is not None:
                 trash_release(self.root, current.path)
                 empty_trash(self.root)
@@ -303,78 +287,15 @@ class ModelStore:
     def recover(self) -> InstalledRelease | None:
         """Startup repair: sweep leftovers, verify the active release, or fall back.
 
-        Deletes staging dirs, trash and pointer temp files. If the pointer is
-        missing, corrupt, or names an incomplete/corrupt release, activates the
-        newest complete release that verifies (releases that fail are deleted).
-        Leaving the pointer's release is recorded in :attr:`recovery`.
+        See :func:`edge_agent.updates.recovery.recover_store`; why it left the
+        pointer's release, if it did, is kept in :attr:`recovery`.
 
         Returns:
             The active release after recovery (fully re-hashed), or None.
         """
         with self._lock:
-            self.recovery = None
-            for leftover in (self.root / STAGING, self.root / TRASH):
-                shutil.rmtree(leftover, ignore_errors=True)
-            remove_temp_pointers(self.root)
-            ptr = self._safe_pointer()
-            if ptr is not None and ptr.get("trial"):
-                # The agent stopped before the release proved healthy (it may be what
-                # crashed it): undo the switch, as the health check would have.
-                why = f"{_label(ptr)} was on trial when the agent stopped"
-                logger.error("model store: %s; going back", why)
-                self.recovery = RecoveryNote("trial_abandoned", why, _label(ptr))
-                try:
-                    self.rollback(allow_none=True)
-                except ModelUpdateError as exc:  # the checks below still repair the store
-                    logger.error("model store: cannot undo the trial: %s", exc)
-                ptr = self._safe_pointer()
-            hint = ptr.get("name") if ptr else None
-            if ptr is not None:
-                try:
-                    release = self.active(verify=True)
-                    self._check_previous(release, ptr)
-                    return release
-                except ModelUpdateError as exc:
-                    logger.error("model store: active release unusable: %s", exc)
-                    why = f"{_label(ptr)} unusable: {exc}"
-                    self.recovery = RecoveryNote("fallback", why, _label(ptr))
-            elif (self.root / POINTER).exists():
-                self.recovery = RecoveryNote("fallback", "active pointer unreadable", "")
-            candidates = self.installed()
-            # Prefer the pointer's model (newest version first), then the newest install.
-            candidates.sort(
-                key=lambda r: (
-                    r.name == hint,
-                    r.manifest.version if r.name == hint else _V0,
-                    r.installed_at,
-                ),
-                reverse=True,
-            )
-            for i, release in enumerate(candidates):
-                try:
-                    release = self.load(release.path, full=True)
-                except ModelUpdateError as exc:
-                    logger.error("model store: deleting corrupt %s: %s", release.label, exc)
-                    with contextlib.suppress(OSError):
-                        trash_release(self.root, release.path)
-                    continue
-                rest = candidates[i + 1 :]
-                self._switch(release, previous=rest[0] if rest else None)
-                logger.warning("model store: fell back to %s", release.label)
-                self._note_fallback(f"fell back to {release.label}")
-                empty_trash(self.root)
-                return release
-            if ptr is not None or (self.root / POINTER).exists():
-                remove_pointer(self.root)
-                self._note_fallback("no usable release left: running the configured model")
-            empty_trash(self.root)
-            return None
-
-    def _note_fallback(self, outcome: str) -> None:
-        """Add where recovery ended to the note of why it left the pointer's release."""
-        if self.recovery is not None and self.recovery.reason == "fallback":
-            note = self.recovery
-            self.recovery = note._replace(message=f"{note.message}; {outcome}"[:500])
+            release, self.recovery = recover_store(self)
+            return release
 
     def prune(self) -> list[str]:
         """Keep the active release and the ``keep_versions`` newest inactive ones.
@@ -385,7 +306,7 @@ class ModelStore:
             Labels of the deleted releases.
         """
         with self._lock:
-            ptr = self._safe_pointer() or {}
+            ptr = self.safe_pointer() or {}
             active, previous = ref_dir(ptr), ref_dir(ptr.get("previous"))
             inactive = [r for r in self.installed() if _rel(r, self.root) != active]
             pruned = []
@@ -403,7 +324,7 @@ class ModelStore:
             empty_trash(self.root)
             return pruned
 
-    def _safe_pointer(self) -> dict[str, Any] | None:
+    def safe_pointer(self) -> dict[str, Any] | None:
         """The pointer, or None when missing or corrupt (logged)."""
         try:
             return self.pointer()
@@ -420,25 +341,14 @@ class ModelStore:
 
     def _protected_versions(self, name: str) -> set[str]:
         """Versions of ``name`` that are active or previous (never replaced in place)."""
-        ptr = self._safe_pointer() or {}
+        ptr = self.safe_pointer() or {}
         return {
             str(ref.get("version"))
             for ref in (ptr, ptr.get("previous"))
             if isinstance(ref, dict) and ref.get("name") == name
         }
 
-    def _check_previous(self, release: InstalledRelease, ptr: dict[str, Any]) -> None:
-        """Repair a pointer whose previous release disappeared."""
-        prev = ptr.get("previous")
-        if prev is None:
-            return
-        try:
-            self.load(self.release_dir(prev["name"], str(prev["version"])), full=False)
-        except (ModelUpdateError, KeyError, TypeError) as exc:
-            logger.warning("model store: previous release unusable (%s); clearing it", exc)
-            self._switch(release, previous=None)
-
-    def _switch(
+    def switch(
         self, release: InstalledRelease, *, previous: InstalledRelease | None, trial: bool = False
     ) -> None:
         """Atomically point at ``release`` (``previous`` kept for rollback)."""
@@ -448,11 +358,6 @@ class ModelStore:
         logger.info(
             "model store: active model is now %s%s", release.label, " (on trial)" if trial else ""
         )
-
-
-def _label(ref: dict[str, Any]) -> str:
-    """``name@version`` of a pointer reference (for reports; never raises)."""
-    return f"{ref.get('name')}@{ref.get('version')}"
 
 
 def _rel(release: InstalledRelease, root: Path) -> str:
