@@ -85,7 +85,7 @@ def update_settings(config: Config) -> UpdateSettings:
 
 
 class UpdateService:
-    """Gives the update library the daemon's validator and hot swap, and runs its worker.
+    """Gives the update library the daemon's validator and hot swap, and runs its command runner.
 
     Args:
         config: the daemon config.
@@ -118,7 +118,7 @@ class UpdateService:
             swap=self.swap,
             cancel=self._stop,
         )
-        self._worker: UpdateRunner | None = None
+        self._runner: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ startup
@@ -145,7 +145,7 @@ class UpdateService:
         self.supervisor = supervisor
         self._progress(current_state(self.installer))
         u = self.config.updates
-        self._worker = UpdateRunner(
+        self._runner = UpdateRunner(
             self.installer,
             poll_url=u.manifest_url or None,
             poll_interval=u.poll_interval,
@@ -155,15 +155,15 @@ class UpdateService:
     def stop(self, timeout: float) -> None:
         """Cancel downloads and stop the command thread (bounded)."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.stop(timeout)
+        if self._runner is not None:
+            self._runner.stop(timeout)
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """MQTT callback: queue a command without blocking (never raises)."""
-        if self._worker is None:
+        if self._runner is None:
             logger.warning("command %s on %s before startup; ignored", command, topic)
             return
-        self._worker.handle(command, payload, topic)
+        self._runner.handle(command, payload, topic)
 
     def _progress(self, state: dict[str, Any]) -> None:
         """Installer callback: remember and publish a state.

@@ -17,6 +17,9 @@ Update payload (at most 256 KiB)::
 A file's URL is ``urls[name]``, else ``base_url`` + name, else the manifest URL's
 directory + name. Rollback payload: ``{"request_id": "..."}`` or empty.
 
+The ``request_id`` makes a command idempotent (see ``requests.py``): the same command
+sent again is not run again; its final state is published again under that id.
+
 Parsing is pure and raises only :class:`ModelUpdateError` (``bad_command``,
 ``bad_manifest``, ``insecure_url``, ``host_not_allowed``, ``bad_url``...).
 """
