@@ -216,8 +216,8 @@ class MqttPublisher:
     def publish_model(self, payload: bytes | str | dict) -> None:
         """Model and update status on the retained ``model`` topic.
 
-        Durable, not kept as a latest value: each state may be the one answer to a
-        request, so none may be replaced by the next before it was sent.
+        Durable: each state may be the one answer to a request, so none may be replaced
+        by the next before it was sent; the latest is still re-published after a reconnect.
         """
         self.publish(self.topics.model, payload, 1, True, durable=True)
 
