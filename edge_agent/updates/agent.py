@@ -32,7 +32,7 @@ from edge_agent.updates.commands import (
     peek_request_id,
 )
 from edge_agent.updates.download import Downloader
-from edge_agent.updates.installer import UpdateInstaller, UpdateJob
+from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from edge_agent.updates.requests import (
     LEDGER_FILE,
@@ -42,7 +42,7 @@ from edge_agent.updates.requests import (
     request_key,
 )
 from edge_agent.updates.signing import load_envelope, parse_envelope
-from edge_agent.updates.states import UpdateState
+from edge_agent.updates.states import UpdateJob, UpdateState
 from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -213,7 +213,10 @@ class UpdateRunner:
 
     def _handle(self, command: _Command) -> None:
         """Run one command; failures are already reported as states by the installer."""
-        job = UpdateJob()
+        key = command.key
+        # The answer is recorded before it is published: a repeat sent the moment the
+        # answer is seen must find it answered, not still in progress.
+        job = UpdateJob(on_final=None if key is None else lambda doc: self.ledger.answer(key, doc))
         try:
             if command.kind == UPDATE:
                 self.installer.install(command.payload, job=job)
@@ -224,8 +227,8 @@ class UpdateRunner:
         except Exception:  # the installer wraps errors; this is a last line of defence
             logger.exception("model update: %s command crashed", command.kind)
         finally:
-            if command.key is not None:
-                self.ledger.answer(command.key, job.final)
+            if key is not None and job.final is None:  # no answer (a bug): never stuck
+                self.ledger.forget(key)
 
     def _poll(self) -> None:
         """Fetch the manifest URL if changed; install when it names a newer release."""

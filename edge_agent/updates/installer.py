@@ -40,7 +40,7 @@ from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from edge_agent.updates.policy import UpdateSettings, check_policy
 from edge_agent.updates.release import InstalledRelease, check_release_files
 from edge_agent.updates.signing import TrustedKeys, envelope_bytes, load_envelope, verify_envelope
-from edge_agent.updates.states import UpdateState
+from edge_agent.updates.states import UpdateJob, UpdateState
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.targets import check_targets
 
@@ -52,16 +52,6 @@ StateCallback = Callable[[dict], None]
 FileProgress = Callable[[int, Optional[int]], None]
 _SPACE_MARGIN = 4 * 1024 * 1024
 __all__ = ["UpdateInstaller", "UpdateJob", "UpdateSettings"]
-
-
-class UpdateJob:
-    """One request as its states report it; ``final`` is its terminal state, once sent."""
-
-    def __init__(self, request_id: str | None = None):
-        self.request_id = request_id
-        self.name: str | None = None
-        self.version: str | None = None
-        self.final: dict[str, Any] | None = None
 
 
 class UpdateInstaller:
@@ -186,11 +176,11 @@ class UpdateInstaller:
             return run()
         except ModelUpdateError as exc:
             if job.final is None:  # a rolled-back swap has already given its answer
-                logger.error("model update %s failed: %s", _job_label(job), exc)
+                logger.error("model update %s failed: %s", job.label, exc)
                 self._report(job, UpdateState.FAILED, None, reason=exc.reason, message=str(exc))
             raise
         except Exception as exc:  # a bug or an OS error: still fail cleanly and say so
-            logger.exception("model update %s: unexpected error", _job_label(job))
+            logger.exception("model update %s: unexpected error", job.label)
             self._report(
                 job, UpdateState.FAILED, None, reason="internal_error", message=repr(exc)[:300]
             )
@@ -363,6 +353,11 @@ class UpdateInstaller:
             doc["from_version"] = from_version
         if state.terminal:
             job.final = doc
+            try:
+                if job.on_final is not None:
+                    job.on_final(dict(doc))
+            except Exception:  # recording the answer must not stop it being published
+                logger.exception("model update: cannot record the answer to %s", job.request_id)
         self._publish(doc)
 
     def _publish(self, doc: dict[str, Any]) -> None:
@@ -373,12 +368,6 @@ class UpdateInstaller:
             self._progress(dict(doc))
         except Exception:
             logger.exception("model update: progress callback failed (state %s)", doc["state"])
-
-
-def _job_label(job: UpdateJob) -> str:
-    """What to call a request in logs."""
-    name = f"{job.name}@{job.version}" if job.name else "(unknown release)"
-    return f"{name} request {job.request_id}" if job.request_id else name
 
 
 def _call_validator(validator: Validator, path: Path, manifest: Manifest) -> None:

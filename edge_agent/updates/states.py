@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from typing import Any
 
 
 class UpdateState(str, Enum):
@@ -22,3 +24,29 @@ class UpdateState(str, Enum):
 
 
 TERMINAL = frozenset({UpdateState.ACTIVE, UpdateState.FAILED, UpdateState.ROLLED_BACK})
+
+
+class UpdateJob:
+    """One request as its states report it; ``final`` is its terminal state, once sent.
+
+    Args:
+        on_final: called with the terminal state just *before* it is published, so
+            whoever reacts to the answer finds it already recorded.
+    """
+
+    def __init__(
+        self,
+        request_id: str | None = None,
+        on_final: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.request_id = request_id
+        self.name: str | None = None
+        self.version: str | None = None
+        self.final: dict[str, Any] | None = None
+        self.on_final = on_final
+
+    @property
+    def label(self) -> str:
+        """What to call the request in logs."""
+        name = f"{self.name}@{self.version}" if self.name else "(unknown release)"
+        return f"{name} request {self.request_id}" if self.request_id else name

@@ -185,3 +185,36 @@ def test_a_store_fallback_is_reported_on_the_model_state(tmp_path, server):
     again = Device(tmp_path, server)
     again.store.recover()
     assert current_state(again.installer)["reason"] is None
+
+
+class ResendOnAnswer(States):
+    """The operator's client: resends the command the moment it sees the answer."""
+
+    def __init__(self, payload):
+        super().__init__()
+        self.payload, self.runner = payload, None
+
+    def __call__(self, state):
+        super().__call__(state)
+        if state["state"] in TERMINAL and len(self.finals("r")) == 1:
+            self.runner.handle("", self.payload, TOPIC)  # before the runner has returned
+
+
+def test_a_repeat_sent_the_moment_the_answer_is_seen_gets_the_answer(tmp_path, server):
+    # The answer must already be on record when it is published, or the repeat is
+    # dropped as "in progress" and never answered.
+    rel = make_release(tmp_path / "rel", KEY, "1.0.0")
+    states = ResendOnAnswer(None)
+    dev = Device(tmp_path, server, states)
+    states.payload = build_update_command(
+        envelope=rel.envelope, base_url=dev.serve(rel), request_id="r"
+    )
+    states.runner = runner = UpdateRunner(dev.installer).start()
+    try:
+        runner.handle("", states.payload, TOPIC)
+        with states.cond:
+            assert states.cond.wait_for(lambda: len(states.finals("r")) == 2, 20), states.items
+    finally:
+        runner.stop()
+    assert states.finals("r")[0] == states.finals("r")[1]
+    assert dev.model_hits(rel) == 1

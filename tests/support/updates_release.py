@@ -13,10 +13,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.updates.installer import UpdateInstaller, UpdateJob
+from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import FileEntry
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import envelope_bytes, load_envelope, sign_manifest
+from edge_agent.updates.states import UpdateJob
 
 
 def fake_tflite(size: int = 4096, seed: int = 0) -> bytes:
