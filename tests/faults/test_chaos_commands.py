@@ -20,6 +20,7 @@ import collections
 import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.updates.commands import build_update_command
 from tests.support.broker import MOSQUITTO, MqttSubscriber
@@ -49,8 +50,6 @@ class Lab:
     """A daemon on the demo model, its release server, and the operator's client."""
 
     def __init__(self, tmp_path, broker, edge_daemon, server, **updates):
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         key = Ed25519PrivateKey.generate()
         pub = write_public_key(key, tmp_path / "trusted.pub")
         self.releases = DemoReleases(tmp_path / "releases", key)
