@@ -63,6 +63,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--golden-tolerance", type=float, help="max raw difference (default 1)")
     pk.add_argument("--min-agent-version")
     pk.add_argument("--description", default="")
+    pk.add_argument(
+        "--compatible",
+        action="append",
+        metavar="TYPE",
+        help="device type the release fits, matched against device.type (repeat; "
+        "default: any type)",
+    )
+    pk.add_argument(
+        "--target-device",
+        action="append",
+        metavar="ID",
+        help="device id the release is meant for (repeat; with --target-group: either)",
+    )
+    pk.add_argument(
+        "--target-group",
+        action="append",
+        metavar="GROUP",
+        help="group the release is meant for (repeat; default: any device)",
+    )
+    pk.add_argument(
+        "--replaces",
+        action="append",
+        metavar="NAME",
+        help="model name this release may replace on a box running it (repeat)",
+    )
     pk.add_argument("--key", required=True, help="private signing key")
     pk.add_argument("--passphrase-env", metavar="VAR")
     pk.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -71,6 +96,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v = actions.add_parser("verify", help="check a release's signature and files")
     v.add_argument("release", help="release directory or its manifest.json")
     v.add_argument("--key", action="append", required=True, help="trusted public key (repeat)")
+    v.add_argument("--device-type", help="check the release fits a box of this device.type")
+    v.add_argument("--device-id", help="...with this device id")
+    v.add_argument("--group", action="append", help="...in this group (repeat)")
+    v.add_argument("--running-model", help="...running a model of this name")
     v.set_defaults(func=run_verify)
 
     pu = actions.add_parser("push", help="roll a release out to devices over MQTT")
@@ -153,17 +182,37 @@ def run_pack(args: argparse.Namespace) -> int:
             task=args.task, adapter=adapter, min_agent_version=args.min_agent_version,
             description=args.description, private_key=args.key,
             passphrase=_secret(args.passphrase_env), overwrite=args.force,
+            targets={
+                "compatible": args.compatible or (), "devices": args.target_device or (),
+                "groups": args.target_group or (), "replaces": args.replaces or (),
+            },
         )  # fmt: skip
-    print(f"packed {args.name}@{args.version} into {out}")
+    print(f"packed {args.name}@{args.version} into {out} for {_targets(out)}")
     return 0
+
+
+def _targets(release: str) -> str:
+    """The targets a release's manifest names, for people."""
+    from edge_agent.tools.release import operator
+    from edge_agent.updates.targets import describe_targets
+
+    return describe_targets(operator.read_manifest(release))
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from edge_agent.tools.release import operator  # tools load only when asked for
+    from edge_agent.updates.targets import DeviceIdentity, describe_targets
 
-    m = operator.verify(args.release, args.key)
+    box = (args.device_type, args.device_id, args.group, args.running_model)
+    device = None
+    if any(v is not None for v in box):
+        device = DeviceIdentity(
+            args.device_type or "", args.device_id or "", tuple(args.group or ())
+        )
+    m = operator.verify(args.release, args.key, device=device, running=args.running_model)
     files = ", ".join(f"{f.name} ({f.role}, {f.size} B)" for f in m.files)
     print(f"OK {m.label} task={m.task}: {files}")
+    print(f"targets: {describe_targets(m)}" + (" (fits the given box)" if device else ""))
     return 0
 
 
@@ -181,6 +230,7 @@ def run_push(args: argparse.Namespace) -> int:
     from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
 
     host, port = _host_port(args.broker, 1883)
+    print(f"release targets: {_targets(args.release)}", file=sys.stderr)
     serve_host, serve_port = _host_port(args.serve, 8080)
     password = _secret(args.password_env)
 

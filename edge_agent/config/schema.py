@@ -60,6 +60,7 @@ class DeviceConfig:
         (), ListOf(TopicLevel(), "array of non-empty strings without '/', '+', '#'", unique=True)
     )
     state_dir: str = opt("/var/lib/edge-agent", Text(nonempty=True), path=PATH)
+    type: str = opt("", TopicLevel(allow_empty=True))
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,8 @@ class UpdatesConfig:
     retries: int = opt(5, Int(0, 20))
     health_frames: int = opt(20, Int(0))
     force_allowed: bool = opt(False, Bool())
+    queue_depth: int = opt(8, Int(1, 256))
+    allow_model_change: bool = opt(False, Bool())
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.worker import run_once
-from edge_agent.updates.agent import UpdateWorker, current_state
+from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
+from edge_agent.updates.targets import DeviceIdentity
 from edge_agent.updates.transport import DownloadSettings
 
 logger = logging.getLogger(__name__)
@@ -77,11 +78,14 @@ def update_settings(config: Config) -> UpdateSettings:
         ),
         allow_force=u.force_allowed,
         max_file_bytes=int(u.max_size_mb * 1024 * 1024),
+        device=DeviceIdentity(config.device.type, config.device.id, tuple(config.device.groups)),
+        model_name=config.model.name,
+        allow_model_change=u.allow_model_change,
     )
 
 
 class UpdateService:
-    """Gives the update library the daemon's validator and hot swap, and runs its worker.
+    """Gives the update library the daemon's validator and hot swap, and runs its command runner.
 
     Args:
         config: the daemon config.
@@ -114,7 +118,7 @@ class UpdateService:
             swap=self.swap,
             cancel=self._stop,
         )
-        self._worker: UpdateWorker | None = None
+        self._runner: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ startup
@@ -141,24 +145,25 @@ class UpdateService:
         self.supervisor = supervisor
         self._progress(current_state(self.installer))
         u = self.config.updates
-        self._worker = UpdateWorker(
+        self._runner = UpdateRunner(
             self.installer,
             poll_url=u.manifest_url or None,
             poll_interval=u.poll_interval,
+            queue_depth=u.queue_depth,
         ).start()
 
     def stop(self, timeout: float) -> None:
         """Cancel downloads and stop the command thread (bounded)."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.stop(timeout)
+        if self._runner is not None:
+            self._runner.stop(timeout)
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """MQTT callback: queue a command without blocking (never raises)."""
-        if self._worker is None:
+        if self._runner is None:
             logger.warning("command %s on %s before startup; ignored", command, topic)
             return
-        self._worker.handle(command, payload, topic)
+        self._runner.handle(command, payload, topic)
 
     def _progress(self, state: dict[str, Any]) -> None:
         """Installer callback: remember and publish a state.

@@ -228,8 +228,12 @@ class MqttPublisher:
         self.publish(self.topics.status, payload, 1, self.settings.retain_status)
 
     def publish_model(self, payload: bytes | str | dict) -> None:
-        """Model and update status on the retained ``model`` topic."""
-        self.publish(self.topics.model, payload, 1, True)
+        """Model and update status on the retained ``model`` topic.
+
+        Durable: each state may be the one answer to a request, so none may be replaced
+        by the next before it was sent; the latest is still re-published after a reconnect.
+        """
+        self.publish(self.topics.model, payload, 1, True, durable=True)
 
     def stats(self) -> dict[str, Any]:
         """Counters for the stats topic and the logs."""

@@ -27,7 +27,9 @@ class Outbox:
     Messages are queued in production order, bounded by ``max_queued`` (the oldest is
     dropped beyond it). Non-durable retained messages are not queued: only the latest
     value per topic is kept, marked dirty until published, and can be marked dirty
-    again (after a reconnect) to be re-published.
+    again (after a reconnect) to be re-published. Durable retained messages (model
+    states) are queued like any durable message, and the latest is also kept for
+    re-publishing after a reconnect.
 
     Args:
         max_queued: bound of the queue.
@@ -57,6 +59,8 @@ class Outbox:
                 self._retained[msg.topic] = msg
                 self._dirty.add(msg.topic)
                 return None
+            if msg.retain:  # durable and retained: every one is sent, in order, and the
+                self._retained[msg.topic] = msg  # latest is re-published after a reconnect
             dropped = None
             if len(self._queue) >= self._max:
                 dropped = self._queue.popleft()

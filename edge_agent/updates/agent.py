@@ -1,10 +1,17 @@
-"""The device side of updates: a worker thread between MQTT commands and the installer.
+"""The device side of updates: a thread between MQTT commands and the installer.
 
 MQTT callbacks must not block, so the daemon hands each command message to
-:meth:`UpdateWorker.submit` (it only enqueues); the worker thread parses and runs
-installs and rollbacks one at a time and publishes every state through
-``publish_state`` (the daemon publishes it retained on ``{prefix}/{device_id}/model``).
-Optionally the worker also polls a manifest URL (ETag/If-Modified-Since) and installs
+:meth:`UpdateRunner.handle`, which only files it: into a bounded queue (depth
+``updates.queue_depth``), or, when that is full, straight to a ``busy`` refusal under
+the command's request id. The runner thread parses and runs installs and rollbacks one
+at a time and publishes every state through the installer's ``progress`` (the daemon
+publishes it retained on ``{prefix}/{device_id}/model``).
+
+Commands are idempotent by request id (see ``requests.py``): a repeat of a queued or
+running command is dropped, a repeat of an answered one gets its final state again.
+Every command with a request id thus gets exactly one final state under that id.
+
+Optionally the runner also polls a manifest URL (ETag/If-Modified-Since) and installs
 a newer release when one appears: pull-based updates without an operator push.
 """
 
@@ -14,29 +21,57 @@ import logging
 import queue
 import threading
 import time
+from typing import NamedTuple
 
 from edge_agent.errors import ModelUpdateError
-from edge_agent.updates.commands import ROLLBACK, UPDATE, UpdateCommand, command_kind
+from edge_agent.updates.commands import (
+    ROLLBACK,
+    UPDATE,
+    UpdateCommand,
+    command_kind,
+    peek_request_id,
+)
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, parse_manifest
+from edge_agent.updates.requests import (
+    LEDGER_FILE,
+    RequestKey,
+    RequestLedger,
+    Seen,
+    request_key,
+)
 from edge_agent.updates.signing import load_envelope, parse_envelope
+from edge_agent.updates.states import UpdateJob, UpdateState
 from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
-_QUEUE_SIZE = 4
+DEFAULT_QUEUE_DEPTH = 8
+
+
+class _Command(NamedTuple):
+    """A command waiting for the runner thread (kind "" wakes it to stop)."""
+
+    kind: str
+    payload: bytes
+    key: RequestKey | None
 
 
 def current_state(installer: UpdateInstaller) -> dict:
-    """The state to publish at startup: the active release, or the configured model."""
+    """The state to publish at startup: the active release, or the configured model.
+
+    When startup recovery could not use the release the pointer named, the state says
+    so (reason ``fallback`` or ``trial_abandoned``, with the release it left).
+    """
     try:
         release = installer.store.active()
     except ModelUpdateError as exc:
         logger.error("model update: active release unreadable at startup: %s", exc)
         release = None
-    return {
-        "state": "active",
+    note = installer.store.recovery
+    state = {
+        "state": UpdateState.ACTIVE.value,
         "name": release.name if release else None,
         "version": release.version if release else None,
         "percent": 100,
@@ -44,15 +79,20 @@ def current_state(installer: UpdateInstaller) -> dict:
         "message": None,
         "request_id": None,
     }
+    if note is not None:
+        state.update(reason=note.reason, message=note.message, from_version=note.from_label or None)
+    return state
 
 
-class UpdateWorker:
+class UpdateRunner:
     """Runs update/rollback commands (and optional polling) on its own thread.
 
     Args:
         installer: the installer (its ``progress`` should publish the states).
         poll_url: manifest URL to poll, or None.
         poll_interval: seconds between polls (<= 0: once, at startup).
+        queue_depth: commands waiting behind the running one; more are refused ``busy``.
+        ledger: answered requests (default: persisted beside the model store).
     """
 
     def __init__(
@@ -61,67 +101,95 @@ class UpdateWorker:
         *,
         poll_url: str | None = None,
         poll_interval: float = 3600.0,
+        queue_depth: int = DEFAULT_QUEUE_DEPTH,
+        ledger: RequestLedger | None = None,
     ):
         self.installer = installer
         self.poll_url = poll_url
         self.poll_interval = poll_interval
-        self._jobs: queue.Queue[tuple[str, bytes]] = queue.Queue(_QUEUE_SIZE)
+        self.queue_depth = max(1, queue_depth)
+        self.ledger = ledger or RequestLedger(installer.store.root / LEDGER_FILE)
+        self._jobs: queue.Queue[_Command] = queue.Queue(self.queue_depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._etag: str | None = None
         self._last_modified: str | None = None
         self._downloader = Downloader(installer.settings.download, cancel=installer.cancel)
 
-    def start(self) -> UpdateWorker:
-        """Start the worker thread."""
+    def start(self) -> UpdateRunner:
+        """Start the runner thread."""
         self._thread = threading.Thread(target=self._run, name="model-updates", daemon=True)
         self._thread.start()
         return self
 
-    def submit(self, topic: str, payload: bytes) -> None:
-        """Queue a command received on a model command topic (never blocks, never raises)."""
-        self.handle("", payload, topic)
-
     def handle(self, command: str, payload: bytes, topic: str = "") -> None:
         """Daemon hook: queue ``model/update`` or ``model/rollback`` (never blocks or raises).
 
-        Any other command is rejected at once: ``failed`` with ``bad_command``.
+        Any other command is rejected at once: ``failed`` with ``bad_command``. A full
+        queue refuses the command as ``busy``, under its request id.
 
         Args:
             command: the part of the topic after ``/cmd/`` (or "" to read ``topic``).
             payload: the raw MQTT payload.
             topic: the full topic, for logs.
         """
+        try:
+            self._file(command, bytes(payload), topic)
+        except Exception:  # an MQTT callback must never raise
+            logger.exception("model update: cannot take a command from %.64r", topic)
+
+    def _file(self, command: str, payload: bytes, topic: str) -> None:
+        """Queue, drop (a repeat in progress), answer again, or refuse one command."""
         kind = command_kind(f"x/cmd/{command}" if command else topic)
+        rid = peek_request_id(payload)
         if kind is None:
             shown = (command or topic)[:64]  # topic text is the sender's: keep it short
             logger.warning("model update: ignoring unknown command %r", shown)
             # Say so on the state topic too: an operator's typo must not look like a
             # command that is still queued.
             self.installer.reject(
-                "bad_command", f"unknown command {shown!r}; expected model/update or model/rollback"
+                "bad_command",
+                f"unknown command {shown!r}; expected model/update or model/rollback",
+                request_id=rid,
             )
             return
+        key = request_key(kind, rid, payload)
+        if key is not None:
+            seen, answer = self.ledger.admit(key)
+            if seen is Seen.IN_PROGRESS:
+                logger.info("model update: request %s repeated while in progress; dropped", rid)
+                return
+            if answer is not None:
+                logger.info("model update: request %s already answered; answering again", rid)
+                self.installer.repeat(answer)
+                return
         try:
-            self._jobs.put_nowait((kind, bytes(payload)))
+            self._jobs.put_nowait(_Command(kind, payload, key))
         except queue.Full:
+            if key is not None:
+                self.ledger.forget(key)
             logger.error(
-                "model update: %d commands pending; dropping one from %s", _QUEUE_SIZE, topic
+                "model update: %d commands pending; refusing request %s from %.64r",
+                self.queue_depth, rid, topic,
+            )  # fmt: skip
+            self.installer.reject(
+                "busy",
+                f"{self.queue_depth} model commands already pending; send it again later",
+                request_id=rid,
             )
-            self.installer.reject("busy", "too many model commands pending")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel downloads, stop the thread and wait for it (with a timeout)."""
         self._stop.set()
         self.installer.cancel.set()
         try:
-            self._jobs.put_nowait(("", b""))  # wake the worker now rather than in 1 s
+            self._jobs.put_nowait(_Command("", b"", None))  # wake the thread now, not in 1 s
         except queue.Full:
             pass
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                logger.error("model update: worker did not stop within %.0fs", timeout)
+                logger.error("model update: runner did not stop within %.0fs", timeout)
 
     def _run(self) -> None:
         """Commands as they come; a poll whenever the interval elapses."""
@@ -129,7 +197,7 @@ class UpdateWorker:
         while not self._stop.is_set():
             left = 1.0 if next_poll is None else next_poll - time.monotonic()
             try:
-                kind, payload = self._jobs.get(timeout=max(0.0, min(1.0, left)))
+                command = self._jobs.get(timeout=max(0.0, min(1.0, left)))
             except queue.Empty:
                 if next_poll is not None and time.monotonic() >= next_poll:
                     self._poll()
@@ -137,19 +205,30 @@ class UpdateWorker:
                     more = self.poll_interval > 0
                     next_poll = time.monotonic() + self.poll_interval if more else None
                 continue
-            self._handle(kind, payload)
+            if self._stop.is_set():
+                if command.key is not None:
+                    self.ledger.forget(command.key)
+                continue
+            self._handle(command)
 
-    def _handle(self, kind: str, payload: bytes) -> None:
+    def _handle(self, command: _Command) -> None:
         """Run one command; failures are already reported as states by the installer."""
+        key = command.key
+        # The answer is recorded before it is published: a repeat sent the moment the
+        # answer is seen must find it answered, not still in progress.
+        job = UpdateJob(on_final=None if key is None else lambda doc: self.ledger.answer(key, doc))
         try:
-            if kind == UPDATE:
-                self.installer.install(payload)
-            elif kind == ROLLBACK:
-                self.installer.rollback(payload)
+            if command.kind == UPDATE:
+                self.installer.install(command.payload, job=job)
+            elif command.kind == ROLLBACK:
+                self.installer.rollback(command.payload, job=job)
         except ModelUpdateError as exc:
-            logger.warning("model update: %s command failed: %s", kind, exc)
+            logger.warning("model update: %s command failed: %s", command.kind, exc)
         except Exception:  # the installer wraps errors; this is a last line of defence
-            logger.exception("model update: %s command crashed", kind)
+            logger.exception("model update: %s command crashed", command.kind)
+        finally:
+            if key is not None and job.final is None:  # no answer (a bug): never stuck
+                self.ledger.forget(key)
 
     def _poll(self) -> None:
         """Fetch the manifest URL if changed; install when it names a newer release."""

@@ -17,6 +17,9 @@ Update payload (at most 256 KiB)::
 A file's URL is ``urls[name]``, else ``base_url`` + name, else the manifest URL's
 directory + name. Rollback payload: ``{"request_id": "..."}`` or empty.
 
+The ``request_id`` makes a command idempotent (see ``requests.py``): the same command
+sent again is not run again; its final state is published again under that id.
+
 Parsing is pure and raises only :class:`ModelUpdateError` (``bad_command``,
 ``bad_manifest``, ``insecure_url``, ``host_not_allowed``, ``bad_url``...).
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,14 +261,6 @@ def group_command_topic(prefix: str, group: str, kind: str) -> str:
 def state_topic(prefix: str, device_id: str) -> str:
     """``{prefix}/{device_id}/model``: the retained update state."""
     return f"{prefix}/{device_id}/model"
-
-
-def command_subscriptions(prefix: str, device_id: str, groups: Sequence[str] = ()) -> list[str]:
-    """Every command topic a device subscribes to (its own and its groups')."""
-    topics = [device_command_topic(prefix, device_id, k) for k in (UPDATE, ROLLBACK)]
-    for group in groups:
-        topics += [group_command_topic(prefix, group, k) for k in (UPDATE, ROLLBACK)]
-    return topics
 
 
 def command_kind(topic: str) -> str | None:

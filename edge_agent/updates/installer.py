@@ -1,15 +1,20 @@
 """The verify-and-install pipeline behind a model update command.
 
 ``UpdateInstaller.install`` runs, in order, and stops at the first failure with the
-active model untouched: signature check with the trusted keys, agent version, replay
+active model untouched: signature check with the trusted keys, the release's targets
+(device type, device, group, model name: ``incompatible``), the release already active
+(``active`` with reason ``already_active``, nothing else done), agent version, replay
 check (the version must be newer than the active one unless forced), size limits and
 free space, download of every file into a staging dir, size + sha256 + TFLite magic
 checks, the daemon's validator (loads and invokes the model in a separate process),
 then the store's atomic commit, then the daemon's hot swap (``swap``); a failed swap
 rolls the store back. Each step is reported to ``progress`` as a state dict::
 
-    {"state": "downloading"|"verifying"|"installing"|"active"|"failed"|"rolled_back",
-     "name", "version", "percent", "reason", "message", "request_id", "from_version"}
+    {"state": UpdateState value ("downloading", "verifying", "installing", "active",
+     "failed", "rolled_back"), "name", "version", "percent", "reason", "message",
+     "request_id", "from_version"}
+
+Each request ends in exactly one terminal state (active, failed, rolled_back).
 """
 
 from __future__ import annotations
@@ -18,14 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edge_agent import __version__
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.commands import (
-    CommandPolicy,
     RollbackCommand,
     UpdateCommand,
     parse_rollback_command,
@@ -33,13 +35,14 @@ from edge_agent.updates.commands import (
     peek_request_id,
 )
 from edge_agent.updates.download import Downloader
-from edge_agent.updates.history import highest_installed, note_installed
-from edge_agent.updates.manifest import MANIFEST_FILE, MAX_MANIFEST_BYTES, FileEntry, Manifest
-from edge_agent.updates.release import InstalledRelease, check_release_files, copy_file
+from edge_agent.updates.history import note_installed
+from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
+from edge_agent.updates.policy import UpdateSettings, check_policy
+from edge_agent.updates.release import InstalledRelease, check_release_files
 from edge_agent.updates.signing import TrustedKeys, envelope_bytes, load_envelope, verify_envelope
+from edge_agent.updates.states import UpdateJob, UpdateState
 from edge_agent.updates.store import ModelStore
-from edge_agent.updates.transport import DownloadSettings
-from edge_agent.updates.versions import parse_version
+from edge_agent.updates.targets import check_targets
 
 logger = logging.getLogger(__name__)
 
@@ -48,39 +51,7 @@ Swap = Callable[[InstalledRelease], None]
 StateCallback = Callable[[dict], None]
 FileProgress = Callable[[int, Optional[int]], None]
 _SPACE_MARGIN = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class UpdateSettings:
-    """The device's update policy (the ``[updates]`` config maps onto this).
-
-    Attributes:
-        download: transport policy (hosts, http, timeouts, retries, CA file).
-        allow_force: accept forced re-installs and downgrades.
-        allow_unsigned: accept unsigned manifests (lab only; never in production).
-        max_file_bytes: largest file accepted, whatever the manifest says.
-        agent_version: compared with a manifest's ``min_agent_version``.
-    """
-
-    download: DownloadSettings = field(default_factory=DownloadSettings)
-    allow_force: bool = False
-    allow_unsigned: bool = False
-    max_file_bytes: int = 512 * 1024 * 1024
-    agent_version: str = __version__
-
-    def policy(self) -> CommandPolicy:
-        """The command-parsing policy these settings imply."""
-        d = self.download
-        return CommandPolicy(d.allowed_hosts, d.allow_http, self.allow_force)
-
-
-class _Job:
-    """What the state reports of one request carry."""
-
-    def __init__(self, request_id: str | None):
-        self.request_id = request_id
-        self.name: str | None = None
-        self.version: str | None = None
+__all__ = ["UpdateInstaller", "UpdateJob", "UpdateSettings"]
 
 
 class UpdateInstaller:
@@ -121,11 +92,14 @@ class UpdateInstaller:
         self._busy = threading.Lock()
         self._downloader = Downloader(self.settings.download, cancel=self.cancel)
 
-    def install(self, command: UpdateCommand | bytes | str) -> InstalledRelease:
+    def install(
+        self, command: UpdateCommand | bytes | str, *, job: UpdateJob | None = None
+    ) -> InstalledRelease:
         """Verify, install and activate the release a command names.
 
         Args:
             command: a parsed command or the raw MQTT payload.
+            job: the request's record (its ``final`` holds the terminal state after).
 
         Returns:
             The now active release.
@@ -134,33 +108,16 @@ class UpdateInstaller:
             ModelUpdateError: the update was rejected or failed (already reported
                 as ``failed`` or ``rolled_back``); the previous model stays active.
         """
-        job = _Job(peek_request_id(command))
+        job = job or UpdateJob()
+        job.request_id = peek_request_id(command)
         return self._guarded(job, lambda: self._install_command(job, command))
 
-    def install_from_dir(
-        self, release_dir: str | Path, *, request_id: str | None = None, force: bool = False
-    ) -> InstalledRelease:
-        """Install a release from a local directory (USB stick, ``pack`` output).
-
-        Raises:
-            ModelUpdateError: as :meth:`install`.
-        """
-        job = _Job(request_id)
-        src = Path(release_dir)
-
-        def run() -> InstalledRelease:
-            try:
-                data = (src / MANIFEST_FILE).read_bytes()
-            except OSError as exc:
-                raise ModelUpdateError("bad_manifest", f"{src}: {exc.strerror}") from exc
-            return self._install(
-                job, load_envelope(data), force, lambda e, d, p: copy_file(src / e.name, d, e, p)
-            )
-
-        return self._guarded(job, run)
-
     def rollback(
-        self, command: RollbackCommand | bytes | str | None = None, *, reason: str = "requested"
+        self,
+        command: RollbackCommand | bytes | str | None = None,
+        *,
+        reason: str = "requested",
+        job: UpdateJob | None = None,
     ) -> InstalledRelease | None:
         """Go back to the previous release and hot-swap to it.
 
@@ -170,7 +127,8 @@ class UpdateInstaller:
         Raises:
             ModelUpdateError: ``no_previous``, ``bad_command``, ``swap_failed``...
         """
-        job = _Job(peek_request_id(command))
+        job = job or UpdateJob()
+        job.request_id = peek_request_id(command)
 
         def run() -> InstalledRelease | None:
             cmd = command
@@ -188,7 +146,11 @@ class UpdateInstaller:
                     raise ModelUpdateError("swap_failed", f"{target.label}: {exc}") from exc
             now, old = self.store.rollback()
             self._report(
-                job, "rolled_back", 100, reason=reason, from_version=old.label if old else None
+                job,
+                UpdateState.ROLLED_BACK,
+                100,
+                reason=reason,
+                from_version=old.label if old else None,
             )
             return now
 
@@ -196,29 +158,39 @@ class UpdateInstaller:
 
     def reject(self, reason: str, message: str, *, request_id: str | None = None) -> None:
         """Report a command refused before it reached the installer (e.g. queue full)."""
-        self._report(_Job(request_id), "failed", None, reason=reason, message=message)
+        self._report(
+            UpdateJob(request_id), UpdateState.FAILED, None, reason=reason, message=message
+        )
 
-    def _guarded(self, job: _Job, run: Callable[[], Any]) -> Any:
+    def repeat(self, answer: dict[str, Any]) -> None:
+        """Publish a request's final state again (the same command arrived again)."""
+        self._publish(answer)
+
+    def _guarded(self, job: UpdateJob, run: Callable[[], Any]) -> Any:
         """One request at a time; every failure reported once, as ModelUpdateError."""
         if not self._busy.acquire(blocking=False):
             err = ModelUpdateError("busy", "another model update is in progress")
-            self._report(job, "failed", None, reason=err.reason, message=str(err))
+            self._report(job, UpdateState.FAILED, None, reason=err.reason, message=str(err))
             raise err
         try:
             return run()
         except ModelUpdateError as exc:
-            if not getattr(exc, "reported", False):
-                logger.error("model update %s failed: %s", _job_label(job), exc)
-                self._report(job, "failed", None, reason=exc.reason, message=str(exc))
+            if job.final is None:  # a rolled-back swap has already given its answer
+                logger.error("model update %s failed: %s", job.label, exc)
+                self._report(job, UpdateState.FAILED, None, reason=exc.reason, message=str(exc))
             raise
         except Exception as exc:  # a bug or an OS error: still fail cleanly and say so
-            logger.exception("model update %s: unexpected error", _job_label(job))
-            self._report(job, "failed", None, reason="internal_error", message=repr(exc)[:300])
+            logger.exception("model update %s: unexpected error", job.label)
+            self._report(
+                job, UpdateState.FAILED, None, reason="internal_error", message=repr(exc)[:300]
+            )
             raise ModelUpdateError("internal_error", repr(exc)) from exc
         finally:
             self._busy.release()
 
-    def _install_command(self, job: _Job, command: UpdateCommand | bytes | str) -> InstalledRelease:
+    def _install_command(
+        self, job: UpdateJob, command: UpdateCommand | bytes | str
+    ) -> InstalledRelease:
         """Parse if needed, fetch the manifest if given by URL, then install."""
         if not isinstance(command, UpdateCommand):
             command = parse_update_command(command, self.settings.policy())
@@ -242,22 +214,31 @@ class UpdateInstaller:
 
     def _install(
         self,
-        job: _Job,
+        job: UpdateJob,
         envelope: Mapping[str, Any],
         force: bool,
         fetch: Callable[[FileEntry, Path, FileProgress], None],
     ) -> InstalledRelease:
-        """The checks and steps shared by remote and local installs."""
+        """Verify, check targets and policy, download, validate, commit, swap."""
         manifest = verify_envelope(envelope, self.keys, allow_unsigned=self.settings.allow_unsigned)
         job.name, job.version = manifest.name, str(manifest.version)
-        self._check_policy(manifest, force)
+        active = self._active()
+        check_targets(
+            manifest,
+            self.settings.device,
+            active.name if active is not None else (self.settings.model_name or None),
+            allow_model_change=self.settings.allow_model_change,
+        )
         existing = self.store.find(manifest)
+        if existing is not None and self.store.is_active(existing):
+            # Before the replay check: a repeated command is not an old release.
+            logger.info("model update %s: already active", manifest.label)
+            self._report(job, UpdateState.ACTIVE, 100, reason="already_active")
+            return existing
+        check_policy(manifest, self.settings, active, self.store.root, force=force)
         if existing is not None:
             logger.info("model update %s: already installed; activating", manifest.label)
-            self._report(job, "installing", 100)
-            if self.store.is_active(existing):
-                self._report(job, "active", 100)
-                return existing
+            self._report(job, UpdateState.INSTALLING, 100)
             trial = self.swap is not None
             return self._activate(job, self.store.activate(existing, trial=trial))
         if self.store.in_use(manifest.name, str(manifest.version)):
@@ -272,12 +253,12 @@ class UpdateInstaller:
         staging = self.store.begin(manifest, envelope_bytes(envelope))
         try:
             self._download_all(job, manifest, staging.path, fetch)
-            self._report(job, "verifying", 100)
+            self._report(job, UpdateState.VERIFYING, 100)
             check_release_files(staging.path, manifest, full=True)
             self.store.checkpoint("verified")
             if self.validator is not None:
                 _call_validator(self.validator, staging.path, manifest)
-            self._report(job, "installing", 100)
+            self._report(job, UpdateState.INSTALLING, 100)
             # On trial until the swap's health check passes: a crash before that
             # brings the previous release back at startup.
             release = self.store.commit(staging, trial=self.swap is not None)
@@ -287,44 +268,17 @@ class UpdateInstaller:
             raise
         return self._activate(job, release)
 
-    def _check_policy(self, manifest: Manifest, force: bool) -> None:
-        """Agent version, replay protection and size limits, before any download."""
-        if force and not self.settings.allow_force:
-            raise ModelUpdateError("bad_command", "force is disabled on this device")
-        needed = manifest.min_agent_version
-        if needed is not None and parse_version(self.settings.agent_version) < needed:
-            raise ModelUpdateError(
-                "agent_too_old", f"{manifest.label} needs agent {needed}, this is {__version__}"
-            )
+    def _active(self) -> InstalledRelease | None:
+        """The active release (None when unreadable: the checks then assume none)."""
         try:
-            active = self.store.active()
+            return self.store.active()
         except ModelUpdateError as exc:
-            logger.warning("model update: active release unreadable (%s); no replay check", exc)
-            active = None
-        same_model = active is not None and active.name == manifest.name
-        if same_model and not force and manifest.version <= active.manifest.version:
-            raise ModelUpdateError(
-                "not_newer",
-                f"{manifest.label} is not newer than the active {active.label} (use force)",
-            )
-        highest = highest_installed(self.store.root, manifest.name)
-        if highest is not None and not force and manifest.version <= highest:
-            # Not the active name, but this box has run a newer one: a replay.
-            raise ModelUpdateError(
-                "not_newer",
-                f"{manifest.label} is not newer than {manifest.name}@{highest} "
-                "installed before (use force)",
-            )
-        for entry in manifest.files:
-            if entry.size > self.settings.max_file_bytes:
-                raise ModelUpdateError(
-                    "too_large",
-                    f"{entry.name}: {entry.size} bytes, limit {self.settings.max_file_bytes}",
-                )
+            logger.warning("model update: active release unreadable (%s)", exc)
+            return None
 
     def _download_all(
         self,
-        job: _Job,
+        job: UpdateJob,
         manifest: Manifest,
         dest: Path,
         fetch: Callable[[FileEntry, Path, FileProgress], None],
@@ -340,16 +294,16 @@ class UpdateInstaller:
             now = time.monotonic()
             if percent > last["percent"] and now - last["at"] >= interval:
                 last.update(percent=percent, at=now)
-                self._report(job, "downloading", percent)
+                self._report(job, UpdateState.DOWNLOADING, percent)
 
-        self._report(job, "downloading", 0)
+        self._report(job, UpdateState.DOWNLOADING, 0)
         last.update(percent=0, at=time.monotonic())
         for entry in manifest.files:
             fetch(entry, dest / entry.name, progress)
             done_before += entry.size
             self.store.checkpoint(f"downloaded:{entry.name}")
 
-    def _activate(self, job: _Job, release: InstalledRelease) -> InstalledRelease:
+    def _activate(self, job: UpdateJob, release: InstalledRelease) -> InstalledRelease:
         """Hot-swap to a committed release; a failed swap rolls the store back."""
         if self.swap is not None:
             try:
@@ -362,35 +316,31 @@ class UpdateInstaller:
                 now, _ = self.store.rollback(allow_none=True)
                 job.name, job.version = (now.name, now.version) if now else (None, None)
                 self._report(
-                    job, "rolled_back", None, reason=reason, message=str(exc)[:300],
+                    job, UpdateState.ROLLED_BACK, None, reason=reason, message=str(exc)[:300],
                     from_version=release.label,
                 )  # fmt: skip
-                err = ModelUpdateError(reason, f"{release.label} failed to start: {exc}")
-                err.reported = True  # type: ignore[attr-defined]
-                raise err from exc
+                raise ModelUpdateError(reason, f"{release.label} failed to start: {exc}") from exc
             try:
                 self.store.confirm()
             except ModelUpdateError as exc:  # it runs; a restart would just undo it
                 logger.error("model update %s: cannot confirm: %s", release.label, exc)
-        self._report(job, "active", 100)
+        self._report(job, UpdateState.ACTIVE, 100)
         logger.info("model update: %s is active", release.label)
         return release
 
     def _report(
         self,
-        job: _Job,
-        state: str,
+        job: UpdateJob,
+        state: UpdateState,
         percent: int | None,
         *,
         reason: str | None = None,
         message: str | None = None,
         from_version: str | None = None,
     ) -> None:
-        """Send one state dict to the progress callback; its errors are logged only."""
-        if self._progress is None:
-            return
-        doc = {
-            "state": state,
+        """Send one state of a request to the progress callback (a terminal one ends it)."""
+        doc: dict[str, Any] = {
+            "state": state.value,
             "name": job.name,
             "version": job.version,
             "percent": percent,
@@ -401,16 +351,23 @@ class UpdateInstaller:
         }
         if from_version is not None:
             doc["from_version"] = from_version
+        if state.terminal:
+            job.final = doc
+            try:
+                if job.on_final is not None:
+                    job.on_final(dict(doc))
+            except Exception:  # recording the answer must not stop it being published
+                logger.exception("model update: cannot record the answer to %s", job.request_id)
+        self._publish(doc)
+
+    def _publish(self, doc: dict[str, Any]) -> None:
+        """Hand a state to the progress callback; its errors are logged only."""
+        if self._progress is None:
+            return
         try:
-            self._progress(doc)
+            self._progress(dict(doc))
         except Exception:
-            logger.exception("model update: progress callback failed (state %s)", state)
-
-
-def _job_label(job: _Job) -> str:
-    """What to call a request in logs."""
-    name = f"{job.name}@{job.version}" if job.name else "(unknown release)"
-    return f"{name} request {job.request_id}" if job.request_id else name
+            logger.exception("model update: progress callback failed (state %s)", doc["state"])
 
 
 def _call_validator(validator: Validator, path: Path, manifest: Manifest) -> None:

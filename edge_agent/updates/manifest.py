@@ -9,7 +9,13 @@ The manifest proper is::
      "adapter": {"threshold": 0.4, "iou": 0.45},
      "files": [{"name": "model_edgetpu.tflite", "role": "model",
                 "sha256": "<64 hex>", "size": 4090937}, ...],
-     "min_agent_version": "0.1.0"}
+     "min_agent_version": "0.1.0",
+     "compatible": ["rpi4-coral-usb"], "devices": ["door-1"], "groups": ["lobby"],
+     "replaces": ["blobs"]}
+
+The last four are the release's targets, all optional (see ``targets.py``): the device
+types it fits (matched against ``device.type``), the device ids and groups it is meant
+for, and the model names it may replace on a box running another model.
 
 Everything arriving from the network goes through ``strictjson.loads_json`` and
 :func:`parse_manifest` (every field checked), which raise only :class:`ModelUpdateError`.
@@ -18,7 +24,7 @@ Everything arriving from the network goes through ``strictjson.loads_json`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Union
@@ -55,13 +61,14 @@ _TOP_KEYS = {
     "min_agent_version",
     "description",
     "golden_tolerance",
+    "compatible",
+    "devices",
+    "groups",
+    "replaces",
 }
+TARGET_KEYS = ("compatible", "devices", "groups", "replaces")
+MAX_TARGETS = 64
 _FILE_KEYS = {"name", "role", "sha256", "size"}
-
-
-def bad(reason: str, message: str) -> ModelUpdateError:
-    """Shorthand used across the package for a rejection."""
-    return ModelUpdateError(reason, message)
 
 
 # --------------------------------------------------------------------------- names
@@ -78,11 +85,11 @@ def validate_file_name(name: Any, *, reason: str = "bad_manifest") -> str:
         ModelUpdateError: with ``reason``.
     """
     if not isinstance(name, str):
-        raise bad(reason, f"file name must be a string, got {type(name).__name__}")
+        raise ModelUpdateError(reason, f"file name must be a string, got {type(name).__name__}")
     if not _FILE_NAME.fullmatch(name) or ".." in name:
-        raise bad(reason, f"unsafe file name {name!r:.80}")
+        raise ModelUpdateError(reason, f"unsafe file name {name!r:.80}")
     if name in _RESERVED or name.endswith(".part"):
-        raise bad(reason, f"file name {name!r} is reserved")
+        raise ModelUpdateError(reason, f"file name {name!r} is reserved")
     return name
 
 
@@ -93,7 +100,7 @@ def validate_release_name(name: Any, *, reason: str = "bad_manifest") -> str:
         ModelUpdateError: with ``reason``.
     """
     if not isinstance(name, str) or not _RELEASE_NAME.fullmatch(name) or ".." in name:
-        raise bad(
+        raise ModelUpdateError(
             reason, f"release name must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}: {name!r:.80}"
         )
     return name
@@ -130,6 +137,10 @@ class Manifest:
     min_agent_version: Version | None = None
     description: str = ""
     golden_tolerance: float | None = None
+    compatible: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def file(self, role: str) -> FileEntry | None:
@@ -153,7 +164,7 @@ def _number(obj: Mapping[str, Any], key: str, lo: float, hi: float, *, integer: 
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not lo <= value <= hi:
         kind = "an integer" if integer else "a number"
-        raise bad(
+        raise ModelUpdateError(
             "bad_manifest", f"adapter.{key} must be {kind} in [{lo}, {hi}], got {value!r:.40}"
         )
     return value
@@ -164,7 +175,7 @@ def _adapter(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise bad("bad_manifest", "adapter must be an object")
+        raise ModelUpdateError("bad_manifest", "adapter must be an object")
     out: dict[str, Any] = {}
     for key in value:
         if key in ("threshold", "iou"):
@@ -173,16 +184,20 @@ def _adapter(value: Any) -> dict[str, Any]:
             out[key] = _number(value, key, 1, 1000, integer=True)
         elif key == "resize":
             if value[key] not in RESIZE_MODES:
-                raise bad("bad_manifest", f"adapter.resize must be one of {RESIZE_MODES}")
+                raise ModelUpdateError(
+                    "bad_manifest", f"adapter.resize must be one of {RESIZE_MODES}"
+                )
             out[key] = value[key]
         elif key in ("input_mean", "input_std"):
             seq = value[key]
             if not isinstance(seq, list) or len(seq) not in (1, 3):
-                raise bad("bad_manifest", f"adapter.{key} must be a list of 1 or 3 numbers")
+                raise ModelUpdateError(
+                    "bad_manifest", f"adapter.{key} must be a list of 1 or 3 numbers"
+                )
             lo = 1e-6 if key == "input_std" else -1e6
             out[key] = [_number({key: v}, key, lo, 1e6, integer=False) for v in seq]
         else:
-            raise bad("bad_manifest", f"unknown adapter setting {key!r:.40}")
+            raise ModelUpdateError("bad_manifest", f"unknown adapter setting {key!r:.40}")
     return out
 
 
@@ -190,35 +205,41 @@ def _file_entry(value: Any, index: int) -> FileEntry:
     """Validate one element of ``files``."""
     where = f"files[{index}]"
     if not isinstance(value, dict) or set(value) != _FILE_KEYS:
-        raise bad("bad_manifest", f"{where} must be an object with exactly {sorted(_FILE_KEYS)}")
+        raise ModelUpdateError(
+            "bad_manifest", f"{where} must be an object with exactly {sorted(_FILE_KEYS)}"
+        )
     name = validate_file_name(value["name"])
     role = value["role"]
     if role not in ROLES:
-        raise bad("bad_manifest", f"{where}.role must be one of {ROLES}, got {role!r:.40}")
+        raise ModelUpdateError(
+            "bad_manifest", f"{where}.role must be one of {ROLES}, got {role!r:.40}"
+        )
     sha = value["sha256"]
     if not isinstance(sha, str) or not _SHA256.fullmatch(sha.lower()):
-        raise bad("bad_manifest", f"{where}.sha256 must be 64 hex digits")
+        raise ModelUpdateError("bad_manifest", f"{where}.sha256 must be 64 hex digits")
     size = value["size"]
     if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_FILE_SIZE:
-        raise bad("bad_manifest", f"{where}.size must be an integer in [1, 2^40], got {size!r:.40}")
+        raise ModelUpdateError(
+            "bad_manifest", f"{where}.size must be an integer in [1, 2^40], got {size!r:.40}"
+        )
     return FileEntry(name, role, sha.lower(), size)
 
 
 def _files(value: Any) -> tuple[FileEntry, ...]:
     """Validate ``files``: unique names, unique roles, exactly one model."""
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_FILES:
-        raise bad("bad_manifest", f"files must be a list of 1..{MAX_FILES} entries")
+        raise ModelUpdateError("bad_manifest", f"files must be a list of 1..{MAX_FILES} entries")
     entries = tuple(_file_entry(v, i) for i, v in enumerate(value))
     names = [e.name for e in entries]
     roles = [e.role for e in entries]
     if len(set(names)) != len(names):
-        raise bad("bad_manifest", "duplicate file names")
+        raise ModelUpdateError("bad_manifest", "duplicate file names")
     if len(set(roles)) != len(roles):
-        raise bad("bad_manifest", "each role may appear at most once")
+        raise ModelUpdateError("bad_manifest", "each role may appear at most once")
     if "model" not in roles:
-        raise bad("bad_manifest", "exactly one file must have role 'model'")
+        raise ModelUpdateError("bad_manifest", "exactly one file must have role 'model'")
     if ("golden_input" in roles) != ("golden_output" in roles):
-        raise bad("bad_manifest", "golden_input and golden_output go together")
+        raise ModelUpdateError("bad_manifest", "golden_input and golden_output go together")
     return entries
 
 
@@ -226,8 +247,28 @@ def _short_string(obj: Mapping[str, Any], key: str, limit: int) -> str:
     """A required string field of bounded length."""
     value = obj.get(key)
     if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isprintable():
-        raise bad("bad_manifest", f"{key} must be a printable string of 1..{limit} chars")
+        raise ModelUpdateError(
+            "bad_manifest", f"{key} must be a printable string of 1..{limit} chars"
+        )
     return value
+
+
+def _target_list(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    """An optional target list: 1..64 unique names, each one safe topic level."""
+    value = obj.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_TARGETS:
+        raise ModelUpdateError("bad_manifest", f"{key} must be a list of 1..{MAX_TARGETS} names")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not _RELEASE_NAME.fullmatch(name):
+            raise ModelUpdateError(
+                "bad_manifest", f"{key}: {name!r:.80} must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}"
+            )
+    if len(set(names)) != len(names):
+        raise ModelUpdateError("bad_manifest", f"{key} lists a name twice")
+    return names
 
 
 def parse_manifest(obj: Any) -> Manifest:
@@ -244,31 +285,35 @@ def parse_manifest(obj: Any) -> Manifest:
             ``bad_manifest`` naming the offending field.
     """
     if not isinstance(obj, dict):
-        raise bad("bad_manifest", "manifest must be a JSON object")
+        raise ModelUpdateError("bad_manifest", "manifest must be a JSON object")
     fmt = obj.get("format")
     if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT:
-        raise bad("unsupported_format", f"manifest format {fmt}; this agent reads {FORMAT}")
+        raise ModelUpdateError(
+            "unsupported_format", f"manifest format {fmt}; this agent reads {FORMAT}"
+        )
     if fmt != FORMAT or isinstance(fmt, bool):
-        raise bad("bad_manifest", f"format must be {FORMAT}")
+        raise ModelUpdateError("bad_manifest", f"format must be {FORMAT}")
     unknown = set(obj) - _TOP_KEYS
     if unknown:
         # Key names are attacker text: quote a few, shortened, never the whole payload.
         shown = [k[:40] for k in sorted(unknown)[:5]]
-        raise bad("bad_manifest", f"unknown manifest keys {shown}")
+        raise ModelUpdateError("bad_manifest", f"unknown manifest keys {shown}")
     for key in ("name", "version", "created", "task", "files"):
         if key not in obj:
-            raise bad("bad_manifest", f"missing {key}")
+            raise ModelUpdateError("bad_manifest", f"missing {key}")
     created = _short_string(obj, "created", 64)
     try:
         datetime.fromisoformat(created.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise bad("bad_manifest", f"created is not an ISO-8601 time: {created!r}") from exc
+        raise ModelUpdateError(
+            "bad_manifest", f"created is not an ISO-8601 time: {created!r}"
+        ) from exc
     task = obj["task"]
     if task not in TASKS:
-        raise bad("bad_manifest", f"task must be one of {TASKS}, got {task!r:.40}")
+        raise ModelUpdateError("bad_manifest", f"task must be one of {TASKS}, got {task!r:.40}")
     description = obj.get("description", "")
     if not isinstance(description, str) or len(description) > 1024:
-        raise bad("bad_manifest", "description must be a string of at most 1024 chars")
+        raise ModelUpdateError("bad_manifest", "description must be a string of at most 1024 chars")
     tolerance = obj.get("golden_tolerance")
     if tolerance is not None:
         tolerance = _number(obj, "golden_tolerance", 0, 1e6, integer=False)
@@ -283,6 +328,10 @@ def parse_manifest(obj: Any) -> Manifest:
         min_agent_version=None if min_agent is None else parse_version(min_agent),
         description=description,
         golden_tolerance=tolerance,
+        compatible=_target_list(obj, "compatible"),
+        devices=_target_list(obj, "devices"),
+        groups=_target_list(obj, "groups"),
+        replaces=_target_list(obj, "replaces"),
         raw=obj,
     )
 
@@ -298,8 +347,13 @@ def build_manifest(
     min_agent_version: str | None = None,
     description: str = "",
     golden_tolerance: float | None = None,
+    targets: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a manifest object and validate it (used by ``pack``).
+
+    Args:
+        targets: ``compatible``, ``devices``, ``groups``, ``replaces`` lists; empty
+            ones are left out (no restriction).
 
     Raises:
         ModelUpdateError: ``bad_manifest`` when any field is invalid.
@@ -320,5 +374,10 @@ def build_manifest(
         obj["description"] = description
     if golden_tolerance is not None:
         obj["golden_tolerance"] = golden_tolerance
+    for key, names in (targets or {}).items():
+        if key not in TARGET_KEYS:
+            raise ModelUpdateError("bad_manifest", f"unknown target {key!r}")
+        if names:
+            obj[key] = list(names)
     parse_manifest(obj)
     return obj

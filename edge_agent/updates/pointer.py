@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_agent.atomicfile import fsync_path
-from edge_agent.updates.manifest import bad
+from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.release import InstalledRelease, write_json_atomic
 
 POINTER = "active"
@@ -39,9 +39,9 @@ def read_pointer(root: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise bad("corrupt", f"active pointer unreadable: {exc}") from exc
+        raise ModelUpdateError("corrupt", f"active pointer unreadable: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise bad("corrupt", "active pointer is not a pointer object")
+        raise ModelUpdateError("corrupt", "active pointer is not a pointer object")
     return data
 
 

@@ -12,12 +12,12 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 from edge_agent.atomicfile import fsync_path, write_atomic
 from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
-from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, bad, parse_manifest
+from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, parse_manifest
 from edge_agent.updates.signing import load_envelope, parse_envelope
 
 INSTALLED_MARK = ".installed"
@@ -94,25 +94,27 @@ def check_file(path: Path, entry: FileEntry, *, full: bool = True) -> None:
         size = path.stat().st_size
         if size != entry.size:
             reason = "truncated" if size < entry.size else "too_large"
-            raise bad(reason, f"{entry.name}: {size} bytes, manifest says {entry.size}")
+            raise ModelUpdateError(
+                reason, f"{entry.name}: {size} bytes, manifest says {entry.size}"
+            )
         if not full:
             return
         actual = sha256_file(path)
         if actual != entry.sha256:
-            raise bad(
+            raise ModelUpdateError(
                 "sha256_mismatch", f"{entry.name}: sha256 {actual}, manifest says {entry.sha256}"
             )
         if entry.role in ("model", "cpu_model"):
             with open(path, "rb") as f:
                 if not is_tflite(f.read(8)):
-                    raise bad("not_tflite", f"{entry.name} is not a TFLite flatbuffer")
+                    raise ModelUpdateError("not_tflite", f"{entry.name} is not a TFLite flatbuffer")
         elif entry.role == "labels":
             try:
                 path.read_text("utf-8")
             except UnicodeDecodeError as exc:
-                raise bad("bad_labels", f"{entry.name} is not UTF-8 text") from exc
+                raise ModelUpdateError("bad_labels", f"{entry.name} is not UTF-8 text") from exc
     except OSError as exc:
-        raise bad("corrupt", f"{path}: {exc.strerror or exc}") from exc
+        raise ModelUpdateError("corrupt", f"{path}: {exc.strerror or exc}") from exc
 
 
 def check_release_files(path: Path, manifest: Manifest, *, full: bool) -> None:
@@ -140,43 +142,19 @@ def load_release(path: Path, *, full: bool) -> InstalledRelease:
         envelope = parse_envelope(load_envelope((path / MANIFEST_FILE).read_bytes()))
         manifest = parse_manifest(envelope.manifest)
     except OSError as exc:
-        raise bad("corrupt", f"{path}: no readable {MANIFEST_FILE}: {exc.strerror}") from exc
+        raise ModelUpdateError(
+            "corrupt", f"{path}: no readable {MANIFEST_FILE}: {exc.strerror}"
+        ) from exc
     except ModelUpdateError as exc:
-        raise bad("corrupt", f"{path}: {exc}") from exc
+        raise ModelUpdateError("corrupt", f"{path}: {exc}") from exc
     if (path.parent.name, path.name) != (manifest.name, str(manifest.version)):
-        raise bad("corrupt", f"{path} holds {manifest.label}")
+        raise ModelUpdateError("corrupt", f"{path} holds {manifest.label}")
     check_release_files(path, manifest, full=full)
     try:
         stamp = float(json.loads((path / INSTALLED_MARK).read_text())["installed_at"])
     except (OSError, ValueError, KeyError, TypeError):
         stamp = path.stat().st_mtime
     return InstalledRelease(manifest.name, str(manifest.version), path, manifest, stamp)
-
-
-def copy_file(
-    src: Path, dest: Path, entry: FileEntry, progress: Callable[[int, Optional[int]], None]
-) -> None:
-    """Copy a file of a local release, never reading past the manifest's size.
-
-    Raises:
-        ModelUpdateError: ``too_large``, ``io_error``.
-    """
-    try:
-        with open(src, "rb") as inp, open(dest, "wb") as out:
-            copied = 0
-            while True:
-                block = inp.read(min(1 << 20, entry.size + 1 - copied))
-                if not block:
-                    break
-                copied += len(block)
-                if copied > entry.size:
-                    raise bad("too_large", f"{entry.name}: larger than {entry.size} bytes")
-                out.write(block)
-                progress(copied, entry.size)
-            out.flush()
-            os.fsync(out.fileno())
-    except OSError as exc:
-        raise bad("io_error", f"{entry.name}: {exc.strerror or exc}") from exc
 
 
 def trash_release(root: Path, path: Path) -> None:

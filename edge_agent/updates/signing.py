@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, Manifest, bad, parse_manifest
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from edge_agent.updates.strictjson import canonical_json, loads_json
 
 logger = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ def parse_public_key(data: bytes, *, source: str = "key") -> Ed25519PublicKey:
                 raise ValueError(f"raw key has {len(raw)} bytes, expected 32")
             key = Ed25519PublicKey.from_public_bytes(raw)
     except (ValueError, UnsupportedAlgorithm, binascii.Error) as exc:
-        raise bad("bad_key", f"{source}: not an Ed25519 public key: {exc}") from exc
+        raise ModelUpdateError("bad_key", f"{source}: not an Ed25519 public key: {exc}") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise bad("bad_key", f"{source}: key is {type(key).__name__}, expected Ed25519")
+        raise ModelUpdateError(
+            "bad_key", f"{source}: key is {type(key).__name__}, expected Ed25519"
+        )
     return key
 
 
@@ -86,7 +89,7 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise bad("bad_key", f"{path}: {exc.strerror or exc}") from exc
+        raise ModelUpdateError("bad_key", f"{path}: {exc.strerror or exc}") from exc
     return parse_public_key(data, source=str(path))
 
 
@@ -102,9 +105,9 @@ def load_private_key(
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=passphrase)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise bad("bad_key", f"{path}: cannot load private key: {exc}") from exc
+        raise ModelUpdateError("bad_key", f"{path}: cannot load private key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise bad("bad_key", f"{path}: key is {type(key).__name__}, expected Ed25519")
+        raise ModelUpdateError("bad_key", f"{path}: key is {type(key).__name__}, expected Ed25519")
     return key
 
 
@@ -163,25 +166,29 @@ def parse_envelope(obj: Any) -> Envelope:
         ModelUpdateError: ``bad_manifest`` on a malformed envelope.
     """
     if not isinstance(obj, dict):
-        raise bad("bad_manifest", "manifest envelope must be a JSON object")
+        raise ModelUpdateError("bad_manifest", "manifest envelope must be a JSON object")
     if "manifest" not in obj and "format" in obj:
         return Envelope(obj, None, None)
     unknown = set(obj) - {"manifest", "signature", "key_id"}
     if unknown or not isinstance(obj.get("manifest"), dict):
-        raise bad("bad_manifest", 'envelope must be {"manifest": {...}, "signature", "key_id"}')
+        raise ModelUpdateError(
+            "bad_manifest", 'envelope must be {"manifest": {...}, "signature", "key_id"}'
+        )
     sig_text, kid = obj.get("signature"), obj.get("key_id")
     if sig_text is None:
         return Envelope(obj["manifest"], None, None)
     if not isinstance(sig_text, str) or len(sig_text) > 200:
-        raise bad("bad_manifest", "signature must be a base64 string")
+        raise ModelUpdateError("bad_manifest", "signature must be a base64 string")
     try:
         signature = base64.b64decode(sig_text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise bad("bad_signature", "signature is not valid base64") from exc
+        raise ModelUpdateError("bad_signature", "signature is not valid base64") from exc
     if len(signature) != 64:
-        raise bad("bad_signature", f"signature has {len(signature)} bytes, Ed25519 has 64")
+        raise ModelUpdateError(
+            "bad_signature", f"signature has {len(signature)} bytes, Ed25519 has 64"
+        )
     if not isinstance(kid, str) or not _KEY_ID.fullmatch(kid):
-        raise bad("bad_manifest", "key_id must be 16 lowercase hex digits")
+        raise ModelUpdateError("bad_manifest", "key_id must be 16 lowercase hex digits")
     return Envelope(obj["manifest"], signature, kid)
 
 
@@ -218,17 +225,21 @@ def verify_envelope(obj: Any, trusted: TrustedKeys, *, allow_unsigned: bool = Fa
     env = parse_envelope(obj)
     if env.signature is None:
         if not allow_unsigned:
-            raise bad("unsigned", "the manifest carries no signature")
+            raise ModelUpdateError("unsigned", "the manifest carries no signature")
         logger.warning("accepting an unsigned manifest (updates.allow_unsigned is on)")
         return parse_manifest(env.manifest)
     key = trusted.get(env.key_id or "")
     if key is None:
         trusted_ids = ", ".join(trusted.ids) or "none configured"
-        raise bad("untrusted_key", f"signed by key {env.key_id}; trusted: {trusted_ids}")
+        raise ModelUpdateError(
+            "untrusted_key", f"signed by key {env.key_id}; trusted: {trusted_ids}"
+        )
     try:
         key.verify(env.signature, canonical_json(env.manifest))
     except InvalidSignature as exc:
-        raise bad("bad_signature", f"signature by key {env.key_id} does not match") from exc
+        raise ModelUpdateError(
+            "bad_signature", f"signature by key {env.key_id} does not match"
+        ) from exc
     return parse_manifest(env.manifest)
 
 

@@ -18,7 +18,6 @@ sweeps the leftovers at startup.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -34,22 +33,19 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import (
     MANIFEST_FILE,
     Manifest,
-    bad,
     parse_version,
     validate_release_name,
 )
 from edge_agent.updates.pointer import (
-    POINTER,
     clear_trial,
     read_pointer,
     ref_dir,
     remove_pointer,
-    remove_temp_pointers,
     write_pointer,
 )
+from edge_agent.updates.recovery import STAGING, RecoveryNote, recover_store
 from edge_agent.updates.release import (
     INSTALLED_MARK,
-    TRASH,
     InstalledRelease,
     Staging,
     check_release_files,
@@ -60,7 +56,6 @@ from edge_agent.updates.release import (
 
 logger = logging.getLogger(__name__)
 
-STAGING = ".staging"
 Hook = Callable[[str], None]
 _V0 = parse_version(0)
 
@@ -83,6 +78,7 @@ class ModelStore:
         self.keep_versions = max(1, int(keep_versions))
         self._hook = hook or (lambda point: None)
         self._lock = threading.RLock()
+        self.recovery: RecoveryNote | None = None  # set by recover()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def release_dir(self, name: str, version: str) -> Path:
@@ -93,7 +89,7 @@ class ModelStore:
         """
         validate_release_name(name, reason="corrupt")
         if str(parse_version(version, reason="corrupt")) != version:
-            raise bad("corrupt", f"non-canonical version {version!r}")
+            raise ModelUpdateError("corrupt", f"non-canonical version {version!r}")
         return self.root / name / version
 
     def load(self, path: Path, *, full: bool) -> InstalledRelease:
@@ -161,7 +157,7 @@ class ModelStore:
             path.mkdir(parents=True)
             (path / MANIFEST_FILE).write_bytes(envelope)
         except OSError as exc:
-            raise bad("io_error", f"cannot create {path}: {exc}") from exc
+            raise ModelUpdateError("io_error", f"cannot create {path}: {exc}") from exc
         self._hook("staging_created")
         return Staging(sid, path, manifest)
 
@@ -193,7 +189,7 @@ class ModelStore:
                 self._hook("staging_synced")
                 if final.exists():
                     if final.name in self._protected_versions(final.parent.name):
-                        raise bad(
+                        raise ModelUpdateError(
                             "version_conflict", f"{manifest.label} is installed with other contents"
                         )
                     trash_release(self.root, final)
@@ -205,9 +201,11 @@ class ModelStore:
                 fsync_path(staging.path.parent)
                 self._hook("release_synced")
             except OSError as exc:
-                raise bad("io_error", f"cannot install {manifest.label}: {exc}") from exc
+                raise ModelUpdateError(
+                    "io_error", f"cannot install {manifest.label}: {exc}"
+                ) from exc
             release = self.load(final, full=False)
-            self._switch(release, previous=self._current(), trial=trial)
+            self.switch(release, previous=self._current(), trial=trial)
             self.prune()
             return release
 
@@ -217,7 +215,7 @@ class ModelStore:
             current = self._current()
             if current is not None and current.path == release.path:
                 return release
-            self._switch(release, previous=current, trial=trial)
+            self.switch(release, previous=current, trial=trial)
             return release
 
     def confirm(self) -> bool:
@@ -231,7 +229,7 @@ class ModelStore:
 
     def previous(self) -> InstalledRelease | None:
         """The release a rollback would activate (fully verified), or None."""
-        ptr = self._safe_pointer() or {}
+        ptr = self.safe_pointer() or {}
         prev = ptr.get("previous")
         if not isinstance(prev, dict):
             return None
@@ -247,7 +245,7 @@ class ModelStore:
 
     def is_active(self, release: InstalledRelease) -> bool:
         """True when the pointer names this release."""
-        return ref_dir(self._safe_pointer()) == f"{release.name}/{release.version}"
+        return ref_dir(self.safe_pointer()) == f"{release.name}/{release.version}"
 
     def rollback(
         self, *, allow_none: bool = False
@@ -269,12 +267,14 @@ class ModelStore:
             target = self.previous()
             if target is None:
                 if not allow_none or current is None:
-                    raise bad("no_previous", "no previous model version to roll back to")
+                    raise ModelUpdateError(
+                        "no_previous", "no previous model version to roll back to"
+                    )
                 remove_pointer(self.root)
             else:
                 skip = (target.path, current.path if current else None)
                 rest = [r for r in self.installed() if r.path not in skip]
-                self._switch(target, previous=rest[0] if rest else None)
+                self.switch(target, previous=rest[0] if rest else None)
             if current is not None:
                 trash_release(self.root, current.path)
                 empty_trash(self.root)
@@ -287,65 +287,15 @@ class ModelStore:
     def recover(self) -> InstalledRelease | None:
         """Startup repair: sweep leftovers, verify the active release, or fall back.
 
-        Deletes staging dirs, trash and pointer temp files. If the pointer is
-        missing, corrupt, or names an incomplete/corrupt release, activates the
-        newest complete release that verifies (releases that fail are deleted).
+        See :func:`edge_agent.updates.recovery.recover_store`; why it left the
+        pointer's release, if it did, is kept in :attr:`recovery`.
 
         Returns:
             The active release after recovery (fully re-hashed), or None.
         """
         with self._lock:
-            for leftover in (self.root / STAGING, self.root / TRASH):
-                shutil.rmtree(leftover, ignore_errors=True)
-            remove_temp_pointers(self.root)
-            ptr = self._safe_pointer()
-            if ptr is not None and ptr.get("trial"):
-                # The agent stopped before the release proved healthy (it may be what
-                # crashed it): undo the switch, as the health check would have.
-                logger.error(
-                    "model store: %s was on trial when the agent stopped; going back",
-                    ref_dir(ptr),
-                )
-                try:
-                    self.rollback(allow_none=True)
-                except ModelUpdateError as exc:  # the checks below still repair the store
-                    logger.error("model store: cannot undo the trial: %s", exc)
-                ptr = self._safe_pointer()
-            hint = ptr.get("name") if ptr else None
-            if ptr is not None:
-                try:
-                    release = self.active(verify=True)
-                    self._check_previous(release, ptr)
-                    return release
-                except ModelUpdateError as exc:
-                    logger.error("model store: active release unusable: %s", exc)
-            candidates = self.installed()
-            # Prefer the pointer's model (newest version first), then the newest install.
-            candidates.sort(
-                key=lambda r: (
-                    r.name == hint,
-                    r.manifest.version if r.name == hint else _V0,
-                    r.installed_at,
-                ),
-                reverse=True,
-            )
-            for i, release in enumerate(candidates):
-                try:
-                    release = self.load(release.path, full=True)
-                except ModelUpdateError as exc:
-                    logger.error("model store: deleting corrupt %s: %s", release.label, exc)
-                    with contextlib.suppress(OSError):
-                        trash_release(self.root, release.path)
-                    continue
-                rest = candidates[i + 1 :]
-                self._switch(release, previous=rest[0] if rest else None)
-                logger.warning("model store: fell back to %s", release.label)
-                empty_trash(self.root)
-                return release
-            if ptr is not None or (self.root / POINTER).exists():
-                remove_pointer(self.root)
-            empty_trash(self.root)
-            return None
+            release, self.recovery = recover_store(self)
+            return release
 
     def prune(self) -> list[str]:
         """Keep the active release and the ``keep_versions`` newest inactive ones.
@@ -356,7 +306,7 @@ class ModelStore:
             Labels of the deleted releases.
         """
         with self._lock:
-            ptr = self._safe_pointer() or {}
+            ptr = self.safe_pointer() or {}
             active, previous = ref_dir(ptr), ref_dir(ptr.get("previous"))
             inactive = [r for r in self.installed() if _rel(r, self.root) != active]
             pruned = []
@@ -374,7 +324,7 @@ class ModelStore:
             empty_trash(self.root)
             return pruned
 
-    def _safe_pointer(self) -> dict[str, Any] | None:
+    def safe_pointer(self) -> dict[str, Any] | None:
         """The pointer, or None when missing or corrupt (logged)."""
         try:
             return self.pointer()
@@ -391,25 +341,14 @@ class ModelStore:
 
     def _protected_versions(self, name: str) -> set[str]:
         """Versions of ``name`` that are active or previous (never replaced in place)."""
-        ptr = self._safe_pointer() or {}
+        ptr = self.safe_pointer() or {}
         return {
             str(ref.get("version"))
             for ref in (ptr, ptr.get("previous"))
             if isinstance(ref, dict) and ref.get("name") == name
         }
 
-    def _check_previous(self, release: InstalledRelease, ptr: dict[str, Any]) -> None:
-        """Repair a pointer whose previous release disappeared."""
-        prev = ptr.get("previous")
-        if prev is None:
-            return
-        try:
-            self.load(self.release_dir(prev["name"], str(prev["version"])), full=False)
-        except (ModelUpdateError, KeyError, TypeError) as exc:
-            logger.warning("model store: previous release unusable (%s); clearing it", exc)
-            self._switch(release, previous=None)
-
-    def _switch(
+    def switch(
         self, release: InstalledRelease, *, previous: InstalledRelease | None, trial: bool = False
     ) -> None:
         """Atomically point at ``release`` (``previous`` kept for rollback)."""

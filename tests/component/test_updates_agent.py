@@ -1,4 +1,4 @@
-"""The device-side update worker: queued commands and manifest-URL polling."""
+"""The device-side update runner: queued commands and manifest-URL polling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.updates.agent import UpdateWorker, current_state
+from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
@@ -55,28 +55,28 @@ def publish(server, release):
     return server.url(base)
 
 
-def test_commands_run_in_order_on_the_worker(setup):
+def test_commands_run_in_order_on_the_runner(setup):
     tmp, installer, states, server = setup
     assert current_state(installer)["reason"] == "configured"
-    worker = UpdateWorker(installer).start()
+    runner = UpdateRunner(installer).start()
     try:
         for version in ("1.0.0", "2.0.0"):
             rel = make_release(tmp / "rel", KEY, version)
             payload = build_update_command(
                 envelope=rel.envelope, base_url=publish(server, rel), request_id=f"r{version[0]}"
             )
-            worker.submit("edge/cam/cmd/model/update", payload)
+            runner.handle("", payload, "edge/cam/cmd/model/update")
         states.wait(lambda s: s["state"] == "active" and s["request_id"] == "r2")
-        worker.submit("edge/group/lobby/cmd/model/rollback", b'{"request_id": "rb"}')
+        runner.handle("", b'{"request_id": "rb"}', "edge/group/lobby/cmd/model/rollback")
         done = states.wait(lambda s: s["request_id"] == "rb")
         assert (done["state"], done["version"]) == ("rolled_back", "1.0.0")
-        worker.handle("model/update", b"{broken", "edge/cam/cmd/model/update")
+        runner.handle("model/update", b"{broken", "edge/cam/cmd/model/update")
         bad = states.wait(lambda s: s["state"] == "failed")
         assert bad["reason"] == "bad_command"
-        worker.submit("edge/cam/status", b"ignored: not a command topic")
-        worker.handle("reboot", b"", "edge/cam/cmd/reboot")
+        runner.handle("", b"ignored: not a command topic", "edge/cam/status")
+        runner.handle("reboot", b"", "edge/cam/cmd/reboot")
     finally:
-        worker.stop()
+        runner.stop()
     assert current_state(installer)["version"] == "1.0.0"
 
 
@@ -86,7 +86,7 @@ def test_polling_installs_newer_releases_only(setup):
     publish(server, v1)
     manifest = Route(body=(v1.dir / "manifest.json").read_bytes(), etag='"1"')
     url = server.add("/1.0.0/manifest.json", manifest)
-    worker = UpdateWorker(installer, poll_url=url, poll_interval=0.1).start()
+    runner = UpdateRunner(installer, poll_url=url, poll_interval=0.1).start()
     try:
         states.wait(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
         deadline = time.monotonic() + 10
@@ -103,7 +103,7 @@ def test_polling_installs_newer_releases_only(setup):
         manifest.body, manifest.etag = (v2.dir / "manifest.json").read_bytes(), '"2"'
         states.wait(lambda s: s["state"] == "active" and s["version"] == "2.0.0")
     finally:
-        worker.stop()
+        runner.stop()
     assert [s["state"] for s in states.items].count("failed") == 0
     assert installer.store.active(verify=True).version == "2.0.0"
 
@@ -113,13 +113,13 @@ def test_stop_cancels_a_running_download(setup):
     rel = make_release(tmp / "rel", KEY, "1.0.0")
     base = publish(server, rel)
     server.routes["/1.0.0/model.tflite"] = Route(body=rel.files["model.tflite"], throttle=1.0)
-    worker = UpdateWorker(installer).start()
-    worker.submit(
-        "e/d/cmd/model/update", build_update_command(envelope=rel.envelope, base_url=base)
+    runner = UpdateRunner(installer).start()
+    runner.handle(
+        "", build_update_command(envelope=rel.envelope, base_url=base), "e/d/cmd/model/update"
     )
     states.wait(lambda s: s["state"] == "downloading")
     start = time.monotonic()
-    worker.stop(timeout=10)
+    runner.stop(timeout=10)
     assert time.monotonic() - start < 5
     assert states.wait(lambda s: s["state"] == "failed")["reason"] == "cancelled"
     assert installer.store.active() is None

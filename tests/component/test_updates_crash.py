@@ -25,7 +25,7 @@ from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
 from tests.support.updates_http import FileServer, Route
-from tests.support.updates_release import fake_tflite, make_release, snapshot
+from tests.support.updates_release import fake_tflite, install_local, make_release, snapshot
 
 KEY = Ed25519PrivateKey.generate()
 SETTINGS = UpdateSettings(
@@ -50,7 +50,7 @@ def world(tmp_path_factory):
     inst = installer(base)
     inst.store.keep_versions = 5
     for version in ("0.9.0", "1.0.0"):
-        inst.install_from_dir(make_release(releases, KEY, version).dir)
+        install_local(inst, make_release(releases, KEY, version).dir)
     files = {
         "model.tflite": ("model", fake_tflite(400_000, seed=2)),
         "labels.txt": ("labels", b"background\ncat\ndog\n"),

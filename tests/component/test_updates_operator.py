@@ -20,7 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.errors import ModelUpdateError
 from edge_agent.tools.release import operator
 from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
-from edge_agent.updates.commands import command_kind, command_subscriptions, state_topic
+from edge_agent.updates.commands import (
+    ROLLBACK,
+    UPDATE,
+    command_kind,
+    device_command_topic,
+    group_command_topic,
+    state_topic,
+)
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
@@ -90,7 +97,8 @@ class Device:
         self.client.on_message = lambda c, u, m: self.jobs.put((m.topic, m.payload))
         self.client.on_subscribe = lambda *args: subscribed.set()
         self.client.connect(broker.host, broker.port)
-        topics = command_subscriptions(PREFIX, device_id, groups)
+        topics = [device_command_topic(PREFIX, device_id, k) for k in (UPDATE, ROLLBACK)]
+        topics += [group_command_topic(PREFIX, g, k) for g in groups for k in (UPDATE, ROLLBACK)]
         self.client.subscribe([(t, 1) for t in topics])
         status = json.dumps({"online": True, "groups": list(groups)})
         self.client.publish(f"{PREFIX}/{device_id}/status", status, 1, retain=True)
@@ -319,7 +327,7 @@ def test_canary_success_continues_to_the_rest(broker, tmp_path, keys, devices):
     assert first_active == "s-0"
 
 
-def test_push_with_external_base_url_and_not_newer_failure(broker, tmp_path, keys, devices):
+def test_push_with_external_base_url_twice_ends_already_active(broker, tmp_path, keys, devices):
     rel = pack_release(tmp_path, keys)
     dev = devices("ext-1")
     with FileServer() as server:
@@ -340,8 +348,9 @@ def test_push_with_external_base_url_and_not_newer_failure(broker, tmp_path, key
             timeout=30,
             report=report,
         )
-    assert again == 1
-    assert seen[-1][1]["reason"] == "not_newer"
+    # The same release again is no replay and no failure: the release is active.
+    assert again == 0
+    assert (seen[-1][1]["state"], seen[-1][1]["reason"]) == ("active", "already_active")
     assert dev.store.active().version == "1.0.0"
 
 

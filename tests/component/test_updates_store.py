@@ -11,7 +11,7 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
-from tests.support.updates_release import fake_tflite, make_release
+from tests.support.updates_release import fake_tflite, install_local, make_release
 
 KEY = Ed25519PrivateKey.generate()
 
@@ -22,7 +22,7 @@ def store(tmp_path):
     store = ModelStore(tmp_path / "state", keep_versions=2)
     installer = UpdateInstaller(store, TrustedKeys([KEY.public_key()]))
     for version in ("1.0.0", "2.0.0"):
-        installer.install_from_dir(make_release(tmp_path / "rel", KEY, version).dir)
+        install_local(installer, make_release(tmp_path / "rel", KEY, version).dir)
     return store
 
 
@@ -116,8 +116,9 @@ def test_rollback_switches_pointer_and_deletes_rolled_back_release(store):
 
 def test_rollback_of_first_release_can_return_to_configured_model(tmp_path):
     store = ModelStore(tmp_path / "s")
-    UpdateInstaller(store, TrustedKeys([KEY.public_key()])).install_from_dir(
-        make_release(tmp_path / "rel", KEY, 1).dir
+    install_local(
+        UpdateInstaller(store, TrustedKeys([KEY.public_key()])),
+        make_release(tmp_path / "rel", KEY, 1).dir,
     )
     with pytest.raises(ModelUpdateError):
         store.rollback()
@@ -137,7 +138,7 @@ def test_same_version_with_other_contents_never_replaces_the_active_one(store, t
         files={"model.tflite": ("model", fake_tflite(seed=77)), "labels.txt": ("labels", b"x\n")},
     )
     with pytest.raises(ModelUpdateError) as e:
-        installer.install_from_dir(other.dir, force=True)
+        install_local(installer, other.dir, force=True)
     assert e.value.reason == "version_conflict"
     assert (store.root / "cls/2.0.0/labels.txt").read_bytes() == b"background\ncat\ndog\n"
     assert not (store.root / ".staging").exists() or not any((store.root / ".staging").iterdir())

@@ -6,7 +6,7 @@ in every field, traversal in file names, forbidden URL schemes and hosts, manife
 unsigned, tampered, foreign-signed or validly signed with a bad field.
 
 In-process (>= 10,000 payloads, seconds): the daemon's command path from the MQTT
-callback on, ``UpdateService.handle`` -> ``UpdateWorker`` thread -> ``UpdateInstaller``,
+callback on, ``UpdateService.handle`` -> ``UpdateRunner`` thread -> ``UpdateInstaller``,
 with a stand-in publisher that encodes each state exactly as ``MqttPublisher`` does.
 Through the real broker (200 payloads): the operator account publishes to the running
 daemon and the rejection arrives on its retained ``model`` topic. Every payload must end
@@ -216,7 +216,8 @@ def test_fuzzed_commands_in_process_are_all_rejected_cleanly(tmp_path, release_k
     assert set(kinds) <= {"failed", "active", "downloading"}, kinds
     assert recorder.states[0]["reason"] == "configured"
     assert not (tmp_path / "state" / "models" / "active").exists()
-    assert [p.name for p in (tmp_path / "state" / "models").iterdir() if p.name[0] != "."] == []
+    models = tmp_path / "state" / "models"
+    assert [p.name for p in models.iterdir() if p.is_dir() and p.name[0] != "."] == []
 
 
 def test_fuzzed_commands_through_the_broker_are_rejected_on_the_model_topic(

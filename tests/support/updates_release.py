@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,7 +13,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.updates.signing import envelope_bytes, sign_manifest
+from edge_agent.updates.installer import UpdateInstaller
+from edge_agent.updates.manifest import FileEntry
+from edge_agent.updates.release import InstalledRelease
+from edge_agent.updates.signing import envelope_bytes, load_envelope, sign_manifest
+from edge_agent.updates.states import UpdateJob
 
 
 def fake_tflite(size: int = 4096, seed: int = 0) -> bytes:
@@ -88,3 +93,21 @@ def snapshot(models_root: Path) -> dict[str, str]:
             path = Path(dirpath) / f
             out[str(path.relative_to(models_root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def install_local(
+    installer: UpdateInstaller, release_dir: Path, *, force: bool = False
+) -> InstalledRelease:
+    """Install a release directory with every check of ``install`` but the HTTP transfer.
+
+    For store and crash tests that are about what happens after the download: the files
+    are copied where the download would write them. Raises ModelUpdateError as install.
+    """
+    envelope = load_envelope((release_dir / "manifest.json").read_bytes())
+    job = UpdateJob()
+
+    def fetch(entry: FileEntry, dest: Path, progress: Any) -> None:
+        shutil.copyfile(release_dir / entry.name, dest)
+        progress(dest.stat().st_size, entry.size)
+
+    return installer._guarded(job, lambda: installer._install(job, envelope, force, fetch))

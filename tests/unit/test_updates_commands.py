@@ -15,7 +15,8 @@ from edge_agent.updates.commands import (
     build_update_command,
     check_topic_level,
     command_kind,
-    command_subscriptions,
+    device_command_topic,
+    group_command_topic,
     parse_rollback_command,
     parse_update_command,
 )
@@ -201,7 +202,12 @@ def test_file_url_quotes_names():
 
 
 def test_topics():
-    subs = command_subscriptions("edge", "cam-1", ["lobby"])
+    subs = [
+        device_command_topic("edge", "cam-1", "update"),
+        device_command_topic("edge", "cam-1", "rollback"),
+        group_command_topic("edge", "lobby", "update"),
+        group_command_topic("edge", "lobby", "rollback"),
+    ]
     assert subs == [
         "edge/cam-1/cmd/model/update",
         "edge/cam-1/cmd/model/rollback",

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from edge_agent.updates.manifest import (
     FileEntry,
     Manifest,
     build_manifest,
+    parse_manifest,
     validate_file_name,
 )
 from edge_agent.updates.release import check_release_files
@@ -37,9 +38,11 @@ from edge_agent.updates.signing import (
     key_id,
     load_envelope,
     load_private_key,
+    parse_envelope,
     sign_manifest,
     verify_envelope,
 )
+from edge_agent.updates.targets import DeviceIdentity, check_targets
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ def pack(
     min_agent_version: str | None = None,
     description: str = "",
     golden_tolerance: float | None = None,
+    targets: Mapping[str, Sequence[str]] | None = None,
     passphrase: bytes | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -129,7 +133,9 @@ def pack(
     The input files are copied under their base names (which must be safe release
     file names), hashed, listed in the manifest, and the manifest is signed into
     ``manifest.json``. The directory is assembled beside ``out_dir`` and renamed
-    into place, so it never exists half-written.
+    into place, so it never exists half-written. ``targets`` names the boxes the
+    release is for (``compatible``, ``devices``, ``groups``, ``replaces``; see
+    ``edge_agent/updates/targets.py``); none: any device that runs a model of ``name``.
 
     Returns:
         ``out_dir``.
@@ -172,6 +178,7 @@ def pack(
         min_agent_version=min_agent_version,
         description=description,
         golden_tolerance=golden_tolerance,
+        targets=targets,
     )
     envelope = sign_manifest(manifest, key)
     if out.exists() and not overwrite:
@@ -193,11 +200,30 @@ def pack(
     return out
 
 
+def read_manifest(target: str | os.PathLike[str]) -> Manifest:
+    """The manifest of a release directory or envelope file, checked but not verified.
+
+    For showing what a release says (its targets); :func:`verify` checks the signature.
+
+    Raises:
+        ModelUpdateError: ``bad_manifest``.
+    """
+    path = Path(target)
+    envelope_file = path / MANIFEST_FILE if path.is_dir() else path
+    try:
+        data = envelope_file.read_bytes()
+    except OSError as exc:
+        raise ModelUpdateError("bad_manifest", f"{envelope_file}: {exc.strerror}") from exc
+    return parse_manifest(parse_envelope(load_envelope(data)).manifest)
+
+
 def verify(
     target: str | os.PathLike[str],
     public_keys: TrustedKeys | Iterable[str | os.PathLike[str]],
     *,
     allow_unsigned: bool = False,
+    device: DeviceIdentity | None = None,
+    running: str | None = None,
 ) -> Manifest:
     """Check a release directory (or a lone ``manifest.json``) as a device would.
 
@@ -205,6 +231,8 @@ def verify(
         target: release directory or envelope file.
         public_keys: TrustedKeys, or key files/directories.
         allow_unsigned: accept an unsigned manifest.
+        device: also check the release's targets against this box (``incompatible``).
+        running: the model name that box runs (None: any name may replace it).
 
     Returns:
         The verified manifest.
@@ -226,4 +254,6 @@ def verify(
     manifest = verify_envelope(load_envelope(data), keys, allow_unsigned=allow_unsigned)
     if path.is_dir():
         check_release_files(path, manifest, full=True)
+    if device is not None:
+        check_targets(manifest, device, running)
     return manifest

@@ -8,6 +8,10 @@ from the retained ``{prefix}/{id}/status`` messages (``"groups": [...]``).
 
 With ``canary=N`` the first N devices get the command first; any canary that fails
 or rolls back halts the rollout before the others are touched.
+
+The release's targets (``devices``, ``groups`` in its signed manifest) are shown and
+checked first: naming a device or group the release is not meant for fails with
+``incompatible`` before anything is published (the devices would refuse it anyway).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,13 +41,21 @@ from edge_agent.updates.commands import (
     device_command_topic,
     group_command_topic,
 )
-from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
+from edge_agent.updates.manifest import MANIFEST_FILE, Manifest, parse_manifest
 from edge_agent.updates.signing import TrustedKeys, load_envelope, parse_envelope
+from edge_agent.updates.states import TERMINAL, UpdateState
+from edge_agent.updates.targets import describe_targets
 
 logger = logging.getLogger(__name__)
 
 Report = Callable[[str, dict], None]
-TERMINAL = ("active", "failed", "rolled_back")
+
+
+class PushOutcome(str, Enum):
+    """What ``push`` reports for a device that gave no final state of its own."""
+
+    TIMEOUT = "timeout"  # no final state within the wave's timeout
+    SKIPPED = "skipped"  # not sent: a canary failed
 
 
 @dataclass(frozen=True)
@@ -180,15 +193,15 @@ class _Tracker:
         """Wait until every device is terminal; returns device -> final state."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self.states.get(d, {}).get("state") in TERMINAL for d in devices):
+            if all(self.states.get(d, {}).get("state") in _TERMINAL for d in devices):
                 break
             self.pump(deadline)
         final = {}
         for device in devices:
             state = self.states.get(device, {}).get("state")
-            if state not in TERMINAL:
-                state = "timeout"
-                self.report(device, {"state": "timeout", "request_id": self.request_id})
+            if state not in _TERMINAL:
+                state = PushOutcome.TIMEOUT.value
+                self.report(device, {"state": state, "request_id": self.request_id})
             final[device] = state
         return final
 
@@ -251,6 +264,8 @@ def push(
         check_topic_level(group, "group")
     if bool(devices) == (group is not None):
         raise ValueError("give devices or a group (not both)")
+    logger.info("push: %s targets %s", manifest.label, describe_targets(manifest))
+    _check_audience(manifest, devices, group)
     rid = request_id or f"push-{uuid.uuid4().hex[:12]}"
     server = None
     if base_url is None:
@@ -287,11 +302,10 @@ def push(
             what = "canary" if len(waves) > 1 and i == 0 else "rollout"
             logger.info("push: %s of %s to %s (request %s)", what, manifest.label, wave, rid)
             final = tracker.wait(wave, timeout)
-            if any(state != "active" for state in final.values()):
+            if any(state != UpdateState.ACTIVE for state in final.values()):
+                skipped = {"state": PushOutcome.SKIPPED.value, "reason": "canary_failed"}
                 for device in (d for w in waves[i + 1 :] for d in w):
-                    report(
-                        device, {"state": "skipped", "reason": "canary_failed", "request_id": rid}
-                    )
+                    report(device, {**skipped, "request_id": rid})
                 return 1
         return 0
     finally:
@@ -299,3 +313,31 @@ def push(
             link.close()
         if server is not None:
             server.stop()
+
+
+_TERMINAL = {state.value for state in TERMINAL}
+
+
+def _check_audience(manifest: Manifest, devices: Sequence[str], group: str | None) -> None:
+    """Refuse to address devices or a group the release does not target.
+
+    Only what push can know is checked: device ids against ``devices`` when the
+    release names no groups, a group against ``groups`` when it names no devices.
+    Device types and model names are checked by each device.
+
+    Raises:
+        ModelUpdateError: ``incompatible``.
+    """
+    named_groups = manifest.groups and not manifest.devices
+    if group is not None and named_groups and group not in manifest.groups:
+        raise ModelUpdateError(
+            "incompatible",
+            f"{manifest.label} targets groups {list(manifest.groups)}, not {group!r}",
+        )
+    if devices and manifest.devices and not manifest.groups:
+        outside = [d for d in devices if d not in manifest.devices]
+        if outside:
+            raise ModelUpdateError(
+                "incompatible",
+                f"{manifest.label} targets devices {list(manifest.devices)}, not {outside}",
+            )
