@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
-from edge_agent.inference.supervisor import Generation
+from edge_agent.inference.switching import LoadedModel
 
 
 def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
@@ -28,7 +28,7 @@ def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
     }
 
 
-def model_entry(gen: Generation | None) -> dict[str, Any]:
+def model_entry(gen: LoadedModel | None) -> dict[str, Any]:
     """The running model: name and version (from the release or config), file, runtime."""
     info = gen.worker.info if gen else None
     return {
@@ -47,7 +47,7 @@ def status_document(
     started: float,
     cameras: Sequence[CameraStats],
     details: Mapping[str, str],
-    generation: Generation | None,
+    generation: LoadedModel | None,
     broker_connected: bool,
     last_error: str,
     storage_error: str = "",
@@ -71,7 +71,7 @@ def status_document(
 def stats_document(
     snapshot: dict[str, Any],
     *,
-    generation: Generation | None,
+    generation: LoadedModel | None,
     cameras: Sequence[CameraStats],
     worker_restarts: int,
     mqtt: Mapping[str, Any],
