@@ -20,9 +20,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from edge_agent.daemon.model_updates import switched
 from edge_agent.errors import WorkerError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.switching import SwitchState
 from edge_agent.inference.tensors import QuantParams, TensorSpec
 from edge_agent.inference.worker import Done, WorkerInfo
 
@@ -151,12 +153,9 @@ class Interleaving:
         flow = self.flow
         if flow is None or flow.switched is not None:
             return
-        if flow.ticket.wait(0):
-            flow.switched = flow.ticket.adopted
-        elif timed_out:
-            flow.switched = not self.sup.switches.cancel(flow.ticket)
-        else:
+        if not (flow.ticket.wait(0) or timed_out):
             return
+        flow.switched = switched(self.sup.switches, flow.ticket, 0.0)  # the swap's own wait
         if not flow.switched:  # swap_failed: the installer rolls the store back
             self.active = flow.prior
             self.flow = None
@@ -255,13 +254,14 @@ def test_a_reprobe_never_displaces_a_pending_update_and_a_cancelled_switch_is_ne
         assert run.sup.current.worker.info.backend == "cpu"
         run.world.tpu = True
         run.update()  # v2, pending
+        ticket = run.flow.ticket
         run.probe_start()
         basis, cand = run.probe
         run.probe_offer()  # the TPU is back, but the update outranks the re-probe
-        assert cand.worker.stopped and run.flow.ticket.state.value == "pending"
+        assert cand.worker.stopped and run.flow.ticket.state is SwitchState.PENDING
         run.wake(timed_out=True)  # the update gives up before the pipeline adopted it
-        assert run.flow is None and run.active == 1
-        assert run.flow is None and run.sup.switches.pending is None
+        assert run.active == 1 and run.sup.switches.pending is None
+        assert ticket.state is SwitchState.CANCELLED and ticket.model.worker.stopped
         for _ in range(3):
             run.frame()
         assert run.sup.current.meta["version"] == "1" and not run.world.violations
