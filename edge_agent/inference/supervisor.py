@@ -327,10 +327,17 @@ class Supervisor:
             self._install(ticket.model)
         else:
             # A rollback's warm worker died meanwhile: the store already went back, so
-            # the pipeline must too, on a fresh worker for the same model.
+            # the pipeline must too, on a fresh worker for the same model (retried with
+            # backoff by poll() if it cannot load); the model rolled back from goes now.
+            if old is not None:
+                old.worker.stop(1.0)
+                old = None
             self._broken = (ticket.model, ())
             self._restart_backoff.reset()
             self._restart()
+        ticket.resolve()
+        if self._broken is not None:
+            return None
         model = self.current
         info = model.worker.info
         meta = model.meta
@@ -338,7 +345,6 @@ class Supervisor:
             SupervisorEvent.MODEL,
             ModelSwitched(info.model_path, meta.get("name", ""), str(meta.get("version", ""))),
         )
-        ticket.resolve()
         if old is not None and old is not model:
             # Same model on a better backend, or a rollback: nothing to go back to.
             keep = ticket.keep_old and ticket.model.options != old.options
