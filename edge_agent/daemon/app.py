@@ -36,6 +36,7 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference.devices import apex_temperatures
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.switching import EventPayload, SupervisorEvent, WorkerRestarted
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.discovery import discovery_messages
 from edge_agent.publishing.topics import Topics
@@ -92,13 +93,13 @@ class Daemon:
             logger.info("camera %s: %s", name, state)
         self._status_dirty.set()
 
-    def _on_worker_event(self, kind: str, detail: dict[str, Any]) -> None:
+    def _on_worker_event(self, event: SupervisorEvent, detail: EventPayload) -> None:
         """Supervisor callback: backend changes, worker restarts, model switches."""
-        if kind == "worker_restart":
+        if isinstance(detail, WorkerRestarted):
             self.stats.incr("worker_restarts")
-            self.last_error = detail.get("reason", "")
+            self.last_error = detail.reason
         # The log context names the model; the event itself goes out as one JSON line.
-        logger.info("%s %s", kind, json.dumps(detail, default=str))
+        logger.info("%s %s", event.value, json.dumps(detail._asdict(), default=str))
         self._status_dirty.set()
 
     def _on_connection(self, connected: bool) -> None:
@@ -130,7 +131,7 @@ class Daemon:
             started=self.started,
             cameras=[cam.stats() for cam in self.cameras],
             details=details,
-            generation=sup.generation if sup else None,
+            generation=sup.current if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
             storage_error=(self.publisher.storage_error if self.publisher else "")
             or self.store_error,
@@ -143,7 +144,7 @@ class Daemon:
         sup = self.supervisor
         return stats_document(
             self.stats.snapshot(resources=True),
-            generation=sup.generation if sup else None,
+            generation=sup.current if sup else None,
             cameras=[cam.stats() for cam in self.cameras],
             worker_restarts=sup.restarts if sup else 0,
             mqtt=self.publisher.stats() if self.publisher else {},

@@ -21,6 +21,7 @@ from edge_agent.errors import EdgeAgentError, ModelUpdateError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.switching import Switchboard, SwitchTicket
 from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
@@ -171,7 +172,7 @@ class UpdateService:
         The topic is retained, so every state also says which model is serving: a
         rejected command must not hide the model that keeps running.
         """
-        gen = self.supervisor.generation if self.supervisor is not None else None
+        gen = self.supervisor.current if self.supervisor is not None else None
         serving = None
         if gen is not None:
             serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
@@ -219,28 +220,27 @@ class UpdateService:
         sup = self.supervisor
         options = release_options(self.base, release.path, release.manifest)
         try:
-            gen = sup.prepare(options, _meta(release))
+            model = sup.prepare(options, _meta(release))
         except EdgeAgentError as exc:
             raise ModelUpdateError("swap_failed", f"{release.label}: {exc}") from exc
-        if not self._switch(lambda cb: sup.switch_to(gen, cb)):
-            gen.worker.stop(1.0)
+        if not switched(sup.switches, sup.switches.switch_to(model), SWITCH_TIMEOUT):
             raise ModelUpdateError("swap_failed", f"{release.label}: pipeline did not switch")
         problem = self._health(release)
         if problem is None:
-            sup.commit()
+            sup.switches.commit()
             return
         logger.error(
             "model %s: unhealthy after the switch (%s); switching back", release.label, problem
         )
-        if not self._stop.is_set():  # when stopping, the pipeline is gone: nothing to switch
-            self._switch(sup.rollback)
+        # A rollback is never cancelled: the store goes back too, so if the pipeline is
+        # slow (or stopping), it adopts the rollback when it next runs, and no request
+        # outranks it meanwhile.
+        ticket = sup.switches.rollback()
+        if ticket is None:
+            logger.error("model %s: no previous model to switch back to", release.label)
+        elif not self._stop.is_set() and not ticket.wait(SWITCH_TIMEOUT):
+            logger.warning("model %s: switch back still pending", release.label)
         raise ModelUpdateError("health_check_failed", f"{release.label}: {problem}")
-
-    def _switch(self, request: Any) -> bool:
-        """Ask the pipeline thread to switch and wait until it did (bounded)."""
-        done = threading.Event()
-        request(lambda ok: done.set())
-        return done.wait(SWITCH_TIMEOUT)
 
     def _health(self, release: InstalledRelease) -> str | None:
         """Watch the first frames on the new model; a problem description, or None."""
@@ -266,6 +266,14 @@ class UpdateService:
             sup.completed - frames0,
         )
         return None
+
+
+def switched(switches: Switchboard, ticket: SwitchTicket, timeout: float) -> bool:
+    """Wait until the pipeline adopts a switch; after ``timeout`` withdraw it, so a model
+    the caller gives up on is never adopted later (it is stopped). True when adopted."""
+    if ticket.wait(timeout):
+        return ticket.adopted
+    return not switches.cancel(ticket)  # False: adopted just before the cancel
 
 
 def _meta(release: InstalledRelease) -> dict[str, Any]:

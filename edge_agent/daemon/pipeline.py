@@ -118,7 +118,7 @@ class Pipeline:
             How many frames were completed.
         """
         sup = self._supervisor
-        if sup.maintain() is not None:
+        if sup.apply_pending() is not None:
             self._on_generation()
         while True:
             slot = sup.slot()
@@ -128,7 +128,7 @@ class Pipeline:
             if frame is None:
                 break
             t0 = time.monotonic()
-            fit = sup.generation.codec.preprocessor(frame.image, slot[1])
+            fit = sup.current.codec.preprocessor(frame.image, slot[1])
             t1 = time.monotonic()
             self._stats.record("capture", (t0 - frame.monotonic) * 1000.0)
             self._stats.record("preprocess", (t1 - t0) * 1000.0)
@@ -153,7 +153,7 @@ class Pipeline:
         """Decode, publish and account one finished frame."""
         job: Job = done.job
         t0 = time.monotonic()
-        gen = done.generation
+        gen = done.model
         results = gen.codec.decoder(done.outputs, job.fit)
         t1 = time.monotonic()
         self._stats.record("invoke", done.invoke_ms)

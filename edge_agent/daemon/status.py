@@ -12,7 +12,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.capture.health import CameraStats
-from edge_agent.inference.supervisor import Generation
+from edge_agent.inference.switching import RunningModel
 
 
 class DaemonState(enum.Enum):
@@ -39,7 +39,7 @@ def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
     }
 
 
-def model_entry(gen: Generation | None) -> dict[str, Any]:
+def model_entry(gen: RunningModel | None) -> dict[str, Any]:
     """The running model: name and version (from the release or config), file, runtime."""
     info = gen.worker.info if gen else None
     return {
@@ -58,7 +58,7 @@ def status_document(
     started: float,
     cameras: Sequence[CameraStats],
     details: Mapping[str, str],
-    generation: Generation | None,
+    generation: RunningModel | None,
     broker_connected: bool,
     last_error: str,
     storage_error: str = "",
@@ -88,7 +88,7 @@ def status_document(
 def stats_document(
     snapshot: dict[str, Any],
     *,
-    generation: Generation | None,
+    generation: RunningModel | None,
     cameras: Sequence[CameraStats],
     worker_restarts: int,
     mqtt: Mapping[str, Any],

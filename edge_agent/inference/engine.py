@@ -3,8 +3,10 @@
 The engine tries the registered backends that serve the requested device, best first
 (the Edge TPU, then the CPU). It records which backend and which file actually run,
 and why the better ones were skipped. If the running backend fails at invoke time and
-a worse one remains, it switches and retries the frame; ``reprobe()`` later tries to go
-back to a better backend (the TPU came back).
+a worse one remains, it switches and retries the frame (``fail_over``: the in-process
+path of ``infer``, the doctor and the bare benchmark). Going back to a better backend
+when the TPU returns is the supervisor's re-probe (``inference/reprobe.py``): only the
+daemon runs long enough to need it, and there a failed backend costs a worker process.
 """
 
 from __future__ import annotations
@@ -170,33 +172,6 @@ class Engine:
         )
         self.attempts.append(Attempt(failed, reason))
         self._open_from(self._current + 1)
-
-    def reprobe(self) -> bool:
-        """Try to move back to a better backend than the current one.
-
-        Returns:
-            True when the engine switched.
-        """
-        for i in range(self._current):
-            try:
-                session = self._try(self._candidates[i])
-            except (BackendUnavailable, ModelError, InferenceError) as exc:
-                logger.debug(
-                    "model %s: %s still unavailable: %s",
-                    self.request.model_path,
-                    self._candidates[i].name,
-                    exc,
-                )
-                continue
-            logger.info(
-                "model %s: backend %s is back; switching from %s",
-                self.request.model_path,
-                session.backend,
-                self.backend,
-            )
-            self.session, self._current = session, i
-            return True
-        return False
 
     def run(self, fill: Callable[[np.ndarray], T]) -> tuple[T, list[np.ndarray], float]:
         """Fill the input, invoke, and return the outputs, failing over once if needed.

@@ -1,9 +1,14 @@
 """Supervises the inference worker: failover, TPU re-probing, and model hot swap.
 
 The pipeline thread is the only caller of the frame-path methods (``slot``, ``submit``,
-``poll``, ``maintain``). Worker replacements prepared elsewhere (a TPU re-probe, a model
-update) are only *adopted* by the pipeline thread between frames, once the in-flight
-frames have completed, so no frame is lost and none is decoded with the wrong model.
+``poll``, ``apply_pending``). Worker replacements prepared elsewhere (a TPU re-probe, a
+model update, a rollback) are requested through ``Supervisor.switches`` and only
+*adopted* by the pipeline thread between frames, once the in-flight frames have
+completed, so no frame is lost and none is decoded with the wrong model.
+
+State shared between threads (the pending switch, the model kept for a rollback, the
+current model, the re-probe schedule, the decode settings) has one owner: every
+transition takes its owner's lock. Workers are stopped and callbacks called outside it.
 """
 
 from __future__ import annotations
@@ -13,38 +18,33 @@ import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from edge_agent.backoff import Backoff
 from edge_agent.errors import EdgeAgentError, WorkerError
 from edge_agent.inference.codec import Codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
-from edge_agent.inference.worker import SLOTS, Buffers, WorkerHandle, WorkerInfo
+from edge_agent.inference.reprobe import Reprober, ReprobeSchedule
+from edge_agent.inference.switching import (
+    BackendChanged,
+    Completion,
+    DecodeOverride,
+    EventSink,
+    ModelSwitched,
+    RunningModel,
+    SupervisorEvent,
+    Switchboard,
+    WorkerRestarted,
+)
+from edge_agent.inference.worker import SLOTS, Buffers, Done, WorkerHandle, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
 CodecFactory = Callable[[WorkerInfo, ModelOptions], Codec]
-EventSink = Callable[[str, dict[str, Any]], None]
-
-
-class Generation(NamedTuple):
-    """A running model: its options, worker, codec and metadata (name, version)."""
-
-    options: ModelOptions
-    worker: WorkerHandle
-    codec: Codec
-    meta: dict[str, Any]
-
-
-class Completion(NamedTuple):
-    """A finished frame: outputs are views valid until the slot is reused."""
-
-    job: Any
-    outputs: list[np.ndarray]
-    invoke_ms: float
-    generation: Generation
+WorkerFactory = Callable[..., WorkerHandle]
 
 
 def forkserver_context() -> Any:
@@ -55,15 +55,17 @@ def forkserver_context() -> Any:
 
 
 class Supervisor:
-    """Owns the worker generation and everything that can replace it.
+    """Owns the running model and everything that can replace it.
 
     Args:
         options: the model to run.
         make_codec: builds the codec for a worker's tensors (raises ModelError if unfit).
         deadline: seconds an invoke may take before the worker counts as hung.
-        reprobe_initial, reprobe_max: backoff for retrying a better backend.
-        on_event: receives ("backend", ...), ("worker_restart", ...), ("model", ...) events.
+        reprobe_initial, reprobe_max: backoff for retrying a better backend (also caps
+            the backoff for restarting a worker that cannot load).
+        on_event: receives (SupervisorEvent, payload) pairs.
         load_timeout: seconds a worker may take to load a model.
+        worker_factory: builds a WorkerHandle (tests inject cheap doubles).
     """
 
     def __init__(
@@ -78,37 +80,33 @@ class Supervisor:
         load_timeout: float = 60.0,
         meta: dict[str, Any] | None = None,
         context: Any = None,
+        worker_factory: WorkerFactory = WorkerHandle,
     ):
         self._options = options
         self._make_codec = make_codec
         self._deadline = deadline
-        self._reprobe_initial = reprobe_initial
-        self._reprobe_max = reprobe_max
-        self._on_event = on_event or (lambda kind, detail: None)
+        self._on_event = on_event or (lambda event, payload: None)
         self._load_timeout = load_timeout
         self._meta = dict(meta or {})
         self._ctx = context or forkserver_context()
-        self.generation: Generation | None = None
-        self.previous: Generation | None = None
+        self._worker_factory = worker_factory
+        self._stop = threading.Event()
+        # Shared state, each part with one owner and its lock: the pending switch and
+        # the rollback model (Switchboard), the re-probe timing (ReprobeSchedule), the
+        # decode settings (DecodeOverride). ``current`` is written by the pipeline thread only.
+        self.switches = Switchboard(lambda: self.current)
+        self._reprobe = ReprobeSchedule(reprobe_initial, reprobe_max)
+        self._reprober = Reprober(self, self._reprobe, self._stop)
+        self._decoding = DecodeOverride()
+        self.current: RunningModel | None = None
+        # Pipeline thread only.
         self._buffers: Buffers | None = None
         self._free = list(range(SLOTS))
         self._inflight: dict[int, tuple[int, Any, float]] = {}  # seq -> (slot, job, t_submit)
         self._seq = 0
-        self._skip: tuple[str, ...] = ()
-        self._reprobe_delay = reprobe_initial
-        self._reprobe_at: float | None = None
-        # (generation to adopt, callback, keep the replaced one warm for a rollback)
-        self._pending: tuple[Generation, Callable[[bool], None] | None, bool] | None = None
-        self._broken: tuple[Generation, tuple[str, ...]] | None = None  # awaiting restart
+        self._broken: tuple[RunningModel, tuple[str, ...]] | None = None  # awaiting restart
+        self._restart_backoff = Backoff(1.0, max(1.0, reprobe_max))
         self._restart_at = 0.0
-        self._restart_delay = 0.0
-        # Decode settings changed at run time (SIGHUP); every generation installed
-        # from then on gets them, whatever options it was prepared with.
-        self._decoding: tuple[DecodeSettings, frozenset[str]] | None = None
-        self._decoding_changed = False
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._probe_thread: threading.Thread | None = None
         self.restarts = 0
         self.errors = 0  # worker deaths, hangs and invoke errors
         self.invoke_errors = 0  # frames the model itself failed on
@@ -116,25 +114,25 @@ class Supervisor:
         self.last_error = ""
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> Generation:
+    def start(self) -> RunningModel:
         """Start the first worker (blocking until the model is loaded).
 
         Raises:
             WorkerError / ModelError: no backend can run the model.
         """
-        gen = self.prepare(self._options, self._meta)
-        self._install(gen)
-        return gen
+        model = self.prepare(self._options, self._meta)
+        self._install(model)
+        return model
 
     def prepare(
         self, options: ModelOptions, meta: dict[str, Any], skip: tuple[str, ...] = ()
-    ) -> Generation:
+    ) -> RunningModel:
         """Start a worker for ``options`` beside the running one and build its codec.
 
         Raises:
             WorkerError: the worker failed to load; ModelError: its outputs do not fit.
         """
-        worker = WorkerHandle(
+        worker = self._worker_factory(
             options.request(), skip=skip, warmup=options.warmup, context=self._ctx
         )
         info = worker.start(self._load_timeout)
@@ -143,42 +141,32 @@ class Supervisor:
         except EdgeAgentError:
             worker.stop()
             raise
-        return Generation(options, worker, codec, dict(meta))
+        return RunningModel(options, worker, codec, dict(meta))
 
-    def _install(self, gen: Generation) -> None:
-        """Make ``gen`` current: (re)use shared slots and hand them to its worker."""
-        info = gen.worker.info
+    def _install(self, model: RunningModel) -> None:
+        """Make ``model`` current: (re)use shared slots and hand them to its worker."""
+        info = model.worker.info
         if self._buffers is None or not self._buffers.fits(info):
             if self._buffers is not None:
                 self._buffers.close()
             self._buffers = Buffers(info.input, info.outputs)
-        gen.worker.attach(self._buffers)
-        old = self.generation
-        self._apply_decoding(gen)
-        self.generation = gen
-        self._skip = gen.worker.skip
+        model.worker.attach(self._buffers)
+        self._decoding.apply(model)
+        old, self.current = self.current, model
+        self._reprobe.installed(degraded=bool(model.worker.skip))
         if old is None or old.worker.info.backend != info.backend:
+            previous = old.worker.info.backend if old else None
             self._on_event(
-                "backend",
-                {
-                    "backend": info.backend,
-                    "model_path": info.model_path,
-                    "previous": old.worker.info.backend if old else None,
-                },
+                SupervisorEvent.BACKEND, BackendChanged(info.backend, info.model_path, previous)
             )
-        if self._skip and self._reprobe_at is None:
-            self._reprobe_at = time.monotonic() + self._reprobe_delay
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop every worker and free the shared memory."""
+        """Stop every worker and free the shared memory; a pending switch is cancelled."""
         self._stop.set()
-        if self._probe_thread is not None:
-            self._probe_thread.join(timeout)
-        with self._lock:
-            pending, self._pending = self._pending, None
-        gens = [g for g in (self.generation, self.previous, pending[0] if pending else None) if g]
-        for gen in gens:
-            gen.worker.stop(timeout / max(1, len(gens)))
+        self._reprober.join(timeout)
+        models = [m for m in (self.current, *self.switches.close()) if m]
+        for model in models:
+            model.worker.stop(timeout / max(1, len(models)))
         if self._buffers is not None:
             self._buffers.close()
             self._buffers = None
@@ -193,8 +181,8 @@ class Supervisor:
         """A free input slot to preprocess into, or None (busy, or a switch is pending)."""
         if (
             not self._free
-            or self.generation is None
-            or self._pending is not None
+            or self.current is None
+            or self.switches.pending is not None
             or self._broken is not None
         ):
             return None
@@ -207,7 +195,7 @@ class Supervisor:
         self._seq += 1
         self._inflight[self._seq] = (slot, job, time.monotonic())
         try:
-            self.generation.worker.submit(self._seq, slot)
+            self.current.worker.submit(self._seq, slot)
         except WorkerError as exc:
             self._fail(str(exc))
 
@@ -225,33 +213,35 @@ class Supervisor:
             if self._broken is not None:
                 self._stop.wait(timeout)
                 return done
-        gen = self.generation
-        if gen is None or not self._inflight:
+        model = self.current
+        if model is None or not self._inflight:
             return done
         wait = timeout
         while self._inflight:
             try:
-                msg = gen.worker.receive(wait)
+                msg = model.worker.receive(wait)
             except WorkerError as exc:
                 self._fail(str(exc))
                 return done
             if msg is None:
                 oldest = min(t for _, _, t in self._inflight.values())
                 if time.monotonic() - oldest > self._deadline:
-                    gen.worker.kill()
-                    self._fail(f"worker {gen.worker.pid} hung: no result in {self._deadline:.1f}s")
+                    model.worker.kill()
+                    self._fail(
+                        f"worker {model.worker.pid} hung: no result in {self._deadline:.1f}s"
+                    )
                 return done
-            kind, seq, slot = msg[0], msg[1], msg[2]
-            entry = self._inflight.pop(seq, None)
+            entry = self._inflight.pop(msg.seq, None)
             if entry is None:
                 continue
-            if kind == "done":
-                done.append(Completion(entry[1], self._buffers.outputs[slot], msg[3], gen))
-                self._free.append(slot)
+            if isinstance(msg, Done):
+                outputs = self._buffers.outputs[msg.slot]
+                done.append(Completion(entry[1], outputs, msg.invoke_ms, model))
+                self._free.append(msg.slot)
                 self.completed += 1
-            elif gen.worker.info.has_fallback:  # the backend failed: fall back, retry
-                self._inflight[seq] = entry
-                self._fail(msg[3])
+            elif model.worker.info.has_fallback:  # the backend failed: fall back, retry
+                self._inflight[msg.seq] = entry
+                self._fail(msg.message)
                 return done
             else:
                 # The last backend cannot run this frame: a model fault, not a device
@@ -259,44 +249,47 @@ class Supervisor:
                 # counted (the update health check watches this counter).
                 self.errors += 1
                 self.invoke_errors += 1
-                self.last_error = msg[3]
-                self._free.append(slot)
-                logger.warning("model %s: frame dropped: %s", gen.options.path, msg[3])
+                self.last_error = msg.message
+                self._free.append(msg.slot)
+                logger.warning("model %s: frame dropped: %s", model.options.path, msg.message)
             wait = 0.0
         return done
 
     def _fail(self, reason: str) -> None:
-        """Replace a failed worker, falling back when a worse backend remains."""
-        gen = self.generation
+        """Replace a failed worker, falling back when a worse backend remains.
+
+        The one failover for the daemon: the replacement worker opens the model with
+        ``Engine.open`` minus the failed backend, the same ranking ``infer`` uses.
+        """
+        model = self.current
         self.errors += 1
         self.last_error = reason
-        info = gen.worker.info
-        logger.warning("model %s: %s on %s", gen.options.path, reason, info.backend)
-        gen.worker.kill()
-        skip = self._skip + ((info.backend,) if info.has_fallback else ())
+        info = model.worker.info
+        logger.warning("model %s: %s on %s", model.options.path, reason, info.backend)
+        model.worker.kill()
+        skip = model.worker.skip + ((info.backend,) if info.has_fallback else ())
         if info.has_fallback:
-            self._reprobe_delay = self._reprobe_initial
-            self._reprobe_at = None
+            self._reprobe.fell_back()
         self.restarts += 1
-        self._on_event("worker_restart", {"reason": reason, "backend": info.backend})
-        self._broken = (gen, skip)
-        self._restart_delay = 0.0
+        self._on_event(SupervisorEvent.WORKER_RESTART, WorkerRestarted(reason, info.backend))
+        self._broken = (model, skip)
+        self._restart_backoff.reset()
         self._restart()
 
     def _restart(self) -> None:
         """Start the replacement worker and resubmit the in-flight frames to it."""
-        gen, skip = self._broken
+        model, skip = self._broken
         try:
-            new = self.prepare(gen.options, gen.meta, skip)
+            new = self.prepare(model.options, model.meta, skip)
         except EdgeAgentError as exc:
             # Even the fallback cannot load: keep the frames and retry with backoff.
-            self._restart_delay = min(max(1.0, self._restart_delay * 2), self._reprobe_max)
-            self._restart_at = time.monotonic() + self._restart_delay
+            delay = self._restart_backoff.next()
+            self._restart_at = time.monotonic() + delay
             self.last_error = str(exc)
             logger.error(
                 "model %s: cannot restart the worker (retry in %.0fs): %s",
-                gen.options.path,
-                self._restart_delay,
+                model.options.path,
+                delay,
                 exc,
             )
             return
@@ -307,134 +300,75 @@ class Supervisor:
             new.worker.submit(seq, slot)
 
     # ------------------------------------------------------------------- switching
-    def maintain(self) -> Generation | None:
-        """Between frames: adopt a prepared worker and run due re-probes.
+    def apply_pending(self) -> RunningModel | None:
+        """Between frames: apply new decode settings, start a due re-probe, and adopt a
+        requested switch once no frame is in flight.
 
         Returns:
-            The new generation when a switch happened (the pipeline refreshes its codec).
+            The new model when a switch happened (the pipeline refreshes its codec).
         """
-        with self._lock:
-            changed, self._decoding_changed = self._decoding_changed, False
-        if changed and self.generation is not None:
-            self._apply_decoding(self.generation)
-        if self._reprobe_at is not None and time.monotonic() >= self._reprobe_at:
-            self._start_probe()
-        with self._lock:
-            pending = self._pending
-            if pending is None or self._inflight:
-                return None
-            self._pending = None
-        gen, callback, keep_old = pending
-        old = self.generation
-        self._install(gen)
-        self._on_event("model", {"model_path": gen.worker.info.model_path, **gen.meta})
-        if callback is not None:
-            callback(True)
-        if old is not None:
-            if gen.options == old.options or not keep_old:
-                # Same model on a better backend, or a rollback: nothing to go back to.
+        if self._decoding.take_changed() and self.current is not None:
+            self._decoding.apply(self.current)
+        if self._reprobe.claim():
+            self._reprober.start(self.current)
+        if self._inflight or self._broken is not None or self.switches.pending is None:
+            return None
+        ticket = self.switches.take(self.current)
+        if ticket is None:
+            return None
+        if not ticket.adopted:
+            logger.warning("model %s: switch refused at adoption", ticket.model.options.path)
+            self.switches.release(ticket)
+            if self.current is not None:
+                self._reprobe.installed(degraded=bool(self.current.worker.skip))
+            return None
+        old = self.current
+        if ticket.model.worker.alive():
+            self._install(ticket.model)
+        else:
+            # A rollback's warm worker died meanwhile: the store already went back, so
+            # the pipeline must too, on a fresh worker for the same model (retried with
+            # backoff by poll() if it cannot load); the model rolled back from goes now.
+            if old is not None:
                 old.worker.stop(1.0)
-            else:
-                if self.previous is not None:
-                    self.previous.worker.stop(1.0)
-                self.previous = old
-        return gen
+                old = None
+            self._broken = (ticket.model, ())
+            self._restart_backoff.reset()
+            self._restart()
+        ticket.resolve()
+        if self._broken is not None:
+            return None
+        model = self.current
+        info = model.worker.info
+        meta = model.meta
+        self._on_event(
+            SupervisorEvent.MODEL,
+            ModelSwitched(info.model_path, meta.get("name", ""), str(meta.get("version", ""))),
+        )
+        if old is not None and old is not model:
+            # Same model on a better backend, or a rollback: nothing to go back to.
+            keep = ticket.keep_old and ticket.model.options != old.options
+            drop = self.switches.replaced(old, keep)
+            if drop is not None:
+                drop.worker.stop(1.0)
+        return model
 
     def set_decoding(self, settings: DecodeSettings, labels_filter: Iterable[str]) -> None:
-        """Decode with these settings from the next frame on, in every later worker too.
+        """Decode with these settings from the next frame on, in every later worker too
+        (thread-safe; see :class:`DecodeOverride`)."""
+        self._decoding.set(settings, labels_filter)
 
-        Thread-safe. The pipeline thread applies them between frames (in ``maintain``),
-        and every generation installed afterwards (worker restart, fallback, re-probe,
-        model switch, rollback) gets them, so a reloaded threshold survives those.
+    @property
+    def previous(self) -> RunningModel | None:
+        """The model kept warm for a rollback."""
+        return self.switches.previous
 
-        Args:
-            settings: threshold, top_k, iou, max_detections.
-            labels_filter: labels to publish; empty = all.
-        """
-        with self._lock:
-            self._decoding = (settings, frozenset(labels_filter))
-            self._decoding_changed = True
+    # -------------------------------------------------------------------- re-probe
+    @property
+    def reprobes(self) -> int:
+        """Re-probe attempts finished (tests wait on it)."""
+        return self._reprobe.attempts
 
-    def _apply_decoding(self, gen: Generation) -> None:
-        """Give ``gen``'s decoder the settings set by :meth:`set_decoding`, if any."""
-        with self._lock:
-            decoding = self._decoding
-        if decoding is not None:
-            gen.codec.decoder.settings, gen.codec.decoder.labels_filter = decoding
-
-    def switch_to(
-        self,
-        gen: Generation,
-        callback: Callable[[bool], None] | None = None,
-        *,
-        keep_old: bool = True,
-    ) -> None:
-        """Ask the pipeline thread to adopt ``gen`` between two frames (thread-safe).
-
-        Args:
-            gen: a generation from :meth:`prepare`.
-            callback: called with True from the pipeline thread once adopted.
-            keep_old: keep the replaced generation running for :meth:`rollback`.
-        """
-        with self._lock:
-            if self._pending is not None:
-                self._pending[0].worker.stop(1.0)
-            self._pending = (gen, callback, keep_old)
-
-    def rollback(self, callback: Callable[[bool], None] | None = None) -> bool:
-        """Switch back to the previous generation (kept warm after a model switch).
-
-        Returns:
-            False when there is no previous generation.
-        """
-        prev = self.previous
-        if prev is None or not prev.worker.alive():
-            return False
-        self.previous = None
-        self.switch_to(prev, callback, keep_old=False)
-        return True
-
-    def commit(self) -> None:
-        """The current model passed its health check: release the previous one."""
-        prev, self.previous = self.previous, None
-        if prev is not None:
-            prev.worker.stop(1.0)
-
-    def _start_probe(self) -> None:
-        """Retry the better backends in the background (owned thread, stop event)."""
-        self._reprobe_at = None
-        if self._probe_thread is not None and self._probe_thread.is_alive():
-            return
-        gen = self.generation
-        self._probe_thread = threading.Thread(
-            target=self._probe, args=(gen,), name="tpu-reprobe", daemon=True
-        )
-        self._probe_thread.start()
-
-    def _probe(self, gen: Generation) -> None:
-        """Load the model with every backend allowed; adopt it if it got a better one."""
-        try:
-            cand = self.prepare(gen.options, gen.meta, ())
-        except EdgeAgentError as exc:
-            cand, reason = None, str(exc)
-        else:
-            reason = f"still on {cand.worker.info.backend}"
-        if self._stop.is_set():
-            if cand is not None:
-                cand.worker.stop(1.0)
-            return
-        if cand is not None and cand.worker.info.rank < gen.worker.info.rank:
-            logger.info("model %s: %s is back", gen.options.path, cand.worker.info.backend)
-            self._reprobe_delay = self._reprobe_initial
-            self.switch_to(cand)
-            return
-        if cand is not None:
-            cand.worker.stop(1.0)
-        self._reprobe_delay = min(self._reprobe_delay * 2, self._reprobe_max)
-        self._reprobe_at = time.monotonic() + self._reprobe_delay
-        logger.info(
-            "model %s: re-probe failed (%s); next in %.0fs",
-            gen.options.path,
-            reason,
-            self._reprobe_delay,
-        )
+    def offer_reprobe(self, basis: RunningModel, cand: RunningModel | None, reason: str) -> None:
+        """Hand a re-probe's result over (see :meth:`Reprober.offer`; thread-safe)."""
+        self._reprober.offer(basis, cand, reason)

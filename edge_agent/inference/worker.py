@@ -6,12 +6,12 @@ and replace. Frames travel through shared memory (the pipeline preprocesses stra
 into an input slot; the worker copies it into the tensor and copies the outputs back
 into an output slot); the pipe only carries tiny control messages.
 
-Protocol (parent -> child / child -> parent):
-    child:  ("ready", WorkerInfo) | ("failed", reason)
-    parent: ("buffers", input_names, output_names)
-    parent: ("run", seq, slot)
-    child:  ("done", seq, slot, invoke_ms) | ("error", seq, slot, message)
-    parent: ("stop",)
+Protocol (parent -> child / child -> parent), one NamedTuple per message:
+    child:  Ready(info) | LoadFailed(reason)
+    parent: AttachBuffers(inputs, outputs)
+    parent: Run(seq, slot)
+    child:  Done(seq, slot, invoke_ms) | InvokeFailed(seq, slot, message)
+    parent: Stop()
 """
 
 from __future__ import annotations
@@ -51,6 +51,55 @@ class WorkerInfo(NamedTuple):
     outputs: tuple[TensorSpec, ...]
     attempts: tuple[tuple[str, str], ...]
     load_ms: float
+
+
+class Ready(NamedTuple):
+    """Child -> parent: the model is loaded."""
+
+    info: WorkerInfo
+
+
+class LoadFailed(NamedTuple):
+    """Child -> parent: no backend could load the model."""
+
+    reason: str
+
+
+class AttachBuffers(NamedTuple):
+    """Parent -> child: the shared-memory block names of the input and output slots."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+class Run(NamedTuple):
+    """Parent -> child: invoke once on an input slot."""
+
+    seq: int
+    slot: int
+
+
+class Done(NamedTuple):
+    """Child -> parent: the outputs of ``seq`` are in output slot ``slot``."""
+
+    seq: int
+    slot: int
+    invoke_ms: float
+
+
+class InvokeFailed(NamedTuple):
+    """Child -> parent: the invoke of ``seq`` raised."""
+
+    seq: int
+    slot: int
+    message: str
+
+
+class Stop(NamedTuple):
+    """Parent -> child: exit."""
+
+
+Completed = Done | InvokeFailed
 
 
 def _nbytes(spec: TensorSpec) -> int:
@@ -97,13 +146,12 @@ def worker_main(
     try:
         engine = Engine.open(request, backends, warmup=warmup)
     except EdgeAgentError as exc:
-        conn.send(("failed", str(exc)))
+        conn.send(LoadFailed(str(exc)))
         return
     session = engine.session
     rank = [cls.name for cls in ranked].index(session.backend)
     conn.send(
-        (
-            "ready",
+        Ready(
             WorkerInfo(
                 os.getpid(),
                 session.backend,
@@ -126,24 +174,21 @@ def worker_main(
             msg = conn.recv()
         except (EOFError, OSError):
             break  # the parent went away
-        kind = msg[0]
-        if kind == "run":
-            _, seq, slot = msg
-            np.copyto(session.input_tensor(), inputs[slot])
+        if isinstance(msg, Run):
+            np.copyto(session.input_tensor(), inputs[msg.slot])
             try:
                 ms = session.invoke()
             except InferenceError as exc:
-                conn.send(("error", seq, slot, str(exc)))
+                conn.send(InvokeFailed(msg.seq, msg.slot, str(exc)))
                 continue
-            for i, view in enumerate(outputs[slot]):
+            for i, view in enumerate(outputs[msg.slot]):
                 np.copyto(view, session.output(i))
-            conn.send(("done", seq, slot, ms))
-        elif kind == "buffers":
-            _, input_names, output_names = msg
-            blocks = [_attach(n) for n in (*input_names, *output_names)]
-            inputs = [_views(b, [session.input])[0] for b in blocks[: len(input_names)]]
-            outputs = [_views(b, session.outputs) for b in blocks[len(input_names) :]]
-        elif kind == "stop":
+            conn.send(Done(msg.seq, msg.slot, ms))
+        elif isinstance(msg, AttachBuffers):
+            blocks = [_attach(n) for n in (*msg.inputs, *msg.outputs)]
+            inputs = [_views(b, [session.input])[0] for b in blocks[: len(msg.inputs)]]
+            outputs = [_views(b, session.outputs) for b in blocks[len(msg.inputs) :]]
+        elif isinstance(msg, Stop):
             break
     del inputs, outputs
     for block in blocks:
@@ -168,9 +213,9 @@ class Buffers:
         """True when a worker's tensors have this layout (the slots can be reused)."""
         return info.input == self.input_spec and tuple(info.outputs) == self.output_specs
 
-    def names(self) -> tuple[list[str], list[str]]:
+    def names(self) -> AttachBuffers:
         """Block names to send to a worker."""
-        return [b.name for b in self._in], [b.name for b in self._out]
+        return AttachBuffers(tuple(b.name for b in self._in), tuple(b.name for b in self._out))
 
     def close(self) -> None:
         """Free the blocks."""
@@ -253,15 +298,18 @@ class WorkerHandle:
                 f"model {self.request.model_path}: worker died while loading "
                 f"(exit code {self._process.exitcode})"
             ) from exc
-        if msg[0] != "ready":
+        if not isinstance(msg, Ready):
             self.kill()
-            raise WorkerError(msg[1])
-        self.info = msg[1]
+            raise WorkerError(msg.reason if isinstance(msg, LoadFailed) else repr(msg))
+        self.info = msg.info
         return self.info
 
     def attach(self, buffers: Buffers) -> None:
-        """Hand the shared slots to the worker."""
-        self._conn.send(("buffers", *buffers.names()))
+        """Hand the shared slots to the worker (a dead one fails at its first submit)."""
+        try:
+            self._conn.send(buffers.names())
+        except (OSError, ValueError):
+            pass  # submit() then reports how the worker died, and it is replaced
 
     def submit(self, seq: int, slot: int) -> None:
         """Ask for one invoke on an input slot.
@@ -270,13 +318,13 @@ class WorkerHandle:
             WorkerError: the pipe is broken (the worker died).
         """
         try:
-            self._conn.send(("run", seq, slot))
+            self._conn.send(Run(seq, slot))
         except (OSError, ValueError) as exc:
             # The pipe broke because the worker died: report how (signal, exit code),
             # which is what the operator needs, not the EPIPE.
             raise WorkerError(self.death()) from exc
 
-    def receive(self, timeout: float) -> tuple | None:
+    def receive(self, timeout: float) -> Completed | None:
         """The next completion message, or None after ``timeout`` seconds.
 
         Raises:
@@ -311,7 +359,7 @@ class WorkerHandle:
     def stop(self, timeout: float = 2.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``timeout``."""
         try:
-            self._conn.send(("stop",))
+            self._conn.send(Stop())
         except (OSError, ValueError):
             pass
         self._process.join(timeout)
@@ -341,8 +389,8 @@ def run_once(worker: WorkerHandle, array: np.ndarray, timeout: float) -> list[np
         msg = worker.receive(timeout)
         if msg is None:
             raise WorkerError(f"model {info.model_path}: no result in {timeout:.0f}s")
-        if msg[0] != "done":
-            raise WorkerError(f"model {info.model_path}: {msg[3]}")
+        if isinstance(msg, InvokeFailed):
+            raise WorkerError(f"model {info.model_path}: {msg.message}")
         return [np.array(view) for view in buffers.outputs[0]]
     finally:
         buffers.close()

@@ -14,6 +14,7 @@ import pytest
 from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.switching import BackendChanged, SupervisorEvent
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
 
@@ -47,17 +48,25 @@ def run_frames(sup, n, image=RED, timeout=20.0):
     """Push n frames through, two in flight; return the completions in order."""
     done, submitted, deadline = [], 0, time.monotonic() + timeout
     while len(done) < n and time.monotonic() < deadline:
-        sup.maintain()
+        sup.apply_pending()
         slot = sup.slot()
         if slot is not None and submitted < n:
-            fit = sup.generation.codec.preprocessor(image, slot[1])
+            fit = sup.current.codec.preprocessor(image, slot[1])
             sup.submit(slot[0], (submitted, fit))
             submitted += 1
             continue
         for c in sup.poll(0.1):
-            results = c.generation.codec.decoder(c.outputs, c.job[1])
-            done.append((c.job[0], c.generation.worker.info.backend, results))
+            results = c.model.codec.decoder(c.outputs, c.job[1])
+            done.append((c.job[0], c.model.worker.info.backend, results))
     return done
+
+
+def run_until(sup, condition, timeout=20.0):
+    """Keep frames flowing until ``condition()`` holds; True if it did in time."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        run_frames(sup, 1)
+    return condition()
 
 
 def test_frames_round_trip_through_shared_memory(events):
@@ -66,10 +75,7 @@ def test_frames_round_trip_through_shared_memory(events):
         done = run_frames(sup, 10)
         assert [d[0] for d in done] == list(range(10))
         assert all(d[2][0].label == "red" and d[2][0].score > 0.99 for d in done)
-        assert events[0] == (
-            "backend",
-            {"backend": "cpu", "model_path": CPU_MODEL, "previous": None},
-        )
+        assert events[0] == (SupervisorEvent.BACKEND, BackendChanged("cpu", CPU_MODEL, None))
     finally:
         sup.stop()
 
@@ -77,17 +83,14 @@ def test_frames_round_trip_through_shared_memory(events):
 def test_tpu_abort_falls_back_to_cpu_without_losing_frames(fake_tpu, events):
     sup = supervisor(events, reprobe_initial=60)
     try:
-        assert sup.generation.worker.info.backend == "edgetpu"
+        assert sup.current.worker.info.backend == "edgetpu"
         assert [d[1] for d in run_frames(sup, 3)] == ["edgetpu"] * 3
         write_state(fake_tpu, invoke="abort")
         done = run_frames(sup, 6)
         assert [d[0] for d in done] == list(range(6))  # every frame, in order
         assert {d[1] for d in done} == {"cpu"}
         assert sup.restarts == 1 and "SIGABRT" in sup.last_error
-        assert (
-            "backend",
-            {"backend": "cpu", "model_path": CPU_MODEL, "previous": "edgetpu"},
-        ) in events
+        assert (SupervisorEvent.BACKEND, BackendChanged("cpu", CPU_MODEL, "edgetpu")) in events
     finally:
         sup.stop()
 
@@ -108,20 +111,18 @@ def test_hung_worker_is_killed_after_the_deadline(fake_tpu, events):
 def test_tpu_vanishes_then_comes_back_and_is_readopted(fake_tpu, events):
     sup = supervisor(events, reprobe_initial=0.2, reprobe_max=0.4)
     try:
-        assert sup.generation.worker.info.backend == "edgetpu"
+        assert sup.current.worker.info.backend == "edgetpu"
         write_state(fake_tpu, devices=[])  # unplugged: invoke fails, probes find nothing
         done = run_frames(sup, 3)
         assert {d[1] for d in done} == {"cpu"}
-        time.sleep(1.0)  # several re-probes are due and fail
-        run_frames(sup, 3)
-        assert sup.generation.worker.info.backend == "cpu"
+        # Several re-probes run (counted) and fail: the TPU is still gone.
+        probes = sup.reprobes
+        assert run_until(sup, lambda: sup.reprobes >= probes + 2)
+        assert sup.current.worker.info.backend == "cpu"
         write_state(fake_tpu, devices=["usb"])  # plugged back in
-        deadline = time.monotonic() + 20
-        while sup.generation.worker.info.backend != "edgetpu" and time.monotonic() < deadline:
-            run_frames(sup, 1)
-        assert sup.generation.worker.info.backend == "edgetpu"
+        assert run_until(sup, lambda: sup.current.worker.info.backend == "edgetpu")
         assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
-        backends = [d["backend"] for kind, d in events if kind == "backend"]
+        backends = [d.backend for kind, d in events if kind is SupervisorEvent.BACKEND]
         assert backends == ["edgetpu", "cpu", "edgetpu"]
     finally:
         sup.stop()
@@ -138,15 +139,15 @@ def test_hot_swap_between_frames_and_rollback(events):
         )
         gen = sup.prepare(new_opts, {"name": "color", "version": "2"})
         switched = []
-        sup.switch_to(gen, switched.append)
+        ticket = sup.switches.switch_to(gen, switched.append)
         done = run_frames(sup, 4)
-        assert switched == [True]
-        assert sup.generation.options.path.endswith("color_float.tflite")
-        assert sup.generation.meta["version"] == "2"
+        assert switched == [True] and ticket.adopted
+        assert sup.current.options.path.endswith("color_float.tflite")
+        assert sup.current.meta["version"] == "2"
         assert all(d[2][0].label == "red" for d in done)
-        assert sup.rollback() is True
+        assert sup.switches.rollback() is not None
         run_frames(sup, 2)
-        assert sup.generation.options.path == CPU_MODEL
-        assert sup.rollback() is False  # nothing older kept
+        assert sup.current.options.path == CPU_MODEL
+        assert sup.switches.rollback() is None  # nothing older kept
     finally:
         sup.stop()

@@ -299,7 +299,7 @@ def run_pipeline(
             )
             supervisor.start()
             loaded = time.monotonic() - t_setup
-            worker_pid = supervisor.generation.worker.pid
+            worker_pid = supervisor.current.worker.pid
             process_pids = {
                 **procfs.daemon_processes(os.getpid()),
                 # This process's forkserver also forks the bench's sink: pick by pid.
