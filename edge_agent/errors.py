@@ -46,7 +46,16 @@ class PublishError(EdgeAgentError):
 
 
 class WorkerError(EdgeAgentError):
-    """The inference worker process died, hung, or answered out of protocol."""
+    """The inference worker process died, hung, or answered out of protocol.
+
+    Attributes:
+        backend: the backend whose loading killed the worker, when it died loading one
+            (so it can be skipped); None otherwise.
+    """
+
+    def __init__(self, message: str, *, backend: str | None = None):
+        super().__init__(message)
+        self.backend = backend
 
 
 class ModelUpdateError(EdgeAgentError):

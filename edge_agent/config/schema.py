@@ -126,6 +126,7 @@ class InferenceConfig:
     reprobe_initial: float = opt(5.0, Num(gt=0))
     reprobe_max: float = opt(300.0, Num(gt=0))
     warmup: bool = opt(True, Bool())
+    load_timeout: float = opt(60.0, Num(gt=0))
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def start_supervisor(
             reprobe_initial=inf.reprobe_initial,
             reprobe_max=inf.reprobe_max,
             on_event=on_event,
+            load_timeout=inf.load_timeout,
             meta=info,
         )
         sup.start()

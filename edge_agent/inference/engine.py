@@ -63,6 +63,7 @@ class Engine:
         self._current = -1
         self.session: Session | None = None
         self.attempts: list[Attempt] = []
+        self._on_attempt: Callable[[str], None] | None = None
 
     @classmethod
     def open(
@@ -71,6 +72,7 @@ class Engine:
         backends: Sequence[Backend] | None = None,
         *,
         warmup: bool = True,
+        on_attempt: Callable[[str], None] | None = None,
     ) -> Engine:
         """Load the model on the best backend that works.
 
@@ -79,6 +81,8 @@ class Engine:
             backends: backend instances (tests inject doubles); default: the registry.
             warmup: run one invoke after loading (the first invoke is slow, and a broken
                 delegate is found now rather than on the first frame).
+            on_attempt: told each backend's name before it is tried (the worker reports
+                it, so a backend whose loading kills the process is known and skipped).
 
         Returns:
             The engine.
@@ -88,6 +92,7 @@ class Engine:
                 carries every backend's reason.
         """
         engine = cls(request, candidate_backends(request.device, backends), warmup=warmup)
+        engine._on_attempt = on_attempt
         engine._open_from(0)
         return engine
 
@@ -121,6 +126,8 @@ class Engine:
         last: Exception | None = None
         for i in range(start, len(self._candidates)):
             backend = self._candidates[i]
+            if self._on_attempt is not None:
+                self._on_attempt(backend.name)
             try:
                 session = self._try(backend)
             except (BackendUnavailable, ModelError, InferenceError) as exc:

@@ -129,13 +129,31 @@ class Supervisor:
     ) -> RunningModel:
         """Start a worker for ``options`` beside the running one and build its codec.
 
+        A backend whose loading kills or hangs the worker is skipped and the next one tried.
+
         Raises:
             WorkerError: the worker failed to load; ModelError: its outputs do not fit.
         """
-        worker = self._worker_factory(
-            options.request(), skip=skip, warmup=options.warmup, context=self._ctx
-        )
-        info = worker.start(self._load_timeout)
+        while True:
+            worker = self._worker_factory(
+                options.request(), skip=skip, warmup=options.warmup, context=self._ctx
+            )
+            try:
+                info = worker.start(self._load_timeout)
+                break
+            except WorkerError as exc:
+                # Loading on this backend killed or hung the worker (a libedgetpu abort):
+                # load again without it; the re-probe retries it later, with backoff.
+                if exc.backend is None or exc.backend in skip:
+                    raise
+                logger.error(
+                    "model %s: loading on %s failed (%s); trying the next backend",
+                    options.path,
+                    exc.backend,
+                    exc,
+                )
+                self.last_error = str(exc)
+                skip = (*skip, exc.backend)
         try:
             codec = self._make_codec(info, options)
         except EdgeAgentError:

@@ -13,7 +13,7 @@ import enum
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class ModelSwitched(NamedTuple):
     version: str
 
 
-EventPayload = BackendChanged | WorkerRestarted | ModelSwitched
+EventPayload = Union[BackendChanged, WorkerRestarted, ModelSwitched]  # "|" on classes: 3.10+
 EventSink = Callable[[SupervisorEvent, EventPayload], None]
 
 

@@ -6,12 +6,7 @@ and replace. Frames travel through shared memory (the pipeline preprocesses stra
 into an input slot; the worker copies it into the tensor and copies the outputs back
 into an output slot); the pipe only carries tiny control messages.
 
-Protocol (parent -> child / child -> parent), one NamedTuple per message:
-    child:  Ready(info) | LoadFailed(reason)
-    parent: AttachBuffers(inputs, outputs)
-    parent: Run(seq, slot)
-    child:  Done(seq, slot, invoke_ms) | InvokeFailed(seq, slot, message)
-    parent: Stop()
+The messages on the pipe are the NamedTuples of :mod:`edge_agent.inference.protocol`.
 """
 
 from __future__ import annotations
@@ -24,82 +19,30 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from edge_agent.errors import EdgeAgentError, InferenceError, WorkerError
 from edge_agent.inference.backends.base import ModelRequest, registered
 from edge_agent.inference.engine import Engine
+from edge_agent.inference.protocol import (
+    AttachBuffers,
+    Completed,
+    Done,
+    InvokeFailed,
+    LoadFailed,
+    Ready,
+    Run,
+    Stop,
+    Trying,
+    WorkerInfo,
+)
 from edge_agent.inference.tensors import TensorSpec
 
 logger = logging.getLogger(__name__)
 
 SLOTS = 2  # double buffering: the pipeline fills one slot while the worker runs the other
-
-
-class WorkerInfo(NamedTuple):
-    """What a started worker reports."""
-
-    pid: int
-    backend: str
-    rank: int  # position of the backend in priority order: lower is better
-    has_fallback: bool  # a worse backend remains if this one fails
-    model_path: str
-    runtime: str
-    input: TensorSpec
-    outputs: tuple[TensorSpec, ...]
-    attempts: tuple[tuple[str, str], ...]
-    load_ms: float
-
-
-class Ready(NamedTuple):
-    """Child -> parent: the model is loaded."""
-
-    info: WorkerInfo
-
-
-class LoadFailed(NamedTuple):
-    """Child -> parent: no backend could load the model."""
-
-    reason: str
-
-
-class AttachBuffers(NamedTuple):
-    """Parent -> child: the shared-memory block names of the input and output slots."""
-
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-class Run(NamedTuple):
-    """Parent -> child: invoke once on an input slot."""
-
-    seq: int
-    slot: int
-
-
-class Done(NamedTuple):
-    """Child -> parent: the outputs of ``seq`` are in output slot ``slot``."""
-
-    seq: int
-    slot: int
-    invoke_ms: float
-
-
-class InvokeFailed(NamedTuple):
-    """Child -> parent: the invoke of ``seq`` raised."""
-
-    seq: int
-    slot: int
-    message: str
-
-
-class Stop(NamedTuple):
-    """Parent -> child: exit."""
-
-
-Completed = Done | InvokeFailed
 
 
 def _nbytes(spec: TensorSpec) -> int:
@@ -144,7 +87,9 @@ def worker_main(
     ranked = registered()
     backends = [cls() for cls in ranked if cls.name not in skip]
     try:
-        engine = Engine.open(request, backends, warmup=warmup)
+        engine = Engine.open(
+            request, backends, warmup=warmup, on_attempt=lambda name: conn.send(Trying(name))
+        )
     except EdgeAgentError as exc:
         conn.send(LoadFailed(str(exc)))
         return
@@ -290,14 +235,29 @@ class WorkerHandle:
             raise WorkerError(
                 f"model {self.request.model_path}: worker did not load within {timeout:.0f}s"
             )
-        try:
-            msg = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            self.kill()
-            raise WorkerError(
-                f"model {self.request.model_path}: worker died while loading "
-                f"(exit code {self._process.exitcode})"
-            ) from exc
+        deadline = time.monotonic() + timeout
+        trying: str | None = None
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                self.kill()
+                on = f" on {trying}" if trying else ""
+                raise WorkerError(
+                    f"model {self.request.model_path}: worker died while loading{on} "
+                    f"(exit code {self._process.exitcode})",
+                    backend=trying,
+                ) from exc
+            if not isinstance(msg, Trying):
+                break
+            trying = msg.backend
+            if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+                self.kill()
+                raise WorkerError(
+                    f"model {self.request.model_path}: worker did not load on {trying} "
+                    f"within {timeout:.0f}s",
+                    backend=trying,
+                )
         if not isinstance(msg, Ready):
             self.kill()
             raise WorkerError(msg.reason if isinstance(msg, LoadFailed) else repr(msg))

@@ -178,3 +178,30 @@ def test_the_doctor_checks_the_configured_library(tmp_path, libraries):
         (OK, f"{libraries['ok']} loads (model.edgetpu_library = {libraries['ok']!r})"),
         (FAIL, f"model.edgetpu_library = {missing!r}: no such file"),
     ]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["abort", "hang"])
+def test_a_delegate_that_kills_the_worker_while_loading_starts_the_daemon_on_the_cpu(
+    tmp_path, mode, libraries, mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    """libedgetpu aborting (or hanging) while the model loads must not leave the box without
+    detection: the load is retried without that backend, and the daemon runs on the CPU."""
+    state, log = tmp_path / "tpu.json", tmp_path / "delegate.log"
+    write_state(state, delegate="real")
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        REPO / "models" / "demo" / "clip.avi",
+        fixture_model("color_uint8_edgetpu.tflite"),
+        LABELS,
+        env={**fake_tpu_env(state), LOG_ENV: str(log)},
+        model={"edgetpu_library": libraries[mode]},
+        inference={"load_timeout": 5.0} if mode == "hang" else {},
+        mqtt={"publish_every_frame": True},
+    )
+    first = mqtt_subscriber.wait_count(daemon.topics.results, 3, timeout=60)
+    assert {m.json()["backend"] for m in first} == {"cpu"}
+    assert {m.json()["model"]["file"] for m in first} == {CPU_MODEL}
+    daemon.wait_log(r"loading on edgetpu failed", timeout=5)
+    assert delegate_log(log)[0] == f"create mode={mode}"
+    assert daemon.stop(timeout=15) == 0
