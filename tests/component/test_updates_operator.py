@@ -18,8 +18,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.publishing.settings import MqttSettings
 from edge_agent.tools.release import operator
-from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
+from edge_agent.tools.release.push import ServeSettings, push
 from edge_agent.updates.commands import command_kind, command_subscriptions, state_topic
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
@@ -53,7 +54,7 @@ def broker(tmp_path_factory):
         except OSError:
             assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
             time.sleep(0.05)
-    yield BrokerSettings(host="127.0.0.1", port=port)
+    yield MqttSettings(host="127.0.0.1", port=port, connect_timeout=10.0)
     proc.terminate()
     proc.wait(5)
 
