@@ -356,6 +356,13 @@ class MqttSubscriber:
             data = self.latest.get(topic)
         return json.loads(data) if data is not None else None
 
+    def message(self, index: int, timeout: float) -> Message | None:
+        """The ``index``-th message received (waiting up to ``timeout``), or None."""
+        with self._cond:
+            if self._cond.wait_for(lambda: len(self.messages) > index, timeout):
+                return self.messages[index]
+        return None
+
     def on(self, topic: str) -> list[Message]:
         """Messages received so far on one topic."""
         with self._cond:
