@@ -7,14 +7,7 @@ import threading
 import pytest
 
 from edge_agent.ratemeter import RateMeter
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_rate_meter_window_and_age():

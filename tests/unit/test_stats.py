@@ -15,14 +15,7 @@ from edge_agent.daemon.stats import (
     PipelineStats,
     resource_usage,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_percentiles_of_a_known_list():
