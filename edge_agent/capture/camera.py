@@ -25,12 +25,7 @@ import cv2
 
 from edge_agent.backoff import Backoff
 from edge_agent.capture.frames import Frame, FrameSlot
-from edge_agent.capture.health import (
-    CameraState,
-    CameraStats,
-    RateMeter,
-    StateCallback,
-)
+from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
 from edge_agent.capture.sources import (
     Capture,
     SourceKind,
@@ -43,6 +38,7 @@ from edge_agent.capture.sources import (
     source_fps,
 )
 from edge_agent.errors import CaptureError, ConfigError
+from edge_agent.ratemeter import RateMeter
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +120,7 @@ class Camera:
         self._last_error: str | None = None
         self._reconnects = 0
         self._delay = 0.0
-        self._rate = RateMeter()
+        self._rate = RateMeter(FPS_WINDOW)  # thread-safe on its own
         self._outage_started: float | None = None
         self._failures = 0  # consecutive failures in the current outage
         self._next_id = 0  # written by the capture thread only
@@ -199,9 +195,8 @@ class Camera:
     def stats(self) -> CameraStats:
         """A consistent snapshot of counters and state."""
         counts = self._slot.counts()
-        now = time.monotonic()
+        fps, age = self._rate.rate(), self._rate.age()
         with self._lock:
-            fps, age = self._rate.fps(now), self._rate.age(now)
             return CameraStats(
                 self.name, self.source, self._state, counts.published, counts.dropped,
                 self._reconnects, fps, self._last_error, self._delay, age,
@@ -334,7 +329,7 @@ class Camera:
     def _on_frame(self, now: float) -> None:
         """Book-keeping for a delivered frame; ends an outage on the first one."""
         with self._lock:
-            self._rate.add(now)
+            self._rate.tick()
             recovering = self._state != CameraState.STREAMING
             failures, began = self._failures, self._outage_started
             if recovering:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 from typing import Callable, NamedTuple
 
 FPS_WINDOW = 2.0  # seconds of recent frames behind stats().fps
@@ -46,25 +45,3 @@ class CameraStats(NamedTuple):
     last_error: str | None
     backoff: float
     last_frame_age: float | None
-
-
-class RateMeter:
-    """Recent frame rate from the last capture times (caller holds any needed lock)."""
-
-    def __init__(self, window: float = FPS_WINDOW):
-        self.window = window
-        self._times: collections.deque[float] = collections.deque(maxlen=1024)
-
-    def add(self, t: float) -> None:
-        """Record a frame at monotonic time ``t``."""
-        self._times.append(t)
-
-    def fps(self, now: float) -> float:
-        """Frames per second over the window ending at ``now``; 0.0 with under two."""
-        recent = [t for t in self._times if t >= now - self.window]
-        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
-        return (len(recent) - 1) / span if span > 0 else 0.0
-
-    def age(self, now: float) -> float | None:
-        """Seconds since the last frame, None before the first."""
-        return now - self._times[-1] if self._times else None

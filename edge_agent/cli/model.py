@@ -110,8 +110,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--broker", default="localhost:1883", help="HOST[:PORT]")
     pu.add_argument("--username")
     pu.add_argument("--password-env", metavar="VAR", help="broker password from $VAR")
-    pu.add_argument("--tls", action="store_true")
-    pu.add_argument("--ca-file")
+    pu.add_argument("--tls", action="store_true", help="connect over TLS (implied by the files)")
+    pu.add_argument("--ca-file", help="CA of the broker (default: system CAs)")
+    pu.add_argument("--cert-file", help="client certificate (as the daemon's mqtt.cert_file)")
+    pu.add_argument("--key-file", help="key of --cert-file (as the daemon's mqtt.key_file)")
     pu.add_argument("--prefix", default="edge-agent", help="devices' mqtt.prefix")
     pu.add_argument(
         "--base-url",
@@ -227,7 +229,8 @@ def _why(state: dict) -> str:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
+    from edge_agent.publishing.settings import MqttSettings
+    from edge_agent.tools.release.push import ServeSettings, push
 
     host, port = _host_port(args.broker, 1883)
     print(f"release targets: {_targets(args.release)}", file=sys.stderr)
@@ -243,9 +246,12 @@ def run_push(args: argparse.Namespace) -> int:
 
     code = push(
         args.release,
-        broker=BrokerSettings(
+        broker=MqttSettings(
             host=host, port=port, username=args.username,
-            password=password.decode() if password else None, tls=args.tls, ca_file=args.ca_file,
+            password=password.decode() if password else None,
+            tls=bool(args.tls or args.ca_file or args.cert_file or args.key_file),
+            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+            connect_timeout=10.0,
         ),
         prefix=args.prefix, devices=args.device or (), group=args.group,
         base_url=args.base_url,

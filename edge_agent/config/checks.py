@@ -12,7 +12,7 @@ import datetime
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 # Longest rendering of an offending value inside an error message.
@@ -71,6 +71,26 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
+def _bounded(kind: str, fmt: Callable[[Any], str], lo: Any, hi: Any, gt: Any = None) -> str:
+    """What a bounded Int/Num expects, e.g. ``integer 1..65535`` or ``number > 0``."""
+    if gt is not None:
+        return f"{kind} > {fmt(gt)}"
+    if lo is not None and hi is not None:
+        return f"{kind} {fmt(lo)}..{fmt(hi)}"
+    if lo is not None:
+        return f"{kind} >= {fmt(lo)}"
+    return kind
+
+
+def _outside(value: float, lo: Any, hi: Any, gt: Any = None) -> bool:
+    """True when ``value`` breaks one of the bounds that are set."""
+    return (
+        (gt is not None and value <= gt)
+        or (lo is not None and value < lo)
+        or (hi is not None and value > hi)
+    )
+
+
 class Check:
     """Base class: ``expected`` describes the accepted values; calling normalizes."""
 
@@ -106,18 +126,13 @@ class Int(Check):
     def __init__(self, lo: int | None = None, hi: int | None = None):
         super().__init__()
         self.lo, self.hi = lo, hi
-        if lo is not None and hi is not None:
-            self.expected = f"integer {lo}..{hi}"
-        elif lo is not None:
-            self.expected = f"integer >= {lo}"
-        else:
-            self.expected = "integer"
+        self.expected = _bounded("integer", str, lo, hi)
 
     def __call__(self, value: Any) -> int:
         # bool is a subclass of int in Python; TOML keeps them apart, so do we.
         if not isinstance(value, int) or isinstance(value, bool):
             raise self.fail(value)
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+        if _outside(value, self.lo, self.hi):
             raise self.fail(value)
         return value
 
@@ -128,14 +143,7 @@ class Num(Check):
     def __init__(self, lo: float | None = None, hi: float | None = None, gt: float | None = None):
         super().__init__()
         self.lo, self.hi, self.gt = lo, hi, gt
-        if gt is not None:
-            self.expected = f"number > {_num(gt)}"
-        elif lo is not None and hi is not None:
-            self.expected = f"number {_num(lo)}..{_num(hi)}"
-        elif lo is not None:
-            self.expected = f"number >= {_num(lo)}"
-        else:
-            self.expected = "number"
+        self.expected = _bounded("number", _num, lo, hi, gt)
 
     def __call__(self, value: Any) -> float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -143,11 +151,7 @@ class Num(Check):
         # nan/inf are valid TOML but never a sensible timeout, rate or threshold.
         if not math.isfinite(value):
             raise self.fail(value)
-        if (
-            (self.gt is not None and value <= self.gt)
-            or (self.lo is not None and value < self.lo)
-            or (self.hi is not None and value > self.hi)
-        ):
+        if _outside(value, self.lo, self.hi, self.gt):
             raise self.fail(value)
         return float(value)
 

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from edge_agent.ratemeter import RateMeter
+
 # The stages one frame goes through, in order; "end_to_end" is capture to publish.
 STAGES = ("capture", "preprocess", "transfer", "invoke", "postprocess", "publish", "end_to_end")
 # Counters present in every snapshot (at 0) so subscribers see a stable schema.
@@ -129,63 +131,6 @@ class LatencyTracker:
             "max": round(float(values.max()), digits),
             "count": int(values.size),
         }
-
-
-class RateMeter:
-    """Events per second over a sliding time window.
-
-    The rate is the number of events after the oldest one in the window divided by the
-    time since that oldest event, so a steady stream reads exactly its frequency even
-    before the window fills, and a stalled stream decays to 0 as events age out.
-
-    Args:
-        window: seconds of history considered.
-        clock: monotonic clock in seconds (injectable for tests).
-        max_entries: memory bound on stored ticks; older ticks are dropped first.
-
-    Raises:
-        ValueError: if ``window`` is not positive or ``max_entries`` < 2.
-    """
-
-    def __init__(
-        self,
-        window: float = 5.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_entries: int = 4096,
-    ):
-        if not window > 0:
-            raise ValueError(f"rate window must be positive, got {window!r}")
-        if max_entries < 2:
-            raise ValueError(f"max_entries must be >= 2, got {max_entries}")
-        self._window = window
-        self._clock = clock
-        self._ticks: deque[tuple[float, int]] = deque(maxlen=max_entries)
-        self._lock = threading.Lock()
-
-    def tick(self, n: int = 1) -> None:
-        """Record ``n`` events happening now."""
-        if n <= 0:
-            return
-        with self._lock:
-            self._ticks.append((self._clock(), n))
-
-    def rate(self) -> float:
-        """Events per second over the window; 0.0 with fewer than two ticks in it."""
-        with self._lock:
-            now = self._clock()
-            horizon = now - self._window
-            while self._ticks and self._ticks[0][0] < horizon:
-                self._ticks.popleft()
-            if len(self._ticks) < 2:
-                return 0.0
-            first_time = self._ticks[0][0]
-            elapsed = now - first_time
-            if elapsed <= 0:
-                return 0.0
-            # Events of the first tick only mark the start of the measured span.
-            events = sum(n for _, n in self._ticks) - self._ticks[0][1]
-            return events / elapsed
 
 
 class PipelineStats:

@@ -159,8 +159,25 @@ def base_client(
     context: ssl.SSLContext | None,
     userdata: Any = None,
     protocol: int = mqtt.MQTTv311,
+    *,
+    reconnect: bool = False,
 ) -> mqtt.Client:
-    """A paho client (MQTT 3.1.1 or 5, clean session) with transport, credentials and TLS."""
+    """The one paho client factory (MQTT 3.1.1 or 5, clean session): transport,
+    credentials, TLS.
+
+    Every MQTT client of the project (the daemon's publisher, doctor, demo viewer, bench
+    sink, ``model push``) comes from here, so each gets websockets, credentials and
+    client-certificate TLS the same way.
+
+    Args:
+        settings: the broker and how to authenticate.
+        client_id: the MQTT client id.
+        context: from :func:`ssl_context` (None without TLS).
+        userdata: paho's userdata.
+        protocol: ``mqtt.MQTTv311`` or ``mqtt.MQTTv5``.
+        reconnect: let paho's own loop thread reconnect (``loop_start`` users); the
+            daemon's publisher reconnects itself with a fresh client instead.
+    """
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -169,7 +186,7 @@ def base_client(
         userdata=userdata,
         protocol=protocol,
         transport=settings.transport,
-        reconnect_on_failure=False,
+        reconnect_on_failure=reconnect,
     )
     if settings.transport == "websockets":
         client.ws_set_options(path=settings.ws_path)

@@ -14,18 +14,15 @@ from tests.support.broker import MqttSubscriber, free_port
 BOTH = pytest.mark.parametrize("mqtt_broker", ["mosquitto", "amqtt"], indirect=True)
 
 
-def _client(broker, client_id: str) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect(broker.host, broker.port, keepalive=5)
-    client.loop_start()
-    return client
+def _client(broker, name: str) -> MqttSubscriber:
+    return MqttSubscriber(broker.host, broker.port, (), name=name).start()
 
 
 @BOTH
 def test_retained_message_reaches_a_later_subscriber(mqtt_broker):
     client = _client(mqtt_broker, "retainer")
     try:
-        client.publish("t/retained", b"v1", qos=1, retain=True).wait_for_publish(5)
+        client.publish("t/retained", b"v1", qos=1, retain=True, timeout=5)
         sub = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, ["t/#"]).start()
         try:
             msg = sub.wait_for("t/retained", timeout=5)
@@ -33,8 +30,7 @@ def test_retained_message_reaches_a_later_subscriber(mqtt_broker):
         finally:
             sub.stop()
     finally:
-        client.disconnect()
-        client.loop_stop()
+        client.stop()
 
 
 @BOTH
@@ -48,11 +44,10 @@ def test_restart_on_the_same_port_and_subscriber_follows(mqtt_broker, mqtt_subsc
     mqtt_subscriber.wait_subscribed(1)  # re-subscribed after the restart
     client = _client(mqtt_broker, "after-restart")
     try:
-        client.publish("t/x", b"hello", qos=1).wait_for_publish(5)
+        client.publish("t/x", b"hello", qos=1, timeout=5)
         assert mqtt_subscriber.wait_for("t/x", timeout=5).payload == b"hello"
     finally:
-        client.disconnect()
-        client.loop_stop()
+        client.stop()
 
 
 @BOTH

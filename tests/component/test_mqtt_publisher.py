@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.publishing import durable as durable_module
@@ -27,14 +26,11 @@ RESULTS = "edge/dev1/results"
 
 def _send(broker, topic: str, payload: bytes, retain: bool = False) -> None:
     """Publish one message from a separate client (a controller sending a command)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ctl-{time.monotonic_ns()}")
-    client.connect(broker.host, broker.port, keepalive=5)
-    client.loop_start()
+    client = MqttSubscriber(broker.host, broker.port, (), name="ctl").start()
     try:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+        client.publish(topic, payload, qos=1, retain=retain, timeout=5)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        client.stop()
 
 
 def _seqs(sub: MqttSubscriber, topic: str = RESULTS) -> list[int]:

@@ -6,8 +6,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.publishing.settings import MqttSettings
 from edge_agent.tools.release.operator import pack
-from edge_agent.tools.release.push import BrokerSettings, push
+from edge_agent.tools.release.push import push
 from tests.support.paths import REPO
 
 MODEL = REPO / "models" / "demo" / "color_blobs.tflite"
@@ -65,7 +66,7 @@ def test_push_refuses_an_audience_the_release_does_not_target(tmp_path, targets,
     rel = pack(tmp_path / "rel", name="blobs", version="2.0.0", model=MODEL, private_key=key,
                targets=targets)  # fmt: skip
     # Refused before any broker is contacted (nothing listens on port 1).
-    broker = BrokerSettings(host="127.0.0.1", port=1, connect_timeout=1)
+    broker = MqttSettings(host="127.0.0.1", port=1, connect_timeout=1)
     with pytest.raises(ModelUpdateError) as e:
         push(rel, broker=broker, prefix="edge", base_url="https://x/", **audience)
     assert e.value.reason == "incompatible", e.value

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import stat
 import subprocess
 import threading
 import time
-import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.publishing.settings import MqttSettings
 from edge_agent.tools.release import operator
-from edge_agent.tools.release.push import BrokerSettings, ServeSettings, push
+from edge_agent.tools.release.push import ServeSettings, push
 from edge_agent.updates.commands import (
     ROLLBACK,
     UPDATE,
@@ -32,6 +29,7 @@ from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
+from tests.support.broker import MqttSubscriber
 from tests.support.paths import SHARED
 from tests.support.updates_http import FileServer
 from tests.support.updates_release import fake_tflite
@@ -60,7 +58,7 @@ def broker(tmp_path_factory):
         except OSError:
             assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
             time.sleep(0.05)
-    yield BrokerSettings(host="127.0.0.1", port=port)
+    yield MqttSettings(host="127.0.0.1", port=port, connect_timeout=10.0)
     proc.terminate()
     proc.wait(5)
 
@@ -79,46 +77,35 @@ class Device:
         self.id = device_id
         self.store = ModelStore(tmp / device_id, keep_versions=2)
         self.commands = []
-        self.jobs: queue.Queue = queue.Queue()
         self.stop = threading.Event()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"{device_id}-{uuid.uuid4().hex[:6]}"
-        )
+        topics = [device_command_topic(PREFIX, device_id, k) for k in (UPDATE, ROLLBACK)]
+        topics += [group_command_topic(PREFIX, g, k) for g in groups for k in (UPDATE, ROLLBACK)]
+        self.client = MqttSubscriber(broker.host, broker.port, topics, name=device_id).start()
         self.installer = UpdateInstaller(
             self.store,
             TrustedKeys.from_paths([public_key]),
             UpdateSettings(download=DownloadSettings(allow_http=True, retries=0, read_timeout=5)),
             validator=validator,
             progress=lambda s: self.client.publish(
-                state_topic(PREFIX, device_id), json.dumps(s), 1, True
+                state_topic(PREFIX, device_id), json.dumps(s), 1, retain=True
             ),
         )
-        subscribed = threading.Event()
-        self.client.on_message = lambda c, u, m: self.jobs.put((m.topic, m.payload))
-        self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.connect(broker.host, broker.port)
-        topics = [device_command_topic(PREFIX, device_id, k) for k in (UPDATE, ROLLBACK)]
-        topics += [group_command_topic(PREFIX, g, k) for g in groups for k in (UPDATE, ROLLBACK)]
-        self.client.subscribe([(t, 1) for t in topics])
         status = json.dumps({"online": True, "groups": list(groups)})
         self.client.publish(f"{PREFIX}/{device_id}/status", status, 1, retain=True)
-        self.client.loop_start()
-        assert subscribed.wait(10), "device subscription not acknowledged"
         self.worker = threading.Thread(target=self._run)
         self.worker.start()
 
     def _run(self):
         while not self.stop.is_set():
-            try:
-                topic, payload = self.jobs.get(timeout=0.1)
-            except queue.Empty:
+            msg = self.client.message(len(self.commands), timeout=0.1)
+            if msg is None:
                 continue
-            self.commands.append(topic)
+            self.commands.append(msg.topic)
             try:
-                if command_kind(topic) == "update":
-                    self.installer.install(payload)
+                if command_kind(msg.topic) == "update":
+                    self.installer.install(msg.payload)
                 else:
-                    self.installer.rollback(payload)
+                    self.installer.rollback(msg.payload)
             except ModelUpdateError:
                 pass  # already published as a state
 
@@ -126,9 +113,8 @@ class Device:
         self.stop.set()
         self.worker.join(10)
         for topic in (f"{PREFIX}/{self.id}/status", state_topic(PREFIX, self.id)):
-            self.client.publish(topic, b"", 1, retain=True).wait_for_publish(5)
-        self.client.disconnect()
-        self.client.loop_stop()
+            self.client.publish(topic, b"", 1, retain=True, timeout=5)
+        self.client.stop()
 
 
 @pytest.fixture

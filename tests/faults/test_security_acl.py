@@ -23,7 +23,7 @@ import pytest
 from edge_agent.updates.commands import build_update_command
 from tests.faults.conftest import GROUP, OTHER_DEVICE
 from tests.support.daemon import DEVICE_ID, PREFIX
-from tests.support.secure_broker import Account, Refused, Session
+from tests.support.secure_broker import Account, Refused
 from tests.support.updates_release import make_release
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
@@ -39,7 +39,7 @@ def test_anonymous_and_wrong_password_logins_are_refused(secure_broker, protocol
         secure_broker.session(None, protocol=protocol)
     stolen_name = Account(DEVICE_ID, "not-the-password")
     with pytest.raises(Refused, match="Not authorized"):
-        Session(secure_broker.host, secure_broker.port, secure_broker.pki.ca, stolen_name)
+        secure_broker.session(stolen_name)
     log = secure_broker.logs()
     assert "disconnected, not authorised" in log
     # The refused clients never got as far as a PUBLISH.

@@ -13,23 +13,21 @@ paho client subscribed to ``#`` that collects messages and waits for them.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
+from tests.support.mqtt_client import Message, MqttSubscriber, Refused  # noqa: F401 (re-exported)
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
@@ -192,114 +190,6 @@ class AmqttBroker:
 
     def __repr__(self) -> str:
         return f"<amqtt {self.host}:{self.port}>"
-
-
-class Message(NamedTuple):
-    """One received message."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
-
-
-class MqttSubscriber:
-    """A paho client that records every message it receives, for assertions.
-
-    Re-subscribes in on_connect, so it follows broker restarts. ``persistent=True``
-    uses a persistent session (clean_session=False): a broker with persistence keeps
-    queuing QoS 1 messages for it while it is reconnecting.
-    """
-
-    def __init__(self, host, port, topics=("#",), *, persistent=False, tls=None):
-        self.host, self.port, self.topics = host, port, tuple(topics)
-        self.messages: list[Message] = []
-        self.subacks = 0
-        self._cond = threading.Condition()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"test-sub-{os.getpid()}-{id(self):x}",
-            clean_session=not persistent,
-        )
-        if tls:  # {"ca_certs": ..., "certfile": ..., "keyfile": ...} for Client.tls_set
-            self._client.tls_set(**{k: str(v) for k, v in tls.items()})
-        self._client.reconnect_delay_set(0.05, 0.2)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-
-    def start(self, timeout: float = 10.0) -> MqttSubscriber:
-        """Connect and wait until the subscription is acknowledged."""
-        self._client.connect_async(self.host, self.port, keepalive=10)
-        self._client.loop_start()
-        self.wait_subscribed(0, timeout)
-        return self
-
-    def wait_subscribed(self, after_subacks: int, timeout: float = 10.0) -> None:
-        """Wait until more than ``after_subacks`` SUBACKs arrived (one per connection)."""
-        with self._cond:
-            ok = self._cond.wait_for(lambda: self.subacks > after_subacks, timeout)
-        assert ok, f"subscriber not (re)subscribed to {self.host}:{self.port} in {timeout}s"
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if not reason_code.is_failure:
-            client.subscribe([(t, 1) for t in self.topics])
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        with self._cond:
-            self.subacks += 1
-            self._cond.notify_all()
-
-    def _on_message(self, client, userdata, msg) -> None:
-        with self._cond:
-            self.messages.append(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
-            self._cond.notify_all()
-
-    def on(self, topic: str) -> list[Message]:
-        """Messages received so far on one topic."""
-        with self._cond:
-            return [m for m in self.messages if m.topic == topic]
-
-    def wait_for(
-        self,
-        topic: str,
-        predicate: Callable[[Message], bool] | None = None,
-        timeout: float = 10.0,
-    ) -> Message:
-        """The first message (already received or arriving) on topic matching predicate."""
-
-        def find() -> Message | None:
-            return next(
-                (
-                    m
-                    for m in self.messages
-                    if m.topic == topic and (predicate is None or predicate(m))
-                ),
-                None,
-            )
-
-        with self._cond:
-            found = self._cond.wait_for(find, timeout)
-            seen = sorted({m.topic for m in self.messages})
-        assert found, f"no matching message on {topic} within {timeout}s; topics seen: {seen}"
-        return found
-
-    def wait_count(self, topic: str, count: int, timeout: float = 10.0) -> list[Message]:
-        """Wait until at least ``count`` messages arrived on topic; return them all."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: sum(m.topic == topic for m in self.messages) >= count, timeout
-            )
-        got = self.on(topic)
-        assert len(got) >= count, f"{len(got)} of {count} messages on {topic} in {timeout}s"
-        return got
 
 
 _KINDS = {"mosquitto": MosquittoBroker, "amqtt": AmqttBroker}

@@ -3,18 +3,15 @@
 * :func:`process_tree` / :func:`sample_tree` / :func:`live`: the daemon's processes (it,
   its forkserver, workers and resource tracker) and their RSS, open fds and threads,
   read from /proc.
-* :class:`CountingSubscriber`: an MQTT subscriber that only counts (for long runs).
 * :func:`write_fast_clip`: a copy of a clip that a paced file camera reads flat out.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 
@@ -88,56 +85,6 @@ def sample_tree(pid: int) -> list[ProcSample]:
 
 
 # ---- long runs ----------------------------------------------------------------------------
-
-
-class CountingSubscriber:
-    """A paho subscriber that counts messages per topic and keeps only the latest payload.
-
-    For long runs, where :class:`~tests.support.broker.MqttSubscriber` would keep every
-    message in memory.
-    """
-
-    def __init__(self, host: str, port: int, topics: Sequence[str]):
-        import paho.mqtt.client as mqtt
-
-        self.counts: dict[str, int] = {t: 0 for t in topics}
-        self.latest: dict[str, bytes] = {}
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"chaos-count-{os.getpid()}-{id(self):x}"
-        )
-        self._client.reconnect_delay_set(0.05, 1.0)
-        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
-        self._client.on_subscribe = lambda *a: self._subscribed.set()
-        self._client.on_message = self._on_message
-        self._host, self._port = host, port
-
-    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        with self._lock:
-            self.counts[msg.topic] = self.counts.get(msg.topic, 0) + 1
-            self.latest[msg.topic] = bytes(msg.payload)
-
-    def start(self, timeout: float = 10.0) -> CountingSubscriber:
-        """Connect and wait for the SUBACK."""
-        self._client.connect_async(self._host, self._port, keepalive=30)
-        self._client.loop_start()
-        assert self._subscribed.wait(timeout), "counting subscriber not subscribed"
-        return self
-
-    def count(self, topic: str) -> int:
-        with self._lock:
-            return self.counts.get(topic, 0)
-
-    def last_json(self, topic: str) -> Any:
-        """The latest payload on topic, parsed, or None."""
-        with self._lock:
-            data = self.latest.get(topic)
-        return json.loads(data) if data is not None else None
-
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def write_fast_clip(source: Path, dest: Path, fps: float = 1000.0) -> Path:

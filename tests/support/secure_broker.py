@@ -10,9 +10,10 @@ password file and this ACL (``P`` is the topic prefix)::
     operator                 write P/+/cmd/#  and  P/group/+/cmd/#;  read P/#
     monitor                  read  #   (the tests' observer, e.g. Home Assistant)
 
-:class:`Session` is a paho client logged in as one account (MQTT 5 by default, so a
-refused publish comes back as a PUBACK reason code instead of silence), and
-:class:`AuthSubscriber` a :class:`~tests.support.broker.MqttSubscriber` with a login.
+:meth:`SecureBroker.session` is a publish-only client logged in as one account (MQTT 5 by
+default, so a refused publish comes back as a PUBACK reason code instead of silence), and
+:meth:`SecureBroker.subscriber` a subscriber with a login; both are
+:class:`~tests.support.broker.MqttSubscriber`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ import pwd
 import secrets
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from tests.support.broker import HOST, MOSQUITTO, MqttSubscriber, free_port, wait_for_port
+from tests.support.broker import (  # noqa: F401 (Refused: re-exported for the tests)
+    HOST,
+    MOSQUITTO,
+    MqttSubscriber,
+    Refused,
+    free_port,
+    wait_for_port,
+)
 from tests.support.tls import Pki
 
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
@@ -183,89 +190,28 @@ class SecureBroker:
         parts = [p.read_text(errors="replace") for p in (self.log, self.workdir / "stderr.log")]
         return "".join(p for p in parts if p)
 
-    def session(self, name: str | None, **kw) -> Session:
-        """A :class:`Session` logged in as account ``name`` (None: anonymous)."""
-        account = self.accounts[name] if name else None
-        return Session(self.host, self.port, self.pki.ca, account, **kw)
+    def session(
+        self, account: str | Account | None, *, protocol=mqtt.MQTTv5, timeout: float = 10.0
+    ) -> MqttSubscriber:
+        """A started publish-only client logged in as ``account`` (a name, an
+        :class:`Account` such as a forged one, or None: anonymous).
 
-    def subscriber(self, name: str, topics=("#",)) -> AuthSubscriber:
-        """A started :class:`AuthSubscriber` logged in as ``name``."""
-        return AuthSubscriber(self, self.accounts[name], topics).start()
-
-
-class Refused(Exception):
-    """The broker refused the connection (CONNACK failure)."""
-
-
-class Session:
-    """A paho client over TLS logged in as one account; publishes and waits for the ack.
-
-    Args:
-        host, port: the broker listener.
-        ca: CA file the client verifies the broker with.
-        account: the login, or None for an anonymous connection.
-        protocol: ``mqtt.MQTTv5`` (default) or ``mqtt.MQTTv311``.
-        timeout: seconds to wait for the CONNACK.
-
-    Raises:
-        Refused: the CONNACK was a failure (its reason code is the message).
-        TimeoutError: no CONNACK within ``timeout``.
-    """
-
-    def __init__(self, host, port, ca, account, *, protocol=mqtt.MQTTv5, timeout=10.0):
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"test-{account.username if account else 'anon'}-{secrets.token_hex(3)}",
-            protocol=protocol,
-        )
-        self.client.tls_set(ca_certs=str(ca))
-        if account is not None:
-            self.client.username_pw_set(account.username, account.password)
-        self._connack = threading.Event()
-        self.reason: mqtt.ReasonCode | None = None
-        self._acks: dict[int, mqtt.ReasonCode | None] = {}
-        self._cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_publish = self._on_publish
-        self.client.connect(host, port, keepalive=10)
-        self.client.loop_start()
-        if not self._connack.wait(timeout):
-            self.close()
-            raise TimeoutError(f"no CONNACK from {host}:{port} within {timeout}s")
-        if self.reason is not None and self.reason.is_failure:
-            self.close()
-            raise Refused(str(self.reason))
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.reason = reason_code
-        self._connack.set()
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._cond:
-            self._acks[mid] = reason_code
-            self._cond.notify_all()
-
-    def publish(self, topic: str, payload: bytes | str, qos: int = 1, timeout: float = 10.0):
-        """Publish and wait for the acknowledgement.
-
-        Returns:
-            The PUBACK reason code (MQTT 5: ``Not authorized`` when the ACL refused it).
+        Raises:
+            Refused: the broker refused the login.
         """
-        info = self.client.publish(topic, payload, qos=qos)
-        with self._cond:
-            ok = self._cond.wait_for(lambda: info.mid in self._acks, timeout)
-            assert ok, f"no PUBACK for {topic} within {timeout}s"
-            return self._acks.pop(info.mid)
+        if isinstance(account, str):
+            account = self.accounts[account]
+        name = f"test-{account.username if account else 'anon'}"
+        return self._client((), account, protocol=protocol, name=name).start(timeout)
 
-    def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+    def subscriber(self, name: str, topics=("#",)) -> MqttSubscriber:
+        """A started subscriber logged in as account ``name``."""
+        return self._client(topics, self.accounts[name], name="test-sub").start()
 
-
-class AuthSubscriber(MqttSubscriber):
-    """A :class:`MqttSubscriber` over TLS that logs in as ``account``."""
-
-    def __init__(self, broker: SecureBroker, account: Account, topics=("#",)):
-        super().__init__(broker.host, broker.port, topics, tls={"ca_certs": broker.pki.ca})
-        self._client.username_pw_set(account.username, account.password)
+    def _client(self, topics, account: Account | None, **kw) -> MqttSubscriber:
+        """A client verifying the broker with the CA, logged in as ``account``."""
+        return MqttSubscriber(
+            self.host, self.port, topics, tls={"ca_certs": self.pki.ca},
+            username=account.username if account else None,
+            password=account.password if account else None, **kw,
+        )  # fmt: skip

@@ -2,8 +2,8 @@
 
 :func:`make_pki` writes a CA, a server certificate for 127.0.0.1/localhost, a server
 certificate signed by the same CA but valid only for another name (``mqtt.example``),
-and a second, unrelated CA. Keys are ECDSA P-256 and certificates live one day, so
-nothing generated here can outlive the test run in any meaningful way.
+a client certificate, and a second, unrelated CA. Keys are ECDSA P-256 and certificates
+live one day, so nothing generated here can outlive the test run in any meaningful way.
 """
 
 from __future__ import annotations
@@ -46,12 +46,14 @@ class Pki:
         server: server certificate for ``localhost`` and ``127.0.0.1``.
         wrong_host: server certificate from the same CA, valid only for ``OTHER_HOST``.
         other_ca: a CA that signed nothing the broker presents.
+        client: a client certificate from ``ca`` (for brokers requiring one).
     """
 
     ca: Path
     server: CertFiles
     wrong_host: CertFiles
     other_ca: Path
+    client: CertFiles
 
 
 def _name(common_name: str) -> x509.Name:
@@ -119,6 +121,18 @@ def issue_server(ca: Issued, common_name: str, dns: tuple[str, ...], ips: tuple[
     return Issued(key, cert)
 
 
+def issue_client(ca: Issued, common_name: str) -> Issued:
+    """A TLS client certificate signed by ``ca`` (a broker with ``require_certificate``)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        _builder(common_name, ca.cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(key, cert)
+
+
 def write_cert(directory: Path, stem: str, issued: Issued) -> CertFiles:
     """Write ``stem.pem`` (certificate) and ``stem.key`` (0600 private key) in directory."""
     cert = directory / f"{stem}.pem"
@@ -151,4 +165,5 @@ def make_pki(directory: Path) -> Pki:
         server=write_cert(directory, "server", server),
         wrong_host=write_cert(directory, "wrong-host", wrong),
         other_ca=write_cert(directory, "other-ca", other).cert,
+        client=write_cert(directory, "client", issue_client(ca, "edge-agent test client")),
     )

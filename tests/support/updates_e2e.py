@@ -19,7 +19,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -98,17 +97,11 @@ class Operator:
     """The operator's MQTT client: publishes commands at QoS 1 and waits for the ack."""
 
     def __init__(self, host: str, port: int):
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"e2e-operator-{uuid.uuid4().hex[:8]}"
-        )
-        self._client.connect(host, port, keepalive=10)
-        self._client.loop_start()
+        self._client = MqttSubscriber(host, port, (), name="e2e-operator").start()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Publish and wait until the broker acknowledged it."""
-        info = self._client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published(), f"publish to {topic} not acknowledged"
+        self._client.publish(topic, payload, qos=1)
 
     def update(self, base_topic: str, envelope: Mapping[str, Any], base_url: str, **kw: Any) -> str:
         """Send ``model/update`` to ``{base_topic}/cmd/model/update``; returns the request id."""
@@ -126,8 +119,7 @@ class Operator:
 
     def close(self) -> None:
         """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._client.stop()
 
 
 def retained(broker: Any, topic: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge_agent.capture.camera import Camera
-from edge_agent.capture.health import RateMeter
 from edge_agent.capture.sources import (
     SourceKind,
     SourceSpec,
@@ -171,16 +170,6 @@ class _FpsCap:
 )
 def test_source_fps_falls_back_on_nonsense(reported, expected):
     assert source_fps(_FpsCap(reported), 12.0) == expected
-
-
-def test_rate_meter_window_and_age():
-    meter = RateMeter(window=2.0)
-    assert meter.fps(0.0) == 0.0 and meter.age(0.0) is None
-    for i in range(11):  # 10 fps from t=10.0 to t=11.0
-        meter.add(10.0 + i / 10)
-    assert meter.fps(11.0) == pytest.approx(10.0)
-    assert meter.age(11.5) == pytest.approx(0.5)
-    assert meter.fps(20.0) == 0.0  # nothing recent
 
 
 # ---- synthetic pattern ---------------------------------------------------------------

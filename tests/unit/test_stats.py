@@ -1,4 +1,4 @@
-"""Tier 1: latency percentiles, rate meter and snapshots give exact values on synthetic data."""
+"""Tier 1: latency percentiles and snapshots give exact values on synthetic data."""
 
 from __future__ import annotations
 
@@ -13,17 +13,9 @@ from edge_agent.daemon.stats import (
     STAGES,
     LatencyTracker,
     PipelineStats,
-    RateMeter,
     resource_usage,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_percentiles_of_a_known_list():
@@ -86,59 +78,6 @@ def test_window_drops_samples_older_than_max_age():
 def test_tracker_rejects_bad_bounds(size, max_age):
     with pytest.raises(ValueError):
         LatencyTracker(size, max_age)
-
-
-def test_rate_of_a_steady_stream_before_the_window_fills():
-    clock = FakeClock()
-    meter = RateMeter(window=5.0, clock=clock)
-    assert meter.rate() == 0.0
-    for i in range(11):  # 10 fps for one second
-        clock.now = i / 10
-        meter.tick()
-    assert meter.rate() == 10.0
-
-
-def test_rate_over_a_full_sliding_window():
-    clock = FakeClock()
-    meter = RateMeter(window=5.0, clock=clock)
-    for i in range(41):  # 4 fps for ten seconds
-        clock.now = i * 0.25
-        meter.tick()
-    assert meter.rate() == 4.0
-
-
-def test_rate_decays_when_the_stream_stalls():
-    clock = FakeClock()
-    meter = RateMeter(window=5.0, clock=clock)
-    for i in range(11):
-        clock.now = i / 10
-        meter.tick()
-    clock.now = 4.0
-    assert meter.rate() == 10 / 4.0
-    clock.now = 6.05  # every tick but the last is older than 5 s
-    assert meter.rate() == 0.0
-
-
-def test_rate_counts_batched_ticks_and_respects_memory_bound():
-    clock = FakeClock()
-    meter = RateMeter(window=100.0, clock=clock)
-    for t, n in ((0.0, 1), (1.0, 3), (2.0, 3)):
-        clock.now = t
-        meter.tick(n)
-    meter.tick(0)  # ignored
-    assert meter.rate() == 3.0
-
-    bounded = RateMeter(window=100.0, clock=clock, max_entries=4)
-    for t in range(10):
-        clock.now = float(t)
-        bounded.tick()
-    assert bounded.rate() == 1.0  # ticks 6..9 kept: 3 events in 3 s
-
-
-@pytest.mark.parametrize(("window", "entries"), [(0.0, 10), (1.0, 1)])
-def test_rate_meter_rejects_bad_bounds(window, entries):
-    with pytest.raises(ValueError):
-        RateMeter(window, max_entries=entries)
 
 
 def test_snapshot_has_exact_rounded_values_and_is_json_ready():

@@ -34,13 +34,13 @@ class _Subscriber:
     """Counts results per device and keeps their arrival times (child process side)."""
 
     def __init__(self, host: str, port: int):
-        import paho.mqtt.client as mqtt
+        from edge_agent.publishing.settings import MqttSettings, base_client
 
         self._lock = threading.Lock()
         self._arrivals: dict[str, list[tuple[float, float, int]]] = {}
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sink-{id(self)}"
+        self._client = base_client(
+            MqttSettings(host=host, port=port), f"bench-sink-{id(self)}", None, reconnect=True
         )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *args: self._subscribed.set()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import PublishError
-from edge_agent.publishing.settings import MqttSettings
+from edge_agent.publishing.settings import MqttSettings, base_client, ssl_context
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -114,13 +114,9 @@ class Viewer:
         self._status: Any = None
         self._topics_seen: set[str] = set()  # paho's thread adds, stop time reads
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{CLIENT_PREFIX}-{os.getpid()}",
-            protocol=mqtt.MQTTv311,
+        self._client = base_client(
+            settings, f"{CLIENT_PREFIX}-{os.getpid()}", ssl_context(settings), reconnect=True
         )
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
         self._client.reconnect_delay_set(0.2, 2.0)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *args: self._subscribed.set()

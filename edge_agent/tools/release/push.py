@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ModelUpdateError, PublishError
+from edge_agent.publishing.settings import MqttSettings, base_client, ssl_context
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.operator import verify
 from edge_agent.updates.commands import (
@@ -59,21 +59,6 @@ class PushOutcome(str, Enum):
 
 
 @dataclass(frozen=True)
-class BrokerSettings:
-    """Where the operator's MQTT client connects."""
-
-    host: str = "localhost"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    client_id: str | None = None
-    keepalive: int = 30
-    connect_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
 class ServeSettings:
     """The built-in lab server (used when no ``base_url`` is given)."""
 
@@ -87,16 +72,13 @@ class ServeSettings:
 class _Link:
     """The operator's MQTT session: a queue of (topic, payload) from subscriptions."""
 
-    def __init__(self, broker: BrokerSettings, prefix: str):
+    def __init__(self, broker: MqttSettings, prefix: str):
+        broker.validate()
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._connected = threading.Event()
         self._refused: str | None = None
         client_id = broker.client_id or f"edge-agent-push-{uuid.uuid4().hex[:8]}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        if broker.username:
-            self.client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            self.client.tls_set(ca_certs=broker.ca_file)
+        self.client = base_client(broker, client_id, ssl_context(broker), reconnect=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._topics = [f"{prefix}/+/status", f"{prefix}/+/model"]
@@ -209,7 +191,7 @@ class _Tracker:
 def push(
     release_dir: str | Path,
     *,
-    broker: BrokerSettings,
+    broker: MqttSettings,
     prefix: str,
     devices: Sequence[str] = (),
     group: str | None = None,
@@ -227,7 +209,8 @@ def push(
 
     Args:
         release_dir: the ``pack`` output.
-        broker: the MQTT broker the devices use.
+        broker: the MQTT broker the devices use, and how to log in (credentials,
+            TLS with an optional client certificate), as for the daemon's ``[mqtt]``.
         prefix: the topic prefix the devices use.
         devices: device ids to update (or use ``group``).
         group: update every device whose retained status lists this group.
@@ -250,6 +233,7 @@ def push(
     Raises:
         ModelUpdateError: the release is invalid, or ``no_devices``.
         PublishError: the broker is unreachable or refuses a publish.
+        ConfigError: bad broker settings, or unusable TLS files.
         ValueError: an invalid device id or group name.
     """
     report = report or (lambda device, state: None)
