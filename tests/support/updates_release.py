@@ -86,10 +86,13 @@ def make_release(
 
 
 def snapshot(models_root: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under the store (empty dirs ignored)."""
+    """relative path -> sha256 of every file under the store (empty dirs ignored), but the
+    request ledger ``requests.json``, which records every answered command, not a release."""
     out = {}
     for dirpath, _, filenames in os.walk(models_root):
         for f in filenames:
+            if f == "requests.json" and Path(dirpath) == Path(models_root):
+                continue
             path = Path(dirpath) / f
             out[str(path.relative_to(models_root))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
