@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.common import DETECTION_YOLO
 from edge_agent.inference.labels import label_count_warning, read_labels
+from edge_agent.inference.model_info import static_tensors
 from edge_agent.inference.model_metadata import ModelMetadata, read_model_metadata
 from edge_agent.inference.normalization import InputNormalization, NormSource, choose_normalization
 from edge_agent.inference.postprocess import Decoder, default_resize
@@ -154,3 +155,37 @@ def make_codec(info: WorkerInfo, options: ModelOptions) -> Codec:
     codec = build_codec(info.input, info.outputs, options, load_labels(options))
     log_codec(codec, options.path)
     return codec
+
+
+def describe_model(options: ModelOptions) -> dict[str, object]:
+    """What a configured model will get, read from its file without running it: task,
+    export family, input normalization (and why), label source and warnings.
+
+    Used by check-config and doctor so that a user sees the daemon's assumptions before
+    starting it.
+
+    Raises:
+        ModelError: the model or label file cannot be read, or its outputs fit no task.
+    """
+    input_spec, outputs = static_tensors(options.path)
+    codec = build_codec(input_spec, outputs, options, load_labels(options))
+    return {
+        "task": codec.decoder.task,
+        "family": codec.decoder.family,
+        "resize": codec.preprocessor.resize,
+        "normalization": codec.normalization.to_json() if codec.normalization else None,
+        "labels_source": codec.labels_source,
+        "labels": len(codec.decoder.labels),
+        "warnings": list(codec.warnings),
+        "notes": list(codec.notes),
+    }
+
+
+def describe_text(described: dict[str, object]) -> str:
+    """One line for humans: ``detection-yolo (yolov8), letterbox, pixel / 255 ...``."""
+    norm = described["normalization"] or {}
+    return (
+        f"{described['task']} ({described['family']}), {described['resize']}; input "
+        f"normalization: {norm.get('reason', '?')}; labels: {described['labels_source']} "
+        f"({described['labels']})"
+    )

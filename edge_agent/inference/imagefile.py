@@ -32,9 +32,7 @@ class ImageFile(NamedTuple):
 
 def jpeg_truncated(data: bytes) -> bool:
     """True for a JPEG whose data does not end with the end-of-image marker."""
-    return data.startswith(_JPEG_START) and not data.rstrip(_TRAILING_PADDING).endswith(
-        _JPEG_END
-    )
+    return data.startswith(_JPEG_START) and not data.rstrip(_TRAILING_PADDING).endswith(_JPEG_END)
 
 
 def read_image(path: str) -> ImageFile:

@@ -4,6 +4,9 @@ normalization, YOLO families, labels inside the model), on the self-made fixture
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -169,3 +172,30 @@ def test_yolov8n_labels_come_from_its_metadata():
     assert model.codec.labels_source == LABELS_MODEL
     results = model.infer(cv2.imread(str(shared_file("images/pets.jpg")))).results
     assert [r.label for r in results[:2]] == ["dog", "dog"]
+
+
+def test_check_config_reports_what_the_model_will_get(tmp_path):
+    model = shared_file("models/mobilenet_edgetpu_0.75_224_post_training_quant_edgetpu.tflite")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\npath = "{model}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith(f"model {model}: classification (classification), stretch;")
+    assert "assumed [-1, 1] (mean 127, std 128)" in first and "labels: none (0)" in first
+    yolo = shared_file("models/yolov8n_full_integer_quant.tflite")
+    config.write_text(f'[model]\npath = "{yolo}"\nlabels = "{fixture_model("color_labels.txt")}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "check-config", "--strict", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # 3 labels for 80 classes: a warning, so --strict fails.
+    assert proc.returncode == 1 and "3 entries but the model has 80 classes" in proc.stderr
+    assert "detection-yolo (yolov8), letterbox" in proc.stdout
