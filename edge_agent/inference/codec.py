@@ -47,6 +47,7 @@ class Codec(NamedTuple):
     normalization: InputNormalization | None = None
     labels_source: str = LABELS_NONE
     notes: tuple[str, ...] = ()
+    metadata: ModelMetadata | None = None
 
 
 def load_labels(options: ModelOptions) -> dict[int, str]:
@@ -135,7 +136,7 @@ def build_codec(
         if warning:
             where = options.labels if source == LABELS_FILE else "the model's label file"
             warnings.append(f"{where}: {warning}")
-    return Codec(pre, decoder, tuple(warnings), chosen, source, tuple(notes))
+    return Codec(pre, decoder, tuple(warnings), chosen, source, tuple(notes), metadata)
 
 
 def log_codec(codec: Codec, model: str) -> None:
@@ -176,6 +177,7 @@ def describe_model(options: ModelOptions) -> dict[str, object]:
         "normalization": codec.normalization.to_json() if codec.normalization else None,
         "labels_source": codec.labels_source,
         "labels": len(codec.decoder.labels),
+        "ssd_options": codec.metadata.postprocess if codec.metadata else None,
         "warnings": list(codec.warnings),
         "notes": list(codec.notes),
     }
@@ -184,8 +186,16 @@ def describe_model(options: ModelOptions) -> dict[str, object]:
 def describe_text(described: dict[str, object]) -> str:
     """One line for humans: ``detection-yolo (yolov8), letterbox, pixel / 255 ...``."""
     norm = described["normalization"] or {}
-    return (
+    text = (
         f"{described['task']} ({described['family']}), {described['resize']}; input "
         f"normalization: {norm.get('reason', '?')}; labels: {described['labels_source']} "
         f"({described['labels']})"
     )
+    ssd = described.get("ssd_options") or {}
+    if ssd:
+        text += (
+            f"; SSD op: {ssd.get('num_classes')} classes, at most "
+            f"{ssd.get('max_detections')} detections, scores >= "
+            f"{ssd.get('nms_score_threshold', 0):g}"
+        )
+    return text

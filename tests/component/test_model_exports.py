@@ -13,7 +13,13 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from edge_agent.inference.adapters.yolo import decode_yolo
-from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, LABELS_NONE
+from edge_agent.inference.codec import (
+    LABELS_FILE,
+    LABELS_MODEL,
+    LABELS_NONE,
+    describe_model,
+    describe_text,
+)
 from edge_agent.inference.model import LoadedModel, ModelOptions
 from edge_agent.inference.normalization import NormSource
 from edge_agent.inference.postprocess import DecodeSettings
@@ -55,6 +61,14 @@ def test_ssd_labelmap_with_background_line_is_realigned(name):
     assert model.codec.warnings == ()
     results = model.infer(blob_image()).results
     assert [(r.id, r.label, r.box) for r in results] == [(0, "red", CELL_BOX)]
+    options = ModelOptions(
+        path=str(fixture_model(name)), labels=str(fixture_model("ssd_labelmap.txt"))
+    )
+    described = describe_model(options)
+    assert described["ssd_options"]["max_detections"] == 10
+    assert describe_text(described).endswith(
+        "labels: file (4); SSD op: 3 classes, at most 10 detections, scores >= 0.5"
+    )
 
 
 def test_metadata_classifier_normalization_and_embedded_labels():
