@@ -179,7 +179,8 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read the metadata and post-processing options of a model file.
 
     A file without metadata gives an empty ModelMetadata; an Edge-TPU-compiled file
-    keeps its CPU twin's metadata (the compiler copies it).
+    keeps its CPU twin's metadata (the compiler copies it). Without ``ai-edge-litert``
+    (whose flatbuffer schema is used to read the file) it is empty too.
 
     Raises:
         ModelError: the file is unreadable, or its metadata is corrupt or names a label
@@ -191,6 +192,10 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
             data = f.read()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model: {exc.strerror or exc}") from exc
+    try:
+        from ai_edge_litert import schema_py_generated  # noqa: F401 - the schema reader
+    except ImportError:  # tflite-runtime alone ships no schema: the tensors must do
+        return ModelMetadata()
     try:
         blob, options = _flatbuffer_parts(data)
         norm, label_name = parse_metadata(blob) if blob else (None, None)

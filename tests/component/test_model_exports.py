@@ -170,10 +170,17 @@ def ultralytics_letterbox(image, size, scale, zero_point):
     return np.clip(np.round(rgb / scale + zero_point), -128, 127).astype(np.int8)
 
 
-@pytest.mark.parametrize("photo", ["pets.jpg", "grace_hopper.bmp", "cat_720p.jpg", "cat.bmp"])
+@pytest.mark.parametrize(
+    "photo", ["pets.jpg", "grace_hopper.bmp", "cat_720p.jpg", "cat.bmp", "noise-1001x777"]
+)
 def test_yolov8n_letterbox_equals_ultralytics_byte_for_byte(photo):
     model = load(shared_file("models/yolov8n_full_integer_quant.tflite"))
-    image = cv2.imread(str(shared_file(f"images/{photo}")))
+    if photo.startswith("noise"):
+        # A shrink by a non-integer factor (0.639): INTER_AREA and INTER_LINEAR differ
+        # (an exact 2x shrink, like cat_720p's, gives the same pixels with both).
+        image = np.random.default_rng(11).integers(0, 256, (777, 1001, 3), dtype=np.uint8)
+    else:
+        image = cv2.imread(str(shared_file(f"images/{photo}")))
     spec = model.engine.session.input
     tensor = np.zeros(spec.shape, spec.dtype)
     model.codec.preprocessor(image, tensor)
