@@ -18,8 +18,6 @@ from edge_agent.inference.runtime import capture_stderr
 
 _JPEG_START = b"\xff\xd8"
 _JPEG_END = b"\xff\xd9"
-# Bytes some writers leave after the end marker.
-_TRAILING_PADDING = b"\x00\r\n \t"
 
 
 class ImageFile(NamedTuple):
@@ -31,8 +29,14 @@ class ImageFile(NamedTuple):
 
 
 def jpeg_truncated(data: bytes) -> bool:
-    """True for a JPEG whose data does not end with the end-of-image marker."""
-    return data.startswith(_JPEG_START) and not data.rstrip(_TRAILING_PADDING).endswith(_JPEG_END)
+    """True for JPEG data (its first bytes and its last 64) without an end-of-image marker
+    near the end.
+
+    ``FF D9`` cannot occur inside entropy-coded data (a data ``FF`` is followed by ``00``),
+    so finding it anywhere in the last 64 bytes tolerates short trailers some cameras
+    append after the marker.
+    """
+    return data.startswith(_JPEG_START) and _JPEG_END not in data[-64:]
 
 
 def read_image(path: str) -> ImageFile:
