@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.common import DETECTION_YOLO
-from edge_agent.inference.labels import label_count_warning, read_labels
+from edge_agent.inference.labels import label_count_warning, label_offset, read_labels
 from edge_agent.inference.model_info import static_tensors
 from edge_agent.inference.model_metadata import ModelMetadata, read_model_metadata
 from edge_agent.inference.normalization import InputNormalization, NormSource, choose_normalization
@@ -132,7 +132,8 @@ def build_codec(
         interpolation="linear" if decoder.task == DETECTION_YOLO else "auto",
     )
     if labels and decoder.num_classes:
-        warning = label_count_warning(labels, decoder.num_classes)
+        aligned = decoder.label_offset == label_offset(labels, decoder.num_classes)
+        warning = label_count_warning(labels, decoder.num_classes, background_offset_ok=aligned)
         if warning:
             where = options.labels if source == LABELS_FILE else "the model's label file"
             warnings.append(f"{where}: {warning}")

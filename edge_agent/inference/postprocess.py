@@ -98,8 +98,11 @@ class Decoder:
         self.labels_filter = frozenset(labels_filter)
         self._ssd = ssd_layout(self.outputs) if self.task == SSD else None
         self.num_classes = self._num_classes()
-        # Label files off by one background entry are realigned (see label_offset).
-        self.label_offset = label_offset(self.labels, self.num_classes or 0)
+        # Label files off by one background entry are realigned (see label_offset). Only
+        # a classifier can score a background class the file leaves out (-1); detectors
+        # never output one, so for them only a background line in the file (+1) is.
+        offset = label_offset(self.labels, self.num_classes or 0)
+        self.label_offset = offset if offset >= 0 or self.task == CLASSIFICATION else 0
 
     def _num_classes(self) -> int | None:
         """How many classes the model scores (SSD: from the op's options, when known)."""

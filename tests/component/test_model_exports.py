@@ -220,3 +220,14 @@ def test_check_config_reports_what_the_model_will_get(tmp_path):
     # 3 labels for 80 classes: a warning, so --strict fails.
     assert proc.returncode == 1 and "3 entries but the model has 80 classes" in proc.stderr
     assert "detection-yolo (yolov8), letterbox" in proc.stdout
+
+
+def test_detectors_never_shift_labels_down(tmp_path):
+    # Two names for three SSD classes: a classifier would read "background left out" (-1);
+    # a detector has no background output, so nothing shifts and the user is told.
+    short = tmp_path / "two.txt"
+    short.write_text("red\ngreen\n")
+    model = load(fixture_model("ssd_postprocess.tflite"), short)
+    assert model.codec.decoder.label_offset == 0
+    assert any("off by one" in w for w in model.codec.warnings)
+    assert [r.label for r in model.infer(blob_image()).results] == ["red"]
