@@ -27,6 +27,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import color_blobs  # noqa: E402
+import export_families  # noqa: E402
 from color_blobs import CORAL_INPUT, LABELS  # noqa: E402
 from tflite_builder import (  # noqa: E402
     BuiltinOperator,
@@ -272,6 +273,7 @@ def fixture_files() -> dict[str, bytes]:
         "yolo_tiny_int8.tflite": build_yolo_tiny(),
         "not_a_model.tflite": NOT_A_MODEL,
         "fails_on_input.tflite": build_fails_on_input(),
+        **export_families.family_fixture_files(),
     }
 
 

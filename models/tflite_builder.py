@@ -197,6 +197,7 @@ class ModelBuilder:
         inputs: Sequence[int],
         outputs: Sequence[int],
         signature: tuple[str, dict[str, int], dict[str, int]] | None = None,
+        metadata: bytes | None = None,
     ) -> bytes:
         """Serialize the model.
 
@@ -205,6 +206,7 @@ class ModelBuilder:
             outputs: the subgraph's output tensor indices, in the order the runtimes report.
             signature: optional ``(key, {input name: tensor}, {output name: tensor})``, as
                 converters write for SavedModel signatures (``serving_default``).
+            metadata: a ModelMetadata flatbuffer stored as ``TFLITE_METADATA``.
 
         Returns:
             The ``.tflite`` file contents.
@@ -237,6 +239,15 @@ class ModelBuilder:
             definition.inputs = [_tensor_map(n, i) for n, i in sig_inputs.items()]
             definition.outputs = [_tensor_map(n, i) for n, i in sig_outputs.items()]
             model.signatureDefs = [definition]
+
+        if metadata is not None:
+            buffer = _AlignedBufferT()
+            buffer.data = metadata
+            model.buffers = [*self._buffers, buffer]
+            entry = schema.MetadataT()
+            entry.name = "TFLITE_METADATA"
+            entry.buffer = len(model.buffers) - 1
+            model.metadata = [entry]
 
         builder = flatbuffers.Builder(1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)

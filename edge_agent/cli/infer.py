@@ -7,10 +7,9 @@ import json
 import os
 import sys
 
-import cv2
-
 from edge_agent.errors import ModelError
 from edge_agent.inference.devices import parse_device_spec
+from edge_agent.inference.imagefile import read_image
 from edge_agent.inference.model import LoadedModel, ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings, task_family
 
@@ -40,13 +39,34 @@ def _count(text: str) -> int:
     return value
 
 
+def _channels(text: str) -> list[float]:
+    """argparse type: one number or three comma-separated ones (R,G,B)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected N or R,G,B numbers, got {text}") from exc
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 values, got {len(values)}")
+    return values
+
+
+def _positive_channels(text: str) -> list[float]:
+    """argparse type: like _channels, every value > 0."""
+    values = _channels(text)
+    if min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"std must be > 0, got {text}")
+    return values
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
     p = sub.add_parser("infer", help="run a model on images and print JSON results")
     p.add_argument("--model", required=True, help="model file (.tflite or _edgetpu.tflite)")
     p.add_argument("--cpu-model", default="", help="CPU twin of an Edge TPU model")
     p.add_argument("--labels", default="", help="label file")
-    p.add_argument("--top-k", type=_count, default=5, help="classification: best K (default 5)")
+    p.add_argument(
+        "--top-k", type=_count, default=5, help="classification: best K (default 5, 0: no limit)"
+    )
     p.add_argument(
         "--threshold",
         type=_fraction,
@@ -54,7 +74,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="minimum score (default 0.1 for classification, 0.25 for detection)",
     )
     p.add_argument("--iou", type=_fraction, default=0.45, help="detection NMS IoU (default 0.45)")
-    p.add_argument("--max-detections", type=_count, default=100)
+    p.add_argument(
+        "--max-detections", type=_count, default=100, help="detection: best N (0: no limit)"
+    )
+    p.add_argument(
+        "--mean",
+        type=_channels,
+        default=None,
+        help="input normalization (pixel - mean) / std: M or R,G,B (with --std); "
+        "default: the model's metadata, else the documented rule",
+    )
+    p.add_argument("--std", type=_positive_channels, default=None, help="see --mean")
     p.add_argument(
         "--task",
         default="auto",
@@ -75,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     """
     if not os.path.isfile(args.model):
         raise ModelError(f"{args.model}: no such model file")
+    if (args.mean is None) != (args.std is None):
+        raise ModelError("--mean and --std go together")
     options = ModelOptions(
         path=args.model,
         cpu_model=args.cpu_model,
@@ -83,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         task=args.task,
         resize=args.resize,
+        input_mean=args.mean,
+        input_std=args.std,
         settings=DecodeSettings(
             threshold=0.0, top_k=args.top_k, iou=args.iou, max_detections=args.max_detections
         ),
@@ -101,13 +135,20 @@ def run(args: argparse.Namespace) -> int:
         threshold = 0.1 if model.task == "classification" else 0.25
     model.codec.decoder.settings = model.codec.decoder.settings._replace(threshold=threshold)
     status = 0
+    codec = model.codec
+    described = {
+        "family": codec.decoder.family,
+        "labels_source": codec.labels_source,
+        "normalization": codec.normalization.to_json() if codec.normalization else None,
+    }
     for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-        if image is None:
-            print(f"edge-agent infer: error: {path}: cannot read image", file=sys.stderr)
+        read = read_image(path) if os.path.isfile(path) else None
+        if read is None or read.image is None:
+            reason = read.error if read is not None else "cannot read image: no such file"
+            print(f"edge-agent infer: error: {path}: {reason}", file=sys.stderr)
             status = 1
             continue
-        out = model.infer(image)
+        out = model.infer(read.image)
         print(
             json.dumps(
                 {
@@ -115,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
                     "model": out.model_path,
                     "backend": out.backend,
                     "task": task_family(out.task),
+                    **described,
                     "inference_ms": round(out.inference_ms, 3),
                     "results": [r.to_json() for r in out.results],
+                    "warnings": list(read.warnings),
                 }
             ),
             flush=True,

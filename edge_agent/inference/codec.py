@@ -8,10 +8,16 @@ into shared memory and decodes the worker's outputs in the pipeline.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
-from edge_agent.inference.labels import label_count_warning, read_labels
+from edge_agent.errors import ModelError
+from edge_agent.inference.adapters.common import DETECTION_YOLO
+from edge_agent.inference.labels import label_count_warning, label_offset, read_labels
+from edge_agent.inference.model_info import static_tensors
+from edge_agent.inference.model_metadata import ModelMetadata, read_model_metadata
+from edge_agent.inference.normalization import InputNormalization, NormSource, choose_normalization
 from edge_agent.inference.postprocess import Decoder, default_resize
 from edge_agent.inference.preprocess import Preprocessor, input_geometry
 from edge_agent.inference.tensors import TensorSpec
@@ -23,12 +29,25 @@ if TYPE_CHECKING:  # the options and the worker import this module's users, not 
 logger = logging.getLogger(__name__)
 
 
+LABELS_FILE = "file"  # model.labels / --labels
+LABELS_MODEL = "model"  # the label file inside the model's metadata
+LABELS_NONE = "none"
+
+
 class Codec(NamedTuple):
-    """The pipeline-side halves of a model: preprocessing and decoding."""
+    """The pipeline-side halves of a model: preprocessing and decoding.
+
+    ``notes`` are facts worth one INFO line (e.g. a normalization the rule guessed);
+    ``warnings`` are worth a WARNING.
+    """
 
     preprocessor: Preprocessor
     decoder: Decoder
     warnings: tuple[str, ...]
+    normalization: InputNormalization | None = None
+    labels_source: str = LABELS_NONE
+    notes: tuple[str, ...] = ()
+    metadata: ModelMetadata | None = None
 
 
 def load_labels(options: ModelOptions) -> dict[int, str]:
@@ -40,18 +59,48 @@ def load_labels(options: ModelOptions) -> dict[int, str]:
     return read_labels(options.labels) if options.labels else {}
 
 
+def load_metadata(path: str) -> tuple[ModelMetadata, str | None]:
+    """The model file's metadata, and a warning when it could not be read.
+
+    Metadata only refines what the tensors say, so unreadable metadata never stops a
+    model that loads: it is reported and left out.
+    """
+    if not path or not os.path.isfile(path):
+        return ModelMetadata(), None
+    try:
+        return read_model_metadata(path), None
+    except ModelError as exc:
+        return ModelMetadata(), f"ignoring the model's metadata: {exc}"
+
+
 def build_codec(
     input_spec: TensorSpec,
     output_specs: Sequence[TensorSpec],
     options: ModelOptions,
     labels: dict[int, str],
+    metadata: ModelMetadata | None = None,
 ) -> Codec:
     """Make the preprocessor and decoder for a model's tensors.
+
+    Args:
+        input_spec, output_specs: the running model's tensors.
+        options: the model options.
+        labels: the configured label file's labels (empty: none configured).
+        metadata: the model file's metadata (None: read from ``options.path``).
 
     Raises:
         ModelError: the input is not an image tensor, or the outputs do not fit the task.
     """
+    warnings, notes = [], []
+    if metadata is None:
+        metadata, problem = load_metadata(options.path)
+        if problem:
+            warnings.append(problem)
+    source = LABELS_FILE if labels else LABELS_NONE
+    if not labels and metadata.labels:
+        labels, source = metadata.labels, LABELS_MODEL
     height, width = input_geometry(input_spec)
+    ssd_classes = int((metadata.postprocess or {}).get("num_classes", 0) or 0)
     decoder = Decoder(
         output_specs,
         (width, height),
@@ -59,15 +108,44 @@ def build_codec(
         labels=labels,
         settings=options.settings,
         labels_filter=options.labels_filter,
+        ssd_num_classes=ssd_classes,
     )
+    norm_meta = (metadata.mean, metadata.std) if metadata.mean and metadata.std else None
+    chosen = choose_normalization(
+        input_spec,
+        mean=options.input_mean,
+        std=options.input_std,
+        metadata=norm_meta,
+        yolo=decoder.task == DETECTION_YOLO,
+    )
+    if chosen.source is NormSource.GUESS:
+        notes.append(
+            f"input normalization {chosen.reason}; set model.input_mean/input_std "
+            "(infer --mean/--std) if it was trained otherwise"
+        )
     resize = default_resize(decoder.task) if options.resize == "auto" else options.resize
-    pre = Preprocessor(input_spec, resize=resize, mean=options.input_mean, std=options.input_std)
-    warnings = []
+    pre = Preprocessor(
+        input_spec,
+        resize=resize,
+        mean=chosen.norm.mean,
+        std=chosen.norm.std,
+        interpolation="linear" if decoder.task == DETECTION_YOLO else "auto",
+    )
     if labels and decoder.num_classes:
-        warning = label_count_warning(labels, decoder.num_classes)
+        aligned = decoder.label_offset == label_offset(labels, decoder.num_classes)
+        warning = label_count_warning(labels, decoder.num_classes, background_offset_ok=aligned)
         if warning:
-            warnings.append(f"{options.labels}: {warning}")
-    return Codec(pre, decoder, tuple(warnings))
+            where = options.labels if source == LABELS_FILE else "the model's label file"
+            warnings.append(f"{where}: {warning}")
+    return Codec(pre, decoder, tuple(warnings), chosen, source, tuple(notes), metadata)
+
+
+def log_codec(codec: Codec, model: str) -> None:
+    """Log a codec's warnings and notes once, naming the model."""
+    for warning in codec.warnings:
+        logger.warning("model %s: %s", model, warning)
+    for note in codec.notes:
+        logger.info("model %s: %s", model, note)
 
 
 def make_codec(info: WorkerInfo, options: ModelOptions) -> Codec:
@@ -77,6 +155,48 @@ def make_codec(info: WorkerInfo, options: ModelOptions) -> Codec:
         ModelError: the input is not an image tensor, or the outputs do not fit the task.
     """
     codec = build_codec(info.input, info.outputs, options, load_labels(options))
-    for warning in codec.warnings:
-        logger.warning("model %s: %s", options.path, warning)
+    log_codec(codec, options.path)
     return codec
+
+
+def describe_model(options: ModelOptions) -> dict[str, object]:
+    """What a configured model will get, read from its file without running it: task,
+    export family, input normalization (and why), label source and warnings.
+
+    Used by check-config and doctor so that a user sees the daemon's assumptions before
+    starting it.
+
+    Raises:
+        ModelError: the model or label file cannot be read, or its outputs fit no task.
+    """
+    input_spec, outputs = static_tensors(options.path)
+    codec = build_codec(input_spec, outputs, options, load_labels(options))
+    return {
+        "task": codec.decoder.task,
+        "family": codec.decoder.family,
+        "resize": codec.preprocessor.resize,
+        "normalization": codec.normalization.to_json() if codec.normalization else None,
+        "labels_source": codec.labels_source,
+        "labels": len(codec.decoder.labels),
+        "ssd_options": codec.metadata.postprocess if codec.metadata else None,
+        "warnings": list(codec.warnings),
+        "notes": list(codec.notes),
+    }
+
+
+def describe_text(described: dict[str, object]) -> str:
+    """One line for humans: ``detection-yolo (yolov8), letterbox, pixel / 255 ...``."""
+    norm = described["normalization"] or {}
+    text = (
+        f"{described['task']} ({described['family']}), {described['resize']}; input "
+        f"normalization: {norm.get('reason', '?')}; labels: {described['labels_source']} "
+        f"({described['labels']})"
+    )
+    ssd = described.get("ssd_options") or {}
+    if ssd:
+        text += (
+            f"; SSD op: {ssd.get('num_classes')} classes, at most "
+            f"{ssd.get('max_detections')} detections, scores >= "
+            f"{ssd.get('nms_score_threshold', 0):g}"
+        )
+    return text

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edge_agent.inference.backends.base import Backend, ModelRequest
-from edge_agent.inference.codec import Codec, build_codec, load_labels
+from edge_agent.inference.codec import Codec, build_codec, load_labels, log_codec
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.postprocess import DecodeSettings, Result
 from edge_agent.inference.runtime import default_threads
@@ -87,8 +87,7 @@ class LoadedModel:
         engine = Engine.open(options.request(), backends, warmup=options.warmup)
         session = engine.session
         codec = build_codec(session.input, session.outputs, options, labels)
-        for warning in codec.warnings:
-            logger.warning("model %s: %s", options.path, warning)
+        log_codec(codec, options.path)
         return cls(options, engine, codec)
 
     @property

@@ -10,7 +10,10 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from edge_agent.errors import ModelError
+from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
@@ -112,3 +115,47 @@ def edgetpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
     if path.stem.endswith(EDGETPU_SUFFIX):
         return []
     return [path.with_name(path.stem + EDGETPU_SUFFIX + path.suffix)]
+
+
+_TENSOR_DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 9: np.int8}  # schema TensorType
+
+
+def static_tensors(path: str | os.PathLike[str]) -> tuple[TensorSpec, list[TensorSpec]]:
+    """The input and output tensors as the flatbuffer declares them, without an
+    interpreter (so an Edge-TPU-only file can be described on a machine without a TPU).
+
+    Raises:
+        ModelError: unreadable, not TFLite, corrupt, not one input, or a tensor type
+            edge-agent does not use; the message names the file.
+    """
+    inspect_model(path)
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            graph = schema.Model.GetRootAs(f.read(), 0).Subgraphs(0)
+
+        def spec(index: int) -> TensorSpec:
+            tensor = graph.Tensors(index)
+            quant = tensor.Quantization()
+            params = NOT_QUANTIZED
+            if quant is not None and quant.ScaleLength() == 1:
+                zp = int(quant.ZeroPoint(0)) if quant.ZeroPointLength() else 0
+                params = QuantParams(float(quant.Scale(0)), zp)
+            dtype = _TENSOR_DTYPES.get(tensor.Type())
+            if dtype is None:
+                raise ModelError(f"tensor {tensor.Name()!r} has type {tensor.Type()}")
+            shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
+            name = (tensor.Name() or b"").decode("utf-8", "replace")
+            return TensorSpec(index, name, shape, np.dtype(dtype), params)
+
+        inputs = [spec(graph.Inputs(i)) for i in range(graph.InputsLength())]
+        outputs = [spec(graph.Outputs(i)) for i in range(graph.OutputsLength())]
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+    except Exception as exc:  # a corrupt flatbuffer raises from deep inside
+        raise ModelError(f"{path}: corrupt TFLite flatbuffer: {exc}") from exc
+    if len(inputs) != 1:
+        raise ModelError(f"{path}: expected exactly one input tensor, found {len(inputs)}")
+    return inputs[0], outputs

@@ -17,7 +17,7 @@ from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.adapters.common import DETECTION_SSD as SSD
 from edge_agent.inference.adapters.common import DETECTION_YOLO as YOLO
 from edge_agent.inference.adapters.ssd import decode_ssd, resolve_ssd_order, ssd_layout
-from edge_agent.inference.adapters.task import detect_task, validate_task
+from edge_agent.inference.adapters.task import detect_task, model_family, validate_task
 from edge_agent.inference.adapters.yolo import decode_yolo, yolo_shape
 from edge_agent.inference.geometry import Fit, objects_to_image
 from edge_agent.inference.labels import label_for, label_offset
@@ -69,6 +69,8 @@ class Decoder:
         labels: id -> label.
         settings: thresholds.
         labels_filter: keep only these labels (empty: all).
+        ssd_num_classes: ``num_classes`` of the SSD post-processing op (its custom
+            options), so SSD label files are realigned like classifiers' (0: unknown).
 
     Raises:
         ModelError: the outputs do not fit the task (or no task can be detected).
@@ -83,26 +85,32 @@ class Decoder:
         labels: dict[int, str] | None = None,
         settings: DecodeSettings | None = None,
         labels_filter: Sequence[str] = (),
+        ssd_num_classes: int = 0,
     ):
         self.outputs = list(outputs)
         self.task = detect_task(self.outputs) if task == "auto" else task
         validate_task(self.task, self.outputs)
         self.input_size = input_size
+        self.family = model_family(self.task, self.outputs, input_size)
+        self._ssd_num_classes = ssd_num_classes
         self.labels = labels or {}
         self.settings = settings or DecodeSettings()
         self.labels_filter = frozenset(labels_filter)
         self._ssd = ssd_layout(self.outputs) if self.task == SSD else None
         self.num_classes = self._num_classes()
-        # Label files off by one background entry are realigned (see label_offset).
-        self.label_offset = label_offset(self.labels, self.num_classes or 0)
+        # Label files off by one background entry are realigned (see label_offset). Only
+        # a classifier can score a background class the file leaves out (-1); detectors
+        # never output one, so for them only a background line in the file (+1) is.
+        offset = label_offset(self.labels, self.num_classes or 0)
+        self.label_offset = offset if offset >= 0 or self.task == CLASSIFICATION else 0
 
     def _num_classes(self) -> int | None:
-        """How many classes the outputs encode, when the shapes say so (not for SSD)."""
+        """How many classes the model scores (SSD: from the op's options, when known)."""
         if self.task == CLASSIFICATION:
             return int(np.prod(self.outputs[0].shape))
         if self.task == YOLO:
-            return yolo_shape(self.outputs[0].shape).num_classes
-        return None  # SSD: the class count is inside the post-processing op
+            return yolo_shape(self.outputs[0].shape, family=self.family).num_classes
+        return self._ssd_num_classes or None
 
     def label(self, class_id: int) -> str:
         """The label of a class id (its number when the file has none)."""
@@ -126,7 +134,9 @@ class Decoder:
                     arrays[lay.count],
                     s.threshold,
                     self.input_size,
-                )[: s.max_detections]
+                )
+                if s.max_detections > 0:  # 0 means no limit, as for top_k
+                    objs = objs[: s.max_detections]
             else:
                 objs = decode_yolo(
                     arrays[0],
@@ -135,6 +145,7 @@ class Decoder:
                     s.iou,
                     s.max_detections,
                     self.input_size,
+                    family=self.family,
                 )
             results = [
                 Result(o.id, self.label(o.id), float(o.score), tuple(o.bbox))

@@ -33,6 +33,7 @@ from edge_agent.inference.tensors import TensorSpec
 
 # Ultralytics letterboxes with grey 114; the reference outputs were made that way.
 PAD_VALUE = 114
+INTERPOLATIONS = ("auto", "linear")
 _PIXELS = np.arange(256, dtype=np.uint8)
 
 
@@ -106,6 +107,9 @@ class Preprocessor:
         spec: the model's input tensor.
         resize: "stretch" or "letterbox".
         mean, std: per-channel normalization override (None: derived from the model).
+        interpolation: "auto" (INTER_AREA when shrinking, bilinear when enlarging: the
+            pycoral-style classification/SSD path) or "linear" (always bilinear, as
+            Ultralytics' LetterBox resizes).
     """
 
     def __init__(
@@ -115,9 +119,13 @@ class Preprocessor:
         resize: str = "stretch",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        interpolation: str = "auto",
     ):
         if resize not in ("stretch", "letterbox"):
             raise ValueError(f"resize must be stretch or letterbox, got {resize!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be auto or linear, got {interpolation!r}")
+        self.interpolation = interpolation
         self.spec = spec
         self.resize = resize
         self.height, self.width = input_geometry(spec)
@@ -210,8 +218,11 @@ class Preprocessor:
         roi = dst[top : top + fit.new_h, left : left + fit.new_w]
         src = image
         if (fit.new_w, fit.new_h) != (w, h):
-            # INTER_AREA when shrinking (no aliasing), bilinear when enlarging.
-            interp = cv2.INTER_AREA if fit.new_w < w or fit.new_h < h else cv2.INTER_LINEAR
+            # INTER_AREA when shrinking (no aliasing), bilinear when enlarging; always
+            # bilinear for Ultralytics' exports (their LetterBox uses INTER_LINEAR).
+            shrink = fit.new_w < w or fit.new_h < h
+            auto_area = self.interpolation == "auto" and shrink
+            interp = cv2.INTER_AREA if auto_area else cv2.INTER_LINEAR
             src = cv2.resize(image, (fit.new_w, fit.new_h), dst=self._resized, interpolation=interp)
         if self.lut.identity:
             written = cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=roi)

@@ -8,11 +8,15 @@ backend prefers it for the delegate. Both load in one process.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import re
+import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any, Callable
 
@@ -31,6 +35,53 @@ CPU_PREFERENCE = (LITERT, TFLITE_RUNTIME)
 DELEGATE_PREFERENCE = (TFLITE_RUNTIME, LITERT)
 
 _modules: dict[str, ModuleType | None] = {}
+# The runtimes' own C++ log lines ("INFO: Created TensorFlow Lite XNNPACK delegate for
+# CPU.", the SSD op's WARNING, ERROR text that is also in the exception).
+_RUNTIME_CHATTER = re.compile(rb"^(INFO|WARNING|ERROR|VERBOSE): ")
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def capture_stderr() -> Iterator[list[bytes]]:
+    """Capture what native code writes to file descriptor 2 while the block runs.
+
+    The C++ runtimes and libjpeg write to fd 2 directly, below Python's ``sys.stderr``.
+    The yielded list is filled with the captured lines (ends kept) when the block exits.
+    Process-wide, so one capture runs at a time.
+    """
+    lines: list[bytes] = []
+    with _stderr_lock:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 (daemonized without one): nothing to capture
+            yield lines
+            return
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield lines
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                capture.seek(0)
+                lines.extend(capture.read().splitlines(keepends=True))
+
+
+@contextlib.contextmanager
+def quiet_runtime_stderr() -> Iterator[None]:
+    """Keep the runtimes' native log lines off stderr while the block runs.
+
+    Every captured line that is not runtime chatter (e.g. another thread's log record)
+    is written back to the real stderr afterwards, so nothing of edge-agent's is lost.
+    """
+    lines: list[bytes] = []
+    try:
+        with capture_stderr() as lines:
+            yield
+    finally:
+        kept = [line for line in lines if not _RUNTIME_CHATTER.match(line)]
+        if kept:
+            os.write(2, b"".join(kept))
 
 
 def runtime_module(name: str) -> ModuleType | None:
@@ -224,8 +275,9 @@ def make_session(
     if delegates:
         kwargs["experimental_delegates"] = list(delegates)
     try:
-        interpreter = factory(**kwargs)
-        interpreter.allocate_tensors()
+        with quiet_runtime_stderr():
+            interpreter = factory(**kwargs)
+            interpreter.allocate_tensors()
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{model_path}: cannot load on {backend}: {message}") from exc

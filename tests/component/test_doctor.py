@@ -98,6 +98,10 @@ def test_good_config_passes_on_the_cpu(tmp_path, mqtt_broker):
     assert model["data"]["task"] == "classification"
     assert model["data"]["input"] == [[1, 32, 32, 3], "uint8"]
     assert model["data"]["labels"] == 3
+    assert (model["data"]["labels_source"], model["data"]["family"]) == ("file", "classification")
+    assert model["data"]["normalization"]["source"] == "identity"
+    assumed = checks[("Model", "assumptions")]["detail"]
+    assert assumed.startswith("classification (classification); input normalization: [-1, 1]")
     # color_uint8_edgetpu.tflite lies beside it, and no Edge TPU exists here.
     skipped = checks[("Model", "edgetpu skipped")]
     assert skipped["status"] == WARN

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from tests.support.paths import fixture_model, shared_file
@@ -110,3 +112,68 @@ def test_explicit_tpu_request_falling_back_warns():
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["backend"] == "cpu"
     assert "warning: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
+
+
+def test_runtime_chatter_stays_off_stderr_and_json_says_what_was_assumed():
+    proc = infer(
+        "--model",
+        str(shared_file("models/mobilenet_edgetpu_0.75_224_post_training_quant.tflite")),
+        "--top-k",
+        "1",
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stderr and "INFO:" not in proc.stderr
+    line = json.loads(proc.stdout)
+    assert line["results"][0]["id"] == 286 and line["labels_source"] == "none"
+    assert line["normalization"]["source"] == "guess" and line["warnings"] == []
+    assert line["family"] == "classification"
+
+
+def test_mean_std_override():
+    model = str(shared_file("models/mobilenet_edgetpu_0.75_224_post_training_quant.tflite"))
+    proc = infer(
+        "--model", model, "--mean", "0", "--std", "1,1,1", str(shared_file("images/cat.bmp"))
+    )
+    assert proc.returncode == 0, proc.stderr
+    norm = json.loads(proc.stdout)["normalization"]
+    assert (norm["mean"], norm["std"], norm["source"]) == ([0, 0, 0], [1, 1, 1], "config")
+    proc = infer("--model", model, "--mean", "1,2", str(shared_file("images/cat.bmp")))
+    assert proc.returncode == 2 and "expected 1 or 3 values" in proc.stderr
+
+
+def test_truncated_jpeg_is_flagged_in_the_json(tmp_path):
+    data = shared_file("images/pets.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = infer("--model", str(fixture_model("color_uint8.tflite")), str(cut))
+    assert proc.returncode == 0, proc.stderr
+    assert "Premature end" not in proc.stderr
+    warnings = json.loads(proc.stdout)["warnings"]
+    assert any("truncated JPEG" in w for w in warnings)
+
+
+def test_zero_means_no_limit_for_top_k_and_max_detections(tmp_path):
+    blobs = tmp_path / "blobs.png"
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[8:16, 16:24] = (0, 0, 255)
+    image[40:48, 40:48] = (0, 255, 0)
+    assert cv2.imwrite(str(blobs), image)
+
+    def results(model, photo, *args):
+        proc = infer("--model", model, "--threshold", "0.01", *args, str(photo))
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["results"]
+
+    ssd = str(fixture_model("ssd_postprocess.tflite"))
+    unlimited = results(ssd, blobs, "--max-detections", "0")
+    assert [r["label"] for r in unlimited] == ["0", "1"]  # no labels given: the ids
+    assert unlimited == results(ssd, blobs, "--max-detections", "1000")
+    assert len(results(ssd, blobs, "--max-detections", "1")) == 1
+    yolo = str(shared_file("models/yolov8n_full_integer_quant.tflite"))
+    photo = shared_file("images/grace_hopper.bmp")
+    unlimited = results(yolo, photo, "--max-detections", "0")
+    assert len(unlimited) > 2 and unlimited == results(yolo, photo, "--max-detections", "1000")
+    cls = str(shared_file("models/mobilenet_v2_1.0_224_quant.tflite"))
+    every = results(cls, photo, "--top-k", "0")
+    assert len(every) > 1 and every == results(cls, photo, "--top-k", "1001")

@@ -222,3 +222,36 @@ def test_nms_matches_brute_force(cands, iou, agnostic):
 
 def _far_corner(rect):
     return rect[0] + rect[2], rect[1] + rect[3]
+
+
+def test_yolo_family_from_candidate_count():
+    from edge_agent.inference.adapters.yolo import grid_cells, yolo_family
+
+    assert grid_cells((640, 640)) == 8400 and grid_cells((320, 256)) == 40 * 32 + 20 * 16 + 10 * 8
+    assert yolo_family((1, 25200, 85), (640, 640)) == "yolov5"
+    assert yolo_family((1, 84, 8400), (640, 640)) == "yolov8"  # YOLOv8 and YOLO11
+    assert yolo_family((1, 8400, 84), (640, 640)) == "yolov8"
+    assert yolo_family((1, 25200, 85), None) == "yolov8"  # unknown input: v8
+    assert yolo_family((1, 85, 25200), (640, 640)) == "yolov8"  # v5 is never features-first
+    assert yolo_family((1, 64, 7), (64, 64)) == "yolov8"  # fits neither count
+
+
+def test_yolov5_quantized_objectness_times_class():
+    from edge_agent.inference.adapters.yolo import yolo_shape
+
+    quant = QuantParams(1 / 255, 0)
+    raw = np.zeros((1, 3 * grid_cells_64(), 5 + 2), np.uint8)
+    # Candidate 3: box at the centre, objectness 0.8, classes 0.2 / 0.9 -> class 1, 0.72.
+    raw[0, 3] = [128, 128, 64, 64, 204, 51, 230]
+    # Candidate 7: class 0.9 but objectness 0.2 -> 0.18, below 0.25.
+    raw[0, 7] = [10, 10, 5, 5, 51, 230, 0]
+    assert yolo_shape(raw.shape, family="yolov5").num_classes == 2
+    objs = decode_yolo(raw, quant, 0.25, 0.45, 0, (64, 64))
+    assert len(objs) == 1 and objs[0].id == 1
+    assert objs[0].score == pytest.approx((204 / 255) * (230 / 255), rel=1e-6)
+    box = objs[0].bbox
+    assert (box.xmin, box.xmax) == pytest.approx((64 * (128 - 32) / 255, 64 * (128 + 32) / 255))
+
+
+def grid_cells_64():
+    return 64 + 16 + 4

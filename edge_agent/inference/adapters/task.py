@@ -19,8 +19,8 @@ from edge_agent.inference.adapters.common import (
     DETECTION_YOLO,
     TASKS,
 )
-from edge_agent.inference.adapters.ssd import is_ssd_signature
-from edge_agent.inference.adapters.yolo import yolo_shape
+from edge_agent.inference.adapters.ssd import is_ssd_signature, ssd_layout
+from edge_agent.inference.adapters.yolo import yolo_family, yolo_shape
 from edge_agent.inference.tensors import TensorSpec
 
 _EXPECTED = {
@@ -106,3 +106,19 @@ def validate_task(task: str, outputs: Sequence[TensorSpec]) -> None:
             f"model outputs ({_signature(outputs)}) do not fit task {task}: "
             f"it needs {_EXPECTED[task]}"
         )
+
+
+def model_family(task: str, outputs: Sequence[TensorSpec], input_size: tuple[int, int]) -> str:
+    """The export family within a task, for reports and decoding.
+
+    Returns:
+        ``classification``; ``ssd-tf1`` (TF1 ``export_tflite_ssd_graph`` order) or
+        ``ssd-tf2`` (TF2 Object Detection API and EfficientDet-Lite: scores, boxes,
+        count, classes); ``yolov8`` (YOLOv8 and YOLO11) or ``yolov5`` (objectness).
+    """
+    if task == DETECTION_SSD:
+        layout = ssd_layout(outputs)
+        return "ssd-tf2" if layout.boxes != 0 else "ssd-tf1"
+    if task == DETECTION_YOLO:
+        return yolo_family(tuple(outputs[0].shape), input_size)
+    return CLASSIFICATION

@@ -1,9 +1,18 @@
-"""YOLOv8-style raw output -> objects, with class-wise non-maximum suppression.
+"""YOLO raw outputs -> objects, with class-wise non-maximum suppression.
 
-The output holds, for each of N candidates (8400 for a 640 input), ``cx, cy, w, h``
-followed by ``nc`` class scores, either as ``[1, 4+nc, N]`` (Ultralytics' export,
-"features-first") or transposed as ``[1, N, 4+nc]`` ("features-last"). There is no
-objectness column (that would be YOLOv5's ``5+nc`` layout).
+Two heads are decoded:
+
+* YOLOv8 / YOLO11 (anchor-free): for each of N candidates (8400 for a 640 input, one per
+  cell of the stride 8, 16 and 32 grids), ``cx, cy, w, h`` then ``nc`` class scores, as
+  ``[1, 4+nc, N]`` (Ultralytics' export, "features-first") or ``[1, N, 4+nc]``
+  ("features-last").
+* YOLOv5 (anchor-based): three anchors per cell (N = 25200 at 640), each
+  ``cx, cy, w, h, objectness`` then ``nc`` class scores, as ``[1, N, 5+nc]``; a
+  candidate's score for a class is ``objectness * class score``.
+
+The head is told from the candidate count and the input size (:func:`yolo_family`):
+N equal to the cells of the three grids is v8/v11, three times that is v5. A count that
+fits neither is read as v8 (the layout Ultralytics exports today).
 
 The hot path stays in the tensor's integer domain: the best class score of every
 candidate is the max over the int8 class rows, the confidence threshold is compared on
@@ -33,6 +42,13 @@ COORDS = ("auto", NORMALIZED, PIXELS)
 _PIXEL_CENTRE_MIN = 2.0
 
 
+YOLOV8 = "yolov8"  # also YOLO11: the same anchor-free head
+YOLOV5 = "yolov5"  # objectness column
+FAMILIES = ("auto", YOLOV8, YOLOV5)
+STRIDES = (8, 16, 32)
+ANCHORS_PER_CELL_V5 = 3
+
+
 class YoloShape(NamedTuple):
     """What a YOLO output's shape says: its layout, class count and candidate count."""
 
@@ -41,7 +57,30 @@ class YoloShape(NamedTuple):
     num_candidates: int
 
 
-def yolo_shape(shape: tuple[int, ...], layout: str = "auto") -> YoloShape:
+def grid_cells(input_size: tuple[int, int]) -> int:
+    """Cells of the stride 8, 16 and 32 grids of an input ``(width, height)``."""
+    w, h = input_size
+    return sum(-(-w // s) * -(-h // s) for s in STRIDES)
+
+
+def yolo_family(shape: tuple[int, ...], input_size: tuple[int, int] | None) -> str:
+    """``yolov5`` when the output has three anchors per grid cell, else ``yolov8``.
+
+    Args:
+        shape: the output's shape.
+        input_size: ``(width, height)`` of the model input (None: unknown, v8).
+    """
+    dims = [int(d) for d in shape if int(d) != 1] or [0]
+    if input_size is None or len(dims) != 2:
+        return YOLOV8
+    candidates, features = max(dims), min(dims)
+    cells = grid_cells(input_size)
+    if candidates == ANCHORS_PER_CELL_V5 * cells and features >= 6 and dims[1] == features:
+        return YOLOV5
+    return YOLOV8
+
+
+def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV8) -> YoloShape:
     """Interpret a YOLOv8 output shape.
 
     With ``layout="auto"`` the smaller of the two non-batch axes is taken as ``4+nc``
@@ -50,6 +89,7 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto") -> YoloShape:
     Args:
         shape: the output's shape, ``[1, a, b]`` or ``[a, b]``.
         layout: "auto", "features-first" or "features-last".
+        family: ``yolov8`` (4 box values per candidate) or ``yolov5`` (4 + objectness).
 
     Returns:
         The resolved layout, number of classes and number of candidates.
@@ -75,17 +115,18 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto") -> YoloShape:
             )
         layout = FEATURES_FIRST if a < b else FEATURES_LAST
     features, candidates = (a, b) if layout == FEATURES_FIRST else (b, a)
-    if features < 5 or candidates < 1:
+    head = 5 if family == YOLOV5 else 4
+    if features < head + 1 or candidates < 1:
         raise ModelError(
             f"YOLO output shape {list(shape)} as {layout} has {features} features per "
-            "candidate; need 4 box values and at least one class"
+            f"candidate; need {head} box values and at least one class"
         )
-    return YoloShape(layout, features - 4, candidates)
+    return YoloShape(layout, features - head, candidates)
 
 
-def _features_first(output: np.ndarray, layout: str) -> np.ndarray:
-    """A ``[4+nc, N]`` view of the output (no copy)."""
-    info = yolo_shape(output.shape, layout)
+def _features_first(output: np.ndarray, layout: str, family: str = YOLOV8) -> np.ndarray:
+    """A ``[4+nc, N]`` (``[5+nc, N]`` for v5) view of the output (no copy)."""
+    info = yolo_shape(output.shape, layout, family)
     table = output.reshape(output.shape[-2:])
     return table if info.layout == FEATURES_FIRST else table.T
 
@@ -120,6 +161,26 @@ def _nms(
     return np.sort(np.concatenate(kept))
 
 
+def _v5_candidates(
+    feats: np.ndarray, quant: QuantParams, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate indices, scores, classes) of a YOLOv5 head whose best
+    ``objectness * class score`` is ``>= threshold``.
+
+    Class scores are at most 1, so only candidates whose objectness alone reaches the
+    threshold can pass: that cut is made on the raw integers first.
+    """
+    idx = np.flatnonzero(threshold_mask(feats[4], quant, threshold))
+    if idx.size == 0:
+        return idx, np.empty(0, np.float32), np.empty(0, np.int64)
+    objectness = dequantize(feats[4, idx], quant)
+    products = dequantize(feats[5:, idx], quant) * objectness
+    classes = products.argmax(axis=0)
+    scores = products[classes, np.arange(idx.size)].astype(np.float32)
+    keep = scores >= np.float32(threshold)
+    return idx[keep], scores[keep], classes[keep]
+
+
 def decode_yolo(
     output: np.ndarray,
     quant: QuantParams,
@@ -132,8 +193,9 @@ def decode_yolo(
     coords: str = "auto",
     agnostic: bool = False,
     max_candidates: int = 30000,
+    family: str = "auto",
 ) -> list[Object]:
-    """Decode a YOLOv8 output into objects in input-tensor pixels.
+    """Decode a YOLOv8/YOLO11 or YOLOv5 output into objects in input-tensor pixels.
 
     Each candidate takes its best class; candidates whose best score is ``>= threshold``
     go through greedy NMS per class (a box is dropped when its IoU with a better box of
@@ -153,6 +215,8 @@ def decode_yolo(
         agnostic: one NMS across all classes instead of one per class.
         max_candidates: at most this many best-scoring candidates enter NMS (<= 0: all),
             bounding the cost of a very low threshold.
+        family: "auto" (see :func:`yolo_family`), "yolov8" or "yolov5" (scores are
+            ``objectness * class score``).
 
     Returns:
         Objects sorted by score (highest first; ties by candidate index). Boxes are not
@@ -167,19 +231,28 @@ def decode_yolo(
         raise ValueError(f"YOLO coords must be one of {', '.join(COORDS)}, got {coords!r}")
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    feats = _features_first(np.asarray(output), layout)
-    best_raw = feats[4:].max(axis=0)
-    idx = np.flatnonzero(threshold_mask(best_raw, quant, threshold))
+    if family not in FAMILIES:
+        raise ValueError(f"YOLO family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    output = np.asarray(output)
+    if family == "auto":
+        family = yolo_family(output.shape, input_size)
+    feats = _features_first(output, layout, family)
+    if family == YOLOV5:
+        idx, scores, classes = _v5_candidates(feats, quant, threshold)
+    else:
+        best_raw = feats[4:].max(axis=0)
+        idx = np.flatnonzero(threshold_mask(best_raw, quant, threshold))
+        scores = dequantize(best_raw[idx], quant)
+        classes = None
     if idx.size == 0:
         return []
-    scores = dequantize(best_raw[idx], quant)
     # Score descending, then candidate index (lexsort's last key is the primary one).
     order = np.lexsort((idx, -scores))
     if max_candidates > 0:
         order = order[:max_candidates]
     idx, scores = idx[order], scores[order]
     # Ties go to the first class, as argmax on dequantized scores would (monotone map).
-    classes = feats[4:, idx].argmax(axis=0)
+    classes = feats[4:, idx].argmax(axis=0) if classes is None else classes[order]
     cx, cy, w, h = dequantize(feats[:4, idx], quant).astype(np.float64)
     if coords == PIXELS or (coords == "auto" and _boxes_are_pixels(feats, quant)):
         sx = sy = 1.0

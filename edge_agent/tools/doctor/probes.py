@@ -130,6 +130,9 @@ def _load_and_run(options: ModelOptions) -> dict[str, Any]:
         "invoke_ms": round(out.inference_ms, 2),
         "labels": len(model.codec.decoder.labels),
         "warnings": list(model.codec.warnings),
+        "family": model.codec.decoder.family,
+        "normalization": model.codec.normalization.to_json() if model.codec.normalization else None,
+        "labels_source": model.codec.labels_source,
     }
 
 

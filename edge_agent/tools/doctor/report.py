@@ -221,6 +221,15 @@ class Doctor:
             f"loaded in {result['load_ms']:.0f} ms, invoke {result['invoke_ms']:.2f} ms"
         )
         self.report.add("Model", "model", OK, detail, **result)
+        norm = result.get("normalization") or {}
+        self.report.add(
+            "Model",
+            "assumptions",
+            INFO,
+            f"{result['task']} ({result.get('family')}); input normalization: "
+            f"{norm.get('reason', '?')}; labels: {result.get('labels_source')} "
+            f"({result['labels']})",
+        )
         # A skipped Edge TPU matters only when the model has an Edge TPU build to run.
         try:
             resolve_edgetpu_model(options.path)

@@ -1,0 +1,239 @@
+"""What a ``.tflite`` file says about itself: TFLite metadata and post-processing options.
+
+* TFLite **metadata** (Model Maker, MediaPipe and the TFLite Support writers): a
+  ``TFLITE_METADATA`` buffer holding a ``ModelMetadata`` flatbuffer (identifier ``M001``)
+  whose input tensor may carry ``NormalizationOptions`` (mean/std per channel) and whose
+  output tensor may name a ``TENSOR_AXIS_LABELS`` file; the files themselves sit in a zip
+  archive appended to the flatbuffer.
+* The ``TFLite_Detection_PostProcess`` op's custom options, a flexbuffer map:
+  ``num_classes``, ``max_detections``, the NMS thresholds, the box coder scales.
+
+The metadata flatbuffer is read field by field with ``flatbuffers.table.Table`` (the
+metadata schema's Python bindings ship only in ``tflite-support``, which has no wheels
+for current Pythons and pulls in a large dependency tree). Only the handful of fields
+used here are read; their slots follow ``metadata_schema.fbs``.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import zipfile
+from typing import Any, NamedTuple
+
+from flatbuffers import flexbuffers
+from flatbuffers.number_types import Float32Flags, Uint8Flags, UOffsetTFlags
+from flatbuffers.table import Table
+
+from edge_agent.errors import ModelError
+from edge_agent.inference.labels import parse_labels
+
+METADATA_NAME = "TFLITE_METADATA"
+METADATA_IDENTIFIER = b"M001"
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+# Field slots (0-based declaration order) of the metadata schema's tables.
+_MODEL_SUBGRAPHS, _MODEL_FILES = 3, 6
+_SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_FILES = 2, 3, 4
+_TENSOR_PROCESS_UNITS, _TENSOR_FILES = 4, 6
+_UNIT_OPTIONS_TYPE, _UNIT_OPTIONS = 0, 1
+_NORM_MEAN, _NORM_STD = 0, 1
+_FILE_NAME, _FILE_TYPE = 0, 2
+_NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag
+_TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+
+
+class ModelMetadata(NamedTuple):
+    """What the file declares; every field is None when the file does not say.
+
+    Attributes:
+        mean, std: the input's NormalizationOptions (one value or one per channel).
+        labels: the parsed label file named by the output tensor (or the model).
+        labels_file: that file's name inside the model.
+        postprocess: the SSD post-processing op's custom options.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    labels: dict[int, str] | None = None
+    labels_file: str | None = None
+    postprocess: dict[str, Any] | None = None
+
+
+def _field(table: Table, slot: int) -> int:
+    """The absolute offset of a field's value, or 0 when the field is absent."""
+    offset = table.Offset(4 + 2 * slot)
+    return table.Pos + offset if offset else 0
+
+
+def _sub_table(table: Table, slot: int) -> Table | None:
+    """A table-valued field."""
+    pos = _field(table, slot)
+    return Table(table.Bytes, table.Indirect(pos)) if pos else None
+
+
+def _tables(table: Table, slot: int) -> list[Table]:
+    """A vector-of-tables field (empty when absent)."""
+    pos = _field(table, slot)
+    if not pos:
+        return []
+    start = table.Vector(pos - table.Pos)
+    size = UOffsetTFlags.bytewidth
+    return [
+        Table(table.Bytes, table.Indirect(start + i * size))
+        for i in range(table.VectorLen(pos - table.Pos))
+    ]
+
+
+def _floats(table: Table, slot: int) -> tuple[float, ...]:
+    """A vector-of-float32 field."""
+    pos = _field(table, slot)
+    if not pos:
+        return ()
+    start = table.Vector(pos - table.Pos)
+    n = table.VectorLen(pos - table.Pos)
+    return tuple(float(table.Get(Float32Flags, start + 4 * i)) for i in range(n))
+
+
+def _string(table: Table, slot: int) -> str | None:
+    """A string field."""
+    pos = _field(table, slot)
+    return table.String(pos).decode("utf-8", "replace") if pos else None
+
+
+def _byte(table: Table, slot: int) -> int:
+    """A ubyte/byte field (default 0)."""
+    pos = _field(table, slot)
+    return int(table.Get(Uint8Flags, pos)) if pos else 0
+
+
+def _normalization(tensor: Table) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The NormalizationOptions of an input TensorMetadata."""
+    for unit in _tables(tensor, _TENSOR_PROCESS_UNITS):
+        if _byte(unit, _UNIT_OPTIONS_TYPE) == _NORMALIZATION_OPTIONS:
+            options = _sub_table(unit, _UNIT_OPTIONS)
+            if options is not None:
+                return _floats(options, _NORM_MEAN), _floats(options, _NORM_STD)
+    return None
+
+
+def _label_file(*owners: tuple[Table | None, int]) -> str | None:
+    """The first TENSOR_AXIS_LABELS file among the owners' associated files."""
+    for owner, slot in owners:
+        if owner is None:
+            continue
+        for entry in _tables(owner, slot):
+            if _byte(entry, _FILE_TYPE) == _TENSOR_AXIS_LABELS:
+                return _string(entry, _FILE_NAME)
+    return None
+
+
+def parse_metadata(blob: bytes) -> tuple[tuple | None, str | None]:
+    """``((mean, std) | None, label file name | None)`` from a ModelMetadata flatbuffer.
+
+    Raises:
+        ModelError: the buffer is not a ModelMetadata flatbuffer.
+    """
+    if len(blob) < 8 or blob[4:8] != METADATA_IDENTIFIER:
+        raise ModelError("TFLITE_METADATA is not a metadata flatbuffer (no M001 identifier)")
+    buf = bytearray(blob)
+    root = Table(buf, int.from_bytes(blob[:4], "little"))
+    subgraphs = _tables(root, _MODEL_SUBGRAPHS)
+    if not subgraphs:
+        return None, _label_file((root, _MODEL_FILES))
+    subgraph = subgraphs[0]
+    inputs = _tables(subgraph, _SUBGRAPH_INPUTS)
+    outputs = _tables(subgraph, _SUBGRAPH_OUTPUTS)
+    norm = _normalization(inputs[0]) if inputs else None
+    owners = [(o, _TENSOR_FILES) for o in outputs]
+    owners += [(subgraph, _SUBGRAPH_FILES), (root, _MODEL_FILES)]
+    return norm, _label_file(*owners)
+
+
+def _flatbuffer_parts(data: bytes) -> tuple[bytes | None, dict[str, Any] | None]:
+    """(metadata buffer, post-processing options) via the schema LiteRT ships."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    blob = None
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if (entry.Name() or b"").decode("utf-8", "replace") == METADATA_NAME:
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.Offset():  # large models keep buffers after the flatbuffer
+                blob = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            elif buffer.DataLength():
+                blob = buffer.DataAsNumpy().tobytes()
+    options = None
+    codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            if codes[op.OpcodeIndex()] == POSTPROCESS_OP.encode() and op.CustomOptionsLength():
+                options = dict(flexbuffers.Loads(op.CustomOptionsAsNumpy().tobytes()))
+    return blob, options
+
+
+def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """Read the metadata and post-processing options of a model file.
+
+    A file without metadata gives an empty ModelMetadata; an Edge-TPU-compiled file
+    keeps its CPU twin's metadata (the compiler copies it). Without ``ai-edge-litert``
+    (whose flatbuffer schema is used to read the file) it is empty too.
+
+    Raises:
+        ModelError: the file is unreadable, or its metadata is corrupt or names a label
+            file missing from the appended archive (the message names the file).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model: {exc.strerror or exc}") from exc
+    try:
+        from ai_edge_litert import schema_py_generated  # noqa: F401 - the schema reader
+    except ImportError:  # tflite-runtime alone ships no schema: the tensors must do
+        return ModelMetadata()
+    try:
+        blob, options = _flatbuffer_parts(data)
+        norm, label_name = parse_metadata(blob) if blob else (None, None)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
+    except Exception as exc:  # a corrupt flatbuffer raises from deep inside
+        raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc
+    labels = None
+    if label_name:
+        labels = _embedded_labels(path, data, label_name)
+    mean, std = norm if norm and norm[0] and norm[1] else (None, None)
+    return ModelMetadata(mean, std, labels, label_name if labels is not None else None, options)
+
+
+def _embedded_labels(path: str, data: bytes, name: str) -> dict[int, str]:
+    """Parse the label file ``name`` from the zip archive appended to the model."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            text = archive.read(name).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"{path}: metadata names label file {name!r} but the model does not carry it "
+            f"readably ({exc})"
+        ) from exc
+    names = _ultralytics_names(text)
+    return names if names is not None else parse_labels(text)
+
+
+def _ultralytics_names(text: str) -> dict[int, str] | None:
+    """The class names of an Ultralytics export, whose "label file" is the repr of its
+    metadata dict (``{'task': 'detect', ..., 'names': {0: 'person', ...}}``)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        meta = ast.literal_eval(text.strip())  # literals only: never evaluates code
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    names = meta.get("names") if isinstance(meta, dict) else None
+    if not isinstance(names, dict) or not all(isinstance(k, int) for k in names):
+        return None
+    return {int(k): str(v) for k, v in names.items()}
