@@ -73,6 +73,19 @@ def _custom_ops(data: bytes) -> tuple[str, ...]:
     return (EDGETPU_CUSTOM_OP,) if EDGETPU_CUSTOM_OP.encode() in data else ()
 
 
+def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A model file's bytes.
+
+    Raises:
+        ModelError: the file is missing or unreadable (the message names it).
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ModelError(f"{os.fspath(path)}: cannot read model: {exc.strerror or exc}") from exc
+
+
 def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
     """Read a model file's static facts.
 
@@ -86,11 +99,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
         ModelError: the file is missing/unreadable, or is not a TFLite flatbuffer.
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model: {exc.strerror or exc}") from exc
+    data = read_model_bytes(path)
     if not is_tflite(data[:8]):
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     try:

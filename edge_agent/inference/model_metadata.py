@@ -28,6 +28,7 @@ from flatbuffers.table import Table
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.labels import parse_labels
+from edge_agent.inference.model_info import read_model_bytes
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -187,11 +188,7 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
             file missing from the appended archive (the message names the file).
     """
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model: {exc.strerror or exc}") from exc
+    data = read_model_bytes(path)
     try:
         from ai_edge_litert import schema_py_generated  # noqa: F401 - the schema reader
     except ImportError:  # tflite-runtime alone ships no schema: the tensors must do

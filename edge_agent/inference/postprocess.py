@@ -16,7 +16,12 @@ from edge_agent.inference.adapters.classification import top_k
 from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.adapters.common import DETECTION_SSD as SSD
 from edge_agent.inference.adapters.common import DETECTION_YOLO as YOLO
-from edge_agent.inference.adapters.ssd import decode_ssd, resolve_ssd_order, ssd_layout
+from edge_agent.inference.adapters.ssd import (
+    decode_ssd,
+    resolve_ssd_order,
+    split_ssd,
+    ssd_layout,
+)
 from edge_agent.inference.adapters.task import detect_task, model_family, validate_task
 from edge_agent.inference.adapters.yolo import decode_yolo, yolo_shape
 from edge_agent.inference.geometry import Fit, objects_to_image
@@ -127,14 +132,7 @@ class Decoder:
                 if not self._ssd.certain:  # classes vs scores: settled by the first detections
                     self._ssd = resolve_ssd_order(arrays, self._ssd)
                 lay = self._ssd
-                objs = decode_ssd(
-                    arrays[lay.boxes],
-                    arrays[lay.classes],
-                    arrays[lay.scores],
-                    arrays[lay.count],
-                    s.threshold,
-                    self.input_size,
-                )
+                objs = decode_ssd(*split_ssd(arrays, lay), s.threshold, self.input_size)
                 if s.max_detections > 0:  # 0 means no limit, as for top_k
                     objs = objs[: s.max_detections]
             else:
