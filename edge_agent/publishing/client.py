@@ -26,30 +26,29 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
 * The LWT is retained ``offline`` on ``available``; after CONNACK the thread publishes
   retained ``online`` and subscribes the command topics, so both survive reconnects.
   ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
-  the LWT).
+  the LWT). Commands go to the owner through :mod:`edge_agent.publishing.incoming`; when
+  to reconnect is :mod:`edge_agent.publishing.reconnect`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import select
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
 from edge_agent.errors import PublishError
-from edge_agent.publishing.connection import Connection, ProtocolChoice
+from edge_agent.publishing.connection import Connection
 from edge_agent.publishing.durable import Durability
+from edge_agent.publishing.incoming import Incoming
 from edge_agent.publishing.outbox import Inflight, InflightWindow, Outbox, Outgoing
+from edge_agent.publishing.reconnect import Reconnects
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
 from edge_agent.publishing.spool import Position
 from edge_agent.publishing.topics import Topics
+from edge_agent.publishing.waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +85,17 @@ class MqttPublisher:
         self.settings, self.topics = settings, topics
         self._ssl = ssl_context(settings)
         self._spool_dir = Path(spool_dir)
-        self._on_command, self._on_connection_change = on_command, on_connection_change
         self._where = f"{settings.host}:{settings.port}"
+        self._incoming = Incoming(
+            topics,
+            settings.accept_retained_commands,
+            on_command,
+            on_connection_change,
+            self._where,
+        )
         self._outbox = Outbox(settings.max_queued)
         self._inflight = InflightWindow()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,14 +108,10 @@ class MqttPublisher:
             self._where,
         )
         self._conn: Connection | None = None
-        self._next_attempt = 0.0
         self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
-        self._delay = settings.reconnect_min
         self._replay_pos: Position | None = None
-        self._ever_connected = False
-        self._protocol = ProtocolChoice(settings.protocol)
+        self._reconnects = Reconnects(settings, self._where)
         self.published = self.replayed = self.dropped = 0
-        self.reconnects = self.connect_failures = self.commands = 0
 
     # -- public API -------------------------------------------------------------------
 
@@ -128,14 +127,8 @@ class MqttPublisher:
         return conn is not None and conn.connected
 
     def wait_connected(self, timeout: float) -> bool:
-        """Wait until connected and the command subscriptions are acknowledged.
-
-        Args:
-            timeout: seconds to wait.
-
-        Returns:
-            True if ready within the timeout.
-        """
+        """True once connected with the command subscriptions acknowledged, within
+        ``timeout`` seconds."""
         return self._ready.wait(timeout)
 
     def start(self) -> None:
@@ -167,7 +160,7 @@ class MqttPublisher:
         now = time.monotonic()
         self._drain_until, self._stop_deadline = now + 0.6 * timeout, now + 0.9 * timeout
         self._stop.set()
-        self._wake()
+        self._waker.wake()
         thread.join(timeout)
         if thread.is_alive():
             logger.error(
@@ -213,7 +206,7 @@ class MqttPublisher:
                 self.settings.max_queued,
                 self._outbox.overflowed,
             )
-        self._wake()
+        self._waker.wake()
 
     def publish_result(self, payload: bytes | str | dict) -> None:
         """A result on the ``results`` topic: durable, QoS ``qos_results``."""
@@ -244,9 +237,9 @@ class MqttPublisher:
             "dropped": self.dropped + self._store.dropped + self._outbox.overflowed,
             "queued": len(self._outbox),
             "inflight": len(self._inflight),
-            "reconnects": self.reconnects,
-            "connect_failures": self.connect_failures,
-            "commands": self.commands,
+            "reconnects": self._reconnects.reconnects,
+            "connect_failures": self._reconnects.connect_failures,
+            "commands": self._incoming.commands,
             **self._store.stats(),
         }
 
@@ -257,13 +250,6 @@ class MqttPublisher:
 
     # -- the publisher thread -----------------------------------------------------------
 
-    def _wake(self) -> None:
-        """Interrupt the thread's select()."""
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass  # a wake-up is already pending (buffer full)
-
     def _run(self) -> None:
         """Thread body: connect, move messages, reconnect with backoff, until stopped."""
         tick = min(1.0, self._store.overdue_s / 2)  # how late an overdue result is seen
@@ -272,7 +258,7 @@ class MqttPublisher:
                 self._store.open_if_due()
                 if self._conn is None:
                     self._offline_step()
-                elif not self._conn.step(tick, self._wake_r):
+                elif not self._conn.step(tick, self._waker):
                     self._teardown(self._conn.error or "connection lost")
                 elif self._conn.connected:
                     if self._conn.subscribed:
@@ -299,14 +285,9 @@ class MqttPublisher:
     def _offline_step(self) -> None:
         """While disconnected: spool durable messages, drop the rest, connect when due."""
         self._store.spool_queue()
-        now = time.monotonic()
-        if now < self._next_attempt:
-            select.select([self._wake_r], [], [], min(self._next_attempt - now, 1.0))
-            try:
-                while self._wake_r.recv(4096):
-                    pass
-            except OSError:
-                pass  # drained
+        wait = self._reconnects.wait()
+        if wait > 0:
+            self._waker.wait(min(wait, 1.0))
             return
         conn = Connection(
             self.settings,
@@ -314,26 +295,16 @@ class MqttPublisher:
             self._ssl,
             on_connected=self._on_connected,
             on_ack=self._on_ack,
-            on_message=self._on_message,
-            protocol=self._protocol.version,
-            connack_timeout=self._protocol.connack_timeout(self.settings.connect_timeout),
+            on_message=self._incoming.message,
+            protocol=self._reconnects.version,
+            connack_timeout=self._reconnects.connack_timeout,
         )
         try:
             conn.open()
         except (OSError, ValueError) as exc:
-            self._failed(f"{type(exc).__name__}: {exc}")
+            self._reconnects.failed(f"{type(exc).__name__}: {exc}")
             return
         self._conn = conn
-
-    def _failed(self, reason: str) -> None:
-        """Count a failed attempt and schedule the next one with exponential backoff."""
-        self.connect_failures += 1
-        delay = self._delay * random.uniform(0.5, 1.0)  # jitter: a fleet does not stampede
-        self._delay = min(self._delay * 2, self.settings.reconnect_max)
-        self._next_attempt = time.monotonic() + delay
-        logger.warning(
-            "mqtt %s: cannot connect (%s); retrying in %.1fs", self._where, reason, delay
-        )
 
     def _pump(self) -> None:
         """Connected: retained latest values, then the spool in order, then the queue."""
@@ -385,18 +356,16 @@ class MqttPublisher:
         self._replay_pos = None
         self._store.spool_queue()
         if not was_connected:
-            if conn is not None and conn.opened:
-                self._protocol.no_connack()
             if not self._stop.is_set():
-                self._failed(reason)
+                self._reconnects.failed(reason, reached=conn is not None and conn.opened)
             return
         pending = self._store.pending
         if clean:
             logger.info("mqtt %s: disconnected; %d messages spooled", self._where, pending)
         else:
             logger.warning("mqtt %s: %s; %d messages spooled", self._where, reason, pending)
-        self._next_attempt = time.monotonic() + self._delay * random.uniform(0.5, 1.0)
-        self._notify(False)
+        self._reconnects.lost()
+        self._incoming.connection(False)
 
     def _shutdown(self) -> None:
         """On stop: deliver what is pending until the drain deadline, then say goodbye."""
@@ -413,49 +382,15 @@ class MqttPublisher:
             logger.error("mqtt %s: %d messages lost at stop", self._where, len(self._outbox))
         logger.info("mqtt %s: stopped %s", self._where, self.stats())
 
-    def _notify(self, up: bool) -> None:
-        """Tell the owner about a connection change; its errors are logged only."""
-        if self._on_connection_change is not None:
-            try:
-                self._on_connection_change(up)
-            except Exception:
-                logger.exception("mqtt %s: error in on_connection_change", self._where)
-
     # -- called from the connection's paho callbacks (publisher thread, never raise) -----
 
     def _on_connected(self) -> None:
         """CONNACK: reset the backoff, re-publish retained values, tell the owner."""
-        self._delay = self.settings.reconnect_min
-        if self._ever_connected:
-            self.reconnects += 1
-        self._ever_connected = True
-        if self._protocol.fell_back:
-            logger.warning(
-                "mqtt %s: the broker speaks MQTT 3.1.1 only: max_packet_size is enforced on "
-                "the device, not by the broker (see deploy/mosquitto/edge-agent-limits.conf)",
-                self._where,
-            )
+        self._reconnects.connected()
         self._outbox.mark_retained_dirty()
         logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._store.pending)
-        self._notify(True)
+        self._incoming.connection(True)
 
     def _on_ack(self, mid: int) -> None:
         """A PUBACK/PUBCOMP: release what is now fully acknowledged, in order."""
         self._release(self._inflight.ack(mid))
-
-    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        """Dispatch a command to ``on_command``; anything else is ignored."""
-        name = self.topics.parse_command(msg.topic)
-        if name is None:
-            logger.debug("mqtt %s: ignoring message on %s", self._where, msg.topic)
-            return
-        if msg.retain and not self.settings.accept_retained_commands:
-            logger.warning("mqtt %s: ignoring retained command on %s", self._where, msg.topic)
-            return
-        self.commands += 1
-        logger.info("mqtt %s: command %s from %s", self._where, name, msg.topic)
-        if self._on_command is not None:
-            try:
-                self._on_command(name, bytes(msg.payload), msg.topic)
-            except Exception:
-                logger.exception("mqtt %s: command %s failed", self._where, name)

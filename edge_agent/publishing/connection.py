@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
+from edge_agent.publishing.waker import Waker
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._deadline = time.monotonic() + self._connack_timeout
 
-    def step(self, timeout: float, wake: socket.socket | None = None) -> bool:
+    def step(self, timeout: float, wake: Waker | None = None) -> bool:
         """Wait for socket activity (or ``wake``) up to ``timeout``, then read/write/ping.
 
         Returns:
@@ -203,14 +204,10 @@ class Connection:
             return self._fail("socket closed")
         pending = getattr(sock, "pending", lambda: 0)()  # TLS bytes already decrypted
         wlist = [sock] if client.want_write() else []
-        rlist = [sock] if wake is None else [sock, wake]
+        rlist = [sock] if wake is None else [sock, wake.socket]
         readable, _, _ = select.select(rlist, wlist, [], 0 if pending else timeout)
-        if wake is not None and wake in readable:
-            try:
-                while wake.recv(4096):
-                    pass
-            except OSError:
-                pass  # drained (BlockingIOError) or closed
+        if wake is not None and wake.socket in readable:
+            wake.drain()
         rc = mqtt.MQTT_ERR_SUCCESS
         if sock in readable or pending:
             rc = client.loop_read()

@@ -34,7 +34,7 @@ def test_the_latest_model_state_is_retained_again_after_a_broker_restart(
     wait_until(lambda: pub.stats()["inflight"] == pub.stats()["queued"] == 0, 10, "all sent")
     mqtt_broker.stop()  # no persistence: the broker forgets retained messages
     mqtt_broker.start()
-    wait_until(lambda: pub.reconnects == 1 and pub.connected, 10, "reconnect")
+    wait_until(lambda: pub.stats()["reconnects"] == 1 and pub.connected, 10, "reconnect")
     late = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [MODEL]).start()
     try:
         msg = late.wait_for(MODEL, timeout=10)

@@ -142,7 +142,7 @@ def test_commands_dispatched_and_still_received_after_broker_restart(
     wait_until(lambda: len(got) == 2, 5, "two commands")
     mqtt_broker.stop()
     mqtt_broker.start()
-    wait_until(lambda: pub.reconnects == 1, 10, "reconnect")
+    wait_until(lambda: pub.stats()["reconnects"] == 1, 10, "reconnect")
     assert pub.wait_connected(10)
     _send(mqtt_broker, "edge/group/lobby/cmd/model/update", b"{}")
     _send(mqtt_broker, "edge/other/cmd/restart", b"not ours")
@@ -244,7 +244,7 @@ def test_retained_status_is_republished_after_broker_restart(mqtt_broker, mqtt_p
     assert pub.wait_connected(10)
     mqtt_broker.stop()  # a broker without persistence forgets retained messages
     mqtt_broker.start()
-    wait_until(lambda: pub.reconnects == 1, 10, "reconnect")
+    wait_until(lambda: pub.stats()["reconnects"] == 1, 10, "reconnect")
     assert pub.wait_connected(10)
     topics = ["edge/dev1/status", "edge/dev1/model", "edge/dev1/available"]
     late = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, topics).start()

@@ -96,7 +96,7 @@ def _tls_broker(factory, pki, server="server", require_certificate=False):
 
 
 def _refused(pub, caplog, text: str) -> None:
-    wait_until(lambda: pub.connect_failures >= 2, 10, "two failed attempts")
+    wait_until(lambda: pub.stats()["connect_failures"] >= 2, 10, "two failed attempts")
     assert not pub.connected
     assert text in caplog.text
 
