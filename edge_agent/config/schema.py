@@ -172,6 +172,10 @@ class UpdatesConfig:
     poll_interval: float = opt(0.0, PollInterval())
     download_timeout: float = opt(30.0, Num(gt=0))
     retries: int = opt(5, Int(0, 20))
+    attempt_timeout: float = opt(900.0, Num(gt=0))
+    update_timeout: float = opt(3600.0, Num(gt=0))
+    min_rate_bytes: int = opt(1024, Int(0))
+    min_rate_window: float = opt(60.0, Num(lo=1))
     health_frames: int = opt(20, Int(0))
     force_allowed: bool = opt(False, Bool())
 

@@ -135,7 +135,9 @@ class UpdateInstaller:
                 as ``failed`` or ``rolled_back``); the previous model stays active.
         """
         job = _Job(peek_request_id(command))
-        return self._guarded(job, lambda: self._install_command(job, command))
+        # One wall-clock budget (updates.update_timeout) for all this update fetches.
+        with self._downloader.budget():
+            return self._guarded(job, lambda: self._install_command(job, command))
 
     def install_from_dir(
         self, release_dir: str | Path, *, request_id: str | None = None, force: bool = False
