@@ -17,6 +17,7 @@ import pytest
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.transport import DownloadSettings
+from tests.support.chaos import figure
 from tests.support.updates_http import FileServer, Route, make_tls_files
 
 BODY = os.urandom(4096)
@@ -138,6 +139,7 @@ def test_cancel_interrupts_a_blocked_transfer_within_1s(server, tmp_path, route)
     thread.join(5)
     took = time.monotonic() - cancelled
     assert not thread.is_alive() and outcome == ["cancelled"], outcome
+    figure("download_cancel", trickling=route, cancel_return_s=took)
     assert took <= 1.0, took
 
 

@@ -114,7 +114,6 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 return
 
-
     def _trickle(self, data: bytes, interval: float) -> bool:
         """Send one byte every ``interval`` s; False once the client or server is gone."""
         for i in range(len(data)):
