@@ -107,7 +107,12 @@ RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
         _together("cert_file", "key_file"),
         _tls_options_need_tls,
     ),
-    UpdatesConfig: (_polling_needs_manifest, _http_needs_allow_http),
+    UpdatesConfig: (
+        _polling_needs_manifest,
+        _http_needs_allow_http,
+        _not_below("download_timeout", "attempt_timeout"),
+        _not_below("attempt_timeout", "update_timeout"),
+    ),
 }
 
 

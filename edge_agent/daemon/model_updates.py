@@ -26,6 +26,7 @@ from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+from edge_agent.updates.journal import INTERRUPTED, RequestJournal, final_state
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import TrustedKeys
@@ -76,6 +77,11 @@ def update_settings(config: Config) -> UpdateSettings:
             connect_timeout=min(10.0, u.download_timeout),
             read_timeout=u.download_timeout,
             retries=u.retries,
+            attempt_timeout=u.attempt_timeout,
+            max_duration=u.update_timeout,
+            update_timeout=u.update_timeout,
+            min_rate_bytes=u.min_rate_bytes,
+            min_rate_window=u.min_rate_window,
         ),
         allow_force=u.force_allowed,
         max_file_bytes=int(u.max_size_mb * 1024 * 1024),
@@ -121,6 +127,7 @@ class UpdateService:
         )
         self._runner: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
+        self._journal = RequestJournal(config.device.state_dir)
 
     # ------------------------------------------------------------------ startup
     def startup_model(self) -> tuple[ModelOptions, dict[str, Any]] | None:
@@ -145,6 +152,7 @@ class UpdateService:
         """Publish the current state and start taking commands (and polling, if set)."""
         self.supervisor = supervisor
         self._progress(current_state(self.installer))
+        self._answer_interrupted()
         u = self.config.updates
         self._runner = UpdateRunner(
             self.installer,
@@ -177,8 +185,34 @@ class UpdateService:
         if gen is not None:
             serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
         state = {**state, "serving": serving}
+        stopping = self._stop.is_set()
+        if stopping and state.get("state") == "failed" and state.get("reason") == "cancelled":
+            # Only shutdown cancels: say so, as the next start will (see _answer_interrupted).
+            state = {**state, "reason": INTERRUPTED, "message": "the daemon stopped mid-update"}
+        self._journal.observe(state, stopping=stopping)
         self.last_state = state
         self._report(state)
+
+    def _answer_interrupted(self) -> None:
+        """Publish the final state of a request the previous run left unfinished."""
+        pending = self._journal.take()
+        if pending is None:
+            return
+        try:
+            active = self.store.active()
+        except ModelUpdateError:
+            active = None
+        state = final_state(pending, (active.name, active.version) if active else None)
+        logger.warning(
+            "model update: request %s (%s@%s) was interrupted by the last stop; now %s/%s",
+            pending.request_id,
+            pending.name,
+            pending.version,
+            state["state"],
+            state["reason"],
+        )
+        self._progress(state)
+        self._journal.clear()
 
     # ------------------------------------------------- validator and hot swap
     def validate(self, root: Path, manifest: Manifest) -> None:

@@ -9,20 +9,29 @@ guards against the file changing between attempts.
 Reasons raised (as :class:`ModelUpdateError`): ``bad_url``, ``insecure_url``,
 ``host_not_allowed``, ``http_error``, ``tls_error``, ``timeout``, ``too_large``,
 ``truncated``, ``cancelled``, ``io_error``.
+
+Every request (manifest fetches, headers and bodies alike) runs under a watchdog (see
+:mod:`edge_agent.updates.guard`): a wall-clock deadline per attempt, per file and, inside
+:meth:`Downloader.budget`, per update; a minimum transfer rate; and cancel, which ends a
+blocked transfer within a fraction of a second. A deadline or a too-slow transfer fails
+with ``timeout``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.guard import Deadline, TransferGuard
 from edge_agent.updates.transport import (
     DownloadSettings,
     Failure,
@@ -68,6 +77,23 @@ class Downloader:
         self.cancel = cancel or threading.Event()
         self._clock = clock
         self._http = Transport(self.settings, self.cancel)
+        self._local = threading.local()  # the update budget of the calling thread
+
+    @contextlib.contextmanager
+    def budget(self, seconds: float | None = None) -> Iterator[None]:
+        """Bound every fetch made inside the block by one deadline (one update's budget).
+
+        Args:
+            seconds: the budget (default: ``settings.update_timeout``).
+        """
+        limit = self.settings.update_timeout if seconds is None else seconds
+        previous = getattr(self._local, "deadline", None)
+        mine = Deadline(self._clock() + limit, f"update exceeded its {limit:g}s limit")
+        self._local.deadline = mine if previous is None or mine.at < previous.at else previous
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
 
     # ------------------------------------------------------------------ public
 
@@ -99,11 +125,12 @@ class Downloader:
         dest = Path(dest)
         part = dest.with_name(dest.name + ".part")
         cap = min(max_bytes, expected_size) if expected_size is not None else max_bytes
-        deadline = self._clock() + self.settings.max_duration
+        final = self._final()
         state = _Resume()
         self._http.retrying(
             url,
-            lambda: self._download_once(url, part, cap, expected_size, progress, state, deadline),
+            lambda: self._download_once(url, part, cap, expected_size, progress, state, final),
+            final,
         )
         os.replace(part, dest)
         return dest.stat().st_size
@@ -114,7 +141,11 @@ class Downloader:
         Raises:
             ModelUpdateError: as :meth:`download`.
         """
-        return self._http.retrying(url, lambda: self._fetch_once(url, {}, max_bytes)).body or b""
+        final = self._final()
+        fetched = self._http.retrying(
+            url, lambda: self._fetch_once(url, {}, max_bytes, final), final
+        )
+        return fetched.body or b""
 
     def fetch_if_changed(
         self,
@@ -143,16 +174,35 @@ class Downloader:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        fetched = self._http.retrying(url, lambda: self._fetch_once(url, headers, max_bytes))
+        final = self._final()
+        fetched = self._http.retrying(
+            url, lambda: self._fetch_once(url, headers, max_bytes, final), final
+        )
         if not fetched.changed:
             return Fetched(False, None, etag, last_modified)
         return fetched
 
     # --------------------------------------------------------------- internals
 
-    def _fetch_once(self, url: str, headers: dict[str, str], max_bytes: int) -> Fetched:
+    def _final(self) -> Deadline:
+        """The deadline of one file or document: its own limit, or the update's if sooner."""
+        limit = self.settings.max_duration
+        mine = Deadline(self._clock() + limit, f"exceeded {limit:g}s")
+        update = getattr(self._local, "deadline", None)
+        return update if update is not None and update.at < mine.at else mine
+
+    def _fetch_once(
+        self, url: str, headers: dict[str, str], max_bytes: int, final: Deadline
+    ) -> Fetched:
         """One GET into memory."""
-        conn, resp = self._http.open(url, headers)
+        with self._http.guard(url, final) as guard:
+            return self._fetch_guarded(url, headers, max_bytes, guard)
+
+    def _fetch_guarded(
+        self, url: str, headers: dict[str, str], max_bytes: int, guard: TransferGuard
+    ) -> Fetched:
+        """One GET into memory, under its attempt's guard."""
+        conn, resp = self._http.open(url, headers, guard)
         try:
             if resp.status == 304:
                 return Fetched(False, None, None, None)
@@ -162,7 +212,7 @@ class Downloader:
             if length is not None and length > max_bytes:
                 raise Failure("too_large", f"{redact_url(url)}: {length} bytes, limit {max_bytes}")
             body = bytearray()
-            for chunk in read_chunks(resp, url):
+            for chunk in read_chunks(resp, url, guard):
                 body += chunk
                 if len(body) > max_bytes:
                     raise Failure("too_large", f"{redact_url(url)}: more than {max_bytes} bytes")
@@ -184,7 +234,7 @@ class Downloader:
         expected: int | None,
         progress: Progress | None,
         state: _Resume,
-        deadline: float,
+        final: Deadline,
     ) -> None:
         """One attempt: resume from ``part``'s size when it has bytes."""
         offset = part.stat().st_size if part.exists() else 0
@@ -193,7 +243,28 @@ class Downloader:
             headers["Range"] = f"bytes={offset}-"
             if state.validator:
                 headers["If-Range"] = state.validator
-        conn, resp = self._http.open(url, headers)
+        with self._http.guard(url, final) as guard:
+            self._attempt(url, headers, part, offset, cap, expected, progress, state, guard)
+        size = part.stat().st_size
+        if expected is not None and size < expected:
+            raise Failure(
+                "truncated", f"{redact_url(url)}: got {size} of {expected} bytes", retry=True
+            )
+
+    def _attempt(
+        self,
+        url: str,
+        headers: dict[str, str],
+        part: Path,
+        offset: int,
+        cap: int,
+        expected: int | None,
+        progress: Progress | None,
+        state: _Resume,
+        guard: TransferGuard,
+    ) -> None:
+        """Request and stream one attempt under its guard."""
+        conn, resp = self._http.open(url, headers, guard)
         try:
             total = self._plan(url, resp, part, offset, cap, expected)
             if total is None and resp.status == 416:
@@ -204,14 +275,9 @@ class Downloader:
             state.validator = (
                 etag if etag and not etag.startswith("W/") else resp.getheader("Last-Modified")
             )
-            self._stream(url, resp, part, offset, total, cap, progress, deadline)
+            self._stream(url, resp, part, offset, total, cap, progress, guard)
         finally:
             close_quietly(conn)
-        size = part.stat().st_size
-        if expected is not None and size < expected:
-            raise Failure(
-                "truncated", f"{redact_url(url)}: got {size} of {expected} bytes", retry=True
-            )
 
     def _plan(
         self,
@@ -263,7 +329,7 @@ class Downloader:
         total: int | None,
         cap: int,
         progress: Progress | None,
-        deadline: float,
+        guard: TransferGuard,
     ) -> None:
         """Append the body to ``part`` (truncated to ``offset`` first), enforcing the cap."""
         done = offset
@@ -272,21 +338,12 @@ class Downloader:
             with open(part, "r+b" if part.exists() else "wb") as f:
                 f.truncate(offset)
                 f.seek(offset)
-                for chunk in read_chunks(resp, url):
+                for chunk in read_chunks(resp, url, guard):
                     done += len(chunk)
                     if done > cap:
                         raise Failure("too_large", f"{redact_url(url)}: more than {cap} bytes")
                     f.write(chunk)
                     now = self._clock()
-                    if self.cancel.is_set():
-                        raise ModelUpdateError(
-                            "cancelled", f"download of {redact_url(url)} cancelled"
-                        )
-                    if now > deadline:
-                        raise Failure(
-                            "timeout",
-                            f"{redact_url(url)}: exceeded {self.settings.max_duration:.0f}s",
-                        )
                     if progress and now - last >= self.settings.progress_interval:
                         last = now
                         progress(done, total)

@@ -110,7 +110,9 @@ class UpdateInstaller:
         """
         job = job or UpdateJob()
         job.request_id = peek_request_id(command)
-        return self._guarded(job, lambda: self._install_command(job, command))
+        # One wall-clock budget (updates.update_timeout) for all this update fetches.
+        with self._downloader.budget():
+            return self._guarded(job, lambda: self._install_command(job, command))
 
     def rollback(
         self,

@@ -36,6 +36,8 @@ class Route:
     redirect: str | None = None
     throttle: float = 0.0  # seconds between 8 KiB chunks
     etag: str | None = None
+    trickle: float = 0.0  # seconds between single body bytes
+    trickle_head: float = 0.0  # seconds between single bytes of the status line and headers
     hits: int = field(default=0)
 
 
@@ -58,6 +60,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         if route.stall and srv.stopping.wait(route.stall):
+            return
+        if route.trickle_head:
+            head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(route.body)}\r\n\r\n".encode()
+            if self._trickle(head, route.trickle_head):
+                self.wfile.write(route.body)
             return
         if route.redirect:
             self.send_response(302)
@@ -96,6 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
         payload = body[start:]
         if route.cut_after is not None and hit <= route.fail_times + route.cut_times:
             payload = payload[: route.cut_after]
+        if route.trickle:
+            self._trickle(payload, route.trickle)
+            return
         for i in range(0, len(payload), 8192):
             if route.throttle and srv.stopping.wait(route.throttle):
                 return
@@ -103,6 +113,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(payload[i : i + 8192])
             except OSError:
                 return
+
+    def _trickle(self, data: bytes, interval: float) -> bool:
+        """Send one byte every ``interval`` s; False once the client or server is gone."""
+        for i in range(len(data)):
+            if self.server.stopping.wait(interval):
+                return False
+            try:
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                return False
+        return True
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,0 +1,161 @@
+"""Downloads against a server that trickles bytes: every limit must still hold.
+
+A socket timeout bounds one ``recv``; a server sending one byte a second beats it
+forever. These tests pin the wall-clock limits (per attempt, per file, per update), the
+minimum rate, the header deadline and cancel against such a server, for files and for
+in-memory fetches (manifests), over plain HTTP and TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.download import Downloader
+from edge_agent.updates.transport import DownloadSettings
+from tests.support.chaos import figure
+from tests.support.updates_http import FileServer, Route, make_tls_files
+
+BODY = os.urandom(4096)
+SLACK = 1.0  # the promise: a limit ends the download within limit + 1 s
+BASE = dict(
+    allow_http=True,
+    connect_timeout=2,
+    read_timeout=3,
+    retries=0,
+    backoff_initial=0.01,
+    backoff_max=0.05,
+    progress_interval=0,
+    min_rate_bytes=0,
+    attempt_timeout=100,
+    max_duration=100,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def server():
+    with FileServer() as srv:
+        yield srv
+
+
+def failure(call, *args, **kw):
+    """(reason, message, seconds taken) of a call that must fail."""
+    start = time.monotonic()
+    with pytest.raises(ModelUpdateError) as e:
+        call(*args, **kw)
+    return e.value.reason, str(e.value), time.monotonic() - start
+
+
+def download(settings, url, tmp_path, dl=None):
+    dl = dl or Downloader(DownloadSettings(**{**BASE, **settings}))
+    return dl.download(url, tmp_path / "out.bin", max_bytes=10**6)
+
+
+def test_body_at_1_byte_per_second_fails_below_the_minimum_rate(server, tmp_path):
+    url = server.add("/m.bin", Route(body=BODY, trickle=1.0))
+    settings = dict(min_rate_bytes=100, min_rate_window=3)
+    reason, message, took = failure(download, settings, url, tmp_path)
+    assert reason == "timeout" and "too slow" in message, message
+    assert 3 <= took <= 3 + SLACK, took
+
+
+def test_body_trickle_ends_at_the_attempt_deadline(server, tmp_path):
+    url = server.add("/m.bin", Route(body=BODY, trickle=1.0))
+    reason, message, took = failure(download, dict(attempt_timeout=3), url, tmp_path)
+    assert reason == "timeout" and "attempt exceeded 3s" in message, message
+    assert 3 <= took <= 3 + SLACK, took
+
+
+def test_retries_stop_at_the_file_deadline(server, tmp_path):
+    url = server.add("/m.bin", Route(body=BODY, trickle=1.0))
+    settings = dict(attempt_timeout=1.5, retries=10, max_duration=4)
+    reason, message, took = failure(download, settings, url, tmp_path)
+    assert reason == "timeout" and "exceeded 4s" in message, message
+    assert took <= 4 + SLACK, took
+    assert len(server.requests) >= 2  # it did retry, resuming, until the deadline
+
+
+def test_update_budget_bounds_every_fetch_inside_it(server, tmp_path):
+    manifest = server.add("/manifest.json", Route(body=b"{}", trickle=0.5))
+    url = server.add("/m.bin", Route(body=BODY, trickle=1.0))
+    dl = Downloader(DownloadSettings(**{**BASE, "retries": 10, "attempt_timeout": 1.5}))
+    start = time.monotonic()
+    with dl.budget(4):
+        assert dl.fetch(manifest, max_bytes=100) == b"{}"  # about 1 s of the budget
+        reason, message, _ = failure(download, {}, url, tmp_path, dl)
+    took = time.monotonic() - start
+    assert reason == "timeout" and "update exceeded its 4s limit" in message, message
+    assert took <= 4 + SLACK, took
+
+
+@pytest.mark.parametrize("fetch", [False, True], ids=["download", "manifest-fetch"])
+def test_headers_at_1_byte_per_second_fail_at_the_read_timeout(server, tmp_path, fetch):
+    url = server.add("/m.bin", Route(body=BODY, trickle_head=1.0))
+    dl = Downloader(DownloadSettings(**{**BASE, "max_duration": 20}))
+    if fetch:
+        reason, message, took = failure(dl.fetch, url, max_bytes=10**6)
+    else:
+        reason, message, took = failure(download, {}, url, tmp_path, dl)
+    assert reason == "timeout" and "headers within 3s" in message, message
+    assert 3 <= took <= 3 + SLACK, took
+
+
+def test_manifest_fetch_body_trickle_fails_below_the_minimum_rate(server):
+    url = server.add("/manifest.json", Route(body=BODY, trickle=1.0))
+    dl = Downloader(DownloadSettings(**{**BASE, "min_rate_bytes": 50, "min_rate_window": 2}))
+    reason, message, took = failure(dl.fetch, url, max_bytes=10**6)
+    assert reason == "timeout" and "too slow" in message, message
+    assert took <= 2 + SLACK, took
+
+
+@pytest.mark.parametrize("route", ["body", "head"])
+def test_cancel_interrupts_a_blocked_transfer_within_1s(server, tmp_path, route):
+    trickle = {"body": {"trickle": 1.0}, "head": {"trickle_head": 1.0}}[route]
+    url = server.add("/m.bin", Route(body=BODY, **trickle))
+    dl = Downloader(DownloadSettings(**{**BASE, "read_timeout": 30, "max_duration": 60}))
+    outcome: list = []
+
+    def run():
+        try:
+            download({}, url, tmp_path, dl)
+        except ModelUpdateError as exc:
+            outcome.append(exc.reason)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.requests, "the download never reached the server"
+    time.sleep(1.5)  # let a few bytes trickle: the reader is blocked in recv
+    cancelled = time.monotonic()
+    dl.cancel.set()
+    thread.join(5)
+    took = time.monotonic() - cancelled
+    assert not thread.is_alive() and outcome == ["cancelled"], outcome
+    figure("download_cancel", trickling=route, cancel_return_s=took)
+    assert took <= 1.0, took
+
+
+def test_tls_body_trickle_ends_at_the_attempt_deadline(tmp_path):
+    ca, cert, key = make_tls_files(tmp_path)
+    with FileServer(tls=(cert, key)) as srv:
+        url = srv.add("/m.bin", Route(body=BODY, trickle=1.0))
+        settings = dict(allow_http=False, ca_file=ca, attempt_timeout=3)
+        reason, message, took = failure(download, settings, url, tmp_path)
+    assert reason == "timeout" and "attempt exceeded" in message, message
+    assert took <= 3 + SLACK, took
+
+
+def test_a_slow_but_steady_download_passes_the_minimum_rate(server, tmp_path):
+    body = os.urandom(120_000)  # 15 chunks of 8 KiB, one every 0.1 s
+    url = server.add("/m.bin", Route(body=body, throttle=0.1))
+    settings = dict(min_rate_bytes=8192, min_rate_window=1, attempt_timeout=10)
+    size = download(settings, url, tmp_path)
+    assert size == len(body) and (tmp_path / "out.bin").read_bytes() == body
