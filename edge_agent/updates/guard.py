@@ -169,8 +169,9 @@ class TransferGuard:
             if failure is not None:
                 _shutdown(sock)
                 return
-            # Cancel wakes this wait at once; the verdict then sees it.
-            self._cancel.wait(TICK)
+            # The end of the attempt wakes this wait at once (the thread is joined right
+            # after); a cancel is seen within TICK.
+            self._done.wait(TICK)
 
     def _verdict(self, now: float) -> GuardFailure | None:
         """The failure to end the attempt with now, or None (lock held)."""
