@@ -110,7 +110,11 @@ def test_good_config_passes_on_the_cpu(tmp_path, mqtt_broker):
     assert keys["status"] == OK and key_id in keys["data"]["ids"]
     assert len(keys["data"]["ids"]) == 2
     runtimes = {c["name"] for c in report["checks"] if c["section"] == "TFLite runtimes"}
-    assert {"ai_edge_litert", "numpy"} <= runtimes
+    assert "ai_edge_litert" in runtimes
+    # numpy is listed once (with the packages); the runtimes name it only on a conflict.
+    assert [c["section"] for c in report["checks"] if c["name"] == "numpy"] == [
+        "Python and packages"
+    ]
 
 
 def test_broken_config_fails_exactly_the_broken_checks(tmp_path):
@@ -278,6 +282,20 @@ def test_empty_trees_warn_without_failing(tmp_path):
     assert checks[("Edge TPU", "devices")].status == WARN
     assert checks[("Permissions", "devices")].status == SKIP
     assert checks[("Edge TPU", "libedgetpu")].status in (OK, WARN)
+
+
+def test_a_box_without_libedgetpu_is_told_the_package_and_the_community_build(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(doctor_host, "delegate_library", lambda: "libedgetpu-absent.so.1")
+    report = Report()
+    doctor_host.HostChecks(report, str(tmp_path), str(tmp_path)).coral("usb")
+    lib = {(c.section, c.name): c for c in report.checks}[("Edge TPU", "libedgetpu")]
+    assert lib.status == FAIL  # an explicit device makes it an error
+    assert "libedgetpu-absent.so.1 does not load" in lib.detail
+    assert "libedgetpu1-std" in lib.detail
+    assert "packages.cloud.google.com/apt coral-edgetpu-stable" in lib.detail
+    assert "github.com/feranick/libedgetpu/releases" in lib.detail
 
 
 def test_pycoral_impostor_is_told_apart_from_corals(tmp_path, monkeypatch):
