@@ -343,7 +343,8 @@ class Daemon:
         try:
             self.start()
         except EdgeAgentError as exc:
-            logger.error("model %s: cannot start: %s", self.config.model.path, exc)
+            model = self.config.model.path or "(none configured)"
+            logger.error("model %s: cannot start: %s", model, exc)
             self.last_error = str(exc)
             self._state = "failed"
             self.publish_status()

@@ -110,3 +110,17 @@ def test_explicit_tpu_request_falling_back_warns():
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["backend"] == "cpu"
     assert "warning: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
+
+
+def test_require_device_makes_a_fallback_an_error():
+    proc = infer(
+        "--model",
+        str(fixture_model("color_uint8_edgetpu.tflite")),
+        "--device",
+        "usb",
+        "--require-device",
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing was inferred on the wrong device
+    assert "error: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
