@@ -156,6 +156,7 @@ def test_install_upgrade_uninstall_purge(tree: Path, tmp_path: Path) -> None:
     assert listing.stdout == (REPO / "models/zoo.sha256").read_text()
     assert not list(tree.glob("*.egg-info")) and not (tree / "build").exists()
     assert "libedgetpu.so.1 not found" in first.stderr
+    assert "the Debian package libedgetpu1-std" in first.stderr
 
     # Second run: an upgrade in place. The admin's config survives, nothing else moves.
     config.write_text("# site config\n")
@@ -304,8 +305,9 @@ def test_install_and_purge_in_a_debian_chroot(debian_chroot: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     # The only complaint on a complete system: no Edge TPU runtime in this chroot.
     assert [line for line in out.stderr.splitlines() if line.startswith(("warning", "error"))] == [
-        "warning: libedgetpu.so.1 not found: models run on the CPU until it is installed"
-        " (deploy/LIBEDGETPU.md)"
+        "warning: libedgetpu.so.1 not found: models run on the CPU until the Debian package"
+        " libedgetpu1-std is installed (Coral's apt repository or the community build:"
+        " deploy/LIBEDGETPU.md)"
     ]
     groups = in_chroot(root, "id", "-nG", "edge-agent").stdout.split()
     assert sorted(groups) == ["apex", "edge-agent", "plugdev", "video"]
