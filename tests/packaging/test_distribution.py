@@ -60,11 +60,13 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("EDGE_AGENT_DIST_DIR")
     if given:
         return Path(given)
-    if importlib.util.find_spec("build") is None:
+    # build.__main__: a checkout's build/ output directory also imports as "build".
+    if importlib.util.find_spec("build.__main__") is None:
         pytest.skip("the build package is not installed (pip install build)")
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run(
         [sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(REPO)],
+        cwd=out,  # not the checkout, whose build/ directory would shadow the package
         capture_output=True,
         text=True,
         timeout=540,

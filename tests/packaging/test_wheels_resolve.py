@@ -24,6 +24,7 @@ from typing import NamedTuple
 from urllib.parse import urlparse
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.support.paths import REPO
 
@@ -57,6 +58,22 @@ def requirements(extra: str = "") -> list[str]:
     return reqs
 
 
+def for_python(reqs: list[str], python: str) -> list[str]:
+    """The requirements that apply to CPython ``python``, markers evaluated and dropped.
+
+    pip evaluates the markers of command-line requirements against the interpreter it
+    runs on, not against ``--python-version``.
+    """
+    applied = []
+    for text in reqs:
+        req = Requirement(text)
+        env = {"python_version": python, "python_full_version": f"{python}.0"}
+        if req.marker is None or req.marker.evaluate(env):
+            req.marker = None
+            applied.append(str(req))
+    return applied
+
+
 def platforms(arch: str, glibc: int = GLIBC_PI) -> list[str]:
     """The manylinux tags a glibc-2.<glibc> system accepts, newest first."""
     tags = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc, 4, -1)]
@@ -77,7 +94,7 @@ def resolve(reqs: list[str], python: str, tags: list[str]) -> list[Resolved]:
             "--python-version", python, "--target", str(Path(tmp) / "t"),
             "--report", str(report),
             *(arg for tag in tags for arg in ("--platform", tag)),
-            *reqs,
+            *for_python(reqs, python),
         ]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=False)
         assert out.returncode == 0, f"no wheel set for CPython {python} {tags[0]}:\n{out.stderr}"
