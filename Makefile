@@ -2,21 +2,24 @@
 #   make demo   install, then run the real daemon on the bundled model, clip and an
 #               embedded broker, printing what it publishes (Ctrl-C stops it)
 #   make test   install, make sure a broker is available, run the whole test suite
+#   make test-matrix   the suite on every CPython 3.9-3.13 (pyenv), each in a fresh venv
+#   make ci     what CI runs (.ci/run): the CI matrix, then the distribution check
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo run test test-faults soak lint format bench dist clean broker models \
+.PHONY: install demo run test test-matrix ci dist-check test-faults soak lint format bench dist clean broker models \
 	install-service uninstall-service fetch-models bench-growth
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[tflite,broker,test,dev]"
+	@echo "installing into $(VENV): pip, then edge-agent with [tflite,broker,test,dev] (about a minute)"
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --progress-bar on -e ".[tflite,broker,test,dev]"
 	touch $(STAMP)
 
 demo: install
@@ -35,6 +38,17 @@ broker:
 
 test: install broker
 	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider
+
+# Every CPython 3.9-3.13 found (pythonX.Y on PATH or pyenv), each in a fresh venv with
+# the package installed as a user would; results in build/matrix/results.md.
+test-matrix: broker
+	.ci/matrix full
+
+ci:
+	.ci/run
+
+dist-check:
+	.ci/dist-check
 
 test-faults: install broker
 	$(BIN)/python -m pytest -q -m faults -s -p no:cacheprovider

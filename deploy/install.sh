@@ -247,7 +247,7 @@ check_runtime_deps() {
 		compgen -G "$ROOT/usr/lib/*/libedgetpu.so.1" >/dev/null
 	else
 		ldconfig -p 2>/dev/null | grep -q 'libedgetpu\.so\.1'
-	fi || warn "libedgetpu.so.1 not found: models run on the CPU until it is installed (deploy/LIBEDGETPU.md)"
+	fi || warn "libedgetpu.so.1 not found: models run on the CPU until the Debian package libedgetpu1-std is installed (Coral's apt repository or the community build: deploy/LIBEDGETPU.md)"
 	# ExecReload= of the unit; minimal images (debootstrap minbase, containers) lack it.
 	[ -x "$ROOT/bin/kill" ] ||
 		warn "/bin/kill missing: 'systemctl reload edge-agent' fails until it exists (Debian: apt-get install procps)"

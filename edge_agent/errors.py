@@ -25,6 +25,16 @@ class ConfigError(EdgeAgentError):
         super().__init__(prefix + message)
 
 
+class ConfigErrors(ConfigError):
+    """Several problems in one config file, each a :class:`ConfigError` naming its key."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = tuple(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+        # The message already names each file and key; keep the first for callers.
+        self.file, self.key = self.errors[0].file, self.errors[0].key
+
+
 class ModelError(EdgeAgentError):
     """A model file is missing, not a TFLite flatbuffer, or unusable as configured."""
 

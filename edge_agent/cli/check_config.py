@@ -8,7 +8,7 @@ import os
 import sys
 
 from edge_agent.config import DEFAULT_CONFIG_PATH, check_config
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, ConfigErrors
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = check_config(args.file)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for error in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
+            print(f"error: {error}", file=sys.stderr)
         return 1
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -92,6 +92,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resize", default="auto", choices=["auto", "stretch", "letterbox"])
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, usb[:N] or pci[:N]")
+    p.add_argument(
+        "--require-device",
+        action="store_true",
+        help="exit 2 instead of warning when --device is not what runs the model",
+    )
     p.add_argument("--threads", type=_count, default=0, help="CPU threads (default: all cores)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=run)
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the model once, then print one JSON object per image.
 
     Returns:
-        0 when every image was processed, 1 when some image could not be read.
+        0 when every image was processed, 1 when some image could not be read, 2 when
+        ``--require-device`` was given and the requested device does not run the model.
     """
     if not os.path.isfile(args.model):
         raise ModelError(f"{args.model}: no such model file")
@@ -125,11 +131,14 @@ def run(args: argparse.Namespace) -> int:
     if args.device != "auto" and model.engine.attempts:
         # A specific device was asked for and a fallback runs instead: say so loudly.
         reasons = "; ".join(f"{a.backend}: {a.reason}" for a in model.engine.attempts)
+        level = "error" if args.require_device else "warning"
         print(
-            f"edge-agent infer: warning: running on {model.engine.backend}, not {args.device} "
+            f"edge-agent infer: {level}: running on {model.engine.backend}, not {args.device} "
             f"({reasons})",
             file=sys.stderr,
         )
+        if args.require_device:
+            return 2
     threshold = args.threshold
     if threshold is None:
         threshold = 0.1 if model.task == "classification" else 0.25

@@ -16,6 +16,7 @@ resolved against the config file's directory. ``EDGE_AGENT_MQTT_USERNAME`` and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Union
 
@@ -65,6 +66,10 @@ def check_config(path: Union[str, os.PathLike] = DEFAULT_CONFIG_PATH) -> Config:
     Only the file is read: model files, devices and the broker are not touched
     (``edge-agent doctor`` checks those).
 
+    Beyond ``load_config``'s warnings, a config that `run` would refuse (no
+    ``model.path`` and no release installed by an update) gets a warning naming
+    ``model.path``.
+
     Args:
         path: the config file.
 
@@ -72,7 +77,24 @@ def check_config(path: Union[str, os.PathLike] = DEFAULT_CONFIG_PATH) -> Config:
         The validated configuration; its ``warnings`` are worth showing the user.
 
     Raises:
-        ConfigError: the file cannot be read or is invalid (one message naming the
-            file and the dotted key).
+        ConfigError: the file cannot be read or is invalid (``ConfigErrors`` holds
+            one error per problem, each naming the file and the dotted key).
     """
-    return load_config(path)
+    config = load_config(path)
+    missing = _missing_model(config)
+    if missing:
+        config = dataclasses.replace(config, warnings=(*config.warnings, missing))
+    return config
+
+
+def _missing_model(config: Config) -> str:
+    """The warning for a config with no model to run, or ""."""
+    if config.model.path:
+        return ""
+    releases = os.path.join(config.device.state_dir, "models")
+    if config.updates.enabled and os.path.isdir(releases) and os.listdir(releases):
+        return ""  # run starts the release an update installed
+    return (
+        f"{config.source}: model.path: no model configured and no release installed in "
+        f"{releases}; `edge-agent run` will refuse to start: set model.path"
+    )

@@ -4,9 +4,10 @@
 parses it, and adds the checks that need the file itself (its permissions). Nothing
 here looks at model files, devices or the network: that is ``doctor``'s job.
 
-The first problem found is raised as one :class:`~edge_agent.errors.ConfigError`
-naming the file and the dotted key. Sections and keys are checked in file order, so
-the first problem in the file is the one reported.
+Every problem found is reported: one :class:`~edge_agent.errors.ConfigError` naming
+the file and the dotted key, or a :class:`~edge_agent.errors.ConfigErrors` holding
+one per problem, in file order. A section with an invalid key is not checked further
+as a whole (its cross-key rules need every key valid).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from edge_agent.config.schema import (
     CameraConfig,
     Config,
 )
-from edge_agent.errors import ConfigError
+from edge_agent.errors import ConfigError, ConfigErrors
 
 DEFAULT_CONFIG_PATH = "/etc/edge-agent/config.toml"
 
@@ -84,7 +85,8 @@ def parse_config(
         The validated, immutable configuration.
 
     Raises:
-        ConfigError: a TOML syntax error, or the first invalid key or value.
+        ConfigError: a TOML syntax error or an invalid key or value (``ConfigErrors``
+            when there are several).
     """
     doc = _loads(text, source)
     config, warnings = _build(doc, source, os.environ if env is None else env, base_dir)
@@ -159,13 +161,18 @@ def _build(
     """Validate a parsed document into a Config plus its (pure) warnings."""
     doc = _apply_env(doc, env)
     values: dict[str, Any] = {}
+    errors: list[ConfigError] = []
     for name, raw in doc.items():
-        if name in ARRAYS:
-            values[name] = _array(raw, name, source, base_dir)
-        elif name in SECTIONS:
-            values[name] = _table(raw, SECTIONS[name], name, source, base_dir)
-        else:
-            raise ConfigError(_unknown_top_level(name), file=source, key=name)
+        try:
+            if name in ARRAYS:
+                values[name] = _array(raw, name, source, base_dir)
+            elif name in SECTIONS:
+                values[name] = _table(raw, SECTIONS[name], name, source, base_dir)
+            else:
+                raise ConfigError(_unknown_top_level(name), file=source, key=name)
+        except ConfigError as exc:
+            errors.extend(_each(exc))
+    _raise_all(errors)
     # Absent sections take the dataclass defaults (one camera "cam0" on index 0).
     config = Config(source=source, **values)
     try:
@@ -202,11 +209,16 @@ def _array(raw: Any, name: str, source: str, base_dir: str | None) -> tuple[Any,
     if not raw:
         raise ConfigError(f"expected at least one [[{name}]] table, got []", file=source, key=name)
     items = []
+    errors: list[ConfigError] = []
     for index, table in enumerate(raw):
         if ARRAYS[name] is CameraConfig:
             # Unnamed cameras are numbered by position: cam0, cam1, ...
             table = {"name": f"cam{index}", **table}
-        items.append(_table(table, ARRAYS[name], f"{name}[{index}]", source, base_dir))
+        try:
+            items.append(_table(table, ARRAYS[name], f"{name}[{index}]", source, base_dir))
+        except ConfigError as exc:
+            errors.extend(_each(exc))
+    _raise_all(errors)
     if ARRAYS[name] is CameraConfig:
         try:
             rules.check_cameras(items)
@@ -223,24 +235,43 @@ def _table(raw: Any, cls: type, prefix: str, source: str, base_dir: str | None) 
         raise ConfigError(f"expected a table ([{prefix}]), got {got}", file=source, key=prefix)
     specs = {spec.name: spec for spec in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    errors: list[ConfigError] = []
     for key, value in raw.items():
         spec = specs.get(key)
         if spec is None:
-            raise ConfigError(_unknown(key, specs), file=source, key=f"{prefix}.{key}")
+            errors.append(ConfigError(_unknown(key, specs), file=source, key=f"{prefix}.{key}"))
+            continue
         try:
             normalized = spec.metadata["check"](value)
         except Invalid as exc:
-            raise ConfigError(exc.message, file=source, key=f"{prefix}.{key}{exc.subkey}") from exc
+            errors.append(ConfigError(exc.message, file=source, key=f"{prefix}.{key}{exc.subkey}"))
+            continue
         kwargs[key] = _resolve(normalized, spec.metadata["path"], base_dir)
     for key, spec in specs.items():
-        if spec.metadata["required"] and key not in kwargs:
-            raise ConfigError("required key is missing", file=source, key=f"{prefix}.{key}")
+        if spec.metadata["required"] and key not in kwargs and key not in raw:
+            errors.append(
+                ConfigError("required key is missing", file=source, key=f"{prefix}.{key}")
+            )
+    _raise_all(errors)
     section = cls(**kwargs)
     try:
         rules.check_section(section, prefix)
     except rules.Problem as exc:
         raise ConfigError(exc.message, file=source, key=exc.key) from exc
     return section
+
+
+def _each(exc: ConfigError) -> tuple[ConfigError, ...]:
+    """The single problems inside ``exc``."""
+    return exc.errors if isinstance(exc, ConfigErrors) else (exc,)
+
+
+def _raise_all(errors: list[ConfigError]) -> None:
+    """Raise the one problem as itself, several as one ConfigErrors, none not at all."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
 
 
 def _resolve(value: Any, kind: str, base_dir: str | None) -> Any:

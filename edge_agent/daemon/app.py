@@ -307,7 +307,8 @@ class Daemon:
             config_error = isinstance(exc, ConfigError)
             if config_error and exc.file is None and self.config_path:
                 exc = ConfigError(str(exc), file=self.config_path)  # name file and key
-            about = "" if config_error else f"model {self.config.model.path}: "
+            model = self.config.model.path or "(none configured)"
+            about = "" if config_error else f"model {model}: "
             logger.error("%scannot start: %s", about, exc)
             self.last_error = str(exc)
             self._state = DaemonState.FAILED

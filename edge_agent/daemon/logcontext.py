@@ -23,7 +23,8 @@ class LogContext(logging.Filter):
 
     def set(self, *, model: str, backend: str | None, cameras: list[str]) -> None:
         """Update the context (called when the model, backend or cameras change)."""
-        text = f"model={model}" + (f" ({backend})" if backend else "")
+        # "-" rather than nothing: "[model= cameras=-]" reads like a broken line.
+        text = f"model={model or '-'}" + (f" ({backend})" if backend else "")
         text += f" cameras={','.join(cameras) or '-'}"
         with self._lock:
             self._text = text

@@ -177,3 +177,17 @@ def test_zero_means_no_limit_for_top_k_and_max_detections(tmp_path):
     cls = str(shared_file("models/mobilenet_v2_1.0_224_quant.tflite"))
     every = results(cls, photo, "--top-k", "0")
     assert len(every) > 1 and every == results(cls, photo, "--top-k", "1001")
+
+
+def test_require_device_makes_a_fallback_an_error():
+    proc = infer(
+        "--model",
+        str(fixture_model("color_uint8_edgetpu.tflite")),
+        "--device",
+        "usb",
+        "--require-device",
+        str(shared_file("images/cat.bmp")),
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # nothing was inferred on the wrong device
+    assert "error: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr

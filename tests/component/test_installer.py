@@ -10,11 +10,13 @@ leaves its source tree clean.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +30,36 @@ pytestmark = pytest.mark.skipif(
     reason="install.sh needs root and the shadow tools (useradd --prefix)",
 )
 PRINT_VERSION = "import edge_agent as e; print(e.__version__, e.__file__)"
-OFFLINE_PIP = "--no-deps --no-build-isolation --no-index"
+# pyproject.toml names the build backend, so pip builds in an isolated environment;
+# offline, its build requirements come from a local wheelhouse (see build_tools()).
+OFFLINE_PIP = "--no-deps --no-index --find-links {wheels}"
+BUILD_TOOLS = ("setuptools>=70.1",)
+
+
+@functools.cache
+def build_tools() -> str:
+    """A directory holding wheels of the build requirements, fetched once per machine."""
+    wheels = Path(tempfile.gettempdir()) / f"edge-agent-build-tools-{os.getuid()}"
+    wheels.mkdir(exist_ok=True)
+    if len(list(wheels.glob("*.whl"))) < len(BUILD_TOOLS):
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps"]
+            + ["-d", str(wheels), *BUILD_TOOLS],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if out.returncode != 0:
+            pytest.skip(f"cannot fetch the build requirements {BUILD_TOOLS}: {out.stderr[-300:]}")
+    return str(wheels)
+
+
+def offline_pip(wheels: str = "") -> str:
+    """EDGE_AGENT_PIP_ARGS for an offline install with the build tools in ``wheels``."""
+    return OFFLINE_PIP.format(wheels=wheels or build_tools())
+
+
 SKIP_IN_COPY = shutil.ignore_patterns(
     ".git", ".venv", "tests", "__pycache__", "*.egg-info", "build", "dist", ".ruff_cache"
 )
@@ -45,8 +76,9 @@ def fake_root(path: Path) -> Path:
     return path
 
 
-def install(tree: Path, root: Path, *args: str, pip_args: str = OFFLINE_PIP):
-    """Run the copy's install.sh into ``root``."""
+def install(tree: Path, root: Path, *args: str, pip_args: str = ""):
+    """Run the copy's install.sh into ``root`` (offline pip unless ``pip_args``)."""
+    pip_args = pip_args or offline_pip()
     env = dict(os.environ, EDGE_AGENT_PIP_ARGS=pip_args, PIP_CONFIG_FILE=os.devnull)
     env.pop("EDGE_AGENT_ROOT", None)
     return subprocess.run(
@@ -156,6 +188,7 @@ def test_install_upgrade_uninstall_purge(tree: Path, tmp_path: Path) -> None:
     assert listing.stdout == (REPO / "models/zoo.sha256").read_text()
     assert not list(tree.glob("*.egg-info")) and not (tree / "build").exists()
     assert "libedgetpu.so.1 not found" in first.stderr
+    assert "the Debian package libedgetpu1-std" in first.stderr
 
     # Second run: an upgrade in place. The admin's config survives, nothing else moves.
     config.write_text("# site config\n")
@@ -287,7 +320,7 @@ def in_chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
             "/usr/bin/env",
             "-i",
             CHROOT_PATH,
-            f"EDGE_AGENT_PIP_ARGS={OFFLINE_PIP}",
+            f"EDGE_AGENT_PIP_ARGS={offline_pip('/wheels')}",
             *argv,
         ],
         capture_output=True,
@@ -300,12 +333,14 @@ def in_chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_install_and_purge_in_a_debian_chroot(debian_chroot: Path) -> None:
     root = debian_chroot
     shutil.copytree(REPO, root / "src", ignore=SKIP_IN_COPY)
+    shutil.copytree(build_tools(), root / "wheels")
     out = in_chroot(root, "bash", "/src/deploy/install.sh")
     assert out.returncode == 0, out.stdout + out.stderr
     # The only complaint on a complete system: no Edge TPU runtime in this chroot.
     assert [line for line in out.stderr.splitlines() if line.startswith(("warning", "error"))] == [
-        "warning: libedgetpu.so.1 not found: models run on the CPU until it is installed"
-        " (deploy/LIBEDGETPU.md)"
+        "warning: libedgetpu.so.1 not found: models run on the CPU until the Debian package"
+        " libedgetpu1-std is installed (Coral's apt repository or the community build:"
+        " deploy/LIBEDGETPU.md)"
     ]
     groups = in_chroot(root, "id", "-nG", "edge-agent").stdout.split()
     assert sorted(groups) == ["apex", "edge-agent", "plugdev", "video"]

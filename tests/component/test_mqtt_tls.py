@@ -53,6 +53,12 @@ def _cert(subject: str, issuer_key, issuer_name, *, ca=False, sans=(), usage=Non
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # Key identifiers: Python 3.13's default context verifies with X509_STRICT.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key((issuer_key or key).public_key()),
+            False,
+        )
     )
     if ca:
         builder = builder.add_extension(

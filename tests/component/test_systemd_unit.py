@@ -39,6 +39,7 @@ UNIT = REPO / "systemd" / "edge-agent.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed")
 HOMES = ("/root/", "/home/")  # hidden by ProtectHome=yes
+TMPS = ("/tmp/", "/var/tmp/")  # replaced by PrivateTmp=yes
 
 
 def parse_unit(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -215,14 +216,40 @@ def reference_output(model: Path, x: np.ndarray, runtime: str) -> list:
     return sandbox_probe.invoke(Interpreter, str(model), x)
 
 
+def visible_paths(*paths: str) -> str:
+    """Test-only BindReadOnlyPaths= lines for paths PrivateTmp= would hide.
+
+    A clone (and its venv) may live anywhere, /tmp included; binding what the probe
+    needs back in keeps the unit itself unchanged.
+    """
+    hidden = sorted({p for p in paths if p.startswith(TMPS)})
+    return "".join(f"BindReadOnlyPaths={p}\n" for p in hidden)
+
+
+def probe_files(base: Path, model: Path) -> tuple[Path, Path]:
+    """The probe script and the model copied to `base`, which the sandbox sees."""
+    probe = base / "sandbox_probe.py"
+    shutil.copyfile(sandbox_probe.__file__, probe)
+    copied = base / model.name
+    shutil.copyfile(model, copied)
+    for path in (probe, copied):
+        path.chmod(0o644)
+    return probe, copied
+
+
 def sandboxed_copy(base: Path, model: Path, port: int) -> str:
     """The unit, changed only where a test machine must differ from a device."""
     nobody = pwd.getpwnam("nobody")
     groups = [g for g in ("video", "plugdev", "apex") if _group_exists(g)]
+    purelib = sysconfig.get_paths()["purelib"]
+    if purelib.startswith(HOMES):
+        pytest.skip(f"ProtectHome=yes hides the installed packages in {purelib}")
+    probe, model = probe_files(base, model)
     substitutions = {
         "ExecStart=/opt/edge-agent/bin/edge-agent run --config /etc/edge-agent/config.toml": (
-            f"ExecStart={sandbox_python()} {sandbox_probe.__file__} {model} {base}/x.npy {port}\n"
-            f"Environment=PYTHONPATH={sysconfig.get_paths()['purelib']}\n"
+            f"ExecStart={sandbox_python()} {probe} {model} {base}/x.npy {port}\n"
+            f"Environment=PYTHONPATH={purelib}\n"
+            f"{visible_paths(purelib, os.path.realpath(purelib), sandbox_python())}"
             # The manager has no journal to send the probe's output to.
             f"StandardOutput=append:{base}/service.log\nStandardError=inherit"
         ),
@@ -241,8 +268,6 @@ def sandboxed_copy(base: Path, model: Path, port: int) -> str:
 
 def test_sandbox_runs_the_runtimes(user_manager: UserManager) -> None:
     model = shared_file("models/mobilenet_v2_1.0_224_quant.tflite")
-    if str(REPO).startswith(HOMES) or str(model).startswith(HOMES):
-        pytest.skip("ProtectHome=yes hides the repository or the shared data")
     base = user_manager.base
     cat = cv2.cvtColor(cv2.imread(str(shared_file("images/cat.bmp"))), cv2.COLOR_BGR2RGB)
     x = cv2.resize(cat, (224, 224), interpolation=cv2.INTER_AREA)[None]

@@ -36,7 +36,7 @@ STATS = re.compile(
 )
 SUMMARY = re.compile(r"^summary: (\d+) results \(blue (\d+), green (\d+), red (\d+)\)")
 DAEMON = re.compile(r"^  daemon   pid (\d+): edge-agent run --config (\S+)$", re.M)
-EMBEDDED = re.compile(r"^  broker   embedded on 127\.0\.0\.1:(\d+) ", re.M)
+EMBEDDED = re.compile(r"^  broker   (?:embedded|local mosquitto) on 127\.0\.0\.1:(\d+) ", re.M)
 WATCH = re.compile(r"-t '(edge-agent-demo/demo-[0-9a-f]{6})/#'")
 
 

@@ -61,8 +61,14 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-    """A certificate valid from five minutes ago (clock skew) for one day."""
+def _builder(
+    subject: str, issuer: x509.Name, public_key, issuer_public_key=None
+) -> x509.CertificateBuilder:
+    """A certificate valid from five minutes ago (clock skew) for one day.
+
+    With key identifiers: Python 3.13's default context verifies with X509_STRICT,
+    which requires them.
+    """
     now = datetime.datetime.now(datetime.timezone.utc)
     return (
         x509.CertificateBuilder()
@@ -72,6 +78,11 @@ def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBui
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public_key or public_key),
+            critical=False,
+        )
     )
 
 
@@ -112,7 +123,7 @@ def issue_server(ca: Issued, common_name: str, dns: tuple[str, ...], ips: tuple[
     key = ec.generate_private_key(ec.SECP256R1())
     sans = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (
-        _builder(common_name, ca.cert.subject, key.public_key())
+        _builder(common_name, ca.cert.subject, key.public_key(), ca.key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

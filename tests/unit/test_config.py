@@ -277,8 +277,12 @@ BAD = [
         '[device]\nid = "' + "x/" * 50 + '"\n',
         f'device.id: expected {TOPIC}, got "' + "x/" * 27 + 'x..."',  # 60 characters
     ),
-    # the first problem in file order wins
-    ('[mqtt]\nport = "x"\n[device]\nid = 5\n', 'mqtt.port: expected integer 1..65535, got "x"'),
+    # every problem is reported, in file order
+    (
+        '[mqtt]\nport = "x"\n[device]\nid = 5\n',
+        'mqtt.port: expected integer 1..65535, got "x"\n'
+        f"{SRC}: device.id: expected string without '/', '+', '#', got 5",
+    ),
 ]
 
 

@@ -1,13 +1,15 @@
 """``edge-agent demo``: the real daemon on the bundled model and clip, its output shown live.
 
-Nothing but Python is needed. The daemon (``edge-agent run``, a subprocess in its own
-session) gets a config written to a temporary directory that also holds its state: the
-bundled colour-blob detector, the bundled clip looping as the camera, and a broker: the
-one given with ``--broker``, else whatever answers MQTT on localhost:1883, else an
-embedded amqtt broker on a free loopback port. A paho subscriber prints each result and
-stats message the daemon publishes as one readable line. On Ctrl-C (or after
-``--seconds``) the daemon gets SIGTERM, anything left of its process group is killed,
-the broker stops and the directory is removed.
+Nothing but Python (>= 3.10 with the ``[broker]`` extra) or a mosquitto binary is
+needed. The daemon (``edge-agent run``, a subprocess in its own session) gets a config
+written to a temporary directory that also holds its state: the bundled colour-blob
+detector, the bundled clip looping as the camera, and a broker: the one given with
+``--broker``, else whatever answers MQTT on localhost:1883, else an embedded amqtt
+broker on a free loopback port, else (Python 3.9, no amqtt) a local mosquitto there
+(tools/demo/brokers.py). A paho subscriber prints each result and stats message the
+daemon publishes as one readable line. On Ctrl-C (or after ``--seconds``) the daemon
+gets SIGTERM, anything left of its process group is killed, the broker stops and the
+directory is removed.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from edge_agent.capture.sources import mask_credentials
 from edge_agent.config import load_config
 from edge_agent.daemon.signals import SignalQueue
 from edge_agent.errors import PublishError
-from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import Topics
+from edge_agent.tools.demo.brokers import DemoBroker, start_demo_broker
 from edge_agent.tools.demo.setup import PREFIX, demo_config, find_demo_assets, parse_broker
 from edge_agent.tools.demo.view import Viewer
 from edge_agent.tools.doctor.probes import probe_broker
@@ -83,7 +85,8 @@ class Demo:
         if not isinstance(self._threshold, int):
             self._threshold = logging.WARNING
         self.workdir: Path | None = None
-        self.broker: EmbeddedBroker | None = None
+        self.broker: DemoBroker | None = None
+        self._broker_kind = ""
         self.viewer: Viewer | None = None
         self.daemon: subprocess.Popen | None = None
         self._relay: threading.Thread | None = None
@@ -136,10 +139,13 @@ class Demo:
             self._external = True
             return settings, f"{host}:{port} (already running here)"
         why = "nothing answered" if probe.stage == "tcp" else probe.detail
-        self.broker = EmbeddedBroker("127.0.0.1", 0)
-        self.broker.start()
+        assert self.workdir is not None
+        # Assigned only once started: cleanup must not report stopping a broker that
+        # never ran.
+        self.broker, self._broker_kind = start_demo_broker(self.workdir)
         settings = MqttSettings(host="127.0.0.1", port=self.broker.port)
-        return settings, f"embedded on 127.0.0.1:{self.broker.port} ({host}:{port}: {why})"
+        where = f"{self._broker_kind} on 127.0.0.1:{self.broker.port}"
+        return settings, f"{where} ({host}:{port}: {why})"
 
     def _start_daemon(self, config_path: Path) -> subprocess.Popen:
         """``edge-agent run`` in its own session (Ctrl-C reaches only us; we stop it)."""
@@ -236,9 +242,8 @@ class Demo:
             self.viewer = None
         if self.broker is not None:
             stopped = self.broker.stop(5.0)
-            self._emit(
-                "embedded broker stopped" if stopped else "embedded broker hung", not stopped
-            )
+            state = "stopped" if stopped else "hung"
+            self._emit(f"{self._broker_kind} broker {state}", not stopped)
             self.broker = None
         self._drain()
         if self.workdir is not None:

@@ -45,6 +45,13 @@ PACKAGES = (
 RUNTIMES = (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime"))
 # The apex driver throttles the PCIe Edge TPU from 85 C on.
 APEX_HOT_C = 85.0
+# A wheel user has no deploy/ folder: the hint names the package and where it comes from.
+LIBEDGETPU_HINT = (
+    "install the Debian package libedgetpu1-std from Coral's apt repository "
+    "(https://packages.cloud.google.com/apt coral-edgetpu-stable main) or the community "
+    "build's .deb (https://github.com/feranick/libedgetpu/releases); "
+    "see deploy/LIBEDGETPU.md in the source"
+)
 PERMISSION_HINT = "install deploy/udev/99-edge-agent-coral.rules and add the user to group {}"
 
 
@@ -144,9 +151,8 @@ class HostChecks:
                 f"numpy {numpy_version} with tflite-runtime: its last release (2.14) is built "
                 "against numpy 1 and breaks under numpy >= 2; pip install 'numpy<2'"
             )
+            # Listed here only for the conflict: the packages section shows its version.
             self.add(section, "numpy", WARN, detail, version=numpy_version)
-        else:
-            self.add(section, "numpy", OK, numpy_version, version=numpy_version)
 
     def coral(self, device: str = "auto", edgetpu_library: str = "") -> None:
         """pycoral, libedgetpu, the Edge TPUs, their temperatures and device permissions.
@@ -200,7 +206,7 @@ class HostChecks:
             ctypes.CDLL(library)
             self.add("Edge TPU", "libedgetpu", OK, f"{library} loads ({where})")
         except OSError as exc:
-            detail = f"{library} does not load ({exc}): see deploy/LIBEDGETPU.md"
+            detail = f"{library} does not load ({exc}): {LIBEDGETPU_HINT}"
             # A library the operator named explicitly must load.
             self.add("Edge TPU", "libedgetpu", FAIL if configured else missing, detail)
 
