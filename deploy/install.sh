@@ -15,7 +15,7 @@ readonly UNIT_NAME=edge-agent.service
 readonly RULES_NAME=99-edge-agent-coral.rules
 readonly SERVICE_USER=edge-agent
 readonly DEVICE_GROUPS=(video plugdev apex)
-readonly EXTRAS=(tflite systemd)
+readonly EXTRAS=(tflite)
 
 ASSETS=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${EDGE_AGENT_ROOT:-}
