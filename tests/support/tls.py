@@ -136,7 +136,7 @@ def issue_client(ca: Issued, common_name: str) -> Issued:
     """A TLS client certificate signed by ``ca`` (a broker with ``require_certificate``)."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(common_name, ca.cert.subject, key.public_key())
+        _builder(common_name, ca.cert.subject, key.public_key(), ca.key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
