@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -25,6 +24,7 @@ from typing import Callable, TypeVar
 from urllib.parse import SplitResult, urljoin
 
 from edge_agent import __version__
+from edge_agent.backoff import Backoff
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.guard import Deadline, GuardFailure, GuardLimits, TransferGuard
 from edge_agent.updates.urls import basic_auth, check_url, redact_url
@@ -120,7 +120,8 @@ class Transport:
 
     def retrying(self, url: str, attempt: Callable[[], T], final: Deadline) -> T:
         """Run ``attempt`` with exponential backoff on transient failures, until ``final``."""
-        delay = self.settings.backoff_initial
+        # Jittered, so a fleet retrying the same release server does not stampede.
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, jitter=0.2)
         for n in range(self.settings.retries + 1):
             if self.cancel.is_set():
                 raise ModelUpdateError("cancelled", f"download of {redact_url(url)} cancelled")
@@ -132,8 +133,7 @@ class Transport:
                 if not exc.retry or n == self.settings.retries:
                     raise
                 after = getattr(exc, "retry_after", 0.0)
-                wait = max(after, delay) if after else delay
-                wait = min(wait, self.settings.backoff_max) * random.uniform(0.8, 1.0)
+                wait = min(max(after, backoff.next()), self.settings.backoff_max)
                 # Never sleep past the final deadline: the next loop then reports it.
                 wait = max(0.0, min(wait, final.at - time.monotonic()))
                 logger.warning(
@@ -148,7 +148,6 @@ class Transport:
                     raise ModelUpdateError(
                         "cancelled", f"download of {redact_url(url)} cancelled"
                     ) from exc
-                delay = min(delay * 2, self.settings.backoff_max)
         raise AssertionError("unreachable")
 
     def _connect(self, parts: SplitResult, guard: TransferGuard) -> http.client.HTTPConnection:
