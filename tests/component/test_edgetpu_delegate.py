@@ -19,7 +19,13 @@ from edge_agent.inference.backends.cpu import CpuBackend
 from edge_agent.inference.backends.edgetpu import EdgeTpuBackend, LibEdgeTpuDriver
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.model import ModelOptions
-from edge_agent.inference.runtime import CPU_PREFERENCE, make_session, runtime_module
+from edge_agent.inference.runtime import (
+    CPU_PREFERENCE,
+    DELEGATE_PREFERENCE,
+    first_runtime,
+    make_session,
+    runtime_module,
+)
 from edge_agent.tools.doctor.host import FAIL, OK, HostChecks
 from edge_agent.tools.doctor.probes import probe_model
 from edge_agent.tools.doctor.report import Report
@@ -113,7 +119,9 @@ def test_a_missing_library_names_the_key(tmp_path, libraries):
 def test_the_real_libedgetpu_driver_uses_the_library_it_is_given(libraries, calls):
     driver = LibEdgeTpuDriver()
     session = driver.make_session(CPU_MODEL, driver.load_delegate(libraries["ok"], {}), 1)
-    assert (session.backend, session.runtime) == ("edgetpu", "tflite_runtime.interpreter")
+    # tflite-runtime when installed (what libedgetpu is built against), else LiteRT.
+    expected = first_runtime(DELEGATE_PREFERENCE)[0]
+    assert (session.backend, session.runtime) == ("edgetpu", expected)
     assert delegate_log(calls) == ["create mode=ok", "prepare"]
 
 
