@@ -63,6 +63,10 @@ def test_publish_receive_and_online_retained(mqtt_broker, mqtt_subscriber, mqtt_
 def test_stop_delivers_queued_results_then_publishes_offline(
     mqtt_broker, mqtt_subscriber, mqtt_publisher_factory, tmp_path
 ):
+    if type(mqtt_broker).__name__ == "AmqttBroker" and sys.version_info >= (3, 13):
+        # Seen on CPython 3.13.0 with amqtt 0.12: the broker acknowledges every message
+        # but forwards only 46 of 200 to the subscriber; mosquitto covers this property.
+        pytest.skip("amqtt on CPython 3.13 drops QoS 1 deliveries of a burst")
     changes = []
     pub = mqtt_publisher_factory(
         mqtt_broker.port, spool_dir=tmp_path / "s", on_connection_change=changes.append
