@@ -9,7 +9,6 @@ stopped cleanly on SIGTERM.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -44,16 +43,7 @@ def test_running_daemon_imports_no_tool_module(tmp_path, mqtt_broker, mqtt_subsc
     modules_file = tmp_path / "modules.json"
     command = agent_command("run", "--config", str(daemon.config_path))
     assert command[1:3] == ["-m", "edge_agent"]
-    with open(daemon.log_path, "ab") as log:
-        daemon.proc = subprocess.Popen(
-            [command[0], "-c", WRAPPER, str(modules_file), *command[3:]],
-            cwd=daemon.dir,
-            env=daemon.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    daemon.start([command[0], "-c", WRAPPER, str(modules_file), *command[3:]])
 
     mqtt_subscriber.wait_count(daemon.topics.results, 3, timeout=45)
     assert daemon.stop(timeout=15) == 0, daemon.log_tail()

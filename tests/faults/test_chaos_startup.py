@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -67,16 +66,7 @@ def test_sighup_while_the_config_is_read_is_kept_not_fatal(
     )
     fifo = daemon.dir / "config.fifo"
     os.mkfifo(fifo, 0o600)
-    with open(daemon.log_path, "ab") as log:
-        daemon.proc = subprocess.Popen(
-            agent_command("run", "--config", str(fifo)),
-            cwd=daemon.dir,
-            env=daemon.environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    daemon.start(agent_command("run", "--config", str(fifo)))
     started = time.monotonic()
     # The daemon now blocks opening the FIFO: it has not read a byte of its config.
     wait_until(lambda: catches(daemon.pid, signal.SIGHUP), 30, "SIGHUP handler installed")

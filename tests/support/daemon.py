@@ -198,12 +198,17 @@ class DaemonProcess:
 
     # ---- process -----------------------------------------------------------------------
 
-    def start(self) -> DaemonProcess:
-        """Start the daemon (its own session, so its whole process group can be reaped)."""
+    def start(self, command: list[str] | None = None) -> DaemonProcess:
+        """Start the daemon (its own session, so its whole process group can be reaped).
+
+        Args:
+            command: instead of ``edge-agent run --config FILE`` (a wrapper around it, or
+                another config path).
+        """
         assert self.proc is None, "already started"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                agent_command("run", "--config", str(self.config_path)),
+                command or agent_command("run", "--config", str(self.config_path)),
                 cwd=self.dir,
                 env=self.environment(),
                 stdin=subprocess.DEVNULL,
