@@ -102,14 +102,26 @@ class Pipeline:
         objects end after their ``max_age``; the camera is alive for the watchdog."""
         self._progress()
         self.skipped += 1
-        if self._on_frame is not None:
-            height, width = frame.image.shape[:2]
-            try:
-                self._on_frame(
-                    frame.camera, frame.timestamp, [], (width, height), False, frame.image
-                )
-            except Exception:  # objects must never stop detection
-                logger.exception("camera %s: object tracking failed on a frame", frame.camera)
+        height, width = frame.image.shape[:2]
+        self._track(frame.camera, frame.timestamp, [], (width, height), False, frame.image)
+
+    def _track(
+        self,
+        camera: str,
+        timestamp: float,
+        results: list[Result],
+        size: tuple[int, int],
+        classifier: bool,
+        image: Any,
+    ) -> None:
+        """Hand a frame's results to the object layer; its failure is counted, never raised."""
+        if self._on_frame is None:
+            return
+        try:
+            self._on_frame(camera, timestamp, results, size, classifier, image)
+        except Exception:  # objects must never stop detection
+            logger.exception("camera %s: object tracking failed on a frame", camera)
+            self._stats.incr("errors")
 
     def step(self) -> int:
         """One round: adopt a switch, submit frames to free slots, collect completions.
@@ -181,14 +193,9 @@ class Pipeline:
                 }
             )
             self._stats.record("publish", (time.monotonic() - t1) * 1000.0)
-        if self._on_frame is not None:
-            try:
-                classifier = gen.codec.decoder.task == CLASSIFICATION
-                size = (job.fit.src_w, job.fit.src_h)
-                self._on_frame(job.camera, job.timestamp, results, size, classifier, job.image)
-            except Exception:  # objects must never stop detection
-                logger.exception("camera %s: object tracking failed on a frame", job.camera)
-                self._stats.incr("errors")
+        classifier = gen.codec.decoder.task == CLASSIFICATION
+        size = (job.fit.src_w, job.fit.src_h)
+        self._track(job.camera, job.timestamp, results, size, classifier, job.image)
         self._stats.record("end_to_end", (time.monotonic() - job.captured) * 1000.0)
         self._progress()
 
