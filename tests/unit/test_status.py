@@ -32,6 +32,7 @@ def test_status_document():
         generation=GEN,
         broker_connected=True,
         last_error="",
+        broker="mq2:1883",
     )
     assert doc == {
         "state": "running",

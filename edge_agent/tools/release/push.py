@@ -31,7 +31,12 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import ModelUpdateError, PublishError
-from edge_agent.publishing.settings import MqttSettings, base_client, ssl_context
+from edge_agent.publishing.settings import (
+    MqttSettings,
+    base_client,
+    connect_failover,
+    ssl_context,
+)
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.operator import verify
 from edge_agent.updates.commands import (
@@ -82,15 +87,14 @@ class _Link:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._topics = [f"{prefix}/+/status", f"{prefix}/+/model"]
-        try:
-            self.client.connect(broker.host, broker.port, broker.keepalive)
-        except OSError as exc:
-            raise PublishError(f"cannot reach broker {broker.host}:{broker.port}: {exc}") from exc
+        # Several brokers (mqtt.hosts, --broker A,B): the first that answers, then the
+        # next after each loss, as the devices do.
+        where = connect_failover(self.client, broker)
         self.client.loop_start()
         if not self._connected.wait(broker.connect_timeout) or self._refused:
             self.close()
             why = self._refused or "no CONNACK in time"
-            raise PublishError(f"broker {broker.host}:{broker.port}: {why}")
+            raise PublishError(f"broker {where}: {why}")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         """Subscribe on every (re)connect; never raise in a callback."""
