@@ -60,6 +60,7 @@ def test_status_document():
             "runtime": "tflite_runtime.interpreter",
         },
         "broker_connected": True,
+        "broker": "mq2:1883",
         "storage_error": "",
         "last_error": "",
     }
