@@ -237,13 +237,21 @@ def connect_failover(client: mqtt.Client, settings: MqttSettings) -> Endpoint:
     """
     rotation = HostRotation(settings.endpoints())
 
-    def next_broker(*_args: Any) -> None:
-        # Runs in paho's thread with the socket closed: the next reconnect goes there.
+    def next_broker() -> None:
+        # Runs in paho's thread between attempts: connect_async only records where the
+        # next reconnect goes (the host/port setters refuse while paho is "connecting").
         try:
             rotation.lost()
-            client.host, client.port = rotation.current
+            client.connect_async(*rotation.current, settings.keepalive)
         except Exception:
             logger.exception("mqtt: cannot switch to the next broker")
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:  # not our own disconnect(), which must end the loop
+            next_broker()
+
+    def on_connect_fail(_c: Any, _u: Any) -> None:
+        next_broker()
 
     errors = []
     for _ in rotation.endpoints:
@@ -255,7 +263,7 @@ def connect_failover(client: mqtt.Client, settings: MqttSettings) -> Endpoint:
             rotation.failed()
             continue
         rotation.connected()
-        client.on_disconnect = client.on_connect_fail = next_broker
+        client.on_disconnect, client.on_connect_fail = on_disconnect, on_connect_fail
         return endpoint
     raise PublishError(f"cannot reach any broker ({'; '.join(errors)})")
 
