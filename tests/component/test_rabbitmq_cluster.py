@@ -1,0 +1,147 @@
+"""edge-agent on a real 2-node RabbitMQ 3.10 cluster (MQTT plugin): devices on node A,
+the operator on node B; results, availability, last will and ``model push`` cross the
+cluster; killing node A moves the devices to B (``mqtt.hosts``) without losing a result.
+
+One module, one cluster (``rabbit_cluster`` is module-scoped: a node takes ~10-20 s to
+start). Skipped, with the reason, where rabbitmq-server is not installed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.settings import MqttSettings
+from edge_agent.publishing.topics import Topics
+from edge_agent.tools.release import operator
+from edge_agent.tools.release.push import ServeSettings, push
+from tests.component.test_updates_operator import (  # one simulated device, one release
+    Device,
+    collect,
+    finals,
+    pack_release,
+)
+from tests.support.broker import MqttSubscriber, wait_until
+from tests.support.updates_e2e import retained
+
+RESULTS = "edge/dev1/results"
+
+
+def _addr(node) -> str:
+    return f"{node.host}:{node.port}"
+
+
+def _seqs(sub: MqttSubscriber, topic: str = RESULTS) -> list[int]:
+    return list(dict.fromkeys(m.json()["seq"] for m in sub.on(topic)))
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    return (
+        d / "release.key",
+        d / "release.pub",
+        operator.keygen(d / "release.key", d / "release.pub"),
+    )
+
+
+@pytest.fixture
+def operator_on_b(rabbit_cluster):
+    sub = MqttSubscriber(rabbit_cluster.b.host, rabbit_cluster.b.port, ["edge/#"]).start()
+    yield sub
+    sub.stop()
+
+
+def test_results_and_availability_cross_the_cluster(
+    rabbit_cluster, operator_on_b, mqtt_publisher_factory
+):
+    a = rabbit_cluster.a
+    pub = mqtt_publisher_factory(1883, hosts=(_addr(a), _addr(rabbit_cluster.b)))
+    assert pub.wait_connected(20) and pub.broker == _addr(a)
+    online = operator_on_b.wait_for("edge/dev1/available", timeout=10)
+    assert online.payload == b"online"
+    for i in range(200):
+        pub.publish_result({"seq": i})
+    wait_until(lambda: len(_seqs(operator_on_b)) == 200, 20, "results on node B")
+    assert _seqs(operator_on_b) == list(range(200))
+    wait_until(lambda: pub.stats()["inflight"] == 0, 10, "PUBACKs from node A")
+
+
+def test_last_will_written_on_a_reaches_b(rabbit_cluster, operator_on_b):
+    a = rabbit_cluster.a
+    topics = Topics("edge", "lwt1", ())
+    conn = Connection(
+        MqttSettings(host=a.host, port=a.port, protocol="3.1.1"),
+        topics,
+        None,
+        on_connected=lambda: None,
+        on_ack=lambda mid: None,
+        on_message=lambda msg: None,
+    )
+    conn.open()
+    deadline = time.monotonic() + 10
+    while not conn.subscribed and time.monotonic() < deadline:
+        assert conn.step(0.1), conn.error
+    operator_on_b.wait_for(topics.available, lambda m: m.payload == b"online", timeout=10)
+    conn.close(clean=False)  # the socket just drops: node A publishes the will
+    will = operator_on_b.wait_for(topics.available, lambda m: m.payload == b"offline", timeout=15)
+    assert will.payload == b"offline"
+
+
+def test_model_push_from_b_to_devices_on_a(rabbit_cluster, tmp_path, keys):
+    a, b = rabbit_cluster.a, rabbit_cluster.b
+    rel = pack_release(tmp_path, keys)
+    cams = [Device(a, tmp_path, f"rcam-{i}", keys[1], groups=("yard",)) for i in (1, 2)]
+    try:
+        seen, report = collect()
+        code = push(
+            rel, broker=MqttSettings(hosts=(_addr(b),), connect_timeout=10.0), prefix="edge",
+            devices=["rcam-1", "rcam-2"], serve=ServeSettings(host="127.0.0.1", port=0),
+            timeout=60, report=report, public_keys=[str(keys[1])],
+        )  # fmt: skip
+        assert code == 0, seen
+        assert finals(seen) == {"rcam-1": "active", "rcam-2": "active"}
+        assert all(c.store.active(verify=True).label == "mobilenet@1.0.0" for c in cams)
+        # RabbitMQ 3.10 gives retained messages only to a subscription without
+        # wildcards: group membership, read from every device's retained status through
+        # "edge/+/status", finds nobody, even on node A where the statuses were written.
+        for node in (a, b):
+            with pytest.raises(ModelUpdateError) as nobody:
+                push(
+                    rel, broker=MqttSettings(hosts=(_addr(node),), connect_timeout=10.0),
+                    prefix="edge", group="yard", base_url="https://x.invalid/",
+                    discover_seconds=2.0,
+                )  # fmt: skip
+            assert nobody.value.reason == "no_devices"
+        # ... while one status read by its exact topic is there, on the node it was written.
+        assert retained(a, "edge/rcam-1/status")["groups"] == ["yard"]
+    finally:
+        for cam in cams:
+            cam.close()
+
+
+def test_killing_node_a_moves_devices_to_b_without_losing_a_result(
+    rabbit_cluster, operator_on_b, mqtt_publisher_factory
+):
+    # Last in the module: node A does not come back.
+    a, b = rabbit_cluster.a, rabbit_cluster.b
+    pub = mqtt_publisher_factory(1883, device="dev2", hosts=(_addr(a), _addr(b)))
+    assert pub.wait_connected(20) and pub.broker == _addr(a)
+    topic = "edge/dev2/results"
+    pub.publish_status({"state": "running"})
+    for i in range(100):
+        pub.publish_result({"seq": i})
+    wait_until(lambda: len(_seqs(operator_on_b, topic)) >= 50, 20, "results via node A")
+    a.kill()
+    for i in range(100, 300):
+        pub.publish_result({"seq": i})
+    wait_until(lambda: pub.broker == _addr(b), 30, "failover to node B")
+    wait_until(lambda: 299 in _seqs(operator_on_b, topic), 30, "every result via node B")
+    # The operator's session on B never broke: it saw every result, in order.
+    assert _seqs(operator_on_b, topic) == list(range(300))
+    # The device wrote its retained state again on B, so a newcomer there finds it.
+    assert retained(b, "edge/dev2/status")["state"] == "running"
+    assert pub.stats()["reconnects"] == 1
