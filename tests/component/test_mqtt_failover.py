@@ -9,8 +9,10 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_agent.config import parse_config
 from edge_agent.errors import PublishError
 from edge_agent.publishing.settings import MqttSettings, base_client, connect_failover
+from edge_agent.tools.doctor.report import FAIL, OK, WARN, Doctor, Report
 from tests.support.broker import MOSQUITTO, MqttSubscriber, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
@@ -151,3 +153,18 @@ def test_operator_client_names_every_broker_when_none_answers():
     with pytest.raises(PublishError) as info:
         connect_failover(client, settings)
     assert all(d in str(info.value) for d in dead)
+
+
+def test_doctor_probes_every_broker_and_warns_for_a_dead_standby(tmp_path, mqtt_broker_factory):
+    live = mqtt_broker_factory("mosquitto")
+    dead = f"127.0.0.1:{free_port()}"
+    doctor = Doctor(str(tmp_path / "unused.toml"), timeout=2.0)
+
+    def probe(hosts):
+        doctor.report = Report()
+        text = f"[mqtt]\nhosts = {json.dumps(hosts)}\n[device]\nstate_dir = '{tmp_path}'\n"
+        doctor.broker(parse_config(text, "config.toml", env={}))
+        return [(c.status, c.detail.split(" ")[0]) for c in doctor.report.checks]
+
+    assert probe([dead, _addr(live)]) == [(WARN, f"{dead}:"), (OK, f"{_addr(live)}:")]
+    assert probe([dead]) == [(FAIL, f"{dead}:")]
