@@ -123,6 +123,22 @@ def test_model_push_from_b_to_devices_on_a(rabbit_cluster, tmp_path, keys):
             cam.close()
 
 
+def test_qos2_results_are_taken_as_qos1_and_still_acknowledged(
+    rabbit_cluster, operator_on_b, mqtt_publisher_factory
+):
+    # RabbitMQ 3.10 downgrades QoS 2 to 1: the PUBACK must still release the results.
+    a = rabbit_cluster.a
+    pub = mqtt_publisher_factory(1883, device="dev3", hosts=(_addr(a),), qos_results=2)
+    assert pub.wait_connected(20)
+    for i in range(50):
+        pub.publish_result({"seq": i})
+    topic = "edge/dev3/results"
+    wait_until(lambda: len(_seqs(operator_on_b, topic)) == 50, 20, "QoS 2 results on node B")
+    assert _seqs(operator_on_b, topic) == list(range(50))
+    wait_until(lambda: pub.stats()["published"] >= 50, 10, "every result acknowledged")
+    assert pub.stats()["inflight"] == 0
+
+
 def test_killing_node_a_moves_devices_to_b_without_losing_a_result(
     rabbit_cluster, operator_on_b, mqtt_publisher_factory
 ):
