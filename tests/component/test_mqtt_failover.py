@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -43,10 +44,17 @@ def test_publisher_fails_over_and_back_without_losing_a_result(
             pub.publish_result({"seq": i})
         wait_until(lambda: len(_seqs(on_first)) >= 50, 10, "results on the first broker")
         first.kill()  # a crash: no clean goodbye, in-flight results unacknowledged
+        killed = time.monotonic()
         for i in range(100, 300):
             pub.publish_result({"seq": i})
         wait_until(lambda: pub.broker == _addr(second), 15, "failover to the second broker")
+        moved = time.monotonic() - killed
         wait_until(lambda: 299 in _seqs(on_second), 15, "every result on the second broker")
+        print(
+            f"FIGURE mosquitto failover: connected to the second {moved:.2f}s after the kill, "
+            f"every result there {time.monotonic() - killed:.2f}s after; "
+            f"replayed {pub.stats()['replayed']}"
+        )
         got_first, got_second = _seqs(on_first), _seqs(on_second)
         # Nothing lost: what the first did not acknowledge was replayed to the second,
         # in order, so the second sees one contiguous run up to the newest frame.
