@@ -260,7 +260,7 @@ def push(
         s = serve or ServeSettings()
         server = LabServer(
             root, [f.name for f in manifest.files], host=s.host, port=s.port,
-            advertise_host=s.advertise_host, peer=broker.host, certfile=s.certfile,
+            advertise_host=s.advertise_host, peer=broker.endpoints()[0].host, certfile=s.certfile,
             keyfile=s.keyfile, timeout=timeout * 2 + 60,
         ).start()  # fmt: skip
         base_url = server.url
