@@ -56,7 +56,9 @@ def parse_endpoint(text: str, default_port: int = 1883) -> Endpoint:
     return Endpoint(host, int(port))
 
 
-def parse_endpoints(texts: tuple[str, ...] | list[str], default_port: int = 1883) -> tuple:
+def parse_endpoints(
+    texts: tuple[str, ...] | list[str], default_port: int = 1883
+) -> tuple[Endpoint, ...]:
     """Every entry of a list, in order; duplicates refused (they would only add delay).
 
     Raises:
