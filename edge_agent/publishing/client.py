@@ -90,6 +90,7 @@ class MqttPublisher:
             on_command,
             on_connection_change,
             self._where,
+            lambda: self._outbox.mark_dirty(topics.status),  # answered by the pump
         )
         self._outbox = Outbox(settings.max_queued)
         self._inflight = InflightWindow()

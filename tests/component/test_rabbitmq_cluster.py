@@ -12,10 +12,9 @@ import time
 
 import pytest
 
-from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.connection import Connection
 from edge_agent.publishing.settings import MqttSettings
-from edge_agent.publishing.topics import Topics
+from edge_agent.publishing.topics import Topics, group_status_request
 from edge_agent.tools.release import operator
 from edge_agent.tools.release.push import ServeSettings, push
 from tests.component.test_updates_operator import (  # one simulated device, one release
@@ -105,22 +104,38 @@ def test_model_push_from_b_to_devices_on_a(rabbit_cluster, tmp_path, keys):
         assert code == 0, seen
         assert finals(seen) == {"rcam-1": "active", "rcam-2": "active"}
         assert all(c.store.active(verify=True).label == "mobilenet@1.0.0" for c in cams)
-        # RabbitMQ 3.10 gives retained messages only to a subscription without
-        # wildcards: group membership, read from every device's retained status through
-        # "edge/+/status", finds nobody, even on node A where the statuses were written.
-        for node in (a, b):
-            with pytest.raises(ModelUpdateError) as nobody:
-                push(
-                    rel, broker=MqttSettings(hosts=(_addr(node),), connect_timeout=10.0),
-                    prefix="edge", group="yard", base_url="https://x.invalid/",
-                    discover_seconds=2.0,
-                )  # fmt: skip
-            assert nobody.value.reason == "no_devices"
-        # ... while one status read by its exact topic is there, on the node it was written.
-        assert retained(a, "edge/rcam-1/status")["groups"] == ["yard"]
     finally:
         for cam in cams:
             cam.close()
+
+
+def test_group_members_answer_a_status_request_across_the_cluster(
+    rabbit_cluster, operator_on_b, mqtt_publisher_factory
+):
+    a, b = rabbit_cluster.a, rabbit_cluster.b
+    pub = mqtt_publisher_factory(1883, device="yard1", groups=("yard",), hosts=(_addr(a),))
+    assert pub.wait_connected(20)
+    pub.publish_status({"state": "running", "groups": ["yard"]})
+    operator_on_b.wait_for("edge/yard1/status", timeout=10)  # live, as it was written
+    # RabbitMQ 3.10 gives retained messages only to a subscription without wildcards, and
+    # only on the node they were written to: a newcomer to "edge/+/status" gets nothing,
+    # on either node, while the exact topic on node A has it.
+    for node in (a, b):
+        late = MqttSubscriber(node.host, node.port, ["edge/+/status"]).start()
+        try:
+            late.publish(group_status_request("edge", "nobody"), b"{}", qos=1, timeout=5)
+            assert late.on("edge/yard1/status") == []
+        finally:
+            late.stop()
+    assert retained(a, "edge/yard1/status")["groups"] == ["yard"]
+    # So an operator asks: the members answer live, and the answer crosses the cluster.
+    late = MqttSubscriber(b.host, b.port, ["edge/+/status"]).start()
+    try:
+        late.publish(group_status_request("edge", "yard"), b"{}", qos=1, timeout=5)
+        answer = late.wait_for("edge/yard1/status", timeout=10)
+        assert answer.json()["groups"] == ["yard"]
+    finally:
+        late.stop()
 
 
 def test_qos2_results_are_taken_as_qos1_and_still_acknowledged(

@@ -37,6 +37,7 @@ from edge_agent.publishing.settings import (
     connect_failover,
     ssl_context,
 )
+from edge_agent.publishing.topics import group_status_request
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.operator import verify
 from edge_agent.updates.commands import (
@@ -270,6 +271,9 @@ def push(
         tracker = _Tracker(link, prefix, rid, report)
         targets = list(dict.fromkeys(devices))  # de-duplicated, order kept
         if group is not None:
+            # Retained statuses arrive right after SUBACK where the broker gives them to a
+            # wildcard subscription; the request makes every member answer live anyway.
+            link.publish(group_status_request(prefix, group), b"{}")
             end = time.monotonic() + discover_seconds
             while time.monotonic() < end:  # retained statuses arrive right after SUBACK
                 tracker.pump(end)
