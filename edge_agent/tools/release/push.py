@@ -4,7 +4,10 @@ The push publishes the update command (the signed envelope inline, plus a base U
 to each device's ``{prefix}/{id}/cmd/model/update``, or once to the group topic, then
 follows the devices' retained ``{prefix}/{id}/model`` states carrying its request id
 until each is ``active``, ``failed`` or ``rolled_back``. Group members are discovered
-from the retained ``{prefix}/{id}/status`` messages (``"groups": [...]``).
+from the ``{prefix}/{id}/status`` messages (``"groups": [...]``): the retained ones, and
+the live answers to a ``status/request`` sent to the group (brokers such as RabbitMQ 3.10
+give retained messages to no wildcard subscription). ``broker.hosts`` lists brokers in
+failover order, as the devices' ``mqtt.hosts``.
 
 With ``canary=N`` the first N devices get the command first; any canary that fails
 or rolls back halts the rollout before the others are touched.
