@@ -29,12 +29,17 @@ run: install
 	$(BIN)/edge-agent run --config $${CONFIG:-/etc/edge-agent/config.toml}
 
 # mosquitto from Debian when we can install it (root + apt); otherwise the tests fall
-# back to the embedded amqtt broker.
+# back to the embedded amqtt broker. rabbitmq-server likewise, for the cluster test.
 broker:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null) || \
 	    echo "mosquitto unavailable: tests use the embedded amqtt broker"; }
+	@# RabbitMQ (MQTT plugin) for the 2-node cluster test; skipped where it cannot install.
+	@test -x /usr/lib/rabbitmq/bin/rabbitmq-server || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) || \
+	    echo "rabbitmq-server unavailable: the RabbitMQ cluster test is skipped"; }
 
 test: install broker
 	$(BIN)/python -m pytest -q -m "not soak" -p no:cacheprovider

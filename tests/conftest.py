@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.paths",
     "tests.support.broker",
+    "tests.support.rabbitmq",
     "tests.support.daemon",
     "tests.support.tpu_plugin",
 ]

@@ -107,7 +107,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     who = pu.add_mutually_exclusive_group(required=True)
     who.add_argument("--device", action="append", help="device id (repeat)")
     who.add_argument("--group", help="every device announcing this group")
-    pu.add_argument("--broker", default="localhost:1883", help="HOST[:PORT]")
+    pu.add_argument(
+        "--broker", default="localhost:1883", help="HOST[:PORT][,HOST[:PORT]...] in failover order"
+    )
     pu.add_argument("--username")
     pu.add_argument("--password-env", metavar="VAR", help="broker password from $VAR")
     pu.add_argument("--tls", action="store_true", help="connect over TLS (implied by the files)")
@@ -232,7 +234,6 @@ def run_push(args: argparse.Namespace) -> int:
     from edge_agent.publishing.settings import MqttSettings
     from edge_agent.tools.release.push import ServeSettings, push
 
-    host, port = _host_port(args.broker, 1883)
     print(f"release targets: {_targets(args.release)}", file=sys.stderr)
     serve_host, serve_port = _host_port(args.serve, 8080)
     password = _secret(args.password_env)
@@ -247,7 +248,7 @@ def run_push(args: argparse.Namespace) -> int:
     code = push(
         args.release,
         broker=MqttSettings(
-            host=host, port=port, username=args.username,
+            hosts=tuple(args.broker.split(",")), username=args.username,
             password=password.decode() if password else None,
             tls=bool(args.tls or args.ca_file or args.cert_file or args.key_file),
             ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,

@@ -264,6 +264,23 @@ class ListOf(Check):
         return tuple(out)
 
 
+class BrokerList(Check):
+    """``mqtt.hosts``: an array of ``HOST[:PORT]`` / ``[IPV6][:PORT]``, normalized."""
+
+    expected = 'array of "HOST[:PORT]" strings'
+
+    def __call__(self, value: Any) -> tuple:
+        from edge_agent.publishing.endpoints import parse_endpoints
+
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(value)
+        try:
+            return tuple(str(e) for e in parse_endpoints(value))
+        except ValueError as exc:
+            subkey, _, message = str(exc).partition(": ")
+            raise Invalid(message, subkey) from None
+
+
 # Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
 # scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")

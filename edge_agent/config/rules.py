@@ -19,6 +19,7 @@ from edge_agent.config.schema import (
     MqttConfig,
     UpdatesConfig,
 )
+from edge_agent.publishing.endpoints import parse_endpoint
 
 
 class Problem(Exception):
@@ -85,6 +86,12 @@ def _tls_options_need_tls(section: MqttConfig, prefix: str) -> None:
             raise Problem(f"{prefix}.{name}", f"requires {prefix}.tls = true")
 
 
+def _host_or_hosts(section: MqttConfig, prefix: str) -> None:
+    """``host`` and ``hosts`` both set: which broker comes first would be a guess."""
+    if section.hosts and section.host != "localhost":
+        raise Problem(f"{prefix}.host", f"set {prefix}.hosts or {prefix}.host, not both")
+
+
 def _polling_needs_manifest(section: UpdatesConfig, prefix: str) -> None:
     """Polling without a manifest URL has nothing to poll."""
     if section.poll_interval > 0 and not section.manifest_url:
@@ -106,6 +113,7 @@ RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
         _every_frame_contradicts_off,
         _together("cert_file", "key_file"),
         _tls_options_need_tls,
+        _host_or_hosts,
     ),
     UpdatesConfig: (
         _polling_needs_manifest,
@@ -195,11 +203,13 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
     if not config.enabled_cameras:
         found.append(("camera", "every camera has enabled = false; nothing will be captured"))
     mqtt = config.mqtt
-    if mqtt.enabled and mqtt.password and not mqtt.tls and not _is_loopback(mqtt.host):
+    brokers = [parse_endpoint(h).host for h in mqtt.hosts] or [mqtt.host]
+    remote = [h for h in brokers if not _is_loopback(h)]
+    if mqtt.enabled and mqtt.password and not mqtt.tls and remote:
         found.append(
             (
                 "mqtt.password",
-                f'sent in clear text to "{mqtt.host}" because mqtt.tls = false',
+                f'sent in clear text to "{remote[0]}" because mqtt.tls = false',
             )
         )
     return found

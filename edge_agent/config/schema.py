@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 from edge_agent.config.checks import (
     Bool,
+    BrokerList,
     CameraSource,
     Check,
     HttpUrl,
@@ -136,6 +137,9 @@ class MqttConfig:
     enabled: bool = opt(True, Bool())
     host: str = opt("localhost", Text(nonempty=True))
     port: int = opt(1883, Int(1, 65535))
+    # Brokers in failover order ("mq1:8883", "[::1]:1883"); when set, replaces host and
+    # port (port stays the default for an entry without one).
+    hosts: tuple[str, ...] = opt((), BrokerList())
     transport: str = opt("tcp", OneOf("tcp", "websockets"))
     client_id: str = opt("", Text())
     username: str = opt("", Text())

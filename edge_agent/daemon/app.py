@@ -133,6 +133,7 @@ class Daemon:
             details=details,
             generation=sup.current if sup else None,
             broker_connected=bool(self.publisher and self.publisher.connected),
+            broker=self.publisher.broker if self.publisher else "",
             storage_error=(self.publisher.storage_error if self.publisher else "")
             or self.store_error,
             durability=self.publisher.durability() if self.publisher else None,

@@ -35,6 +35,7 @@ def mqtt_settings(config: Config) -> MqttSettings:
     return MqttSettings(
         host=q.host,
         port=q.port,
+        hosts=q.hosts,
         transport=q.transport,
         client_id=q.client_id,
         username=q.username or None,

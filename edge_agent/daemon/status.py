@@ -63,6 +63,7 @@ def status_document(
     last_error: str,
     storage_error: str = "",
     durability: Mapping[str, int] | None = None,
+    broker: str = "",
 ) -> dict[str, Any]:
     """The retained status: daemon state, cameras, backend, model, errors.
 
@@ -80,6 +81,7 @@ def status_document(
         "backend": generation.worker.info.backend if generation else None,
         "model": model_entry(generation),
         "broker_connected": broker_connected,
+        "broker": broker,  # host:port of the broker connected to (mqtt.hosts failover)
         "storage_error": storage_error,  # e.g. the spool's disk is full
         "last_error": last_error or storage_error,
     }

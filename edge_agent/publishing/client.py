@@ -4,9 +4,8 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
 
 * ``publish()`` only appends to an in-memory queue and wakes the thread, so the caller
   (the inference pipeline) never blocks on the network or the disk.
-* Each connection uses a *fresh* paho client with ``clean_session=True``, driven through
-  paho's external-loop API (``loop_read``/``loop_write``/``loop_misc``). paho therefore
-  never retransmits on its own after a reconnect: retransmission is ours.
+* Each connection uses a *fresh* paho client (clean session) driven through paho's
+  external-loop API: paho never retransmits after a reconnect; retransmission is ours.
 * Durable messages (results) are tracked until the broker acknowledges them (PUBACK for
   QoS 1). When the connection drops, every unacknowledged durable message is appended
   to the on-disk :class:`~edge_agent.publishing.spool.Spool` in production order; while
@@ -18,8 +17,7 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
 * No durable message is held only in memory longer than ``max_unacked_s``: when PUBACKs
   stop coming (a black-holed link looks alive until keepalive gives up), results are
   spooled without waiting for the connection to drop; without a usable spool publishing
-  goes on, not durably, and ``storage_error`` says so
-  (:mod:`edge_agent.publishing.durable`).
+  goes on, not durably, and ``storage_error`` says so (:mod:`~.durable`).
 * Non-durable messages (stats) are dropped while disconnected (``dropped`` counter).
   Non-durable *retained* messages (status, model, discovery) are kept as the latest value
   per topic and re-published after every reconnect.
@@ -27,7 +25,7 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
   retained ``online`` and subscribes the command topics, so both survive reconnects.
   ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
   the LWT). Commands go to the owner through :mod:`edge_agent.publishing.incoming`; when
-  to reconnect is :mod:`edge_agent.publishing.reconnect`'s.
+  to reconnect, and to which of ``mqtt.hosts``, is :mod:`edge_agent.publishing.reconnect`'s.
 """
 
 from __future__ import annotations
@@ -85,13 +83,14 @@ class MqttPublisher:
         self.settings, self.topics = settings, topics
         self._ssl = ssl_context(settings)
         self._spool_dir = Path(spool_dir)
-        self._where = f"{settings.host}:{settings.port}"
+        self._where = ",".join(str(e) for e in settings.endpoints())
         self._incoming = Incoming(
             topics,
             settings.accept_retained_commands,
             on_command,
             on_connection_change,
             self._where,
+            lambda: self._outbox.mark_dirty(topics.status),  # answered by the pump
         )
         self._outbox = Outbox(settings.max_queued)
         self._inflight = InflightWindow()
@@ -110,7 +109,7 @@ class MqttPublisher:
         self._conn: Connection | None = None
         self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
         self._replay_pos: Position | None = None
-        self._reconnects = Reconnects(settings, self._where)
+        self._reconnects = Reconnects(settings)
         self.published = self.replayed = self.dropped = 0
 
     # -- public API -------------------------------------------------------------------
@@ -125,6 +124,11 @@ class MqttPublisher:
         """True while a broker connection is up (CONNACK received)."""
         conn = self._conn
         return conn is not None and conn.connected
+
+    @property
+    def broker(self) -> str:
+        """``host:port`` of the broker connected to ("" while disconnected)."""
+        return c.where if (c := self._conn) is not None and c.connected else ""
 
     def wait_connected(self, timeout: float) -> bool:
         """True once connected with the command subscriptions acknowledged, within
@@ -163,9 +167,7 @@ class MqttPublisher:
         self._waker.wake()
         thread.join(timeout)
         if thread.is_alive():
-            logger.error(
-                "mqtt %s: publisher thread did not stop within %.1fs", self._where, timeout
-            )
+            logger.error("mqtt %s: publisher thread did not stop in %.1fs", self._where, timeout)
             return False
         self._thread = None
         return True
@@ -221,17 +223,15 @@ class MqttPublisher:
         self.publish(self.topics.status, payload, 1, self.settings.retain_status)
 
     def publish_model(self, payload: bytes | str | dict) -> None:
-        """Model and update status on the retained ``model`` topic.
-
-        Durable: each state may be the one answer to a request, so none may be replaced
-        by the next before it was sent; the latest is still re-published after a reconnect.
-        """
+        """Model and update status on the retained ``model`` topic: durable (each state may
+        be the one answer to a request); the latest is re-published after a reconnect."""
         self.publish(self.topics.model, payload, 1, True, durable=True)
 
     def stats(self) -> dict[str, Any]:
         """Counters for the stats topic and the logs."""
         return {
             "connected": self.connected,
+            "broker": self.broker,
             "published": self.published,
             "replayed": self.replayed,
             "dropped": self.dropped + self._store.dropped + self._outbox.overflowed,
@@ -298,6 +298,7 @@ class MqttPublisher:
             on_message=self._incoming.message,
             protocol=self._reconnects.version,
             connack_timeout=self._reconnects.connack_timeout,
+            broker=self._reconnects.broker,
         )
         try:
             conn.open()
@@ -361,9 +362,9 @@ class MqttPublisher:
             return
         pending = self._store.pending
         if clean:
-            logger.info("mqtt %s: disconnected; %d messages spooled", self._where, pending)
+            logger.info("mqtt %s: disconnected; %d messages spooled", conn.where, pending)
         else:
-            logger.warning("mqtt %s: %s; %d messages spooled", self._where, reason, pending)
+            logger.warning("mqtt %s: %s; %d messages spooled", conn.where, reason, pending)
         self._reconnects.lost()
         self._incoming.connection(False)
 
@@ -388,7 +389,9 @@ class MqttPublisher:
         """CONNACK: reset the backoff, re-publish retained values, tell the owner."""
         self._reconnects.connected()
         self._outbox.mark_retained_dirty()
-        logger.info("mqtt %s: connected, %d spooled to replay", self._where, self._store.pending)
+        logger.info(
+            "mqtt %s: connected, %d spooled to replay", self._reconnects.broker, self._store.pending
+        )
         self._incoming.connection(True)
 
     def _on_ack(self, mid: int) -> None:

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.publishing.endpoints import Endpoint
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
@@ -132,6 +133,7 @@ class Connection:
         protocol: ``mqtt.MQTTv5`` (declares ``max_packet_size`` in the CONNECT) or
             ``mqtt.MQTTv311``.
         connack_timeout: seconds for the CONNACK (default ``connect_timeout``).
+        broker: which of ``settings.endpoints()`` to connect to (default: the first).
     """
 
     def __init__(
@@ -145,9 +147,11 @@ class Connection:
         on_message: Callable[[mqtt.MQTTMessage], None],
         protocol: int = mqtt.MQTTv311,
         connack_timeout: float | None = None,
+        broker: Endpoint | None = None,
     ):
         self.settings, self.topics = settings, topics
-        self.where = f"{settings.host}:{settings.port}"
+        self.broker = broker or settings.endpoints()[0]
+        self.where = str(self.broker)
         self.connected = False
         self.subscribed = False
         self.error: str | None = None
@@ -176,14 +180,14 @@ class Connection:
             OSError: refused, unreachable, timed out, TLS handshake or verification failed.
             ValueError: an invalid host or port.
         """
-        s = self.settings
+        s, (host, port) = self.settings, self.broker
         if self.protocol == mqtt.MQTTv5:
             # A fresh session per connection (clean_start, session expiry 0), as in 3.1.1.
             self.client.connect(
-                s.host, s.port, s.keepalive, clean_start=True, properties=connect_properties(s)
+                host, port, s.keepalive, clean_start=True, properties=connect_properties(s)
             )
         else:
-            self.client.connect(s.host, s.port, s.keepalive)
+            self.client.connect(host, port, s.keepalive)
         self.opened = True
         sock = self.client.socket()
         if hasattr(sock, "setsockopt"):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge_agent.publishing.topics import Topics
+from edge_agent.publishing.topics import STATUS_REQUEST, Topics
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class Incoming:
         on_command: ``on_command(name, payload, topic)``, e.g. ``("model/update", ...)``.
         on_connection_change: called with True after each CONNACK, False when lost.
         where: ``host:port`` for the log lines.
+        on_status_request: called for a ``status/request`` command (not passed on).
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class Incoming:
         on_command: Callable[[str, bytes, str], None] | None,
         on_connection_change: Callable[[bool], None] | None,
         where: str,
+        on_status_request: Callable[[], None] = lambda: None,
     ):
         self._topics = topics
         self._accept_retained = accept_retained
         self._on_command = on_command
         self._on_connection_change = on_connection_change
         self._where = where
+        self._on_status_request = on_status_request
         self.commands = 0
 
     def message(self, msg: mqtt.MQTTMessage) -> None:
@@ -54,7 +57,9 @@ class Incoming:
             return
         self.commands += 1
         logger.info("mqtt %s: command %s from %s", self._where, name, msg.topic)
-        if self._on_command is not None:
+        if name == STATUS_REQUEST:
+            self._on_status_request()
+        elif self._on_command is not None:
             try:
                 self._on_command(name, bytes(msg.payload), msg.topic)
             except Exception:

@@ -111,6 +111,12 @@ class Outbox:
             self._dirty.clear()
             return out
 
+    def mark_dirty(self, topic: str) -> None:
+        """Mark one retained latest value for re-publishing (a status request)."""
+        with self._lock:
+            if topic in self._retained:
+                self._dirty.add(topic)
+
     def mark_retained_dirty(self) -> None:
         """Mark every retained latest value for re-publishing (after a reconnect)."""
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import ConfigError, PublishError
+from edge_agent.publishing.endpoints import Endpoint, HostRotation, parse_endpoints
 from edge_agent.publishing.topics import Topics
+
+logger = logging.getLogger(__name__)
 
 TRANSPORTS = ("tcp", "websockets")
 PROTOCOLS = ("auto", "5", "3.1.1")
@@ -23,6 +27,9 @@ class MqttSettings:
 
     Attributes:
         host, port: the broker.
+        hosts: brokers in failover order (``"mq1:8883"``, ``"[::1]:1883"``); when set it
+            replaces ``host`` (``port`` stays the default port of an entry without one).
+            See :meth:`endpoints`.
         transport: ``tcp`` or ``websockets`` (path ``ws_path``).
         client_id: MQTT client id; empty means ``edge-agent-{device_id}``.
         username, password: optional credentials (the password is never logged).
@@ -52,6 +59,7 @@ class MqttSettings:
 
     host: str = "localhost"
     port: int = 1883
+    hosts: tuple[str, ...] = ()
     transport: str = "tcp"
     ws_path: str = "/mqtt"
     client_id: str = ""
@@ -77,6 +85,20 @@ class MqttSettings:
     protocol: str = "auto"
     max_packet_size: int = 1 << 20
 
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The brokers in failover order: ``hosts``, else ``host:port`` alone.
+
+        Raises:
+            ConfigError: naming the bad ``mqtt.hosts[i]`` entry.
+        """
+        if not self.hosts:
+            return (Endpoint(self.host, self.port),)
+        try:
+            return parse_endpoints(self.hosts, self.port)
+        except ValueError as exc:
+            index, _, message = str(exc).partition(": ")
+            raise ConfigError(message, key=f"mqtt.hosts{index}") from exc
+
     def validate(self) -> None:
         """Check every value.
 
@@ -87,6 +109,7 @@ class MqttSettings:
             raise ConfigError("expected a host name or address", key="mqtt.host")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"expected integer 1..65535, got {self.port!r}", key="mqtt.port")
+        self.endpoints()
         if self.transport not in TRANSPORTS:
             raise ConfigError(
                 f"expected one of {', '.join(TRANSPORTS)}, got {self.transport!r}",
@@ -197,6 +220,52 @@ def base_client(
         if settings.tls_insecure:
             client.tls_insecure_set(True)
     return client
+
+
+def connect_failover(client: mqtt.Client, settings: MqttSettings) -> Endpoint:
+    """Connect a :func:`base_client` (``reconnect=True``) to the first broker of
+    ``settings.endpoints()`` that takes the TCP connection, and make paho's own
+    reconnect loop move on to the next broker after each loss or failed attempt.
+
+    Installs ``on_disconnect`` and ``on_connect_fail`` (the caller keeps ``on_connect``).
+
+    Returns:
+        The broker connected to (the CONNACK still arrives through ``on_connect``).
+
+    Raises:
+        PublishError: no broker took the connection; lists each one's error.
+    """
+    rotation = HostRotation(settings.endpoints())
+
+    def next_broker() -> None:
+        # Runs in paho's thread between attempts: connect_async only records where the
+        # next reconnect goes (the host/port setters refuse while paho is "connecting").
+        try:
+            rotation.lost()
+            client.connect_async(*rotation.current, settings.keepalive)
+        except Exception:
+            logger.exception("mqtt: cannot switch to the next broker")
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:  # not our own disconnect(), which must end the loop
+            next_broker()
+
+    def on_connect_fail(_c: Any, _u: Any) -> None:
+        next_broker()
+
+    errors = []
+    for _ in rotation.endpoints:
+        endpoint = rotation.current
+        try:
+            client.connect(endpoint.host, endpoint.port, settings.keepalive)
+        except (OSError, ValueError) as exc:
+            errors.append(f"{endpoint}: {exc}")
+            rotation.failed()
+            continue
+        rotation.connected()
+        client.on_disconnect, client.on_connect_fail = on_disconnect, on_connect_fail
+        return endpoint
+    raise PublishError(f"cannot reach any broker ({'; '.join(errors)})")
 
 
 def new_client(

@@ -25,6 +25,15 @@ _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # make "{prefix}/group/cmd/#" overlap with the command topic of a group named "cmd".
 _RESERVED_DEVICE_IDS = frozenset({"group"})
 _CMD = "cmd"
+# A command every device answers by publishing its status again, live: brokers such as
+# RabbitMQ 3.10 give retained messages to no wildcard subscription (``+/status``), so an
+# operator discovering a group asks instead of reading retained statuses.
+STATUS_REQUEST = "status/request"
+
+
+def group_status_request(prefix: str, group: str) -> str:
+    """``{prefix}/group/{group}/cmd/status/request``: every device of the group answers."""
+    return f"{prefix}/group/{group}/{_CMD}/{STATUS_REQUEST}"
 
 
 def _check_level(value: str, key: str) -> str:

@@ -29,7 +29,7 @@ def test_every_error_is_reported_each_naming_its_key() -> None:
     assert keys == ["mqtt.hots", "mqtt.port", "camera[0].fps"]
     lines = str(caught.value).splitlines()
     assert len(lines) == 3 and all(line.startswith("c.toml: ") for line in lines)
-    assert 'did you mean "host"' in lines[0]
+    assert 'did you mean "hosts"' in lines[0]
 
 
 def test_one_error_stays_a_plain_config_error() -> None:

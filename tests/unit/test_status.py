@@ -32,6 +32,7 @@ def test_status_document():
         generation=GEN,
         broker_connected=True,
         last_error="",
+        broker="mq2:1883",
     )
     assert doc == {
         "state": "running",
@@ -59,6 +60,7 @@ def test_status_document():
             "runtime": "tflite_runtime.interpreter",
         },
         "broker_connected": True,
+        "broker": "mq2:1883",
         "storage_error": "",
         "last_error": "",
     }

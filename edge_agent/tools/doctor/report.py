@@ -10,6 +10,7 @@ bounded probes of :mod:`edge_agent.tools.doctor.probes`. Warnings never fail the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -267,17 +268,22 @@ class Doctor:
             self.report.add("MQTT", "broker", SKIP, "mqtt.enabled = false")
             return
         settings = mqtt_settings(config)
-        try:
-            probe = probe_broker(settings, self.timeout)
-        except EdgeAgentError as exc:
-            self.report.add("MQTT", "broker", FAIL, str(exc))
-            return
         how = settings.transport + (", TLS" if settings.tls else ", no TLS")
         who = f"user {settings.username!r}" if settings.username else "anonymous"
-        detail = f"{probe.detail} ({how}, {who}, {probe.ms:.0f} ms)"
-        self.report.add(
-            "MQTT", "broker", OK if probe.ok else FAIL, detail, stage=probe.stage, ms=probe.ms
-        )
+        # Each of mqtt.hosts: a dead standby is a warning while another broker answers.
+        probes = []
+        for host, port in settings.endpoints():
+            one = dataclasses.replace(settings, host=host, port=port, hosts=())
+            try:
+                probes.append(probe_broker(one, self.timeout))
+            except EdgeAgentError as exc:
+                self.report.add("MQTT", "broker", FAIL, str(exc))
+                return
+        any_ok = any(p.ok for p in probes)
+        for probe in probes:
+            detail = f"{probe.detail} ({how}, {who}, {probe.ms:.0f} ms)"
+            level = OK if probe.ok else WARN if any_ok else FAIL
+            self.report.add("MQTT", "broker", level, detail, stage=probe.stage, ms=probe.ms)
 
     def keys(self, config: Config) -> None:
         """The update signing keys load."""

@@ -4,7 +4,10 @@ The push publishes the update command (the signed envelope inline, plus a base U
 to each device's ``{prefix}/{id}/cmd/model/update``, or once to the group topic, then
 follows the devices' retained ``{prefix}/{id}/model`` states carrying its request id
 until each is ``active``, ``failed`` or ``rolled_back``. Group members are discovered
-from the retained ``{prefix}/{id}/status`` messages (``"groups": [...]``).
+from the ``{prefix}/{id}/status`` messages (``"groups": [...]``): the retained ones, and
+the live answers to a ``status/request`` sent to the group (brokers such as RabbitMQ 3.10
+give retained messages to no wildcard subscription). ``broker.hosts`` lists brokers in
+failover order, as the devices' ``mqtt.hosts``.
 
 With ``canary=N`` the first N devices get the command first; any canary that fails
 or rolls back halts the rollout before the others are touched.
@@ -31,7 +34,13 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 
 from edge_agent.errors import ModelUpdateError, PublishError
-from edge_agent.publishing.settings import MqttSettings, base_client, ssl_context
+from edge_agent.publishing.settings import (
+    MqttSettings,
+    base_client,
+    connect_failover,
+    ssl_context,
+)
+from edge_agent.publishing.topics import group_status_request
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.operator import verify
 from edge_agent.updates.commands import (
@@ -82,15 +91,14 @@ class _Link:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._topics = [f"{prefix}/+/status", f"{prefix}/+/model"]
-        try:
-            self.client.connect(broker.host, broker.port, broker.keepalive)
-        except OSError as exc:
-            raise PublishError(f"cannot reach broker {broker.host}:{broker.port}: {exc}") from exc
+        # Several brokers (mqtt.hosts, --broker A,B): the first that answers, then the
+        # next after each loss, as the devices do.
+        where = connect_failover(self.client, broker)
         self.client.loop_start()
         if not self._connected.wait(broker.connect_timeout) or self._refused:
             self.close()
             why = self._refused or "no CONNACK in time"
-            raise PublishError(f"broker {broker.host}:{broker.port}: {why}")
+            raise PublishError(f"broker {where}: {why}")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         """Subscribe on every (re)connect; never raise in a callback."""
@@ -256,7 +264,7 @@ def push(
         s = serve or ServeSettings()
         server = LabServer(
             root, [f.name for f in manifest.files], host=s.host, port=s.port,
-            advertise_host=s.advertise_host, peer=broker.host, certfile=s.certfile,
+            advertise_host=s.advertise_host, peer=broker.endpoints()[0].host, certfile=s.certfile,
             keyfile=s.keyfile, timeout=timeout * 2 + 60,
         ).start()  # fmt: skip
         base_url = server.url
@@ -266,6 +274,9 @@ def push(
         tracker = _Tracker(link, prefix, rid, report)
         targets = list(dict.fromkeys(devices))  # de-duplicated, order kept
         if group is not None:
+            # Retained statuses arrive right after SUBACK where the broker gives them to a
+            # wildcard subscription; the request makes every member answer live anyway.
+            link.publish(group_status_request(prefix, group), b"{}")
             end = time.monotonic() + discover_seconds
             while time.monotonic() < end:  # retained statuses arrive right after SUBACK
                 tracker.pump(end)

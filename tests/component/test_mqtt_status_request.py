@@ -1,0 +1,35 @@
+"""``{prefix}/group/{g}/cmd/status/request``: every device of the group publishes its
+status again, live, so an operator can discover a group on a broker that gives retained
+messages to no wildcard subscription (RabbitMQ 3.10)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.publishing.topics import group_status_request
+from tests.support.broker import MOSQUITTO, MqttSubscriber, wait_until
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")
+
+
+def test_a_status_request_to_the_group_is_answered_live(
+    mqtt_broker_factory, mqtt_publisher_factory
+):
+    broker = mqtt_broker_factory("mosquitto")
+    yard = mqtt_publisher_factory(broker.port, device="y1", groups=("yard",))
+    other = mqtt_publisher_factory(broker.port, device="o1", groups=("lobby",))
+    for pub in (yard, other):
+        assert pub.wait_connected(10)
+        pub.publish_status({"state": "running", "groups": list(pub.topics.groups)})
+    operator = MqttSubscriber(broker.host, broker.port, ["edge/+/status"]).start()
+    try:
+        wait_until(lambda: len(operator.on("edge/y1/status")) == 1, 10, "retained status")
+        wait_until(lambda: len(operator.on("edge/o1/status")) == 1, 10, "retained status")
+        operator.publish(group_status_request("edge", "yard"), b"{}", qos=1, timeout=5)
+        answer = operator.wait_for("edge/y1/status", lambda m: not m.retain, timeout=10)
+        assert answer.json()["groups"] == ["yard"]
+        assert yard.stats()["commands"] == 1
+        # Only the group asked answers.
+        assert [m.retain for m in operator.on("edge/o1/status")] == [True]
+    finally:
+        operator.stop()
