@@ -51,6 +51,7 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_start)
     r = sub.add_parser("resume", parents=[common, net, serve], help="continue a rollout")
     r.add_argument("id")
+    r.add_argument("--base-url", help="the release is published there (as at start)")
     r.set_defaults(func=run_resume)
     st = sub.add_parser("status", parents=[common], help="show a rollout's report")
     st.add_argument("id")
@@ -158,25 +159,17 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from edge_agent.updates.commands import parse_update_command
-
     store = _store(args)
     ro = store.load(args.id)
-    stored_url = parse_update_command(ro.payload.encode()).base_url
-    given = None if _is_lab(stored_url, args) else stored_url
-    with _served(args, ro.release, given) as url:
+    stored_url = json.loads(ro.payload).get("base_url")  # written by start: trusted
+    with _served(args, ro.release, args.base_url) as url:
         if url != stored_url:
-            raise SystemExit(f"edge-agent model rollout: the release is now served at {url}, "
-                             f"the devices were told {stored_url}: give the same --serve/"
-                             "--advertise-host")  # fmt: skip
+            raise SystemExit(
+                f"edge-agent model rollout: the release would be served at {url}, the "
+                f"devices were told {stored_url}: give the same --base-url or --serve/"
+                "--advertise-host as at start"
+            )
         return _drive(args, store, ro.id)
-
-
-def _is_lab(url: str | None, args: argparse.Namespace) -> bool:
-    """True when the stored base URL is a lab server on this --serve port."""
-    from edge_agent.cli.model import _host_port
-
-    return bool(url) and url.rstrip("/").endswith(f":{_host_port(args.serve, 8080)[1]}")
 
 
 def run_status(args: argparse.Namespace) -> int:

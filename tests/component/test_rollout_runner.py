@@ -244,3 +244,33 @@ def test_abort_with_rollback_rolls_back_the_updated_devices(
                == f"{ro.request_id}-rb", 10, "d00's rollback answer")  # fmt: skip
     watcher.stop()
     assert commands() == {"d00": 2}  # the update, then the rollback
+
+
+def test_cli_start_status_and_list_print_the_report(
+    broker, tmp_path, release, fleet, served, capsys
+):
+    from edge_agent.cli import main
+
+    fleet(3, failing={"d00"})
+    state = str(tmp_path / "ops")
+    net = ["--broker", f"{broker.host}:{broker.port}", "--state-dir", state, "--json"]
+    code = main(["model", "rollout", "start", str(release[0]), "--group", "lobby",
+                 "--waves", "1,100%", "--threshold", "0", "--base-url", served,
+                 "--discover", "1", "--id", "cli-1", "--prefix", PREFIX, *net])  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    out = json.loads(captured.out)
+    assert code == 1
+    assert out["status"] == "halted" and out["touched"] == 1
+    assert out["devices"]["d00"] == {
+        "wave": 1, "state": "failed", "reason": "golden_mismatch",
+        "seconds": out["devices"]["d00"]["seconds"], "rollback_sent": False,
+    }  # fmt: skip
+    assert main(["model", "rollout", "status", "cli-1", "--state-dir", state]) == 0
+    text = capsys.readouterr().out
+    assert "halted: wave 1: 1 of 1 failed (threshold 0)" in text
+    assert "d01" in text and "skipped" in text
+    assert main(["model", "rollout", "list", "--state-dir", state]) == 0
+    assert capsys.readouterr().out.startswith("cli-1  halted")
+    # a halted rollout resumes to the same verdict, sending nothing
+    assert main(["model", "rollout", "resume", "cli-1", "--base-url", served, *net]) == 1
