@@ -116,7 +116,7 @@ def _drive(args: argparse.Namespace, store: Any, rollout_id: str) -> int:
     from edge_agent.tools.release.rollout.store import RolloutStatus
 
     runner = Runner(store, rollout_id, _broker(args))
-    tty = sys.stderr.isatty() and not args.json
+    tty = sys.stdout.isatty() and sys.stderr.isatty() and not args.json
 
     def progress(ro: Any) -> None:
         if tty:

@@ -274,3 +274,22 @@ def test_cli_start_status_and_list_print_the_report(
     assert capsys.readouterr().out.startswith("cli-1  halted")
     # a halted rollout resumes to the same verdict, sending nothing
     assert main(["model", "rollout", "resume", "cli-1", "--base-url", served, *net]) == 1
+
+
+def test_offline_members_are_skipped_or_refuse_the_start(broker, tmp_path, release, fleet, served):
+    devices = fleet(3)
+    # d01's last will: the broker marks it offline, its retained status still lists the group
+    devices[1].client.publish(f"{PREFIX}/d01/available", "offline", 1, retain=True)
+    with pytest.raises(ModelUpdateError, match="devices_offline.*d01"):
+        _start(release, broker, served, tmp_path, Plan.parse("100%", "0", offline="fail"))
+    _, ro = _start(release, broker, served, tmp_path, Plan.parse("100%", "0"))
+    assert ro.left_out == {"d01": "offline"} and sorted(ro.devices) == ["d00", "d02"]
+    # wait: a device that comes back within the wait is taken in
+    back = threading.Timer(
+        0.5, lambda: devices[1].client.publish(f"{PREFIX}/d01/available", "online", 1, retain=True)
+    )
+    back.start()
+    plan = Plan.parse("100%", "0", offline="wait", offline_wait=10)
+    _, ro = _start(release, broker, served, tmp_path, plan)
+    back.join(5)
+    assert ro.left_out == {} and sorted(ro.devices) == ["d00", "d01", "d02"]
