@@ -192,7 +192,7 @@ def run_abort(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    for rid in store.list():
+    for rid in store.ids():
         ro = store.load(rid)
         print(
             f"{rid}  {ro.status.value:<10} {ro.label}  group {ro.group}  {len(ro.devices)} devices"

@@ -185,7 +185,7 @@ def test_store_round_trips_atomically(tmp_path):
     back = store.load("r1")
     assert back == ro
     assert back.plan.offline is OfflinePolicy.SKIP
-    assert store.list() == ["r1"]
+    assert store.ids() == ["r1"]
     assert not list(tmp_path.glob("*.tmp*"))
     with pytest.raises(ValueError):
         store.path("../etc/passwd")

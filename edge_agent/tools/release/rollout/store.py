@@ -192,7 +192,7 @@ class RolloutStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelUpdateError("bad_rollout", f"{path}: {exc}") from exc
 
-    def list(self) -> list[str]:
+    def ids(self) -> list[str]:
         """The ids of the stored rollouts, oldest first."""
         if not self.dir.is_dir():
             return []
