@@ -134,6 +134,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--json", action="store_true", help="print states as JSON lines")
     pu.set_defaults(func=run_push)
 
+    from edge_agent.cli import rollout
+
+    rollout.add_parser(actions)
+
 
 def operator_tasks() -> list[str]:
     from edge_agent.updates.manifest import TASKS

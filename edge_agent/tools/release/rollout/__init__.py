@@ -1,0 +1,1 @@
+"""Staged rollouts: a plan of waves, durable state, a runner and a report."""

@@ -1,0 +1,311 @@
+"""Run a stored rollout over MQTT: send wave by wave, follow the devices, halt, resume.
+
+Exactly-once in effect, across operator crashes:
+
+1. Before a wave's commands go out, every device of the wave is marked ``sending``
+   and the rollout file is written (atomically). Only then are the commands
+   published (QoS 1, each acknowledged by the broker) and the devices marked ``sent``.
+2. Every device of a rollout gets the same request id and the same payload bytes,
+   stored in the rollout file. The device's request ledger (``updates/requests.py``)
+   drops a repeat while the request runs and answers it from its record once done,
+   so a repeated command never installs twice.
+3. On resume, the retained ``{prefix}/{id}/model`` states are read first. A
+   ``sending`` device whose state already carries the rollout's request id got the
+   command and is not sent it again; only a device with no trace of it is re-sent.
+
+So a device is sent the command again only when the operator died between marking it
+and the device's first state, and even then it installs once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_agent.errors import ModelUpdateError
+from edge_agent.publishing.settings import MqttSettings
+from edge_agent.tools.release.push import _Link
+from edge_agent.tools.release.rollout import steps
+from edge_agent.tools.release.rollout.plan import (
+    Member,
+    OfflinePolicy,
+    Plan,
+    member_from_status,
+    membership,
+    request_id_for,
+    split_waves,
+)
+from edge_agent.tools.release.rollout.store import (
+    DeviceRecord,
+    DeviceStep,
+    Rollout,
+    RolloutStatus,
+    RolloutStore,
+    new_rollout_id,
+)
+from edge_agent.updates.commands import (
+    ROLLBACK,
+    UPDATE,
+    build_update_command,
+    check_topic_level,
+    device_command_topic,
+)
+from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
+from edge_agent.updates.signing import load_envelope, parse_envelope
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[Rollout], None]
+_SAVE_EVERY = 0.5  # seconds: state changes are batched into one atomic write at most this often
+
+
+class _StatusLink(_Link):
+    """push's link, also subscribed to ``available`` (on every reconnect too)."""
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:  # noqa: ANN001
+        """Add the ``available`` filter, then subscribe as push does."""
+        available = self._topics[0].rsplit("/", 1)[0] + "/available"
+        if available not in self._topics:
+            self._topics.append(available)
+        super()._on_connect(client, userdata, flags, rc, props)
+
+
+class _Fleet:
+    """What the broker says about the devices: statuses, availability, model states."""
+
+    def __init__(self, broker: MqttSettings, prefix: str):
+        self.link = _StatusLink(broker, prefix)
+        self.status: dict[str, dict] = {}
+        self.available: dict[str, str] = {}
+        self.model: dict[str, dict] = {}
+
+    def pump(self, until: float) -> list[str]:
+        """Take messages until ``until`` (monotonic); returns devices whose model state came."""
+        changed = []
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return changed
+            try:
+                topic, payload = self.link.messages.get(timeout=min(left, 0.1))
+            except queue.Empty:
+                continue
+            parts = topic.split("/")
+            device, leaf = parts[-2], parts[-1]
+            if leaf == "available":
+                self.available[device] = payload.decode("utf-8", "replace")
+                continue
+            try:
+                doc = json.loads(payload) if payload else None
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if leaf == "status":
+                self.status[device] = doc
+            elif leaf == "model":
+                self.model[device] = doc
+                changed.append(device)
+
+    def members(self, group: str) -> list[Member]:
+        """Every device whose retained status lists ``group``."""
+        found = (
+            member_from_status(d, doc, group, self.available.get(d))
+            for d, doc in self.status.items()
+        )
+        return [m for m in found if m is not None]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.link.close()
+
+
+def start(
+    release_dir: str | Path,
+    *,
+    group: str,
+    plan: Plan,
+    broker: MqttSettings,
+    prefix: str,
+    base_url: str,
+    store: RolloutStore,
+    discover_seconds: float = 2.0,
+    force: bool = False,
+    rollout_id: str | None = None,
+) -> Rollout:
+    """Discover the group from the devices' retained status, plan the waves, save.
+
+    Raises:
+        ModelUpdateError: ``no_devices`` (nobody online in the group), or
+            ``devices_offline`` under the ``fail`` policy.
+        PublishError: the broker is unreachable.
+    """
+    check_topic_level(group, "group")
+    root = Path(release_dir)
+    envelope = load_envelope((root / MANIFEST_FILE).read_bytes())
+    manifest = parse_manifest(parse_envelope(envelope).manifest)
+    rid = rollout_id or new_rollout_id()
+    store.path(rid)  # validates the id before anything is published
+    fleet = _Fleet(broker, prefix)
+    try:
+        end = time.monotonic() + discover_seconds
+        fleet.pump(end)  # retained statuses arrive right after SUBACK
+        split = membership(fleet.members(group), manifest.compatible)
+        if split.offline and plan.offline is OfflinePolicy.WAIT:
+            end = time.monotonic() + plan.offline_wait
+            while split.offline and time.monotonic() < end:
+                fleet.pump(min(end, time.monotonic() + 0.5))
+                split = membership(fleet.members(group), manifest.compatible)
+    finally:
+        fleet.close()
+    if split.offline and plan.offline is OfflinePolicy.FAIL:
+        raise ModelUpdateError("devices_offline", f"offline in {group}: {list(split.offline)}")
+    if not split.targets:
+        raise ModelUpdateError("no_devices", f"no online device announces group {group!r}")
+    request_id = request_id_for(rid)
+    payload = build_update_command(
+        envelope=envelope, base_url=base_url, request_id=request_id, force=force
+    )
+    waves = split_waves(plan.waves, split.targets)
+    rollout = Rollout(
+        id=rid, release=str(root.resolve()), label=manifest.label, prefix=prefix, group=group,
+        plan=plan, request_id=request_id, payload=payload.decode(), created=time.time(),
+        waves=waves,
+        devices={d: DeviceRecord(wave=i) for i, w in enumerate(waves) for d in w},
+        left_out={**{d: "offline" for d in split.offline},
+                  **{d: "incompatible" for d in split.incompatible}},
+    )  # fmt: skip
+    store.save(rollout)
+    logger.info("rollout %s: %s to %s, %s", rid, manifest.label, group, plan.describe())
+    return rollout
+
+
+class Runner:
+    """Drive one stored rollout to an end (completed or halted), or until stopped.
+
+    ``Runner(store, rollout_id, broker).run(progress=callback)`` returns the final
+    :class:`Rollout`; ``progress(rollout)`` is called after every change. Setting
+    ``stop`` (a threading.Event) leaves the rollout ``running`` and resumable.
+    """
+
+    def __init__(self, store: RolloutStore, rollout_id: str, broker: MqttSettings):
+        self.store, self.rollout_id, self.broker = store, rollout_id, broker
+        self.stop = threading.Event()
+        self._saved = 0.0
+
+    def run(self, progress: Progress | None = None) -> Rollout:
+        """Run (or resume) the rollout; returns it in its final or stopped state."""
+        ro = self.store.load(self.rollout_id)
+        progress = progress or (lambda _r: None)
+        if ro.status is not RolloutStatus.RUNNING:
+            progress(ro)
+            return ro
+        fleet = _Fleet(self.broker, ro.prefix)
+        try:
+            # retained model states first: a resumed rollout learns who got the command
+            fleet.pump(time.monotonic() + 1.0)
+            for device, doc in fleet.model.items():
+                steps.observe(ro, device, doc, time.time())
+            self._save(ro, force=True)
+            progress(ro)
+            while ro.status is RolloutStatus.RUNNING and not self.stop.is_set():
+                self._wave(ro, fleet, progress)
+        finally:
+            self._save(ro, force=True)
+            fleet.close()
+        progress(ro)
+        return ro
+
+    def _wave(self, ro: Rollout, fleet: _Fleet, progress: Progress) -> None:
+        """Send the current wave, follow it to a verdict, then soak."""
+        index = ro.wave
+        ro.wave_started.setdefault(index, time.time())
+        answered = {d for d, doc in fleet.model.items() if doc.get("request_id") == ro.request_id}
+        pending = steps.to_send(ro, answered)
+        if pending:
+            for device in pending:
+                ro.devices[device].step = DeviceStep.SENDING
+            self._save(ro, force=True)  # intent first: see the module docstring
+            for device in pending:
+                fleet.link.publish(device_command_topic(ro.prefix, device, UPDATE),
+                                   ro.payload.encode())  # fmt: skip
+                record = ro.devices[device]
+                record.sent_at = record.sent_at or time.time()
+                if record.step is DeviceStep.SENDING:
+                    record.step = DeviceStep.SENT
+            self._save(ro, force=True)
+            logger.info("rollout %s: wave %d sent to %d devices", ro.id, index + 1, len(pending))
+        progress(ro)
+        verdict = self._follow(ro, fleet, progress, until=None)
+        if verdict is steps.Verdict.NEXT and ro.plan.soak > 0 and index + 1 < len(ro.waves):
+            verdict = self._follow(ro, fleet, progress, until=time.monotonic() + ro.plan.soak)
+        if self.stop.is_set():
+            return
+        if verdict is steps.Verdict.HALT:
+            steps.halt(ro, time.time())
+            logger.warning("rollout %s halted: %s", ro.id, ro.halted_reason)
+        else:
+            steps.finish_wave(ro, time.time())
+        self._save(ro, force=True)
+        progress(ro)
+
+    def _follow(self, ro: Rollout, fleet: _Fleet, progress: Progress, until: float | None):
+        """Observe states until a halt, the wave's end (or ``until``, for a soak), or stop."""
+        while not self.stop.is_set():
+            changed = fleet.pump(time.monotonic() + 0.25)
+            now = time.time()
+            touched = [d for d in changed if steps.observe(ro, d, fleet.model[d], now)]
+            touched += steps.expire(ro, now)
+            if touched:
+                self._save(ro)
+                progress(ro)
+            verdict = steps.verdict(ro)
+            if verdict is steps.Verdict.HALT:
+                return verdict
+            if until is None and verdict is steps.Verdict.NEXT:
+                return verdict
+            if until is not None and time.monotonic() >= until:
+                return verdict
+        return steps.Verdict.WAIT
+
+    def _save(self, ro: Rollout, force: bool = False) -> None:
+        """Write the rollout file, at most every _SAVE_EVERY seconds unless forced."""
+        if force or time.monotonic() - self._saved >= _SAVE_EVERY:
+            self.store.save(ro)
+            self._saved = time.monotonic()
+
+
+def abort(
+    store: RolloutStore, rollout_id: str, broker: MqttSettings | None = None,
+    rollback: bool = False,
+) -> Rollout:  # fmt: skip
+    """Stop a rollout's further waves; with ``rollback``, roll back its active devices.
+
+    The rollback command carries ``{request_id}-rb``, so sending it again (an abort
+    repeated after a crash) is answered by the device rather than run twice.
+    """
+    ro = store.load(rollout_id)
+    now = time.time()
+    ro.status = RolloutStatus.ABORTED
+    steps.skip_rest(ro, "aborted", now)
+    store.save(ro)
+    if rollback:
+        if broker is None:
+            raise ValueError("rollback needs the broker")
+        targets = [d for d, r in ro.devices.items() if r.step is DeviceStep.ACTIVE]
+        payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
+        fleet = _Fleet(broker, ro.prefix)
+        try:
+            for device in targets:
+                fleet.link.publish(device_command_topic(ro.prefix, device, ROLLBACK), payload)
+                ro.devices[device].rollback_sent = True
+        finally:
+            fleet.close()
+        store.save(ro)
+        logger.info("rollout %s aborted; rollback sent to %d devices", ro.id, len(targets))
+    return ro

@@ -1,0 +1,118 @@
+"""Pure transitions of a stored rollout: device states in, decisions out.
+
+The runner feeds these with what the broker says and the clock; they only change
+the :class:`Rollout` in memory, so every rule (timeouts, the threshold, resume) is
+tested without a broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from edge_agent.tools.release.rollout.plan import should_halt
+from edge_agent.tools.release.rollout.store import DeviceStep, Rollout, RolloutStatus
+
+_FROM_DEVICE = {s.value: s for s in DeviceStep}
+
+
+class Verdict(str, Enum):
+    """What the current wave calls for."""
+
+    WAIT = "wait"  # devices still working
+    HALT = "halt"  # the wave's failures exceed the threshold
+    NEXT = "next"  # every device of the wave is done, within the threshold
+
+
+def observe(rollout: Rollout, device: str, doc: Mapping[str, Any], now: float) -> bool:
+    """Apply a device's ``model`` state if it answers this rollout; True when it changed.
+
+    States of other requests are ignored, and so is anything for a device already
+    done (a late ``active`` after a timeout does not undo the timeout: the threshold
+    decided on it already), except ``active`` turning ``rolled_back`` while soaking.
+    """
+    record = rollout.devices.get(device)
+    if record is None or doc.get("request_id") != rollout.request_id:
+        return False
+    step = _FROM_DEVICE.get(str(doc.get("state")))
+    if step is None or step == record.step:
+        return False
+    late_rollback = record.step is DeviceStep.ACTIVE and step is DeviceStep.ROLLED_BACK
+    if record.step.done and not late_rollback:  # e.g. the guard rolls back while soaking
+        return False
+    if record.step is DeviceStep.PENDING:
+        return False  # a retained answer from before this rollout sent anything
+    record.step = step
+    record.reason = str(doc.get("reason") or "")
+    if record.sent_at is None:
+        record.sent_at = now
+    if step.done:
+        record.done_at = now
+    return True
+
+
+def expire(rollout: Rollout, now: float) -> list[str]:
+    """Time out the devices silent past the device timeout; returns them."""
+    out = []
+    limit = rollout.plan.device_timeout
+    for device in rollout.waves[rollout.wave] if rollout.wave < len(rollout.waves) else ():
+        record = rollout.devices[device]
+        if not record.step.done and record.sent_at is not None and now - record.sent_at > limit:
+            record.step, record.reason, record.done_at = DeviceStep.TIMEOUT, "no_answer", now
+            out.append(device)
+    return out
+
+
+def verdict(rollout: Rollout) -> Verdict:
+    """Halt as soon as the wave's failures exceed the threshold, else wait or move on."""
+    wave = rollout.waves[rollout.wave]
+    if should_halt(rollout.plan.threshold, rollout.wave_failures(rollout.wave), len(wave)):
+        return Verdict.HALT
+    if all(rollout.devices[d].step.done for d in wave):
+        return Verdict.NEXT
+    return Verdict.WAIT
+
+
+def to_send(rollout: Rollout, answered: set[str]) -> list[str]:
+    """Devices of the current wave that still need the command.
+
+    ``PENDING`` devices were never sent it. ``SENDING`` devices were marked before a
+    crash that may have come before or after the publish: they get it again unless
+    ``answered`` (their retained state carries this rollout's request id) says it
+    arrived. A re-send is the same bytes under the same request id, which the device's
+    request ledger drops or answers, so the install runs at most once either way.
+    """
+    out = []
+    for device in rollout.waves[rollout.wave]:
+        step = rollout.devices[device].step
+        if step is DeviceStep.PENDING or (step is DeviceStep.SENDING and device not in answered):
+            out.append(device)
+    return out
+
+
+def skip_rest(rollout: Rollout, reason: str, now: float) -> None:
+    """Mark every device not yet sent as skipped (halt or abort)."""
+    for record in rollout.devices.values():
+        if record.step in (DeviceStep.PENDING, DeviceStep.SENDING) and record.sent_at is None:
+            record.step, record.reason, record.done_at = DeviceStep.SKIPPED, reason, now
+
+
+def halt(rollout: Rollout, now: float) -> None:
+    """Stop the rollout in the current wave: nothing more is sent."""
+    failures = rollout.wave_failures(rollout.wave)
+    size = len(rollout.waves[rollout.wave])
+    rollout.status = RolloutStatus.HALTED
+    rollout.halted_reason = (
+        f"wave {rollout.wave + 1}: {failures} of {size} failed (threshold {rollout.plan.threshold})"
+    )
+    rollout.wave_ended[rollout.wave] = now
+    skip_rest(rollout, "halted", now)
+
+
+def finish_wave(rollout: Rollout, now: float) -> None:
+    """Close the current wave; the rollout completes after the last one."""
+    rollout.wave_ended[rollout.wave] = now
+    rollout.wave += 1
+    if rollout.wave >= len(rollout.waves):
+        rollout.status = RolloutStatus.COMPLETED
