@@ -3,8 +3,7 @@
 The main thread owns the lifecycle: it starts everything, then drains the signal queue
 (filled only by signal handlers) while publishing stats and status, and on SIGHUP reloads
 what can change live. The pipeline runs in its own thread. Shutdown stops capture, drains
-in-flight frames into MQTT or the spool, publishes ``offline``, and joins every thread
-with a timeout.
+in-flight frames into MQTT or the spool, publishes ``offline``, joins threads with timeouts.
 """
 
 from __future__ import annotations
@@ -128,6 +127,7 @@ class Daemon:
             state=self._state,
             device_id=self.device_id,
             groups=self.config.device.groups,
+            device_type=self.config.device.type,
             started=self.started,
             cameras=[cam.stats() for cam in self.cameras],
             details=details,

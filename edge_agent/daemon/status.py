@@ -64,6 +64,7 @@ def status_document(
     storage_error: str = "",
     durability: Mapping[str, int] | None = None,
     broker: str = "",
+    device_type: str = "",
 ) -> dict[str, Any]:
     """The retained status: daemon state, cameras, backend, model, errors.
 
@@ -75,6 +76,7 @@ def status_document(
         "state": state.value,
         "device_id": device_id,
         "groups": list(groups),
+        "device_type": device_type,  # device.type: a rollout leaves out incompatible boxes
         "agent_version": __version__,
         "started": round(started, 3),
         "cameras": {c.name: camera_entry(c, details.get(c.name, "")) for c in cameras},

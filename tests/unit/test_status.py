@@ -38,6 +38,7 @@ def test_status_document():
         "state": "running",
         "device_id": "box1",
         "groups": ["lab"],
+        "device_type": "",
         "agent_version": __version__,
         "started": 12.346,
         "cameras": {
@@ -137,3 +138,16 @@ def test_possible_loss_of_the_last_run_is_in_the_status():
     )
     assert (doc["possibly_lost_last_run"], doc["spool_dropped"]) == (17, 2)
     assert doc["state"] == "running"  # the counters never shadow the document's own keys
+
+
+def test_status_names_the_device_type_for_rollouts():
+    """A rollout leaves out boxes whose status names a type the release does not list."""
+    from edge_agent.tools.release.rollout.plan import member_from_status
+
+    doc = status_document(
+        state=DaemonState.RUNNING, device_id="d1", groups=["lobby"], started=0.0,
+        cameras=[], details={}, generation=None, broker_connected=True, last_error="",
+        device_type="rpi4-usb",
+    )  # fmt: skip
+    assert doc["device_type"] == "rpi4-usb"
+    assert member_from_status("d1", doc, "lobby").device_type == "rpi4-usb"

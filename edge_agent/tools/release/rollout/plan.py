@@ -181,7 +181,7 @@ def member_from_status(
     else:
         online = doc.get("state") in ("starting", "running")
     kind = doc.get("device_type")
-    return Member(device, online, kind if isinstance(kind, str) else None)
+    return Member(device, online, kind if isinstance(kind, str) and kind else None)  # "" = untyped
 
 
 def membership(members: Iterable[Member], compatible: Sequence[str] = ()) -> Membership:

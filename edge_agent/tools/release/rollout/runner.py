@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.settings import MqttSettings
+from edge_agent.publishing.topics import group_status_request
 from edge_agent.tools.release.push import _Link
 from edge_agent.tools.release.rollout import steps
 from edge_agent.tools.release.rollout.plan import (
@@ -153,8 +154,12 @@ def start(
     store.path(rid)  # validates the id before anything is published
     fleet = _Fleet(broker, prefix)
     try:
+        # Retained statuses arrive right after SUBACK where the broker gives them to a
+        # wildcard subscription (RabbitMQ 3.10 does not); the request makes every member
+        # of the group answer live anyway.
+        fleet.link.publish(group_status_request(prefix, group), b"{}")
         end = time.monotonic() + discover_seconds
-        fleet.pump(end)  # retained statuses arrive right after SUBACK
+        fleet.pump(end)
         split = membership(fleet.members(group), manifest.compatible)
         if split.offline and plan.offline is OfflinePolicy.WAIT:
             end = time.monotonic() + plan.offline_wait
