@@ -93,7 +93,8 @@ class StubCamera:
     def get(self, timeout: float) -> Frame | None:
         """The next frame when it is due within ``timeout``, else None."""
         wait = self._next - time.monotonic()
-        if wait > timeout or self._stop.wait(max(0.0, wait)):
+        # Block like a real camera: a pipeline that asks early must not spin.
+        if self._stop.wait(max(0.0, min(wait, timeout))) or wait > timeout:
             return None
         self._next = max(self._next + self._period, time.monotonic())
         self._frame_id += 1

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import random
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -158,12 +159,17 @@ def start_agents(specs: Sequence[AgentSpec]) -> list[SimAgent]:
 
 
 def stop_agents(agents: Sequence[SimAgent]) -> None:
-    """Stop agents (each bounded; one failing does not keep the others running)."""
-    for agent in agents:
+    """Stop agents, several at once (each bounded; one failing stops no other)."""
+
+    def stop(agent: SimAgent) -> None:
         try:
             agent.stop(2.0)
         except Exception:
             logger.exception("agent %s: stop failed", agent.device_id)
+
+    if agents:
+        with ThreadPoolExecutor(min(32, len(agents)), thread_name_prefix="fleet-stop") as pool:
+            list(pool.map(stop, agents))
 
 
 class Fleet:
