@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: install demo run test test-matrix ci dist-check test-faults soak lint format bench dist clean broker models \
-	install-service uninstall-service fetch-models bench-growth
+	install-service uninstall-service fetch-models bench-growth fleet-bench
 
 install: $(STAMP)
 
@@ -76,6 +76,11 @@ bench: install
 	$(BIN)/python tools/bench_quantize.py
 	$(BIN)/edge-agent bench --all --threads 1
 	$(BIN)/edge-agent bench --all
+
+# Group push over 50, 100 and 200 simulated devices (edge_agent/tools/fleet): time to all
+# active and the broker's peak load; see docs/FLEET.md.
+fleet-bench: install broker
+	$(BIN)/python tools/fleet_bench.py --sizes $${SIZES:-50,100,200} --processes $${SHARDS:-4}
 
 bench-growth: install
 	$(BIN)/edge-agent bench --all --frames 10000 --rounds 1 --pace-frames 0 --cold-starts 0

@@ -1,0 +1,46 @@
+"""Benchmark: time from ``model push --group`` to every simulated device ``active``.
+
+For each fleet size a fresh mosquitto, N simulated agents (the daemon's own update
+path, see edge_agent/tools/fleet/) and a push of the signed demo model served by the
+lab server; prints one markdown row per size. ``make fleet-bench`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge_agent.tools.fleet.bench import HEADER, format_row, run_size  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sizes and print the table; 1 when any device did not end ``active``."""
+    ap = argparse.ArgumentParser(prog="tools/fleet_bench.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="50,100,200", help="comma-separated fleet sizes")
+    ap.add_argument("--processes", type=int, default=4, help="shard processes per fleet")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds the push may take")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    failed = False
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix=f"fleet-{size}-") as tmp:
+            row = run_size(size, args.processes, Path(tmp), args.timeout)
+        failed = failed or row.not_active > 0
+        print(format_row(row), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
