@@ -149,3 +149,45 @@ def daemon_processes(pid: int) -> dict[str, int | None]:
             workers = children(child)
             roles["worker"] = max(workers) if workers else None  # the newest
     return roles
+
+
+def thread_cpu_seconds(
+    pid: int | str = "self", names: dict[int, str] | None = None
+) -> dict[str, float]:
+    """CPU seconds per thread name (``/proc/PID/task/*/stat``), threads of one name summed.
+
+    ``names`` maps native thread ids to names (``threading.enumerate()``'s
+    ``native_id``); CPython before 3.14 does not set the kernel's thread name, so
+    without it threads are named by ``comm`` (often just "python").
+
+    This is the per-thread split of the daemon's CPU outside the worker (pipeline,
+    camera, MQTT threads); a thread that exited between listing and reading is skipped.
+    """
+    split: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return split
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as f:
+                name = f.read().strip() or tid
+            name = (names or {}).get(int(tid), name)
+        except OSError:
+            continue
+        seconds = cpu_seconds(f"{pid}/task/{tid}")
+        if seconds is not None:
+            split[name] = split.get(name, 0.0) + seconds
+    return split
+
+
+def split_ms_per_frame(
+    before: dict[str, float], after: dict[str, float], frames: int
+) -> dict[str, float]:
+    """Per-thread ms of CPU per frame between two :func:`thread_cpu_seconds` samples,
+    with a ``total`` (the P2' figure)."""
+    if frames <= 0:
+        return {}
+    out = {name: (after[name] - before.get(name, 0.0)) * 1000.0 / frames for name in sorted(after)}
+    out["total"] = sum(out.values())
+    return out

@@ -1,0 +1,103 @@
+"""P9: a benchmark stand-in for an Edge TPU, so the bench can ask "can the host keep
+an accelerator busy?" on a machine that has none.
+
+:class:`SimulatedTpuBackend` opens the real CPU model once, runs it on one frame and
+records its outputs; every later ``invoke()`` sleeps a fixed time (default 2.5 ms,
+MobileNet v2 on USB3 as published) and hands back those recorded outputs. Sleeping uses
+no CPU, so every CPU cycle the bench then measures is the host's own work.
+
+It is a bench tool and nothing else: it is not in the backend registry's BUILTINS nor
+declared as an ``edge_agent.backends`` entry point, so ``auto`` and any production
+config can never pick it. The bench constructs it by name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from edge_agent.errors import ModelError
+from edge_agent.inference.backends.base import Backend, ModelRequest
+from edge_agent.inference.backends.cpu import CpuBackend
+from edge_agent.inference.runtime import Session
+
+DEFAULT_INVOKE_MS = 2.5  # MobileNet v2 on a USB3 Edge TPU, as published
+SSD_INVOKE_MS = 7.0  # SSD MobileNet v2, as published
+
+
+class RecordedInterpreter:
+    """An interpreter double: real tensor details, recorded outputs, a timed sleep."""
+
+    def __init__(self, real: Any, invoke_ms: float):
+        if not invoke_ms > 0:
+            raise ModelError(f"simulated invoke time must be > 0 ms, got {invoke_ms}")
+        self._inputs = real.get_input_details()
+        self._outputs = real.get_output_details()
+        self._input = np.zeros(self._inputs[0]["shape"], dtype=self._inputs[0]["dtype"])
+        real.set_tensor(self._inputs[0]["index"], self._input)
+        real.invoke()
+        # Recorded once from the real model: the decoder sees genuine outputs.
+        self._recorded = {d["index"]: real.get_tensor(d["index"]).copy() for d in self._outputs}
+        self.invoke_s = invoke_ms / 1000.0
+        self.invokes = 0
+
+    def record(self, real: Any, frame: np.ndarray) -> None:
+        """Re-record the outputs from the real interpreter on ``frame`` (model input)."""
+        real.set_tensor(self._inputs[0]["index"], frame)
+        real.invoke()
+        self._recorded = {d["index"]: real.get_tensor(d["index"]).copy() for d in self._outputs}
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        """The real model's input details."""
+        return self._inputs
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        """The real model's output details."""
+        return self._outputs
+
+    def tensor(self, index: int) -> Any:
+        """A writable view of the input buffer, as TFLite's ``tensor()`` gives."""
+        return lambda: self._input
+
+    def set_tensor(self, index: int, array: np.ndarray) -> None:
+        """Copy an input array in (shape and dtype checked as TFLite does)."""
+        if array.shape != self._input.shape or array.dtype != self._input.dtype:
+            raise ValueError(
+                f"input is {array.dtype}{list(array.shape)}, "
+                f"model wants {self._input.dtype}{list(self._input.shape)}"
+            )
+        self._input[...] = array
+
+    def invoke(self) -> None:
+        """Wait the accelerator's time without using CPU."""
+        time.sleep(self.invoke_s)
+        self.invokes += 1
+
+    def get_tensor(self, index: int) -> np.ndarray:
+        """A copy of a recorded output."""
+        return self._recorded[index].copy()
+
+
+class SimulatedTpuBackend(Backend):
+    """Bench-only backend: the real CPU model's recorded outputs after a timed sleep."""
+
+    name = "simtpu"
+    priority = 1000  # worse than every real backend, and never registered anyway
+    kinds = frozenset({"usb", "pci"})
+
+    def __init__(self, invoke_ms: float = DEFAULT_INVOKE_MS, frame: np.ndarray | None = None):
+        self.invoke_ms = invoke_ms
+        self.frame = frame
+
+    def open(self, request: ModelRequest) -> Session:
+        """Load the real CPU model once, record its outputs, and return the stand-in."""
+        real_session = CpuBackend().open(request._replace(num_threads=1))
+        real = real_session._interpreter
+        fake = RecordedInterpreter(real, self.invoke_ms)
+        if self.frame is not None:
+            fake.record(real, self.frame)
+        return Session(
+            fake, backend=self.name, model_path=real_session.model_path, runtime="simulated"
+        )

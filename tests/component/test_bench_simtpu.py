@@ -1,0 +1,76 @@
+"""The bench's simulated Edge TPU (P9) and per-thread CPU split, on a fixture model.
+
+Nothing here is timed: the tests check outputs, selection and field sanity only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_agent.inference.backends.base import BUILTINS, ModelRequest, registered
+from edge_agent.inference.backends.cpu import CpuBackend
+from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench.simtpu import SimulatedTpuBackend
+from tests.support.paths import fixture_model
+
+MODEL = str(fixture_model("color_uint8.tflite"))
+
+
+def request(device="usb"):
+    return ModelRequest(MODEL, None, device, 1)
+
+
+def test_outputs_are_those_the_real_model_gives_on_the_recorded_frame():
+    real = CpuBackend().open(request("cpu"))
+    frame = np.random.default_rng(1).integers(0, 255, real.input.shape, dtype=np.uint8)
+    frame = frame.astype(real.input.dtype)
+    real.set_input(frame)
+    real.invoke()
+    expected = real.output_arrays()
+    sim = SimulatedTpuBackend(invoke_ms=0.5, frame=frame).open(request())
+    assert sim.backend == "simtpu" and sim.runtime == "simulated"
+    assert [s.shape for s in sim.inputs] == [s.shape for s in real.inputs]
+    sim.set_input(np.zeros_like(frame))
+    assert sim.invoke() > 0
+    for got, want in zip(sim.output_arrays(), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_auto_and_production_config_can_never_pick_it():
+    names = {cls.name for cls in registered()}
+    assert "simtpu" not in names and "simtpu" not in BUILTINS
+    assert SimulatedTpuBackend not in registered()
+    assert not SimulatedTpuBackend().serves("auto")
+
+
+def test_bad_invoke_time_is_a_clear_error():
+    from edge_agent.errors import EdgeAgentError
+
+    with pytest.raises(EdgeAgentError, match="invoke time"):
+        SimulatedTpuBackend(invoke_ms=0).open(request())
+
+
+def test_per_thread_split_names_threads_and_sums_to_total():
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    t = threading.Thread(target=spin, name="bench-spin", daemon=True)
+    t.start()
+    names = {t.native_id: "bench-spin"}
+    before = procfs.thread_cpu_seconds(names=names)
+    while procfs.thread_cpu_seconds(names=names).get("bench-spin", 0) < 0.05:
+        time.sleep(0.01)  # waits on the observable CPU counter, not a fixed time
+    after = procfs.thread_cpu_seconds(names=names)
+    stop.set()
+    t.join(5)
+    split = procfs.split_ms_per_frame(before, after, 10)
+    assert split["bench-spin"] > 0
+    assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
+    assert procfs.split_ms_per_frame(before, after, 0) == {}
