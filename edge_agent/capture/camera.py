@@ -129,7 +129,8 @@ class Camera:
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Camera:
         """Build from a ``CameraConfig``-like object (name, source, width, height, fps,
-        loop, reopen_initial, reopen_max, stale_after); None fields take the defaults.
+        loop, reopen_initial, reopen_max, stale_after, realtime); None fields take the
+        defaults, and a ``realtime`` keyword overrides the config's.
 
         Args:
             config: any object with those attributes.
@@ -139,6 +140,7 @@ class Camera:
             The (not yet started) camera.
         """
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
+        fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
         return cls(config.name, config.source, **options, **kwargs)
 

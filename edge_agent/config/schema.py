@@ -78,6 +78,8 @@ class CameraConfig:
     reopen_max: float = opt(30.0, Num(gt=0))
     stale_after: float = opt(5.0, Num(gt=0))
     enabled: bool = opt(True, Bool())
+    # False: a file source is read losslessly, as fast as the pipeline takes frames.
+    realtime: bool = opt(True, Bool())
 
 
 VECTOR = "array of 1 or 3 numbers"

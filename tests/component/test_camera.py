@@ -322,3 +322,10 @@ def test_open_capture_errors_name_the_source(tmp_path):
     bad.write_bytes(b"not a video at all" * 100)
     with pytest.raises(CaptureError, match="could not open"):
         open_capture(Camera("x", str(bad)).spec, name="x")
+
+
+def test_from_config_takes_realtime_from_the_config():
+    """``[[camera]] realtime = false`` reaches the camera: a file source goes lossless."""
+    config = SimpleNamespace(name="clip", source="synthetic:64x48@10", realtime=False)
+    assert Camera.from_config(config)._realtime is False
+    assert Camera.from_config(SimpleNamespace(name="c", source="synthetic"))._realtime is True
