@@ -5,6 +5,9 @@ assert nothing about speed (timing belongs to ``make bench``, not to tests).
 """
 
 import json
+import os
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -231,6 +234,28 @@ def test_procfs_reads_this_process():
     assert 5 < mem.rss <= mem.peak and 0 < mem.pss <= mem.rss
     assert procfs.memory(2**22 + 7) is None  # no such pid
     assert procfs.cpu_seconds() > 0
+
+
+def _spin(seconds: float) -> None:
+    """Burn about ``seconds`` of this thread's CPU."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_cpu_seconds_resolve_below_the_clock_tick():
+    # A short bench run spends a few ms of CPU: /proc's 10 ms ticks would read 0 for it
+    # (ratio_cpu_bound came out None that way), so process and thread figures are in ns.
+    tid = threading.get_native_id()
+    for where in (os.getpid(), "self", f"{os.getpid()}/task/{tid}"):
+        before = procfs.cpu_seconds(where)
+        _spin(0.002)
+        spent = procfs.cpu_seconds(where) - before
+        ticks = spent * os.sysconf("SC_CLK_TCK")
+        assert spent > 0.0015 and abs(ticks - round(ticks)) > 1e-6, (where, spent)
+    split = procfs.thread_cpu_seconds(os.getpid(), {tid: "me"})
+    ticks = split["me"] * os.sysconf("SC_CLK_TCK")
+    assert split["me"] > 0 and abs(ticks - round(ticks)) > 1e-6
 
 
 @pytest.mark.parametrize("resize", ["letterbox", "stretch"])

@@ -323,9 +323,9 @@ def format_report(report: dict[str, Any]) -> str:
     row("bare set_tensor+invoke fps", report["bare"]["fps"], [r["bare"]["fps"] for r in rounds])
     row("pipeline fps", report["pipeline"]["fps"], [r["pipeline"]["fps"] for r in rounds])
     row("ratio pipeline / bare", report["ratio"], [r["ratio"] for r in rounds], 3)
-    lines.append(
-        f"  {'ratio the cores allow (CPU/frame)':34}{_num(report['ratio_cpu_bound'], 3):>9}"
-    )
+    bound = report["ratio_cpu_bound"]
+    why = "" if bound is not None else "   (no CPU figures: /proc unreadable or no frames)"
+    lines.append(f"  {'ratio the cores allow (CPU/frame)':34}{_num(bound, 3):>9}{why}")
     p = report["pipeline"]
     lines += [
         f"  frames {p['frames']}, published {p['published']}, delivered {p['delivered']}, "
