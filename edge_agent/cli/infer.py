@@ -1,4 +1,5 @@
-"""``edge-agent infer``: run a model on image files, one JSON line per image."""
+"""``edge-agent infer``: run a model on image and video files, one JSON line per image or
+video frame."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
-from edge_agent.errors import ModelError
+from edge_agent.capture.videofile import is_video_path, read_frames
+from edge_agent.errors import CaptureError, ModelError
 from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.imagefile import read_image
 from edge_agent.inference.model import LoadedModel, ModelOptions
@@ -39,6 +42,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
 def _channels(text: str) -> list[float]:
     """argparse type: one number or three comma-separated ones (R,G,B)."""
     try:
@@ -60,7 +71,7 @@ def _positive_channels(text: str) -> list[float]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("infer", help="run a model on images and print JSON results")
+    p = sub.add_parser("infer", help="run a model on images or videos and print JSON results")
     p.add_argument("--model", required=True, help="model file (.tflite or _edgetpu.tflite)")
     p.add_argument("--cpu-model", default="", help="CPU twin of an Edge TPU model")
     p.add_argument("--labels", default="", help="label file")
@@ -98,7 +109,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="exit 2 instead of warning when --device is not what runs the model",
     )
     p.add_argument("--threads", type=_count, default=0, help="CPU threads (default: all cores)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument(
+        "--every", type=_positive, default=1, help="videos: one frame in N (default 1: all)"
+    )
+    p.add_argument(
+        "--max-frames", type=_count, default=0, help="videos: stop after N frames (0: all)"
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="FILE",
+        help="images, or videos (.avi .mp4 .mkv .mov ...): every frame, none dropped",
+    )
     p.set_defaults(func=run)
 
 
@@ -151,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         "normalization": codec.normalization.to_json() if codec.normalization else None,
     }
     for path in args.images:
+        if is_video_path(path):
+            status = max(status, _infer_video(model, path, described, args))
+            continue
         read = read_image(path) if os.path.isfile(path) else None
         if read is None or read.image is None:
             reason = read.error if read is not None else "cannot read image: no such file"
@@ -158,19 +183,33 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             continue
         out = model.infer(read.image)
-        print(
-            json.dumps(
-                {
-                    "image": path,
-                    "model": out.model_path,
-                    "backend": out.backend,
-                    "task": task_family(out.task),
-                    **described,
-                    "inference_ms": round(out.inference_ms, 3),
-                    "results": [r.to_json() for r in out.results],
-                    "warnings": list(read.warnings),
-                }
-            ),
-            flush=True,
-        )
+        line = {"image": path, **_result(out, described), "warnings": list(read.warnings)}
+        print(json.dumps(line), flush=True)
     return status
+
+
+def _result(out: Any, described: dict[str, Any]) -> dict[str, Any]:
+    """The JSON fields of one inference."""
+    return {
+        "model": out.model_path,
+        "backend": out.backend,
+        "task": task_family(out.task),
+        **described,
+        "inference_ms": round(out.inference_ms, 3),
+        "results": [r.to_json() for r in out.results],
+    }
+
+
+def _infer_video(
+    model: LoadedModel, path: str, described: dict[str, Any], args: argparse.Namespace
+) -> int:
+    """One JSON line per frame of a video, in order; 0 when it was read to the end."""
+    try:
+        _info, frames = read_frames(path, every=args.every, max_frames=args.max_frames)
+        for frame in frames:
+            line = {"video": path, "frame": frame.index, "timestamp_ms": frame.timestamp_ms}
+            print(json.dumps({**line, **_result(model.infer(frame.image), described)}), flush=True)
+    except CaptureError as exc:
+        print(f"edge-agent infer: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -191,3 +191,51 @@ def test_require_device_makes_a_fallback_an_error():
     assert proc.returncode == 2
     assert proc.stdout == ""  # nothing was inferred on the wrong device
     assert "error: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
+
+
+def _clip(path, stills, repeat, fps=10.0):
+    """An MJPG clip of each still shown ``repeat`` frames, all at the first still's size."""
+    first = cv2.imread(str(stills[0]))
+    size = (first.shape[1], first.shape[0])
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert out.isOpened()
+    for still in stills:
+        image = cv2.resize(cv2.imread(str(still)), size)
+        for _ in range(repeat):
+            out.write(image)
+    out.release()
+    return path
+
+
+def test_video_gives_one_line_per_frame_in_order(tmp_path):
+    pets, cat = shared_file("images/pets.jpg"), shared_file("images/cat.bmp")
+    clip = _clip(tmp_path / "clip.avi", [pets, cat], 3)
+    model = ["--model", str(shared_file("models/yolov8n_full_integer_quant.tflite"))]
+    model += ["--labels", str(shared_file("models/yolov8n_labels.txt"))]
+    proc = infer(*model, str(clip), str(pets))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    frames = [line for line in lines if "video" in line]
+    assert [f["frame"] for f in frames] == [0, 1, 2, 3, 4, 5]  # every frame, in order
+    assert [f["timestamp_ms"] for f in frames] == pytest.approx([0, 100, 200, 300, 400, 500])
+    assert all(f["task"] == "detection" and f["backend"] == "cpu" for f in frames)
+    assert all(f["results"][0]["label"] == "dog" for f in frames[:3])
+    assert all(f["results"][0]["label"] == "cat" for f in frames[3:])
+    assert lines[-1]["image"] == str(pets)  # images and videos mix in one call
+    assert lines[-1]["results"][0]["label"] == frames[0]["results"][0]["label"]
+
+    strided = infer(*model, "--every", "2", "--max-frames", "2", str(clip))
+    assert [json.loads(x)["frame"] for x in strided.stdout.splitlines()] == [0, 2]
+
+
+def test_unreadable_video_is_one_error_line(tmp_path):
+    fake = tmp_path / "broken.mp4"
+    fake.write_bytes(b"not a video at all" * 100)
+    model = str(fixture_model("color_uint8.tflite"))
+    proc = infer("--model", model, str(fake), str(tmp_path / "missing.avi"))
+    assert proc.returncode == 1 and proc.stdout == ""
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("edge-agent infer: error: ") for e in errors)
+    assert "broken.mp4" in errors[0] and "no such video file" in errors[1]
+    bad = infer("--model", model, "--every", "0", str(fake))
+    assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
