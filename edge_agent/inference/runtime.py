@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
+from edge_agent.inference.cores import available_cores
 from edge_agent.inference.model_info import inspect_model
 from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
 
@@ -129,11 +130,9 @@ def runtime_version(name: str) -> str:
 
 
 def default_threads() -> int:
-    """All cores available to this process (the affinity mask, not the machine)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """All cores available to this process: its affinity mask, lowered to its cgroup's CPU
+    quota (a container's ``--cpus``), not the machine's count."""
+    return available_cores()
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:
