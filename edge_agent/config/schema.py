@@ -224,6 +224,8 @@ class EventsConfig:
     snapshot_crop: bool = opt(False, Bool())
     snapshot_width: int = opt(640, Int(64, 8192))
     snapshot_quality: int = opt(80, Int(1, 100))
+    snapshot_keep_on_disk: bool = opt(False, Bool())
+    snapshot_max_disk_mb: float = opt(100.0, Num(gt=0))
 
 
 @dataclass(frozen=True)

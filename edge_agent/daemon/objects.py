@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from edge_agent.config import Config
+from edge_agent.daemon.snapshot_store import SnapshotStore
 from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep
 from edge_agent.inference.postprocess import Result
 from edge_agent.publishing.topics import Topics
@@ -121,6 +123,12 @@ class ObjectService:
                 lambda topic, jpeg: publish(topic, jpeg, 1, True, False),
                 crop=ev.snapshot_crop,
                 quality=ev.snapshot_quality,
+                store=SnapshotStore(
+                    os.path.join(config.device.state_dir, "snapshots"),
+                    int(ev.snapshot_max_disk_mb * 1024 * 1024),
+                )
+                if ev.snapshot_keep_on_disk
+                else None,
             )
             self._snapshots.start()
 
@@ -192,7 +200,7 @@ class ObjectService:
         for event in events:
             kept = cam.best.get(event.track_id)
             if kept is not None and kept.score > cam.sent.get(event.track_id, -1.0):
-                self._snapshots.submit(kept)
+                self._snapshots.submit(kept._replace(event_id=event.id))
                 cam.sent[event.track_id] = kept.score
             if event.type is EventType.END:
                 cam.best.pop(event.track_id, None)

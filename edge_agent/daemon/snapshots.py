@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 import cv2
 import numpy as np
 
+from edge_agent.daemon.snapshot_store import SnapshotStore
 from edge_agent.publishing.topics import Topics, label_level
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Snapshot(NamedTuple):
     score: float
     box: tuple[float, float, float, float]
     image: np.ndarray
+    event_id: str = ""  # set when it is sent with its event (names the file on disk)
 
 
 def keep(
@@ -99,6 +101,7 @@ class SnapshotWriter:
         quality: JPEG quality, 1..100.
         depth: snapshots waiting at most; when full the oldest waiting one is dropped
             (a newer snapshot of the same object supersedes it anyway).
+        store: also keep each published JPEG on disk (opened by this thread).
     """
 
     def __init__(
@@ -109,7 +112,9 @@ class SnapshotWriter:
         crop: bool = False,
         quality: int = 80,
         depth: int = 4,
+        store: SnapshotStore | None = None,
     ):
+        self.store = store
         self._topics = topics
         self._publish = publish
         self._crop = crop
@@ -139,6 +144,8 @@ class SnapshotWriter:
                     pass
 
     def _run(self) -> None:
+        if self.store is not None:
+            self.store.open()  # a directory scan: here, not on the daemon's start path
         while not self._stop.is_set() or not self._queue.empty():
             try:
                 snap = self._queue.get(timeout=0.2)
@@ -148,6 +155,8 @@ class SnapshotWriter:
                 jpeg = encode(snap, crop=self._crop, quality=self._quality)
                 self._publish(snapshot_topic(self._topics, snap.camera, snap.label), jpeg)
                 self.published += 1
+                if self.store is not None and snap.event_id:
+                    self.store.save(snap.camera, snap.label, snap.event_id, jpeg)
             except Exception:  # a snapshot must never take the thread down
                 logger.exception("camera %s: snapshot of %s failed", snap.camera, snap.label)
 

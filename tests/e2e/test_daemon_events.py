@@ -170,7 +170,7 @@ def test_snapshot_shows_the_object_at_its_best_box(mqtt_broker, mqtt_subscriber,
         DEMO / "clip.avi",
         DEMO / "color_blobs.tflite",
         DEMO / "labels.txt",
-        events={"labels": ["red"], "snapshot_width": 320},
+        events={"labels": ["red"], "snapshot_width": 320, "snapshot_keep_on_disk": True},
     )
     sub, topics = mqtt_subscriber, daemon.topics
     snap_topic = f"{topics.base}/cam0/red/snapshot"
@@ -188,4 +188,14 @@ def test_snapshot_shows_the_object_at_its_best_box(mqtt_broker, mqtt_subscriber,
     assert red > 150 and red > 2 * green and red > 2 * blue, (blue, green, red)
     assert daemon.stop(timeout=15) == 0
     # Retained: a subscriber arriving later gets the latest snapshot at once.
-    assert len(daemon_retained(mqtt_broker, snap_topic)) > 1000
+    retained = daemon_retained(mqtt_broker, snap_topic)
+    assert len(retained) > 1000
+    # Kept on disk too: one file per red event, named by its id, the last one published.
+    kept = sorted((daemon.dir / "state" / "snapshots" / "cam0").glob("*-red.jpg"))
+    red_ids = {e["id"] for e in (m.json() for m in sub.on(topics.events)) if e["label"] == "red"}
+    assert {p.name[: -len("-red.jpg")] for p in kept} <= red_ids and new["id"] in {
+        p.name[: -len("-red.jpg")] for p in kept
+    }
+    assert retained in {p.read_bytes() for p in kept}
+    on_disk = cv2.imdecode(np.frombuffer(kept[0].read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    assert on_disk is not None and on_disk.shape == (240, 320, 3)
