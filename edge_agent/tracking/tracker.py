@@ -23,6 +23,10 @@ import numpy as np
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in frame pixels
 
 
+# The shortest gap a velocity is measured over: one frame at 30 fps.
+MIN_VELOCITY_DT = 1.0 / 30.0
+
+
 class Detection(NamedTuple):
     """One detection of one frame."""
 
@@ -118,14 +122,23 @@ class _Track:
             return self.box
         dt = t - self.last_seen
         b, v = self.box, self.velocity
-        return (b[0] + v[0] * dt, b[1] + v[1] * dt, b[2] + v[2] * dt, b[3] + v[3] * dt)
+        # Never further than the box's own size: a bad velocity must not carry the
+        # prediction off the object (it would end the track and start another).
+        limit = max(b[2] - b[0], b[3] - b[1], 1.0)
+        return tuple(  # type: ignore[return-value]
+            e + max(-limit, min(limit, s * dt)) for e, s in zip(b, v)
+        )
 
     def update(self, det: Detection, t: float) -> None:
         """Take a matched detection; smooth the velocity over the gap since last seen."""
         box: Box = tuple(map(float, det.box))  # type: ignore[assignment]
         dt = t - self.last_seen
         if dt > 0:
-            # Exponential smoothing: one noisy box does not throw the prediction off.
+            # Exponential smoothing: one noisy box does not throw the prediction off. Frames
+            # that arrive in a burst (a network camera catching up, a file read ahead) are
+            # milliseconds apart: dividing by that would make a 20 px step 20000 px/s, so
+            # the gap counts as at least one frame period.
+            dt = max(dt, MIN_VELOCITY_DT)
             self.velocity = tuple(  # type: ignore[assignment]
                 0.5 * v + 0.5 * (n - o) / dt for v, n, o in zip(self.velocity, box, self.box)
             )

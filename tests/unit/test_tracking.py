@@ -79,6 +79,34 @@ def test_a_track_starts_after_min_hits_and_ends_after_max_age():
     assert ended[0].last_seen == 0.4 and ended[0].hits == 5
 
 
+def test_frames_in_a_burst_keep_the_id():
+    # The detections of the real-scene clip (a person panning in from the right edge),
+    # delivered as a network camera catching up does: some frames 1 ms apart, then a gap.
+    # 20 px in 1 ms must not become a velocity that carries the prediction off her.
+    x0s = [512, 492, 469, 449, 429, 409, 388, 362, 344, 320, 300, 276, 250]
+    times, t = [], 0.0
+    for i in range(len(x0s)):
+        t += 0.001 if i % 3 else 0.09
+        times.append(t)
+    tracker = Tracker(TrackerSettings(rule=TrackRule(min_hits=2, max_age=0.5)))
+    ids = set()
+    for x0, t in zip(x0s, times):
+        step = tracker.update([Detection("person", 0.9, (x0, 30, 638, 478))], t)
+        assert not step.ended
+        ids |= {tr.track_id for tr in step.active}
+    assert len(ids) == 1
+
+
+def test_a_wild_velocity_moves_the_prediction_by_the_box_size_at_most():
+    tracker = Tracker(TrackerSettings(rule=TrackRule(min_hits=1, max_age=5.0)))
+    tracker.update([Detection("car", 0.9, (100, 100, 140, 120))], 0.0)
+    tracker.update([Detection("car", 0.9, (110, 100, 150, 120))], 0.001)  # 10 px in 1 ms
+    # Four seconds later the car went on by a box length: still matched, still one id
+    # (unclamped, 150 px/s for 4 s would predict it 600 px away).
+    step = tracker.update([Detection("car", 0.9, (150, 100, 190, 120))], 4.0)
+    assert len(step.active) == 1 and not step.started and not step.ended
+
+
 def test_a_one_frame_false_positive_makes_no_track():
     tracker = Tracker(TrackerSettings(rule=TrackRule(min_hits=2, max_age=0.5)))
     steps = run(tracker, [(0.0, [Detection("car", 0.8, box_at(50, 50))])])
