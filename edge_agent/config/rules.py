@@ -14,6 +14,7 @@ from typing import Any, Callable
 from edge_agent.config.schema import (
     CameraConfig,
     Config,
+    EventsConfig,
     InferenceConfig,
     ModelConfig,
     MqttConfig,
@@ -104,6 +105,12 @@ def _http_needs_allow_http(section: UpdatesConfig, prefix: str) -> None:
         raise Problem(f"{prefix}.manifest_url", f"http:// URL requires {prefix}.allow_http = true")
 
 
+def _disk_needs_snapshots(section: EventsConfig, prefix: str) -> None:
+    """Keeping snapshots on disk with snapshots off would silently keep nothing."""
+    if section.snapshot_keep_on_disk and not section.snapshots:
+        raise Problem(f"{prefix}.snapshot_keep_on_disk", f"requires {prefix}.snapshots = true")
+
+
 RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
     CameraConfig: (_not_below("reopen_initial", "reopen_max"),),
     ModelConfig: (_together("input_mean", "input_std"),),
@@ -121,6 +128,7 @@ RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
         _not_below("download_timeout", "attempt_timeout"),
         _not_below("attempt_timeout", "update_timeout"),
     ),
+    EventsConfig: (_disk_needs_snapshots,),
 }
 
 

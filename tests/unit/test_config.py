@@ -267,6 +267,15 @@ BAD = [
         "[updates]\nallowed_hosts = [1]\n",
         "updates.allowed_hosts[0]: expected non-empty string, got 1",
     ),
+    # [events]
+    (
+        "[events]\nsnapshots = false\nsnapshot_keep_on_disk = true\n",
+        "events.snapshot_keep_on_disk: requires events.snapshots = true",
+    ),
+    (
+        "[events]\nsnapshot_max_disk_mb = 0\n",
+        "events.snapshot_max_disk_mb: expected number > 0, got 0",
+    ),
     # [logging]
     (
         '[logging]\nlevel = "verbose"\n',
