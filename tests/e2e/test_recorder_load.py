@@ -47,7 +47,18 @@ def test_events_on_results_off_loads_the_recorder_only_on_change(mqtt_broker, ed
         start = red_news()[0].arrived
         # The clip loops after 10 s: red's second event closes a window of a whole loop.
         wait_until(lambda: len(red_news()) >= 2, timeout=60, what="red second event")
-        end = red_news()[1].arrived
+        # ... and the count change it brings (red is 2 until the old track ends).
+        red_count, second = daemon.topics.count("cam0", "red"), red_news()[1].arrived
+
+        def count_after():
+            return [
+                m.arrived
+                for m in recorder.messages()
+                if m.topic == red_count and m.arrived >= second
+            ]
+
+        wait_until(count_after, timeout=30, what="red's count after its second event")
+        end = count_after()[0] + 0.001
         assert daemon.stop(timeout=15) == 0
     finally:
         recorder.stop()
@@ -58,9 +69,16 @@ def test_events_on_results_off_loads_the_recorder_only_on_change(mqtt_broker, ed
     assert not any(t.endswith("/results") for t in report.per_topic)  # results are off
     objects = [e for e in report.entities if e.topic.startswith(daemon.topics.base + "/cam0/")]
     assert len(objects) >= 7, report.entities  # all, red, green, blue counts and occupancy
-    # Counts and occupancy: a message only when the value changes, so one row per message.
-    assert all(e.messages == e.changes for e in objects), objects
-    assert any(e.changes > 0 for e in objects if "red" in e.entity)  # red left and came back
+    # A count is published only when it changes: one recorder row per message for the
+    # count sensors; occupancy reads the same topic and changes less often (1 -> 2 is ON
+    # either way), never more.
+    counts = [e for e in objects if e.component == "sensor"]
+    assert counts and all(e.messages == e.changes for e in counts), counts
+    assert all(e.changes <= e.messages for e in objects), objects
+    for topic in {e.topic for e in objects}:
+        values = [m.payload for m in recorder.messages() if m.topic == topic]
+        assert all(a != b for a, b in zip(values, values[1:])), (topic, values)
+    assert any(e.changes > 0 for e in counts if "red" in e.entity)  # red left and came back
     rows = sum(e.changes for e in report.entities)
     figure(
         "recorder_load",
