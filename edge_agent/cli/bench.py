@@ -69,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=150,
         help="frames of the paced run per round (default 150; 0: skip it)",
     )
+    p.add_argument(
+        "--objects",
+        type=int,
+        default=20,
+        help="objects in the object layer's cost run: tracker + 2 zones (default 20; 0: skip)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             cold_starts=args.cold_starts,
             pace_fps=args.pace,
             pace_frames=args.pace_frames,
+            objects=args.objects,
         )
         report = run_bench(opts, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         reports.append(report)

@@ -66,7 +66,8 @@ def tracker_settings(config: Config) -> TrackerSettings:
     )
 
 
-def _zone(cfg: Any) -> Zone:
+def zone_of(cfg: Any) -> Zone:
+    """A ``[[zone]]`` table as the tracker's Zone (in its configured units)."""
     return Zone(
         cfg.name,
         tuple((float(x), float(y)) for x, y in cfg.points),
@@ -135,7 +136,7 @@ class ObjectService:
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)
         if cam is None:
-            zones = [_zone(z) for z in self._config.zone if z.camera == name]
+            zones = [zone_of(z) for z in self._config.zone if z.camera == name]
             cam = self._cameras[name] = _Camera(name, self._config, zones)
         return cam
 

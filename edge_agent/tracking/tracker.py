@@ -116,19 +116,6 @@ class _Track:
         self.velocity: Box = (0.0, 0.0, 0.0, 0.0)  # box edges per second
         self.confirmed = False
 
-    def predicted(self, t: float, predict: bool) -> Box:
-        """The box expected at time ``t``."""
-        if not predict:
-            return self.box
-        dt = t - self.last_seen
-        b, v = self.box, self.velocity
-        # Never further than the box's own size: a bad velocity must not carry the
-        # prediction off the object (it would end the track and start another).
-        limit = max(b[2] - b[0], b[3] - b[1], 1.0)
-        return tuple(  # type: ignore[return-value]
-            e + max(-limit, min(limit, s * dt)) for e, s in zip(b, v)
-        )
-
     def update(self, det: Detection, t: float) -> None:
         """Take a matched detection; smooth the velocity over the gap since last seen."""
         box: Box = tuple(map(float, det.box))  # type: ignore[assignment]
@@ -138,9 +125,13 @@ class _Track:
             # that arrive in a burst (a network camera catching up, a file read ahead) are
             # milliseconds apart: dividing by that would make a 20 px step 20000 px/s, so
             # the gap counts as at least one frame period.
-            dt = max(dt, MIN_VELOCITY_DT)
-            self.velocity = tuple(  # type: ignore[assignment]
-                0.5 * v + 0.5 * (n - o) / dt for v, n, o in zip(self.velocity, box, self.box)
+            k = 0.5 / max(dt, MIN_VELOCITY_DT)
+            v, o = self.velocity, self.box  # spelt out: this runs for every object, every frame
+            self.velocity = (
+                0.5 * v[0] + k * (box[0] - o[0]),
+                0.5 * v[1] + k * (box[1] - o[1]),
+                0.5 * v[2] + k * (box[2] - o[2]),
+                0.5 * v[3] + k * (box[3] - o[3]),
             )
         self.box = box
         self.score = det.score
@@ -164,19 +155,36 @@ class _Track:
         )
 
 
+def predict_boxes(boxes: np.ndarray, velocity: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """Boxes ``(n, 4)`` moved by their edge velocities ``(n, 4)`` (px/s) for ``dt`` ``(n,)`` s.
+
+    Never further than each box's own size: a bad velocity must not carry a prediction
+    off its object (the track would end and another start).
+    """
+    size = np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
+    limit = size[:, None]
+    return boxes + np.clip(velocity * dt[:, None], -limit, limit)
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N, 4) with every box in ``b`` (M, 4): an (N, M) array."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    # In place where it can be: at 20 x 20 each numpy call costs more than its arithmetic.
+    at, bt = a.T[:, :, None], b.T[:, None, :]
+    w = np.minimum(at[2], bt[2])
+    w -= np.maximum(at[0], bt[0])
+    np.maximum(w, 0.0, out=w)
+    h = np.minimum(at[3], bt[3])
+    h -= np.maximum(at[1], bt[1])
+    np.maximum(h, 0.0, out=h)
+    inter = w * h
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
+    union = area_a[:, None] + area_b[None, :]
+    union -= inter
+    np.maximum(union, 1e-12, out=union)  # empty boxes: 0 / tiny = 0
+    return inter / union
 
 
 def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -184,12 +192,13 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     if iou.size == 0:
         return []
     rows, cols = np.nonzero(iou >= threshold)
+    if rows.size == 0:
+        return []
     order = np.argsort(-iou[rows, cols], kind="stable")
     used_r: set[int] = set()
     used_c: set[int] = set()
     pairs = []
-    for k in order:
-        r, c = int(rows[k]), int(cols[k])
+    for r, c in zip(rows[order].tolist(), cols[order].tolist()):
         if r not in used_r and c not in used_c:
             used_r.add(r)
             used_c.add(c)
@@ -266,13 +275,18 @@ class Tracker:
         """
         if not tracks:
             return set()
-        predict = self.settings.predict
-        predicted = np.array([tr.predicted(t, predict) for tr in tracks], dtype=np.float64)
+        if self.settings.predict:  # one array for box, velocity and age: fewer numpy calls
+            rows = np.array([(*tr.box, *tr.velocity, t - tr.last_seen) for tr in tracks])
+            predicted = predict_boxes(rows[:, :4], rows[:, 4:8], rows[:, 8])
+        else:
+            predicted = np.array([tr.box for tr in tracks], dtype=np.float64)
         boxes = np.array([d.box for d in dets], dtype=np.float64)
         iou = iou_matrix(predicted, boxes)
-        track_labels = np.array([tr.label for tr in tracks], dtype=object)
-        det_labels = np.array([d.label for d in dets], dtype=object)
-        iou[track_labels[:, None] != det_labels[None, :]] = 0.0
+        if len({tr.label for tr in tracks} | {d.label for d in dets}) > 1:
+            codes: dict[str, int] = {}
+            track_labels = np.array([codes.setdefault(tr.label, len(codes)) for tr in tracks])
+            det_labels = np.array([codes.setdefault(d.label, len(codes)) for d in dets])
+            iou[track_labels[:, None] != det_labels[None, :]] = 0.0
         used: set[int] = set()
         for r, c in greedy_match(iou, self.settings.match_iou):
             tracks[r].update(dets[c], t)

@@ -85,7 +85,20 @@ def check_report(r):
         "P6_e2e_p99_ms",
         "P6_added_p99_ms",
         "P7_startup_s",
+        "P12_objects_ms",
     }
+    ob = r["objects_ms"]
+    assert ob["objects"] == 20 and ob["zones"] == 2 and ob["frames"] > 0
+    for part in ("tracker_zones_ms", "layer_ms"):
+        q = ob[part]
+        assert 0 < q["p50"] <= q["p99"] and q["cpu_mean"] > 0, part
+    # The whole layer includes the tracker and zones, so it costs more (medians of rounds).
+    assert ob["layer_ms"]["cpu_mean"] > ob["tracker_zones_ms"]["cpu_mean"]
+    # The workload exercised every part: tracks started and ended, zones entered, events.
+    assert ob["tracks"] > 20 and ob["in_zone"] > 0 and ob["events"] > 2 * 20
+    p12 = r["targets"]["P12_objects_ms"]
+    assert p12["value"] == ob["tracker_zones_ms"]["cpu_mean"] and p12["limit"] == 0.2
+    assert p12["met"] == (p12["value"] <= 0.2) and p12["applies"] is True
     assert r["targets"]["P2_frame_ms"]["applies"] is True  # the 640x480 pattern
     assert r["targets"]["P2_frame_ms"]["value"] == o["frame_p50"]
     assert r["targets"]["P5_peak_rss_mb"]["applies"] is False  # not yolov8n

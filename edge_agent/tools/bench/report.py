@@ -377,6 +377,13 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"  growth {_num(m['growth_mb'], 2)} MB over {int(m['growth_frames'] or 0)} frames"
     )
+    if "objects_ms" in report:
+        ob = report["objects_ms"]
+        lines.append(
+            f"  object layer, {ob['objects']} objects: tracker + {ob['zones']} zones "
+            f"{_num(ob['tracker_zones_ms']['cpu_mean'], 3)} ms/frame CPU, with events and "
+            f"counts {_num(ob['layer_ms']['cpu_mean'], 3)} ms"
+        )
     lines += ["", "  targets"]
     for name, t in report["targets"].items():
         lines.append(

@@ -20,6 +20,7 @@ from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench.bare import run_bare
 from edge_agent.tools.bench.coldstart import daemon_start
+from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
 from edge_agent.tools.bench.pipeline_run import run_pipeline
 from edge_agent.tools.bench.report import summarize
 from edge_agent.tools.bench.sink import Sink
@@ -54,6 +55,7 @@ class BenchOptions(NamedTuple):
         cold_starts: times ``edge-agent run`` is started for the start-up figure (0: none).
         pace_fps: rate of the paced (live-camera-like) run that gives the latencies.
         pace_frames: frames of the paced run per round (0: no paced run).
+        objects: objects in the object layer's cost run (P12; 0: skip it).
     """
 
     model: str
@@ -68,6 +70,7 @@ class BenchOptions(NamedTuple):
     cold_starts: int = 1
     pace_fps: float = 30.0
     pace_frames: int = 150
+    objects: int = 20
 
 
 def default_models(shared: str | None = None) -> list[tuple[str, str]]:
@@ -185,4 +188,10 @@ def run_bench(
         broker = sink.description
     finally:
         sink.stop()
-    return summarize(opts, source, image.shape, broker, rounds, starts)
+    report = summarize(opts, source, image.shape, broker, rounds, starts)
+    if opts.objects > 0:
+        objects = measure_objects(opts.objects, rounds=max(3, opts.rounds))
+        on_round(f"object layer: {objects['tracker_zones_ms']['cpu_mean']:.3f} ms per frame")
+        report["objects_ms"] = objects
+        report["targets"]["P12_objects_ms"] = objects_target(objects)
+    return report
