@@ -95,19 +95,33 @@ class ZoneMembership:
             self.forget(track.track_id)
         if not self.zones:
             return
-        for track in tracks:
-            now_in = self._inside.setdefault(track.track_id, set())
-            for zone, (x0, y0, x1, y1) in zip(self.zones, self._bounds):
-                if zone.labels and track.label not in zone.labels:
+        zones = list(zip(self.zones, self._bounds))
+        streaks, inside_now = self._streak, self._inside
+        for track in tracks:  # runs for every object in every frame: kept lean
+            track_id, label = track.track_id, track.label
+            now_in = inside_now.get(track_id)
+            if now_in is None:
+                now_in = inside_now[track_id] = set()
+            bx0, by0, bx1, by1 = track.box
+            cx = (bx0 + bx1) * 0.5
+            for zone, (x0, y0, x1, y1) in zones:
+                if zone.labels and label not in zone.labels:
                     continue
-                key = (track.track_id, zone.name)
-                x, y = anchor_point(track.box, zone.anchor)
-                if x0 <= x <= x1 and y0 <= y <= y1 and inside((x, y), zone.polygon):
-                    streak = self._streak[key] = self._streak.get(key, 0) + 1
+                anchor = zone.anchor
+                y = (
+                    by1
+                    if anchor is Anchor.BOTTOM_CENTER
+                    else by0
+                    if anchor is Anchor.TOP_CENTER
+                    else (by0 + by1) * 0.5
+                )
+                key = (track_id, zone.name)
+                if x0 <= cx <= x1 and y0 <= y <= y1 and inside((cx, y), zone.polygon):
+                    streak = streaks[key] = streaks.get(key, 0) + 1
                     if streak >= zone.min_frames:
                         now_in.add(zone.name)
-                else:
-                    self._streak.pop(key, None)
+                elif key in streaks:
+                    del streaks[key]
                     now_in.discard(zone.name)
 
     def zones_of(self, track_id: int) -> frozenset[str]:
