@@ -17,6 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_agent.tools.fleet.bench import HEADER, format_row, run_size  # noqa: E402
+from edge_agent.tools.fleet.rollout_bench import (  # noqa: E402
+    ROLLOUT_HEADER,
+    format_rollout_row,
+    run_rollout,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,12 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="50,100,200", help="comma-separated fleet sizes")
     ap.add_argument("--processes", type=int, default=4, help="shard processes per fleet")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds the push may take")
+    ap.add_argument(
+        "--rollout",
+        action="store_true",
+        help="staged rollouts (1,5%%,25%%,100%%, 5%% threshold): clean, then 10%% rigged",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.rollout:
+        return rollouts(args)
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     failed = False
@@ -39,6 +51,20 @@ def main(argv: list[str] | None = None) -> int:
             row = run_size(size, args.processes, Path(tmp), args.timeout)
         failed = failed or row.not_active > 0
         print(format_row(row), flush=True)
+    return 1 if failed else 0
+
+
+def rollouts(args: argparse.Namespace) -> int:
+    """The staged-rollout table; 1 when a clean rollout did not complete."""
+    print(ROLLOUT_HEADER)
+    print("|" + "---|" * (ROLLOUT_HEADER.count("|") - 1))
+    failed = False
+    for size in (int(s) for s in args.sizes.split(",")):
+        for rigged in (0.0, 0.1):
+            with tempfile.TemporaryDirectory(prefix=f"rollout-{size}-") as tmp:
+                row = run_rollout(size, args.processes, Path(tmp), args.timeout, rigged)
+            failed = failed or (rigged == 0.0 and row.status != "completed")
+            print(format_rollout_row(row), flush=True)
     return 1 if failed else 0
 
 

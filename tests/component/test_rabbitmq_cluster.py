@@ -182,3 +182,49 @@ def test_killing_node_a_moves_devices_to_b_without_losing_a_result(
     # The device wrote its retained state again on B, so a newcomer there finds it.
     assert retained(b, "edge/dev2/status")["state"] == "running"
     assert pub.stats()["reconnects"] == 1
+
+
+def test_a_staged_rollout_from_b_completes_on_simulated_devices_on_a(rabbit_cluster, tmp_path):
+    # 20 simulated devices (the daemon's own update path) on node A; the operator's
+    # rollout on node B finds them by asking the group (retained statuses stay on A),
+    # sends wave by wave, and follows their live model states across the cluster.
+    from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
+    from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+    from edge_agent.tools.fleet.rollout_bench import _serve
+    from edge_agent.tools.release.rollout.plan import Plan
+    from edge_agent.tools.release.rollout.runner import Runner, start
+    from edge_agent.tools.release.rollout.store import DeviceStep, RolloutStatus, RolloutStore
+
+    a, b = rabbit_cluster.a, rabbit_cluster.b
+    release, public = make_release(tmp_path)
+    server = _serve(release)
+    settings = FleetSettings(
+        size=20, root=tmp_path / "agents", model=DEMO / "color_blobs.tflite",
+        labels=DEMO / "labels.txt", model_name=MODEL_NAME, trusted_keys=(str(public),),
+        broker_host=a.host, broker_port=a.port, groups=(GROUP,), processes=1,
+    )  # fmt: skip
+    counter = MqttSubscriber(b.host, b.port, ["fleet/+/cmd/model/+"]).start()
+    try:
+        with Fleet(settings) as fleet:
+            mqtt = MqttSettings(hosts=(_addr(b),), connect_timeout=10.0)
+            store = RolloutStore(tmp_path / "ops")
+            t0 = time.monotonic()
+            ro = start(release, group=GROUP, plan=Plan.parse("1,25%,100%", "0", device_timeout=120),
+                       broker=mqtt, prefix="fleet", base_url=server.url, store=store,
+                       discover_seconds=3.0)  # fmt: skip
+            assert sorted(d for w in ro.waves for d in w) == fleet.device_ids
+            final = Runner(store, ro.id, mqtt).run()
+            took = time.monotonic() - t0
+            assert final.status is RolloutStatus.COMPLETED
+            assert all(r.step is DeviceStep.ACTIVE for r in final.devices.values())
+            outcomes = fleet.wait_terminal(ro.request_id, 30)
+            assert all(o.active and o.version == "2" for o in outcomes.values())
+        per_device: dict[str, int] = {}
+        for topic, n in list(counter.counts.items()):
+            per_device[topic.split("/")[1]] = per_device.get(topic.split("/")[1], 0) + n
+        assert per_device == dict.fromkeys(fleet.device_ids, 1)
+        print(f"FIGURE rabbit_rollout: devices=20 waves={[len(w) for w in ro.waves]} "
+              f"start_to_completed_s={took:.1f}")  # fmt: skip
+    finally:
+        counter.stop()
+        server.stop()
