@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="staged rollouts (1,5%%,25%%,100%%, 5%% threshold): clean, then 10%% rigged",
     )
+    ap.add_argument(
+        "--rabbitmq",
+        action="store_true",
+        help="through a 2-node RabbitMQ cluster started here: devices on A, push on B",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.rollout:
         return rollouts(args)
+    if args.rabbitmq:
+        return through_cluster(args)
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     failed = False
@@ -65,6 +72,38 @@ def rollouts(args: argparse.Namespace) -> int:
                 row = run_rollout(size, args.processes, Path(tmp), args.timeout, rigged)
             failed = failed or (rigged == 0.0 and row.status != "completed")
             print(format_rollout_row(row), flush=True)
+    return 1 if failed else 0
+
+
+def through_cluster(args: argparse.Namespace) -> int:
+    """Group pushes through the RabbitMQ cluster; 1 when a device did not end active."""
+    from edge_agent.tools.fleet.rabbit import (
+        CLUSTER_HEADER,
+        RabbitCluster,
+        format_cluster_row,
+        run_cluster_size,
+        unavailable,
+    )
+
+    why = unavailable()
+    if why:
+        print(f"fleet_bench: {why}", file=sys.stderr)
+        return 1
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="fleet-rabbit-") as tmp:
+        cluster = RabbitCluster(Path(tmp) / "cluster")
+        try:
+            print(f"cluster up in {cluster.start():.1f} s", file=sys.stderr)
+            print(CLUSTER_HEADER)
+            print("|" + "---|" * (CLUSTER_HEADER.count("|") - 1))
+            for size in (int(s) for s in args.sizes.split(",")):
+                work = Path(tmp) / f"size-{size}"
+                work.mkdir()
+                row = run_cluster_size(cluster, size, args.processes, work, args.timeout)
+                failed = failed or row.not_active > 0
+                print(format_cluster_row(row), flush=True)
+        finally:
+            cluster.stop()
     return 1 if failed else 0
 
 

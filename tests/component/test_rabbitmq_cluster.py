@@ -154,36 +154,6 @@ def test_qos2_results_are_taken_as_qos1_and_still_acknowledged(
     assert pub.stats()["inflight"] == 0
 
 
-def test_killing_node_a_moves_devices_to_b_without_losing_a_result(
-    rabbit_cluster, operator_on_b, mqtt_publisher_factory
-):
-    # Last in the module: node A does not come back.
-    a, b = rabbit_cluster.a, rabbit_cluster.b
-    pub = mqtt_publisher_factory(1883, device="dev2", hosts=(_addr(a), _addr(b)))
-    assert pub.wait_connected(20) and pub.broker == _addr(a)
-    topic = "edge/dev2/results"
-    pub.publish_status({"state": "running"})
-    for i in range(100):
-        pub.publish_result({"seq": i})
-    wait_until(lambda: len(_seqs(operator_on_b, topic)) >= 50, 20, "results via node A")
-    a.kill()
-    killed = time.monotonic()
-    for i in range(100, 300):
-        pub.publish_result({"seq": i})
-    wait_until(lambda: pub.broker == _addr(b), 30, "failover to node B")
-    moved = time.monotonic() - killed
-    wait_until(lambda: 299 in _seqs(operator_on_b, topic), 30, "every result via node B")
-    print(
-        f"FIGURE rabbitmq failover: on node B {moved:.2f}s after node A was killed, every "
-        f"result there {time.monotonic() - killed:.2f}s after; replayed {pub.stats()['replayed']}"
-    )
-    # The operator's session on B never broke: it saw every result, in order.
-    assert _seqs(operator_on_b, topic) == list(range(300))
-    # The device wrote its retained state again on B, so a newcomer there finds it.
-    assert retained(b, "edge/dev2/status")["state"] == "running"
-    assert pub.stats()["reconnects"] == 1
-
-
 def test_a_staged_rollout_from_b_completes_on_simulated_devices_on_a(rabbit_cluster, tmp_path):
     # 20 simulated devices (the daemon's own update path) on node A; the operator's
     # rollout on node B finds them by asking the group (retained statuses stay on A),
@@ -228,3 +198,33 @@ def test_a_staged_rollout_from_b_completes_on_simulated_devices_on_a(rabbit_clus
     finally:
         counter.stop()
         server.stop()
+
+
+def test_killing_node_a_moves_devices_to_b_without_losing_a_result(
+    rabbit_cluster, operator_on_b, mqtt_publisher_factory
+):
+    # Last in the module: node A does not come back.
+    a, b = rabbit_cluster.a, rabbit_cluster.b
+    pub = mqtt_publisher_factory(1883, device="dev2", hosts=(_addr(a), _addr(b)))
+    assert pub.wait_connected(20) and pub.broker == _addr(a)
+    topic = "edge/dev2/results"
+    pub.publish_status({"state": "running"})
+    for i in range(100):
+        pub.publish_result({"seq": i})
+    wait_until(lambda: len(_seqs(operator_on_b, topic)) >= 50, 20, "results via node A")
+    a.kill()
+    killed = time.monotonic()
+    for i in range(100, 300):
+        pub.publish_result({"seq": i})
+    wait_until(lambda: pub.broker == _addr(b), 30, "failover to node B")
+    moved = time.monotonic() - killed
+    wait_until(lambda: 299 in _seqs(operator_on_b, topic), 30, "every result via node B")
+    print(
+        f"FIGURE rabbitmq failover: on node B {moved:.2f}s after node A was killed, every "
+        f"result there {time.monotonic() - killed:.2f}s after; replayed {pub.stats()['replayed']}"
+    )
+    # The operator's session on B never broke: it saw every result, in order.
+    assert _seqs(operator_on_b, topic) == list(range(300))
+    # The device wrote its retained state again on B, so a newcomer there finds it.
+    assert retained(b, "edge/dev2/status")["state"] == "running"
+    assert pub.stats()["reconnects"] == 1

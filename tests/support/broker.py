@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
+from edge_agent.tools.ports import free_port, wait_for_port  # noqa: F401 (re-exported)
 from tests.support.mqtt_client import Message, MqttSubscriber, Refused  # noqa: F401 (re-exported)
 
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -36,27 +36,6 @@ HOST = "127.0.0.1"
 # SIGKILL the broker if the test process dies (no orphan brokers after a crashed run);
 # setpriv sets it between fork and exec, which is unsafe to do from Python with threads.
 _PDEATHSIG = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
-
-
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
-    """Wait until host:port accepts TCP connections (or alive() turns False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"broker on {host}:{port} exited during startup")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"broker on {host}:{port} not listening after {timeout}s")
 
 
 class MosquittoBroker:
