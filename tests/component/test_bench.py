@@ -86,7 +86,18 @@ def check_report(r):
         "P6_added_p99_ms",
         "P7_startup_s",
         "P12_objects_ms",
+        "P2prime_thread_cpu_ms",
     }
+    # P2': the daemon's CPU per frame by thread; its total is the daemon's threads only.
+    for run in ("thread_ms_per_frame", "paced_thread_ms_per_frame"):
+        split = r[run]
+        assert {"pipeline", "camera-bench", "mqtt-publisher", "total", "bench_main"} <= set(split)
+        daemon = [v for k, v in split.items() if k not in ("total", "bench_main")]
+        assert split["total"] == pytest.approx(sum(daemon)) and split["pipeline"] > 0, run
+        assert all(v >= 0 for v in split.values()), run
+    p2 = r["targets"]["P2prime_thread_cpu_ms"]
+    assert p2["value"] == r["thread_ms_per_frame"]["total"] and p2["limit"] == 1.0
+    assert p2["met"] == (p2["value"] <= 1.0) and p2["applies"] is True
     ob = r["objects_ms"]
     assert ob["objects"] == 20 and ob["zones"] == 2 and ob["frames"] > 0
     for part in ("tracker_zones_ms", "layer_ms"):

@@ -179,3 +179,15 @@ def objects_target(measured: dict[str, Any]) -> dict[str, Any]:
         "met": value <= OBJECTS_MAX_MS,
         "applies": measured["objects"] >= 20,
     }
+
+
+def objects_lines(report: dict[str, Any]) -> list[str]:
+    """The text report's line for the object layer (none when it was not measured)."""
+    ob = report.get("objects_ms")
+    if not ob:
+        return []
+    return [
+        f"  object layer, {ob['objects']} objects: tracker + {ob['zones']} zones "
+        f"{ob['tracker_zones_ms']['cpu_mean']:.3f} ms/frame CPU, with events and counts "
+        f"{ob['layer_ms']['cpu_mean']:.3f} ms"
+    ]

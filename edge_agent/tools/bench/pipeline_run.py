@@ -139,6 +139,7 @@ class _Tracker:
         self.count = 0
         self.finished = threading.Event()
         self.cpu: dict[str, tuple[float | None, float | None]] = {}
+        self.threads: tuple[dict[str, float], dict[str, float]] = ({}, {})
 
     def _cpu_now(self) -> dict[str, float | None]:
         """CPU seconds of this process and of the others taking part."""
@@ -155,10 +156,23 @@ class _Tracker:
         if self.count == self.warmup:
             self.stats.open = True
             self.cpu = {k: (v, None) for k, v in self._cpu_now().items()}
+            self.threads = (_threads_now(), {})
         if self.count == self.frames:
             end = self._cpu_now()
             self.cpu = {k: (v[0], end.get(k)) for k, v in self.cpu.items()}
+            self.threads = (self.threads[0], _threads_now())
             self.finished.set()
+
+    def thread_ms_per_frame(self) -> dict[str, float]:
+        """P2': CPU ms per frame of each of this process's threads between the warm-up
+        and the end, ``total`` being the daemon's threads (the harness's main thread,
+        which samples memory and waits, is reported apart as ``bench_main``)."""
+        before, after = self.threads
+        split = procfs.split_ms_per_frame(before, after, self.frames - self.warmup)
+        if split:
+            split["bench_main"] = split.pop("MainThread", 0.0)
+            split["total"] = sum(v for k, v in split.items() if k not in ("total", "bench_main"))
+        return split
 
     def cpu_ms_per_frame(self) -> dict[str, float | None]:
         """CPU milliseconds per frame of each process between the warm-up and the end."""
@@ -168,6 +182,12 @@ class _Tracker:
             ok = start is not None and end is not None and n > 0
             out[name] = (end - start) * 1000.0 / n if ok else None
         return out
+
+
+def _threads_now() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by Python thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    return procfs.thread_cpu_seconds("self", names)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -370,5 +390,6 @@ def run_pipeline(
         "startup_s": (first - wall_setup) if first is not None else None,
         "worker_ready_s": loaded,
         "cpu_ms_per_frame": tracker.cpu_ms_per_frame(),
+        "thread_ms_per_frame": tracker.thread_ms_per_frame(),
         "memory": sampler.summary(warmup),
     }

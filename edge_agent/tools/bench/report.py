@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_agent.inference.runtime import default_threads
+from edge_agent.tools.bench.cpu_split import thread_lines
+from edge_agent.tools.bench.objects_cost import objects_lines
 from edge_agent.tools.bench.pipeline_run import STAGES
 
 # The project's performance targets (ratios and budgets; absolute times vary by box).
@@ -377,13 +379,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"  growth {_num(m['growth_mb'], 2)} MB over {int(m['growth_frames'] or 0)} frames"
     )
-    if "objects_ms" in report:
-        ob = report["objects_ms"]
-        lines.append(
-            f"  object layer, {ob['objects']} objects: tracker + {ob['zones']} zones "
-            f"{_num(ob['tracker_zones_ms']['cpu_mean'], 3)} ms/frame CPU, with events and "
-            f"counts {_num(ob['layer_ms']['cpu_mean'], 3)} ms"
-        )
+    lines += objects_lines(report) + thread_lines(report)
     lines += ["", "  targets"]
     for name, t in report["targets"].items():
         lines.append(

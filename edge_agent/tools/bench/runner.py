@@ -20,6 +20,7 @@ from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench.bare import run_bare
 from edge_agent.tools.bench.coldstart import daemon_start
+from edge_agent.tools.bench.cpu_split import p2_prime_target, thread_split
 from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
 from edge_agent.tools.bench.pipeline_run import run_pipeline
 from edge_agent.tools.bench.report import summarize
@@ -189,6 +190,12 @@ def run_bench(
     finally:
         sink.stop()
     report = summarize(opts, source, image.shape, broker, rounds, starts)
+    report["thread_ms_per_frame"] = thread_split(rounds, "pipeline")
+    report["paced_thread_ms_per_frame"] = thread_split(rounds, "paced")
+    applies = report["targets"]["P2_frame_ms"]["applies"]  # the 640x480 source
+    report["targets"]["P2prime_thread_cpu_ms"] = p2_prime_target(
+        report["thread_ms_per_frame"], applies
+    )
     if opts.objects > 0:
         objects = measure_objects(opts.objects, rounds=max(3, opts.rounds))
         on_round(f"object layer: {objects['tracker_zones_ms']['cpu_mean']:.3f} ms per frame")
