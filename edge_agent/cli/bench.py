@@ -75,6 +75,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=20,
         help="objects in the object layer's cost run: tracker + 2 zones (default 20; 0: skip)",
     )
+    p.add_argument(
+        "--sim-tpu",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="run the model on a simulated Edge TPU taking MS ms per invoke (P9: can the "
+        "host keep an accelerator busy?); 2.5 is MobileNet v2 on USB3, 7 SSD v2",
+    )
+    p.add_argument(
+        "--cameras", type=int, default=1, help="cameras reading the source at once (default 1)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -107,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             pace_fps=args.pace,
             pace_frames=args.pace_frames,
             objects=args.objects,
+            sim_tpu_ms=args.sim_tpu,
+            cameras=args.cameras,
         )
         report = run_bench(opts, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         reports.append(report)

@@ -74,3 +74,34 @@ def test_per_thread_split_names_threads_and_sums_to_total():
     assert split["bench-spin"] > 0
     assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
     assert procfs.split_ms_per_frame(before, after, 0) == {}
+
+
+def test_bench_with_the_simulated_tpu_runs_the_real_pipeline_and_reports_p9(tmp_path):
+    # In a subprocess: the bench registers the stand-in for its own processes only.
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.paths import REPO
+
+    model = fixture_model("color_uint8.tflite")
+    argv = [sys.executable, "-m", "edge_agent", "bench", "--model", str(model),
+            "--frames", "40", "--warmup", "2", "--rounds", "1", "--pace", "100",
+            "--pace-frames", "10", "--cold-starts", "0", "--objects", "0",
+            "--sim-tpu", "2.5", "--cameras", "2", "--json"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(done.stdout)["benchmarks"][0]
+    assert r["backend"] == "simtpu" and r["sim_tpu_ms"] == 2.5 and r["cameras"] == 2
+    # A: the bare loop is the accelerator's pace (a sleep of 2.5 ms), never faster.
+    assert 0 < r["bare"]["fps"] <= 1000 / 2.5
+    p9 = r["targets"]["P9_sim_tpu_fps"]
+    assert p9["value"] == r["pipeline"]["fps"] and p9["limit"] == pytest.approx(380.0)
+    assert p9["met"] == (p9["value"] >= 380.0)
+    # Two cameras, both read; every frame published once and delivered.
+    split = r["thread_ms_per_frame"]
+    assert split["camera-bench"] > 0 and split["camera-bench-2"] > 0
+    p = r["pipeline"]
+    assert p["published"] == p["frames"] == p["delivered"] and p["errors"] == 0
+    # And this process, which installed nothing, still cannot select it.
+    assert "simtpu" not in {cls.name for cls in registered()}

@@ -156,11 +156,11 @@ class _Tracker:
         if self.count == self.warmup:
             self.stats.open = True
             self.cpu = {k: (v, None) for k, v in self._cpu_now().items()}
-            self.threads = (_threads_now(), {})
+            self.threads = (procfs.own_threads_cpu_seconds(), {})
         if self.count == self.frames:
             end = self._cpu_now()
             self.cpu = {k: (v[0], end.get(k)) for k, v in self.cpu.items()}
-            self.threads = (self.threads[0], _threads_now())
+            self.threads = (self.threads[0], procfs.own_threads_cpu_seconds())
             self.finished.set()
 
     def thread_ms_per_frame(self) -> dict[str, float]:
@@ -182,12 +182,6 @@ class _Tracker:
             ok = start is not None and end is not None and n > 0
             out[name] = (end - start) * 1000.0 / n if ok else None
         return out
-
-
-def _threads_now() -> dict[str, float]:
-    """CPU seconds of each thread of this process, by Python thread name."""
-    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
-    return procfs.thread_cpu_seconds("self", names)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
@@ -268,6 +262,7 @@ def run_pipeline(
     sink: Sink,
     device: str,
     pace: float | None = None,
+    cameras: int = 1,
 ) -> dict[str, Any]:
     """Run ``frames`` frames (after ``warmup`` more) through the daemon's pipeline.
 
@@ -286,6 +281,7 @@ def run_pipeline(
         sink: the started broker + subscriber.
         device: the device id of this run (its results topic).
         pace: frames per second of a realtime source, or None for saturated.
+        cameras: cameras reading the source at once (``bench``, ``bench-2``, ...).
 
     Returns:
         The round's figures (see the keys).
@@ -309,7 +305,8 @@ def run_pipeline(
             Topics(PREFIX, device),
             os.path.join(spool, "spool"),
         )
-        supervisor = camera = thread = None
+        supervisor = thread = None
+        cams: list[Camera] = []
         stop = threading.Event()
         delivered, ran = 0, False
         try:
@@ -331,16 +328,19 @@ def run_pipeline(
             def opener(*args: Any, **kwargs: Any) -> _TimedCapture:
                 return _TimedCapture(open_capture(*args, **kwargs), gated, pace)
 
-            camera = Camera("bench", source, loop=True, realtime=pace is not None, opener=opener)
-            camera.start()
+            names = ["bench"] + [f"bench-{i}" for i in range(2, cameras + 1)]
+            cams = [
+                Camera(n, source, loop=True, realtime=pace is not None, opener=opener)
+                for n in names
+            ]
+            for camera in cams:
+                camera.start()
 
             def publish(payload: dict[str, Any]) -> None:
                 publisher.publish_result(payload)
                 published[0] += 1
 
-            pipeline = Pipeline(
-                [camera], supervisor, publish, gated, tracker.progress, results="all"
-            )
+            pipeline = Pipeline(cams, supervisor, publish, gated, tracker.progress, results="all")
             thread = threading.Thread(
                 target=pipeline.run, args=(stop,), name="pipeline", daemon=True
             )
@@ -351,7 +351,7 @@ def run_pipeline(
                 if tracker.count != last_count:
                     last_count, last_change = tracker.count, time.monotonic()
                 elif time.monotonic() - last_change > STALL_TIMEOUT:
-                    cam = camera.stats()
+                    cam = cams[0].stats()
                     raise EdgeAgentError(
                         f"model {options.path}: pipeline stalled after {tracker.count} frames "
                         f"(camera {cam.state}: {cam.last_error or 'no error'}; "
@@ -360,7 +360,7 @@ def run_pipeline(
             sampler.sample(process_pids, pss=True)
             ran = True
         finally:
-            if camera is not None:
+            for camera in cams:
                 camera.stop(2.0)
             stop.set()
             if thread is not None:
@@ -375,14 +375,14 @@ def run_pipeline(
     snap = gated.stats.snapshot()
     stages = {name: _percentiles(gated.samples(name)) for name in STAGES}
     late = np.array([(a - c) * 1000.0 for a, c, _ in arrivals[warmup:]], np.float64)
-    cam_stats = camera.stats()
+    dropped = sum(c.stats().dropped for c in cams)
     return {
         "fps": steady_fps(tracker.done_at, warmup),
         "frames": tracker.count,
         "published": published[0],
         "delivered": delivered,
         "duplicates": len(arrivals) - len({f for _, _, f in arrivals}),
-        "dropped": cam_stats.dropped,
+        "dropped": dropped,
         "worker_restarts": supervisor.restarts,
         "errors": snap["counters"].get("errors", 0) + supervisor.errors,
         "stages": stages,

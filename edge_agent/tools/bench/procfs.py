@@ -8,6 +8,7 @@ reader returns None where /proc does not have the figure (not Linux, process gon
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import NamedTuple
 
@@ -219,6 +220,12 @@ def thread_cpu_seconds(
         if seconds is not None:
             split[name] = split.get(name, 0.0) + seconds
     return split
+
+
+def own_threads_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of each thread of this process, by Python thread name."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    return thread_cpu_seconds("self", names)
 
 
 def split_ms_per_frame(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from edge_agent.tools.bench.cpu_split import p2_prime_target, thread_split
 from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
 from edge_agent.tools.bench.pipeline_run import run_pipeline
 from edge_agent.tools.bench.report import summarize
+from edge_agent.tools.bench.simtpu import install_plugin, p9_target
 from edge_agent.tools.bench.sink import Sink
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class BenchOptions(NamedTuple):
         pace_fps: rate of the paced (live-camera-like) run that gives the latencies.
         pace_frames: frames of the paced run per round (0: no paced run).
         objects: objects in the object layer's cost run (P12; 0: skip it).
+        sim_tpu_ms: > 0: the model runs on the simulated Edge TPU (P9), this long per
+            invoke, in the real worker process; 0: on the device given.
+        cameras: cameras reading the source at once in the pipeline runs.
     """
 
     model: str
@@ -72,6 +77,8 @@ class BenchOptions(NamedTuple):
     pace_fps: float = 30.0
     pace_frames: int = 150
     objects: int = 20
+    sim_tpu_ms: float = 0.0
+    cameras: int = 1
 
 
 def default_models(shared: str | None = None) -> list[tuple[str, str]]:
@@ -146,6 +153,8 @@ def run_bench(
     Raises:
         EdgeAgentError: the model, source or broker is unusable, or a loop failed.
     """
+    if not 1 <= opts.cameras <= 16 or opts.sim_tpu_ms < 0:
+        raise ConfigError("bench needs 1..16 cameras and a simulated invoke time >= 0 ms")
     if opts.frames < 2 or opts.warmup < 1 or opts.rounds < 1 or opts.pace_frames < 0:
         raise ConfigError("bench needs frames >= 2, warmup >= 1 and rounds >= 1")
     if opts.pace_frames and not 0 < opts.pace_fps <= 1000:
@@ -154,8 +163,12 @@ def run_bench(
         raise ConfigError(f"{opts.model}: no such model file")
     source = resolve_source(opts.source)
     image = first_frame(source)
+    device = opts.device
+    if opts.sim_tpu_ms > 0:  # before the sink starts the forkserver: it must see the plugin
+        install_plugin(Path(tempfile.mkdtemp(prefix="edge-agent-simtpu-")), opts.sim_tpu_ms)
+        device = "usb"
     options = ModelOptions(
-        path=opts.model, labels=opts.labels, device=opts.device, num_threads=opts.threads
+        path=opts.model, labels=opts.labels, device=device, num_threads=opts.threads
     )
     tag = f"{os.getpid()}"
     sink = Sink(opts.broker)
@@ -165,7 +178,8 @@ def run_bench(
     try:
         for r in range(opts.rounds):
             # Pipeline first in round 1: its start-up is then the coldest (fresh forkserver).
-            pipe = run_pipeline(options, source, opts.frames, opts.warmup, sink, f"bench-{tag}-{r}")
+            pipe = run_pipeline(options, source, opts.frames, opts.warmup, sink,
+                                f"bench-{tag}-{r}", cameras=opts.cameras)  # fmt: skip
             on_round(f"round {r + 1}: pipeline {pipe['fps']:.1f} fps")
             bare = run_bare(options, image, opts.frames, opts.warmup, timeout=600.0)
             on_round(f"round {r + 1}: bare invoke {bare['fps']:.1f} fps")
@@ -179,6 +193,7 @@ def run_bench(
                     sink,
                     f"bench-{tag}-{r}-paced",
                     pace=opts.pace_fps,
+                    cameras=opts.cameras,
                 )
                 e2e = entry["paced"]["stages"]["end_to_end"]["p99"] or 0.0
                 on_round(f"round {r + 1}: at {opts.pace_fps:g} fps, end-to-end p99 {e2e:.1f} ms")
@@ -190,6 +205,10 @@ def run_bench(
     finally:
         sink.stop()
     report = summarize(opts, source, image.shape, broker, rounds, starts)
+    report["cameras"] = opts.cameras
+    if opts.sim_tpu_ms > 0:
+        report["sim_tpu_ms"] = opts.sim_tpu_ms
+        report["targets"]["P9_sim_tpu_fps"] = p9_target(report["pipeline"]["fps"], opts.sim_tpu_ms)
     report["thread_ms_per_frame"] = thread_split(rounds, "pipeline")
     report["paced_thread_ms_per_frame"] = thread_split(rounds, "paced")
     applies = report["targets"]["P2_frame_ms"]["applies"]  # the 640x480 source

@@ -7,19 +7,25 @@ MobileNet v2 on USB3 as published) and hands back those recorded outputs. Sleepi
 no CPU, so every CPU cycle the bench then measures is the host's own work.
 
 It is a bench tool and nothing else: it is not in the backend registry's BUILTINS nor
-declared as an ``edge_agent.backends`` entry point, so ``auto`` and any production
-config can never pick it. The bench constructs it by name.
+declared as an ``edge_agent.backends`` entry point of the package, so ``auto`` and any
+production config can never pick it. ``edge-agent bench --sim-tpu MS`` registers
+:class:`BenchSimTpu` for its own processes only (:func:`install_plugin`: a distribution
+written to a temporary directory put on their path), so that the daemon's real pipeline
+and inference worker run against it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_agent.errors import ModelError
-from edge_agent.inference.backends.base import Backend, ModelRequest
+from edge_agent.inference.backends.base import ENTRY_POINT_GROUP, Backend, ModelRequest
 from edge_agent.inference.backends.cpu import CpuBackend
 from edge_agent.inference.runtime import Session
 
@@ -101,3 +107,44 @@ class SimulatedTpuBackend(Backend):
         return Session(
             fake, backend=self.name, model_path=real_session.model_path, runtime="simulated"
         )
+
+
+SIM_MS_ENV = "EDGE_AGENT_BENCH_SIM_TPU_MS"
+
+
+class BenchSimTpu(SimulatedTpuBackend):
+    """The stand-in as the bench registers it: first in line for ``usb``/``pci`` devices
+    (ahead of the CPU fallback), its invoke time from ``$EDGE_AGENT_BENCH_SIM_TPU_MS``."""
+
+    priority = 1
+
+    def __init__(self) -> None:
+        super().__init__(float(os.environ.get(SIM_MS_ENV, DEFAULT_INVOKE_MS)))
+
+
+def install_plugin(workdir: Path, invoke_ms: float) -> None:
+    """Register :class:`BenchSimTpu` for this process and every process it starts from now
+    on (multiprocessing passes ``sys.path`` on; subprocesses get ``PYTHONPATH``).
+
+    Call it before anything starts the multiprocessing forkserver.
+    """
+    dist = workdir / "edge_agent_bench_simtpu-1.0.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: edge-agent-bench-simtpu\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\nsimtpu = edge_agent.tools.bench.simtpu:BenchSimTpu\n"
+    )
+    os.environ[SIM_MS_ENV] = repr(float(invoke_ms))
+    sys.path.insert(0, str(workdir))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(workdir), os.environ.get("PYTHONPATH", "")) if p
+    )
+
+
+def p9_target(pipeline_fps: float | None, invoke_ms: float) -> dict[str, Any]:
+    """P9: the pipeline keeps the simulated accelerator busy: fps >= 0.95 x 1000 / ms."""
+    limit = 0.95 * 1000.0 / invoke_ms
+    met = None if pipeline_fps is None else pipeline_fps >= limit
+    return {"value": pipeline_fps, "limit": limit, "met": met, "applies": True}
