@@ -88,6 +88,11 @@ def check_report(r):
         "P12_objects_ms",
         "P2prime_thread_cpu_ms",
     }
+    # B, the naive loop, ran on the same model and source and published every frame.
+    b = r["naive"]
+    assert b["fps"] > 0 and b["cpu_ms_per_frame"] > 0 and b["published"] == FRAMES + WARMUP
+    per_round = r["rounds"][0]
+    assert b["ratio_c_b"] == pytest.approx(per_round["pipeline"]["fps"] / per_round["naive"]["fps"])
     # P2': the daemon's CPU per frame by thread; its total is the daemon's threads only.
     for run in ("thread_ms_per_frame", "paced_thread_ms_per_frame"):
         split = r[run]

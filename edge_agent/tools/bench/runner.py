@@ -22,6 +22,7 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench.bare import run_bare
 from edge_agent.tools.bench.coldstart import daemon_start
 from edge_agent.tools.bench.cpu_split import p2_prime_target, thread_split
+from edge_agent.tools.bench.naive import naive_summary, run_naive
 from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
 from edge_agent.tools.bench.pipeline_run import run_pipeline
 from edge_agent.tools.bench.report import summarize
@@ -183,7 +184,10 @@ def run_bench(
             on_round(f"round {r + 1}: pipeline {pipe['fps']:.1f} fps")
             bare = run_bare(options, image, opts.frames, opts.warmup, timeout=600.0)
             on_round(f"round {r + 1}: bare invoke {bare['fps']:.1f} fps")
-            entry = {"bare": bare, "pipeline": pipe}
+            naive = run_naive(options, source, opts.frames, opts.warmup, (sink.host, sink.port),
+                              f"bench-{tag}-{r}-naive", timeout=600.0)  # fmt: skip
+            on_round(f"round {r + 1}: naive loop {naive['fps']:.1f} fps")
+            entry = {"bare": bare, "pipeline": pipe, "naive": naive}
             if opts.pace_frames > 0:
                 entry["paced"] = run_pipeline(
                     options,
@@ -206,6 +210,7 @@ def run_bench(
         sink.stop()
     report = summarize(opts, source, image.shape, broker, rounds, starts)
     report["cameras"] = opts.cameras
+    report["naive"] = naive_summary(rounds)
     if opts.sim_tpu_ms > 0:
         report["sim_tpu_ms"] = opts.sim_tpu_ms
         report["targets"]["P9_sim_tpu_fps"] = p9_target(report["pipeline"]["fps"], opts.sim_tpu_ms)
