@@ -158,8 +158,8 @@ def test_a_staged_rollout_from_b_completes_on_simulated_devices_on_a(rabbit_clus
     # 20 simulated devices (the daemon's own update path) on node A; the operator's
     # rollout on node B finds them by asking the group (retained statuses stay on A),
     # sends wave by wave, and follows their live model states across the cluster.
-    from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
-    from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+    from edge_agent.tools.fleet.bench import GROUP, demo_fleet, make_release
+    from edge_agent.tools.fleet.fleet import Fleet
     from edge_agent.tools.fleet.rollout_bench import _serve
     from edge_agent.tools.release.rollout.plan import Plan
     from edge_agent.tools.release.rollout.runner import Runner, start
@@ -168,11 +168,7 @@ def test_a_staged_rollout_from_b_completes_on_simulated_devices_on_a(rabbit_clus
     a, b = rabbit_cluster.a, rabbit_cluster.b
     release, public = make_release(tmp_path)
     server = _serve(release)
-    settings = FleetSettings(
-        size=20, root=tmp_path / "agents", model=DEMO / "color_blobs.tflite",
-        labels=DEMO / "labels.txt", model_name=MODEL_NAME, trusted_keys=(str(public),),
-        broker_host=a.host, broker_port=a.port, groups=(GROUP,), processes=1,
-    )  # fmt: skip
+    settings = demo_fleet(20, tmp_path / "agents", public, a.host, a.port, processes=1)
     counter = MqttSubscriber(b.host, b.port, ["fleet/+/cmd/model/+"]).start()
     try:
         with Fleet(settings) as fleet:

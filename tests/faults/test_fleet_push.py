@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.publishing.settings import MqttSettings
-from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
-from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+from edge_agent.tools.fleet.bench import GROUP, MODEL_NAME, demo_fleet, make_release
+from edge_agent.tools.fleet.fleet import Fleet
 from edge_agent.tools.release.push import ServeSettings, push
 from tests.support.broker import MOSQUITTO, MosquittoBroker
 
@@ -30,20 +30,8 @@ def _push_fleet(tmp_path, rigged: float):
     broker = MosquittoBroker(tmp_path / "broker")
     broker.start()
     release, public = make_release(tmp_path)
-    settings = FleetSettings(
-        size=SIZE,
-        root=tmp_path / "agents",
-        model=DEMO / "color_blobs.tflite",
-        labels=DEMO / "labels.txt",
-        model_name=MODEL_NAME,
-        trusted_keys=(str(public),),
-        broker_host=broker.host,
-        broker_port=broker.port,
-        groups=(GROUP,),
-        rigged_fraction=rigged,
-        seed=14,
-        processes=2,
-    )
+    settings = demo_fleet(SIZE, tmp_path / "agents", public, broker.host, broker.port,
+                          processes=2, rigged=rigged, seed=14)  # fmt: skip
     reports: dict[str, dict] = {}
     try:
         with Fleet(settings) as fleet:

@@ -26,12 +26,17 @@ from contextlib import contextmanager
 import pytest
 
 from edge_agent.publishing.settings import MqttSettings
-from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
-from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+from edge_agent.tools.fleet.bench import GROUP, demo_fleet, make_release
+from edge_agent.tools.fleet.fleet import Fleet
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.rollout.plan import Plan, should_halt
 from edge_agent.tools.release.rollout.runner import Runner, start
-from edge_agent.tools.release.rollout.store import DeviceStep, RolloutStatus, RolloutStore
+from edge_agent.tools.release.rollout.store import (
+    DeviceStep,
+    Rollout,
+    RolloutStatus,
+    RolloutStore,
+)
 from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
 from edge_agent.updates.signing import load_envelope, parse_envelope
 from tests.support.broker import MOSQUITTO, MosquittoBroker, MqttSubscriber, wait_until
@@ -59,20 +64,8 @@ def lab(tmp_path, rigged: float):
     )
     server = LabServer(release, [f.name for f in manifest.files], host="127.0.0.1", port=0,
                        timeout=600).start()  # fmt: skip
-    settings = FleetSettings(
-        size=SIZE,
-        root=tmp_path / "agents",
-        model=DEMO / "color_blobs.tflite",
-        labels=DEMO / "labels.txt",
-        model_name=MODEL_NAME,
-        trusted_keys=(str(public),),
-        broker_host=broker.host,
-        broker_port=broker.port,
-        groups=(GROUP,),
-        rigged_fraction=rigged,
-        seed=14,
-        processes=2,
-    )
+    settings = demo_fleet(SIZE, tmp_path / "agents", public, broker.host, broker.port,
+                          processes=2, rigged=rigged, seed=14)  # fmt: skip
     counter = MqttSubscriber(broker.host, broker.port, [f"{settings.prefix}/+/cmd/model/+"])
     counter.start()
     try:
@@ -92,13 +85,20 @@ def commands(counter) -> Counter:
     return out
 
 
+def planned(tmp_path, broker, url, release) -> tuple[Plan, Rollout, Runner]:
+    """``model rollout start`` (the API) for the group with WAVES and a 5 % threshold,
+    and the runner that drives it."""
+    mqtt = MqttSettings(host=broker.host, port=broker.port, connect_timeout=10.0)
+    store = RolloutStore(tmp_path / "ops")
+    plan = Plan.parse(WAVES, "5%", device_timeout=120)
+    ro = start(release, group=GROUP, plan=plan, broker=mqtt, prefix="fleet", base_url=url,
+               store=store, discover_seconds=3.0)  # fmt: skip
+    return plan, ro, Runner(store, ro.id, mqtt)
+
+
 def test_ten_percent_rigged_halts_in_the_first_wave_over_the_threshold(tmp_path):
     with lab(tmp_path, 0.1) as (fleet, broker, url, counter, release):
-        mqtt = MqttSettings(host=broker.host, port=broker.port, connect_timeout=10.0)
-        store = RolloutStore(tmp_path / "ops")
-        plan = Plan.parse(WAVES, "5%", device_timeout=120)
-        ro = start(release, group=GROUP, plan=plan, broker=mqtt, prefix="fleet",
-                   base_url=url, store=store, discover_seconds=3.0)  # fmt: skip
+        plan, ro, runner = planned(tmp_path, broker, url, release)
         assert sorted(d for w in ro.waves for d in w) == fleet.device_ids  # all found
         assert [len(w) for w in ro.waves] == [1, 2, 10, 37]
         # Where it must stop: the first wave whose rigged devices exceed 5 % of it.
@@ -107,7 +107,7 @@ def test_ten_percent_rigged_halts_in_the_first_wave_over_the_threshold(tmp_path)
             i for i, wave in enumerate(ro.waves, 1)
             if should_halt(plan.threshold, len(rigged & set(wave)), len(wave))
         )  # fmt: skip
-        final = Runner(store, ro.id, mqtt).run()
+        final = runner.run()
         assert final.status is RolloutStatus.HALTED
         assert final.halted_reason.startswith(f"wave {halting}:"), final.halted_reason
         touched = {d for w in ro.waves[:halting] for d in w}
@@ -133,12 +133,8 @@ def test_ten_percent_rigged_halts_in_the_first_wave_over_the_threshold(tmp_path)
 
 def test_a_clean_release_completes_with_one_command_per_device(tmp_path):
     with lab(tmp_path, 0.0) as (fleet, broker, url, counter, release):
-        mqtt = MqttSettings(host=broker.host, port=broker.port, connect_timeout=10.0)
-        store = RolloutStore(tmp_path / "ops")
-        plan = Plan.parse(WAVES, "5%", device_timeout=120)
-        ro = start(release, group=GROUP, plan=plan, broker=mqtt, prefix="fleet",
-                   base_url=url, store=store, discover_seconds=3.0)  # fmt: skip
-        final = Runner(store, ro.id, mqtt).run()
+        _plan, ro, runner = planned(tmp_path, broker, url, release)
+        final = runner.run()
         assert final.status is RolloutStatus.COMPLETED
         assert all(r.step is DeviceStep.ACTIVE for r in final.devices.values())
         wait_until(lambda: len(commands(counter)) == SIZE, 10, "every device's command")

@@ -78,6 +78,19 @@ def make_release(work: Path, version: str = "2") -> tuple[Path, Path]:
     return release, public
 
 
+def demo_fleet(
+    size: int, root: Path, public: Path, host: str, port: int, *, processes: int,
+    rigged: float = 0.0, seed: int = 0,
+) -> FleetSettings:  # fmt: skip
+    """The fleet the benches and tests run: ``size`` agents on the demo model in group
+    GROUP, trusting the release key ``public``, on the broker ``host:port``."""
+    return FleetSettings(
+        size=size, root=root, model=DEMO / "color_blobs.tflite", labels=DEMO / "labels.txt",
+        model_name=MODEL_NAME, trusted_keys=(str(public),), broker_host=host, broker_port=port,
+        groups=(GROUP,), rigged_fraction=rigged, seed=seed, processes=processes,
+    )  # fmt: skip
+
+
 def run_size(size: int, processes: int, work: Path, timeout: float) -> Row:
     """One fleet size, start to stop."""
     release, public = make_release(work)
@@ -85,17 +98,8 @@ def run_size(size: int, processes: int, work: Path, timeout: float) -> Row:
     broker = BenchBroker(work / "broker").start()
     fleet = None
     try:
-        settings = FleetSettings(
-            size=size,
-            root=work / "agents",
-            model=DEMO / "color_blobs.tflite",
-            labels=DEMO / "labels.txt",
-            model_name=MODEL_NAME,
-            trusted_keys=(str(public),),
-            broker_host=broker.host,
-            broker_port=broker.port,
-            groups=(GROUP,),
-            processes=processes,
+        settings = demo_fleet(
+            size, work / "agents", public, broker.host, broker.port, processes=processes
         )
         t0 = time.monotonic()
         fleet = Fleet(settings).start(timeout)

@@ -200,17 +200,13 @@ def run_cluster_size(
 ) -> ClusterRow:
     """N simulated devices on node A; ``push --group`` from node B; until all ``active``."""
     from edge_agent.publishing.settings import MqttSettings
-    from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
-    from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+    from edge_agent.tools.fleet.bench import GROUP, demo_fleet, make_release
+    from edge_agent.tools.fleet.fleet import Fleet
     from edge_agent.tools.release.push import ServeSettings, push
 
     release, public = make_release(work)
-    settings = FleetSettings(
-        size=size, root=work / "agents", model=DEMO / "color_blobs.tflite",
-        labels=DEMO / "labels.txt", model_name=MODEL_NAME, trusted_keys=(str(public),),
-        broker_host=cluster.a.host, broker_port=cluster.a.port, groups=(GROUP,),
-        processes=processes,
-    )  # fmt: skip
+    settings = demo_fleet(size, work / "agents", public, cluster.a.host, cluster.a.port,
+                          processes=processes)  # fmt: skip
     t0 = time.monotonic()
     fleet = Fleet(settings).start(timeout)
     try:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edge_agent.publishing.settings import MqttSettings
-from edge_agent.tools.fleet.bench import DEMO, GROUP, MODEL_NAME, make_release
-from edge_agent.tools.fleet.fleet import Fleet, FleetSettings
+from edge_agent.tools.fleet.bench import GROUP, demo_fleet, make_release
+from edge_agent.tools.fleet.fleet import Fleet
 from edge_agent.tools.fleet.load import BenchBroker
 from edge_agent.tools.release.lab_server import LabServer
 from edge_agent.tools.release.rollout.plan import Plan
@@ -76,12 +76,8 @@ def run_rollout(size: int, processes: int, work: Path, timeout: float, rigged: f
     server = _serve(release)
     fleet = None
     try:
-        settings = FleetSettings(
-            size=size, root=work / "agents", model=DEMO / "color_blobs.tflite",
-            labels=DEMO / "labels.txt", model_name=MODEL_NAME, trusted_keys=(str(public),),
-            broker_host=broker.host, broker_port=broker.port, groups=(GROUP,),
-            rigged_fraction=rigged, seed=14, processes=processes,
-        )  # fmt: skip
+        settings = demo_fleet(size, work / "agents", public, broker.host, broker.port,
+                              processes=processes, rigged=rigged, seed=14)  # fmt: skip
         fleet = Fleet(settings).start(timeout)
         mqtt = MqttSettings(host=broker.host, port=broker.port, connect_timeout=10.0)
         store = RolloutStore(work / "ops")
