@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import EdgeAgentError, WorkerError
+from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import build_codec, load_labels
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.model_info import inspect_model
 from edge_agent.inference.runtime import runtime_version
-from edge_agent.inference.supervisor import forkserver_context
 from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench.child import run_in_child
 
 logger = logging.getLogger(__name__)
 
@@ -103,21 +102,10 @@ def bare_loop(options: ModelOptions, image: np.ndarray, frames: int, warmup: int
     }
 
 
-def _child(conn: Connection, args: tuple, log_level: int) -> None:
-    """Process entry: run the loop and send back ("ok", report) or ("failed", reason)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s bench-bare: %(message)s")
-    try:
-        conn.send(("ok", bare_loop(*args)))
-    except EdgeAgentError as exc:
-        conn.send(("failed", str(exc)))
-    finally:
-        conn.close()
-
-
 def run_bare(
     options: ModelOptions, image: np.ndarray, frames: int, warmup: int, timeout: float
 ) -> dict[str, Any]:
-    """Run :func:`bare_loop` in a fresh spawned process.
+    """Run :func:`bare_loop` in a fresh forkserver process.
 
     Args:
         options, image, frames, warmup: see :func:`bare_loop`.
@@ -129,32 +117,6 @@ def run_bare(
     Raises:
         WorkerError: the model failed to load, the process died, or it timed out.
     """
-    ctx = forkserver_context()
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(
-        target=_child,
-        args=(child, (options, image, frames, warmup), logging.getLogger().getEffectiveLevel()),
-        name="edge-agent-bench-bare",
-        daemon=True,
-    )
-    process.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
-            raise WorkerError(
-                f"model {options.path}: bare invoke loop gave no answer in {timeout:.0f}s"
-            )
-        status, payload = parent.recv()
-    except (EOFError, OSError) as exc:
-        raise WorkerError(
-            f"model {options.path}: bare invoke loop died (exit code {process.exitcode})"
-        ) from exc
-    finally:
-        process.join(5.0)
-        if process.is_alive():
-            process.kill()
-            process.join(2.0)
-        parent.close()
-    if status != "ok":
-        raise WorkerError(f"model {options.path}: {payload}")
-    return payload
+    return run_in_child(bare_loop, (options, image, frames, warmup), name="edge-agent-bench-bare",
+                        what="bare invoke loop", model=options.path, timeout=timeout,
+                        catch=EdgeAgentError)  # fmt: skip

@@ -14,21 +14,20 @@ import json
 import logging
 import statistics
 import time
-from multiprocessing.connection import Connection
 from typing import Any
 
 import cv2
 import numpy as np
 
 from edge_agent.capture.sources import open_capture, parse_source
-from edge_agent.errors import EdgeAgentError, WorkerError
+from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import build_codec, load_labels
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.geometry import plan_fit
 from edge_agent.inference.model import ModelOptions
-from edge_agent.inference.supervisor import forkserver_context
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.bare import steady_fps
+from edge_agent.tools.bench.child import run_in_child
 from edge_agent.tools.bench.sink import PREFIX
 
 logger = logging.getLogger(__name__)
@@ -93,50 +92,19 @@ def naive_loop(
     return {"fps": steady_fps(done, warmup), "cpu_ms_per_frame": cpu, "published": len(sent)}
 
 
-def _child(conn: Connection, args: tuple, log_level: int) -> None:
-    """Process entry: run the loop and send back ("ok", report) or ("failed", reason)."""
-    logging.basicConfig(
-        level=log_level, format="%(asctime)s %(levelname)s bench-naive: %(message)s"
-    )
-    try:
-        conn.send(("ok", naive_loop(*args)))
-    except Exception as exc:  # the parent reports it: the bench must not hang on a child
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
 def run_naive(
     options: ModelOptions, source: str, frames: int, warmup: int, broker: tuple[str, int],
     device: str, timeout: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run :func:`naive_loop` in a fresh process (the forkserver, as the bare loop).
+    """Run :func:`naive_loop` in a fresh forkserver process (as the bare loop).
 
     Raises:
         WorkerError: it failed, died or took longer than ``timeout`` seconds.
     """
-    ctx = forkserver_context()
-    parent, child = ctx.Pipe(duplex=False)
-    args = (options, source, frames, warmup, broker, device)
-    process = ctx.Process(target=_child, name="edge-agent-bench-naive", daemon=True,
-                          args=(child, args, logging.getLogger().getEffectiveLevel()))  # fmt: skip
-    process.start()
-    child.close()
-    try:
-        if not parent.poll(timeout):
-            raise WorkerError(f"model {options.path}: naive loop gave no answer in {timeout:.0f}s")
-        status, payload = parent.recv()
-    except (EOFError, OSError) as exc:
-        raise WorkerError(f"model {options.path}: naive loop died ({process.exitcode})") from exc
-    finally:
-        process.join(5.0)
-        if process.is_alive():
-            process.kill()
-            process.join(2.0)
-        parent.close()
-    if status != "ok":
-        raise WorkerError(f"model {options.path}: naive loop: {payload}")
-    return payload
+    # Any error is reported, not only the project's: paho and OpenCV raise their own.
+    return run_in_child(naive_loop, (options, source, frames, warmup, broker, device),
+                        name="edge-agent-bench-naive", what="naive loop", model=options.path,
+                        timeout=timeout, catch=Exception)  # fmt: skip
 
 
 def naive_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
