@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.rabbitmq",
     "tests.support.daemon",
     "tests.support.tpu_plugin",
+    "tests.support.notify",
 ]

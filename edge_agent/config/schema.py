@@ -80,6 +80,11 @@ class CameraConfig:
     enabled: bool = opt(True, Bool())
     # False: a file source is read losslessly, as fast as the pipeline takes frames.
     realtime: bool = opt(True, Bool())
+    # Motion gating (capture/motion.py): frames in which nothing moved skip the model.
+    motion_gate: bool = opt(False, Bool())
+    motion_threshold: float = opt(0.002, Num(gt=0, hi=1))
+    motion_pixel_delta: int = opt(25, Int(1, 254))
+    motion_max_idle: float = opt(10.0, Num(gt=0))
 
 
 VECTOR = "array of 1 or 3 numbers"

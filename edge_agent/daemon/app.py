@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from edge_agent.capture.camera import Camera
+from edge_agent.capture.motion import MotionGate
 from edge_agent.config import Config, load_config
 from edge_agent.daemon.controls import DetectSwitch
 from edge_agent.daemon.logcontext import LogContext
@@ -86,10 +87,8 @@ class Daemon:
         """Camera callback: record and publish the new state."""
         with self._status_lock:
             self.camera_state[name] = {"state": state, "detail": detail}
-        if detail and detail != state:
-            logger.info("camera %s: %s (%s)", name, state, detail)
-        else:
-            logger.info("camera %s: %s", name, state)
+        shown = f" ({detail})" if detail and detail != state else ""
+        logger.info("camera %s: %s%s", name, state, shown)
         self._status_dirty.set()
 
     def _on_worker_event(self, event: SupervisorEvent, detail: EventPayload) -> None:
@@ -223,7 +222,7 @@ class Daemon:
             lambda topic, payload: self._publish(topic, payload, 1, True, False),
         )
         self.detect.publish_all()
-        pipeline = Pipeline(
+        self._pipeline = Pipeline(
             self.cameras,
             self.supervisor,
             self.publish_result,
@@ -233,10 +232,10 @@ class Daemon:
             on_generation=self._status_dirty.set,
             on_frame=self.objects.on_frame if self.objects else None,
             detecting=self.detect.detecting,
+            motion=MotionGate.from_config(cfg),
         )
-        self._pipeline = pipeline
         self._pipeline_thread = threading.Thread(
-            target=pipeline.run, args=(self._pipeline_stop,), name="pipeline", daemon=True
+            target=self._pipeline.run, args=(self._pipeline_stop,), name="pipeline", daemon=True
         )
         self._pipeline_thread.start()
         if self.publisher is not None and cfg.mqtt.homeassistant:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from edge_agent.capture.motion import Check, MotionGate, Verdict
 from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.geometry import Fit
 from edge_agent.inference.postprocess import Result, task_family
@@ -34,6 +36,26 @@ class Job(NamedTuple):
     fit: Fit
     submitted: float  # monotonic
     image: Any  # the frame, intact until its results are decoded (the slot holds two)
+    motion: Check | None = None  # the motion gate's answer (gated cameras only)
+
+
+class _Last(NamedTuple):
+    """A gated camera's last inferred frame, carried over to its still frames."""
+
+    frame_id: int
+    results: list[Result]
+    size: tuple[int, int]
+    classifier: bool
+    payload: dict[str, Any]
+
+
+class _Still(NamedTuple):
+    """A gated camera's frame in which nothing moved, waiting for results to carry."""
+
+    frame_id: int
+    timestamp: float
+    check: Check
+    after: int  # the in-flight frame whose results it carries
 
 
 class Pipeline:
@@ -52,6 +74,8 @@ class Pipeline:
             without results too (objects are tracked over frames, see daemon.objects).
         detecting: whether a camera runs detection now; frames of a camera switched
             off are taken and dropped (the watchdog still sees the camera alive).
+        motion: the motion gate; a gated camera's frames in which nothing moved skip the
+            model and carry its last results over, marked ``"motion": "still"``.
     """
 
     def __init__(
@@ -66,6 +90,7 @@ class Pipeline:
         on_generation: Callable[[], None] = lambda: None,
         on_frame: FrameHook | None = None,
         detecting: Callable[[str], bool] = lambda camera: True,
+        motion: MotionGate | None = None,
     ):
         self._cameras = list(cameras)
         self._supervisor = supervisor
@@ -76,9 +101,13 @@ class Pipeline:
         self._on_generation = on_generation
         self._on_frame = on_frame
         self._detecting = detecting
+        self._motion = motion if motion is not None else MotionGate({})
+        self._last: dict[str, _Last] = {}
+        self._waiting: dict[str, deque[_Still]] = {}
         self._next_camera = 0
         self.frames = 0  # frames processed by the model
         self.skipped = 0  # frames of cameras whose detection is off
+        self.still = 0  # frames of gated cameras in which nothing moved
         self.last_frame_at: float | None = None
 
     def _next_frame(self, timeout: float) -> Any:
@@ -86,6 +115,10 @@ class Pipeline:
         n = len(self._cameras)
         for i in range(n):
             cam = self._cameras[(self._next_camera + i) % n]
+            if self._waiting.get(cam.name):
+                # Its still frame and the frame it waits for are both held: taking
+                # another would free the in-flight frame's buffer (see FrameSlot).
+                continue
             frame = cam.get(0.0 if n > 1 else timeout)
             if frame is not None and not self._detecting(cam.name):
                 self._skip(frame)
@@ -131,7 +164,13 @@ class Pipeline:
         """
         sup = self._supervisor
         if sup.apply_pending() is not None:
+            # The old model's results must not stand for the new one's.
+            self._motion.reset()
+            self._last.clear()
             self._on_generation()
+        for camera, waiting in self._waiting.items():
+            if waiting and not self._inflight(camera):
+                self._orphaned(camera, waiting)
         while True:
             slot = sup.slot()
             if slot is None:
@@ -139,6 +178,10 @@ class Pipeline:
             frame = self._next_frame(0.0 if sup.inflight else 0.05)
             if frame is None:
                 break
+            check = self._gate(frame)
+            if check is not None and not check.infer:
+                self._still(frame, check)
+                break  # back to poll: a static scene must not starve the completions
             t0 = time.monotonic()
             fit = sup.current.codec.preprocessor(frame.image, slot[1])
             t1 = time.monotonic()
@@ -154,12 +197,77 @@ class Pipeline:
                     fit,
                     t1,
                     frame.image,
+                    check,
                 ),
             )
+            if check is not None:
+                self._motion.inferred(frame.camera, check, frame.monotonic)
         completed = sup.poll(0.05 if sup.inflight else 0.0)
         for done in completed:
             self._complete(done)
         return len(completed)
+
+    def _gate(self, frame: Any) -> Check | None:
+        """The motion gate's answer for a gated camera's frame; None when not gated."""
+        if not self._motion.gated(frame.camera):
+            return None
+        check = self._motion.check(frame.camera, frame.image, frame.monotonic)
+        if (
+            not check.infer
+            and not self._last.get(frame.camera)
+            and not self._inflight(frame.camera)
+        ):
+            # Its inferred frame never came back (a switch dropped it): nothing to carry.
+            return check._replace(verdict=Verdict.NO_REFERENCE)
+        return check
+
+    def _inflight(self, camera: str) -> list[int]:
+        """The camera's frames with the model, oldest first."""
+        return [job.frame_id for job in self._supervisor.inflight_jobs() if job.camera == camera]
+
+    def _still(self, frame: Any, check: Check) -> None:
+        """A frame in which nothing moved: it carries the results of the frame the gate
+        compared it with, once they are back (frames stay in order)."""
+        self.still += 1
+        self._stats.incr("motion_skipped")
+        self._progress()
+        inflight = self._inflight(frame.camera)
+        still = _Still(frame.frame_id, frame.timestamp, check, inflight[-1] if inflight else -1)
+        if inflight:
+            self._waiting.setdefault(frame.camera, deque()).append(still)
+        else:
+            self._carry(frame.camera, still)
+
+    def _carry(self, camera: str, still: _Still) -> None:
+        """Publish and track a still frame with its camera's last results."""
+        last = self._last[camera]
+        if self._results == "all" or (last.results and self._results == "detections"):
+            payload = dict(last.payload)
+            payload.update(
+                timestamp=round(still.timestamp, 3),
+                frame_id=still.frame_id,
+                inference_ms=0.0,
+                motion=still.check.verdict.value,
+                inferred_frame_id=last.frame_id,
+            )
+            self._publish(payload)
+        self._track(camera, still.timestamp, last.results, last.size, last.classifier, None)
+
+    def _orphaned(self, camera: str, waiting: deque[_Still]) -> None:
+        """Still frames whose frame left the model without results (never expected:
+        the supervisor resubmits what a dead worker held)."""
+        if camera in self._last:
+            self._release(camera, waiting[-1].after)
+            return
+        logger.warning("camera %s: %d still frame(s) had no results to carry", camera, len(waiting))
+        self._stats.incr("errors")
+        waiting.clear()
+
+    def _release(self, camera: str, frame_id: int) -> None:
+        """Carry the still frames that waited for this camera's frame ``frame_id``."""
+        waiting = self._waiting.get(camera)
+        while waiting and waiting[0].after <= frame_id:
+            self._carry(camera, waiting.popleft())
 
     def _complete(self, done: Completion) -> None:
         """Decode, publish and account one finished frame."""
@@ -174,30 +282,36 @@ class Pipeline:
         self._stats.incr("frames")
         self.frames += 1
         self.last_frame_at = t1
-        if self._results == "all" or (results and self._results == "detections"):
-            info = gen.worker.info
-            self._publish(
-                {
-                    "timestamp": round(job.timestamp, 3),
-                    "frame_id": job.frame_id,
-                    "camera": job.camera,
-                    "model": {
-                        "name": gen.meta.get("name", ""),
-                        "version": gen.meta.get("version", ""),
-                        "file": info.model_path,
-                    },
-                    "backend": info.backend,
-                    "task": task_family(gen.codec.decoder.task),
-                    "inference_ms": round(done.invoke_ms, 3),
-                    "results": [r.to_json() for r in results],
-                }
-            )
-            self._stats.record("publish", (time.monotonic() - t1) * 1000.0)
+        publish = self._results == "all" or (results and self._results == "detections")
         classifier = gen.codec.decoder.task == CLASSIFICATION
         size = (job.fit.src_w, job.fit.src_h)
+        if publish or job.motion is not None:
+            info = gen.worker.info
+            payload = {
+                "timestamp": round(job.timestamp, 3),
+                "frame_id": job.frame_id,
+                "camera": job.camera,
+                "model": {
+                    "name": gen.meta.get("name", ""),
+                    "version": gen.meta.get("version", ""),
+                    "file": info.model_path,
+                },
+                "backend": info.backend,
+                "task": task_family(gen.codec.decoder.task),
+                "inference_ms": round(done.invoke_ms, 3),
+                "results": [r.to_json() for r in results],
+            }
+            if job.motion is not None:
+                payload["motion"] = job.motion.verdict.value
+                self._last[job.camera] = _Last(job.frame_id, results, size, classifier, payload)
+            if publish:
+                self._publish(payload)
+                self._stats.record("publish", (time.monotonic() - t1) * 1000.0)
         self._track(job.camera, job.timestamp, results, size, classifier, job.image)
         self._stats.record("end_to_end", (time.monotonic() - job.captured) * 1000.0)
         self._progress()
+        if job.motion is not None:
+            self._release(job.camera, job.frame_id)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; then let the in-flight frames finish."""

@@ -23,7 +23,8 @@ STAGES = ("capture", "preprocess", "transfer", "invoke", "postprocess", "publish
 # Counters present in every snapshot (at 0) so subscribers see a stable schema.
 # Counters the daemon itself keeps; delivery counts live in the "mqtt" section and
 # camera drops in "dropped_frames".
-COUNTERS = ("frames", "errors", "worker_restarts")
+# "motion_skipped": frames of motion-gated cameras that skipped the model (nothing moved).
+COUNTERS = ("frames", "errors", "worker_restarts", "motion_skipped")
 
 _MS_DIGITS = 3
 _FPS_DIGITS = 2

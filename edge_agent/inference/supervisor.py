@@ -195,6 +195,10 @@ class Supervisor:
         """Frames submitted and not yet completed."""
         return len(self._inflight)
 
+    def inflight_jobs(self) -> list[Any]:
+        """The jobs of the frames in flight, oldest first."""
+        return [job for _, job, _ in self._inflight.values()]
+
     def slot(self) -> tuple[int, np.ndarray] | None:
         """A free input slot to preprocess into, or None (busy, or a switch is pending)."""
         if (

@@ -10,74 +10,19 @@ proving there is no blind timer that would keep a stalled pipeline alive.
 from __future__ import annotations
 
 import signal
-import socket
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.support.broker import wait_until
 from tests.support.clips import write_clip
+from tests.support.notify import WATCHDOG_USEC
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 DEMO = REPO / "models" / "demo"
-WATCHDOG_USEC = 1_000_000
 PING_S = WATCHDOG_USEC / 2 / 1e6  # sd_watchdog_enabled(3): ping at half the timeout
-
-
-class NotifySocket:
-    """A bound AF_UNIX datagram socket recording (monotonic time, field) per line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.1)
-        self.fields: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="notify-socket", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        """Receive datagrams until stopped; each line of one is a KEY=VALUE field."""
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            now = time.monotonic()
-            with self._lock:
-                self.fields.extend((now, line) for line in data.decode().splitlines())
-
-    def times(self, field: str) -> list[float]:
-        """When ``field`` (exact, e.g. ``READY=1``) arrived."""
-        with self._lock:
-            return [t for t, f in self.fields if f == field]
-
-    def lines(self, prefix: str) -> list[str]:
-        """The fields starting with ``prefix``, in order."""
-        with self._lock:
-            return [f for _, f in self.fields if f.startswith(prefix)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self.sock.close()
-
-
-@pytest.fixture
-def notify_socket(tmp_path):
-    """The socket, in a short directory: AF_UNIX paths are limited to 107 bytes."""
-    directory = tmp_path if len(str(tmp_path)) < 80 else Path(tempfile.mkdtemp(prefix="ea-"))
-    sock = NotifySocket(directory / "notify.sock")
-    yield sock
-    sock.close()
-    sock.path.unlink(missing_ok=True)
 
 
 def test_ready_status_watchdog_from_progress_only_and_stopping(
@@ -90,7 +35,7 @@ def test_ready_status_watchdog_from_progress_only_and_stopping(
         clip,
         DEMO / "color_blobs.tflite",
         DEMO / "labels.txt",
-        env={"NOTIFY_SOCKET": str(notify_socket.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)},
+        env=notify_socket.env,
         camera={"loop": False},
         mqtt={"publish_every_frame": True},
     )
