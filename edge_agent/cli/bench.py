@@ -86,6 +86,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cameras", type=int, default=1, help="cameras reading the source at once (default 1)"
     )
+    p.add_argument(
+        "--motion",
+        action="store_true",
+        help="also measure motion gating (P10): a still scene with and without the gate, "
+        "and the source with it",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             objects=args.objects,
             sim_tpu_ms=args.sim_tpu,
             cameras=args.cameras,
+            motion=args.motion,
         )
         report = run_bench(opts, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         reports.append(report)

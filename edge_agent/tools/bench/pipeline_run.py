@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge_agent.capture.camera import Camera
+from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.capture.sources import open_capture
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.stats import PipelineStats
@@ -38,17 +39,8 @@ logger = logging.getLogger(__name__)
 # Stages reported, in frame order ("capture_read" is the source's read/decode time,
 # "capture" the frame's age when the pipeline picks it up, "outside_invoke" each frame's
 # end_to_end minus its own invoke: the latency the pipeline adds to the model).
-STAGES = (
-    "capture_read",
-    "capture",
-    "preprocess",
-    "transfer",
-    "invoke",
-    "postprocess",
-    "publish",
-    "end_to_end",
-    "outside_invoke",
-)
+STAGES = ("capture_read", "capture", "preprocess", "transfer", "invoke", "postprocess",
+          "publish", "end_to_end", "outside_invoke")  # fmt: skip
 SAMPLE_PERIOD = 0.25  # seconds between memory samples
 STALL_TIMEOUT = 60.0  # seconds without a completed frame before the run is abandoned
 
@@ -263,6 +255,7 @@ def run_pipeline(
     device: str,
     pace: float | None = None,
     cameras: int = 1,
+    motion: bool = False,
 ) -> dict[str, Any]:
     """Run ``frames`` frames (after ``warmup`` more) through the daemon's pipeline.
 
@@ -282,6 +275,7 @@ def run_pipeline(
         device: the device id of this run (its results topic).
         pace: frames per second of a realtime source, or None for saturated.
         cameras: cameras reading the source at once (``bench``, ``bench-2``, ...).
+        motion: the cameras are motion-gated (default settings, see capture/motion.py).
 
     Returns:
         The round's figures (see the keys).
@@ -340,7 +334,10 @@ def run_pipeline(
                 publisher.publish_result(payload)
                 published[0] += 1
 
-            pipeline = Pipeline(cams, supervisor, publish, gated, tracker.progress, results="all")
+            gate = MotionGate({n: MotionSettings(enabled=True) for n in names} if motion else {})
+            pipeline = Pipeline(
+                cams, supervisor, publish, gated, tracker.progress, results="all", motion=gate
+            )
             thread = threading.Thread(
                 target=pipeline.run, args=(stop,), name="pipeline", daemon=True
             )
@@ -385,6 +382,7 @@ def run_pipeline(
         "dropped": dropped,
         "worker_restarts": supervisor.restarts,
         "errors": snap["counters"].get("errors", 0) + supervisor.errors,
+        "motion_skipped": snap["counters"].get("motion_skipped", 0),
         "stages": stages,
         "delivered_ms": _percentiles(late),
         "startup_s": (first - wall_setup) if first is not None else None,

@@ -22,6 +22,7 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench.bare import run_bare
 from edge_agent.tools.bench.coldstart import daemon_start
 from edge_agent.tools.bench.cpu_split import p2_prime_target, thread_split
+from edge_agent.tools.bench.motion_cost import measure_motion, motion_target
 from edge_agent.tools.bench.naive import naive_summary, run_naive
 from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
 from edge_agent.tools.bench.pipeline_run import run_pipeline
@@ -63,6 +64,7 @@ class BenchOptions(NamedTuple):
         sim_tpu_ms: > 0: the model runs on the simulated Edge TPU (P9), this long per
             invoke, in the real worker process; 0: on the device given.
         cameras: cameras reading the source at once in the pipeline runs.
+        motion: also measure motion gating (P10, see bench/motion_cost.py).
     """
 
     model: str
@@ -80,6 +82,7 @@ class BenchOptions(NamedTuple):
     objects: int = 20
     sim_tpu_ms: float = 0.0
     cameras: int = 1
+    motion: bool = False
 
 
 def default_models(shared: str | None = None) -> list[tuple[str, str]]:
@@ -205,6 +208,9 @@ def run_bench(
         for i in range(opts.cold_starts):
             starts.append(daemon_start(options, source, sink, f"bench-{tag}-run{i}"))
             on_round(f"edge-agent run: first result after {starts[-1]['first_result_s']:.2f} s")
+        if opts.motion:
+            motion = measure_motion(options, source, image, opts.frames, opts.warmup, sink,
+                                    f"bench-{tag}-motion", opts.rounds, on_round)  # fmt: skip
         broker = sink.description
     finally:
         sink.stop()
@@ -220,6 +226,9 @@ def run_bench(
     report["targets"]["P2prime_thread_cpu_ms"] = p2_prime_target(
         report["thread_ms_per_frame"], applies
     )
+    if opts.motion:
+        report["motion"] = motion
+        report["targets"]["P10_still_scene_ms"] = motion_target(motion)
     if opts.objects > 0:
         objects = measure_objects(opts.objects, rounds=max(3, opts.rounds))
         on_round(f"object layer: {objects['tracker_zones_ms']['cpu_mean']:.3f} ms per frame")
