@@ -92,6 +92,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also measure motion gating (P10): a still scene with and without the gate, "
         "and the source with it",
     )
+    p.add_argument(
+        "--decode-scale",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="also run the daemon with the MJPG source decoded at 1/N scale "
+        "(camera.decode_scale), side by side with the full decode",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -127,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             sim_tpu_ms=args.sim_tpu,
             cameras=args.cameras,
             motion=args.motion,
+            decode_scale=args.decode_scale,
         )
         report = run_bench(opts, lambda line: print(f"  {line}", file=sys.stderr, flush=True))
         reports.append(report)

@@ -171,19 +171,22 @@ class Text(Check):
 
 
 class OneOf(Check):
-    """One of a fixed set of strings; ``fold_case`` accepts any case, returns canonical."""
+    """One of a fixed set of strings (``fold_case`` accepts any case, returns canonical)
+    or integers."""
 
-    def __init__(self, *choices: str, fold_case: bool = False):
+    def __init__(self, *choices: str | int, fold_case: bool = False):
         super().__init__()
         self.choices = choices
         self.fold_case = fold_case
-        self.expected = "one of " + ", ".join(f'"{c}"' for c in choices)
+        self.expected = "one of " + ", ".join(json.dumps(c) for c in choices)
 
-    def __call__(self, value: Any) -> str:
+    def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
             for choice in self.choices:
-                if value == choice or (self.fold_case and value.upper() == choice.upper()):
+                if value == choice or (self.fold_case and value.upper() == str(choice).upper()):
                     return choice
+        elif isinstance(value, int) and not isinstance(value, bool) and value in self.choices:
+            return value
         raise self.fail(value)
 
 

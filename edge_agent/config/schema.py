@@ -80,6 +80,8 @@ class CameraConfig:
     enabled: bool = opt(True, Bool())
     # False: a file source is read losslessly, as fast as the pipeline takes frames.
     realtime: bool = opt(True, Bool())
+    # Decode MJPG at 1/N scale (capture/mjpeg.py): the camera acts as a smaller one.
+    decode_scale: int = opt(1, OneOf(1, 2, 4, 8))
     # Motion gating (capture/motion.py): frames in which nothing moved skip the model.
     motion_gate: bool = opt(False, Bool())
     motion_threshold: float = opt(0.002, Num(gt=0, hi=1))

@@ -151,6 +151,8 @@ def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
         "--cold-starts",
         "0",
         "--motion",
+        "--decode-scale",
+        "2",
     )
     check_report(r)
     assert r["source"] == clip
@@ -163,6 +165,14 @@ def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
     assert 0 <= mo["moving_gated"]["skipped"] < 0.5  # the demo clip's squares always move
     for run in ("still_gated", "still_plain", "moving_gated"):
         assert mo[run]["fps"] > 0 and mo[run]["cpu_ms_per_frame"] > 0, run
+    assert mo["still_gated_reduced"]["skipped"] >= 0.8
+    # decode_scale 2 ran beside C in the round, on the same source, losing nothing.
+    dec = r["decode_scale"]
+    assert dec["scale"] == 2 and dec["fps"] > 0 and dec["errors"] == 0
+    assert dec["ratio_to_c"] == pytest.approx(
+        r["rounds"][0]["reduced"]["fps"] / r["rounds"][0]["pipeline"]["fps"]
+    )
+    assert dec["thread_ms_per_frame"]["total"] > 0 and dec["frames"] >= FRAMES + WARMUP
     p10 = r["targets"]["P10_still_scene_ms"]  # only with --motion
     assert p10["value"] == mo["still_gated"]["cpu_ms_per_frame"]
     assert p10["skipped"] == mo["still_gated"]["skipped"] and p10["met"] in (True, False)

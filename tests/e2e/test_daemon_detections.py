@@ -94,12 +94,20 @@ def test_yolov8n_finds_grace_hopper_where_the_reference_says(
     assert len(covered) >= 4, f"only clip frames {sorted(covered)} were checked"
 
 
-def test_demo_model_boxes_follow_the_demo_clip_truth(mqtt_broker, mqtt_subscriber, edge_daemon):
+@pytest.mark.parametrize("scale", [1, 2])
+def test_demo_model_boxes_follow_the_demo_clip_truth(
+    scale, mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    """In full, and decoded at half scale (``camera.decode_scale``): boxes in its pixels."""
     truth = json.loads((DEMO / "clip_truth.json").read_text())
     frames = truth["frames"]
     assert len(frames) == 150 and truth["fps"] == 15
     daemon = edge_daemon(
-        mqtt_broker.port, DEMO / "clip.avi", DEMO / "color_blobs.tflite", DEMO / "labels.txt"
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        camera={"decode_scale": scale},
     )
 
     msgs = mqtt_subscriber.wait_count(daemon.topics.results, 45, timeout=30)
@@ -120,10 +128,12 @@ def test_demo_model_boxes_follow_the_demo_clip_truth(mqtt_broker, mqtt_subscribe
         # The README's measurement: one red, one green and one blue per frame, no yellow.
         assert labels == ["blue", "green", "red"], f"frame {result['frame_id']}: {labels}"
         for det in result["results"]:
-            overlap = iou(det["box"], squares[det["label"]])
+            square = [v / scale for v in squares[det["label"]]]
+            overlap = iou(det["box"], square)
             worst = min(worst, overlap)
             assert overlap >= 0.5, (
                 f"frame {result['frame_id']}: {det['label']} box {det['box']} vs truth "
-                f"{squares[det['label']]}: IoU {overlap:.2f}"
+                f"{square}: IoU {overlap:.2f}"
             )
-    print(f"demo clip: {len(msgs)} results checked, worst IoU {worst:.2f}")
+        assert max(r["box"][2] for r in result["results"]) <= 640 / scale
+    print(f"demo clip, decode_scale {scale}: {len(msgs)} results checked, worst IoU {worst:.2f}")

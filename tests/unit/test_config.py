@@ -95,6 +95,9 @@ BAD = [
     (CAM + "height = 720.0\n", "camera[0].height: expected integer 0..16384, got 720.0"),
     (CAM + "loop = 1\n", "camera[0].loop: expected boolean (true or false), got 1"),
     (CAM + "stale_after = 0\n", "camera[0].stale_after: expected number > 0, got 0"),
+    (CAM + "decode_scale = 3\n", "camera[0].decode_scale: expected one of 1, 2, 4, 8, got 3"),
+    (CAM + "decode_scale = true\n", "camera[0].decode_scale: expected one of 1, 2, 4, 8, got true"),
+    (CAM + 'decode_scale = "2"\n', 'camera[0].decode_scale: expected one of 1, 2, 4, 8, got "2"'),
     (
         CAM + "reopen_initial = 2\nreopen_max = 1\n",
         "camera[0].reopen_max: expected number >= camera[0].reopen_initial (2), got 1",

@@ -6,7 +6,9 @@ Three runs of the daemon's pipeline per round, side by side:
   sensor noise and each frame JPEG-encoded on its own) with the gate on;
 * ``still_plain``: the same clip without it (the "before");
 * ``moving_gated``: the bench's source with the gate on (its frames move: little may be
-  skipped, and nothing may be lost).
+  skipped, and nothing may be lost);
+* ``still_gated_reduced`` (with a ``decode_scale`` > 1): the still clip gated and decoded
+  at 1/N scale, both savers at once.
 
 Every frame is published in all three, so the figures include the MQTT cost of the
 carried results.
@@ -29,7 +31,6 @@ from edge_agent.tools.bench.sink import Sink
 
 STILL_MAX_MS = 0.3  # P10: daemon CPU per frame on a still scene
 SKIPPED_MIN = 0.9  # P10: fraction of a still scene's frames that skip the model
-RUNS = ("still_gated", "still_plain", "moving_gated")
 
 
 def still_clip(image: np.ndarray, path: str, frames: int, fps: float = 15.0) -> str:
@@ -68,26 +69,26 @@ def measure_motion(
     tag: str,
     rounds: int = 3,
     on_round: Callable[[str], None] = lambda line: None,
+    decode_scale: int = 1,
 ) -> dict[str, Any]:
-    """The three runs, interleaved over ``rounds``; medians per run.
+    """The runs, interleaved over ``rounds``; medians per run.
 
     Returns:
-        ``{run: {"fps", "cpu_ms_per_frame", "skipped"}, "rounds": [...]}`` with
-        ``run`` in :data:`RUNS`.
+        ``{run: {"fps", "cpu_ms_per_frame", "skipped", "<thread>_ms"...}, "rounds":
+        [...]}``; ``run``: still_gated, still_plain, moving_gated (+ still_gated_reduced).
     """
+    runs = [("still_gated", True, 1), ("still_plain", False, 1), ("moving_gated", True, 1)]
+    if decode_scale > 1:
+        runs.append(("still_gated_reduced", True, decode_scale))
     per_round: list[dict[str, dict[str, float | None]]] = []
     with tempfile.TemporaryDirectory(prefix="edge-agent-motion-") as tmp:
         clip = still_clip(image, os.path.join(tmp, "still.avi"), frames + warmup)
         for r in range(rounds):
             entry = {}
-            for run, src, gate in (
-                ("still_gated", clip, True),
-                ("still_plain", clip, False),
-                ("moving_gated", source, True),
-            ):
-                measured = run_pipeline(
-                    options, src, frames, warmup, sink, f"{tag}-{r}-{run}", motion=gate
-                )
+            for run, gate, scale in runs:
+                src = source if run == "moving_gated" else clip
+                measured = run_pipeline(options, src, frames, warmup, sink, f"{tag}-{r}-{run}",
+                                        motion=gate, decode_scale=scale)  # fmt: skip
                 entry[run] = _figures(measured)
             per_round.append(entry)
             still = entry["still_gated"]
@@ -96,7 +97,7 @@ def measure_motion(
                 f"{still['skipped']:.0%} skipped"
             )
     out: dict[str, Any] = {"rounds": per_round}
-    for run in RUNS:
+    for run in per_round[0]:
         out[run] = {key: _median([e[run][key] for e in per_round]) for key in per_round[0][run]}
     return out
 
@@ -137,4 +138,8 @@ def motion_lines(report: dict[str, Any]) -> list[str]:
         f"{cpu('still_plain')} without the gate; {mo['still_gated']['fps']:.1f} fps gated",
         f"  motion gate, moving source: {mo['moving_gated']['skipped']:.1%} skipped, "
         f"{mo['moving_gated']['fps']:.1f} fps, CPU {cpu('moving_gated')} ms/frame",
-    ]
+    ] + (
+        [f"  motion gate, still scene at decode_scale: CPU {cpu('still_gated_reduced')} ms/frame"]
+        if "still_gated_reduced" in mo
+        else []
+    )

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from edge_agent.capture.camera import Camera
+from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.motion import MotionGate, MotionSettings
-from edge_agent.capture.sources import open_capture
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.errors import EdgeAgentError
@@ -256,6 +256,7 @@ def run_pipeline(
     pace: float | None = None,
     cameras: int = 1,
     motion: bool = False,
+    decode_scale: int = 1,
 ) -> dict[str, Any]:
     """Run ``frames`` frames (after ``warmup`` more) through the daemon's pipeline.
 
@@ -276,6 +277,7 @@ def run_pipeline(
         pace: frames per second of a realtime source, or None for saturated.
         cameras: cameras reading the source at once (``bench``, ``bench-2``, ...).
         motion: the cameras are motion-gated (default settings, see capture/motion.py).
+        decode_scale: MJPG decoded at 1/N scale (``camera.decode_scale``).
 
     Returns:
         The round's figures (see the keys).
@@ -320,7 +322,7 @@ def run_pipeline(
             pids["worker"] = worker_pid
 
             def opener(*args: Any, **kwargs: Any) -> _TimedCapture:
-                return _TimedCapture(open_capture(*args, **kwargs), gated, pace)
+                return _TimedCapture(open_reduced(*args, scale=decode_scale, **kwargs), gated, pace)
 
             names = ["bench"] + [f"bench-{i}" for i in range(2, cameras + 1)]
             cams = [

@@ -14,6 +14,7 @@ from typing import Any
 
 from edge_agent.inference.runtime import default_threads
 from edge_agent.tools.bench.cpu_split import thread_lines
+from edge_agent.tools.bench.decode_cost import decode_lines
 from edge_agent.tools.bench.motion_cost import motion_lines
 from edge_agent.tools.bench.naive import naive_lines
 from edge_agent.tools.bench.objects_cost import objects_lines
@@ -382,7 +383,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  growth {_num(m['growth_mb'], 2)} MB over {int(m['growth_frames'] or 0)} frames"
     )
     lines += naive_lines(report) + objects_lines(report) + thread_lines(report)
-    lines += motion_lines(report)
+    lines += motion_lines(report) + decode_lines(report)
     lines += ["", "  targets"]
     for name, t in report["targets"].items():
         lines.append(

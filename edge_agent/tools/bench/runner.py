@@ -22,6 +22,7 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench.bare import run_bare
 from edge_agent.tools.bench.coldstart import daemon_start
 from edge_agent.tools.bench.cpu_split import p2_prime_target, thread_split
+from edge_agent.tools.bench.decode_cost import decode_summary
 from edge_agent.tools.bench.motion_cost import measure_motion, motion_target
 from edge_agent.tools.bench.naive import naive_summary, run_naive
 from edge_agent.tools.bench.objects_cost import measure_objects, objects_target
@@ -65,6 +66,7 @@ class BenchOptions(NamedTuple):
             invoke, in the real worker process; 0: on the device given.
         cameras: cameras reading the source at once in the pipeline runs.
         motion: also measure motion gating (P10, see bench/motion_cost.py).
+        decode_scale: > 1: also run the pipeline with MJPG decoded at 1/N scale.
     """
 
     model: str
@@ -83,6 +85,7 @@ class BenchOptions(NamedTuple):
     sim_tpu_ms: float = 0.0
     cameras: int = 1
     motion: bool = False
+    decode_scale: int = 1
 
 
 def default_models(shared: str | None = None) -> list[tuple[str, str]]:
@@ -185,12 +188,19 @@ def run_bench(
             pipe = run_pipeline(options, source, opts.frames, opts.warmup, sink,
                                 f"bench-{tag}-{r}", cameras=opts.cameras)  # fmt: skip
             on_round(f"round {r + 1}: pipeline {pipe['fps']:.1f} fps")
+            entry = {"pipeline": pipe}
+            if opts.decode_scale > 1:
+                entry["reduced"] = run_pipeline(options, source, opts.frames, opts.warmup, sink,
+                                                f"bench-{tag}-{r}-reduced", cameras=opts.cameras,
+                                                decode_scale=opts.decode_scale)  # fmt: skip
+                on_round(f"round {r + 1}: decode_scale {opts.decode_scale} "
+                         f"{entry['reduced']['fps']:.1f} fps")  # fmt: skip
             bare = run_bare(options, image, opts.frames, opts.warmup, timeout=600.0)
             on_round(f"round {r + 1}: bare invoke {bare['fps']:.1f} fps")
             naive = run_naive(options, source, opts.frames, opts.warmup, (sink.host, sink.port),
                               f"bench-{tag}-{r}-naive", timeout=600.0)  # fmt: skip
             on_round(f"round {r + 1}: naive loop {naive['fps']:.1f} fps")
-            entry = {"bare": bare, "pipeline": pipe, "naive": naive}
+            entry.update(bare=bare, naive=naive)
             if opts.pace_frames > 0:
                 entry["paced"] = run_pipeline(
                     options,
@@ -210,7 +220,8 @@ def run_bench(
             on_round(f"edge-agent run: first result after {starts[-1]['first_result_s']:.2f} s")
         if opts.motion:
             motion = measure_motion(options, source, image, opts.frames, opts.warmup, sink,
-                                    f"bench-{tag}-motion", opts.rounds, on_round)  # fmt: skip
+                                    f"bench-{tag}-motion", opts.rounds, on_round,
+                                    opts.decode_scale)  # fmt: skip
         broker = sink.description
     finally:
         sink.stop()
@@ -226,6 +237,8 @@ def run_bench(
     report["targets"]["P2prime_thread_cpu_ms"] = p2_prime_target(
         report["thread_ms_per_frame"], applies
     )
+    if opts.decode_scale > 1:
+        report["decode_scale"] = decode_summary(rounds, opts.decode_scale)
     if opts.motion:
         report["motion"] = motion
         report["targets"]["P10_still_scene_ms"] = motion_target(motion)

@@ -1,0 +1,116 @@
+"""Tier 2: ``camera.decode_scale``, MJPG decoded at reduced scale, on real files and models."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.capture.camera import Camera
+from edge_agent.capture.mjpeg import ReducedMjpeg, open_reduced
+from edge_agent.capture.sources import open_capture, parse_source
+from edge_agent.errors import CaptureError
+from tests.component.test_inference_real import load
+from tests.support.clips import write_clip
+from tests.support.paths import REPO, shared_file
+
+CLIP = REPO / "models" / "demo" / "clip.avi"
+PHOTOS = ("cat.bmp", "cat_720p.jpg", "grace_hopper.bmp", "pets.jpg")
+
+
+def frames(cap) -> list[np.ndarray]:
+    out = []
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                return out
+            out.append(image)
+    finally:
+        cap.release()
+
+
+def test_the_demo_clip_at_half_scale_is_every_frame_area_averaged():
+    full = frames(open_capture(parse_source(str(CLIP)), name="full"))
+    cap = open_reduced(parse_source(str(CLIP)), scale=2, name="half")
+    assert isinstance(cap, ReducedMjpeg)
+    half = frames(cap)
+    assert len(half) == len(full) == 150
+    worst = 0.0
+    for a, b in zip(full, half):
+        assert b.shape == (240, 320, 3)
+        ref = cv2.resize(a, (320, 240), interpolation=cv2.INTER_AREA)
+        worst = max(worst, float(np.abs(ref.astype(np.int16) - b).mean()))
+    assert worst < 3.0, f"mean |difference| to INTER_AREA up to {worst:.2f} grey levels"
+
+
+def test_rewinding_a_reduced_file_starts_again(tmp_path):
+    cap = open_reduced(parse_source(str(CLIP)), scale=4, name="loop")
+    first = cap.read()[1]
+    for _ in range(10):
+        cap.read()
+    assert cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    again = cap.read()[1]
+    cap.release()
+    assert first.shape == (120, 160, 3) and np.array_equal(first, again)
+
+
+def test_a_codec_that_is_not_mjpg_is_decoded_in_full_with_a_warning(tmp_path, caplog):
+    clip = write_clip(tmp_path / "lossless.avi", 5, width=320, height=240, fourcc="FFV1")
+    with caplog.at_level(logging.WARNING, logger="edge_agent.capture.mjpeg"):
+        cap = open_reduced(parse_source(str(clip)), scale=2, name="porch")
+    assert not isinstance(cap, ReducedMjpeg)
+    assert frames(cap)[0].shape == (240, 320, 3)
+    assert "camera porch: decode_scale 2 needs MJPG, the source is FFV1" in caplog.text
+
+
+def test_frames_that_are_not_jpeg_are_a_clear_capture_error():
+    class Garbage:
+        def read(self):
+            return True, np.frombuffer(b"not a jpeg at all", np.uint8).reshape(1, -1)
+
+    with pytest.raises(CaptureError, match="set camera.decode_scale = 1"):
+        ReducedMjpeg(Garbage(), 2).read()
+
+
+def test_a_camera_from_config_delivers_reduced_frames():
+    config = SimpleNamespace(name="cam0", source=str(CLIP), loop=False, decode_scale=2)
+    camera = Camera.from_config(config, realtime=False)
+    camera.start()
+    try:
+        frame = camera.get(10.0)
+        assert frame is not None and frame.image.shape == (240, 320, 3)
+    finally:
+        assert camera.stop(5.0)
+
+
+# The shared README's expected outputs for mobilenet_v2 (label, score).
+EXPECTED = {"cat.bmp": ("Egyptian cat", 0.777), "grace_hopper.bmp": ("military uniform", 0.934)}
+
+
+def test_mobilenet_v2_keeps_its_answers_on_photos_decoded_at_half_scale(tmp_path):
+    """The photos as 640x480 MJPG frames, decoded in full and at 1/2: the same top-1
+    everywhere, and the README's expected outputs within their 0.08 tolerance."""
+    paths = [shared_file(f"images/{name}") for name in PHOTOS]
+    clip = tmp_path / "photos.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (640, 480))
+    for path in paths:
+        image = cv2.imread(str(path))
+        writer.write(cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA))
+    writer.release()
+    model = load("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt", threshold=0.05)
+    full = frames(open_capture(parse_source(str(clip)), name="full"))
+    half = frames(open_reduced(parse_source(str(clip)), scale=2, name="half"))
+    assert len(full) == len(half) == len(PHOTOS)
+    moved = []
+    for name, a, b in zip(PHOTOS, full, half):
+        top_a, top_b = model.infer(a).results[0], model.infer(b).results[0]
+        assert top_a.label == top_b.label, (name, top_a, top_b)
+        if name in EXPECTED:
+            label, score = EXPECTED[name]
+            assert top_b.label == label and top_b.score == pytest.approx(score, abs=0.08)
+        moved.append(f"{name} {top_a.label} {top_a.score:.3f} -> {top_b.score:.3f}")
+    print("decode_scale 2, mobilenet_v2 top-1 (full -> half): " + "; ".join(moved))
