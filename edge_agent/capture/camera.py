@@ -15,6 +15,7 @@ outage (then at debug level) and retried. Network opens/reads time out after
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -26,7 +27,7 @@ import cv2
 from edge_agent.backoff import Backoff
 from edge_agent.capture.frames import Frame, FrameSlot
 from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
-from edge_agent.capture.mjpeg import mjpeg_opener
+from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.sources import (
     Capture,
     SourceKind,
@@ -135,7 +136,7 @@ class Camera:
 
         Args:
             config: any object with those attributes.
-            **kwargs: ``realtime``, ``on_state``, ``opener`` (default: ``mjpeg_opener``).
+            **kwargs: ``realtime``, ``on_state``, ``opener`` (default per decode_scale).
 
         Returns:
             The (not yet started) camera.
@@ -143,8 +144,8 @@ class Camera:
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
-        if "opener" not in kwargs:
-            kwargs["opener"] = mjpeg_opener(config)
+        if getattr(config, "decode_scale", 1) > 1 and "opener" not in kwargs:
+            kwargs["opener"] = functools.partial(open_reduced, scale=config.decode_scale)
         return cls(config.name, config.source, **options, **kwargs)
 
     # ---- owner API -------------------------------------------------------------------

@@ -13,9 +13,7 @@ exists, so:
   buffer: memory stays bounded at four frames whatever the consumer does;
 * a frame the consumer holds is never written while it is held. It stays valid until
   the consumer's second successful :meth:`FrameSlot.take` after it; copy the image to
-  keep it longer. A source may publish the same array twice (capture/mjpeg.py returns
-  an undecoded still frame's predecessor again): a free buffer that is also a held or
-  latest one is not handed to the producer.
+  keep it longer.
 
 One producer and one consumer per slot.
 """
@@ -79,15 +77,9 @@ class FrameSlot:
             ``(index, buffer)``; buffer is None until the first frame written there.
         """
         with self._cond:
-            busy = [i for i in range(BUFFERS) if i == self._latest or i in self._held]
             for index in range(BUFFERS):
-                if index not in busy:
-                    buffer = self._buffers[index]
-                    if any(buffer is self._buffers[i] for i in busy):
-                        # A source that hands over one frame twice (a still frame it
-                        # did not decode again): that array is not free to write into.
-                        buffer = None
-                    return index, buffer
+                if index != self._latest and index not in self._held:
+                    return index, self._buffers[index]
         raise AssertionError("unreachable: latest and held cannot cover every buffer")
 
     def publish(

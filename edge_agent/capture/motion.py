@@ -34,17 +34,6 @@ class MotionSettings(NamedTuple):
     max_idle: float = 10.0  # seconds: a frame goes to the model at least this often
 
 
-def motion_settings(camera: Any) -> MotionSettings:
-    """A ``[[camera]]`` table's gate (its ``motion_*`` keys; off when it has none)."""
-    default = MotionSettings()
-    return MotionSettings(
-        getattr(camera, "motion_gate", default.enabled),
-        getattr(camera, "motion_threshold", default.threshold),
-        getattr(camera, "motion_pixel_delta", default.pixel_delta),
-        getattr(camera, "motion_max_idle", default.max_idle),
-    )
-
-
 class Verdict(enum.Enum):
     """Why a frame goes to the model, or why it does not."""
 
@@ -112,15 +101,20 @@ class MotionGate:
         self._forced_frames = forced_frames
         self._forced = 0
         self._references: dict[str, _Reference] = {}
-        # The last frame tested per camera and its small copy: a camera that skipped
-        # decoding a still frame hands over the same array again (capture/mjpeg.py).
-        self._tested: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_config(cls, config: Any) -> MotionGate:
         """The gate of a loaded Config: its cameras' ``motion_*`` keys; after a model
         switch, ``updates.health_frames`` frames go to the model whatever moves."""
-        settings = {camera.name: motion_settings(camera) for camera in config.camera}
+        settings = {
+            camera.name: MotionSettings(
+                camera.motion_gate,
+                camera.motion_threshold,
+                camera.motion_pixel_delta,
+                camera.motion_max_idle,
+            )
+            for camera in config.camera
+        }
         return cls(settings, forced_frames=config.updates.health_frames)
 
     def gated(self, camera: str) -> bool:
@@ -130,9 +124,7 @@ class MotionGate:
     def check(self, camera: str, image: np.ndarray, now: float) -> Check:
         """Test one frame of a gated camera (``camera`` must be :meth:`gated`; ``now``
         is the frame's monotonic time)."""
-        tested = self._tested.get(camera)
-        small = tested[1] if tested is not None and tested[0] is image else small_gray(image)
-        self._tested[camera] = (image, small)
+        small = small_gray(image)
         settings = self._settings[camera]
         ref = self._references.get(camera)
         if ref is None:

@@ -145,24 +145,3 @@ def test_the_two_frames_in_flight_stay_intact_until_a_third_is_taken():
         _fill(slot, frame_id)
         assert int(second.image[0, 0, 0]) == 2
         assert int(third.image[0, 0, 0]) == 39
-
-
-def test_an_array_published_twice_is_not_free_while_one_copy_is_held():
-    """A gated MJPG camera hands over a still frame's predecessor again (capture/mjpeg.py):
-    the buffer entry freed under one index must not be written while the other is held."""
-    slot = FrameSlot()
-    image = np.full((4, 4, 3), 7, np.uint8)
-    for frame_id in range(2):  # the same array, twice
-        index, _ = slot.writable()
-        slot.publish(index, Frame(image, frame_id, 0.0, 0.0, "cam"))
-        assert slot.take(0).frame_id == frame_id
-    # Frame 2 is read while frames 0 and 1 are held, frame 3 while 1 and 2 are: index 0
-    # is free by then, but its array is frame 1's.
-    for frame_id in (2, 3):
-        index, buffer = slot.writable()
-        assert buffer is not image, f"frame {frame_id}: a held array handed out to write"
-        _fill(slot, frame_id)
-        assert slot.take(0).frame_id == frame_id
-    assert int(image[0, 0, 0]) == 7
-    index, buffer = slot.writable()  # frames 2 and 3 held: the array is free again
-    assert buffer is image

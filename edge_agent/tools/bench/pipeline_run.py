@@ -322,9 +322,7 @@ def run_pipeline(
             pids["worker"] = worker_pid
 
             def opener(*args: Any, **kwargs: Any) -> _TimedCapture:
-                still = MotionSettings(enabled=motion)
-                cap = open_reduced(*args, scale=decode_scale, still=still, **kwargs)
-                return _TimedCapture(cap, gated, pace)
+                return _TimedCapture(open_reduced(*args, scale=decode_scale, **kwargs), gated, pace)
 
             names = ["bench"] + [f"bench-{i}" for i in range(2, cameras + 1)]
             cams = [
