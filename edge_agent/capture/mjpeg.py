@@ -26,10 +26,11 @@ from edge_agent.errors import CaptureError
 
 logger = logging.getLogger(__name__)
 
+# FFmpeg ignores EXIF orientation; imdecode would apply it and turn the camera's frames.
 REDUCED = {
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
 }
 SCALES = (1, *REDUCED)
 MJPG_CODECS = ("MJPG", "MJPEG", "JPEG", "AVRN", "LJPG")
@@ -47,10 +48,12 @@ class ReducedMjpeg:
     """A :class:`~edge_agent.capture.sources.Capture` over a raw-mode MJPG capture that
     decodes each compressed frame at ``1/scale``."""
 
-    def __init__(self, cap: Capture, scale: int):
+    def __init__(self, cap: Capture, scale: int, *, live: bool = False):
         self._cap = cap
         self._flag = REDUCED[scale]
         self.scale = scale
+        self._live = live  # a file skips bad frames to its end, as FFmpeg's decoder does
+        self.bad_frames = 0
 
     def isOpened(self) -> bool:
         return self._cap.isOpened()
@@ -58,13 +61,16 @@ class ReducedMjpeg:
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
         """The next frame, decoded reduced (``image`` is not reused: the decoder
         allocates, and the frame slot adopts the new array)."""
-        for _ in range(MAX_BAD_PACKETS):
+        bad = 0
+        while bad < MAX_BAD_PACKETS or not self._live:
             ok, packet = self._cap.read()
             if not ok or packet is None or packet.size == 0:
                 return False, None
             frame = decode(packet, self._flag)
             if frame is not None:
                 return True, frame
+            bad += 1
+            self.bad_frames += 1
         raise CaptureError(
             f"{MAX_BAD_PACKETS} frames in a row are not JPEG images the reduced decoder "
             "reads: set camera.decode_scale = 1"
@@ -117,4 +123,4 @@ def open_reduced(spec: SourceSpec, *, scale: int, name: str, **kwargs: Any) -> C
     if not cap.set(cv2.CAP_PROP_FORMAT, -1):
         logger.warning("camera %s: OpenCV gives no compressed frames: decoding in full", name)
         return cap
-    return ReducedMjpeg(cap, scale)
+    return ReducedMjpeg(cap, scale, live=spec.kind != SourceKind.FILE)

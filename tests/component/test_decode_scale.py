@@ -67,13 +67,49 @@ def test_a_codec_that_is_not_mjpg_is_decoded_in_full_with_a_warning(tmp_path, ca
     assert "camera porch: decode_scale 2 needs MJPG, the source is FFV1" in caplog.text
 
 
-def test_frames_that_are_not_jpeg_are_a_clear_capture_error():
+def test_a_stream_of_frames_that_are_not_jpeg_is_a_clear_capture_error():
     class Garbage:
         def read(self):
             return True, np.frombuffer(b"not a jpeg at all", np.uint8).reshape(1, -1)
 
     with pytest.raises(CaptureError, match="set camera.decode_scale = 1"):
-        ReducedMjpeg(Garbage(), 2).read()
+        ReducedMjpeg(Garbage(), 2, live=True).read()
+
+
+def test_a_file_skips_its_corrupt_frames_to_its_end():
+    """Ten bad frames mid-file: skipped (counted), the file then ends; no reopen loop."""
+    good = np.frombuffer(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1], np.uint8)
+    bad = np.frombuffer(b"not a jpeg at all", np.uint8)
+    packets = iter([good] * 5 + [bad] * 10 + [good] * 5)
+
+    class File:
+        def read(self):
+            packet = next(packets, None)
+            return packet is not None, None if packet is None else packet.reshape(1, -1)
+
+    cap = ReducedMjpeg(File(), 2)
+    delivered = 0
+    while cap.read()[0]:
+        delivered += 1
+    assert delivered == 10 and cap.bad_frames == 10
+
+
+def test_exif_orientation_is_ignored_as_ffmpeg_does(tmp_path):
+    """imdecode would turn a frame whose JPEG says orientation 6; the camera must not."""
+    ok, buf = cv2.imencode(".jpg", np.zeros((240, 320, 3), np.uint8))
+    data = bytes(buf)
+    # An APP1 Exif segment, big-endian TIFF, one IFD entry: Orientation (0x0112) = 6.
+    tiff = b"MM\x00*\x00\x00\x00\x08" + b"\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01"
+    tiff += b"\x00\x06\x00\x00" + b"\x00\x00\x00\x00"
+    app1 = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
+    rotated = np.frombuffer(data[:2] + app1 + data[2:], np.uint8)
+    assert cv2.imdecode(rotated, cv2.IMREAD_REDUCED_COLOR_2).shape[:2] == (160, 120)
+
+    class One:
+        def read(self):
+            return True, rotated.reshape(1, -1)
+
+    assert ReducedMjpeg(One(), 2).read()[1].shape[:2] == (120, 160)
 
 
 def test_a_camera_from_config_delivers_reduced_frames():
