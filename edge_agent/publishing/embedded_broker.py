@@ -27,6 +27,10 @@ class EmbeddedBroker:
         quiet: raise amqtt's own loggers to WARNING (they log every packet at INFO).
     """
 
+    # amqtt speaks MQTT 3.1.1 only and never answers an MQTT 5 CONNECT: a client set to
+    # ``auto`` waits for its CONNACK timeout before falling back, so ours are told.
+    PROTOCOL = "3.1.1"
+
     def __init__(
         self,
         host: str = "127.0.0.1",

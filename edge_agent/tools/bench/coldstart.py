@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.sink import PREFIX, Sink
 
 logger = logging.getLogger(__name__)
+
+COMPLAINT = re.compile(r" (WARNING|ERROR|CRITICAL) |^Traceback")
+MAX_WARNINGS = 20
 
 
 def _toml(value: Any) -> str:
@@ -59,6 +63,7 @@ def daemon_config(
         "mqtt": {
             "host": sink.host,
             "port": sink.port,
+            "protocol": sink.protocol,
             "prefix": PREFIX,
             "publish_every_frame": True,
             "homeassistant": False,
@@ -97,7 +102,8 @@ def daemon_start(
 
     Returns:
         ``{"first_result_s": seconds from exec, "results": results delivered,
-        "memory_mb": per process, "exit_code": the daemon's exit code}``.
+        "memory_mb": per process, "exit_code": the daemon's exit code, "warnings": its
+        logged warnings and errors (at most 20)}``.
 
     Raises:
         EdgeAgentError: the daemon exited or published nothing within ``timeout``.
@@ -128,9 +134,10 @@ def daemon_start(
                     memory = _memory(proc.pid)
             finally:
                 code = _stop(proc)
+            log.seek(0)
+            lines = log.read().decode("utf-8", "replace").strip().splitlines()
             if first is None:
-                log.seek(0)
-                tail = log.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+                tail = lines[-5:]
                 raise EdgeAgentError(
                     f"model {options.path}: edge-agent run published no result within "
                     f"{timeout:.0f}s (exit code {code}): " + " | ".join(tail)
@@ -141,6 +148,8 @@ def daemon_start(
         "results": results,
         "memory_mb": memory,
         "exit_code": code,
+        # What the daemon complained about (its level is WARNING): a healthy start has none.
+        "warnings": [line for line in lines if COMPLAINT.search(line)][:MAX_WARNINGS],
     }
 
 

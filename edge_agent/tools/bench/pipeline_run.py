@@ -28,7 +28,7 @@ from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
-from edge_agent.publishing.client import MqttPublisher, MqttSettings
+from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.topics import Topics
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.bare import steady_fps
@@ -297,7 +297,7 @@ def run_pipeline(
     loaded = None
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as spool:
         publisher = MqttPublisher(
-            MqttSettings(host=sink.host, port=sink.port, client_id=f"edge-agent-{device}"),
+            sink.settings(f"edge-agent-{device}"),
             Topics(PREFIX, device),
             os.path.join(spool, "spool"),
         )

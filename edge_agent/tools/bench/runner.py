@@ -217,7 +217,10 @@ def run_bench(
             rounds.append(entry)
         for i in range(opts.cold_starts):
             starts.append(daemon_start(options, source, sink, f"bench-{tag}-run{i}"))
-            on_round(f"edge-agent run: first result after {starts[-1]['first_result_s']:.2f} s")
+            start = starts[-1]
+            on_round(f"edge-agent run: first result after {start['first_result_s']:.2f} s")
+            for line in start["warnings"]:  # shown, since they may explain the figure
+                on_round(f"  edge-agent run logged: {line}")
         if opts.motion:
             motion = measure_motion(options, source, image, opts.frames, opts.warmup, sink,
                                     f"bench-{tag}-motion", opts.rounds, on_round,

@@ -19,10 +19,12 @@ from typing import Any
 
 from edge_agent.errors import PublishError
 from edge_agent.inference.supervisor import forkserver_context
+from edge_agent.publishing.settings import MqttSettings, base_client
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "edge-agent-bench"
+EMBEDDED = "embedded amqtt"
 
 
 def results_device(topic: str) -> str:
@@ -34,8 +36,6 @@ class _Subscriber:
     """Counts results per device and keeps their arrival times (child process side)."""
 
     def __init__(self, host: str, port: int):
-        from edge_agent.publishing.settings import MqttSettings, base_client
-
         self._lock = threading.Lock()
         self._arrivals: dict[str, list[tuple[float, float, int]]] = {}
         self._subscribed = threading.Event()
@@ -100,7 +100,7 @@ def sink_main(conn: Connection, broker: tuple[str, int] | None, log_level: int) 
 
             embedded = EmbeddedBroker("127.0.0.1", 0)
             embedded.start()
-            host, port, kind = "127.0.0.1", embedded.port, "embedded amqtt"
+            host, port, kind = "127.0.0.1", embedded.port, EMBEDDED
         else:
             host, port = broker
             kind = "external"
@@ -159,6 +159,22 @@ class Sink:
     def pid(self) -> int | None:
         """The sink process id."""
         return self._process.pid
+
+    @property
+    def protocol(self) -> str:
+        """The ``mqtt.protocol`` for the daemon: the embedded broker speaks 3.1.1 only, and
+        waiting out an MQTT 5 attempt would count in the cold start's time."""
+        if self.kind == EMBEDDED:
+            from edge_agent.publishing.embedded_broker import EmbeddedBroker
+
+            return EmbeddedBroker.PROTOCOL
+        return "auto"
+
+    def settings(self, client_id: str) -> MqttSettings:
+        """The MQTT settings of a daemon publishing to this sink's broker."""
+        return MqttSettings(
+            host=self.host, port=self.port, client_id=client_id, protocol=self.protocol
+        )
 
     @property
     def description(self) -> str:

@@ -142,8 +142,8 @@ class Demo:
         assert self.workdir is not None
         # Assigned only once started: cleanup must not report stopping a broker that
         # never ran.
-        self.broker, self._broker_kind = start_demo_broker(self.workdir)
-        settings = MqttSettings(host="127.0.0.1", port=self.broker.port)
+        self.broker, self._broker_kind, protocol = start_demo_broker(self.workdir)
+        settings = MqttSettings(host="127.0.0.1", port=self.broker.port, protocol=protocol)
         where = f"{self._broker_kind} on 127.0.0.1:{self.broker.port}"
         return settings, f"{where} ({host}:{port}: {why})"
 
@@ -294,7 +294,14 @@ class Demo:
         topics = Topics(PREFIX, f"demo-{secrets.token_hex(3)}")
         config_path = self.workdir / "config.toml"
         config_path.write_text(
-            demo_config(assets, self.workdir, settings.host, settings.port, topics.device_id)
+            demo_config(
+                assets,
+                self.workdir,
+                settings.host,
+                settings.port,
+                topics.device_id,
+                settings.protocol,
+            )
         )
         load_config(config_path)  # a bad --source is reported here, naming the option's key
         self.viewer = Viewer(settings, topics, lambda line: self._lines.put((False, line)))

@@ -40,10 +40,12 @@ class DemoBroker(Protocol):
 
 
 class StartedBroker(NamedTuple):
-    """The broker the demo started and what it is ("embedded amqtt" or "mosquitto")."""
+    """The broker the demo started, what it is ("embedded" or "local mosquitto") and the
+    ``mqtt.protocol`` its clients should use."""
 
     broker: DemoBroker
     kind: str
+    protocol: str = "auto"
 
 
 def find_mosquitto() -> Optional[str]:
@@ -158,7 +160,7 @@ def start_demo_broker(workdir: Path, *, amqtt: Optional[bool] = None) -> Started
     if amqtt:
         broker = EmbeddedBroker(HOST, 0)
         broker.start()
-        return StartedBroker(broker, "embedded")
+        return StartedBroker(broker, "embedded", EmbeddedBroker.PROTOCOL)
     binary = find_mosquitto()
     if binary is None:
         raise PublishError(

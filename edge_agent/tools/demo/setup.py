@@ -88,8 +88,16 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def demo_config(assets: DemoAssets, workdir: Path, host: str, port: int, device_id: str) -> str:
-    """The daemon's config: everything inside ``workdir``, no discovery, no updates."""
+def demo_config(
+    assets: DemoAssets,
+    workdir: Path,
+    host: str,
+    port: int,
+    device_id: str,
+    protocol: str = "auto",
+) -> str:
+    """The daemon's config: everything inside ``workdir``, no discovery, no updates;
+    ``protocol`` is ``mqtt.protocol`` (3.1.1 for the embedded amqtt broker)."""
     q = json.dumps  # a JSON string is a valid TOML basic string
     source = assets.source if isinstance(assets.source, int) else q(assets.source)
     return f"""# written by edge-agent demo
@@ -112,6 +120,7 @@ num_threads = 1
 [mqtt]
 host = {q(host)}
 port = {port}
+protocol = {q(protocol)}
 prefix = {q(PREFIX)}
 homeassistant = false
 reconnect_min = 0.5
