@@ -103,6 +103,7 @@ class Pipeline:
         self._detecting = detecting
         self._motion = motion if motion is not None else MotionGate({})
         self._last: dict[str, _Last] = {}
+        self._reference: dict[str, int] = {}  # the frame each gated camera is compared with
         self._waiting: dict[str, deque[_Still]] = {}
         self._next_camera = 0
         self.frames = 0  # frames processed by the model
@@ -167,6 +168,7 @@ class Pipeline:
             # The old model's results must not stand for the new one's.
             self._motion.reset()
             self._last.clear()
+            self._reference.clear()
             self._on_generation()
         for camera, waiting in self._waiting.items():
             if waiting and not self._inflight(camera):
@@ -202,6 +204,7 @@ class Pipeline:
             )
             if check is not None:
                 self._motion.inferred(frame.camera, check, frame.monotonic)
+                self._reference[frame.camera] = frame.frame_id
         completed = sup.poll(0.05 if sup.inflight else 0.0)
         for done in completed:
             self._complete(done)
@@ -212,14 +215,17 @@ class Pipeline:
         if not self._motion.gated(frame.camera):
             return None
         check = self._motion.check(frame.camera, frame.image, frame.monotonic)
-        if (
-            not check.infer
-            and not self._last.get(frame.camera)
-            and not self._inflight(frame.camera)
-        ):
-            # Its inferred frame never came back (a switch dropped it): nothing to carry.
+        if not check.infer and not self._reference_alive(frame.camera):
+            # The frame it was compared with left the model without results (a model
+            # fault dropped it, or a switch): the last results are older than the scene.
             return check._replace(verdict=Verdict.NO_REFERENCE)
         return check
+
+    def _reference_alive(self, camera: str) -> bool:
+        """Whether the gate's reference frame is with the model or gave the last results."""
+        ref = self._reference.get(camera)
+        last = self._last.get(camera)
+        return (last is not None and last.frame_id == ref) or ref in self._inflight(camera)
 
     def _inflight(self, camera: str) -> list[int]:
         """The camera's frames with the model, oldest first."""
@@ -254,8 +260,9 @@ class Pipeline:
         self._track(camera, still.timestamp, last.results, last.size, last.classifier, None)
 
     def _orphaned(self, camera: str, waiting: deque[_Still]) -> None:
-        """Still frames whose frame left the model without results (never expected:
-        the supervisor resubmits what a dead worker held)."""
+        """Still frames whose frame left the model without results (a model fault dropped
+        it; a dead worker's frames are resubmitted): they carry the camera's last results,
+        whose frame their payload names, and the next frame goes to the model."""
         if camera in self._last:
             self._release(camera, waiting[-1].after)
             return

@@ -1,0 +1,135 @@
+"""Tier 1: the pipeline's motion gate when the model drops a frame (fake supervisor).
+
+A frame the last backend cannot run is dropped and counted (a model fault). When that
+frame was a gated camera's reference, the frames compared with it must not carry the
+camera's older results: the next frame goes to the model.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from edge_agent.capture.motion import MotionGate, MotionSettings
+from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.inference.geometry import plan_fit
+from edge_agent.inference.switching import Completion
+from tests.unit.test_motion import scene, with_box
+
+EMPTY = scene(3)
+PERSON = with_box(EMPTY, 300, 200)
+
+
+class Person:
+    """A decoded result (what the pipeline needs of one)."""
+
+    def to_json(self) -> dict:
+        return {"label": "person"}
+
+
+class Decoder:
+    """The fake worker's "outputs" say whether the box is in the frame."""
+
+    task = "detection"
+
+    def __call__(self, outputs, fit):
+        return [Person()] if outputs[0] else []
+
+
+class FakeSupervisor:
+    """Two slots; each poll completes what is in flight, except the frames in ``drop``,
+    which leave without results as a model fault's frames do."""
+
+    def __init__(self, drop: set[int]):
+        self.drop = drop
+        self.jobs: list = []
+        decoder = Decoder()
+        self.current = SimpleNamespace(
+            codec=SimpleNamespace(
+                preprocessor=lambda image, buf: plan_fit(640, 480, 32, 32, "stretch"),
+                decoder=decoder,
+            ),
+            worker=SimpleNamespace(info=SimpleNamespace(model_path="m.tflite", backend="cpu")),
+            meta={},
+        )
+
+    @property
+    def inflight(self) -> int:
+        return len(self.jobs)
+
+    def apply_pending(self):
+        return None
+
+    def slot(self):
+        return (len(self.jobs), None) if len(self.jobs) < 2 else None
+
+    def submit(self, slot, job):
+        self.jobs.append(job)
+
+    def inflight_jobs(self):
+        return list(self.jobs)
+
+    def poll(self, timeout):
+        jobs, self.jobs = self.jobs, []
+        return [
+            Completion(job, [bool(job.image[240, 310, 0] == 230)], 1.0, self.current)
+            for job in jobs
+            if job.frame_id not in self.drop
+        ]
+
+
+class FakeCamera:
+    """Hands out the given frames, one per ``get``."""
+
+    name = "cam"
+
+    def __init__(self, images):
+        self.frames = [
+            SimpleNamespace(
+                camera="cam", frame_id=i, timestamp=100.0 + i, monotonic=i / 30, image=im
+            )
+            for i, im in enumerate(images)
+        ]
+
+    def get(self, timeout):
+        return self.frames.pop(0) if self.frames else None
+
+
+def run(drop: set[int]) -> dict[int, dict]:
+    """Frame 0 is empty, then a person stands still for 5 frames; the published results
+    by frame id."""
+    published: dict[int, dict] = {}
+    camera = FakeCamera([EMPTY] + [PERSON] * 5)
+    pipeline = Pipeline(
+        [camera],
+        FakeSupervisor(drop),
+        lambda payload: published.__setitem__(payload["frame_id"], payload),
+        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        results="all",
+        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
+    )
+    for _ in range(10):
+        pipeline.step()
+    return published
+
+
+def labels(payload: dict) -> list[str]:
+    return [r["label"] for r in payload["results"]]
+
+
+def test_still_frames_carry_the_results_of_the_frame_they_were_compared_with():
+    published = run(drop=set())
+    assert labels(published[1]) == ["person"] and published[1]["motion"] == "motion"
+    for i in range(2, 6):
+        assert published[i]["motion"] == "still" and published[i]["inferred_frame_id"] == 1
+        assert labels(published[i]) == ["person"], i
+
+
+def test_a_dropped_reference_sends_the_next_frame_to_the_model():
+    # Frame 1, where the person appears, is dropped by the model. Frames 2.. look like
+    # it, so the gate calls them still; they must not carry frame 0's empty results.
+    published = run(drop={1})
+    assert 1 not in published
+    assert published[2]["motion"] == "no_reference" and "inferred_frame_id" not in published[2]
+    for i in range(2, 6):
+        assert labels(published[i]) == ["person"], (i, published[i])
+    assert all(published[i]["inferred_frame_id"] == 2 for i in range(3, 6))
