@@ -173,6 +173,7 @@ class Pipeline:
         for camera, waiting in self._waiting.items():
             if waiting and not self._inflight(camera):
                 self._orphaned(camera, waiting)
+        stills = 0
         while True:
             slot = sup.slot()
             if slot is None:
@@ -183,7 +184,12 @@ class Pipeline:
             check = self._gate(frame)
             if check is not None and not check.infer:
                 self._still(frame, check)
-                break  # back to poll: a static scene must not starve the completions
+                stills += 1
+                # Other cameras' frames may still fill the slot, but back to poll after
+                # a round of them: a static scene must not starve the completions.
+                if stills >= len(self._cameras):
+                    break
+                continue
             t0 = time.monotonic()
             fit = sup.current.codec.preprocessor(frame.image, slot[1])
             t1 = time.monotonic()

@@ -80,12 +80,11 @@ class FakeSupervisor:
 class FakeCamera:
     """Hands out the given frames, one per ``get``."""
 
-    name = "cam"
-
-    def __init__(self, images):
+    def __init__(self, images, name="cam"):
+        self.name = name
         self.frames = [
             SimpleNamespace(
-                camera="cam", frame_id=i, timestamp=100.0 + i, monotonic=i / 30, image=im
+                camera=name, frame_id=i, timestamp=100.0 + i, monotonic=i / 30, image=im
             )
             for i, im in enumerate(images)
         ]
@@ -133,3 +132,24 @@ def test_a_dropped_reference_sends_the_next_frame_to_the_model():
     for i in range(2, 6):
         assert labels(published[i]) == ["person"], (i, published[i])
     assert all(published[i]["inferred_frame_id"] == 2 for i in range(3, 6))
+
+
+def test_a_still_camera_does_not_keep_another_cameras_frame_from_the_model():
+    published: list[tuple[str, int]] = []
+    still, moving = FakeCamera([EMPTY] * 3, "still"), FakeCamera([EMPTY, PERSON, EMPTY], "door")
+    supervisor = FakeSupervisor(drop=set())
+    pipeline = Pipeline(
+        [still, moving],
+        supervisor,
+        lambda payload: published.append((payload["camera"], payload["frame_id"])),
+        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        results="all",
+        motion=MotionGate({"still": MotionSettings(enabled=True, max_idle=60.0)}),
+    )
+    pipeline.step()  # both cameras' first frames go to the model
+    assert sorted(published) == [("door", 0), ("still", 0)]
+    published.clear()
+    # The still camera's frame skips the model; the other camera's frame takes the free
+    # slot in the same round instead of waiting for the next one.
+    pipeline.step()
+    assert ("still", 1) in published and ("door", 1) in published, published
