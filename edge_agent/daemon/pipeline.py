@@ -120,8 +120,13 @@ class Pipeline:
                 # Its still frame and the frame it waits for are both held: taking
                 # another would free the in-flight frame's buffer (see FrameSlot).
                 continue
+            detecting = self._detecting(cam.name)
+            if not detecting and self._inflight(cam.name):
+                # Detection just went off: taking (and dropping) its frames would free
+                # the buffer of the frame still with the model (see FrameSlot).
+                continue
             frame = cam.get(0.0 if n > 1 else timeout)
-            if frame is not None and not self._detecting(cam.name):
+            if frame is not None and not detecting:
                 self._skip(frame)
                 continue
             if frame is not None:

@@ -1,14 +1,18 @@
-"""Tier 1: the pipeline's motion gate when the model drops a frame (fake supervisor).
+"""Tier 1: the pipeline's frame handling around the model (fake supervisor, fake or
+real frame slot).
 
-A frame the last backend cannot run is dropped and counted (a model fault). When that
-frame was a gated camera's reference, the frames compared with it must not carry the
-camera's older results: the next frame goes to the model.
+* A frame the last backend cannot run is dropped and counted (a model fault). When that
+  frame was a gated camera's reference, the frames compared with it must not carry the
+  camera's older results: the next frame goes to the model.
+* A still frame of one camera does not keep another camera's frame out of a free slot.
+* A frame with the model keeps its image while its camera's detection is switched off.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+from edge_agent.capture.frames import Frame, FrameSlot
 from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.inference.geometry import plan_fit
@@ -41,6 +45,7 @@ class FakeSupervisor:
 
     def __init__(self, drop: set[int]):
         self.drop = drop
+        self.hold = False  # the worker is busy: nothing completes
         self.jobs: list = []
         decoder = Decoder()
         self.current = SimpleNamespace(
@@ -69,6 +74,8 @@ class FakeSupervisor:
         return list(self.jobs)
 
     def poll(self, timeout):
+        if self.hold:
+            return []
         jobs, self.jobs = self.jobs, []
         return [
             Completion(job, [bool(job.image[240, 310, 0] == 230)], 1.0, self.current)
@@ -153,3 +160,54 @@ def test_a_still_camera_does_not_keep_another_cameras_frame_from_the_model():
     # slot in the same round instead of waiting for the next one.
     pipeline.step()
     assert ("still", 1) in published and ("door", 1) in published, published
+
+
+class SlotCamera:
+    """A camera over the real FrameSlot, fed by the test: frames of one grey level."""
+
+    name = "cam"
+
+    def __init__(self):
+        self.slot = FrameSlot()
+        self.frame_id = 0
+
+    def feed(self, level: int) -> None:
+        index, buffer = self.slot.writable()
+        image = buffer if buffer is not None else EMPTY.copy()
+        image[:] = level  # read into the buffer in place, as a camera does
+        self.slot.publish(index, Frame(image, self.frame_id, 100.0 + self.frame_id, 0.0, "cam"))
+        self.frame_id += 1
+
+    def get(self, timeout):
+        return self.slot.take(timeout)
+
+
+def test_switching_detection_off_keeps_the_in_flight_frame_intact():
+    seen: dict[float, int] = {}  # frame timestamp -> its image's grey level when tracked
+    detecting = [True]
+    camera, supervisor = SlotCamera(), FakeSupervisor(drop=set())
+    pipeline = Pipeline(
+        [camera],
+        supervisor,
+        lambda payload: None,
+        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        on_frame=lambda cam, ts, results, size, classifier, image: seen.__setitem__(
+            ts, int(image[0, 0, 0])
+        ),
+        detecting=lambda name: detecting[0],
+    )
+    supervisor.hold = True  # frame 0 stays with the model
+    camera.feed(10)
+    pipeline.step()
+    assert len(supervisor.jobs) == 1
+    detecting[0] = False  # the operator turns detection off meanwhile
+    for level in range(11, 16):
+        camera.feed(level)
+        pipeline.step()
+    supervisor.hold = False
+    for level in range(16, 18):
+        camera.feed(level)
+        pipeline.step()
+    # Frame 0's results came back with frame 0's own image, not a later frame's.
+    assert seen[100.0] == 10
+    assert len(seen) > 1  # and frames taken after it were skipped
