@@ -146,6 +146,10 @@ class MotionGate:
         if check.verdict is Verdict.FORCED:
             self._forced -= 1
 
+    def forget(self) -> None:
+        """Forget the references: the next frame of every camera goes to the model."""
+        self._references.clear()
+
     def reset(self) -> None:
         """A new model: forget the references and infer the next frames."""
         self._references.clear()

@@ -104,6 +104,7 @@ class Pipeline:
         self._motion = motion if motion is not None else MotionGate({})
         self._last: dict[str, _Last] = {}
         self._reference: dict[str, int] = {}  # the frame each gated camera is compared with
+        self._decoding_seen = 0  # the supervisor's decoding_changes last seen
         self._waiting: dict[str, deque[_Still]] = {}
         self._next_camera = 0
         self.frames = 0  # frames processed by the model
@@ -175,6 +176,12 @@ class Pipeline:
             self._last.clear()
             self._reference.clear()
             self._on_generation()
+        if sup.decoding_changes != self._decoding_seen:
+            # New thresholds: results carried to still frames were decoded with the old
+            # ones, so every gated camera's next frame goes to the model.
+            self._decoding_seen = sup.decoding_changes
+            self._motion.forget()
+            self._reference.clear()
         for camera, waiting in self._waiting.items():
             if waiting and not self._inflight(camera):
                 self._orphaned(camera, waiting)

@@ -111,6 +111,7 @@ class Supervisor:
         self.errors = 0  # worker deaths, hangs and invoke errors
         self.invoke_errors = 0  # frames the model itself failed on
         self.completed = 0
+        self.decoding_changes = 0  # decode settings applied live (thresholds, ...)
         self.last_error = ""
 
     # ----------------------------------------------------------------- lifecycle
@@ -331,6 +332,7 @@ class Supervisor:
         """
         if self._decoding.take_changed() and self.current is not None:
             self._decoding.apply(self.current)
+            self.decoding_changes += 1
         if self._reprobe.claim():
             self._reprober.start(self.current)
         if self._inflight or self._broken is not None or self.switches.pending is None:

@@ -4,6 +4,7 @@ real frame slot).
 * A frame the last backend cannot run is dropped and counted (a model fault). When that
   frame was a gated camera's reference, the frames compared with it must not carry the
   camera's older results: the next frame goes to the model.
+* Still frames do not carry results decoded before a threshold change.
 * A still frame of one camera does not keep another camera's frame out of a free slot.
 * A frame with the model keeps its image while its camera's detection is switched off.
 """
@@ -34,9 +35,10 @@ class Decoder:
     """The fake worker's "outputs" say whether the box is in the frame."""
 
     task = "detection"
+    strict = False  # a raised threshold: the box no longer counts
 
     def __call__(self, outputs, fit):
-        return [Person()] if outputs[0] else []
+        return [Person()] if outputs[0] and not self.strict else []
 
 
 class FakeSupervisor:
@@ -46,6 +48,7 @@ class FakeSupervisor:
     def __init__(self, drop: set[int]):
         self.drop = drop
         self.hold = False  # the worker is busy: nothing completes
+        self.decoding_changes = 0
         self.jobs: list = []
         decoder = Decoder()
         self.current = SimpleNamespace(
@@ -211,3 +214,29 @@ def test_switching_detection_off_keeps_the_in_flight_frame_intact():
     # Frame 0's results came back with frame 0's own image, not a later frame's.
     assert seen[100.0] == 10
     assert len(seen) > 1  # and frames taken after it were skipped
+
+
+def test_a_threshold_change_sends_the_next_frame_to_the_model():
+    published: dict[int, dict] = {}
+    camera, supervisor = FakeCamera([EMPTY] + [PERSON] * 7), FakeSupervisor(drop=set())
+    pipeline = Pipeline(
+        [camera],
+        supervisor,
+        lambda payload: published.__setitem__(payload["frame_id"], payload),
+        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        results="all",
+        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
+    )
+    while 2 not in published:
+        pipeline.step()
+    assert labels(published[2]) == ["person"] and published[2]["motion"] == "still"
+    before = set(published)
+    # SIGHUP raised model.threshold: the supervisor applies it to the decoder.
+    supervisor.current.codec.decoder.strict = True
+    supervisor.decoding_changes += 1
+    for _ in range(10):
+        pipeline.step()
+    after = sorted(set(published) - before)
+    assert after == list(range(max(before) + 1, 8))
+    assert published[after[0]]["motion"] == "no_reference"
+    assert all(labels(published[i]) == [] for i in after), [published[i] for i in after]
