@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,9 @@ import pytest
 from edge_agent.publishing.embedded_broker import EmbeddedBroker
 from edge_agent.tools.ports import free_port, wait_for_port  # noqa: F401 (re-exported)
 from tests.support.mqtt_client import Message, MqttSubscriber, Refused  # noqa: F401 (re-exported)
+
+# What the daemon logs when a broker leaves its MQTT 5 CONNECT unanswered (amqtt does).
+MQTT5_FALLBACK = re.compile(r"cannot connect \(no CONNACK|speaks MQTT 3\.1\.1 only")
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
