@@ -52,8 +52,7 @@ class _Last(NamedTuple):
 class _Still(NamedTuple):
     """A gated camera's frame in which nothing moved, waiting for results to carry."""
 
-    frame_id: int
-    timestamp: float
+    frame: Any  # its image stays held while it waits (the camera is not read meanwhile)
     check: Check
     after: int  # the in-flight frame whose results it carries
 
@@ -106,6 +105,7 @@ class Pipeline:
         self._reference: dict[str, int] = {}  # the frame each gated camera is compared with
         self._decoding_seen = 0  # the supervisor's decoding_changes last seen
         self._waiting: dict[str, deque[_Still]] = {}
+        self._retry: dict[str, Any] = {}  # still frames whose reference the model dropped
         self._next_camera = 0
         self.frames = 0  # frames processed by the model
         self.skipped = 0  # frames of cameras whose detection is off
@@ -113,11 +113,17 @@ class Pipeline:
         self.last_frame_at: float | None = None
 
     def _next_frame(self, timeout: float) -> Any:
-        """The newest unseen frame of the next camera that has one (round robin)."""
+        """The newest unseen frame of the next camera that has one (round robin); first
+        a still frame whose reference the model dropped, which goes to the model itself."""
+        while self._retry:
+            _, frame = self._retry.popitem()
+            if self._detecting(frame.camera):
+                return frame
+            self._skip(frame)
         n = len(self._cameras)
         for i in range(n):
             cam = self._cameras[(self._next_camera + i) % n]
-            if self._waiting.get(cam.name):
+            if self._waiting.get(cam.name) or cam.name in self._retry:
                 # Its still frame and the frame it waits for are both held: taking
                 # another would free the in-flight frame's buffer (see FrameSlot).
                 continue
@@ -184,7 +190,11 @@ class Pipeline:
             self._reference.clear()
         for camera, waiting in self._waiting.items():
             if waiting and not self._inflight(camera):
-                self._orphaned(camera, waiting)
+                # The frame it waited for left the model without results (a model fault
+                # dropped it): carrying older results would be wrong, so the still frame
+                # (at most one per camera, its image still held) goes to the model.
+                self._retry[camera] = waiting.popleft().frame
+                waiting.clear()
         stills = 0
         while True:
             slot = sup.slot()
@@ -252,11 +262,9 @@ class Pipeline:
     def _still(self, frame: Any, check: Check) -> None:
         """A frame in which nothing moved: it carries the results of the frame the gate
         compared it with, once they are back (frames stay in order)."""
-        self.still += 1
-        self._stats.incr("motion_skipped")
         self._progress()
         inflight = self._inflight(frame.camera)
-        still = _Still(frame.frame_id, frame.timestamp, check, inflight[-1] if inflight else -1)
+        still = _Still(frame, check, inflight[-1] if inflight else -1)
         if inflight:
             self._waiting.setdefault(frame.camera, deque()).append(still)
         else:
@@ -264,29 +272,20 @@ class Pipeline:
 
     def _carry(self, camera: str, still: _Still) -> None:
         """Publish and track a still frame with its camera's last results."""
+        self.still += 1
+        self._stats.incr("motion_skipped")
         last = self._last[camera]
         if self._results == "all" or (last.results and self._results == "detections"):
             payload = dict(last.payload)
             payload.update(
-                timestamp=round(still.timestamp, 3),
-                frame_id=still.frame_id,
+                timestamp=round(still.frame.timestamp, 3),
+                frame_id=still.frame.frame_id,
                 inference_ms=0.0,
                 motion=still.check.verdict.value,
                 inferred_frame_id=last.frame_id,
             )
             self._publish(payload)
-        self._track(camera, still.timestamp, last.results, last.size, last.classifier, None)
-
-    def _orphaned(self, camera: str, waiting: deque[_Still]) -> None:
-        """Still frames whose frame left the model without results (a model fault dropped
-        it; a dead worker's frames are resubmitted): they carry the camera's last results,
-        whose frame their payload names, and the next frame goes to the model."""
-        if camera in self._last:
-            self._release(camera, waiting[-1].after)
-            return
-        logger.warning("camera %s: %d still frame(s) had no results to carry", camera, len(waiting))
-        self._stats.incr("errors")
-        waiting.clear()
+        self._track(camera, still.frame.timestamp, last.results, last.size, last.classifier, None)
 
     def _release(self, camera: str, frame_id: int) -> None:
         """Carry the still frames that waited for this camera's frame ``frame_id``."""

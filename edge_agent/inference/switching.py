@@ -307,12 +307,14 @@ class DecodeOverride:
 
     def set(self, settings: DecodeSettings, labels_filter: Iterable[str]) -> None:
         """New settings (threshold, top_k, iou, max_detections) and labels (empty = all)."""
+        value = (settings, frozenset(labels_filter))
         with self._lock:
-            self._value = (settings, frozenset(labels_filter))
-            self._changed = True
+            if value != self._value:  # a reload that changed nothing here is no change
+                self._value = value
+                self._changed = True
 
     def take_changed(self) -> bool:
-        """True once after each :meth:`set`."""
+        """True once after each :meth:`set` that changed the settings."""
         with self._lock:
             changed, self._changed = self._changed, False
             return changed

@@ -4,7 +4,9 @@ real frame slot).
 * A frame the last backend cannot run is dropped and counted (a model fault). When that
   frame was a gated camera's reference, the frames compared with it must not carry the
   camera's older results: the next frame goes to the model.
-* Still frames do not carry results decoded before a threshold change.
+* A still frame waiting for a frame the model dropped goes to the model itself.
+* Still frames do not carry results decoded before a threshold change, and only a
+  reload that changes the decoding counts as one.
 * A still frame of one camera does not keep another camera's frame out of a free slot.
 * A frame with the model keeps its image while its camera's detection is switched off.
 """
@@ -17,7 +19,8 @@ from edge_agent.capture.frames import Frame, FrameSlot
 from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.inference.geometry import plan_fit
-from edge_agent.inference.switching import Completion
+from edge_agent.inference.postprocess import DecodeSettings
+from edge_agent.inference.switching import Completion, DecodeOverride
 from tests.unit.test_motion import scene, with_box
 
 EMPTY = scene(3)
@@ -227,8 +230,10 @@ def test_a_threshold_change_sends_the_next_frame_to_the_model():
         results="all",
         motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
     )
-    while 2 not in published:
+    for _ in range(10):
         pipeline.step()
+        if 2 in published:
+            break
     assert labels(published[2]) == ["person"] and published[2]["motion"] == "still"
     before = set(published)
     # SIGHUP raised model.threshold: the supervisor applies it to the decoder.
@@ -240,3 +245,41 @@ def test_a_threshold_change_sends_the_next_frame_to_the_model():
     assert after == list(range(max(before) + 1, 8))
     assert published[after[0]]["motion"] == "no_reference"
     assert all(labels(published[i]) == [] for i in after), [published[i] for i in after]
+
+
+def test_a_still_frame_waiting_for_a_dropped_frame_goes_to_the_model_itself():
+    published: dict[int, dict] = {}
+    camera, supervisor = FakeCamera([EMPTY] + [PERSON] * 3), FakeSupervisor(drop={1})
+    pipeline = Pipeline(
+        [camera],
+        supervisor,
+        lambda payload: published.__setitem__(payload["frame_id"], payload),
+        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        results="all",
+        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
+    )
+    supervisor.slot = lambda: (0, None) if not supervisor.jobs else None  # one at a time
+    pipeline.step()
+    assert list(published) == [0] and labels(published[0]) == []
+    supervisor.hold = True
+    supervisor.slot = lambda: (len(supervisor.jobs), None) if len(supervisor.jobs) < 2 else None
+    pipeline.step()  # frame 1 (the person appears) goes to the model; frame 2 waits for it
+    assert [job.frame_id for job in supervisor.jobs] == [1] and 2 not in published
+    supervisor.hold = False
+    for _ in range(4):
+        pipeline.step()  # the model drops frame 1
+    assert 1 not in published
+    # Frame 2 did not carry frame 0's empty results: it went to the model itself.
+    assert published[2]["motion"] == "no_reference" and labels(published[2]) == ["person"]
+    assert labels(published[3]) == ["person"] and published[3]["inferred_frame_id"] == 2
+    assert sorted(published) == [0, 2, 3]
+
+
+def test_only_a_reload_that_changes_the_decoding_counts_as_a_change():
+    override = DecodeOverride()
+    override.set(DecodeSettings(threshold=0.5), ["person"])
+    assert override.take_changed() and not override.take_changed()
+    override.set(DecodeSettings(threshold=0.5), ["person"])  # e.g. only the log level
+    assert not override.take_changed()
+    override.set(DecodeSettings(threshold=0.7), ["person"])
+    assert override.take_changed()
