@@ -67,9 +67,18 @@ def test_sigkill_at_random_points_of_updates(tmp_path, mqtt_broker, mqtt_subscri
                 )
                 topics = daemon.topics
                 n_results, n_states = len(sub.on(topics.results)), len(sub.on(topics.model))
+                life_started = time.time()
                 daemon.start()
+                # Only this life's frames: results the killed daemon had handed to the
+                # broker may still reach the subscriber after the kill (seen under load).
                 first = wait_results(
-                    sub, topics.results, 3, after=n_results, timeout=30, daemon=daemon
+                    sub,
+                    topics.results,
+                    3,
+                    after=n_results,
+                    where=lambda r, t=life_started: r["timestamp"] >= t,
+                    timeout=30,
+                    daemon=daemon,
                 )
                 now = {version_of(r) for r in first}
                 assert len(now) == 1 and now <= expected, (
