@@ -85,6 +85,7 @@ def changed_fraction(small: np.ndarray, reference: np.ndarray, pixel_delta: int)
 class _Reference(NamedTuple):
     small: np.ndarray
     at: float  # monotonic time of the inferred frame
+    frame_id: int  # the inferred frame's id (-1 when not given)
 
 
 class MotionGate:
@@ -140,11 +141,17 @@ class MotionGate:
             verdict = Verdict.STILL
         return Check(verdict, changed, small)
 
-    def inferred(self, camera: str, check: Check, now: float) -> None:
-        """The checked frame went to the model: it is the camera's new reference."""
-        self._references[camera] = _Reference(check.small, now)
+    def inferred(self, camera: str, check: Check, now: float, frame_id: int = -1) -> None:
+        """The checked frame (``frame_id``) went to the model: it is the camera's new
+        reference."""
+        self._references[camera] = _Reference(check.small, now, frame_id)
         if check.verdict is Verdict.FORCED:
             self._forced -= 1
+
+    def reference(self, camera: str) -> int | None:
+        """The id of the frame the camera's next frames are compared with, if any."""
+        ref = self._references.get(camera)
+        return ref.frame_id if ref is not None else None
 
     def forget(self) -> None:
         """Forget the references: the next frame of every camera goes to the model."""

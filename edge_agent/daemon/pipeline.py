@@ -102,7 +102,6 @@ class Pipeline:
         self._detecting = detecting
         self._motion = motion if motion is not None else MotionGate({})
         self._last: dict[str, _Last] = {}
-        self._reference: dict[str, int] = {}  # the frame each gated camera is compared with
         self._decoding_seen = 0  # the supervisor's decoding_changes last seen
         self._waiting: dict[str, deque[_Still]] = {}
         self._retry: dict[str, Any] = {}  # still frames whose reference the model dropped
@@ -180,14 +179,12 @@ class Pipeline:
             # The old model's results must not stand for the new one's.
             self._motion.reset()
             self._last.clear()
-            self._reference.clear()
             self._on_generation()
         if sup.decoding_changes != self._decoding_seen:
             # New thresholds: results carried to still frames were decoded with the old
             # ones, so every gated camera's next frame goes to the model.
             self._decoding_seen = sup.decoding_changes
             self._motion.forget()
-            self._reference.clear()
         for camera, waiting in self._waiting.items():
             if waiting and not self._inflight(camera):
                 # The frame it waited for left the model without results (a model fault
@@ -231,8 +228,7 @@ class Pipeline:
                 ),
             )
             if check is not None:
-                self._motion.inferred(frame.camera, check, frame.monotonic)
-                self._reference[frame.camera] = frame.frame_id
+                self._motion.inferred(frame.camera, check, frame.monotonic, frame.frame_id)
         completed = sup.poll(0.05 if sup.inflight else 0.0)
         for done in completed:
             self._complete(done)
@@ -251,7 +247,7 @@ class Pipeline:
 
     def _reference_alive(self, camera: str) -> bool:
         """Whether the gate's reference frame is with the model or gave the last results."""
-        ref = self._reference.get(camera)
+        ref = self._motion.reference(camera)
         last = self._last.get(camera)
         return (last is not None and last.frame_id == ref) or ref in self._inflight(camera)
 
