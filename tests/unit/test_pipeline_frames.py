@@ -106,19 +106,33 @@ class FakeCamera:
         return self.frames.pop(0) if self.frames else None
 
 
+STATS = SimpleNamespace(record=lambda *a: None, incr=lambda *a: None)
+GATE = MotionSettings(enabled=True, max_idle=60.0)
+
+
+def gated_pipeline(cameras, supervisor, publish, gated=("cam",)) -> Pipeline:
+    """A pipeline publishing every frame, its ``gated`` cameras behind the motion gate."""
+    return Pipeline(
+        cameras,
+        supervisor,
+        publish,
+        STATS,
+        results="all",
+        motion=MotionGate({name: GATE for name in gated}),
+    )
+
+
+def by_id(published: dict[int, dict]):
+    """A publish callback keeping each payload under its frame id."""
+    return lambda payload: published.__setitem__(payload["frame_id"], payload)
+
+
 def run(drop: set[int]) -> dict[int, dict]:
     """Frame 0 is empty, then a person stands still for 5 frames; the published results
     by frame id."""
     published: dict[int, dict] = {}
     camera = FakeCamera([EMPTY] + [PERSON] * 5)
-    pipeline = Pipeline(
-        [camera],
-        FakeSupervisor(drop),
-        lambda payload: published.__setitem__(payload["frame_id"], payload),
-        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
-        results="all",
-        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
-    )
+    pipeline = gated_pipeline([camera], FakeSupervisor(drop), by_id(published))
     for _ in range(10):
         pipeline.step()
     return published
@@ -151,13 +165,11 @@ def test_a_still_camera_does_not_keep_another_cameras_frame_from_the_model():
     published: list[tuple[str, int]] = []
     still, moving = FakeCamera([EMPTY] * 3, "still"), FakeCamera([EMPTY, PERSON, EMPTY], "door")
     supervisor = FakeSupervisor(drop=set())
-    pipeline = Pipeline(
+    pipeline = gated_pipeline(
         [still, moving],
         supervisor,
         lambda payload: published.append((payload["camera"], payload["frame_id"])),
-        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
-        results="all",
-        motion=MotionGate({"still": MotionSettings(enabled=True, max_idle=60.0)}),
+        gated=("still",),
     )
     pipeline.step()  # both cameras' first frames go to the model
     assert sorted(published) == [("door", 0), ("still", 0)]
@@ -196,7 +208,7 @@ def test_switching_detection_off_keeps_the_in_flight_frame_intact():
         [camera],
         supervisor,
         lambda payload: None,
-        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
+        STATS,
         on_frame=lambda cam, ts, results, size, classifier, image: seen.__setitem__(
             ts, int(image[0, 0, 0])
         ),
@@ -222,14 +234,7 @@ def test_switching_detection_off_keeps_the_in_flight_frame_intact():
 def test_a_threshold_change_sends_the_next_frame_to_the_model():
     published: dict[int, dict] = {}
     camera, supervisor = FakeCamera([EMPTY] + [PERSON] * 7), FakeSupervisor(drop=set())
-    pipeline = Pipeline(
-        [camera],
-        supervisor,
-        lambda payload: published.__setitem__(payload["frame_id"], payload),
-        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
-        results="all",
-        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
-    )
+    pipeline = gated_pipeline([camera], supervisor, by_id(published))
     for _ in range(10):
         pipeline.step()
         if 2 in published:
@@ -250,14 +255,7 @@ def test_a_threshold_change_sends_the_next_frame_to_the_model():
 def test_a_still_frame_waiting_for_a_dropped_frame_goes_to_the_model_itself():
     published: dict[int, dict] = {}
     camera, supervisor = FakeCamera([EMPTY] + [PERSON] * 3), FakeSupervisor(drop={1})
-    pipeline = Pipeline(
-        [camera],
-        supervisor,
-        lambda payload: published.__setitem__(payload["frame_id"], payload),
-        SimpleNamespace(record=lambda *a: None, incr=lambda *a: None),
-        results="all",
-        motion=MotionGate({"cam": MotionSettings(enabled=True, max_idle=60.0)}),
-    )
+    pipeline = gated_pipeline([camera], supervisor, by_id(published))
     supervisor.slot = lambda: (0, None) if not supervisor.jobs else None  # one at a time
     pipeline.step()
     assert list(published) == [0] and labels(published[0]) == []
