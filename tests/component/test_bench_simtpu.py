@@ -5,6 +5,8 @@ Nothing here is timed: the tests check outputs, selection and field sanity only.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import threading
 import time
 
@@ -16,6 +18,8 @@ from edge_agent.inference.backends.cpu import CpuBackend
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.simtpu import SimulatedTpuBackend
 from tests.support.paths import fixture_model
+
+PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # <linux/prctl.h>
 
 MODEL = str(fixture_model("color_uint8.tflite"))
 
@@ -54,6 +58,31 @@ def test_bad_invoke_time_is_a_clear_error():
         SimulatedTpuBackend(invoke_ms=0).open(request())
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is Linux's")
+def test_the_invoking_thread_and_no_other_gets_a_tight_timer_slack():
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def slack():
+        return libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0)
+
+    seen = {}
+    sim = SimulatedTpuBackend(invoke_ms=0.1).open(request())
+
+    def invoking():
+        seen["before"] = slack()
+        sim.invoke()
+        seen["after"] = slack()
+
+    libc.prctl(PR_SET_TIMERSLACK, 0, 0, 0, 0)  # back to the default, whoever invoked here
+    ours = slack()
+    t = threading.Thread(target=invoking)
+    t.start()
+    t.join(10)
+    assert seen["before"] == ours and seen["before"] != 1000
+    assert seen["after"] == 1000
+    assert slack() == ours  # the thread that did not invoke keeps the system's
+
+
 def test_per_thread_split_names_threads_and_sums_to_total():
     stop = threading.Event()
 
@@ -80,7 +109,6 @@ def test_bench_with_the_simulated_tpu_runs_the_real_pipeline_and_reports_p9(tmp_
     # In a subprocess: the bench registers the stand-in for its own processes only.
     import json
     import subprocess
-    import sys
 
     from tests.support.paths import REPO
 
