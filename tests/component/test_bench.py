@@ -94,6 +94,12 @@ def check_report(r):
     assert b["fps"] > 0 and b["cpu_ms_per_frame"] > 0 and b["published"] == FRAMES + WARMUP
     per_round = r["rounds"][0]
     assert b["ratio_c_b"] == pytest.approx(per_round["pipeline"]["fps"] / per_round["naive"]["fps"])
+    # D, the worker alone, ran the same model on the same backend; its ratios are per round.
+    d, w = r["worker_loop"], per_round["worker"]
+    assert w["backend"] == "cpu" and d["fps"] == w["fps"] > 0 and d["invoke_p50_ms"] > 0
+    assert d["ratio_d_a"] == pytest.approx(w["fps"] / per_round["bare"]["fps"])
+    assert d["ratio_c_d"] == pytest.approx(per_round["pipeline"]["fps"] / w["fps"])
+    assert f"(D): {d['fps']:.1f} fps" in format_report(r)
     # P2': the daemon's CPU per frame by thread; its total is the daemon's threads only.
     for run in ("thread_ms_per_frame", "paced_thread_ms_per_frame"):
         split = r[run]

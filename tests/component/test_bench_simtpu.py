@@ -123,6 +123,9 @@ def test_bench_with_the_simulated_tpu_runs_the_real_pipeline_and_reports_p9(tmp_
     assert r["backend"] == "simtpu" and r["sim_tpu_ms"] == 2.5 and r["cameras"] == 2
     # A: the bare loop is the accelerator's pace (a sleep of 2.5 ms), never faster.
     assert 0 < r["bare"]["fps"] <= 1000 / 2.5
+    # D: the worker process on the same stand-in, never faster than its sleep either.
+    assert r["rounds"][0]["worker"]["backend"] == "simtpu"
+    assert 0 < r["worker_loop"]["fps"] <= 1000 / 2.5
     p9 = r["targets"]["P9_sim_tpu_fps"]
     assert p9["value"] == r["pipeline"]["fps"] and p9["limit"] == pytest.approx(380.0)
     assert p9["met"] == (p9["value"] >= 380.0)

@@ -19,6 +19,7 @@ from edge_agent.tools.bench.motion_cost import motion_lines
 from edge_agent.tools.bench.naive import naive_lines
 from edge_agent.tools.bench.objects_cost import objects_lines
 from edge_agent.tools.bench.pipeline_run import STAGES
+from edge_agent.tools.bench.worker_loop import worker_lines
 
 # The project's performance targets (ratios and budgets; absolute times vary by box).
 RATIO_MIN = 0.95  # P1: pipeline fps / bare invoke fps
@@ -382,7 +383,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(
         f"  growth {_num(m['growth_mb'], 2)} MB over {int(m['growth_frames'] or 0)} frames"
     )
-    lines += naive_lines(report) + objects_lines(report) + thread_lines(report)
+    lines += naive_lines(report) + worker_lines(report)
+    lines += objects_lines(report) + thread_lines(report)
     lines += motion_lines(report) + decode_lines(report)
     lines += ["", "  targets"]
     for name, t in report["targets"].items():

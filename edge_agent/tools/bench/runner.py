@@ -30,6 +30,7 @@ from edge_agent.tools.bench.pipeline_run import run_pipeline
 from edge_agent.tools.bench.report import summarize
 from edge_agent.tools.bench.simtpu import install_plugin, p9_target
 from edge_agent.tools.bench.sink import Sink
+from edge_agent.tools.bench.worker_loop import worker_loop, worker_summary
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ def run_bench(
                          f"{entry['reduced']['fps']:.1f} fps")  # fmt: skip
             bare = run_bare(options, image, opts.frames, opts.warmup, timeout=600.0)
             on_round(f"round {r + 1}: bare invoke {bare['fps']:.1f} fps")
+            entry["worker"] = worker_loop(options, image, opts.frames, opts.warmup, timeout=600.0)
+            on_round(f"round {r + 1}: worker alone {entry['worker']['fps']:.1f} fps")
             naive = run_naive(options, source, opts.frames, opts.warmup, (sink.host, sink.port),
                               f"bench-{tag}-{r}-naive", timeout=600.0)  # fmt: skip
             on_round(f"round {r + 1}: naive loop {naive['fps']:.1f} fps")
@@ -231,6 +234,7 @@ def run_bench(
     report = summarize(opts, source, image.shape, broker, rounds, starts)
     report["cameras"] = opts.cameras
     report["naive"] = naive_summary(rounds)
+    report["worker_loop"] = worker_summary(rounds)
     if opts.sim_tpu_ms > 0:
         report["sim_tpu_ms"] = opts.sim_tpu_ms
         report["targets"]["P9_sim_tpu_fps"] = p9_target(report["pipeline"]["fps"], opts.sim_tpu_ms)
