@@ -14,7 +14,6 @@ transition takes its owner's lock. Workers are stopped and callbacks called outs
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -39,19 +38,19 @@ from edge_agent.inference.switching import (
     Switchboard,
     WorkerRestarted,
 )
-from edge_agent.inference.worker import SLOTS, Buffers, Done, WorkerHandle, WorkerInfo
+from edge_agent.inference.worker import (
+    SLOTS,
+    Buffers,
+    Done,
+    WorkerHandle,
+    WorkerInfo,
+    forkserver_context,
+)
 
 logger = logging.getLogger(__name__)
 
 CodecFactory = Callable[[WorkerInfo, ModelOptions], Codec]
 WorkerFactory = Callable[..., WorkerHandle]
-
-
-def forkserver_context() -> Any:
-    """A forkserver context with the heavy imports preloaded: restarts take milliseconds."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["edge_agent.inference.worker", "ai_edge_litert.interpreter"])
-    return ctx
 
 
 class Supervisor:
@@ -105,6 +104,7 @@ class Supervisor:
         self._inflight: dict[int, tuple[int, Any, float]] = {}  # seq -> (slot, job, t_submit)
         self._seq = 0
         self._broken: tuple[RunningModel, tuple[str, ...]] | None = None  # awaiting restart
+        self._unannounced = False  # a switch whose worker poll() is still (re)starting
         self._restart_backoff = Backoff(1.0, max(1.0, reprobe_max))
         self._restart_at = 0.0
         self.restarts = 0
@@ -149,10 +149,8 @@ class Supervisor:
                     raise
                 logger.error(
                     "model %s: loading on %s failed (%s); trying the next backend",
-                    options.path,
-                    exc.backend,
-                    exc,
-                )
+                    options.path, exc.backend, exc,
+                )  # fmt: skip
                 self.last_error = str(exc)
                 skip = (*skip, exc.backend)
         try:
@@ -202,12 +200,8 @@ class Supervisor:
 
     def slot(self) -> tuple[int, np.ndarray] | None:
         """A free input slot to preprocess into, or None (busy, or a switch is pending)."""
-        if (
-            not self._free
-            or self.current is None
-            or self.switches.pending is not None
-            or self._broken is not None
-        ):
+        busy = not self._free or self._broken is not None or self.switches.pending is not None
+        if busy or self.current is None:
             return None
         slot = self._free[-1]
         return slot, self._buffers.inputs[slot]
@@ -311,10 +305,8 @@ class Supervisor:
             self.last_error = str(exc)
             logger.error(
                 "model %s: cannot restart the worker (retry in %.0fs): %s",
-                model.options.path,
-                delay,
-                exc,
-            )
+                model.options.path, delay, exc,
+            )  # fmt: skip
             return
         self._broken = None
         self._install(new)
@@ -335,6 +327,9 @@ class Supervisor:
             self.decoding_changes += 1
         if self._reprobe.claim():
             self._reprober.start(self.current)
+        if self._unannounced and self._broken is None:
+            self._unannounced = False  # poll() has now started the switch's worker
+            return self._announce()
         if self._inflight or self._broken is not None or self.switches.pending is None:
             return None
         ticket = self.switches.take(self.current)
@@ -361,20 +356,25 @@ class Supervisor:
             self._restart()
         ticket.resolve()
         if self._broken is not None:
+            # The pipeline must still learn of the switch (its motion references and
+            # last results are the old model's): announced once poll() starts it.
+            self._unannounced = True
             return None
-        model = self.current
-        info = model.worker.info
-        meta = model.meta
-        self._on_event(
-            SupervisorEvent.MODEL,
-            ModelSwitched(info.model_path, meta.get("name", ""), str(meta.get("version", ""))),
-        )
+        model = self._announce()
         if old is not None and old is not model:
             # Same model on a better backend, or a rollback: nothing to go back to.
             keep = ticket.keep_old and ticket.model.options != old.options
             drop = self.switches.replaced(old, keep)
             if drop is not None:
                 drop.worker.stop(1.0)
+        return model
+
+    def _announce(self) -> RunningModel:
+        """Report the model now serving as switched to, and return it."""
+        model = self.current
+        meta, path = model.meta, model.worker.info.model_path
+        switched = ModelSwitched(path, meta.get("name", ""), str(meta.get("version", "")))
+        self._on_event(SupervisorEvent.MODEL, switched)
         return model
 
     def set_decoding(self, settings: DecodeSettings, labels_filter: Iterable[str]) -> None:

@@ -16,15 +16,17 @@ and each ends serving the store's active release.
 from __future__ import annotations
 
 import random
+import time
 from types import SimpleNamespace
 
 import numpy as np
 
 from edge_agent.daemon.model_updates import switched
 from edge_agent.errors import WorkerError
+from edge_agent.inference import supervisor as supervisor_module
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
-from edge_agent.inference.switching import SwitchState
+from edge_agent.inference.switching import SupervisorEvent, SwitchState
 from edge_agent.inference.tensors import QuantParams, TensorSpec
 from edge_agent.inference.worker import Done, WorkerInfo
 
@@ -38,6 +40,7 @@ class World:
 
     def __init__(self) -> None:
         self.tpu = True
+        self.loadable = True  # False: every worker fails to load (disk trouble, say)
         self.violations: list[str] = []
         self.pids = 0
 
@@ -54,6 +57,8 @@ class FakeWorker:
         self._queue: list[Done] = []
 
     def start(self, timeout: float) -> WorkerInfo:
+        if not self._world.loadable:
+            raise WorkerError(f"worker {self.pid}: the model does not load")
         tpu = self._world.tpu and "edgetpu" not in self.skip
         backend, rank = ("edgetpu", 0) if tpu else ("cpu", 1)
         self.info = WorkerInfo(
@@ -103,6 +108,7 @@ class Interleaving:
     def __init__(self, seed: int):
         self.rng = random.Random(seed)
         self.world = World()
+        self.events: list[tuple] = []
         self.sup = Supervisor(
             options(1),
             codec,
@@ -111,6 +117,7 @@ class Interleaving:
             reprobe_max=1e6,
             context=object(),
             worker_factory=lambda *a, **kw: FakeWorker(*a, world=self.world, **kw),
+            on_event=lambda event, payload: self.events.append((event, payload)),
         )
         self.sup.start()
         self.active, self.history = 1, [1]  # the store: active release, installed ones
@@ -265,5 +272,33 @@ def test_a_reprobe_never_displaces_a_pending_update_and_a_cancelled_switch_is_ne
         for _ in range(3):
             run.frame()
         assert run.sup.current.meta["version"] == "1" and not run.world.violations
+    finally:
+        run.sup.stop()
+
+
+def test_a_rollback_whose_fresh_worker_starts_late_is_still_announced(monkeypatch):
+    # The pipeline resets its motion references and last results only on a switch
+    # apply_pending() returns; a rollback completed later by poll() must be one too.
+    run = Interleaving(0)
+    try:
+        run.update()
+        run.frame()
+        run.wake(timed_out=False)
+        assert run.flow.switched and run.sup.current.meta["version"] == "2"
+        run.verdict(False)  # unhealthy: back to v1, whose warm worker then dies
+        run.sup.switches.pending.model.worker.kill()
+        run.world.loadable = False
+        assert run.sup.apply_pending() is None  # v1's fresh worker cannot load yet
+        assert run.sup.slot() is None and run.active == 1
+        run.world.loadable = True
+        later = time.monotonic() + 3600.0  # past the restart backoff
+        monkeypatch.setattr(supervisor_module, "time", SimpleNamespace(monotonic=lambda: later))
+        run.sup.poll(0.0)  # restarts v1
+        assert run.sup.current.meta["version"] == "1" and run.sup.current.worker.alive()
+        del run.events[:]
+        announced = run.sup.apply_pending()
+        assert announced is run.sup.current
+        assert [p.version for e, p in run.events if e is SupervisorEvent.MODEL] == ["1"]
+        assert run.sup.apply_pending() is None  # announced once
     finally:
         run.sup.stop()

@@ -8,7 +8,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 from edge_agent.errors import WorkerError
-from edge_agent.inference.supervisor import forkserver_context
+from edge_agent.inference.worker import forkserver_context
 
 
 def _child(

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from edge_agent.errors import PublishError
-from edge_agent.inference.supervisor import forkserver_context
+from edge_agent.inference.worker import forkserver_context
 from edge_agent.publishing.settings import MqttSettings, base_client
 
 logger = logging.getLogger(__name__)
