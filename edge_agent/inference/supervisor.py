@@ -327,7 +327,7 @@ class Supervisor:
             self.decoding_changes += 1
         if self._reprobe.claim():
             self._reprober.start(self.current)
-        if self._unannounced and self._broken is None:
+        if self._unannounced and self._broken is None and not self._inflight:
             self._unannounced = False  # poll() has now started the switch's worker
             return self._announce()
         if self._inflight or self._broken is not None or self.switches.pending is None:

@@ -100,6 +100,12 @@ def check_report(r):
     assert d["ratio_d_a"] == pytest.approx(w["fps"] / per_round["bare"]["fps"])
     assert d["ratio_c_d"] == pytest.approx(per_round["pipeline"]["fps"] / w["fps"])
     assert f"(D): {d['fps']:.1f} fps" in format_report(r)
+    if "reduced" in per_round:  # --decode-scale: that run is put against D too
+        want = per_round["reduced"]["fps"] / w["fps"]
+        assert d["ratio_reduced_d"] == pytest.approx(want)
+        assert f"at decode_scale {want:.3f}" in format_report(r)
+    else:
+        assert d["ratio_reduced_d"] is None
     # P2': the daemon's CPU per frame by thread; its total is the daemon's threads only.
     for run in ("thread_ms_per_frame", "paced_thread_ms_per_frame"):
         split = r[run]

@@ -15,13 +15,26 @@ import pytest
 
 from edge_agent.inference.backends.base import BUILTINS, ModelRequest, registered
 from edge_agent.inference.backends.cpu import CpuBackend
-from edge_agent.tools.bench import procfs
+from edge_agent.tools.bench import procfs, simtpu
 from edge_agent.tools.bench.simtpu import SimulatedTpuBackend
 from tests.support.paths import fixture_model
 
 PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 29, 30  # <linux/prctl.h>
 
 MODEL = str(fixture_model("color_uint8.tflite"))
+
+
+@pytest.fixture(autouse=True)
+def _own_timer_slack():
+    """An invoke on this thread lowers its timer slack, which every thread and process
+    started later inherits: put it back, and forget that this thread set it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    linux = sys.platform.startswith("linux")
+    before = libc.prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) if linux else None
+    yield
+    if linux:
+        libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(before), 0, 0, 0)
+    simtpu._slack.__dict__.clear()
 
 
 def request(device="usb"):

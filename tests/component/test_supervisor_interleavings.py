@@ -280,7 +280,15 @@ def test_a_rollback_whose_fresh_worker_starts_late_is_still_announced(monkeypatc
     # The pipeline resets its motion references and last results only on a switch
     # apply_pending() returns; a rollback completed later by poll() must be one too.
     run = Interleaving(0)
+
+    def models():
+        return [p.version for e, p in run.events if e is SupervisorEvent.MODEL]
+
     try:
+        run.sup.current.worker.kill()  # a plain crash and restart is no switch
+        run.frame()
+        assert run.sup.current.worker.alive() and run.sup.apply_pending() is None
+        assert models() == []
         run.update()
         run.frame()
         run.wake(timed_out=False)
@@ -290,15 +298,16 @@ def test_a_rollback_whose_fresh_worker_starts_late_is_still_announced(monkeypatc
         run.world.loadable = False
         assert run.sup.apply_pending() is None  # v1's fresh worker cannot load yet
         assert run.sup.slot() is None and run.active == 1
+        assert models() == ["2"]  # v1 not announced while it does not run
         run.world.loadable = True
         later = time.monotonic() + 3600.0  # past the restart backoff
         monkeypatch.setattr(supervisor_module, "time", SimpleNamespace(monotonic=lambda: later))
         run.sup.poll(0.0)  # restarts v1
         assert run.sup.current.meta["version"] == "1" and run.sup.current.worker.alive()
-        del run.events[:]
+        assert models() == ["2"]
         announced = run.sup.apply_pending()
         assert announced is run.sup.current
-        assert [p.version for e, p in run.events if e is SupervisorEvent.MODEL] == ["1"]
-        assert run.sup.apply_pending() is None  # announced once
+        assert models() == ["2", "1"]
+        assert run.sup.apply_pending() is None and models() == ["2", "1"]  # announced once
     finally:
         run.sup.stop()

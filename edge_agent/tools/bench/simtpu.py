@@ -9,7 +9,8 @@ no CPU, so every CPU cycle the bench then measures is the host's own work.
 Linux lets a sleeping thread wake up to its *timer slack* late (50 us by default), so a
 2.5 ms sleep took 2.58 ms here: 3 % of P9's 5 % margin went to the stand-in itself,
 where a real accelerator's completion wakes its waiter at once. The invoking thread
-therefore asks for a 1 us slack (``PR_SET_TIMERSLACK``), its own and no other thread's.
+therefore asks for a 1 us slack (``PR_SET_TIMERSLACK``): its own, which threads and
+processes it starts afterwards inherit (in the worker, the invoking thread starts none).
 
 It is a bench tool and nothing else: it is not in the backend registry's BUILTINS nor
 declared as an ``edge_agent.backends`` entry point of the package, so ``auto`` and any
@@ -53,7 +54,8 @@ def tight_timer_slack() -> bool:
         if sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL(None, use_errno=True)
-                done = libc.prctl(PR_SET_TIMERSLACK, SLACK_NS, 0, 0, 0) == 0
+                slack = ctypes.c_ulong(SLACK_NS)  # prctl is variadic: pass a full long
+                done = libc.prctl(PR_SET_TIMERSLACK, slack, 0, 0, 0) == 0
             except (OSError, AttributeError):
                 done = False
         _slack.set = done

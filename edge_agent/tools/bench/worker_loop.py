@@ -37,7 +37,7 @@ def worker_loop(
         options: the model (its request gives backend, file and threads).
         image: a BGR frame from the benchmark's source, preprocessed once.
         frames, warmup: timed and untimed completions.
-        timeout: seconds for the load, and for each completion.
+        timeout: seconds for the whole run, model load included.
 
     Returns:
         fps, the worker's invoke p50, and the backend it ran on.
@@ -45,10 +45,12 @@ def worker_loop(
     Raises:
         WorkerError: the worker failed to load, died, hung or an invoke failed.
     """
+    deadline = time.monotonic() + timeout
     worker = WorkerHandle(options.request(), warmup=options.warmup, context=forkserver_context())
     info = worker.start(timeout)
-    buffers = Buffers(info.input, info.outputs)
+    buffers = None
     try:
+        buffers = Buffers(info.input, info.outputs)
         codec = build_codec(info.input, info.outputs, options, load_labels(options))
         for slot in range(SLOTS):
             codec.preprocessor(image, buffers.inputs[slot])
@@ -59,9 +61,9 @@ def worker_loop(
         for seq in range(min(SLOTS, total)):
             worker.submit(seq, seq)
         for i in range(total):
-            msg = worker.receive(timeout)
+            msg = worker.receive(max(0.0, deadline - time.monotonic()))
             if msg is None:
-                raise WorkerError(f"model {info.model_path}: no completion in {timeout:.0f}s")
+                raise WorkerError(f"model {info.model_path}: worker loop took over {timeout:.0f}s")
             if not isinstance(msg, Done):
                 raise WorkerError(f"model {info.model_path}: {getattr(msg, 'message', msg)}")
             done[i] = time.monotonic()
@@ -70,7 +72,8 @@ def worker_loop(
                 worker.submit(i + SLOTS, msg.slot)
     finally:
         worker.stop()
-        buffers.close()
+        if buffers is not None:
+            buffers.close()
     return {
         "fps": steady_fps(done, warmup),
         "invoke_p50_ms": float(np.percentile(invoke_ms[warmup:], 50)),
@@ -79,15 +82,20 @@ def worker_loop(
 
 
 def worker_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """D's median fps over rounds, and per round then the median: D/A and C/D."""
+    """D's median fps over rounds, and per round then the median: D/A and C/D (and the
+    reduced-decode run over D when it ran)."""
     runs = [r for r in rounds if r.get("worker")]
     if not runs:
         return {}
+    reduced = None
+    if all("reduced" in r for r in runs):  # with --decode-scale: that run over D
+        reduced = statistics.median(r["reduced"]["fps"] / r["worker"]["fps"] for r in runs)
     return {
         "fps": statistics.median(r["worker"]["fps"] for r in runs),
         "invoke_p50_ms": statistics.median(r["worker"]["invoke_p50_ms"] for r in runs),
         "ratio_d_a": statistics.median(r["worker"]["fps"] / r["bare"]["fps"] for r in runs),
         "ratio_c_d": statistics.median(r["pipeline"]["fps"] / r["worker"]["fps"] for r in runs),
+        "ratio_reduced_d": reduced,
     }
 
 
@@ -96,7 +104,9 @@ def worker_lines(report: dict[str, Any]) -> list[str]:
     d = report.get("worker_loop")
     if not d:
         return []
+    reduced = d.get("ratio_reduced_d")
+    with_reduced = "" if reduced is None else f", at decode_scale {reduced:.3f}"
     return [
         f"  worker alone, two in flight (D): {d['fps']:.1f} fps; process boundary (D/A) "
-        f"{d['ratio_d_a']:.3f}, pipeline's own work (C/D) {d['ratio_c_d']:.3f}"
+        f"{d['ratio_d_a']:.3f}, pipeline's own work (C/D) {d['ratio_c_d']:.3f}{with_reduced}"
     ]
