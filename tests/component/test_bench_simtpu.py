@@ -107,8 +107,11 @@ def test_per_thread_split_names_threads_and_sums_to_total():
     t.start()
     names = {t.native_id: "bench-spin"}
     before = procfs.thread_cpu_seconds(names=names)
-    while procfs.thread_cpu_seconds(names=names).get("bench-spin", 0) < 0.05:
-        time.sleep(0.01)  # waits on the observable CPU counter, not a fixed time
+    # Waits on the observable CPU counter, not a fixed time; relative to `before`, since
+    # on a loaded box the spinner may have run 50 ms before `before` was read.
+    spun = before.get("bench-spin", 0.0) + 0.05
+    while procfs.thread_cpu_seconds(names=names).get("bench-spin", 0) < spun:
+        time.sleep(0.01)
     after = procfs.thread_cpu_seconds(names=names)
     stop.set()
     t.join(5)
