@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edge_agent.errors import ModelError
+from edge_agent.inference import tflite_file
 from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -54,25 +55,6 @@ def is_tflite(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
 
 
-def _custom_ops(data: bytes) -> tuple[str, ...]:
-    """Names of custom op codes, via the schema LiteRT ships, else a byte scan."""
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        schema = None
-    if schema is not None:
-        model = schema.Model.GetRootAs(data, 0)
-        names = []
-        for i in range(model.OperatorCodesLength()):
-            code = model.OperatorCodes(i).CustomCode()
-            if code:
-                names.append(code.decode("utf-8", "replace"))
-        return tuple(names)
-    # Without the schema: the only custom op we must recognise is the TPU one, and its
-    # name is stored verbatim in the flatbuffer's string table.
-    return (EDGETPU_CUSTOM_OP,) if EDGETPU_CUSTOM_OP.encode() in data else ()
-
-
 def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
     """A model file's bytes.
 
@@ -103,7 +85,7 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
     if not is_tflite(data[:8]):
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     try:
-        ops = _custom_ops(data)
+        ops = tflite_file.custom_op_names(data)
     except Exception as exc:  # a truncated/corrupt flatbuffer raises from deep inside
         raise ModelError(f"{path}: corrupt TFLite flatbuffer: {exc}") from exc
     return ModelFacts(path=path, size=len(data), custom_ops=ops)
@@ -137,34 +119,26 @@ def static_tensors(path: str | os.PathLike[str]) -> tuple[TensorSpec, list[Tenso
         ModelError: unreadable, not TFLite, corrupt, not one input, or a tensor type
             edge-agent does not use; the message names the file.
     """
-    inspect_model(path)
-    from ai_edge_litert import schema_py_generated as schema
-
+    inspect_model(path)  # not TFLite, or corrupt op codes: its errors
     path = os.fspath(path)
+    data = read_model_bytes(path)
+
+    def spec(tensor: tflite_file.RawTensor) -> TensorSpec:
+        params = NOT_QUANTIZED
+        if len(tensor.scales) == 1:  # per-channel quantization is not used on I/O
+            zp = tensor.zero_points[0] if tensor.zero_points else 0
+            params = QuantParams(tensor.scales[0], zp)
+        dtype = _TENSOR_DTYPES.get(tensor.type)
+        if dtype is None:
+            raise ModelError(f"{path}: tensor {tensor.name!r} has type {tensor.type}")
+        return TensorSpec(tensor.index, tensor.name, tensor.shape, np.dtype(dtype), params)
+
     try:
-        with open(path, "rb") as f:
-            graph = schema.Model.GetRootAs(f.read(), 0).Subgraphs(0)
-
-        def spec(index: int) -> TensorSpec:
-            tensor = graph.Tensors(index)
-            quant = tensor.Quantization()
-            params = NOT_QUANTIZED
-            if quant is not None and quant.ScaleLength() == 1:
-                zp = int(quant.ZeroPoint(0)) if quant.ZeroPointLength() else 0
-                params = QuantParams(float(quant.Scale(0)), zp)
-            dtype = _TENSOR_DTYPES.get(tensor.Type())
-            if dtype is None:
-                raise ModelError(f"tensor {tensor.Name()!r} has type {tensor.Type()}")
-            shape = tuple(int(d) for d in tensor.ShapeAsNumpy())
-            name = (tensor.Name() or b"").decode("utf-8", "replace")
-            return TensorSpec(index, name, shape, np.dtype(dtype), params)
-
-        inputs = [spec(graph.Inputs(i)) for i in range(graph.InputsLength())]
-        outputs = [spec(graph.Outputs(i)) for i in range(graph.OutputsLength())]
-    except ModelError as exc:
-        raise ModelError(f"{path}: {exc}") from exc
+        raw_inputs, raw_outputs = tflite_file.io_tensors(data)
     except Exception as exc:  # a corrupt flatbuffer raises from deep inside
         raise ModelError(f"{path}: corrupt TFLite flatbuffer: {exc}") from exc
+    inputs = [spec(t) for t in raw_inputs]
+    outputs = [spec(t) for t in raw_outputs]
     if len(inputs) != 1:
         raise ModelError(f"{path}: expected exactly one input tensor, found {len(inputs)}")
     return inputs[0], outputs

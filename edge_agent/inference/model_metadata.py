@@ -8,10 +8,11 @@
 * The ``TFLite_Detection_PostProcess`` op's custom options, a flexbuffer map:
   ``num_classes``, ``max_detections``, the NMS thresholds, the box coder scales.
 
-The metadata flatbuffer is read field by field with ``flatbuffers.table.Table`` (the
-metadata schema's Python bindings ship only in ``tflite-support``, which has no wheels
-for current Pythons and pulls in a large dependency tree). Only the handful of fields
-used here are read; their slots follow ``metadata_schema.fbs``.
+The model and metadata flatbuffers are read field by field (:mod:`flatbuf`,
+:mod:`tflite_file`): the metadata schema's Python bindings ship only in
+``tflite-support``, which has no wheels for current Pythons and pulls in a large
+dependency tree. Only the handful of fields used here are read; their slots follow
+``metadata_schema.fbs``. This works with ``tflite-runtime`` alone too.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import zipfile
 from typing import Any, NamedTuple
 
 from flatbuffers import flexbuffers
-from flatbuffers.number_types import Float32Flags, Uint8Flags, UOffsetTFlags
 from flatbuffers.table import Table
 
 from edge_agent.errors import ModelError
+from edge_agent.inference import flatbuf, tflite_file
 from edge_agent.inference.labels import parse_labels
 from edge_agent.inference.model_info import read_model_bytes
 
@@ -61,60 +62,13 @@ class ModelMetadata(NamedTuple):
     postprocess: dict[str, Any] | None = None
 
 
-def _field(table: Table, slot: int) -> int:
-    """The absolute offset of a field's value, or 0 when the field is absent."""
-    offset = table.Offset(4 + 2 * slot)
-    return table.Pos + offset if offset else 0
-
-
-def _sub_table(table: Table, slot: int) -> Table | None:
-    """A table-valued field."""
-    pos = _field(table, slot)
-    return Table(table.Bytes, table.Indirect(pos)) if pos else None
-
-
-def _tables(table: Table, slot: int) -> list[Table]:
-    """A vector-of-tables field (empty when absent)."""
-    pos = _field(table, slot)
-    if not pos:
-        return []
-    start = table.Vector(pos - table.Pos)
-    size = UOffsetTFlags.bytewidth
-    return [
-        Table(table.Bytes, table.Indirect(start + i * size))
-        for i in range(table.VectorLen(pos - table.Pos))
-    ]
-
-
-def _floats(table: Table, slot: int) -> tuple[float, ...]:
-    """A vector-of-float32 field."""
-    pos = _field(table, slot)
-    if not pos:
-        return ()
-    start = table.Vector(pos - table.Pos)
-    n = table.VectorLen(pos - table.Pos)
-    return tuple(float(table.Get(Float32Flags, start + 4 * i)) for i in range(n))
-
-
-def _string(table: Table, slot: int) -> str | None:
-    """A string field."""
-    pos = _field(table, slot)
-    return table.String(pos).decode("utf-8", "replace") if pos else None
-
-
-def _byte(table: Table, slot: int) -> int:
-    """A ubyte/byte field (default 0)."""
-    pos = _field(table, slot)
-    return int(table.Get(Uint8Flags, pos)) if pos else 0
-
-
 def _normalization(tensor: Table) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """The NormalizationOptions of an input TensorMetadata."""
-    for unit in _tables(tensor, _TENSOR_PROCESS_UNITS):
-        if _byte(unit, _UNIT_OPTIONS_TYPE) == _NORMALIZATION_OPTIONS:
-            options = _sub_table(unit, _UNIT_OPTIONS)
+    for unit in flatbuf.tables(tensor, _TENSOR_PROCESS_UNITS):
+        if flatbuf.byte(unit, _UNIT_OPTIONS_TYPE) == _NORMALIZATION_OPTIONS:
+            options = flatbuf.sub_table(unit, _UNIT_OPTIONS)
             if options is not None:
-                return _floats(options, _NORM_MEAN), _floats(options, _NORM_STD)
+                return flatbuf.floats(options, _NORM_MEAN), flatbuf.floats(options, _NORM_STD)
     return None
 
 
@@ -123,9 +77,9 @@ def _label_file(*owners: tuple[Table | None, int]) -> str | None:
     for owner, slot in owners:
         if owner is None:
             continue
-        for entry in _tables(owner, slot):
-            if _byte(entry, _FILE_TYPE) == _TENSOR_AXIS_LABELS:
-                return _string(entry, _FILE_NAME)
+        for entry in flatbuf.tables(owner, slot):
+            if flatbuf.byte(entry, _FILE_TYPE) == _TENSOR_AXIS_LABELS:
+                return flatbuf.string(entry, _FILE_NAME)
     return None
 
 
@@ -137,14 +91,13 @@ def parse_metadata(blob: bytes) -> tuple[tuple | None, str | None]:
     """
     if len(blob) < 8 or blob[4:8] != METADATA_IDENTIFIER:
         raise ModelError("TFLITE_METADATA is not a metadata flatbuffer (no M001 identifier)")
-    buf = bytearray(blob)
-    root = Table(buf, int.from_bytes(blob[:4], "little"))
-    subgraphs = _tables(root, _MODEL_SUBGRAPHS)
+    root = flatbuf.root(bytearray(blob))
+    subgraphs = flatbuf.tables(root, _MODEL_SUBGRAPHS)
     if not subgraphs:
         return None, _label_file((root, _MODEL_FILES))
     subgraph = subgraphs[0]
-    inputs = _tables(subgraph, _SUBGRAPH_INPUTS)
-    outputs = _tables(subgraph, _SUBGRAPH_OUTPUTS)
+    inputs = flatbuf.tables(subgraph, _SUBGRAPH_INPUTS)
+    outputs = flatbuf.tables(subgraph, _SUBGRAPH_OUTPUTS)
     norm = _normalization(inputs[0]) if inputs else None
     owners = [(o, _TENSOR_FILES) for o in outputs]
     owners += [(subgraph, _SUBGRAPH_FILES), (root, _MODEL_FILES)]
@@ -152,36 +105,17 @@ def parse_metadata(blob: bytes) -> tuple[tuple | None, str | None]:
 
 
 def _flatbuffer_parts(data: bytes) -> tuple[bytes | None, dict[str, Any] | None]:
-    """(metadata buffer, post-processing options) via the schema LiteRT ships."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(data, 0)
-    blob = None
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if (entry.Name() or b"").decode("utf-8", "replace") == METADATA_NAME:
-            buffer = model.Buffers(entry.Buffer())
-            if buffer.Offset():  # large models keep buffers after the flatbuffer
-                blob = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
-            elif buffer.DataLength():
-                blob = buffer.DataAsNumpy().tobytes()
-    options = None
-    codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
-    for g in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(g)
-        for o in range(graph.OperatorsLength()):
-            op = graph.Operators(o)
-            if codes[op.OpcodeIndex()] == POSTPROCESS_OP.encode() and op.CustomOptionsLength():
-                options = dict(flexbuffers.Loads(op.CustomOptionsAsNumpy().tobytes()))
-    return blob, options
+    """(metadata buffer, post-processing options) of a model's flatbuffer."""
+    blob = tflite_file.metadata_buffer(data, METADATA_NAME)
+    raw = tflite_file.custom_options(data, POSTPROCESS_OP)
+    return blob, dict(flexbuffers.Loads(raw)) if raw else None
 
 
 def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read the metadata and post-processing options of a model file.
 
     A file without metadata gives an empty ModelMetadata; an Edge-TPU-compiled file
-    keeps its CPU twin's metadata (the compiler copies it). Without ``ai-edge-litert``
-    (whose flatbuffer schema is used to read the file) it is empty too.
+    keeps its CPU twin's metadata (the compiler copies it).
 
     Raises:
         ModelError: the file is unreadable, or its metadata is corrupt or names a label
@@ -189,10 +123,6 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """
     path = os.fspath(path)
     data = read_model_bytes(path)
-    try:
-        from ai_edge_litert import schema_py_generated  # noqa: F401 - the schema reader
-    except ImportError:  # tflite-runtime alone ships no schema: the tensors must do
-        return ModelMetadata()
     try:
         blob, options = _flatbuffer_parts(data)
         norm, label_name = parse_metadata(blob) if blob else (None, None)

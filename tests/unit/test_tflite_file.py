@@ -1,0 +1,140 @@
+"""Tier 1: the field-by-field TFLite reader against LiteRT's generated bindings, on every
+fixture model and every real model in ../shared, and on damaged files."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from edge_agent.errors import ModelError
+from edge_agent.inference import flatbuf, tflite_file
+from edge_agent.inference.model_info import static_tensors
+from edge_agent.inference.model_metadata import METADATA_NAME, POSTPROCESS_OP
+from tests.support.paths import FIXTURE_MODELS, SHARED
+
+MODELS = sorted(p for p in FIXTURE_MODELS.glob("*.tflite") if p.name != "not_a_model.tflite")
+SHARED_MODELS = sorted((SHARED / "models").glob("*.tflite"))
+
+
+def _reference(data: bytes):
+    """What the generated bindings read from the same file."""
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    model = schema.Model.GetRootAs(data, 0)
+    codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
+    graph = model.Subgraphs(0)
+
+    def tensor(index):
+        t = graph.Tensors(index)
+        q = t.Quantization()
+        scales = tuple(float(q.Scale(i)) for i in range(q.ScaleLength())) if q else ()
+        zps = tuple(int(q.ZeroPoint(i)) for i in range(q.ZeroPointLength())) if q else ()
+        shape = tuple(int(t.Shape(i)) for i in range(t.ShapeLength()))
+        name = (t.Name() or b"").decode("utf-8", "replace")
+        return tflite_file.RawTensor(index, name, shape, t.Type(), scales, zps)
+
+    inputs = [tensor(graph.Inputs(i)) for i in range(graph.InputsLength())]
+    outputs = [tensor(graph.Outputs(i)) for i in range(graph.OutputsLength())]
+    blob = None
+    for i in range(model.MetadataLength()):
+        if model.Metadata(i).Name() == METADATA_NAME.encode():
+            buffer = model.Buffers(model.Metadata(i).Buffer())
+            if buffer.Offset():
+                blob = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            elif buffer.DataLength():
+                blob = buffer.DataAsNumpy().tobytes()
+    options = None
+    for g in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(g)
+        for o in range(sub.OperatorsLength()):
+            op = sub.Operators(o)
+            if codes[op.OpcodeIndex()] == POSTPROCESS_OP.encode() and op.CustomOptionsLength():
+                options = op.CustomOptionsAsNumpy().tobytes()
+    names = tuple(c.decode() for c in codes if c)
+    return names, inputs, outputs, blob, options
+
+
+def _ours(data: bytes):
+    inputs, outputs = tflite_file.io_tensors(data)
+    return (
+        tflite_file.custom_op_names(data),
+        inputs,
+        outputs,
+        tflite_file.metadata_buffer(data, METADATA_NAME),
+        tflite_file.custom_options(data, POSTPROCESS_OP),
+    )
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
+def test_fixture_models_read_as_the_bindings_read_them(path):
+    data = path.read_bytes()
+    assert _ours(data) == _reference(data)
+
+
+@pytest.mark.parametrize("name", [p.name for p in SHARED_MODELS] or ["(none)"])
+def test_real_models_read_as_the_bindings_read_them(name):
+    path = SHARED / "models" / name
+    if not path.is_file():
+        pytest.skip(f"no real models under {SHARED} (set EDGE_AGENT_SHARED)")
+    data = path.read_bytes()
+    ours = _ours(data)
+    assert ours == _reference(data)
+    assert ours[1], "every real model has an input"
+
+
+def test_the_fields_that_matter_are_really_read():
+    # Not only equal to the bindings: the edge-TPU op, per-tensor quantization, the
+    # metadata buffer and the SSD options are each found in a file that has them.
+    edgetpu = tflite_file.custom_op_names(
+        (FIXTURE_MODELS / "color_uint8_edgetpu.tflite").read_bytes()
+    )
+    assert "edgetpu-custom-op" in edgetpu
+    (image,), _ = tflite_file.io_tensors((FIXTURE_MODELS / "color_uint8.tflite").read_bytes())
+    assert image.type == 3 and len(image.scales) == 1 and image.shape[0] == 1
+    meta = (FIXTURE_MODELS / "color_float_metadata.tflite").read_bytes()
+    assert tflite_file.metadata_buffer(meta, METADATA_NAME)[4:8] == b"M001"
+    ssd = (FIXTURE_MODELS / "ssd_postprocess.tflite").read_bytes()
+    assert tflite_file.custom_options(ssd, POSTPROCESS_OP)
+
+
+def test_a_vector_longer_than_the_file_is_refused_at_once(tmp_path):
+    data = bytearray((FIXTURE_MODELS / "color_uint8.tflite").read_bytes())
+    # The subgraph's inputs vector (slot 1) claims 2**30 entries.
+    graph = flatbuf.table_at(flatbuf.root(data), 2, 0)
+    pos = flatbuf.field(graph, 1)
+    at = graph.Vector(pos - graph.Pos) - 4  # its length precedes its entries
+    assert struct.unpack_from("<i", data, at) == (1,)
+    data[at : at + 4] = struct.pack("<i", 2**30)
+    path = tmp_path / "long_vector.tflite"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="runs past the end"):
+        tflite_file.io_tensors(bytes(data))
+    with pytest.raises(ModelError, match=str(path)):
+        static_tensors(path)
+
+
+@pytest.mark.parametrize("cut", [8, 64, 400])
+def test_truncated_models_give_a_model_error_naming_the_file(tmp_path, cut):
+    path = tmp_path / "cut.tflite"
+    path.write_bytes((FIXTURE_MODELS / "color_uint8.tflite").read_bytes()[:cut])
+    with pytest.raises(ModelError, match=str(path)):
+        static_tensors(path)
+
+
+def test_reading_a_model_does_not_import_the_generated_bindings():
+    # They cost 6 MB of resident memory in the daemon and in its worker.
+    code = (
+        "import sys\n"
+        "from edge_agent.inference.codec import build_codec\n"
+        "from edge_agent.inference.model_info import inspect_model, static_tensors\n"
+        "from edge_agent.inference.model_metadata import read_model_metadata\n"
+        f"p = {str(FIXTURE_MODELS / 'color_float_metadata.tflite')!r}\n"
+        "inspect_model(p); static_tensors(p); read_model_metadata(p)\n"
+        "print([m for m in sys.modules if 'schema_py_generated' in m])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
