@@ -25,18 +25,21 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from edge_agent.updates.strictjson import canonical_json, loads_json
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+# cryptography is imported where a key is first parsed, not with this module: the
+# daemon imports it for the envelope format, and a box that has no trusted keys (or
+# updates off) is spared its 6 MB of resident memory.
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,8 @@ _KEY_SUFFIXES = (".pub", ".pem", ".key")
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of a public key."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -60,6 +65,10 @@ def parse_public_key(data: bytes, *, source: str = "key") -> Ed25519PublicKey:
     Raises:
         ModelUpdateError: ``bad_key`` when it is none of these or not Ed25519.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = data.strip()
     try:
         if text.startswith(b"-----BEGIN"):
@@ -102,6 +111,10 @@ def load_private_key(
         ModelUpdateError: ``bad_key`` when unreadable, encrypted without (or with a
             wrong) passphrase, or not Ed25519.
     """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=passphrase)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -234,6 +247,8 @@ def verify_envelope(obj: Any, trusted: TrustedKeys, *, allow_unsigned: bool = Fa
         raise ModelUpdateError(
             "untrusted_key", f"signed by key {env.key_id}; trusted: {trusted_ids}"
         )
+    from cryptography.exceptions import InvalidSignature  # loaded with the key
+
     try:
         key.verify(env.signature, canonical_json(env.manifest))
     except InvalidSignature as exc:

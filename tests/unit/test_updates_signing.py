@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import subprocess
+import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -206,3 +208,25 @@ def test_encrypted_private_key_needs_passphrase(tmp_path, key):
         with pytest.raises(ModelUpdateError) as e:
             load_private_key(tmp_path / "k.pem", wrong)
         assert e.value.reason == "bad_key"
+
+
+def test_the_daemon_loads_cryptography_only_to_parse_a_key(tmp_path):
+    # 6 MB of resident memory that a box without trusted keys does not need.
+    key = Ed25519PrivateKey.generate().public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "k.pub").write_bytes(pem)
+    code = (
+        "import sys\n"
+        "import edge_agent.cli.run, edge_agent.daemon.app\n"
+        "from edge_agent.updates.signing import TrustedKeys, load_public_key\n"
+        "TrustedKeys()\n"
+        "print('before', 'cryptography' in sys.modules)\n"
+        f"TrustedKeys([load_public_key({str(tmp_path / 'k.pub')!r})])\n"
+        "print('after', 'cryptography' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["before", "False", "after", "True"]
