@@ -5,10 +5,11 @@ A flatbuffer table stores each field at a slot: its 0-based declaration order in
 read one field of a ``flatbuffers.table.Table`` by slot, and give a default when the
 field is absent, as generated code does.
 
-Why not the generated bindings: TFLite's (``ai_edge_litert.schema_py_generated``) cost
-6 MB of resident memory in every process that imports them, and the metadata schema's
-ship only in ``tflite-support``. Vector lengths are checked against the buffer, so a
-corrupt or hostile file raises at once instead of walking billions of entries.
+Why not the generated bindings: TFLite's (``ai_edge_litert.schema_py_generated``) add
+6 MB of resident memory to a process that imports them, and the metadata schema's ship
+only in ``tflite-support``. A vector longer than the buffer, or of more tables than
+:data:`MAX_TABLES`, raises :class:`CorruptFlatbuffer` at once, so a corrupt or hostile
+file cannot make a reader walk or allocate billions of entries.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from flatbuffers.table import Table
 
 from edge_agent.errors import ModelError
 
+# More tables in one vector than any model edge-agent runs has operators or tensors
+# (yolov8n: 231 operators); a hostile file's vector of millions would cost gigabytes.
+MAX_TABLES = 100_000
+
+
+class CorruptFlatbuffer(ModelError):
+    """The bytes are not a well-formed flatbuffer of the expected schema."""
+
 
 def root(data: bytes | bytearray) -> Table:
     """The root table of a flatbuffer."""
     if len(data) < 8:
-        raise ModelError(f"flatbuffer of {len(data)} bytes is too short")
+        raise CorruptFlatbuffer(f"flatbuffer of {len(data)} bytes is too short")
     return Table(data, int.from_bytes(data[:4], "little"))
 
 
@@ -54,7 +63,7 @@ def _vector(table: Table, slot: int, width: int) -> tuple[int, int]:
     start = table.Vector(pos - table.Pos)
     length = table.VectorLen(pos - table.Pos)
     if start + length * width > len(table.Bytes):
-        raise ModelError(f"vector of {length} entries runs past the end of the buffer")
+        raise CorruptFlatbuffer(f"vector of {length} entries runs past the end of the buffer")
     return start, length
 
 
@@ -62,6 +71,8 @@ def tables(table: Table, slot: int) -> list[Table]:
     """A vector-of-tables field (empty when absent)."""
     size = UOffsetTFlags.bytewidth
     start, length = _vector(table, slot, size)
+    if length > MAX_TABLES:
+        raise CorruptFlatbuffer(f"vector of {length} tables (at most {MAX_TABLES} are read)")
     return [Table(table.Bytes, table.Indirect(start + i * size)) for i in range(length)]
 
 
@@ -69,12 +80,12 @@ def table_at(table: Table, slot: int, index: int) -> Table:
     """Entry ``index`` of a vector-of-tables field.
 
     Raises:
-        ModelError: the vector is absent or shorter.
+        CorruptFlatbuffer: the vector is absent or shorter.
     """
     size = UOffsetTFlags.bytewidth
     start, length = _vector(table, slot, size)
     if not 0 <= index < length:
-        raise ModelError(f"index {index} outside a vector of {length} tables")
+        raise CorruptFlatbuffer(f"index {index} outside a vector of {length} tables")
     return Table(table.Bytes, table.Indirect(start + index * size))
 
 

@@ -81,7 +81,11 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelFacts:
         ModelError: the file is missing/unreadable, or is not a TFLite flatbuffer.
     """
     path = os.fspath(path)
-    data = read_model_bytes(path)
+    return _facts(path, read_model_bytes(path))
+
+
+def _facts(path: str, data: bytes) -> ModelFacts:
+    """The ModelFacts of a model file's bytes (see inspect_model)."""
     if not is_tflite(data[:8]):
         raise ModelError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier)")
     try:
@@ -119,9 +123,9 @@ def static_tensors(path: str | os.PathLike[str]) -> tuple[TensorSpec, list[Tenso
         ModelError: unreadable, not TFLite, corrupt, not one input, or a tensor type
             edge-agent does not use; the message names the file.
     """
-    inspect_model(path)  # not TFLite, or corrupt op codes: its errors
     path = os.fspath(path)
-    data = read_model_bytes(path)
+    data = read_model_bytes(path)  # read once: the file may be swapped by an update
+    _facts(path, data)  # not TFLite, or corrupt op codes: inspect_model's errors
 
     def spec(tensor: tflite_file.RawTensor) -> TensorSpec:
         params = NOT_QUANTIZED

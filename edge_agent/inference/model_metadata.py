@@ -126,6 +126,8 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     try:
         blob, options = _flatbuffer_parts(data)
         norm, label_name = parse_metadata(blob) if blob else (None, None)
+    except flatbuf.CorruptFlatbuffer as exc:
+        raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
     except Exception as exc:  # a corrupt flatbuffer raises from deep inside

@@ -2,8 +2,9 @@
 
 Read with :mod:`edge_agent.inference.flatbuf` by slot, following TFLite's
 ``schema.fbs`` (version 3), so that neither the daemon nor its worker imports the
-generated bindings (6 MB resident each). ``tests/unit/test_tflite_file.py`` checks every
-function against those bindings on real models.
+generated bindings (they add 6 MB of resident memory to a process that imports them).
+``tests/unit/test_tflite_file.py`` checks every function against those bindings on
+real models.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def io_tensors(data: bytes) -> tuple[list[RawTensor], list[RawTensor]]:
 def metadata_buffer(data: bytes, name: str) -> bytes | None:
     """The contents of the buffer the model's metadata entry ``name`` points at.
 
-    Large models keep buffers after the flatbuffer (``offset``/``size``); small ones
-    inside it (``data``). None when no entry has that name or its buffer is empty.
+    Large models keep buffers after the flatbuffer (``offset`` > 1 and ``size``); small
+    ones inside it (``data``). None when no entry has that name or its buffer is empty.
     """
     model = flatbuf.root(data)
     blob = None
@@ -97,7 +98,7 @@ def metadata_buffer(data: bytes, name: str) -> bytes | None:
             continue
         buffer = flatbuf.table_at(model, _MODEL_BUFFERS, flatbuf.uint(entry, _METADATA_BUFFER))
         offset = flatbuf.ulong(buffer, _BUFFER_OFFSET)
-        if offset:
+        if offset > 1:  # TFLite's converter writes 1 as a placeholder, never a place
             blob = data[offset : offset + flatbuf.ulong(buffer, _BUFFER_SIZE)]
         else:
             blob = flatbuf.ubytes(buffer, _BUFFER_DATA) or blob
@@ -110,8 +111,14 @@ def custom_options(data: bytes, op_name: str) -> bytes | None:
     model = flatbuf.root(data)
     names = [flatbuf.string(code, _OPCODE_CUSTOM_CODE) for code in _opcodes(data)]
     options = None
+    visited = 0
     for graph in flatbuf.tables(model, _MODEL_SUBGRAPHS):
-        for op in flatbuf.tables(graph, _SUBGRAPH_OPERATORS):
+        operators = flatbuf.tables(graph, _SUBGRAPH_OPERATORS)
+        # Subgraphs may share one operator vector: bound the whole walk, not each one.
+        visited += len(operators)
+        if visited > flatbuf.MAX_TABLES:
+            raise flatbuf.CorruptFlatbuffer(f"more than {flatbuf.MAX_TABLES} operators")
+        for op in operators:
             index = flatbuf.uint(op, _OPERATOR_OPCODE_INDEX)
             if index < len(names) and names[index] == op_name:
                 options = flatbuf.ubytes(op, _OPERATOR_CUSTOM_OPTIONS) or options

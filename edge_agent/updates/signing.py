@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # cryptography is imported where a key is first parsed, not with this module: the
 # daemon imports it for the envelope format, and a box that has no trusted keys (or
-# updates off) is spared its 6 MB of resident memory.
+# updates off) is spared the 6-8 MB of resident memory it costs.
 
 logger = logging.getLogger(__name__)
 
