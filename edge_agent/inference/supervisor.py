@@ -345,12 +345,13 @@ class Supervisor:
         if ticket.model.worker.alive():
             self._install(ticket.model)
         else:
-            # A rollback's warm worker died meanwhile: the store already went back, so
-            # the pipeline must too, on a fresh worker for the same model (retried with
-            # backoff by poll() if it cannot load); the model rolled back from goes now.
+            # A rollback's warm worker died: the store went back, so the pipeline must
+            # too, on a fresh worker (poll() retries it with backoff). The model rolled
+            # back from goes now; status and re-probes name the one being restarted.
             if old is not None:
                 old.worker.stop(1.0)
                 old = None
+            self.current = ticket.model
             self._broken = (ticket.model, ())
             self._restart_backoff.reset()
             self._restart()

@@ -296,8 +296,11 @@ def test_a_rollback_whose_fresh_worker_starts_late_is_still_announced(monkeypatc
         run.verdict(False)  # unhealthy: back to v1, whose warm worker then dies
         run.sup.switches.pending.model.worker.kill()
         run.world.loadable = False
+        v2 = run.sup.current
         assert run.sup.apply_pending() is None  # v1's fresh worker cannot load yet
         assert run.sup.slot() is None and run.active == 1
+        # Status and re-probes read current: it names v1, being restarted, not v2.
+        assert run.sup.current.meta["version"] == "1" and not v2.worker.alive()
         assert models() == ["2"]  # v1 not announced while it does not run
         run.world.loadable = True
         later = time.monotonic() + 3600.0  # past the restart backoff
