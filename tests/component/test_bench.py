@@ -357,3 +357,25 @@ def test_per_channel_normalization_keeps_the_table():
     pre(frame, out)
     x = (frame[..., ::-1].astype(np.float64) - (10.0, 20.0, 30.0)) / (50.0, 60.0, 70.0)
     np.testing.assert_array_equal(out[0], np.clip(np.round(x * 255), 0, 255).astype(np.uint8))
+
+
+def test_the_cold_start_runs_the_daemon_with_signed_updates_on(tmp_path):
+    # P5 and P7 are judged on the daemon as a fleet box runs it: the update agent and
+    # the key's cryptography count in its memory and start-up.
+    from types import SimpleNamespace
+
+    from edge_agent.config.loader import load_config
+    from edge_agent.inference.model import ModelOptions
+    from edge_agent.tools.bench.coldstart import daemon_config
+    from edge_agent.tools.release.operator import keygen
+
+    key = tmp_path / "release.pub"
+    keygen(tmp_path / "release.key", key)
+    sink = SimpleNamespace(host="127.0.0.1", port=1883, protocol="auto")
+    options = ModelOptions(path=str(fixture_model("color_uint8.tflite")))
+    path = tmp_path / "config.toml"
+    text = daemon_config(options, "synthetic", sink, "bench-x", str(tmp_path / "s"), str(key))
+    path.write_text(text)
+    config = load_config(path)
+    assert config.updates.enabled is True
+    assert [os.fspath(k) for k in config.updates.trusted_keys] == [str(key)]

@@ -5,6 +5,9 @@ starts ``python -m edge_agent run`` as a new process (interpreter start-up, impo
 publisher, forkserver and worker, model load, camera, first frame), and measures the
 time until the subscriber receives the first result. Then it stops the daemon with
 SIGTERM as systemd would.
+
+The daemon runs as a fleet box does: with signed model updates on, trusting a key made
+for the run (the update agent and ``cryptography`` are part of its memory and start-up).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.sink import PREFIX, Sink
+from edge_agent.tools.release.operator import keygen
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,10 @@ def _toml(value: Any) -> str:
 
 
 def daemon_config(
-    options: ModelOptions, source: str, sink: Sink, device: str, state_dir: str
+    options: ModelOptions, source: str, sink: Sink, device: str, state_dir: str, trusted_key: str
 ) -> str:
-    """The TOML config of a benchmark daemon (updates, discovery and stats out of the way).
+    """The TOML config of a benchmark daemon (discovery and stats out of the way; signed
+    updates on, trusting ``trusted_key``, as on a fleet box).
 
     Returns:
         The document.
@@ -70,7 +75,7 @@ def daemon_config(
             "reconnect_min": 0.2,
         },
         "stats": {"interval": 60.0},
-        "updates": {"enabled": False},
+        "updates": {"enabled": True, "trusted_keys": [trusted_key]},
         "logging": {"level": "WARNING"},
     }
     lines = []
@@ -112,8 +117,11 @@ def daemon_start(
         source = os.path.abspath(source)
     with tempfile.TemporaryDirectory(prefix="edge-agent-bench-run-") as work:
         path = os.path.join(work, "config.toml")
+        public = os.path.join(work, "release.pub")
+        keygen(os.path.join(work, "release.key"), public)
         with open(path, "w", encoding="utf-8") as f:
-            f.write(daemon_config(options, source, sink, device, os.path.join(work, "state")))
+            state = os.path.join(work, "state")
+            f.write(daemon_config(options, source, sink, device, state, public))
         log_path = os.path.join(work, "daemon.log")
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         with open(log_path, "w+b") as log:
