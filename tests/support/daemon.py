@@ -75,6 +75,23 @@ def daemon_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]
     return env
 
 
+def python_stdout(code: str, timeout: float = 120.0) -> str:
+    """Run ``python -c CODE`` in a fresh interpreter on this clone's code; its stdout.
+
+    Raises:
+        subprocess.CalledProcessError: it exited non-zero.
+    """
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+        cwd=REPO,
+        env=daemon_environment(),
+    ).stdout
+
+
 def agent_command(*args: str) -> list[str]:
     """``python -m edge_agent ARGS`` with this interpreter."""
     return [sys.executable, "-m", "edge_agent", *args]

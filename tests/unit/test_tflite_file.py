@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import struct
-import subprocess
-import sys
 
 import pytest
 
@@ -14,8 +12,8 @@ from edge_agent.errors import ModelError
 from edge_agent.inference import flatbuf, tflite_file
 from edge_agent.inference.model_info import static_tensors
 from edge_agent.inference.model_metadata import METADATA_NAME, POSTPROCESS_OP, read_model_metadata
-from tests.support.daemon import daemon_environment
-from tests.support.paths import FIXTURE_MODELS, REPO, SHARED
+from tests.support.daemon import python_stdout
+from tests.support.paths import FIXTURE_MODELS, SHARED
 
 MODELS = sorted(p for p in FIXTURE_MODELS.glob("*.tflite") if p.name != "not_a_model.tflite")
 SHARED_MODELS = sorted((SHARED / "models").glob("*.tflite"))
@@ -164,16 +162,8 @@ def test_reading_a_model_needs_neither_litert_nor_its_generated_bindings():
         "meta = read_model_metadata(p)\n"
         "print(meta.mean, meta.std, sorted(meta.labels.values()))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=REPO,
-        env=daemon_environment(),
-    )
-    assert out.stdout.splitlines() == [
+    out = python_stdout(code)
+    assert out.splitlines() == [
         "(1, 32, 32, 3)",
         "(127.5,) (127.5,) ['azure', 'crimson', 'lime']",
     ]
@@ -190,13 +180,5 @@ def test_reading_a_model_with_litert_installed_leaves_its_bindings_unimported():
         "inspect_model(p); static_tensors(p); read_model_metadata(p)\n"
         "print(sorted(m for m in sys.modules if 'schema' in m and 'litert' in m))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=REPO,
-        env=daemon_environment(),
-    )
-    assert out.stdout.strip() == "[]"
+    out = python_stdout(code)
+    assert out.strip() == "[]"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import subprocess
-import sys
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,8 +21,7 @@ from edge_agent.updates.signing import (
     verify_envelope,
 )
 from edge_agent.updates.strictjson import canonical_json
-from tests.support.daemon import daemon_environment
-from tests.support.paths import REPO
+from tests.support.daemon import python_stdout
 
 # RFC 8032 section 7.1, test 1: a fixed key makes the signature bytes checkable.
 RFC_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -228,13 +225,5 @@ def test_the_daemon_loads_cryptography_only_to_parse_a_key(tmp_path):
         f"TrustedKeys([load_public_key({str(tmp_path / 'k.pub')!r})])\n"
         "print('after', 'cryptography' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=REPO,
-        env=daemon_environment(),
-    )
-    assert out.stdout.split() == ["before", "False", "after", "True"]
+    out = python_stdout(code)
+    assert out.split() == ["before", "False", "after", "True"]
