@@ -37,14 +37,29 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-# cryptography is imported where a key is first parsed, not with this module: the
-# daemon imports it for the envelope format, and a box that has no trusted keys (or
-# updates off) is spared the 6-8 MB of resident memory it costs.
+# cryptography is imported where a signature is first checked, not with this module or
+# when key files are read: key files are parsed here (each format has a fixed layout for
+# Ed25519), so a daemon with trusted keys is spared the 7-12 MB of resident memory
+# cryptography costs until an update actually arrives.
 
 logger = logging.getLogger(__name__)
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _KEY_SUFFIXES = (".pub", ".pem", ".key")
+# DER SubjectPublicKeyInfo of an Ed25519 key (RFC 8410): this prefix, then the 32 bytes.
+_SPKI_ED25519 = bytes.fromhex("302a300506032b6570032100")
+# Algorithm OIDs (DER contents) a wrong key file is likely to carry, for the error.
+_SPKI_OTHERS = {
+    bytes.fromhex("2a8648ce3d0201"): "EC",
+    bytes.fromhex("2a864886f70d010101"): "RSA",
+    bytes.fromhex("2b6571"): "Ed448",
+    bytes.fromhex("2b656e"): "X25519",
+}
+_PEM = re.compile(
+    rb"-----BEGIN ([A-Z0-9 ]+)-----\s*([A-Za-z0-9+/=\s]*?)\s*-----END \1-----", re.DOTALL
+)
+# An OpenSSH key blob: string "ssh-ed25519", then string(the 32 bytes).
+_SSH_ED25519 = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
 
 
 def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
@@ -54,9 +69,52 @@ def raw_public_bytes(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def key_id(key: Ed25519PublicKey) -> str:
-    """First 16 hex digits of sha256 over the raw public key."""
-    return hashlib.sha256(raw_public_bytes(key)).hexdigest()[:16]
+def key_id(key: Ed25519PublicKey | bytes) -> str:
+    """First 16 hex digits of sha256 over the raw public key (a key, or its 32 bytes)."""
+    raw = key if isinstance(key, bytes) else raw_public_bytes(key)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_bytes(data: bytes, *, source: str = "key") -> bytes:
+    """The 32 raw bytes of an Ed25519 public key in PEM, OpenSSH or base64-raw text.
+
+    Raises:
+        ModelUpdateError: ``bad_key`` when it is none of these or not Ed25519.
+    """
+    text = data.strip()
+    try:
+        if text.startswith(b"-----BEGIN"):
+            raw = _pem_key(text)
+        elif text.startswith(b"ssh-ed25519 "):
+            blob = base64.b64decode(text.split()[1], validate=True)
+            if len(blob) != len(_SSH_ED25519) + 32 or not blob.startswith(_SSH_ED25519):
+                raise ValueError("malformed ssh-ed25519 key blob")
+            raw = blob[len(_SSH_ED25519) :]
+        else:
+            raw = base64.b64decode(text, validate=True)
+            if len(raw) != 32:
+                raise ValueError(f"raw key has {len(raw)} bytes, expected 32")
+    except (ValueError, IndexError, binascii.Error) as exc:
+        raise ModelUpdateError("bad_key", f"{source}: not an Ed25519 public key: {exc}") from exc
+    return raw
+
+
+def _pem_key(text: bytes) -> bytes:
+    """The raw key of a ``BEGIN PUBLIC KEY`` PEM block (DER SubjectPublicKeyInfo).
+
+    Raises:
+        ValueError: not one such block, or not an Ed25519 key.
+    """
+    match = _PEM.fullmatch(text)
+    if match is None:
+        raise ValueError("not a single well-formed PEM block")
+    if match[1] != b"PUBLIC KEY":
+        raise ValueError(f"PEM block is {match[1].decode()}, expected PUBLIC KEY")
+    der = base64.b64decode(b"".join(match[2].split()), validate=True)
+    if len(der) == len(_SPKI_ED25519) + 32 and der.startswith(_SPKI_ED25519):
+        return der[len(_SPKI_ED25519) :]
+    algorithm = next((name for oid, name in _SPKI_OTHERS.items() if oid in der[:32]), "")
+    raise ValueError(f"key is {algorithm or 'not Ed25519'}, expected Ed25519")
 
 
 def parse_public_key(data: bytes, *, source: str = "key") -> Ed25519PublicKey:
@@ -65,32 +123,21 @@ def parse_public_key(data: bytes, *, source: str = "key") -> Ed25519PublicKey:
     Raises:
         ModelUpdateError: ``bad_key`` when it is none of these or not Ed25519.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
+    return _public_key(public_key_bytes(data, source=source), source)
+
+
+def _public_key(raw: bytes, source: str) -> Ed25519PublicKey:
+    """A cryptography key from its 32 bytes (this imports cryptography)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    text = data.strip()
     try:
-        if text.startswith(b"-----BEGIN"):
-            key = serialization.load_pem_public_key(text)
-        elif text.startswith(b"ssh-ed25519 "):
-            key = serialization.load_ssh_public_key(text)
-        else:
-            raw = base64.b64decode(text, validate=True)
-            if len(raw) != 32:
-                raise ValueError(f"raw key has {len(raw)} bytes, expected 32")
-            key = Ed25519PublicKey.from_public_bytes(raw)
-    except (ValueError, UnsupportedAlgorithm, binascii.Error) as exc:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
         raise ModelUpdateError("bad_key", f"{source}: not an Ed25519 public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise ModelUpdateError(
-            "bad_key", f"{source}: key is {type(key).__name__}, expected Ed25519"
-        )
-    return key
 
 
-def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
-    """Read a public key file (PEM, OpenSSH, or base64 raw).
+def load_public_key_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Read a public key file (PEM, OpenSSH, or base64 raw): its 32 raw bytes.
 
     Raises:
         ModelUpdateError: ``bad_key`` when unreadable or not an Ed25519 key.
@@ -99,7 +146,16 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ModelUpdateError("bad_key", f"{path}: {exc.strerror or exc}") from exc
-    return parse_public_key(data, source=str(path))
+    return public_key_bytes(data, source=str(path))
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """Read a public key file (PEM, OpenSSH, or base64 raw).
+
+    Raises:
+        ModelUpdateError: ``bad_key`` when unreadable or not an Ed25519 key.
+    """
+    return _public_key(load_public_key_bytes(path), str(path))
 
 
 def load_private_key(
@@ -125,10 +181,14 @@ def load_private_key(
 
 
 class TrustedKeys:
-    """The public keys a device accepts signatures from, by key id."""
+    """The public keys a device accepts signatures from, by key id.
 
-    def __init__(self, keys: Iterable[Ed25519PublicKey] = ()):
-        self._keys: dict[str, Ed25519PublicKey] = {key_id(k): k for k in keys}
+    Keys are held as their raw bytes; a cryptography key object is made for each check.
+    """
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey | bytes] = ()):
+        raw = (k if isinstance(k, bytes) else raw_public_bytes(k) for k in keys)
+        self._keys: dict[str, bytes] = {key_id(r): r for r in raw}
 
     @classmethod
     def from_paths(cls, paths: Iterable[str | os.PathLike[str]]) -> TrustedKeys:
@@ -143,14 +203,19 @@ class TrustedKeys:
                 files = sorted(p for p in path.iterdir() if p.suffix in _KEY_SUFFIXES)
                 if not files:
                     logger.warning("trusted key directory %s holds no key files", path)
-                keys.extend(load_public_key(p) for p in files)
+                keys.extend(load_public_key_bytes(p) for p in files)
             else:
-                keys.append(load_public_key(path))
+                keys.append(load_public_key_bytes(path))
         return cls(keys)
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
-        """The key with an id, or None."""
-        return self._keys.get(kid)
+        """The key with an id, or None.
+
+        Raises:
+            ModelUpdateError: ``bad_key`` when cryptography refuses the key's bytes.
+        """
+        raw = self._keys.get(kid)
+        return None if raw is None else _public_key(raw, f"trusted key {kid}")
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -247,7 +312,7 @@ def verify_envelope(obj: Any, trusted: TrustedKeys, *, allow_unsigned: bool = Fa
         raise ModelUpdateError(
             "untrusted_key", f"signed by key {env.key_id}; trusted: {trusted_ids}"
         )
-    from cryptography.exceptions import InvalidSignature  # loaded with the key
+    from cryptography.exceptions import InvalidSignature  # loaded by trusted.get()
 
     try:
         key.verify(env.signature, canonical_json(env.manifest))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.errors import ModelUpdateError
@@ -17,6 +19,7 @@ from edge_agent.updates.signing import (
     load_private_key,
     load_public_key,
     parse_envelope,
+    public_key_bytes,
     sign_manifest,
     verify_envelope,
 )
@@ -209,21 +212,74 @@ def test_encrypted_private_key_needs_passphrase(tmp_path, key):
         assert e.value.reason == "bad_key"
 
 
-def test_the_daemon_loads_cryptography_only_to_parse_a_key(tmp_path):
-    # 6 MB of resident memory that a box without trusted keys does not need.
-    key = Ed25519PrivateKey.generate().public_key()
-    pem = key.public_bytes(
+def test_the_daemon_loads_cryptography_only_to_check_a_signature(tmp_path, key):
+    # 7-12 MB of resident memory that a box needs only once an update arrives.
+    pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     (tmp_path / "k.pub").write_bytes(pem)
+    (tmp_path / "env.json").write_text(json.dumps(sign_manifest(manifest(), key)))
     code = (
-        "import sys\n"
-        "import edge_agent.cli.run, edge_agent.daemon.app\n"
-        "from edge_agent.updates.signing import TrustedKeys, load_public_key\n"
-        "TrustedKeys()\n"
-        "print('before', 'cryptography' in sys.modules)\n"
-        f"TrustedKeys([load_public_key({str(tmp_path / 'k.pub')!r})])\n"
-        "print('after', 'cryptography' in sys.modules)\n"
+        "import json, sys\n"
+        "import edge_agent.cli.run, edge_agent.daemon.app, edge_agent.daemon.model_updates\n"
+        "from edge_agent.updates.signing import TrustedKeys, verify_envelope\n"
+        f"keys = TrustedKeys.from_paths([{str(tmp_path / 'k.pub')!r}])\n"
+        "print('keys', len(keys), 'cryptography' in sys.modules)\n"
+        f"env = json.load(open({str(tmp_path / 'env.json')!r}))\n"
+        "print('verified', verify_envelope(env, keys).version, 'cryptography' in sys.modules)\n"
     )
     out = python_stdout(code)
-    assert out.split() == ["before", "False", "after", "True"]
+    assert out.split() == ["keys", "1", "False", "verified", "4", "True"]
+
+
+def test_key_files_are_read_as_cryptography_reads_them(tmp_path):
+    # The daemon parses key files itself; cryptography must agree on every format.
+    for _ in range(20):
+        private = Ed25519PrivateKey.generate()
+        pub = private.public_key()
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        pem = pub.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        ssh = pub.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        for data in (pem, pem.replace(b"\n", b"\r\n"), ssh + b" me@host", base64.b64encode(raw)):
+            assert public_key_bytes(data) == raw
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("rsa", "key is RSA, expected Ed25519"),
+        ("ed448", "key is Ed448, expected Ed25519"),
+        ("x25519", "key is X25519, expected Ed25519"),
+        ("private", "PEM block is PRIVATE KEY, expected PUBLIC KEY"),
+        ("two blocks", "not a single well-formed PEM block"),
+        ("ssh ecdsa", "malformed ssh-ed25519 key blob"),
+    ],
+)
+def test_wrong_key_files_are_named(tmp_path, key, kind, message):
+    spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.public_key().public_bytes(*spki)
+    data = {
+        "rsa": lambda: rsa.generate_private_key(65537, 1024).public_key().public_bytes(*spki),
+        "ed448": lambda: ed448.Ed448PrivateKey.generate().public_key().public_bytes(*spki),
+        "x25519": lambda: x25519.X25519PrivateKey.generate().public_key().public_bytes(*spki),
+        "private": lambda: key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        "two blocks": lambda: pem + pem,
+        "ssh ecdsa": lambda: (
+            b"ssh-ed25519 "
+            + ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .split()[1]
+        ),
+    }[kind]()
+    (tmp_path / "k.pub").write_bytes(data)
+    with pytest.raises(ModelUpdateError, match=message) as e:
+        TrustedKeys.from_paths([tmp_path / "k.pub"])
+    assert e.value.reason == "bad_key"
+    assert str(tmp_path / "k.pub") in str(e.value)
