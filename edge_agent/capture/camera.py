@@ -136,7 +136,8 @@ class Camera:
 
         Args:
             config: any object with those attributes.
-            **kwargs: ``realtime``, ``on_state``, ``opener`` (default per decode_scale).
+            **kwargs: ``realtime``, ``on_state``, ``opener`` (default per decode_scale), and
+                ``fit``: the model input a device is sized to with ``fit_model``.
 
         Returns:
             The (not yet started) camera.
@@ -144,8 +145,11 @@ class Camera:
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
+        fit = kwargs.pop("fit", None)
         if getattr(config, "decode_scale", 1) > 1 and "opener" not in kwargs:
             kwargs["opener"] = functools.partial(open_reduced, scale=config.decode_scale)
+        elif fit is not None and getattr(config, "fit_model", False) and "opener" not in kwargs:
+            kwargs["opener"] = functools.partial(open_capture, fit=fit)
         return cls(config.name, config.source, **options, **kwargs)
 
     # ---- owner API -------------------------------------------------------------------
@@ -186,12 +190,9 @@ class Camera:
         return stopped
 
     def get(self, timeout: float = 1.0) -> Frame | None:
-        """The newest frame not returned before, waiting up to ``timeout`` for one.
+        """The newest frame not returned before, waiting up to ``timeout`` s (0 polls).
 
         The previous frame's image may be reused by the capture thread from this call on.
-
-        Args:
-            timeout: seconds (0 polls).
 
         Returns:
             A :class:`Frame`, or None on timeout, or at once once ended/stopped and drained.
@@ -389,10 +390,9 @@ class Camera:
             if self._state == state or self._state == CameraState.STOPPED:
                 return
             self._state = state
-        callback = self._on_state
-        if callback is None:
+        if self._on_state is None:
             return
         try:
-            callback(self.name, state, detail)
+            self._on_state(self.name, state, detail)
         except Exception:
             logger.exception("camera %s: on_state callback failed for %r", self.name, state)

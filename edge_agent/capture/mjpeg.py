@@ -106,7 +106,7 @@ def open_reduced(spec: SourceSpec, *, scale: int, name: str, **kwargs: Any) -> C
         if scale != 1:
             logger.warning(
                 "camera %s: decode_scale %d applies to MJPG files and streams; for a "
-                "device, ask for a smaller mode (camera.width, camera.height)",
+                "device, ask for a smaller mode (camera.fit_model, or camera.width and height)",
                 name,
                 scale,
             )

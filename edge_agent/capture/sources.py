@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from edge_agent.capture.v4l2 import FrameSize, ModelFit, device_path, fitted_mode
 from edge_agent.errors import CaptureError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -255,6 +256,7 @@ def open_capture(
     fps: float | None = None,
     open_timeout: float = 10.0,
     read_timeout: float = 10.0,
+    fit: ModelFit | None = None,
 ) -> Capture:
     """Open a source; the caller owns (and must release) the returned capture.
 
@@ -264,6 +266,8 @@ def open_capture(
         width, height, fps: requested device mode (devices), or the pattern size and
             rate (synthetic, when the spec gives none); ignored for files and streams.
         open_timeout, read_timeout: seconds, for network streams.
+        fit: a device given no width and height is asked for its smallest mode that
+            covers this model input (``camera.fit_model``, see capture/v4l2.py).
 
     Returns:
         An opened ``cv2.VideoCapture`` or :class:`~edge_agent.capture.synthetic.SyntheticCapture`.
@@ -295,8 +299,21 @@ def open_capture(
         cap.release()
         raise CaptureError(f"{spec.display}: OpenCV could not open it")
     if spec.kind == SourceKind.DEVICE:
+        if fit is not None and not (width and height):
+            width, height = _fitted(cap, name, spec, fit) or (width, height)
         _apply_mode(cap, name, width, height, fps)
     return cap
+
+
+def _fitted(cap: Capture, name: str, spec: SourceSpec, fit: ModelFit) -> FrameSize | None:
+    """The mode of an opened device that fits the model, or None to keep its default."""
+    current = FrameSize(
+        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    )
+    if min(current) <= 0:
+        return None
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF
+    return fitted_mode(name, device_path(spec.target), fourcc, current, fit)
 
 
 def source_fps(cap: Capture, fallback: float) -> float:

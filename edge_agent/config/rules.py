@@ -111,8 +111,18 @@ def _disk_needs_snapshots(section: EventsConfig, prefix: str) -> None:
         raise Problem(f"{prefix}.snapshot_keep_on_disk", f"requires {prefix}.snapshots = true")
 
 
+def _fit_or_size(section: CameraConfig, prefix: str) -> None:
+    """A mode sized to the model and a mode given by size cannot both be asked for."""
+    if section.fit_model and (section.width or section.height):
+        raise Problem(
+            f"{prefix}.fit_model",
+            f"sizes the device's mode to the model: remove {prefix}.width and "
+            f"{prefix}.height, or set fit_model = false",
+        )
+
+
 RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
-    CameraConfig: (_not_below("reopen_initial", "reopen_max"),),
+    CameraConfig: (_not_below("reopen_initial", "reopen_max"), _fit_or_size),
     ModelConfig: (_together("input_mean", "input_std"),),
     InferenceConfig: (_not_below("reprobe_initial", "reprobe_max"),),
     MqttConfig: (
@@ -170,6 +180,7 @@ def check_objects(config: Config) -> None:
         Problem: naming the first offending key.
     """
     cameras = {camera.name for camera in config.camera}
+    fitted = {camera.name for camera in config.camera if camera.fit_model}
     for index, camera in enumerate(config.camera):
         if camera.name in RESERVED_PLACES:
             raise Problem(f"camera[{index}].name", f'"{camera.name}" is a reserved topic level')
@@ -185,6 +196,12 @@ def check_objects(config: Config) -> None:
             )
         if zone.name in seen:
             raise Problem(f"{key}.name", f"duplicate zone name (also zone[{seen[zone.name]}])")
+        if zone.camera in fitted and any(v > 1 for point in zone.points for v in point):
+            raise Problem(
+                f"{key}.points",
+                f'camera "{zone.camera}" has fit_model = true, so its frame size follows the '
+                "model: give the points in 0..1 of the frame",
+            )
         seen[zone.name] = index
     labels: dict[str, int] = {}
     for index, track in enumerate(config.track):
@@ -210,6 +227,12 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not config.enabled_cameras:
         found.append(("camera", "every camera has enabled = false; nothing will be captured"))
+    for index, camera in enumerate(config.camera):
+        device = isinstance(camera.source, int) or camera.source.startswith("/dev/")
+        if camera.fit_model and not device:
+            found.append(
+                (f"camera[{index}].fit_model", "applies to V4L2 devices; this source is not one")
+            )
     mqtt = config.mqtt
     brokers = [parse_endpoint(h).host for h in mqtt.hosts] or [mqtt.host]
     remote = [h for h in brokers if not _is_loopback(h)]

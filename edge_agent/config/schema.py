@@ -82,6 +82,9 @@ class CameraConfig:
     realtime: bool = opt(True, Bool())
     # Decode MJPG at 1/N scale (capture/mjpeg.py): the camera acts as a smaller one.
     decode_scale: int = opt(1, OneOf(1, 2, 4, 8))
+    # A V4L2 device without width/height is asked for its smallest mode that covers the
+    # model input (capture/v4l2.py): cheaper decode and resize; frame pixels change.
+    fit_model: bool = opt(False, Bool())
     # Motion gating (capture/motion.py): frames in which nothing moved skip the model.
     motion_gate: bool = opt(False, Bool())
     motion_threshold: float = opt(0.002, Num(gt=0, hi=1))

@@ -29,7 +29,7 @@ from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.reload import plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
-from edge_agent.daemon.startup import initial_model, start_supervisor
+from edge_agent.daemon.startup import initial_model, model_fit, start_supervisor
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -207,8 +207,9 @@ class Daemon:
             cfg, options, meta, self._on_worker_event
         )
         self.last_error = fallback_error or self.last_error
+        fit = model_fit(self.supervisor)  # camera.fit_model sizes devices to the model
         for cam_cfg in cfg.enabled_cameras:
-            cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state)
+            cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state, fit=fit)
             cam.start()
             self.cameras.append(cam)
         if self.updates is not None:

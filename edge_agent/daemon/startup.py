@@ -11,11 +11,13 @@ import logging
 import os
 from typing import Any
 
+from edge_agent.capture.v4l2 import ModelFit
 from edge_agent.config import Config
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.options import model_options
 from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference.codec import make_codec
+from edge_agent.inference.geometry import LETTERBOX
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import EventSink, Supervisor
 
@@ -91,3 +93,12 @@ def start_supervisor(
         )
         fallback = {"name": os.path.basename(configured.path), "version": ""}
         return make(configured, fallback), str(exc)
+
+
+def model_fit(supervisor: Supervisor) -> ModelFit | None:
+    """What the running model needs from a frame, for cameras with ``fit_model``."""
+    model = supervisor.current
+    if model is None:
+        return None
+    pre = model.codec.preprocessor
+    return ModelFit(pre.width, pre.height, pre.resize == LETTERBOX)

@@ -58,3 +58,22 @@ def test_bad_object_tables_name_the_key(text, message):
 def test_reserved_camera_name():
     with pytest.raises(ConfigError, match=r'camera\[0\].name: "cmd" is a reserved topic level'):
         parse('[[camera]]\nname = "cmd"\nsource = 0\n')
+
+
+FITTED = CAMS.replace("source = 0\n", "source = 0\nfit_model = true\n", 1)
+
+
+def test_a_fitted_camera_takes_zones_in_fractions_only():
+    # Its frame size follows the model, so pixel points would land elsewhere.
+    assert parse(FITTED + ZONE).zone[0].points[1] == (0.5, 0.0)
+    with pytest.raises(ConfigError) as info:
+        parse(FITTED + ZONE.replace("[0.5, 1]]", "[320, 240]]"))
+    assert 'zone[0].points: camera "front" has fit_model = true' in str(info.value)
+    assert parse(CAMS + ZONE.replace("[0.5, 1]]", "[320, 240]]")).zone  # pixels elsewhere
+
+
+@pytest.mark.parametrize("size", ["width = 320\n", "height = 240\n"])
+def test_fit_model_and_a_size_are_refused(size):
+    with pytest.raises(ConfigError) as info:
+        parse(FITTED.replace("fit_model = true\n", "fit_model = true\n" + size))
+    assert "camera[0].fit_model: sizes the device's mode to the model: remove" in str(info.value)

@@ -1,0 +1,101 @@
+"""Tier 2: what a running model asks of a fitted camera (``camera.fit_model``), and what
+the fitted mode does to real models' answers on the shared photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.capture.v4l2 import DeviceSizes, FrameSize, ModelFit, choose_size
+from edge_agent.daemon.startup import model_fit
+from edge_agent.inference.adapters.common import BBox
+from edge_agent.inference.codec import make_codec
+from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.supervisor import Supervisor
+from tests.component.test_decode_scale import PHOTOS
+from tests.component.test_inference_real import load
+from tests.support.paths import fixture_model, shared_file
+from tests.unit.test_v4l2 import WEBCAM
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("color_uint8.tflite", ModelFit(32, 32, letterbox=False)),  # a classifier: stretched
+        ("yolo_tiny_int8.tflite", ModelFit(64, 64, letterbox=True)),  # YOLO: letterboxed
+    ],
+)
+def test_the_running_model_gives_its_input_size_and_resize(model, expected):
+    options = ModelOptions(path=str(fixture_model(model)), device="cpu", num_threads=1)
+    sup = Supervisor(options, make_codec, deadline=5.0)
+    sup.start()
+    try:
+        assert model_fit(sup) == expected
+    finally:
+        sup.stop()
+
+
+def mjpg_frame(image: np.ndarray, size: FrameSize) -> np.ndarray:
+    """What a camera's MJPG mode of ``size`` delivers of a scene, decoded."""
+    scaled = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", scaled, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+
+
+# The shared README's expected outputs for mobilenet_v2 (label, score).
+MOBILENET_EXPECTED = {
+    "cat.bmp": ("Egyptian cat", 0.777),
+    "grace_hopper.bmp": ("military uniform", 0.934),
+}
+
+
+def test_mobilenet_v2_keeps_its_answers_at_the_mode_fit_model_picks():
+    """A webcam's default 640x480 against the mode chosen for a 224x224 input (320x240):
+    the same top-1 on every shared photo, and the README's scores within 0.08."""
+    model = load("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt", threshold=0.05)
+    default = FrameSize(640, 480)
+    fitted = choose_size(DeviceSizes(WEBCAM), model_fit_of(model), default)
+    assert fitted == (320, 240)
+    moved = []
+    for name in PHOTOS:
+        photo = cv2.imread(str(shared_file(f"images/{name}")))
+        top_a = model.infer(mjpg_frame(photo, default)).results[0]
+        top_b = model.infer(mjpg_frame(photo, fitted)).results[0]
+        assert top_a.label == top_b.label, (name, top_a, top_b)
+        if name in MOBILENET_EXPECTED:
+            label, score = MOBILENET_EXPECTED[name]
+            assert top_b.label == label and top_b.score == pytest.approx(score, abs=0.08)
+        moved.append(f"{name} {top_a.label} {top_a.score:.3f} -> {top_b.score:.3f}")
+    print("fit_model, mobilenet_v2 top-1 (640x480 -> 320x240): " + "; ".join(moved))
+
+
+def test_yolov8n_finds_the_same_objects_at_the_mode_fit_model_picks():
+    """A 1280x720 default against the 16:9 mode chosen for a letterboxed 640x640 input
+    (640x360): the same objects, boxes at IoU >= 0.85 in the frame's own scale."""
+    model = load("yolov8n_full_integer_quant.tflite", "yolov8n_labels.txt")
+    default = FrameSize(1280, 720)
+    offered = DeviceSizes((*WEBCAM, FrameSize(640, 360), FrameSize(424, 240)))
+    fitted = choose_size(offered, model_fit_of(model), default)
+    assert fitted == (640, 360)
+    for name in PHOTOS:
+        photo = cv2.imread(str(shared_file(f"images/{name}")))
+        full = model.infer(mjpg_frame(photo, default)).results
+        small = model.infer(mjpg_frame(photo, fitted)).results
+        assert full, name
+        for a in full:
+            if a.score < 0.5:
+                continue  # weak detections may cross the threshold either way
+            b = max(
+                (r for r in small if r.label == a.label),
+                key=lambda r: BBox(*a.box).iou(BBox(*r.box).scale(2.0, 2.0)),
+            )
+            assert BBox(*a.box).iou(BBox(*b.box).scale(2.0, 2.0)) >= 0.85, (name, a, b)
+            assert b.score == pytest.approx(a.score, abs=0.08), (name, a, b)
+
+
+def model_fit_of(model) -> ModelFit:
+    """The fit of a loaded model, as the daemon's model_fit() reads it off a worker."""
+    pre = model.codec.preprocessor
+    return ModelFit(pre.width, pre.height, pre.resize == "letterbox")
