@@ -1,17 +1,18 @@
 """Ask a V4L2 camera for its smallest mode that still covers the model's input.
 
-A USB camera's default mode (often 640x480 or 1280x720 MJPG) costs a full JPEG decode
-and a large resize per frame, though a 224x224 model uses a fraction of those pixels.
-With ``camera.fit_model = true`` the camera's frame sizes for its current pixel format
-are listed (``VIDIOC_ENUM_FRAMESIZES``) and the smallest one that:
+OpenCV opens a device in 640x480, in the pixel format it picks (YUYV or MJPG), and every
+frame is then converted or decoded and resized in full, though a 224x224 model uses a
+fraction of those pixels. With ``camera.fit_model = true`` the device's frame sizes for
+that pixel format are listed (``VIDIOC_ENUM_FRAMESIZES``) and the smallest one that:
 
-* keeps the default mode's aspect ratio (another ratio may crop the sensor's view),
+* keeps the opened mode's aspect ratio (another ratio may crop the sensor's view),
 * still covers the model's input: both sides for a stretched input, one side for a
   letterboxed one (the other side is padding either way),
-* and is smaller than the default mode (never a costlier one),
+* and is smaller than the opened mode (never a costlier one),
 
-is requested. Devices that scale freely (stepwise or continuous sizes, e.g. the Pi
-camera's V4L2 driver) are asked for the covering size rounded up to their step.
+is requested. Devices that scale freely (stepwise or continuous sizes, e.g. the legacy
+bcm2835-v4l2 Pi camera driver) are asked for the smallest size on their grid that keeps
+the aspect ratio and covers the input.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _FRMSIZE = struct.Struct("=3I6I2I")
 VIDIOC_ENUM_FRAMESIZES = (3 << 30) | (_FRMSIZE.size << 16) | (ord("V") << 8) | 74
 _DISCRETE, _CONTINUOUS, _STEPWISE = 1, 2, 3
 MAX_SIZES = 256  # a driver that never says EINVAL must not loop forever
+MAX_GRID_STEPS = 4096  # a range's widths tried for one on the current aspect ratio
 ASPECT_TOLERANCE = 0.02  # 4:3 at 1280x960 vs 1280x962 is the same view
 
 Ioctl = Callable[[int, int, bytearray], object]
@@ -78,22 +80,25 @@ def same_aspect(a: FrameSize, b: FrameSize) -> bool:
 
 
 def _in_range(span: SizeRange, need: ModelFit, current: FrameSize) -> FrameSize | None:
-    """The smallest size of a range with the current aspect that covers ``need``."""
+    """The smallest size on a range's grid with the current aspect that covers ``need``."""
+    (low_w, low_h), (high_w, high_h) = span.smallest, span.largest
+    step_w, step_h = max(1, span.step.width), max(1, span.step.height)
     ratios = (need.width / current.width, need.height / current.height)
     k = min(ratios) if need.letterbox else max(ratios)
-    sides = []
-    for want, low, high, step in zip(
-        (math.ceil(k * current.width - 1e-9), math.ceil(k * current.height - 1e-9)),
-        span.smallest,
-        span.largest,
-        span.step,
-    ):
-        step = max(1, step)
-        side = low + max(0, math.ceil((want - low) / step)) * step
-        if side > high:
+    width = low_w + max(0, math.ceil((k * current.width - 1e-9 - low_w) / step_w)) * step_w
+    # Coarse steps put a side's smallest multiple off the aspect: walk up the grid.
+    for _ in range(MAX_GRID_STEPS):
+        if width > high_w:
             return None
-        sides.append(side)
-    return FrameSize(*sides)
+        want_h = width * current.height / current.width - 1e-9
+        height = low_h + max(0, math.ceil((want_h - low_h) / step_h)) * step_h
+        if height > high_h:
+            return None
+        size = FrameSize(width, height)
+        if covers(size, need) and same_aspect(size, current):
+            return size
+        width += step_w
+    return None
 
 
 def choose_size(sizes: DeviceSizes, need: ModelFit, current: FrameSize) -> FrameSize | None:
@@ -178,10 +183,16 @@ def fitted_mode(
     """
     try:
         sizes = frame_sizes(path, fourcc, ioctl)
-    except (OSError, ImportError) as exc:
+    except (OSError, ImportError, ValueError) as exc:
         logger.warning(
             "camera %s: fit_model: cannot list the frame sizes of %s (%s); keeping %dx%d",
             name, path, exc, *current,
+        )  # fmt: skip
+        return None
+    if not sizes.discrete and not sizes.ranges:
+        logger.warning(
+            "camera %s: fit_model: %s lists no frame sizes for its pixel format %s; keeping %dx%d",
+            name, path, fourcc.to_bytes(4, "little").decode("latin-1"), *current,
         )  # fmt: skip
         return None
     chosen = choose_size(sizes, need, current)

@@ -112,12 +112,18 @@ def _disk_needs_snapshots(section: EventsConfig, prefix: str) -> None:
 
 
 def _fit_or_size(section: CameraConfig, prefix: str) -> None:
-    """A mode sized to the model and a mode given by size cannot both be asked for."""
+    """A mode sized to the model cannot be asked for with a size, or with a reduced decode."""
     if section.fit_model and (section.width or section.height):
         raise Problem(
             f"{prefix}.fit_model",
             f"sizes the device's mode to the model: remove {prefix}.width and "
             f"{prefix}.height, or set fit_model = false",
+        )
+    if section.fit_model and section.decode_scale > 1:
+        raise Problem(
+            f"{prefix}.decode_scale",
+            f"{prefix}.fit_model sizes a device's mode to the model, decode_scale applies "
+            "to MJPG files and streams: set one of them",
         )
 
 
@@ -196,7 +202,7 @@ def check_objects(config: Config) -> None:
             )
         if zone.name in seen:
             raise Problem(f"{key}.name", f"duplicate zone name (also zone[{seen[zone.name]}])")
-        if zone.camera in fitted and any(v > 1 for point in zone.points for v in point):
+        if zone.camera in fitted and not all(0 <= v <= 1 for point in zone.points for v in point):
             raise Problem(
                 f"{key}.points",
                 f'camera "{zone.camera}" has fit_model = true, so its frame size follows the '
@@ -228,7 +234,7 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
     if not config.enabled_cameras:
         found.append(("camera", "every camera has enabled = false; nothing will be captured"))
     for index, camera in enumerate(config.camera):
-        device = isinstance(camera.source, int) or camera.source.startswith("/dev/")
+        device = isinstance(camera.source, int) or camera.source.strip().startswith("/dev/")
         if camera.fit_model and not device:
             found.append(
                 (f"camera[{index}].fit_model", "applies to V4L2 devices; this source is not one")

@@ -100,16 +100,19 @@ def public_key_bytes(data: bytes, *, source: str = "key") -> bytes:
 
 
 def _pem_key(text: bytes) -> bytes:
-    """The raw key of a ``BEGIN PUBLIC KEY`` PEM block (DER SubjectPublicKeyInfo).
+    """The raw key of the first ``BEGIN PUBLIC KEY`` PEM block (DER SubjectPublicKeyInfo);
+    text around it (``openssl pkey -text``'s dump, a comment line) is ignored, as OpenSSL
+    and cryptography ignore it.
 
     Raises:
-        ValueError: not one such block, or not an Ed25519 key.
+        ValueError: no such block, or not an Ed25519 key.
     """
-    match = _PEM.fullmatch(text)
+    blocks = list(_PEM.finditer(text))
+    if not blocks:
+        raise ValueError("no well-formed PEM block")
+    match = next((m for m in blocks if m[1] == b"PUBLIC KEY"), None)
     if match is None:
-        raise ValueError("not a single well-formed PEM block")
-    if match[1] != b"PUBLIC KEY":
-        raise ValueError(f"PEM block is {match[1].decode()}, expected PUBLIC KEY")
+        raise ValueError(f"PEM block is {blocks[0][1].decode()}, expected PUBLIC KEY")
     der = base64.b64decode(b"".join(match[2].split()), validate=True)
     if len(der) == len(_SPKI_ED25519) + 32 and der.startswith(_SPKI_ED25519):
         return der[len(_SPKI_ED25519) :]

@@ -363,7 +363,13 @@ def test_enabled_cameras_and_warning_when_all_disabled():
 
 @pytest.mark.parametrize(
     ("source", "warned"),
-    [("0", False), ('"/dev/video2"', False), ('"clip.avi"', True), ('"rtsp://cam/1"', True)],
+    [
+        ("0", False),
+        ('"/dev/video2"', False),
+        ('" /dev/video2"', False),
+        ('"clip.avi"', True),
+        ('"rtsp://cam/1"', True),
+    ],
 )
 def test_fit_model_warns_on_sources_that_are_not_devices(source, warned):
     config = parse(f"[[camera]]\nsource = {source}\nfit_model = true\n")

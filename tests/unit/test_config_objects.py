@@ -70,10 +70,19 @@ def test_a_fitted_camera_takes_zones_in_fractions_only():
         parse(FITTED + ZONE.replace("[0.5, 1]]", "[320, 240]]"))
     assert 'zone[0].points: camera "front" has fit_model = true' in str(info.value)
     assert parse(CAMS + ZONE.replace("[0.5, 1]]", "[320, 240]]")).zone  # pixels elsewhere
+    with pytest.raises(ConfigError, match="zone.0..points: camera .front. has fit_model"):
+        parse(FITTED + ZONE.replace("[[0, 0]", "[[-0.01, 0]"))  # not all in 0..1: pixels
 
 
-@pytest.mark.parametrize("size", ["width = 320\n", "height = 240\n"])
-def test_fit_model_and_a_size_are_refused(size):
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("width = 320\n", "camera[0].fit_model: sizes the device's mode to the model: remove"),
+        ("height = 240\n", "camera[0].fit_model: sizes the device's mode to the model: remove"),
+        ("decode_scale = 2\n", "camera[0].decode_scale: camera[0].fit_model sizes a device's"),
+    ],
+)
+def test_fit_model_and_a_size_or_a_reduced_decode_are_refused(extra, message):
     with pytest.raises(ConfigError) as info:
-        parse(FITTED.replace("fit_model = true\n", "fit_model = true\n" + size))
-    assert "camera[0].fit_model: sizes the device's mode to the model: remove" in str(info.value)
+        parse(FITTED.replace("fit_model = true\n", "fit_model = true\n" + extra))
+    assert message in str(info.value)

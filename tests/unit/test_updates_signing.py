@@ -253,7 +253,7 @@ def test_key_files_are_read_as_cryptography_reads_them(tmp_path):
         ("ed448", "key is Ed448, expected Ed25519"),
         ("x25519", "key is X25519, expected Ed25519"),
         ("private", "PEM block is PRIVATE KEY, expected PUBLIC KEY"),
-        ("two blocks", "not a single well-formed PEM block"),
+        ("truncated", "no well-formed PEM block"),
         ("ssh ecdsa", "malformed ssh-ed25519 key blob"),
     ],
 )
@@ -269,7 +269,7 @@ def test_wrong_key_files_are_named(tmp_path, key, kind, message):
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        "two blocks": lambda: pem + pem,
+        "truncated": lambda: pem[:-10],
         "ssh ecdsa": lambda: (
             b"ssh-ed25519 "
             + ec.generate_private_key(ec.SECP256R1())
@@ -283,3 +283,18 @@ def test_wrong_key_files_are_named(tmp_path, key, kind, message):
         TrustedKeys.from_paths([tmp_path / "k.pub"])
     assert e.value.reason == "bad_key"
     assert str(tmp_path / "k.pub") in str(e.value)
+
+
+def test_text_around_a_pem_public_key_is_ignored_as_openssl_does(tmp_path, key):
+    # `openssl pkey -pubout -text` appends a dump; operators add comment lines.
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    dump = b"ED25519 Public-Key:\npub:\n    d7:5a:98:01\n"
+    other = Ed25519PrivateKey.generate().public_key()
+    second = other.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for data in (pem + dump, pem + b"# release key, 2026\n", pem + second):
+        assert public_key_bytes(data) == RFC_PUBLIC
+        assert serialization.load_pem_public_key(data) == key.public_key()  # as cryptography

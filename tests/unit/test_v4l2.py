@@ -68,13 +68,19 @@ def test_never_a_costlier_mode_than_the_default():
 
 def test_a_freely_scaling_device_is_asked_for_the_covering_size_on_its_step():
     pi = DeviceSizes(ranges=(SizeRange(FrameSize(32, 32), FrameSize(2592, 1944), FrameSize(2, 2)),))
-    # 4:3 covering 224x224 when stretched: 299x224, rounded up to the step of 2.
-    assert choose_size(pi, MOBILENET, FrameSize(1024, 768)) == (300, 224)
+    # 4:3 covering 224x224 when stretched: 299x224.25; on the grid of 2 from 32, 300x226.
+    assert choose_size(pi, MOBILENET, FrameSize(1024, 768)) == (300, 226)
     assert choose_size(pi, YOLO, FrameSize(1024, 768)) == (640, 480)
     coarse = DeviceSizes(
         ranges=(SizeRange(FrameSize(64, 48), FrameSize(640, 480), FrameSize(64, 48)),)
     )
     assert choose_size(coarse, MOBILENET, FrameSize(640, 480)) == (320, 240)
+    # Steps of 64: 448x384 (the smallest multiples) is not 4:3; 512x384 is.
+    grid = DeviceSizes(
+        ranges=(SizeRange(FrameSize(64, 64), FrameSize(2592, 2592), FrameSize(64, 64)),)
+    )
+    assert choose_size(grid, ModelFit(300, 300, False), FrameSize(640, 480)) == (512, 384)
+    assert choose_size(grid, ModelFit(300, 300, False), FrameSize(1024, 768)) == (512, 384)
     small = DeviceSizes(
         ranges=(SizeRange(FrameSize(16, 16), FrameSize(200, 150), FrameSize(1, 1)),)
     )
@@ -126,14 +132,17 @@ def test_stepwise_and_continuous_sizes_are_one_range(node):
 def test_a_device_that_cannot_be_listed_keeps_its_mode(node, tmp_path, caplog):
     caplog.set_level(logging.INFO, "edge_agent.capture.v4l2")
     current = FrameSize(640, 480)
+    # A format the device cannot list (EINVAL at once, e.g. a metadata node): a warning.
+    assert fitted_mode("front", node, YUYV, current, MOBILENET, FakeDevice(MJPG, [])) is None
     assert (
         fitted_mode("front", node, MJPG, current, MOBILENET, FakeDevice(MJPG, [], errno.ENOTTY))
         is None
     )
     assert fitted_mode("front", str(tmp_path / "gone"), MJPG, current, MOBILENET) is None
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 2 and all("camera front: fit_model: cannot list" in w for w in warnings)
-    assert "keeping 640x480" in warnings[0]
+    assert len(warnings) == 3 and all(w.startswith("camera front: fit_model: ") for w in warnings)
+    assert f"{node} lists no frame sizes for its pixel format YUYV; keeping 640x480" in warnings[0]
+    assert "cannot list the frame sizes" in warnings[1] and "keeping 640x480" in warnings[1]
 
 
 class FakeCapture:
