@@ -39,6 +39,7 @@ from edge_agent.capture.sources import (
     parse_source,
     source_fps,
 )
+from edge_agent.capture.v4l2 import FitTarget
 from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.ratemeter import RateMeter
 
@@ -76,6 +77,8 @@ class Camera:
             logged, never raised.
         opener: replaces :func:`~edge_agent.capture.sources.open_capture` (same signature),
             e.g. for other capture libraries.
+        fit: a device is sized to this model input at each open (``camera.fit_model``),
+            and reopened when it changes.
 
     Raises:
         ConfigError: invalid source or timing values.
@@ -96,6 +99,7 @@ class Camera:
         realtime: bool = True,
         on_state: StateCallback | None = None,
         opener: Opener | None = None,
+        fit: FitTarget | None = None,
     ):
         if not name:
             raise ConfigError("camera name is empty")
@@ -113,6 +117,7 @@ class Camera:
         self._realtime = realtime or not self.spec.paced
         self._on_state = on_state
         self._opener: Opener = opener or open_capture
+        self._fit = fit
         self._backoff = Backoff(float(reopen_initial), float(reopen_max))
         self._slot = FrameSlot()
         self._stop = threading.Event()
@@ -137,7 +142,7 @@ class Camera:
         Args:
             config: any object with those attributes.
             **kwargs: ``realtime``, ``on_state``, ``opener`` (default per decode_scale), and
-                ``fit``: the model input a device is sized to with ``fit_model``.
+                ``fit``: the FitTarget a device is sized to when ``fit_model`` is on.
 
         Returns:
             The (not yet started) camera.
@@ -145,11 +150,10 @@ class Camera:
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
-        fit = kwargs.pop("fit", None)
         if getattr(config, "decode_scale", 1) > 1 and "opener" not in kwargs:
             kwargs["opener"] = functools.partial(open_reduced, scale=config.decode_scale)
-        elif fit is not None and getattr(config, "fit_model", False) and "opener" not in kwargs:
-            kwargs["opener"] = functools.partial(open_capture, fit=fit)
+        if not getattr(config, "fit_model", False):
+            kwargs.pop("fit", None)  # only a camera with fit_model sizes its device
         return cls(config.name, config.source, **options, **kwargs)
 
     # ---- owner API -------------------------------------------------------------------
@@ -166,15 +170,8 @@ class Camera:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the thread and release the source.
-
-        Args:
-            timeout: seconds to wait for the thread (a backend blocked in open/read
-                holds it until its own timeout; it is a daemon thread).
-
-        Returns:
-            True when the thread has ended.
-        """
+        """Stop the thread and release the source; True when the thread ended within
+        ``timeout`` s (a backend blocked in open/read holds it until its own timeout)."""
         self._stop.set()
         self._slot.close()
         thread = self._thread
@@ -271,8 +268,9 @@ class Camera:
         """Open through the opener; remember a file's identity to spot replacements."""
         spec = self.spec
         identity = file_identity(spec.target) if spec.kind == SourceKind.FILE else None
+        fit = {"fit": self._fit.get()} if self._fit is not None else {}
         cap = self._opener(
-            spec, name=self.name, **self._mode,
+            spec, name=self.name, **self._mode, **fit,
             open_timeout=self._stale_after, read_timeout=self._stale_after,
         )  # fmt: skip
         self._file_identity = identity
@@ -286,6 +284,8 @@ class Camera:
         due = time.monotonic()
         since_rewind = 0
         while not self._stop.is_set():
+            if self._fit is not None and self._fit.take_changed():
+                return _Outcome.REOPEN  # another model: open the device in a mode for it
             index, buffer = self._slot.writable()
             started = time.monotonic()
             ok, image = cap.read(buffer) if buffer is not None else cap.read()

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import struct
+import threading
 from typing import Callable, NamedTuple
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,38 @@ class ModelFit(NamedTuple):
     width: int
     height: int
     letterbox: bool
+
+
+class FitTarget:
+    """The model input a ``fit_model`` camera sizes its device to, at each open.
+
+    The daemon aims it at the running model after each switch; the camera thread reads it
+    when it opens the device, and reopens the device once after each change.
+    """
+
+    def __init__(self, fit: ModelFit):
+        self._lock = threading.Lock()  # the daemon's pipeline thread writes, the camera reads
+        self._fit = fit
+        self._changed = False
+
+    def get(self) -> ModelFit:
+        """The model input to size the device to."""
+        with self._lock:
+            return self._fit
+
+    def set(self, fit: ModelFit) -> bool:
+        """Aim at another model input; True when it differs (the camera then reopens)."""
+        with self._lock:
+            if fit == self._fit:
+                return False
+            self._fit, self._changed = fit, True
+            return True
+
+    def take_changed(self) -> bool:
+        """True once after each change: the camera thread's cue to reopen its device."""
+        with self._lock:
+            changed, self._changed = self._changed, False
+            return changed
 
 
 def covers(size: FrameSize, need: ModelFit) -> bool:

@@ -29,7 +29,7 @@ from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.reload import plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
-from edge_agent.daemon.startup import initial_model, model_fit, start_supervisor
+from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -207,8 +207,9 @@ class Daemon:
             cfg, options, meta, self._on_worker_event
         )
         self.last_error = fallback_error or self.last_error
-        fit = model_fit(self.supervisor)  # camera.fit_model sizes devices to the model
+        fits = CameraFits(self.supervisor, cfg.enabled_cameras, then=self._status_dirty.set)
         for cam_cfg in cfg.enabled_cameras:
+            fit = fits.targets.get(cam_cfg.name)  # camera.fit_model: sized to the model
             cam = Camera.from_config(cam_cfg, on_state=self._on_camera_state, fit=fit)
             cam.start()
             self.cameras.append(cam)
@@ -230,7 +231,7 @@ class Daemon:
             self.stats,
             self.watchdog.progress,
             results=cfg.mqtt.results_mode,
-            on_generation=self._status_dirty.set,
+            on_generation=fits.after_switch,
             on_frame=self.objects.on_frame if self.objects else None,
             detecting=self.detect.detecting,
             motion=MotionGate.from_config(cfg),
@@ -276,11 +277,8 @@ class Daemon:
             ):
                 break
             if waited > timeout:
-                logger.warning(
-                    "ready without %s after %.0fs",
-                    "frames" if not frames_ok else "the broker",
-                    waited,
-                )
+                missing = "frames" if not frames_ok else "the broker"
+                logger.warning("ready without %s after %.0fs", missing, waited)
                 break
             if self._status_dirty.is_set():
                 # A camera that cannot open shows as reconnecting now, not after timeout.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Callable
 
-from edge_agent.capture.v4l2 import ModelFit
-from edge_agent.config import Config
+from edge_agent.capture.sources import SourceKind, parse_source
+from edge_agent.capture.v4l2 import FitTarget, ModelFit
+from edge_agent.config import CameraConfig, Config
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.options import model_options
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -102,3 +104,39 @@ def model_fit(supervisor: Supervisor) -> ModelFit | None:
         return None
     pre = model.codec.preprocessor
     return ModelFit(pre.width, pre.height, pre.resize == LETTERBOX)
+
+
+class CameraFits:
+    """Keeps each ``camera.fit_model`` device aimed at the running model's input (other
+    sources have no modes to choose from: the config warns about them).
+
+    Args:
+        supervisor: the started supervisor (its model gives the first target).
+        cameras: the enabled cameras' configs.
+        then: called at the end of :meth:`after_switch` (the daemon's status refresh).
+    """
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        cameras: Sequence[CameraConfig],
+        then: Callable[[], None] = lambda: None,
+    ):
+        self._supervisor = supervisor
+        self._then = then
+        fit = model_fit(supervisor)
+        devices = [c for c in cameras if parse_source(c.source).kind == SourceKind.DEVICE]
+        self.targets = {c.name: FitTarget(fit) for c in devices if c.fit_model and fit}
+
+    def after_switch(self) -> None:
+        """Pipeline-thread hook after a model or backend switch: a camera whose model
+        input changed reopens its device in a mode for the new one."""
+        fit = model_fit(self._supervisor)
+        for name, target in self.targets.items():
+            if fit is not None and target.set(fit):
+                logger.info(
+                    "camera %s: fit_model: the model input is now %dx%d (%s); reopening "
+                    "the device in a mode for it",
+                    name, fit.width, fit.height, "letterboxed" if fit.letterbox else "stretched",
+                )  # fmt: skip
+        self._then()

@@ -3,12 +3,19 @@ the fitted mode does to real models' answers on the shared photos."""
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
 
-from edge_agent.capture.v4l2 import DeviceSizes, FrameSize, ModelFit, choose_size
+from edge_agent.capture import camera as camera_module
+from edge_agent.capture.camera import Camera
+from edge_agent.capture.sources import open_capture
+from edge_agent.capture.v4l2 import DeviceSizes, FitTarget, FrameSize, ModelFit, choose_size
+from edge_agent.config import CameraConfig
 from edge_agent.daemon.startup import model_fit
+from edge_agent.errors import CaptureError
 from edge_agent.inference.adapters.common import BBox
 from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
@@ -16,7 +23,7 @@ from edge_agent.inference.supervisor import Supervisor
 from tests.component.test_decode_scale import PHOTOS
 from tests.component.test_inference_real import load
 from tests.support.paths import fixture_model, shared_file
-from tests.unit.test_v4l2 import WEBCAM
+from tests.unit.test_v4l2 import MOBILENET, WEBCAM, YOLO
 
 
 @pytest.mark.parametrize(
@@ -99,3 +106,50 @@ def model_fit_of(model) -> ModelFit:
     """The fit of a loaded model, as the daemon's model_fit() reads it off a worker."""
     pre = model.codec.preprocessor
     return ModelFit(pre.width, pre.height, pre.resize == "letterbox")
+
+
+def test_a_camera_with_fit_model_opens_its_device_with_the_model_fit(monkeypatch):
+    opened = threading.Event()
+    seen: dict = {}
+
+    def opener(spec, **kwargs):
+        seen.update(kwargs)
+        opened.set()
+        raise CaptureError("no device here")
+
+    monkeypatch.setattr(camera_module, "open_capture", opener)
+    for fit_model, expected in ((True, MOBILENET), (False, None)):
+        opened.clear()
+        seen.clear()
+        config = CameraConfig(name="front", source="/dev/video9", fit_model=fit_model)
+        cam = Camera.from_config(config, fit=FitTarget(MOBILENET))
+        cam.start()
+        try:
+            assert opened.wait(10.0)
+        finally:
+            assert cam.stop(5.0)
+        assert seen.get("fit") == expected
+
+
+def test_a_fitted_camera_reopens_its_source_for_a_new_model_input():
+    opens: list[ModelFit] = []
+    reopened = threading.Event()
+
+    def opener(spec, *, fit, **kwargs):
+        opens.append(fit)
+        if len(opens) == 2:
+            reopened.set()
+        return open_capture(spec, **kwargs)  # the synthetic pattern stands in for a device
+
+    target = FitTarget(MOBILENET)
+    cam = Camera("front", "synthetic:64x48@200", opener=opener, fit=target)
+    cam.start()
+    try:
+        assert cam.get(10.0) is not None  # streaming, sized for mobilenet
+        assert target.set(YOLO)  # a model switch
+        assert reopened.wait(10.0)
+        assert cam.get(10.0) is not None  # and streaming again
+    finally:
+        assert cam.stop(5.0)
+    assert opens == [MOBILENET, YOLO]
+    assert cam.stats().reconnects == 0  # a planned reopen, not a failure

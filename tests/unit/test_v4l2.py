@@ -6,17 +6,16 @@ import errno
 import functools
 import logging
 import struct
-import threading
+from types import SimpleNamespace
 
 import pytest
 
-from edge_agent.capture import camera as camera_module
 from edge_agent.capture import sources
-from edge_agent.capture.camera import Camera
 from edge_agent.capture.sources import SourceKind, SourceSpec
 from edge_agent.capture.v4l2 import (
     VIDIOC_ENUM_FRAMESIZES,
     DeviceSizes,
+    FitTarget,
     FrameSize,
     ModelFit,
     SizeRange,
@@ -26,7 +25,7 @@ from edge_agent.capture.v4l2 import (
     frame_sizes,
 )
 from edge_agent.config import CameraConfig
-from edge_agent.errors import CaptureError
+from edge_agent.daemon.startup import CameraFits
 
 MJPG = int.from_bytes(b"MJPG", "little")
 YUYV = int.from_bytes(b"YUYV", "little")
@@ -173,24 +172,33 @@ def test_an_opened_device_is_asked_for_the_fitted_mode(node, monkeypatch, caplog
     assert f"camera front: fit_model: asking {node} for 320x240 (default 640x480)" in caplog.text
 
 
-def test_a_camera_with_fit_model_opens_its_device_with_the_model_fit(monkeypatch):
-    opened = threading.Event()
-    seen: dict = {}
+def test_a_fit_target_reports_each_change_once():
+    target = FitTarget(MOBILENET)
+    assert not target.set(ModelFit(224, 224, False)) and not target.take_changed()
+    assert target.set(YOLO) and target.get() == YOLO
+    assert target.take_changed() and not target.take_changed()
 
-    def opener(spec, **kwargs):
-        seen.update(kwargs)
-        opened.set()
-        raise CaptureError("no device here")
 
-    monkeypatch.setattr(camera_module, "open_capture", opener)
-    for fit_model, expected in ((True, MOBILENET), (False, None)):
-        opened.clear()
-        seen.clear()
-        config = CameraConfig(name="front", source="/dev/video9", fit_model=fit_model)
-        cam = Camera.from_config(config, fit=MOBILENET)
-        cam.start()
-        try:
-            assert opened.wait(10.0)
-        finally:
-            assert cam.stop(5.0)
-        assert seen.get("fit") == expected
+def test_the_daemon_aims_fitted_cameras_at_each_new_model(caplog):
+    caplog.set_level(logging.INFO, "edge_agent.daemon.startup")
+
+    def running(width, height, resize):
+        pre = SimpleNamespace(width=width, height=height, resize=resize)
+        return SimpleNamespace(current=SimpleNamespace(codec=SimpleNamespace(preprocessor=pre)))
+
+    supervisor = running(224, 224, "stretch")
+    refreshed = []
+    cameras = [
+        CameraConfig(name="front", source=0, fit_model=True),
+        CameraConfig(name="yard", source=1),
+        CameraConfig(name="clip", source="clip.avi", fit_model=True),  # no modes to fit
+    ]
+    fits = CameraFits(supervisor, cameras, then=lambda: refreshed.append(1))
+    assert set(fits.targets) == {"front"} and fits.targets["front"].get() == MOBILENET
+    fits.after_switch()  # a backend switch: same model input, no reopen
+    assert not fits.targets["front"].take_changed() and refreshed == [1]
+    supervisor.current = running(640, 640, "letterbox").current  # a model update
+    fits.after_switch()
+    assert fits.targets["front"].get() == YOLO and fits.targets["front"].take_changed()
+    assert refreshed == [1, 1]
+    assert "camera front: fit_model: the model input is now 640x640 (letterboxed)" in caplog.text
