@@ -55,7 +55,7 @@ class _Outcome:
 
     STOPPED = "stopped"
     ENDED = "ended"
-    REOPEN = "reopen"  # a looping file was replaced on disk: open the new one
+    REOPEN = "reopen"  # a looping file was replaced, or a device needs another mode
 
 
 class Camera:
@@ -268,7 +268,7 @@ class Camera:
         """Open through the opener; remember a file's identity to spot replacements."""
         spec = self.spec
         identity = file_identity(spec.target) if spec.kind == SourceKind.FILE else None
-        fit = {"fit": self._fit.get()} if self._fit is not None else {}
+        fit = {"fit": self._fit.take()} if self._fit is not None else {}
         cap = self._opener(
             spec, name=self.name, **self._mode, **fit,
             open_timeout=self._stale_after, read_timeout=self._stale_after,

@@ -94,6 +94,13 @@ class FitTarget:
             self._fit, self._changed = fit, True
             return True
 
+    def take(self) -> ModelFit:
+        """The model input to size the device to, now: a change already taken needs no
+        further reopen."""
+        with self._lock:
+            self._changed = False
+            return self._fit
+
     def take_changed(self) -> bool:
         """True once after each change: the camera thread's cue to reopen its device."""
         with self._lock:

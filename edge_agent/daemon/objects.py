@@ -93,12 +93,15 @@ class _Camera:
         self.sent: dict[int, float] = {}  # track id -> score of the snapshot published
 
     def fit(self, size: tuple[int, int]) -> None:
-        """Scale relative zones to the frame size (again when the camera's size changes)."""
+        """Scale relative zones to the frame size; when the camera's size changes (a mode
+        sized to a new model, a stream's new resolution), its objects carry over."""
         if size == self.size:
             return
-        self.size = size
+        old, self.size = self.size, size
         pixels = [scaled(z, *size) if rel else z for z, rel in zip(self.zones, self.relative)]
-        self.members = ZoneMembership(pixels)
+        self.members.rezone(pixels)
+        if old is not None:
+            self.tracker.rescale(size[0] / old[0], size[1] / old[1])
 
 
 class ObjectService:

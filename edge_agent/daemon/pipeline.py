@@ -68,7 +68,8 @@ class Pipeline:
         progress: called once per processed frame (the systemd watchdog ping).
         results: which frames are published: "all", "detections" (those with results)
             or "off".
-        on_generation: called (in this thread) after a model or backend switch.
+        on_generation: called (in this thread) once the supervisor runs another model or
+            worker: a switch, a restart, a fallback to another backend.
         on_frame: called (in this thread) with every processed frame's results, those
             without results too (objects are tracked over frames, see daemon.objects).
         detecting: whether a camera runs detection now; frames of a camera switched
@@ -103,6 +104,7 @@ class Pipeline:
         self._motion = motion if motion is not None else MotionGate({})
         self._last: dict[str, _Last] = {}
         self._decoding_seen = 0  # the supervisor's decoding_changes last seen
+        self._generation_seen = supervisor.current  # on_generation: once per running model
         self._waiting: dict[str, deque[_Still]] = {}
         self._retry: dict[str, Any] = {}  # still frames whose reference the model dropped
         self._next_camera = 0
@@ -179,6 +181,10 @@ class Pipeline:
             # The old model's results must not stand for the new one's.
             self._motion.reset()
             self._last.clear()
+        if sup.current is not self._generation_seen:
+            # A switch, or a worker replaced by a restart or a fallback (whose CPU twin
+            # may take another input size): the hook runs once per running model.
+            self._generation_seen = sup.current
             self._on_generation()
         if sup.decoding_changes != self._decoding_seen:
             # New thresholds: results carried to still frames were decoded with the old

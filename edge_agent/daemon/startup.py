@@ -131,12 +131,15 @@ class CameraFits:
     def after_switch(self) -> None:
         """Pipeline-thread hook after a model or backend switch: a camera whose model
         input changed reopens its device in a mode for the new one."""
-        fit = model_fit(self._supervisor)
-        for name, target in self.targets.items():
-            if fit is not None and target.set(fit):
-                logger.info(
-                    "camera %s: fit_model: the model input is now %dx%d (%s); reopening "
-                    "the device in a mode for it",
-                    name, fit.width, fit.height, "letterboxed" if fit.letterbox else "stretched",
-                )  # fmt: skip
-        self._then()
+        try:
+            fit = model_fit(self._supervisor)
+            for name, target in self.targets.items():
+                if fit is not None and target.set(fit):
+                    resize = "letterboxed" if fit.letterbox else "stretched"
+                    logger.info(
+                        "camera %s: fit_model: the model input is now %dx%d (%s); reopening "
+                        "the device in a mode for it",
+                        name, fit.width, fit.height, resize,
+                    )  # fmt: skip
+        finally:
+            self._then()

@@ -155,6 +155,11 @@ class _Track:
         )
 
 
+def _scaled(box: Box, sx: float, sy: float) -> Box:
+    """A box (or its edge velocities) with x scaled by ``sx`` and y by ``sy``."""
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
 def predict_boxes(boxes: np.ndarray, velocity: np.ndarray, dt: np.ndarray) -> np.ndarray:
     """Boxes ``(n, 4)`` moved by their edge velocities ``(n, 4)`` (px/s) for ``dt`` ``(n,)`` s.
 
@@ -293,6 +298,14 @@ class Tracker:
             matched.add(tracks[r].track_id)
             used.add(id(dets[c]))
         return used
+
+    def rescale(self, sx: float, sy: float) -> None:
+        """Carry every track over to a frame scaled by ``(sx, sy)`` (the camera's mode
+        changed): same objects, boxes and velocities in the new frame's pixels."""
+        for track in self._tracks:
+            track.box = _scaled(track.box, sx, sy)
+            track.top_box = _scaled(track.top_box, sx, sy)
+            track.velocity = _scaled(track.velocity, sx, sy)
 
     def end_all(self) -> list[TrackState]:
         """End every confirmed track now (detection switched off, shutdown)."""

@@ -75,6 +75,12 @@ class ZoneMembership:
     """
 
     def __init__(self, zones: Iterable[Zone]):
+        self.rezone(zones)
+        self._streak: dict[tuple[int, str], int] = {}  # consecutive frames inside
+        self._inside: dict[int, set[str]] = {}
+
+    def rezone(self, zones: Iterable[Zone]) -> None:
+        """Take the same zones in another frame size's pixels; who is inside is kept."""
         self.zones = tuple(zones)
         # Bounding boxes: most anchors are outside most zones, and this test is cheap.
         self._bounds = [
@@ -86,8 +92,6 @@ class ZoneMembership:
             )
             for z in self.zones
         ]
-        self._streak: dict[tuple[int, str], int] = {}  # consecutive frames inside
-        self._inside: dict[int, set[str]] = {}
 
     def update(self, tracks: Iterable[TrackState], ended: Iterable[TrackState] = ()) -> None:
         """Take the tracks seen in a frame; forget the ended ones."""

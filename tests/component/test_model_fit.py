@@ -153,3 +153,28 @@ def test_a_fitted_camera_reopens_its_source_for_a_new_model_input():
         assert cam.stop(5.0)
     assert opens == [MOBILENET, YOLO]
     assert cam.stats().reconnects == 0  # a planned reopen, not a failure
+
+
+def test_a_model_switch_during_an_outage_opens_once_for_the_new_model():
+    opens: list[ModelFit] = []
+    failed = threading.Event()
+
+    def opener(spec, *, fit, **kwargs):
+        opens.append(fit)
+        if len(opens) == 1:
+            failed.set()
+            raise CaptureError("device unplugged")
+        return open_capture(spec, **kwargs)
+
+    target = FitTarget(MOBILENET)
+    cam = Camera("front", "synthetic:64x48@200", opener=opener, fit=target, reopen_initial=2.0)
+    cam.start()
+    try:
+        assert failed.wait(10.0)
+        target.set(YOLO)  # the switch lands while the camera waits out its 2 s backoff
+        for _ in range(20):  # frames of the new open, with no second reopen among them
+            assert cam.get(10.0) is not None
+    finally:
+        assert cam.stop(5.0)
+    assert opens == [MOBILENET, YOLO]
+    assert cam.stats().reconnects == 1

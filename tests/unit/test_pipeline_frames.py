@@ -281,3 +281,24 @@ def test_only_a_reload_that_changes_the_decoding_counts_as_a_change():
     assert not override.take_changed()
     override.set(DecodeSettings(threshold=0.7), ["person"])
     assert override.take_changed()
+
+
+def test_the_generation_hook_runs_once_per_running_model_restarts_and_fallbacks_too():
+    # A restart or a fallback replaces the running worker without a pending switch; a
+    # fitted camera must hear of it (a CPU twin may take another input size).
+    supervisor = FakeSupervisor(set())
+    calls = []
+    pipeline = Pipeline(
+        [FakeCamera([EMPTY] * 6)],
+        supervisor,
+        lambda p: None,
+        STATS,
+        on_generation=lambda: calls.append(supervisor.current),
+    )
+    for _ in range(3):
+        pipeline.step()
+    assert calls == []  # the model it started with
+    fallback = supervisor.current = SimpleNamespace(**vars(supervisor.current))
+    for _ in range(3):
+        pipeline.step()
+    assert calls == [fallback]

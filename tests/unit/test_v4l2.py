@@ -177,6 +177,8 @@ def test_a_fit_target_reports_each_change_once():
     assert not target.set(ModelFit(224, 224, False)) and not target.take_changed()
     assert target.set(YOLO) and target.get() == YOLO
     assert target.take_changed() and not target.take_changed()
+    # Opened for the new input during an outage: no second reopen for the same change.
+    assert target.set(MOBILENET) and target.take() == MOBILENET and not target.take_changed()
 
 
 def test_the_daemon_aims_fitted_cameras_at_each_new_model(caplog):
