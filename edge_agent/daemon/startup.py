@@ -129,8 +129,8 @@ class CameraFits:
         self.targets = {c.name: FitTarget(fit) for c in devices if c.fit_model and fit}
 
     def after_switch(self) -> None:
-        """Pipeline-thread hook after a model or backend switch: a camera whose model
-        input changed reopens its device in a mode for the new one."""
+        """Pipeline-thread hook once per running model (a switch, a restart, a fallback):
+        a camera whose model input changed reopens its device in a mode for the new one."""
         try:
             fit = model_fit(self._supervisor)
             for name, target in self.targets.items():
