@@ -161,7 +161,8 @@ def make_codec(info: WorkerInfo, options: ModelOptions) -> Codec:
 
 def describe_model(options: ModelOptions) -> dict[str, object]:
     """What a configured model will get, read from its file without running it: task,
-    export family, input normalization (and why), label source and warnings.
+    export family, resize and input size, input normalization (and why), label source
+    and warnings.
 
     Used by check-config and doctor so that a user sees the daemon's assumptions before
     starting it.
@@ -175,6 +176,7 @@ def describe_model(options: ModelOptions) -> dict[str, object]:
         "task": codec.decoder.task,
         "family": codec.decoder.family,
         "resize": codec.preprocessor.resize,
+        "input": [codec.preprocessor.width, codec.preprocessor.height],
         "normalization": codec.normalization.to_json() if codec.normalization else None,
         "labels_source": codec.labels_source,
         "labels": len(codec.decoder.labels),

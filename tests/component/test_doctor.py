@@ -344,3 +344,52 @@ def test_tflite_runtime_with_numpy_2_is_a_warning(monkeypatch):
     numpy_check = numpy_checks[0]
     assert numpy_check.status == WARN
     assert numpy_check.detail.startswith("numpy 2.1.3 with tflite-runtime")
+
+
+def test_a_fitted_camera_is_grabbed_in_the_mode_sized_to_the_model(tmp_path, monkeypatch):
+    """The doctor opens a ``fit_model`` device as the daemon would: for the configured
+    model's input (the colour fixture: 32x32, stretched), and says so."""
+    from edge_agent.capture.v4l2 import ModelFit
+    from edge_agent.tools.doctor import report as doctor_report
+
+    grabbed = {}
+
+    def grab(cam, timeout, fit=None):
+        grabbed[cam.name] = fit
+        return [48, 64, 3], "", 0.01  # what the fitted device gave
+
+    monkeypatch.setattr(doctor_report, "grab_frame", grab)
+    path = write_config(tmp_path, free_port(), camera={"source": "/dev/video7", "fit_model": True})
+    doctor = Doctor(str(path), explicit=True)
+    doctor.cameras(load_config(str(path)))
+    (check,) = doctor.report.checks
+    assert grabbed == {"cam0": ModelFit(32, 32, letterbox=False)}
+    assert check.status == OK and check.data["fit"] == [32, 32, False]
+    assert check.detail.endswith("(fit_model, for the model's 32x32 input)")
+    # Without fit_model, or for a file, OpenCV's own mode, as the daemon would.
+    for camera in ({"source": "/dev/video7"}, {"source": str(CLIP), "fit_model": True}):
+        grabbed.clear()
+        path = write_config(tmp_path, free_port(), camera=camera)
+        Doctor(str(path), explicit=True).cameras(load_config(str(path)))
+        assert grabbed == {"cam0": None}
+
+
+def test_the_doctor_opens_a_device_with_the_fit(monkeypatch):
+    from types import SimpleNamespace
+
+    from edge_agent.capture import sources
+    from edge_agent.capture.v4l2 import ModelFit
+    from edge_agent.errors import CaptureError
+    from edge_agent.tools.doctor.probes import grab_frame
+
+    seen = {}
+
+    def opener(spec, **kwargs):
+        seen.update(kwargs)
+        raise CaptureError(f"{spec.display}: no such device")
+
+    monkeypatch.setattr(sources, "open_capture", opener)
+    cam = SimpleNamespace(name="cam0", source="/dev/video7", width=0, height=0, fps=0)
+    shape, error, _ = grab_frame(cam, 2.0, ModelFit(224, 224, False))
+    assert shape is None and error == "/dev/video7: no such device"
+    assert seen["fit"] == ModelFit(224, 224, False)

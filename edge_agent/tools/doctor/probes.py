@@ -196,8 +196,9 @@ def probe_model(options: ModelOptions, timeout: float = 60.0) -> dict[str, Any]:
     return {"ok": False, "error": f"the loader exited with code {code} without an answer"}
 
 
-def grab_frame(cam: Any, timeout: float) -> tuple[list[int] | None, str, float]:
-    """Open a camera and read one frame in a helper thread bounded by ``timeout``.
+def grab_frame(cam: Any, timeout: float, fit: Any = None) -> tuple[list[int] | None, str, float]:
+    """Open a camera and read one frame in a helper thread bounded by ``timeout``; a
+    device is opened in the mode fitted to ``fit`` (a ModelFit), as the daemon would.
 
     OpenCV calls cannot be interrupted: a stuck one leaves a daemon thread behind,
     which ends with this short-lived process.
@@ -214,6 +215,7 @@ def grab_frame(cam: Any, timeout: float) -> tuple[list[int] | None, str, float]:
                 **{k: getattr(cam, k) or None for k in ("width", "height", "fps")},
                 open_timeout=timeout,
                 read_timeout=timeout,
+                fit=fit,
             )
             try:
                 ok, image = cap.read()

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge_agent.capture.sources import mask_credentials
+from edge_agent.capture.sources import SourceKind, mask_credentials, parse_source
+from edge_agent.capture.v4l2 import ModelFit
 from edge_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.backends.edgetpu import resolve_edgetpu_model
@@ -178,16 +179,25 @@ class Doctor:
         self.report.add("State", "disk", status, detail, free_mb=round(free_mb, 1))
 
     def cameras(self, config: Config) -> None:
-        """Every enabled camera opens and gives a frame within the timeout."""
+        """Every enabled camera opens and gives a frame within the timeout (a camera with
+        ``fit_model`` in the mode the daemon would ask for)."""
+        model_fit = _model_fit(config) if any(c.fit_model for c in config.camera) else None
         for cam in config.camera:
             if not cam.enabled:
                 self.report.add("Cameras", cam.name, SKIP, "disabled")
                 continue
-            shape, error, seconds = grab_frame(cam, self.timeout)
+            device = parse_source(cam.source).kind == SourceKind.DEVICE
+            fit = model_fit if cam.fit_model and device else None
+            shape, error, seconds = grab_frame(cam, self.timeout, fit)
             source = mask_credentials(str(cam.source))  # rtsp://user:***@host
             if shape is not None:
                 detail = f"{shape[1]}x{shape[0]} frame from {source} in {seconds:.2f}s"
-                self.report.add("Cameras", cam.name, OK, detail, source=source, shape=shape)
+                if fit is not None:
+                    detail += f" (fit_model, for the model's {fit.width}x{fit.height} input)"
+                fitted = list(fit) if fit else None
+                self.report.add(
+                    "Cameras", cam.name, OK, detail, source=source, shape=shape, fit=fitted
+                )
             else:
                 error = mask_credentials(error)
                 detail = error if error.startswith(source) else f"{source}: {error}"
@@ -328,3 +338,20 @@ def _writable(path: str) -> tuple[str, str]:
     if target != os.path.abspath(path):
         return OK, f"{path} does not exist yet; the daemon will create it in {target}"
     return OK, f"{path} is writable"
+
+
+def _model_fit(config: Config) -> ModelFit | None:
+    """The configured model's input, read from its file, for cameras with ``fit_model``
+    (None when it cannot be read: the model check reports why)."""
+    from edge_agent.daemon.options import model_options
+    from edge_agent.inference.codec import describe_model
+
+    options = model_options(config)
+    if not options.path or not os.path.isfile(options.path):
+        return None
+    try:
+        described = describe_model(options)
+    except (EdgeAgentError, ValueError):
+        return None
+    width, height = described["input"]  # type: ignore[misc]
+    return ModelFit(width, height, described["resize"] == "letterbox")
