@@ -203,7 +203,7 @@ class Camera:
         with self._lock:
             return CameraStats(
                 self.name, self.source, self._state, counts.published, counts.dropped,
-                self._reconnects, fps, self._last_error, self._delay, age,
+                self._reconnects, fps, self._last_error, self._delay, age, counts.size,
             )  # fmt: skip
 
     @property

@@ -55,6 +55,7 @@ class SlotCounts(NamedTuple):
     published: int
     dropped: int
     pending: bool
+    size: tuple[int, int] | None = None  # (width, height) of the last frame published
 
 
 class FrameSlot:
@@ -68,6 +69,7 @@ class FrameSlot:
         self._held: list[int] = []  # oldest first, at most HELD
         self._closed = False
         self._published = 0
+        self._size: tuple[int, int] | None = None
         self._dropped = 0
 
     def writable(self) -> tuple[int, np.ndarray | None]:
@@ -116,6 +118,7 @@ class FrameSlot:
             self._frames[index] = frame
             self._latest = index
             self._published += 1
+            self._size = (frame.image.shape[1], frame.image.shape[0])
             self._cond.notify_all()
             return True
 
@@ -151,6 +154,8 @@ class FrameSlot:
             self._cond.notify_all()
 
     def counts(self) -> SlotCounts:
-        """Published and dropped totals, and whether a frame is waiting to be taken."""
+        """Published and dropped totals, whether a frame is waiting to be taken, and the
+        last frame's size."""
         with self._cond:
-            return SlotCounts(self._published, self._dropped, self._latest is not None)
+            pending = self._latest is not None
+            return SlotCounts(self._published, self._dropped, pending, self._size)

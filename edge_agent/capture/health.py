@@ -33,6 +33,8 @@ class CameraStats(NamedTuple):
         last_error: the most recent failure (kept after recovery), None if none yet.
         backoff: the delay before the current/last reopen attempt; 0.0 while streaming.
         last_frame_age: seconds since the last frame, None before the first.
+        frame_size: (width, height) of the last frame (a device's mode, a stream's
+            resolution), None before the first.
     """
 
     name: str
@@ -45,3 +47,4 @@ class CameraStats(NamedTuple):
     last_error: str | None
     backoff: float
     last_frame_age: float | None
+    frame_size: tuple[int, int] | None = None

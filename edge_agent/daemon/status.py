@@ -36,6 +36,7 @@ def camera_entry(stats: CameraStats, detail: str = "") -> dict[str, Any]:
         "reconnects": stats.reconnects,
         "fps": round(stats.fps, 2),
         "last_error": stats.last_error,
+        "frame_size": list(stats.frame_size) if stats.frame_size else None,
     }
 
 

@@ -4,6 +4,7 @@ the fitted mode does to real models' answers on the shared photos."""
 from __future__ import annotations
 
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from edge_agent.capture import camera as camera_module
 from edge_agent.capture.camera import Camera
-from edge_agent.capture.sources import open_capture
+from edge_agent.capture.sources import open_capture, parse_source
 from edge_agent.capture.v4l2 import DeviceSizes, FitTarget, FrameSize, ModelFit, choose_size
 from edge_agent.config import CameraConfig
 from edge_agent.daemon.startup import model_fit
@@ -132,23 +133,32 @@ def test_a_camera_with_fit_model_opens_its_device_with_the_model_fit(monkeypatch
 
 
 def test_a_fitted_camera_reopens_its_source_for_a_new_model_input():
+    """A webcam opened at 640x480 stands in as the synthetic pattern in the mode it would
+    give for each fit: 320x240 for mobilenet_v2, 640x480 for a letterboxed 640 YOLO."""
     opens: list[ModelFit] = []
     reopened = threading.Event()
 
-    def opener(spec, *, fit, **kwargs):
+    def opener(spec, *, fit, name, **kwargs):
         opens.append(fit)
         if len(opens) == 2:
             reopened.set()
-        return open_capture(spec, **kwargs)  # the synthetic pattern stands in for a device
+        opened = FrameSize(640, 480)
+        mode = choose_size(DeviceSizes(WEBCAM), fit, opened) or opened
+        device = parse_source(f"synthetic:{mode.width}x{mode.height}@200")
+        return open_capture(device, name=name)
 
     target = FitTarget(MOBILENET)
-    cam = Camera("front", "synthetic:64x48@200", opener=opener, fit=target)
+    cam = Camera("front", "synthetic", opener=opener, fit=target)
     cam.start()
     try:
-        assert cam.get(10.0) is not None  # streaming, sized for mobilenet
+        assert cam.get(10.0).image.shape == (240, 320, 3)  # sized for mobilenet
+        assert cam.stats().frame_size == (320, 240)  # as the status document shows it
         assert target.set(YOLO)  # a model switch
         assert reopened.wait(10.0)
-        assert cam.get(10.0) is not None  # and streaming again
+        deadline = time.monotonic() + 10.0
+        while cam.stats().frame_size != (640, 480) and time.monotonic() < deadline:
+            cam.get(1.0)
+        assert cam.get(10.0).image.shape == (480, 640, 3)
     finally:
         assert cam.stop(5.0)
     assert opens == [MOBILENET, YOLO]

@@ -7,8 +7,9 @@ from edge_agent.capture.health import CameraStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
 
 CAM = CameraStats(
-    "front", "rtsp://user:***@cam/1", "reconnecting", 120, 7, 3, 14.567, "read failed", 2.0, 4.5
-)
+    "front", "rtsp://user:***@cam/1", "reconnecting", 120, 7, 3, 14.567, "read failed", 2.0, 4.5,
+    (320, 240),
+)  # fmt: skip
 GEN = SimpleNamespace(
     worker=SimpleNamespace(
         info=SimpleNamespace(
@@ -51,6 +52,7 @@ def test_status_document():
                 "reconnects": 3,
                 "fps": 14.57,
                 "last_error": "read failed",
+                "frame_size": [320, 240],  # the mode a fitted camera settled on
             }
         },
         "backend": "edgetpu",
