@@ -61,6 +61,7 @@ def test_camera_file_vanishes_and_returns(tmp_path, mqtt_broker, mqtt_subscriber
     status = sub.on(topics.status)[-1].json()
     assert status["state"] == "running"
     assert status["cameras"]["cam0"]["reconnects"] >= 1
+    assert status["cameras"]["cam0"]["frame_size"] == [320, 240]  # the clip's, as read
     assert daemon.alive()
     ids = [m.json()["frame_id"] for m in sub.on(topics.results)]
     assert ids == sorted(set(ids)), "frame ids must keep increasing across the reopen"
