@@ -362,23 +362,6 @@ def test_enabled_cameras_and_warning_when_all_disabled():
 
 
 @pytest.mark.parametrize(
-    ("source", "warned"),
-    [
-        ("0", False),
-        ('"/dev/video2"', False),
-        ('" /dev/video2"', False),
-        ('"clip.avi"', True),
-        ('"rtsp://cam/1"', True),
-    ],
-)
-def test_fit_model_warns_on_sources_that_are_not_devices(source, warned):
-    config = parse(f"[[camera]]\nsource = {source}\nfit_model = true\n")
-    expected = f"{SRC}: camera[0].fit_model: applies to V4L2 devices; this source is not one"
-    assert config.warnings == ((expected,) if warned else ())
-    assert parse(f"[[camera]]\nsource = {source}\n").camera[0].fit_model is False
-
-
-@pytest.mark.parametrize(
     ("mqtt", "warned"),
     [
         ('host = "broker.lan"\npassword = "pw"', True),

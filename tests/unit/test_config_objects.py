@@ -86,3 +86,20 @@ def test_fit_model_and_a_size_or_a_reduced_decode_are_refused(extra, message):
     with pytest.raises(ConfigError) as info:
         parse(FITTED.replace("fit_model = true\n", "fit_model = true\n" + extra))
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "warned"),
+    [
+        ("0", False),
+        ('"/dev/video2"', False),
+        ('" /dev/video2"', False),
+        ('"clip.avi"', True),
+        ('"rtsp://cam/1"', True),
+    ],
+)
+def test_fit_model_warns_on_sources_that_are_not_devices(source, warned):
+    config = parse(f"[[camera]]\nsource = {source}\nfit_model = true\n")
+    expected = "config.toml: camera[0].fit_model: applies to V4L2 devices; this source is not one"
+    assert config.warnings == ((expected,) if warned else ())
+    assert parse(f"[[camera]]\nsource = {source}\n").camera[0].fit_model is False

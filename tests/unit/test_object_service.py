@@ -1,0 +1,42 @@
+"""Tier 1: the object layer of one camera across a change of its frame size."""
+
+from __future__ import annotations
+
+import json
+
+from edge_agent.config import parse_config
+from edge_agent.daemon.objects import ObjectService
+from edge_agent.inference.postprocess import Result
+from edge_agent.publishing.topics import Topics
+
+FPS = 10.0
+
+
+def test_objects_carry_over_when_the_camera_changes_its_frame_size():
+    """A fitted camera reopened in a mode twice as large for a new model: the same
+    person keeps its track, its zone and its event; nothing ends or starts again."""
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\nfit_model = true\n'
+        '[[zone]]\nname = "porch"\ncamera = "front"\n'
+        "points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]\n"
+        '[[track]]\nlabel = "person"\n',
+        "config.toml",
+        env={},
+    )
+    events = []
+
+    def publish(topic, payload, *args):
+        if topic.endswith("/events"):
+            events.append(json.loads(payload))
+
+    service = ObjectService(config, Topics("edge-agent", "box"), publish)
+    small = (60.0, 60.0, 120.0, 200.0)  # inside the porch's left half at 320x240
+    for i in range(40):
+        size, box = ((320, 240), small) if i < 10 else ((640, 480), tuple(2 * v for v in small))
+        service.on_frame("front", i / FPS, [Result(0, "person", 0.9, box)], size, False)
+    assert [e["type"] for e in events] == ["new"]  # nothing ended at the switch
+    service.close()  # ends the event: with the box as it is now, in the new pixels
+    new, end = events[0], events[-1]
+    assert [e["type"] for e in events[1:]] == ["end"] and end["id"] == new["id"]
+    assert new["box"] == list(small) and end["box"] == [2 * v for v in small]
+    assert new["zones"] == ["porch"] and end["entered_zones"] == ["porch"]
