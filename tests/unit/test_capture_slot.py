@@ -30,7 +30,7 @@ def test_newest_wins_and_drops_are_counted():
         _fill(slot, frame_id)
     frame = slot.take(0)
     assert frame.frame_id == 3 and int(frame.image[0, 0, 0]) == 3
-    assert slot.counts() == (4, 3, False)
+    assert slot.counts() == (4, 3, False, (4, 4))
 
 
 def test_a_frame_is_never_returned_twice():
@@ -54,7 +54,7 @@ def test_held_frame_is_not_overwritten_while_producer_runs_ahead():
     latest = slot.take(0)
     assert latest.frame_id == 49
     assert latest.image is not held.image
-    assert slot.counts() == (50, 48, False)
+    assert slot.counts() == (50, 48, False, (4, 4))
 
 
 def test_buffers_are_reused_not_reallocated():
@@ -113,7 +113,7 @@ def test_lossless_publish_waits_for_the_consumer():
         got.append(frame.frame_id)
     thread.join(5)
     assert got == list(range(20))
-    assert slot.counts() == (20, 0, False)
+    assert slot.counts() == (20, 0, False, (2, 2))
 
 
 @pytest.mark.timeout(10)
@@ -125,7 +125,7 @@ def test_lossless_publish_gives_up_on_stop():
     index, _ = slot.writable()
     frame = Frame(np.zeros((2, 2, 3), np.uint8), 1, 0.0, 0.0, "c")
     assert slot.publish(index, frame, wait=True, stop=stop, poll=0.01) is False
-    assert slot.counts() == (1, 0, True)
+    assert slot.counts() == (1, 0, True, (4, 4))  # the frame never taken
 
 
 def test_the_two_frames_in_flight_stay_intact_until_a_third_is_taken():
