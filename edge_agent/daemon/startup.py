@@ -18,7 +18,7 @@ from edge_agent.config import CameraConfig, Config
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.options import model_options
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.inference.codec import make_codec
+from edge_agent.inference.codec import Codec, make_codec
 from edge_agent.inference.geometry import LETTERBOX
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import EventSink, Supervisor
@@ -97,13 +97,16 @@ def start_supervisor(
         return make(configured, fallback), str(exc)
 
 
-def model_fit(supervisor: Supervisor) -> ModelFit | None:
-    """What the running model needs from a frame, for cameras with ``fit_model``."""
-    model = supervisor.current
-    if model is None:
-        return None
-    pre = model.codec.preprocessor
+def codec_fit(codec: Codec) -> ModelFit:
+    """What a model (by its codec) needs from a frame, for cameras with ``fit_model``."""
+    pre = codec.preprocessor
     return ModelFit(pre.width, pre.height, pre.resize == LETTERBOX)
+
+
+def model_fit(supervisor: Supervisor) -> ModelFit | None:
+    """What the running model needs from a frame (None before one runs)."""
+    model = supervisor.current
+    return None if model is None else codec_fit(model.codec)
 
 
 class CameraFits:

@@ -15,13 +15,13 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.sources import open_capture, parse_source
 from edge_agent.capture.v4l2 import DeviceSizes, FitTarget, FrameSize, ModelFit, choose_size
 from edge_agent.config import CameraConfig
-from edge_agent.daemon.startup import model_fit
+from edge_agent.daemon.startup import codec_fit, model_fit
 from edge_agent.errors import CaptureError
 from edge_agent.inference.adapters.common import BBox
 from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
-from tests.component.test_decode_scale import PHOTOS
+from tests.component.test_decode_scale import PHOTOS, same_top1
 from tests.component.test_inference_real import load
 from tests.support.paths import fixture_model, shared_file
 from tests.unit.test_v4l2 import MOBILENET, WEBCAM, YOLO
@@ -52,31 +52,16 @@ def mjpg_frame(image: np.ndarray, size: FrameSize) -> np.ndarray:
     return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
 
 
-# The shared README's expected outputs for mobilenet_v2 (label, score).
-MOBILENET_EXPECTED = {
-    "cat.bmp": ("Egyptian cat", 0.777),
-    "grace_hopper.bmp": ("military uniform", 0.934),
-}
-
-
 def test_mobilenet_v2_keeps_its_answers_at_the_mode_fit_model_picks():
     """A webcam's default 640x480 against the mode chosen for a 224x224 input (320x240):
     the same top-1 on every shared photo, and the README's scores within 0.08."""
     model = load("mobilenet_v2_1.0_224_quant.tflite", "imagenet_labels.txt", threshold=0.05)
     default = FrameSize(640, 480)
-    fitted = choose_size(DeviceSizes(WEBCAM), model_fit_of(model), default)
+    fitted = choose_size(DeviceSizes(WEBCAM), codec_fit(model.codec), default)
     assert fitted == (320, 240)
-    moved = []
-    for name in PHOTOS:
-        photo = cv2.imread(str(shared_file(f"images/{name}")))
-        top_a = model.infer(mjpg_frame(photo, default)).results[0]
-        top_b = model.infer(mjpg_frame(photo, fitted)).results[0]
-        assert top_a.label == top_b.label, (name, top_a, top_b)
-        if name in MOBILENET_EXPECTED:
-            label, score = MOBILENET_EXPECTED[name]
-            assert top_b.label == label and top_b.score == pytest.approx(score, abs=0.08)
-        moved.append(f"{name} {top_a.label} {top_a.score:.3f} -> {top_b.score:.3f}")
-    print("fit_model, mobilenet_v2 top-1 (640x480 -> 320x240): " + "; ".join(moved))
+    photos = [(name, cv2.imread(str(shared_file(f"images/{name}")))) for name in PHOTOS]
+    pairs = [(n, mjpg_frame(p, default), mjpg_frame(p, fitted)) for n, p in photos]
+    print("fit_model, mobilenet_v2 top-1 (640x480 -> 320x240): " + same_top1(model, pairs))
 
 
 def test_yolov8n_finds_the_same_objects_at_the_mode_fit_model_picks():
@@ -85,7 +70,7 @@ def test_yolov8n_finds_the_same_objects_at_the_mode_fit_model_picks():
     model = load("yolov8n_full_integer_quant.tflite", "yolov8n_labels.txt")
     default = FrameSize(1280, 720)
     offered = DeviceSizes((*WEBCAM, FrameSize(640, 360), FrameSize(424, 240)))
-    fitted = choose_size(offered, model_fit_of(model), default)
+    fitted = choose_size(offered, codec_fit(model.codec), default)
     assert fitted == (640, 360)
     for name in PHOTOS:
         photo = cv2.imread(str(shared_file(f"images/{name}")))
@@ -101,12 +86,6 @@ def test_yolov8n_finds_the_same_objects_at_the_mode_fit_model_picks():
             )
             assert BBox(*a.box).iou(BBox(*b.box).scale(2.0, 2.0)) >= 0.85, (name, a, b)
             assert b.score == pytest.approx(a.score, abs=0.08), (name, a, b)
-
-
-def model_fit_of(model) -> ModelFit:
-    """The fit of a loaded model, as the daemon's model_fit() reads it off a worker."""
-    pre = model.codec.preprocessor
-    return ModelFit(pre.width, pre.height, pre.resize == "letterbox")
 
 
 def test_a_camera_with_fit_model_opens_its_device_with_the_model_fit(monkeypatch):
