@@ -105,6 +105,25 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
+OPENCV_LOG_ERROR = 2  # cv2.setLogLevel: 0 silent .. 3 warning (its default) .. 6 verbose
+
+
+def quiet_opencv(debug: bool) -> None:
+    """Keep OpenCV's own warnings off stderr unless the daemon logs at DEBUG level.
+
+    They repeat, unformatted, what the camera thread logs itself ("can't open camera by
+    index", "Stream timeout triggered" at every reopen attempt); FFmpeg's error lines,
+    which carry the reason (e.g. "Connection refused"), are FFmpeg's and stay.
+    """
+    if debug:
+        return
+    # OpenCV 4 has cv2.setLogLevel; OpenCV 5 moved it to cv2.utils.logging.
+    api = getattr(getattr(cv2, "utils", None), "logging", None)
+    set_level = getattr(api, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
+    if set_level is not None:
+        set_level(OPENCV_LOG_ERROR)
+
+
 def mask_credentials(text: str) -> str:
     """Hide passwords in every URL of ``text`` (userinfo and secret query parameters).
 

@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         signals.restore()
         raise
     setup_logging(args.log_level, default=config.logging.level)
+    from edge_agent.capture.sources import quiet_opencv
+
+    quiet_opencv(debug=logging.getLogger().isEnabledFor(logging.DEBUG))
     for warning in config.warnings:
         logger.warning("%s", warning)  # each warning already names the file
     from edge_agent.daemon.app import Daemon

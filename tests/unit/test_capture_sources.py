@@ -250,3 +250,20 @@ def test_camera_rejects_bad_settings(kwargs, message):
     args = {"name": "cam", "source": "synthetic", **kwargs}
     with pytest.raises(ConfigError, match=message):
         Camera(args.pop("name"), args.pop("source"), **args)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_opencv_warnings_stay_off_stderr_unless_debugging(debug):
+    """A missing device makes OpenCV warn on stderr; the daemon keeps that chatter out of
+    its log (it logs the failure itself) unless it runs at DEBUG level."""
+    import subprocess
+
+    code = (
+        "import cv2\n"
+        "from edge_agent.capture.sources import quiet_opencv\n"
+        f"quiet_opencv(debug={debug})\n"
+        "cv2.VideoCapture(63, cv2.CAP_V4L2).release()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert ("[ WARN" in proc.stderr) is debug, proc.stderr
