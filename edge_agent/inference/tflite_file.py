@@ -48,13 +48,13 @@ class RawTensor(NamedTuple):
 
 def custom_op_names(data: bytes) -> tuple[str, ...]:
     """Names of the custom operator codes, in the file's order."""
-    codes = (flatbuf.string(code, _OPCODE_CUSTOM_CODE) for code in _opcodes(data))
+    codes = (flatbuf.string(code, _OPCODE_CUSTOM_CODE) for code in _opcodes(flatbuf.root(data)))
     return tuple(name for name in codes if name)
 
 
-def _opcodes(data: bytes) -> list[Table]:
-    """The model's operator codes."""
-    return flatbuf.tables(flatbuf.root(data), _MODEL_OPERATOR_CODES)
+def _opcodes(model: Table) -> list[Table]:
+    """The operator codes of a model's root table."""
+    return flatbuf.tables(model, _MODEL_OPERATOR_CODES)
 
 
 def _tensor(graph: Table, index: int) -> RawTensor:
@@ -109,7 +109,7 @@ def custom_options(data: bytes, op_name: str) -> bytes | None:
     """The custom options of the last operator of custom code ``op_name`` in any
     subgraph (None when there is none, or it has no options)."""
     model = flatbuf.root(data)
-    names = [flatbuf.string(code, _OPCODE_CUSTOM_CODE) for code in _opcodes(data)]
+    names = [flatbuf.string(code, _OPCODE_CUSTOM_CODE) for code in _opcodes(model)]
     options = None
     visited = 0
     for graph in flatbuf.tables(model, _MODEL_SUBGRAPHS):
