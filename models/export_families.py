@@ -5,6 +5,9 @@
 * ``yolov5_objectness.tflite``: a YOLOv5-style head ``[1, 252, 5 + 3]`` for a 64x64
   input (three anchors on the stride 8/16/32 grids: 3 * (64 + 16 + 4) candidates).
 * ``yolo_pixel_boxes.tflite``: a YOLOv8-layout head whose boxes are in input pixels.
+* ``yolo_end2end.tflite``: an end-to-end head ``[1, 64, 6]`` (YOLOv10 / YOLO26 style:
+  x0, y0, x1, y1, score, class per detection) carrying an Ultralytics 8.3-style
+  ``metadata.json`` (task, end2end, names) in an appended zip, without TFLite metadata.
 
 The metadata is written field by field in the layout of TFLite's metadata_schema.fbs
 (ModelMetadata, identifier ``M001``), and its label file is a zip archive appended to
@@ -14,11 +17,13 @@ the flatbuffer, as the TFLite Support metadata writers do.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import color_blobs
 import flatbuffers
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 from tflite_builder import BuiltinOperator, ModelBuilder, concatenation, conv2d_1x1, pool2d, reshape
 
 METADATA_LABELS = ("crimson", "lime", "azure")
@@ -202,11 +207,59 @@ def build_yolo_pixel_boxes() -> bytes:
     return b.build([image], [output])
 
 
+END2END_LABELS = ("crimson", "lime", "azure")
+
+
+def build_yolo_end2end() -> bytes:
+    """End-to-end ``[1, 64, 6]``: per 8x8 cell its corners (0..1), its best colour score
+    and that colour's class id, with Ultralytics' metadata.json appended."""
+    b = ModelBuilder("edge-agent fixture: colour blob detector, end-to-end YOLO head")
+    image = b.tensor("serving_default_images:0", [1, YOLO_SIZE, YOLO_SIZE, 3], np.float32)
+    rows = _cell_class_rows(b, image)
+    count = (YOLO_SIZE // YOLO_CELL) ** 2
+    axis = b.constant("class_axis", np.array([2], np.int32))
+    best = b.tensor("best_score", [1, count, 1], np.float32)
+    keep_axis = schema.ReducerOptionsT()
+    keep_axis.keepDims = True
+    b.builtin(BuiltinOperator.REDUCE_MAX, [rows, axis], [best], keep_axis)
+    index = b.tensor("best_class", [1, count], np.int32)
+    argmax = schema.ArgMaxOptionsT()
+    argmax.outputType = schema.TensorType.INT32
+    b.builtin(BuiltinOperator.ARG_MAX, [rows, axis], [index], argmax)
+    as_float = b.tensor("best_class_float", [1, count], np.float32)
+    cast = schema.CastOptionsT()
+    cast.inDataType, cast.outDataType = schema.TensorType.INT32, schema.TensorType.FLOAT32
+    b.builtin(BuiltinOperator.CAST, [index], [as_float], cast)
+    column = b.tensor("best_class_column", [1, count, 1], np.float32)
+    shape = b.constant("column_shape", np.array([1, count, 1], np.int32))
+    b.builtin(BuiltinOperator.RESHAPE, [as_float, shape], [column], reshape([1, count, 1]))
+    boxes = cell_boxes(1.0)
+    corners = np.concatenate(
+        [boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], axis=1
+    )[None].astype(np.float32)
+    output = b.tensor("PartitionedCall:0", [1, count, 6], np.float32)
+    b.builtin(
+        BuiltinOperator.CONCATENATION,
+        [b.constant("cell_corners", corners), best, column],
+        [output],
+        concatenation(2),
+    )
+    meta = {
+        "author": "Ultralytics",
+        "task": "detect",
+        "end2end": True,
+        "imgsz": [YOLO_SIZE, YOLO_SIZE],
+        "names": dict(enumerate(END2END_LABELS)),
+    }
+    return append_files(b.build([image], [output]), {"metadata.json": json.dumps(meta).encode()})
+
+
 def family_fixture_files() -> dict[str, bytes]:
     """The files this module adds to tests/fixtures/models."""
     return {
         "color_float_metadata.tflite": build_metadata_classifier(),
         "yolov5_objectness.tflite": build_yolov5(),
         "yolo_pixel_boxes.tflite": build_yolo_pixel_boxes(),
+        "yolo_end2end.tflite": build_yolo_end2end(),
         "ssd_labelmap.txt": "".join(f"{x}\n" for x in ("???", *color_blobs.LABELS)).encode(),
     }

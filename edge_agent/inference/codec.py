@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.common import DETECTION_YOLO
+from edge_agent.inference.adapters.task import check_export_task
 from edge_agent.inference.labels import label_count_warning, label_offset, read_labels
 from edge_agent.inference.model_info import static_tensors
 from edge_agent.inference.model_metadata import ModelMetadata, read_model_metadata
@@ -96,6 +97,10 @@ def build_codec(
         metadata, problem = load_metadata(options.path)
         if problem:
             warnings.append(problem)
+    try:
+        check_export_task(metadata.export_task)
+    except ModelError as exc:
+        raise ModelError(f"{options.path}: {exc}") from exc
     source = LABELS_FILE if labels else LABELS_NONE
     if not labels and metadata.labels:
         labels, source = metadata.labels, LABELS_MODEL
@@ -109,6 +114,7 @@ def build_codec(
         settings=options.settings,
         labels_filter=options.labels_filter,
         ssd_num_classes=ssd_classes,
+        end2end=metadata.end2end,
     )
     norm_meta = (metadata.mean, metadata.std) if metadata.mean and metadata.std else None
     chosen = choose_normalization(

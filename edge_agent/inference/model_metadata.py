@@ -5,6 +5,10 @@
   whose input tensor may carry ``NormalizationOptions`` (mean/std per channel) and whose
   output tensor may name a ``TENSOR_AXIS_LABELS`` file; the files themselves sit in a zip
   archive appended to the flatbuffer.
+* Ultralytics' export metadata (``task``, ``end2end``, ``names``, ...): up to 8.2 the
+  repr of a dict in the label file the TFLite metadata names (``temp_meta.txt``); from
+  8.3 a ``metadata.json`` in a zip archive appended to the model, without any TFLite
+  metadata.
 * The ``TFLite_Detection_PostProcess`` op's custom options, a flexbuffer map:
   ``num_classes``, ``max_detections``, the NMS thresholds, the box coder scales.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import os
 import zipfile
 from typing import Any, NamedTuple
@@ -34,6 +39,7 @@ from edge_agent.inference.model_info import read_model_bytes
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+ULTRALYTICS_FILE = "metadata.json"  # appended by Ultralytics >= 8.3 exports
 # Field slots (0-based declaration order) of the metadata schema's tables.
 _MODEL_SUBGRAPHS, _MODEL_FILES = 3, 6
 _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_FILES = 2, 3, 4
@@ -53,6 +59,10 @@ class ModelMetadata(NamedTuple):
         labels: the parsed label file named by the output tensor (or the model).
         labels_file: that file's name inside the model.
         postprocess: the SSD post-processing op's custom options.
+        export_task: an Ultralytics export's ``task`` (detect, classify, pose, segment,
+            obb).
+        end2end: an Ultralytics export's ``end2end`` flag (an NMS-free head that
+            outputs ``[1, N, 6]`` detections: YOLOv10, YOLO26).
     """
 
     mean: tuple[float, ...] | None = None
@@ -60,6 +70,16 @@ class ModelMetadata(NamedTuple):
     labels: dict[int, str] | None = None
     labels_file: str | None = None
     postprocess: dict[str, Any] | None = None
+    export_task: str | None = None
+    end2end: bool | None = None
+
+
+class _Export(NamedTuple):
+    """What an Ultralytics export says about itself."""
+
+    names: dict[int, str] | None
+    task: str | None
+    end2end: bool | None
 
 
 def _normalization(tensor: Table) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -132,37 +152,74 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
         raise ModelError(f"{path}: {exc}") from exc
     except Exception as exc:  # a corrupt flatbuffer raises from deep inside
         raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc
-    labels = None
+    labels, export = None, None
     if label_name:
-        labels = _embedded_labels(path, data, label_name)
+        text = _archive_text(path, data, label_name)
+        export = _ultralytics(text)
+        labels = export.names if export and export.names is not None else parse_labels(text)
+    else:
+        text = _archive_text(path, data, ULTRALYTICS_FILE, required=False)
+        export = _ultralytics(text) if text is not None else None
+        if export is not None and export.names is not None:
+            labels, label_name = export.names, ULTRALYTICS_FILE
     mean, std = norm if norm and norm[0] and norm[1] else (None, None)
-    return ModelMetadata(mean, std, labels, label_name if labels is not None else None, options)
+    return ModelMetadata(
+        mean,
+        std,
+        labels,
+        label_name if labels is not None else None,
+        options,
+        export.task if export else None,
+        export.end2end if export else None,
+    )
 
 
-def _embedded_labels(path: str, data: bytes, name: str) -> dict[int, str]:
-    """Parse the label file ``name`` from the zip archive appended to the model."""
+def _archive_text(path: str, data: bytes, name: str, required: bool = True) -> str | None:
+    """The file ``name`` of the zip archive appended to the model (None when it is not
+    there and not ``required``).
+
+    Raises:
+        ModelError: a ``required`` file is missing or unreadable.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            text = archive.read(name).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+            return archive.read(name).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, OSError) as exc:
+        if not required:
+            return None
         raise ModelError(
             f"{path}: metadata names label file {name!r} but the model does not carry it "
             f"readably ({exc})"
         ) from exc
-    names = _ultralytics_names(text)
-    return names if names is not None else parse_labels(text)
 
 
-def _ultralytics_names(text: str) -> dict[int, str] | None:
-    """The class names of an Ultralytics export, whose "label file" is the repr of its
-    metadata dict (``{'task': 'detect', ..., 'names': {0: 'person', ...}}``)."""
+def _ultralytics(text: str) -> _Export | None:
+    """An Ultralytics export's metadata: JSON (>= 8.3) or the repr of its dict (8.2 and
+    before, ``{'task': 'detect', ..., 'names': {0: 'person', ...}}``)."""
     if not text.lstrip().startswith("{"):
         return None
     try:
-        meta = ast.literal_eval(text.strip())  # literals only: never evaluates code
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        meta = json.loads(text)
+    except ValueError:
+        try:
+            meta = ast.literal_eval(text.strip())  # literals only: never evaluates code
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    if not isinstance(meta, dict):
         return None
-    names = meta.get("names") if isinstance(meta, dict) else None
-    if not isinstance(names, dict) or not all(isinstance(k, int) for k in names):
+    task, end2end = meta.get("task"), meta.get("end2end")
+    return _Export(
+        _names(meta.get("names")),
+        task if isinstance(task, str) else None,
+        end2end if isinstance(end2end, bool) else None,
+    )
+
+
+def _names(names: Any) -> dict[int, str] | None:
+    """Class names keyed by id (JSON keys are strings of digits)."""
+    if not isinstance(names, dict):
         return None
-    return {int(k): str(v) for k, v in names.items()}
+    try:
+        return {int(k): str(v) for k, v in names.items() if not isinstance(k, bool)}
+    except (TypeError, ValueError):
+        return None

@@ -76,6 +76,7 @@ class Decoder:
         labels_filter: keep only these labels (empty: all).
         ssd_num_classes: ``num_classes`` of the SSD post-processing op (its custom
             options), so SSD label files are realigned like classifiers' (0: unknown).
+        end2end: an Ultralytics export's own ``end2end`` flag (None: not said).
 
     Raises:
         ModelError: the outputs do not fit the task (or no task can be detected).
@@ -91,12 +92,13 @@ class Decoder:
         settings: DecodeSettings | None = None,
         labels_filter: Sequence[str] = (),
         ssd_num_classes: int = 0,
+        end2end: bool | None = None,
     ):
         self.outputs = list(outputs)
         self.task = detect_task(self.outputs) if task == "auto" else task
         validate_task(self.task, self.outputs)
         self.input_size = input_size
-        self.family = model_family(self.task, self.outputs, input_size)
+        self.family = model_family(self.task, self.outputs, input_size, end2end)
         self._ssd_num_classes = ssd_num_classes
         self.labels = labels or {}
         self.settings = settings or DecodeSettings()
@@ -113,8 +115,8 @@ class Decoder:
         """How many classes the model scores (SSD: from the op's options, when known)."""
         if self.task == CLASSIFICATION:
             return int(np.prod(self.outputs[0].shape))
-        if self.task == YOLO:
-            return yolo_shape(self.outputs[0].shape, family=self.family).num_classes
+        if self.task == YOLO:  # 0 for an end-to-end head: its shape does not say
+            return yolo_shape(self.outputs[0].shape, family=self.family).num_classes or None
         return self._ssd_num_classes or None
 
     def label(self, class_id: int) -> str:

@@ -232,8 +232,16 @@ def test_yolo_family_from_candidate_count():
     assert yolo_family((1, 84, 8400), (640, 640)) == "yolov8"  # YOLOv8 and YOLO11
     assert yolo_family((1, 8400, 84), (640, 640)) == "yolov8"
     assert yolo_family((1, 25200, 85), None) == "yolov8"  # unknown input: v8
-    assert yolo_family((1, 85, 25200), (640, 640)) == "yolov8"  # v5 is never features-first
+    # Three candidates per cell cannot be v8, whichever way round the axes are.
+    assert yolo_family((1, 85, 25200), (640, 640)) == "yolov5"
     assert yolo_family((1, 64, 7), (64, 64)) == "yolov8"  # fits neither count
+    # End-to-end heads (YOLOv10, YOLO26, nms=True): [1, max_det, 6].
+    assert yolo_family((1, 300, 6), (640, 640)) == "yolo-end2end"
+    assert yolo_family((1, 300, 6), (640, 640), end2end=False) == "yolov8"
+    assert yolo_family((1, 8400, 6), (640, 640)) == "yolov8"  # 2 classes, one per cell
+    assert yolo_family((1, 8400, 6), (640, 640), end2end=True) == "yolo-end2end"
+    assert yolo_family((1, 6, 8400), (640, 640)) == "yolov8"  # features-first: v8
+    assert yolo_family((1, 300, 6), None) == "yolov8"  # unknown input, no flag
 
 
 def test_yolov5_quantized_objectness_times_class():

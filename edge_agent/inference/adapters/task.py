@@ -1,7 +1,8 @@
 """Which post-processing a model needs, read from its output signature.
 
 * four outputs with the TFLite_Detection_PostProcess shapes -> ``detection-ssd``
-* one ``[1, 4+nc, N]`` / ``[1, N, 4+nc]`` output -> ``detection-yolo``
+* one ``[1, 4+nc, N]`` / ``[1, N, 4+nc]`` output (or an end-to-end ``[1, N, 6]``)
+  -> ``detection-yolo``
 * one ``[C]`` / ``[1, C]`` output (any leading unit axes) -> ``classification``
 
 Used when a model is loaded with ``task = "auto"`` and, through :func:`validate_task`,
@@ -26,7 +27,7 @@ from edge_agent.inference.tensors import TensorSpec
 _EXPECTED = {
     CLASSIFICATION: "one output [1, C]",
     DETECTION_SSD: "four outputs boxes [1, N, 4], classes [1, N], scores [1, N], count [1]",
-    DETECTION_YOLO: "one output [1, 4+nc, N] or [1, N, 4+nc]",
+    DETECTION_YOLO: "one output [1, 4+nc, N] or [1, N, 4+nc], or end-to-end [1, N, 6]",
 }
 
 
@@ -108,17 +109,50 @@ def validate_task(task: str, outputs: Sequence[TensorSpec]) -> None:
         )
 
 
-def model_family(task: str, outputs: Sequence[TensorSpec], input_size: tuple[int, int]) -> str:
-    """The export family within a task, for reports and decoding.
+def model_family(
+    task: str,
+    outputs: Sequence[TensorSpec],
+    input_size: tuple[int, int],
+    end2end: bool | None = None,
+) -> str:
+    """The export family within a task, for reports and decoding (``end2end``: the
+    export's own flag, when its metadata says).
 
     Returns:
         ``classification``; ``ssd-tf1`` (TF1 ``export_tflite_ssd_graph`` order) or
         ``ssd-tf2`` (TF2 Object Detection API and EfficientDet-Lite: scores, boxes,
-        count, classes); ``yolov8`` (YOLOv8 and YOLO11) or ``yolov5`` (objectness).
+        count, classes); ``yolov8`` (YOLOv8 and YOLO11), ``yolov5`` (objectness) or
+        ``yolo-end2end`` (YOLOv10, YOLO26: the model's own detections).
     """
     if task == DETECTION_SSD:
         layout = ssd_layout(outputs)
         return "ssd-tf2" if layout.boxes != 0 else "ssd-tf1"
     if task == DETECTION_YOLO:
-        return yolo_family(tuple(outputs[0].shape), input_size)
+        return yolo_family(tuple(outputs[0].shape), input_size, end2end)
     return CLASSIFICATION
+
+
+# Ultralytics tasks whose heads carry more than boxes and class scores.
+_UNDECODED_EXPORTS = {
+    "pose": "keypoints",
+    "segment": "mask coefficients",
+    "obb": "box angles",
+}
+
+
+def check_export_task(export_task: str | None) -> None:
+    """Refuse an Ultralytics export whose head this project does not decode.
+
+    A pose head ``[1, 4+1+51, N]`` would otherwise read as 52 class scores per
+    candidate (a keypoint value taken for a score), and an oriented-box head's angle
+    as one more class: a silently wrong answer.
+
+    Raises:
+        ModelError: the export's ``task`` is pose, segment or obb.
+    """
+    extra = _UNDECODED_EXPORTS.get(export_task or "")
+    if extra is not None:
+        raise ModelError(
+            f"an Ultralytics {export_task} model: its outputs carry {extra}, which edge-agent "
+            "does not decode; export a detect (or classify) model"
+        )

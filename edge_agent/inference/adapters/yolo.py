@@ -9,10 +9,15 @@ Two heads are decoded:
 * YOLOv5 (anchor-based): three anchors per cell (N = 25200 at 640), each
   ``cx, cy, w, h, objectness`` then ``nc`` class scores, as ``[1, N, 5+nc]``; a
   candidate's score for a class is ``objectness * class score``.
+* End-to-end (YOLOv10, YOLO26, and exports with ``nms=True``): the model has already
+  picked its detections, ``[1, N, 6]`` with N the export's ``max_det`` (300), each
+  ``x0, y0, x1, y1, score, class``; no NMS is run on them.
 
-The head is told from the candidate count and the input size (:func:`yolo_family`):
-N equal to the cells of the three grids is v8/v11, three times that is v5. A count that
-fits neither is read as v8 (the layout Ultralytics exports today).
+The head is told from the shape and the input size (:func:`yolo_family`): N equal to
+the cells of the three grids is v8/v11, three times that is v5; six features per
+candidate in ``[1, N, 6]`` with N neither is end-to-end (an Ultralytics export's own
+``end2end`` flag, when the file carries it, decides instead). Another count is read as
+v8 (heads with other strides, e.g. P2 or P6 variants).
 
 The hot path stays in the tensor's integer domain: the best class score of every
 candidate is the max over the int8 class rows, the confidence threshold is compared on
@@ -44,7 +49,9 @@ _PIXEL_CENTRE_MIN = 2.0
 
 YOLOV8 = "yolov8"  # also YOLO11: the same anchor-free head
 YOLOV5 = "yolov5"  # objectness column
-FAMILIES = ("auto", YOLOV8, YOLOV5)
+YOLO_E2E = "yolo-end2end"  # detections already picked: x0, y0, x1, y1, score, class
+FAMILIES = ("auto", YOLOV8, YOLOV5, YOLO_E2E)
+E2E_FEATURES = 6
 STRIDES = (8, 16, 32)
 ANCHORS_PER_CELL_V5 = 3
 
@@ -63,19 +70,29 @@ def grid_cells(input_size: tuple[int, int]) -> int:
     return sum(-(-w // s) * -(-h // s) for s in STRIDES)
 
 
-def yolo_family(shape: tuple[int, ...], input_size: tuple[int, int] | None) -> str:
-    """``yolov5`` when the output has three anchors per grid cell, else ``yolov8``.
+def yolo_family(
+    shape: tuple[int, ...], input_size: tuple[int, int] | None, end2end: bool | None = None
+) -> str:
+    """``yolov5`` when the output has three anchors per grid cell, ``yolo-end2end`` for
+    ``[1, N, 6]`` detections, else ``yolov8``.
 
     Args:
         shape: the output's shape.
-        input_size: ``(width, height)`` of the model input (None: unknown, v8).
+        input_size: ``(width, height)`` of the model input (None: unknown).
+        end2end: the export's own ``end2end`` flag (None: the file does not say).
     """
     dims = [int(d) for d in shape if int(d) != 1] or [0]
-    if input_size is None or len(dims) != 2:
+    if len(dims) != 2:
         return YOLOV8
     candidates, features = max(dims), min(dims)
-    cells = grid_cells(input_size)
-    if candidates == ANCHORS_PER_CELL_V5 * cells and features >= 6 and dims[1] == features:
+    cells = grid_cells(input_size) if input_size is not None else None
+    if features == E2E_FEATURES and dims[1] == features:
+        if end2end is not None:
+            if end2end:
+                return YOLO_E2E
+        elif cells is not None and candidates not in (cells, ANCHORS_PER_CELL_V5 * cells):
+            return YOLO_E2E
+    if cells is not None and candidates == ANCHORS_PER_CELL_V5 * cells and features >= 6:
         return YOLOV5
     return YOLOV8
 
@@ -89,7 +106,9 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV
     Args:
         shape: the output's shape, ``[1, a, b]`` or ``[a, b]``.
         layout: "auto", "features-first" or "features-last".
-        family: ``yolov8`` (4 box values per candidate) or ``yolov5`` (4 + objectness).
+        family: ``yolov8`` (4 box values per candidate), ``yolov5`` (4 + objectness)
+            or ``yolo-end2end`` (4 box values, a score and a class; ``num_classes`` 0:
+            the shape does not say).
 
     Returns:
         The resolved layout, number of classes and number of candidates.
@@ -115,6 +134,13 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV
             )
         layout = FEATURES_FIRST if a < b else FEATURES_LAST
     features, candidates = (a, b) if layout == FEATURES_FIRST else (b, a)
+    if family == YOLO_E2E:
+        if features != E2E_FEATURES:
+            raise ModelError(
+                f"YOLO end-to-end output shape {list(shape)} as {layout} has {features} "
+                f"values per detection; need {E2E_FEATURES} (x0, y0, x1, y1, score, class)"
+            )
+        return YoloShape(layout, 0, candidates)
     head = 5 if family == YOLOV5 else 4
     if features < head + 1 or candidates < 1:
         raise ModelError(
@@ -181,6 +207,41 @@ def _v5_candidates(
     return idx[keep], scores[keep], classes[keep]
 
 
+def _decode_end2end(
+    feats: np.ndarray,
+    quant: QuantParams,
+    threshold: float,
+    max_detections: int,
+    input_size: tuple[int, int],
+    coords: str,
+) -> list[Object]:
+    """The detections of an end-to-end head (``[6, N]``: x0, y0, x1, y1, score, class)
+    scoring ``>= threshold``; the unused rows (score 0, or no class) are left out."""
+    scores_raw = feats[4]
+    idx = np.flatnonzero(threshold_mask(scores_raw, quant, threshold))
+    scores = dequantize(scores_raw[idx], quant).astype(np.float32)
+    classes = np.rint(dequantize(feats[5, idx], quant)).astype(np.int64)
+    real = (scores > 0) & (classes >= 0)
+    idx, scores, classes = idx[real], scores[real], classes[real]
+    order = np.lexsort((idx, -scores))
+    if max_detections > 0:
+        order = order[:max_detections]
+    idx, scores, classes = idx[order], scores[order], classes[order]
+    x0, y0, x1, y1 = dequantize(feats[:4, idx], quant).astype(np.float64)
+    # Normalized corners never exceed ~1; pixel corners of a real box reach past 2.
+    peak = dequantize(np.asarray(feats[2:4].max()), quant) if feats.shape[1] else 0.0
+    pixels = coords == PIXELS or (coords == "auto" and peak > _PIXEL_CENTRE_MIN)
+    sx, sy = (1.0, 1.0) if pixels else (float(input_size[0]), float(input_size[1]))
+    return [
+        Object(
+            int(classes[i]),
+            float(scores[i]),
+            BBox(float(x0[i] * sx), float(y0[i] * sy), float(x1[i] * sx), float(y1[i] * sy)),
+        )
+        for i in range(len(idx))
+    ]
+
+
 def decode_yolo(
     output: np.ndarray,
     quant: QuantParams,
@@ -215,8 +276,9 @@ def decode_yolo(
         agnostic: one NMS across all classes instead of one per class.
         max_candidates: at most this many best-scoring candidates enter NMS (<= 0: all),
             bounding the cost of a very low threshold.
-        family: "auto" (see :func:`yolo_family`), "yolov8" or "yolov5" (scores are
-            ``objectness * class score``).
+        family: "auto" (see :func:`yolo_family`), "yolov8", "yolov5" (scores are
+            ``objectness * class score``) or "yolo-end2end" (the model's own
+            detections: no NMS, ``iou_threshold`` and ``agnostic`` are not used).
 
     Returns:
         Objects sorted by score (highest first; ties by candidate index). Boxes are not
@@ -237,6 +299,8 @@ def decode_yolo(
     if family == "auto":
         family = yolo_family(output.shape, input_size)
     feats = _features_first(output, layout, family)
+    if family == YOLO_E2E:
+        return _decode_end2end(feats, quant, threshold, max_detections, input_size, coords)
     if family == YOLOV5:
         idx, scores, classes = _v5_candidates(feats, quant, threshold)
     else:
