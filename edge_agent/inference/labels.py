@@ -6,9 +6,14 @@ digit in a plain file does not shift the rest):
 * plain, one label per line, index = line number (a blank line keeps its index
   unlabelled; trailing blank lines are ignored) - ``imagenet_labels.txt``,
   ``coco_labels.txt`` with ``n/a`` gaps (kept verbatim so ids stay aligned);
-* indexed, every non-blank line ``N label``, ``N: label`` or ``N:label``.
+* indexed, every non-blank line ``N label``, ``N: label`` or ``N:label``; the ids are
+  kept as written, so a 1-based file (``1 person``, ``2 bicycle``...) has no entry 0;
+* a TF Object Detection API label map (``label_map.pbtxt``, ``item { id: 1
+  display_name: "person" }``; see :mod:`edge_agent.inference.label_map_pbtxt`), ids as
+  written (1-based, 0 being the background).
 
-A UTF-8 BOM and CRLF line ends are accepted.
+A UTF-8 BOM and CRLF line ends are accepted. How the file's ids meet the model's class
+ids (a background entry at 0, or no entry 0 at all) is :func:`label_offset`'s rule.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 
 from edge_agent.errors import ModelError
+from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
 # Names a label file uses for "no class here" at index 0.
@@ -33,10 +39,13 @@ def parse_labels(text: str) -> dict[int, str]:
         Class index -> label, without entries for blank lines.
 
     Raises:
-        ModelError: an indexed file lists the same index twice (the message gives the
-            line number).
+        ModelError: an indexed file or label map lists the same index twice, or a label
+            map is malformed (the message gives the line number).
     """
-    lines = text.lstrip("\ufeff").splitlines()
+    text = text.lstrip("\ufeff")
+    if is_label_map(text):
+        return parse_label_map(text)
+    lines = text.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         return {}
@@ -76,6 +85,11 @@ def read_labels(path: str | os.PathLike[str]) -> dict[int, str]:
         raise ModelError(f"label file {os.fspath(path)}: {e}") from e
 
 
+def _is_background(label: str | None) -> bool:
+    """Whether entry 0 of a file stands for "no class": absent, or a placeholder name."""
+    return label is None or label.strip().lower() in _BACKGROUND
+
+
 def _size(labels: dict[int, str]) -> int:
     """Entries a label file spans: ``max index + 1`` (gaps count)."""
     return max(labels) + 1 if labels else 0
@@ -85,8 +99,9 @@ def label_offset(labels: dict[int, str], num_classes: int) -> int:
     """The shift that aligns a model's class ids with a label file off by a background.
 
     * ``+1``: the file has one entry more than the model has classes and entry 0 is a
-      background placeholder ("background", "???", "n/a", ...): the model has no
-      background output, so class ``k`` is label ``k + 1``.
+      background placeholder ("background", "???", "n/a", ...) or absent (a 1-based
+      ``1 person`` file or a TF OD API label map, whose id 0 is the background): the
+      model has no background output, so class ``k`` is label ``k + 1``.
     * ``-1``: the file has one entry fewer: the model scores a background class at
       output 0 (TF-slim style 1001-class models) that the file leaves out, so class
       ``k`` is label ``k - 1`` (class 0 has no label).
@@ -102,7 +117,7 @@ def label_offset(labels: dict[int, str], num_classes: int) -> int:
     size = _size(labels)
     if num_classes <= 0 or not labels:
         return 0
-    if size == num_classes + 1 and labels.get(0, "").strip().lower() in _BACKGROUND:
+    if size == num_classes + 1 and _is_background(labels.get(0)):
         return 1
     if size == num_classes - 1:
         return -1

@@ -71,6 +71,25 @@ def test_ssd_labelmap_with_background_line_is_realigned(name):
     )
 
 
+ONE_BASED = {
+    "label_map.pbtxt": 'item {\n  name: "/m/r"\n  id: 1\n  display_name: "red"\n}\n'
+    "# green and blue\nitem { id: 2 name: 'green' }\nitem { name: \"blue\" id: 3 }\n",
+    "one_based.txt": "1 red\n2 green\n3 blue\n",
+}
+
+
+@pytest.mark.parametrize("name", ["ssd_postprocess.tflite", "ssd_postprocess_tf2.tflite"])
+@pytest.mark.parametrize("labels", sorted(ONE_BASED))
+def test_ssd_one_based_label_map_meets_the_zero_based_classes(name, labels, tmp_path):
+    # TF OD API ids start at 1 (0 is the background); the SSD op's classes start at 0.
+    path = tmp_path / labels
+    path.write_text(ONE_BASED[labels])
+    model = load(fixture_model(name), path)
+    assert model.codec.decoder.label_offset == 1 and model.codec.warnings == ()
+    results = model.infer(blob_image()).results
+    assert [(r.id, r.label) for r in results] == [(0, "red")]
+
+
 def test_metadata_classifier_normalization_and_embedded_labels():
     model = load(fixture_model("color_float_metadata.tflite"), settings=DecodeSettings(-1.0, 0))
     codec = model.codec
