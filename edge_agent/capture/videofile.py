@@ -29,12 +29,13 @@ class VideoFrame(NamedTuple):
 
     Attributes:
         index: 0-based position of the frame in the file.
-        timestamp_ms: its presentation time in the file (the container's, else index / fps).
+        timestamp_ms: its presentation time in the file (the container's, else index / fps,
+            None when neither is known; see :func:`frame_time_ms`).
         image: BGR uint8.
     """
 
     index: int
-    timestamp_ms: float
+    timestamp_ms: float | None
     image: np.ndarray
 
 
@@ -81,6 +82,27 @@ def open_video(path: str) -> tuple[cv2.VideoCapture, VideoInfo]:
     return cap, info
 
 
+def frame_time_ms(position_ms: float, index: int, fps: float) -> float | None:
+    """A frame's time in the file, in ms (3 decimals).
+
+    OpenCV's position is used when it is usable. Containers without timestamps (raw
+    ``.mjpeg``, a JPEG named ``.mp4``) give a negative garbage position (-3.7e20: FFmpeg's
+    "no timestamp" converted) or 0 for every frame; those frames get ``index / fps``
+    (frame 0: 0). With no fps either, a later frame's time is unknown: None, not a guess.
+
+    Args:
+        position_ms: ``CAP_PROP_POS_MSEC`` after reading the frame.
+        index: the frame's 0-based position in the file.
+        fps: the container's frame rate (0: unknown).
+    """
+    usable = math.isfinite(position_ms) and (position_ms > 0 or (position_ms == 0 and not index))
+    if usable:
+        return round(float(position_ms), 3)
+    if not index:
+        return 0.0
+    return round(index * 1000.0 / fps, 3) if fps > 0 else None
+
+
 def read_frames(
     path: str, *, every: int = 1, max_frames: int = 0
 ) -> tuple[VideoInfo, Iterator[VideoFrame]]:
@@ -119,11 +141,9 @@ def read_frames(
                     ok, image = cap.retrieve()
                 if not ok or image is None:
                     raise CaptureError(f"{path}: frame {index} cannot be decoded")
-                msec = cap.get(cv2.CAP_PROP_POS_MSEC)
-                if not math.isfinite(msec) or (msec <= 0 and index and info.fps):
-                    msec = index * 1000.0 / info.fps  # containers without timestamps
                 returned += 1
-                yield VideoFrame(index, round(float(msec), 3), image)
+                msec = frame_time_ms(cap.get(cv2.CAP_PROP_POS_MSEC), index, info.fps)
+                yield VideoFrame(index, msec, image)
         finally:
             cap.release()
 

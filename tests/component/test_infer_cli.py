@@ -239,3 +239,16 @@ def test_unreadable_video_is_one_error_line(tmp_path):
     assert "broken.mp4" in errors[0] and "no such video file" in errors[1]
     bad = infer("--model", model, "--every", "0", str(fake))
     assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
+
+
+def test_raw_mjpeg_frames_get_sane_timestamps(tmp_path):
+    # A raw MJPEG stream (concatenated JPEGs) has no timestamps: OpenCV says -3.7e20.
+    raw = tmp_path / "raw.mjpeg"
+    frames = [np.full((48, 64, 3), value, np.uint8) for value in (0, 128, 255)]
+    raw.write_bytes(b"".join(cv2.imencode(".jpg", f)[1].tobytes() for f in frames))
+    proc = infer("--model", str(fixture_model("color_uint8.tflite")), str(raw))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2]
+    times = [x["timestamp_ms"] for x in lines]
+    assert times[0] == 0 and 0 < times[1] < times[2] and times[2] == pytest.approx(2 * times[1])
