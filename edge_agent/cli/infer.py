@@ -7,9 +7,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from edge_agent.capture.videofile import is_video_path, read_frames
+from edge_agent.config.checks import Invalid
+from edge_agent.config.loader import field_check
+from edge_agent.config.schema import ModelConfig
 from edge_agent.errors import CaptureError, ModelError
 from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.imagefile import read_image
@@ -50,23 +54,28 @@ def _positive(text: str) -> int:
     return value
 
 
-def _channels(text: str) -> list[float]:
-    """argparse type: one number or three comma-separated ones (R,G,B)."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected N or R,G,B numbers, got {text}") from exc
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"expected 1 or 3 values, got {len(values)}")
-    return values
+def _like_config(key: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse type: ``parse`` the text, then apply the ``[model]`` config key's own
+    check, so the option accepts exactly what the config file does (bounds declared once,
+    in the schema; finite numbers only, so nothing non-JSON reaches the output)."""
+    check = field_check(ModelConfig, key)
+
+    def convert(text: str) -> Any:
+        try:
+            return check(parse(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected {check.expected}, got {text}") from exc
+        except Invalid as exc:
+            # Name the R,G,B position only when several values were given.
+            where = f" (value {exc.subkey})" if exc.subkey and "," in text else ""
+            raise argparse.ArgumentTypeError(exc.message + where) from exc
+
+    return convert
 
 
-def _positive_channels(text: str) -> list[float]:
-    """argparse type: like _channels, every value > 0."""
-    values = _channels(text)
-    if min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"std must be > 0, got {text}")
-    return values
+def _numbers(text: str) -> list[float]:
+    """``N`` or ``R,G,B`` as numbers (the config check then counts and bounds them)."""
+    return [float(v) for v in text.split(",")]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -90,12 +99,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mean",
-        type=_channels,
+        type=_like_config("input_mean", _numbers),
         default=None,
         help="input normalization (pixel - mean) / std: M or R,G,B (with --std); "
         "default: the model's metadata, else the documented rule",
     )
-    p.add_argument("--std", type=_positive_channels, default=None, help="see --mean")
+    p.add_argument(
+        "--std", type=_like_config("input_std", _numbers), default=None, help="see --mean"
+    )
     p.add_argument(
         "--task",
         default="auto",
@@ -108,7 +119,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="exit 2 instead of warning when --device is not what runs the model",
     )
-    p.add_argument("--threads", type=_count, default=0, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--threads",
+        type=_like_config("num_threads", int),
+        default=0,
+        help="CPU threads (default 0: all cores)",
+    )
     p.add_argument(
         "--every", type=_positive, default=1, help="videos: one frame in N (default 1: all)"
     )

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, Union
 
 from edge_agent.config import rules
-from edge_agent.config.checks import Invalid, is_synthetic, is_url, show, url_has_password
+from edge_agent.config.checks import Check, Invalid, is_synthetic, is_url, show, url_has_password
 from edge_agent.config.schema import (
     ARRAYS,
     ORDER,
@@ -225,6 +225,20 @@ def _array(raw: Any, name: str, source: str, base_dir: str | None) -> tuple[Any,
         except rules.Problem as exc:
             raise ConfigError(exc.message, file=source, key=exc.key) from exc
     return tuple(items)
+
+
+def field_check(section: type, name: str) -> Check:
+    """The check a section's field is validated with (``field_check(ModelConfig,
+    "num_threads")``), for a CLI option that mirrors a config key and must accept
+    exactly the same values.
+
+    Raises:
+        KeyError: ``section`` has no such field.
+    """
+    for spec in dataclasses.fields(section):
+        if spec.name == name:
+            return spec.metadata["check"]
+    raise KeyError(f"{section.__name__} has no field {name!r}")
 
 
 def _table(raw: Any, cls: type, prefix: str, source: str, base_dir: str | None) -> Any:

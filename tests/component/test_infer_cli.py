@@ -139,7 +139,7 @@ def test_mean_std_override():
     norm = json.loads(proc.stdout)["normalization"]
     assert (norm["mean"], norm["std"], norm["source"]) == ([0, 0, 0], [1, 1, 1], "config")
     proc = infer("--model", model, "--mean", "1,2", str(shared_file("images/cat.bmp")))
-    assert proc.returncode == 2 and "expected 1 or 3 values" in proc.stderr
+    assert proc.returncode == 2 and "expected array of 1 or 3 numbers" in proc.stderr
 
 
 def test_truncated_jpeg_is_flagged_in_the_json(tmp_path):
@@ -252,3 +252,21 @@ def test_raw_mjpeg_frames_get_sane_timestamps(tmp_path):
     assert [x["frame"] for x in lines] == [0, 1, 2]
     times = [x["timestamp_ms"] for x in lines]
     assert times[0] == 0 and 0 < times[1] < times[2] and times[2] == pytest.approx(2 * times[1])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mean", "inf", "--std", "1"], "argument --mean: expected number, got inf"),
+        (["--mean", "0", "--std", "nan"], "argument --std: expected number > 0, got nan"),
+        (["--mean", "0", "--std", "0"], "argument --std: expected number > 0, got 0.0"),
+        (["--mean", "0", "--std", "1,-1,1"], "expected number > 0, got -1.0 (value [1])"),
+        (["--threads", "999999"], "argument --threads: expected integer 0..256, got 999999"),
+        (["--threads", "-1"], "argument --threads: expected integer 0..256, got -1"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(args, message):
+    model = str(fixture_model("color_uint8.tflite"))
+    proc = infer("--model", model, *args, str(shared_file("images/cat.bmp")))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert message in proc.stderr and "Traceback" not in proc.stderr
