@@ -166,17 +166,15 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     model = LoadedModel.load(options)
-    if args.device != "auto" and model.engine.attempts:
+    warnings = list(model.codec.warnings)  # label-count mismatch, unreadable metadata ...
+    fallback = _device_fallback(model, args.device)
+    if fallback:
         # A specific device was asked for and a fallback runs instead: say so loudly.
-        reasons = "; ".join(f"{a.backend}: {a.reason}" for a in model.engine.attempts)
         level = "error" if args.require_device else "warning"
-        print(
-            f"edge-agent infer: {level}: running on {model.engine.backend}, not {args.device} "
-            f"({reasons})",
-            file=sys.stderr,
-        )
+        print(f"edge-agent infer: {level}: {fallback}", file=sys.stderr)
         if args.require_device:
             return 2
+        warnings.append(fallback)
     threshold = args.threshold
     if threshold is None:
         threshold = 0.1 if model.task == "classification" else 0.25
@@ -190,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     }
     for path in args.images:
         if is_video_path(path):
-            status = max(status, _infer_video(model, path, described, args))
+            status = max(status, _infer_video(model, path, described, warnings, args))
             continue
         read = read_image(path) if os.path.isfile(path) else None
         if read is None or read.image is None:
@@ -198,10 +196,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"edge-agent infer: error: {path}: {reason}", file=sys.stderr)
             status = 1
             continue
-        out = model.infer(read.image)
-        line = {"image": path, **_result(out, described), "warnings": list(read.warnings)}
-        print(json.dumps(line), flush=True)
+        line = {"image": path, **_result(model.infer(read.image), described)}
+        print(json.dumps({**line, "warnings": warnings + list(read.warnings)}), flush=True)
     return status
+
+
+def _device_fallback(model: LoadedModel, device: str) -> str | None:
+    """When a specific device was asked for and another runs the model, say which and
+    why (None when ``auto`` or when the device asked for runs it)."""
+    if device == "auto" or not model.engine.attempts:
+        return None
+    reasons = "; ".join(f"{a.backend}: {a.reason}" for a in model.engine.attempts)
+    return f"running on {model.engine.backend}, not {device} ({reasons})"
 
 
 def _result(out: Any, described: dict[str, Any]) -> dict[str, Any]:
@@ -217,14 +223,22 @@ def _result(out: Any, described: dict[str, Any]) -> dict[str, Any]:
 
 
 def _infer_video(
-    model: LoadedModel, path: str, described: dict[str, Any], args: argparse.Namespace
+    model: LoadedModel,
+    path: str,
+    described: dict[str, Any],
+    warnings: list[str],
+    args: argparse.Namespace,
 ) -> int:
-    """One JSON line per frame of a video, in order; 0 when it was read to the end."""
+    """One JSON line per frame of a video, in order; 0 when it was read to the end.
+
+    Every line carries the model's load-time ``warnings``, as image lines do.
+    """
     try:
         _info, frames = read_frames(path, every=args.every, max_frames=args.max_frames)
         for frame in frames:
             line = {"video": path, "frame": frame.index, "timestamp_ms": frame.timestamp_ms}
-            print(json.dumps({**line, **_result(model.infer(frame.image), described)}), flush=True)
+            line.update(_result(model.infer(frame.image), described), warnings=warnings)
+            print(json.dumps(line), flush=True)
     except CaptureError as exc:
         print(f"edge-agent infer: error: {exc}", file=sys.stderr)
         return 1

@@ -110,8 +110,10 @@ def test_explicit_tpu_request_falling_back_warns():
         str(shared_file("images/cat.bmp")),
     )
     assert proc.returncode == 0
-    assert json.loads(proc.stdout)["backend"] == "cpu"
+    line = json.loads(proc.stdout)
+    assert line["backend"] == "cpu"
     assert "warning: running on cpu, not usb (edgetpu: no Edge TPU matching 'usb'" in proc.stderr
+    assert [w.split(" (")[0] for w in line["warnings"]] == ["running on cpu, not usb"]
 
 
 def test_runtime_chatter_stays_off_stderr_and_json_says_what_was_assumed():
@@ -241,6 +243,48 @@ def test_unreadable_video_is_one_error_line(tmp_path):
     assert bad.returncode == 2 and "expected an integer >= 1" in bad.stderr
 
 
+def _yolo_label_files(tmp_path):
+    """yolov8n's 80 COCO names as a TF OD API label map and as a 1-based id file."""
+    names = shared_file("models/yolov8n_labels.txt").read_text().split("\n")[:80]
+    pbtxt = tmp_path / "label_map.pbtxt"
+    pbtxt.write_text(
+        "# TF Object Detection API\n"
+        + "".join(
+            f'item {{\n  name: "/m/{i}"\n  id: {i}\n  display_name: "{n}"\n}}\n'
+            for i, n in enumerate(names, start=1)
+        )
+    )
+    one_based = tmp_path / "one_based.txt"
+    one_based.write_text("".join(f"{i} {n}\n" for i, n in enumerate(names, start=1)))
+    return pbtxt, one_based
+
+
+def test_label_maps_and_one_based_ids_name_the_right_classes(tmp_path):
+    model = str(shared_file("models/yolov8n_full_integer_quant.tflite"))
+    photo = str(shared_file("images/grace_hopper.bmp"))
+    for labels in _yolo_label_files(tmp_path):
+        proc = infer("--model", model, "--labels", str(labels), photo)
+        assert proc.returncode == 0, proc.stderr
+        line = json.loads(proc.stdout)
+        assert [(r["id"], r["label"]) for r in line["results"]] == [(0, "person"), (27, "tie")]
+        assert line["labels_source"] == "file" and line["warnings"] == []
+
+
+def test_load_warnings_are_in_every_json_line(tmp_path):
+    clip = _clip(tmp_path / "clip.avi", [shared_file("images/cat.bmp")], 2)
+    labels = tmp_path / "three.txt"
+    labels.write_text("a\nb\nc\n")
+    model = str(shared_file("models/yolov8n_full_integer_quant.tflite"))
+    proc = infer(
+        "--model", model, "--labels", str(labels), str(shared_file("images/cat.bmp")), str(clip)
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 3 and "image" in lines[0] and "video" in lines[1]
+    expected = f"{labels}: the label file has 3 entries but the model has 80 classes"
+    assert all(len(x["warnings"]) == 1 and x["warnings"][0].startswith(expected) for x in lines)
+
+
 def test_raw_mjpeg_frames_get_sane_timestamps(tmp_path):
     # A raw MJPEG stream (concatenated JPEGs) has no timestamps: OpenCV says -3.7e20.
     raw = tmp_path / "raw.mjpeg"
@@ -252,6 +296,7 @@ def test_raw_mjpeg_frames_get_sane_timestamps(tmp_path):
     assert [x["frame"] for x in lines] == [0, 1, 2]
     times = [x["timestamp_ms"] for x in lines]
     assert times[0] == 0 and 0 < times[1] < times[2] and times[2] == pytest.approx(2 * times[1])
+    assert all(x["warnings"] == [] for x in lines)
 
 
 @pytest.mark.parametrize(
