@@ -187,12 +187,13 @@ def run(args: argparse.Namespace) -> int:
         "normalization": codec.normalization.to_json() if codec.normalization else None,
     }
     for path in args.images:
-        if is_video_path(path):
+        problem = _input_problem(path)
+        if problem is None and is_video_path(path):
             status = max(status, _infer_video(model, path, described, warnings, args))
             continue
-        read = read_image(path) if os.path.isfile(path) else None
+        read = read_image(path) if problem is None else None
         if read is None or read.image is None:
-            reason = read.error if read is not None else "cannot read image: no such file"
+            reason = problem or read.error
             print(f"edge-agent infer: error: {path}: {reason}", file=sys.stderr)
             status = 1
             continue
@@ -208,6 +209,17 @@ def _device_fallback(model: LoadedModel, device: str) -> str | None:
         return None
     reasons = "; ".join(f"{a.backend}: {a.reason}" for a in model.engine.attempts)
     return f"running on {model.engine.backend}, not {device} ({reasons})"
+
+
+def _input_problem(path: str) -> str | None:
+    """Why a FILE argument cannot be an image or a video, before trying to open it."""
+    if path == "-":
+        return "reading from stdin is not supported: give the file's name"
+    if os.path.isdir(path):
+        return "is a directory, not an image or video file"
+    if not is_video_path(path) and not os.path.isfile(path):
+        return "cannot read image: no such file"  # videos: the video reader says it
+    return None
 
 
 def _result(out: Any, described: dict[str, Any]) -> dict[str, Any]:

@@ -315,3 +315,16 @@ def test_out_of_range_numbers_are_usage_errors(args, message):
     proc = infer("--model", model, *args, str(shared_file("images/cat.bmp")))
     assert proc.returncode == 2 and proc.stdout == ""
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_directory_or_stdin_is_a_clear_error(tmp_path):
+    (tmp_path / "clips.mp4").mkdir()
+    model = str(fixture_model("color_uint8.tflite"))
+    proc = infer("--model", model, str(tmp_path), str(tmp_path / "clips.mp4"), "-")
+    assert proc.returncode == 1 and proc.stdout == ""
+    directory = "is a directory, not an image or video file"
+    assert proc.stderr.splitlines() == [
+        f"edge-agent infer: error: {tmp_path}: {directory}",
+        f"edge-agent infer: error: {tmp_path / 'clips.mp4'}: {directory}",
+        "edge-agent infer: error: -: reading from stdin is not supported: give the file's name",
+    ]
