@@ -90,8 +90,23 @@ def build_codec(
         metadata: the model file's metadata (None: read from ``options.path``).
 
     Raises:
-        ModelError: the input is not an image tensor, or the outputs do not fit the task.
+        ModelError: the input is not a fixed-size image tensor, or the outputs do not fit
+            the task; the message names the model file.
     """
+    try:
+        return _codec(input_spec, output_specs, options, labels, metadata)
+    except ModelError as exc:  # the tensor checks below know tensors, not files
+        raise ModelError(f"{options.path}: {exc}") from exc
+
+
+def _codec(
+    input_spec: TensorSpec,
+    output_specs: Sequence[TensorSpec],
+    options: ModelOptions,
+    labels: dict[int, str],
+    metadata: ModelMetadata | None,
+) -> Codec:
+    """build_codec without the file name in its errors."""
     warnings, notes = [], []
     if metadata is None:
         metadata, problem = load_metadata(options.path)

@@ -115,6 +115,24 @@ def edgetpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
 _TENSOR_DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 9: np.int8}  # schema TensorType
 
 
+def tensor_spec(path: str, tensor: tflite_file.RawTensor) -> TensorSpec:
+    """A flatbuffer tensor as the TensorSpec an interpreter would report.
+
+    Raises:
+        ModelError: a tensor type edge-agent does not use (the message names ``path``).
+    """
+    params = NOT_QUANTIZED
+    if len(tensor.scales) == 1:  # per-channel quantization is not used on I/O
+        zp = tensor.zero_points[0] if tensor.zero_points else 0
+        params = QuantParams(tensor.scales[0], zp)
+    dtype = _TENSOR_DTYPES.get(tensor.type)
+    if dtype is None:
+        raise ModelError(f"{path}: tensor {tensor.name!r} has type {tensor.type}")
+    return TensorSpec(
+        tensor.index, tensor.name, tensor.shape, np.dtype(dtype), params, tensor.signature
+    )
+
+
 def static_tensors(path: str | os.PathLike[str]) -> tuple[TensorSpec, list[TensorSpec]]:
     """The input and output tensors as the flatbuffer declares them, without an
     interpreter (so an Edge-TPU-only file can be described on a machine without a TPU).
@@ -126,23 +144,12 @@ def static_tensors(path: str | os.PathLike[str]) -> tuple[TensorSpec, list[Tenso
     path = os.fspath(path)
     data = read_model_bytes(path)  # read once: the file may be swapped by an update
     _facts(path, data)  # not TFLite, or corrupt op codes: inspect_model's errors
-
-    def spec(tensor: tflite_file.RawTensor) -> TensorSpec:
-        params = NOT_QUANTIZED
-        if len(tensor.scales) == 1:  # per-channel quantization is not used on I/O
-            zp = tensor.zero_points[0] if tensor.zero_points else 0
-            params = QuantParams(tensor.scales[0], zp)
-        dtype = _TENSOR_DTYPES.get(tensor.type)
-        if dtype is None:
-            raise ModelError(f"{path}: tensor {tensor.name!r} has type {tensor.type}")
-        return TensorSpec(tensor.index, tensor.name, tensor.shape, np.dtype(dtype), params)
-
     try:
         raw_inputs, raw_outputs = tflite_file.io_tensors(data)
     except Exception as exc:  # a corrupt flatbuffer raises from deep inside
         raise ModelError(f"{path}: corrupt TFLite flatbuffer: {exc}") from exc
-    inputs = [spec(t) for t in raw_inputs]
-    outputs = [spec(t) for t in raw_outputs]
+    inputs = [tensor_spec(path, t) for t in raw_inputs]
+    outputs = [tensor_spec(path, t) for t in raw_outputs]
     if len(inputs) != 1:
         raise ModelError(f"{path}: expected exactly one input tensor, found {len(inputs)}")
     return inputs[0], outputs

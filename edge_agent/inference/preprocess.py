@@ -92,11 +92,22 @@ def input_geometry(spec: TensorSpec) -> tuple[int, int]:
     """(height, width) of an NHWC image input with 3 channels.
 
     Raises:
-        ModelError: the input is not a [1, H, W, 3] (or [H, W, 3]) image tensor.
+        ModelError: the input is not a [1, H, W, 3] (or [H, W, 3]) image tensor, or its
+            size is left to run time (a -1 in its shape signature other than the batch).
     """
     shape = spec.shape[1:] if len(spec.shape) == 4 else spec.shape
     if len(shape) != 3 or shape[2] != 3 or (len(spec.shape) == 4 and spec.shape[0] != 1):
         raise ModelError(f"input {spec.name!r} shape {list(spec.shape)} is not [1, H, W, 3]")
+    # A dynamic batch is run as 1; a dynamic size has only a placeholder in ``shape``
+    # (Keras' None height/width convert to 1x1), so running it would silently shrink
+    # every frame to that.
+    sized = spec.signature[1:] if len(spec.signature) == 4 else spec.signature
+    if any(d < 0 for d in sized):
+        raise ModelError(
+            f"input {spec.name!r} has a dynamic shape (shape_signature "
+            f"{list(spec.signature)}, placeholder {list(spec.shape)}): export the model "
+            "with a fixed input size, e.g. [1, 224, 224, 3]"
+        )
     return int(shape[0]), int(shape[1])
 
 

@@ -157,6 +157,7 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
         shape=tuple(int(d) for d in detail["shape"]),
         dtype=np.dtype(detail["dtype"]),
         quant=quant,
+        signature=tuple(int(d) for d in detail.get("shape_signature", detail["shape"])),
     )
 
 

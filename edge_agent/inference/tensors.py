@@ -30,13 +30,18 @@ NOT_QUANTIZED = QuantParams(0.0, 0)
 
 
 class TensorSpec(NamedTuple):
-    """What the runtime reports about one input or output tensor."""
+    """What the runtime reports about one input or output tensor.
+
+    ``signature`` is the tensor's ``shape_signature``: -1 marks a dimension the model
+    leaves to run time (``shape`` then holds a placeholder, often 1); empty when unknown.
+    """
 
     index: int
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
     quant: QuantParams
+    signature: tuple[int, ...] = ()
 
 
 def dequantize(values: np.ndarray, quant: QuantParams) -> np.ndarray:

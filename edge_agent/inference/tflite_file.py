@@ -20,6 +20,7 @@ _MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS, _MODEL_METADATA = 1, 2,
 _OPCODE_CUSTOM_CODE = 1
 _SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
 _TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_QUANTIZATION = 0, 1, 3, 4
+_TENSOR_SHAPE_SIGNATURE = 7
 _QUANT_SCALE, _QUANT_ZERO_POINT = 2, 3
 _OPERATOR_OPCODE_INDEX, _OPERATOR_CUSTOM_OPTIONS = 0, 5
 _METADATA_NAME, _METADATA_BUFFER = 0, 1
@@ -36,6 +37,8 @@ class RawTensor(NamedTuple):
         type: its ``TensorType`` code (0 float32, 2 int32, 3 uint8, 9 int8, ...).
         scales, zero_points: its quantization (empty when not quantized; one entry per
             channel when quantized per channel).
+        signature: its ``shape_signature``, -1 for a dimension fixed only at run time
+            (empty when the file has none, i.e. every dimension is ``shape``'s).
     """
 
     index: int
@@ -44,6 +47,7 @@ class RawTensor(NamedTuple):
     type: int
     scales: tuple[float, ...]
     zero_points: tuple[int, ...]
+    signature: tuple[int, ...] = ()
 
 
 def custom_op_names(data: bytes) -> tuple[str, ...]:
@@ -70,6 +74,7 @@ def _tensor(graph: Table, index: int) -> RawTensor:
         type=flatbuf.byte(tensor, _TENSOR_TYPE),
         scales=scales,
         zero_points=zero_points,
+        signature=flatbuf.ints(tensor, _TENSOR_SHAPE_SIGNATURE),
     )
 
 

@@ -33,7 +33,8 @@ def _reference(data: bytes):
         zps = tuple(int(q.ZeroPoint(i)) for i in range(q.ZeroPointLength())) if q else ()
         shape = tuple(int(t.Shape(i)) for i in range(t.ShapeLength()))
         name = (t.Name() or b"").decode("utf-8", "replace")
-        return tflite_file.RawTensor(index, name, shape, t.Type(), scales, zps)
+        signature = tuple(int(t.ShapeSignature(i)) for i in range(t.ShapeSignatureLength()))
+        return tflite_file.RawTensor(index, name, shape, t.Type(), scales, zps, signature)
 
     inputs = [tensor(graph.Inputs(i)) for i in range(graph.InputsLength())]
     outputs = [tensor(graph.Outputs(i)) for i in range(graph.OutputsLength())]
@@ -97,6 +98,14 @@ def test_the_fields_that_matter_are_really_read():
     assert tflite_file.metadata_buffer(meta, METADATA_NAME)[4:8] == b"M001"
     ssd = (FIXTURE_MODELS / "ssd_postprocess.tflite").read_bytes()
     assert tflite_file.custom_options(ssd, POSTPROCESS_OP)
+
+
+def test_a_dynamic_input_size_is_read():
+    reexport = pytest.importorskip("tests.support.reexport")
+    dynamic = reexport.dynamic_size((FIXTURE_MODELS / "color_float.tflite").read_bytes())
+    (image,), _ = tflite_file.io_tensors(dynamic)
+    assert (image.shape, image.signature) == ((1, 1, 1, 3), (1, -1, -1, 3))
+    assert _ours(dynamic) == _reference(dynamic)
 
 
 def test_a_vector_longer_than_the_file_is_refused_at_once(tmp_path):

@@ -221,7 +221,8 @@ class Doctor:
         result = probe_model(options, self.model_timeout)
         stderr = result.pop("stderr", "").strip()
         if not result["ok"]:
-            detail = f"{options.path}: {result['error']}"
+            error = result["error"]
+            detail = error if error.startswith(options.path) else f"{options.path}: {error}"
             if stderr:
                 detail += "\n" + stderr.splitlines()[-1]
             self.report.add("Model", "model", FAIL, detail, path=options.path, stderr=stderr)
