@@ -138,6 +138,7 @@ def _codec(
         std=options.input_std,
         metadata=norm_meta,
         yolo=decoder.task == DETECTION_YOLO,
+        quantized_as=metadata.input_quantized,
     )
     if chosen.source is NormSource.GUESS:
         notes.append(

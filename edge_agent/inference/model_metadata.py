@@ -11,6 +11,8 @@
   metadata.
 * The ``TFLite_Detection_PostProcess`` op's custom options, a flexbuffer map:
   ``num_classes``, ``max_detections``, the NMS thresholds, the box coder scales.
+* The quantization a float input is given by the ``QUANTIZE`` op right after it (the
+  converter's default float-I/O export of a quantized model).
 
 The model and metadata flatbuffers are read field by field (:mod:`flatbuf`,
 :mod:`tflite_file`): the metadata schema's Python bindings ship only in
@@ -34,7 +36,8 @@ from flatbuffers.table import Table
 from edge_agent.errors import ModelError
 from edge_agent.inference import flatbuf, tflite_file
 from edge_agent.inference.labels import parse_labels
-from edge_agent.inference.model_info import read_model_bytes
+from edge_agent.inference.model_info import read_model_bytes, tensor_spec
+from edge_agent.inference.tensors import TensorSpec
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -49,6 +52,7 @@ _NORM_MEAN, _NORM_STD = 0, 1
 _FILE_NAME, _FILE_TYPE = 0, 2
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag
 _TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+_EIGHT_BIT = (3, 9)  # TensorType UINT8, INT8
 
 
 class ModelMetadata(NamedTuple):
@@ -59,6 +63,8 @@ class ModelMetadata(NamedTuple):
         labels: the parsed label file named by the output tensor (or the model).
         labels_file: that file's name inside the model.
         postprocess: the SSD post-processing op's custom options.
+        input_quantized: the 8-bit tensor a ``QUANTIZE`` op makes of the input first,
+            per-tensor quantized (the evidence of a float input's calibrated range).
         export_task: an Ultralytics export's ``task`` (detect, classify, pose, segment,
             obb).
         end2end: an Ultralytics export's ``end2end`` flag (an NMS-free head that
@@ -70,6 +76,7 @@ class ModelMetadata(NamedTuple):
     labels: dict[int, str] | None = None
     labels_file: str | None = None
     postprocess: dict[str, Any] | None = None
+    input_quantized: TensorSpec | None = None
     export_task: str | None = None
     end2end: bool | None = None
 
@@ -131,11 +138,21 @@ def _flatbuffer_parts(data: bytes) -> tuple[bytes | None, dict[str, Any] | None]
     return blob, dict(flexbuffers.Loads(raw)) if raw else None
 
 
+def _input_quantized(path: str, data: bytes) -> TensorSpec | None:
+    """The input's first ``QUANTIZE`` output when it is 8-bit and per-tensor quantized
+    (an int16 or per-channel one says nothing the normalization rule reads)."""
+    raw = tflite_file.input_quantize(data)
+    if raw is None or raw.type not in _EIGHT_BIT or len(raw.scales) != 1 or raw.scales[0] <= 0:
+        return None
+    return tensor_spec(path, raw)
+
+
 def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read the metadata and post-processing options of a model file.
 
-    A file without metadata gives an empty ModelMetadata; an Edge-TPU-compiled file
-    keeps its CPU twin's metadata (the compiler copies it).
+    A file without metadata gives a ModelMetadata with only what its graph says (the
+    SSD options, the input's QUANTIZE op); an Edge-TPU-compiled file keeps its CPU twin's
+    metadata (the compiler copies it).
 
     Raises:
         ModelError: the file is unreadable, or its metadata is corrupt or names a label
@@ -146,6 +163,7 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     try:
         blob, options = _flatbuffer_parts(data)
         norm, label_name = parse_metadata(blob) if blob else (None, None)
+        quantized = _input_quantized(path, data)
     except flatbuf.CorruptFlatbuffer as exc:
         raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc
     except ModelError as exc:
@@ -169,6 +187,7 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
         labels,
         label_name if labels is not None else None,
         options,
+        quantized,
         export.task if export else None,
         export.end2end if export else None,
     )

@@ -17,12 +17,13 @@ from edge_agent.inference import flatbuf
 
 # Field slots of schema.fbs tables (0-based declaration order; a union takes two).
 _MODEL_OPERATOR_CODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS, _MODEL_METADATA = 1, 2, 4, 6
-_OPCODE_CUSTOM_CODE = 1
+_OPCODE_DEPRECATED_BUILTIN, _OPCODE_CUSTOM_CODE, _OPCODE_BUILTIN = 0, 1, 3
 _SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 0, 1, 2, 3
 _TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_NAME, _TENSOR_QUANTIZATION = 0, 1, 3, 4
 _TENSOR_SHAPE_SIGNATURE = 7
 _QUANT_SCALE, _QUANT_ZERO_POINT = 2, 3
-_OPERATOR_OPCODE_INDEX, _OPERATOR_CUSTOM_OPTIONS = 0, 5
+_OPERATOR_OPCODE_INDEX, _OPERATOR_INPUTS, _OPERATOR_OUTPUTS, _OPERATOR_CUSTOM_OPTIONS = 0, 1, 2, 5
+QUANTIZE = 114  # BuiltinOperator
 _METADATA_NAME, _METADATA_BUFFER = 0, 1
 _BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
 
@@ -88,6 +89,35 @@ def io_tensors(data: bytes) -> tuple[list[RawTensor], list[RawTensor]]:
     inputs = [_tensor(graph, i) for i in flatbuf.ints(graph, _SUBGRAPH_INPUTS)]
     outputs = [_tensor(graph, i) for i in flatbuf.ints(graph, _SUBGRAPH_OUTPUTS)]
     return inputs, outputs
+
+
+def _builtin_code(code: Table) -> int:
+    """An operator code's builtin operator: codes above 127 only fit the int32 field, and
+    old writers fill only the int8 one, so the larger of the two is the code."""
+    return max(flatbuf.byte(code, _OPCODE_DEPRECATED_BUILTIN), flatbuf.uint(code, _OPCODE_BUILTIN))
+
+
+def input_quantize(data: bytes) -> RawTensor | None:
+    """The tensor a ``QUANTIZE`` operator makes of the first subgraph's only input.
+
+    The TFLite converter's default export of a quantized model keeps float32 I/O and
+    quantizes the input in its first operator; that operator's output carries the
+    quantization the model was calibrated with. None when there is no such operator.
+    """
+    model = flatbuf.root(data)
+    codes = [_builtin_code(code) for code in _opcodes(model)]
+    graph = flatbuf.table_at(model, _MODEL_SUBGRAPHS, 0)
+    inputs = flatbuf.ints(graph, _SUBGRAPH_INPUTS)
+    if len(inputs) != 1:
+        return None
+    for op in flatbuf.tables(graph, _SUBGRAPH_OPERATORS):
+        index = flatbuf.uint(op, _OPERATOR_OPCODE_INDEX)
+        if index >= len(codes) or codes[index] != QUANTIZE:
+            continue
+        outputs = flatbuf.ints(op, _OPERATOR_OUTPUTS)
+        if flatbuf.ints(op, _OPERATOR_INPUTS)[:1] == inputs and outputs:
+            return _tensor(graph, outputs[0])
+    return None
 
 
 def metadata_buffer(data: bytes, name: str) -> bytes | None:

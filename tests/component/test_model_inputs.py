@@ -6,17 +6,84 @@ from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 
 from edge_agent.config import load_config
 from edge_agent.errors import ModelError
 from edge_agent.inference.codec import describe_model
 from edge_agent.inference.model import LoadedModel, ModelOptions
+from edge_agent.inference.normalization import MINUS_ONE_ONE, RAW_PIXELS, NormSource
+from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.tools.doctor.report import Doctor
 from models.make_models import build_color_classifier
 from models.tflite_builder import BuiltinOperator, ModelBuilder, Quant, pool2d, reshape
 from tests.support import reexport
+from tests.support.paths import shared_file
+
+TOP1 = DecodeSettings(threshold=0.0, top_k=1)
+# The shared README's answers for mobilenet_v2_1.0_224_quant.
+ANSWERS = {"cat.bmp": ("Egyptian cat", 0.777), "grace_hopper.bmp": ("military uniform", 0.934)}
+
+
+def _mobilenet_v2_variant(data: bytes, kind: str) -> bytes:
+    """The Coral model without metadata, as a uint8, int8 or float32-I/O export."""
+    model = reexport.read(data)
+    reexport.strip_metadata(model)
+    if kind == "int8":
+        reexport.requantized_input(model, schema.TensorType.INT8, (1 / 128, 0))
+    elif kind == "float":
+        reexport.requantized_input(model, schema.TensorType.FLOAT32)
+        reexport.dequantized_output(model)
+    return reexport.write(model)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_variants(tmp_path_factory):
+    data = shared_file("models/mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    folder = tmp_path_factory.mktemp("mobilenet_v2")
+    paths = {}
+    for kind in ("uint8", "int8", "float"):
+        paths[kind] = folder / f"mobilenet_v2_{kind}_nometa.tflite"
+        paths[kind].write_bytes(_mobilenet_v2_variant(data, kind))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["uint8", "int8", "float"])
+def test_mobilenet_v2_gives_the_same_answers_whatever_its_input_type(mobilenet_v2_variants, kind):
+    labels = str(shared_file("models/imagenet_labels.txt"))
+    path = mobilenet_v2_variants[kind]
+    model = LoadedModel.load(ModelOptions(path=str(path), labels=labels, settings=TOP1))
+    chosen = model.codec.normalization
+    # The int8 input's range and the float input's QUANTIZE op both say [-1, 1].
+    assert (chosen.norm, chosen.source) == (MINUS_ONE_ONE, NormSource.IDENTITY), chosen.reason
+    described = describe_model(ModelOptions(path=str(path), labels=labels))
+    assert described["normalization"] == chosen.to_json()
+    reference = LoadedModel.load(
+        ModelOptions(path=str(mobilenet_v2_variants["uint8"]), labels=labels, settings=TOP1)
+    )
+    for photo, (label, score) in ANSWERS.items():
+        image = cv2.imread(str(shared_file(f"images/{photo}")))
+        (top,) = model.infer(image).results
+        assert top.label == label and top.score == pytest.approx(score, abs=0.08)
+        assert [top] == reference.infer(image).results  # the very same input tensor
+
+
+def test_uint8_input_with_scale_one_gets_raw_pixels(tmp_path):
+    # Real range [0, 255]: the pixels themselves, not [-1, 1] (which made every pixel 0).
+    path = tmp_path / "uint8_scale1.tflite"
+    path.write_bytes(build_color_classifier(np.uint8, Quant.per_tensor(1.0, 0), "raw pixels"))
+    model = LoadedModel.load(ModelOptions(path=str(path), settings=DecodeSettings(0.0, 0)))
+    chosen = model.codec.normalization
+    assert (chosen.norm, chosen.source) == (RAW_PIXELS, NormSource.IDENTITY)
+    image = cv2.imread(str(shared_file("images/cat.bmp")))
+    scores = {r.id: r.score for r in model.infer(image).results}
+    rgb = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)[..., ::-1]
+    means = rgb.reshape(-1, 3).mean(axis=0)
+    assert [scores[c] for c in range(3)] == pytest.approx(means, abs=1.0)
+    assert min(scores.values()) > 50  # cat.bmp is no black image
 
 
 def test_an_input_size_left_to_run_time_is_refused_everywhere(tmp_path):

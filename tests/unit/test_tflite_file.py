@@ -54,7 +54,21 @@ def _reference(data: bytes):
             if codes[op.OpcodeIndex()] == POSTPROCESS_OP.encode() and op.CustomOptionsLength():
                 options = op.CustomOptionsAsNumpy().tobytes()
     names = tuple(c.decode() for c in codes if c)
-    return names, inputs, outputs, blob, options
+    return names, inputs, outputs, blob, options, _reference_input_quantize(model, schema)
+
+
+def _reference_input_quantize(model, schema):
+    """What the bindings say the first QUANTIZE op makes of the only input."""
+    graph = model.Subgraphs(0)
+    if graph.InputsLength() != 1:
+        return None
+    for o in range(graph.OperatorsLength()):
+        op = graph.Operators(o)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.QUANTIZE and op.Inputs(0) == graph.Inputs(0):
+            return op.Outputs(0)
+    return None
 
 
 def _ours(data: bytes):
@@ -65,6 +79,7 @@ def _ours(data: bytes):
         outputs,
         tflite_file.metadata_buffer(data, METADATA_NAME),
         tflite_file.custom_options(data, POSTPROCESS_OP),
+        getattr(tflite_file.input_quantize(data), "index", None),
     )
 
 
@@ -100,12 +115,22 @@ def test_the_fields_that_matter_are_really_read():
     assert tflite_file.custom_options(ssd, POSTPROCESS_OP)
 
 
-def test_a_dynamic_input_size_is_read():
+def test_a_float_inputs_quantize_op_and_a_dynamic_size_are_read():
     reexport = pytest.importorskip("tests.support.reexport")
+    model = reexport.read((FIXTURE_MODELS / "color_uint8.tflite").read_bytes())
+    new = reexport.requantized_input(model, 0)  # float32 in front of the uint8 input
+    data = reexport.write(model)
+    quantized = tflite_file.input_quantize(data)
+    assert (quantized.name, quantized.type) == ("image", 3)
+    assert (quantized.scales, quantized.zero_points) == ((1 / 128,), (128,))
+    (image,), _ = tflite_file.io_tensors(data)
+    assert (image.index, image.type, image.signature) == (new, 0, ())
+    assert _ours(data) == _reference(data)
     dynamic = reexport.dynamic_size((FIXTURE_MODELS / "color_float.tflite").read_bytes())
     (image,), _ = tflite_file.io_tensors(dynamic)
     assert (image.shape, image.signature) == ((1, 1, 1, 3), (1, -1, -1, 3))
     assert _ours(dynamic) == _reference(dynamic)
+    assert tflite_file.input_quantize(dynamic) is None
 
 
 def test_a_vector_longer_than_the_file_is_refused_at_once(tmp_path):
