@@ -112,10 +112,7 @@ def _codec(
         metadata, problem = load_metadata(options.path)
         if problem:
             warnings.append(problem)
-    try:
-        check_export_task(metadata.export_task)
-    except ModelError as exc:
-        raise ModelError(f"{options.path}: {exc}") from exc
+    check_export_task(metadata.export_task)
     source = LABELS_FILE if labels else LABELS_NONE
     if not labels and metadata.labels:
         labels, source = metadata.labels, LABELS_MODEL
