@@ -9,9 +9,11 @@ are pure: no I/O, no logging.
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -64,6 +66,13 @@ def show(value: Any) -> str:
     if len(text) > _SHOW_MAX:
         text = text[: _SHOW_MAX - 4] + "..." + text[-1]
     return text
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``'; did you mean "x"?'`` naming the choice closest to ``word``, or "" when none
+    is close (difflib's ratio >= 0.6): appended to an "unknown ..." message."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
 
 
 def _num(value: float) -> str:

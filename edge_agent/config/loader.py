@@ -13,7 +13,6 @@ as a whole (its cross-key rules need every key valid).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 import stat
@@ -23,7 +22,15 @@ from types import ModuleType
 from typing import Any, Union
 
 from edge_agent.config import rules
-from edge_agent.config.checks import Check, Invalid, is_synthetic, is_url, show, url_has_password
+from edge_agent.config.checks import (
+    Check,
+    Invalid,
+    did_you_mean,
+    is_synthetic,
+    is_url,
+    show,
+    url_has_password,
+)
 from edge_agent.config.schema import (
     ARRAYS,
     ORDER,
@@ -307,15 +314,14 @@ def _join(base_dir: str, path: str) -> str:
 
 def _unknown(key: str, known: Mapping[str, Any]) -> str:
     """Message for an unknown key, suggesting the closest known one."""
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f'unknown key; did you mean "{close[0]}"?' if close else "unknown key"
+    return "unknown key" + did_you_mean(key, known)
 
 
 def _unknown_top_level(key: str) -> str:
     """Unknown top-level key: a misspelt section, or a setting outside its section."""
-    close = difflib.get_close_matches(key, ORDER, n=1, cutoff=0.6)
-    if close:
-        return f'unknown section; did you mean "{close[0]}"?'
+    suggestion = did_you_mean(key, ORDER)
+    if suggestion:
+        return "unknown section" + suggestion
     owners = [
         name
         for name in ORDER
