@@ -36,7 +36,17 @@ class ConfigErrors(ConfigError):
 
 
 class ModelError(EdgeAgentError):
-    """A model file is missing, not a TFLite flatbuffer, or unusable as configured."""
+    """A model file is missing, not a TFLite flatbuffer, or unusable as configured.
+
+    Attributes:
+        key: the ``[model]`` setting at fault (``model.path``, ``model.labels``,
+            ``model.task``) when the raiser knows it, so that ``check-config`` can name
+            it; None otherwise. It is not part of the message.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class BackendUnavailable(EdgeAgentError):

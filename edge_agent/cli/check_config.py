@@ -1,13 +1,17 @@
-"""``edge-agent check-config``: validate a config file and exit (no devices touched)."""
+"""``edge-agent check-config``: validate a config file and exit (no devices touched).
+
+The config is loaded as ``run`` loads it, then the model ``run`` would start is checked
+by the same code ``run`` uses (:func:`edge_agent.daemon.preflight.check_startup`), so a
+config that ``run`` would refuse at start fails here too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from edge_agent.config import DEFAULT_CONFIG_PATH, check_config
+from edge_agent.config import DEFAULT_CONFIG_PATH, load_config
 from edge_agent.errors import ConfigError, ConfigErrors
 
 
@@ -23,41 +27,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 0 when valid (warnings on stderr), 1 on an error (or a warning with --strict)."""
+    """Exit 0 when valid (warnings on stderr), 1 on an error (or a warning with --strict).
+
+    ``FILE: OK`` is printed only with exit status 0.
+    """
+    from edge_agent.daemon.preflight import check_startup
+    from edge_agent.inference.codec import describe_codec, describe_text
+
     try:
-        config = check_config(args.file)
+        config = load_config(args.file)
+        startup = check_startup(config)
     except ConfigError as exc:
         for error in exc.errors if isinstance(exc, ConfigErrors) else (exc,):
             print(f"error: {error}", file=sys.stderr)
         return 1
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    model_warnings = _model_report(config, quiet=args.print)
-    if args.print:
-        print(json.dumps(config.redacted_dict(), indent=2))
-    else:
-        print(f"{args.file}: OK")
-    return 1 if args.strict and (config.warnings or model_warnings) else 0
-
-
-def _model_report(config, *, quiet: bool) -> list[str]:
-    """Say what the configured model will get (task, normalization, labels), read from
-    the file without running it; returns the warnings (also printed on stderr)."""
-    from edge_agent.daemon.app import model_options
-    from edge_agent.errors import ModelError
-    from edge_agent.inference.codec import describe_model, describe_text
-
-    options = model_options(config)
-    if not options.path or not os.path.isfile(options.path):
-        return []  # no model configured, or the file is checked elsewhere
-    try:
-        described = describe_model(options)
-    except (ModelError, ValueError) as exc:
-        warnings = [f"model: {exc}"]
-    else:
-        if not quiet:
-            print(f"model {options.path}: {describe_text(described)}")
-        warnings = [f"model {options.path}: {w}" for w in described["warnings"]]
+    warnings = [*config.warnings, *startup.warnings]
+    if startup.codec is not None:
+        described = describe_codec(startup.codec)
+        if not args.print:
+            print(f"model {startup.options.path}: {describe_text(described)}")
+        warnings += [f"model {startup.options.path}: {w}" for w in described["warnings"]]
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return warnings
+    if args.print:
+        print(json.dumps(config.redacted_dict(), indent=2))
+    if args.strict and warnings:
+        print(f"error: {args.file}: {len(warnings)} warning(s) and --strict", file=sys.stderr)
+        return 1
+    if not args.print:
+        print(f"{args.file}: OK")
+    return 0

@@ -12,13 +12,12 @@ of range or an inconsistent combination raises one :class:`ConfigError` such as
 ``config.toml: mqtt.port: expected integer 1..65535, got "abc"``. Relative paths are
 resolved against the config file's directory. ``EDGE_AGENT_MQTT_USERNAME`` and
 ``EDGE_AGENT_MQTT_PASSWORD`` override the file. See ``deploy/config.example.toml``.
+
+Loading reads the config file only. The model and label files it names are checked by
+:mod:`edge_agent.daemon.preflight`, which ``run`` and ``check-config`` share.
 """
 
 from __future__ import annotations
-
-import dataclasses
-import os
-from typing import Union
 
 from edge_agent.config.loader import (
     DEFAULT_CONFIG_PATH,
@@ -53,48 +52,7 @@ __all__ = [
     "MqttConfig",
     "StatsConfig",
     "UpdatesConfig",
-    "check_config",
     "import_toml",
     "load_config",
     "parse_config",
 ]
-
-
-def check_config(path: Union[str, os.PathLike] = DEFAULT_CONFIG_PATH) -> Config:
-    """Validate a config file the way the daemon would load it (``edge-agent check-config``).
-
-    Only the file is read: model files, devices and the broker are not touched
-    (``edge-agent doctor`` checks those).
-
-    Beyond ``load_config``'s warnings, a config that `run` would refuse (no
-    ``model.path`` and no release installed by an update) gets a warning naming
-    ``model.path``.
-
-    Args:
-        path: the config file.
-
-    Returns:
-        The validated configuration; its ``warnings`` are worth showing the user.
-
-    Raises:
-        ConfigError: the file cannot be read or is invalid (``ConfigErrors`` holds
-            one error per problem, each naming the file and the dotted key).
-    """
-    config = load_config(path)
-    missing = _missing_model(config)
-    if missing:
-        config = dataclasses.replace(config, warnings=(*config.warnings, missing))
-    return config
-
-
-def _missing_model(config: Config) -> str:
-    """The warning for a config with no model to run, or ""."""
-    if config.model.path:
-        return ""
-    releases = os.path.join(config.device.state_dir, "models")
-    if config.updates.enabled and os.path.isdir(releases) and os.listdir(releases):
-        return ""  # run starts the release an update installed
-    return (
-        f"{config.source}: model.path: no model configured and no release installed in "
-        f"{releases}; `edge-agent run` will refuse to start: set model.path"
-    )

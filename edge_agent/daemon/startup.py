@@ -17,7 +17,8 @@ from edge_agent.capture.v4l2 import FitTarget, ModelFit
 from edge_agent.config import CameraConfig, Config
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.options import model_options
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.daemon.preflight import check_model, no_model_error
+from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import Codec, make_codec
 from edge_agent.inference.geometry import LETTERBOX
 from edge_agent.inference.model import ModelOptions
@@ -32,7 +33,8 @@ def initial_model(
     """The active installed release when updates are on, else the configured model.
 
     Raises:
-        ConfigError: no model configured (``model.path``) and no release installed.
+        ConfigError: no model configured (``model.path``) and no release installed
+            (:func:`no_model_error`, which check-config gives too).
     """
     m = config.model
     options = model_options(config)
@@ -45,11 +47,7 @@ def initial_model(
         if active is not None:
             return active
     if not m.path:
-        raise ConfigError(
-            f"no model configured and no release installed in {config.device.state_dir}/models",
-            file=config.source or None,
-            key="model.path",
-        )
+        raise no_model_error(config)
     return options, meta
 
 
@@ -57,6 +55,10 @@ def start_supervisor(
     config: Config, options: ModelOptions, meta: dict[str, Any], on_event: EventSink
 ) -> tuple[Supervisor, str]:
     """Start the worker on the chosen model, falling back to the configured one.
+
+    Each model is first checked as ``check-config`` checks it (:func:`check_model`: the
+    model and label files, the task), before a worker is spawned for it; the warnings
+    about the config's settings for it (``model.labels_filter``) are logged.
 
     Returns:
         The running supervisor, and the error of the release that would not start ("" when
@@ -68,6 +70,8 @@ def start_supervisor(
     inf = config.inference
 
     def make(opts: ModelOptions, info: dict[str, Any]) -> Supervisor:
+        for warning in check_model(opts, config.source).warnings:
+            logger.warning("%s", warning)  # each names the config file and the key
         sup = Supervisor(
             opts,
             make_codec,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, TypeVar
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.common import DETECTION_YOLO
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the options and the worker import this module's users, not 
     from edge_agent.inference.worker import WorkerInfo
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 LABELS_FILE = "file"  # model.labels / --labels
@@ -178,6 +179,40 @@ def make_codec(info: WorkerInfo, options: ModelOptions) -> Codec:
     return codec
 
 
+def static_codec(options: ModelOptions) -> Codec:
+    """The codec a configured model will get, built from the tensors its file declares,
+    without an interpreter (so an ``_edgetpu`` model is checked without a TPU).
+
+    This is what ``edge-agent run`` checks before it starts a model and what
+    ``check-config`` reports: the model file, the label file and the task are read by
+    the same functions the running worker uses.
+
+    Raises:
+        ModelError: with ``key`` naming the setting at fault: ``model.path`` (the model
+            cannot be read, is not TFLite, or its input is not an image), ``model.labels``
+            (the label file cannot be read) or ``model.task`` (the outputs do not fit the
+            configured task; ``model.path`` when they fit no task, or when the model
+            metadata's normalization is unusable).
+    """
+    input_spec, outputs = _keyed("model.path", static_tensors, options.path)
+    # An input that is not an image is the model's fault, whatever the task says.
+    _keyed("model.path", input_geometry, input_spec, name=options.path)
+    labels = _keyed("model.labels", load_labels, options)
+    task_key = "model.path" if options.task == "auto" else "model.task"
+    return _keyed(task_key, build_codec, input_spec, outputs, options, labels, name=options.path)
+
+
+def _keyed(key: str, step: Callable[..., _T], *args: object, name: str = "") -> _T:
+    """Run one check of :func:`static_codec`; its ModelError (or the metadata's
+    ValueError) is raised again with ``key``, and ``name`` (the model file) in front of
+    a message that does not say which file it is about."""
+    try:
+        return step(*args)
+    except (ModelError, ValueError) as exc:
+        message = f"{name}: {exc}" if name and name not in str(exc) else str(exc)
+        raise ModelError(message, key=key) from exc
+
+
 def describe_model(options: ModelOptions) -> dict[str, object]:
     """What a configured model will get, read from its file without running it: task,
     export family, resize and input size, input normalization (and why), label source
@@ -187,10 +222,13 @@ def describe_model(options: ModelOptions) -> dict[str, object]:
     starting it.
 
     Raises:
-        ModelError: the model or label file cannot be read, or its outputs fit no task.
+        ModelError: see :func:`static_codec`.
     """
-    input_spec, outputs = static_tensors(options.path)
-    codec = build_codec(input_spec, outputs, options, load_labels(options))
+    return describe_codec(static_codec(options))
+
+
+def describe_codec(codec: Codec) -> dict[str, object]:
+    """A codec's facts as :func:`describe_model` reports them (JSON-ready)."""
     return {
         "task": codec.decoder.task,
         "family": codec.decoder.family,

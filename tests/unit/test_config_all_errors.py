@@ -1,11 +1,13 @@
-"""check-config reports every problem in a file, and warns about a config `run` refuses."""
+"""check-config reports every problem in a file, and fails on a config `run` refuses."""
 
 from __future__ import annotations
 
 import pytest
 
 from edge_agent.cli import main
-from edge_agent.config import check_config, parse_config
+from edge_agent.config import load_config, parse_config
+from edge_agent.daemon.preflight import check_startup
+from edge_agent.daemon.startup import initial_model
 from edge_agent.errors import ConfigError, ConfigErrors
 
 TYPO_AND_TYPE = """
@@ -48,17 +50,54 @@ def test_cli_prints_one_line_per_error(tmp_path, capsys) -> None:
     assert all(line.startswith(f"error: {path}: ") for line in err)
 
 
-def test_a_config_without_a_model_warns(tmp_path, capsys) -> None:
+def test_a_config_without_a_model_fails_as_run_would(tmp_path, capsys) -> None:
+    # `run` refuses to start without a model: check-config fails the same way, never OK.
     path = tmp_path / "c.toml"
     path.write_text(f'[device]\nstate_dir = "{tmp_path}/state"\n')
-    config = check_config(path)
-    assert any("model.path: no model configured" in w for w in config.warnings)
-    assert main(["check-config", str(path)]) == 0
-    assert "model.path" in capsys.readouterr().err
-    assert main(["check-config", "--strict", str(path)]) == 1
+    config = load_config(path, env={})
+    with pytest.raises(ConfigError) as caught:
+        check_startup(config)
+    with pytest.raises(ConfigError) as run_error:
+        initial_model(config, None)
+    assert str(caught.value) == str(run_error.value)  # one error, shared with run
+    assert caught.value.key == "model.path"
+    for args in (["check-config"], ["check-config", "--strict"]):
+        assert main([*args, str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == (
+            f"error: {path}: model.path: no model configured and no release installed in "
+            f"{tmp_path}/state/models; set model.path\n"
+        )
 
 
-def test_a_config_with_a_model_does_not_warn_about_it(tmp_path) -> None:
+def test_a_missing_model_file_fails_naming_the_file_and_key(tmp_path, capsys) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[model]\npath = "/m.tflite"\n')
-    assert not any("model.path" in w for w in check_config(path).warnings)
+    path.write_text('[model]\npath = "nope.tflite"\n')
+    for args in (["check-config"], ["check-config", "--strict"]):
+        assert main([*args, str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        model = tmp_path / "nope.tflite"  # relative to the config's directory
+        assert err == (
+            f"error: {path}: model.path: {model}: cannot read model: No such file or directory\n"
+        )
+
+
+def test_an_installed_release_makes_a_missing_model_a_warning(tmp_path, capsys) -> None:
+    # run starts the release; model.path is only its fallback.
+    (tmp_path / "state" / "models" / "m-1").mkdir(parents=True)
+    path = tmp_path / "c.toml"
+    path.write_text(f'[device]\nstate_dir = "{tmp_path}/state"\n[updates]\nenabled = true\n')
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr() == (f"{path}: OK\n", "")
+    with path.open("a") as f:
+        f.write('[model]\npath = "nope.tflite"\n')
+    assert main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{path}: OK\n"
+    assert err.startswith(f"warning: {path}: model.path: {tmp_path / 'nope.tflite'}: cannot read")
+    assert err.endswith(f"(run starts the release installed in {tmp_path}/state/models first)\n")
+    assert main(["check-config", "--strict", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.endswith(f"error: {path}: 1 warning(s) and --strict\n")

@@ -1,0 +1,73 @@
+"""Tier 2: ``check-config`` fails for what ``run`` refuses at start, by the same checks,
+on the self-made fixture models (tests/fixtures/README.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.cli import main
+from edge_agent.config import load_config
+from edge_agent.daemon.options import model_options
+from edge_agent.daemon.startup import start_supervisor
+from edge_agent.errors import ModelError
+from tests.support.paths import fixture_model
+
+COLOR = fixture_model("color_uint8.tflite")
+LABELS = fixture_model("color_labels.txt")
+
+
+def write(tmp_path, model_lines: str):
+    path = tmp_path / "c.toml"
+    path.write_text(f'[device]\nstate_dir = "{tmp_path / "state"}"\n[model]\n{model_lines}')
+    return path
+
+
+def check(path, *flags: str, capsys) -> tuple[int, str, str]:
+    code = main(["check-config", *flags, str(path)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "message"),
+    [
+        (
+            f'path = "{COLOR}"\nlabels = "nope.txt"\n',
+            "model.labels",
+            "cannot read label file {dir}/nope.txt: [Errno 2] No such file or directory",
+        ),
+        (
+            f'path = "{COLOR}"\ntask = "detection-ssd"\n',
+            "model.task",
+            f"{COLOR}: model outputs (scores [1, 3] uint8) do not fit task detection-ssd",
+        ),
+        (
+            f'path = "{fixture_model("not_a_model.tflite")}"\n',
+            "model.path",
+            f"{fixture_model('not_a_model.tflite')}: not a TFLite model",
+        ),
+    ],
+    ids=["labels", "task", "not-tflite"],
+)
+def test_what_run_refuses_fails_naming_the_config_and_the_key(
+    tmp_path, capsys, lines, key, message
+):
+    path = write(tmp_path, lines)
+    for flags in ((), ("--strict",)):
+        code, out, err = check(path, *flags, capsys=capsys)
+        assert (code, out) == (1, "")  # never "OK"
+        assert err.startswith(f"error: {path}: {key}: {message.format(dir=tmp_path)}"), err
+        assert err.count("\n") == 1
+    # run's own path refuses the same model with the same message, before any worker.
+    config = load_config(path, env={})
+    with pytest.raises(ModelError) as caught:
+        start_supervisor(config, model_options(config), {}, lambda *a: None)
+    assert caught.value.key == key and err == f"error: {path}: {key}: {caught.value}\n"
+
+
+def test_an_edgetpu_model_without_a_cpu_twin_needs_no_tpu_to_check(tmp_path, capsys):
+    # Only the box can tell whether a TPU is there: check-config reads the file.
+    path = write(tmp_path, f'path = "{fixture_model("orphan_edgetpu.tflite")}"\n')
+    code, out, err = check(path, "--strict", capsys=capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == f"{path}: OK"
