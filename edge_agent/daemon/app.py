@@ -26,6 +26,7 @@ from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService
 from edge_agent.daemon.options import model_options, mqtt_settings, object_layout
 from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.preflight import log_filter_warnings
 from edge_agent.daemon.reload import plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
@@ -355,6 +356,7 @@ class Daemon:
             self.supervisor.set_decoding(
                 DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections), m.labels_filter
             )
+            log_filter_warnings(plan, self.supervisor.current)  # a typo drops every result
         logger.info(
             "reload: applied %s (%s)",
             self.config_path,

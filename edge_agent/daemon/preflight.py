@@ -7,18 +7,29 @@ is TFLite, the label file reads, the outputs fit the task). All of it is read fr
 files, with no interpreter and no device: what only the box can tell (no Edge TPU and no
 CPU twin for an ``_edgetpu`` model, a model the interpreter refuses) still stops ``run``
 alone; ``edge-agent doctor`` checks those.
+
+``model.labels_filter`` entries that match no label the model can give are warned about
+here too: the daemon would drop every result they were meant to keep.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 from edge_agent.config import Config
+from edge_agent.config.checks import did_you_mean, show
 from edge_agent.daemon.options import model_options
+from edge_agent.daemon.reload import ReloadPlan
 from edge_agent.errors import ConfigError, ModelError
-from edge_agent.inference.codec import Codec, static_codec
+from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, Codec, static_codec
 from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.postprocess import Decoder
+from edge_agent.inference.switching import RunningModel
+
+logger = logging.getLogger(__name__)
 
 
 class ModelCheck(NamedTuple):
@@ -75,7 +86,71 @@ def check_model(options: ModelOptions, source: str) -> ModelCheck:
         ModelError: the model cannot start; ``key`` names the setting at fault.
     """
     codec = static_codec(options)
-    return ModelCheck(codec, ())
+    warnings = filter_warnings(source, options.labels_filter, options, codec)
+    return ModelCheck(codec, tuple(warnings))
+
+
+def log_filter_warnings(plan: ReloadPlan, running: RunningModel | None) -> None:
+    """After a reload that changed ``model.labels_filter``: warn about its entries that
+    the running model (the configured one or a release) never gives."""
+    if running is not None and "model.labels_filter" in plan.applied:
+        source, filter_ = plan.config.source, plan.config.model.labels_filter
+        for warning in filter_warnings(source, filter_, running.options, running.codec):
+            logger.warning("%s", warning)
+
+
+def filter_warnings(
+    source: str, labels_filter: Sequence[str], options: ModelOptions, codec: Codec
+) -> list[str]:
+    """One warning per ``labels_filter`` entry that no result of this model (its
+    ``options`` and ``codec``) can carry."""
+    where = {LABELS_FILE: f"labels from {options.labels}", LABELS_MODEL: "labels from its metadata"}
+    names, open_ended = label_names(codec.decoder)
+    return labels_filter_warnings(
+        source, labels_filter, names, where.get(codec.labels_source, ""), open_ended
+    )
+
+
+def label_names(decoder: Decoder) -> tuple[frozenset[str], bool]:
+    """Every label a result of this decoder can carry, and whether class ids beyond them
+    may come too (an SSD model that does not say how many classes it has: its
+    unlabelled classes are named by their id)."""
+    if decoder.num_classes:
+        return frozenset(decoder.label(i) for i in range(decoder.num_classes)), False
+    return frozenset(decoder.labels.values()), True
+
+
+def labels_filter_warnings(
+    source: str,
+    labels_filter: Sequence[str],
+    names: Collection[str],
+    where: str,
+    open_ended: bool = False,
+) -> list[str]:
+    """One warning per ``labels_filter`` entry that is none of ``names``.
+
+    Args:
+        source: the config file ("" when built in code).
+        labels_filter: the configured entries.
+        names: every label a result can carry (see :func:`label_names`).
+        where: where the labels come from, e.g. ``labels from /x/coco.txt``; "" when the
+            model has none (its results are named by class id).
+        open_ended: results may also carry class ids that are not in ``names``.
+    """
+    prefix = f"{source}: " if source else ""
+    warnings = []
+    for entry in labels_filter:
+        if entry in names or (open_ended and entry.isdecimal()):
+            continue
+        if where:
+            problem = f"{show(entry)} is not a label of the model ({where}), so it keeps nothing"
+        else:
+            problem = (
+                f"{show(entry)} is not a label of the model: it has no labels and its results "
+                "are named by class id; set model.labels"
+            )
+        warnings.append(f"{prefix}model.labels_filter: {problem}{did_you_mean(entry, names)}")
+    return warnings
 
 
 def check_startup(config: Config) -> StartupCheck:

@@ -1,7 +1,10 @@
 """Tier 2: ``check-config`` fails for what ``run`` refuses at start, by the same checks,
-on the self-made fixture models (tests/fixtures/README.md)."""
+on the self-made fixture models (tests/fixtures/README.md); and ``model.labels_filter``
+entries that are no label of the model are warned about by both."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -14,6 +17,7 @@ from tests.support.paths import fixture_model
 
 COLOR = fixture_model("color_uint8.tflite")
 LABELS = fixture_model("color_labels.txt")
+METADATA = fixture_model("color_float_metadata.tflite")
 
 
 def write(tmp_path, model_lines: str):
@@ -71,3 +75,46 @@ def test_an_edgetpu_model_without_a_cpu_twin_needs_no_tpu_to_check(tmp_path, cap
     code, out, err = check(path, "--strict", capsys=capsys)
     assert (code, err) == (0, "")
     assert out.splitlines()[-1] == f"{path}: OK"
+
+
+@pytest.mark.parametrize(
+    ("model", "labels", "where", "wanted"),
+    [
+        (COLOR, LABELS, f"labels from {LABELS}", ("bleu", "blue", "red")),
+        # Its metadata names the classes crimson, lime and azure.
+        (METADATA, "", "labels from its metadata", ("lme", "lime", "azure")),
+    ],
+    ids=["label-file", "metadata"],
+)
+def test_a_labels_filter_typo_is_a_warning(tmp_path, capsys, model, labels, where, wanted):
+    typo, meant, right = wanted
+    lines = f'path = "{model}"\nlabels = "{labels}"\nlabels_filter = ["{typo}", "{right}"]\n'
+    path = write(tmp_path, lines)
+    warning = (
+        f'{path}: model.labels_filter: "{typo}" is not a label of the model ({where}), so it '
+        f'keeps nothing; did you mean "{meant}"?'
+    )
+    code, out, err = check(path, capsys=capsys)
+    assert code == 0 and out.splitlines()[-1] == f"{path}: OK"
+    assert err == f"warning: {warning}\n"
+    code, out, err = check(path, "--strict", capsys=capsys)
+    assert code == 1 and "OK" not in out
+    assert err == f"warning: {warning}\nerror: {path}: 1 warning(s) and --strict\n"
+
+
+def test_run_logs_the_labels_filter_warning_at_start(tmp_path, caplog):
+    path = write(tmp_path, f'path = "{COLOR}"\nlabels = "{LABELS}"\nlabels_filter = ["rde"]\n')
+    config = load_config(path, env={})
+    caplog.set_level(logging.WARNING, logger="edge_agent.daemon.startup")
+    supervisor, fallback_error = start_supervisor(
+        config, model_options(config), {"name": "color", "version": ""}, lambda *a: None
+    )
+    try:
+        assert fallback_error == ""
+        assert supervisor.current.codec.decoder.labels_filter == {"rde"}
+    finally:
+        supervisor.stop(3.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f'{path}: model.labels_filter: "rde" is not a label of the model (labels from '
+        f'{LABELS}), so it keeps nothing; did you mean "red"?'
+    ]

@@ -6,7 +6,12 @@ run from the config's directory so the message names the file as the user typed 
 
 from __future__ import annotations
 
+import re
+import signal
+
 import pytest
+
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -83,3 +88,26 @@ def test_missing_tls_ca_file_exits_2_naming_the_file_and_key(tmp_path, edge_daem
     line = next(x for x in proc.stderr.splitlines() if "cannot start" in x)
     assert f"cannot start: cfg.toml: mqtt.ca_file: file not found: {tmp_path}" in line
     assert "model" not in line  # the real cause, not the model
+
+
+def test_a_labels_filter_typo_is_logged_at_start_and_on_reload(tmp_path, edge_daemon):
+    demo = REPO / "models" / "demo"
+    daemon = edge_daemon(
+        1883,  # not used: MQTT is off
+        demo / "clip.avi",
+        demo / "color_blobs.tflite",
+        demo / "labels.txt",
+        model={"labels_filter": ["rde"]},
+        mqtt={"enabled": False},
+    )
+    prefix = re.escape(f"{daemon.config_path}: model.labels_filter: ")
+    where = re.escape(f"(labels from {demo / 'labels.txt'})")
+    at_start = rf'WARNING .*{prefix}"rde" is not a label of the model {where}.*"red"\?'
+    daemon.wait_log(at_start, timeout=20)
+    daemon.wait_log(r"camera cam0: streaming", timeout=20)
+    mark = len(daemon.log())
+    daemon.write_config(model={"labels_filter": ["bleu"]})
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(rf'{prefix}"bleu" is not a label.*did you mean "blue"\?', 10, after=mark)
+    daemon.wait_log(r"reload: applied", timeout=10, after=mark)
+    assert daemon.stop(timeout=10) == 0
