@@ -214,17 +214,21 @@ class Pattern(Check):
 
 
 class TopicLevel(Check):
-    """One MQTT topic level: used in topics, so no '/', wildcards or NUL."""
+    """One MQTT topic level and file name: no '/', wildcards, NUL, '.' or '..'."""
 
     def __init__(self, *, allow_empty: bool = False):
         super().__init__()
         self.allow_empty = allow_empty
-        self.expected = ("" if allow_empty else "non-empty ") + "string without '/', '+', '#'"
+        self.expected = (
+            "" if allow_empty else "non-empty "
+        ) + "string without '/', '+', '#', other than '.' and '..'"
 
     def __call__(self, value: Any) -> str:
         if not isinstance(value, str) or (not value and not self.allow_empty):
             raise self.fail(value)
-        if any(ch in value for ch in "/+#\0"):
+        # "." and ".." are also path components: a camera's snapshots go to
+        # snapshots/{camera}/, which they would turn into the parent directory.
+        if any(ch in value for ch in "/+#\0") or value in (".", ".."):
             raise self.fail(value)
         return value
 

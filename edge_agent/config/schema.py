@@ -58,7 +58,12 @@ class DeviceConfig:
 
     id: str = opt("", TopicLevel(allow_empty=True))
     groups: tuple[str, ...] = opt(
-        (), ListOf(TopicLevel(), "array of non-empty strings without '/', '+', '#'", unique=True)
+        (),
+        ListOf(
+            TopicLevel(),
+            "array of non-empty strings without '/', '+', '#', other than '.' and '..'",
+            unique=True,
+        ),
     )
     state_dir: str = opt("/var/lib/edge-agent", Text(nonempty=True), path=PATH)
     type: str = opt("", TopicLevel(allow_empty=True))

@@ -196,4 +196,19 @@ def discovery_messages(
             },
         )
     )
+    _refuse_collisions(messages)
     return messages
+
+
+def _refuse_collisions(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Raise ConfigError when two entities got one config topic: the second would
+    silently replace the first in Home Assistant."""
+    seen: dict[str, str] = {}
+    for topic, payload in messages:
+        if topic in seen:
+            raise ConfigError(
+                f"entities {seen[topic]!r} and {payload['name']!r} both get the Home "
+                f"Assistant id {topic!r}: rename a camera, zone or label",
+                key="camera.name",
+            )
+        seen[topic] = payload["name"]

@@ -11,6 +11,7 @@ every camera and label also gets an ``image`` entity showing the latest snapshot
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -38,6 +39,27 @@ def object_id(*parts: str) -> str:
     return "_".join(_UNSAFE.sub("_", part) for part in parts)
 
 
+def name_ids(names: Sequence[str]) -> dict[str, str]:
+    """A unique object-id part for each name, stable across restarts.
+
+    A safe name is its own id. Otherwise its ASCII slug (unsafe characters made ``_``)
+    is kept when it holds a letter or digit and no other name has the same slug, so
+    existing ids do not change; else the slug gets a short hash of the name itself:
+    "前门" and "后门" (both ``__``) must not become the same entity.
+    """
+    slugs = {name: _UNSAFE.sub("_", name) for name in names}
+    taken = [slug for slug in slugs.values()]
+    ids = {}
+    for name, slug in slugs.items():
+        if slug == name or (re.search(r"[A-Za-z0-9]", slug) and taken.count(slug) == 1):
+            ids[name] = slug
+            continue
+        digest = hashlib.blake2s(name.encode("utf-8"), digest_size=4).hexdigest()
+        stem = slug.strip("_")
+        ids[name] = f"{stem}_{digest}" if stem else digest
+    return ids
+
+
 def camera_fps_template(camera: str) -> str:
     """Reads one camera's fps from the status document; None (unknown) if absent."""
     key = camera.replace("\\", "\\\\").replace("'", "\\'")
@@ -58,12 +80,14 @@ def object_entities(
         config: ``config(component, object_id, fields)`` -> ``(topic, payload)``.
         availability: the availability block every entity carries.
     """
+    ids = name_ids([*layout.cameras, *layout.zones])
+    ids.update({f"label:{k}": v for k, v in name_ids([*layout.labels, "all"]).items()})
     messages = []
     for camera in layout.cameras:
         messages.append(
             config(
                 "sensor",
-                object_id(camera, "fps"),
+                object_id(ids[camera], "fps"),
                 {
                     "name": f"{camera} frame rate",
                     "unit_of_measurement": "fps",
@@ -79,7 +103,7 @@ def object_entities(
         messages.append(
             config(
                 "switch",
-                object_id(camera, "detect"),
+                object_id(ids[camera], "detect"),
                 {
                     "name": f"{camera} detection",
                     "icon": "mdi:motion-sensor",
@@ -99,7 +123,7 @@ def object_entities(
                 messages.append(
                     config(
                         "image",
-                        object_id(camera, label, "snapshot"),
+                        object_id(ids[camera], ids[f"label:{label}"], "snapshot"),
                         {
                             "name": f"{camera} {label} snapshot",
                             "image_topic": f"{topics.base}/{camera}/{label_level(label)}/snapshot",
@@ -115,7 +139,7 @@ def object_entities(
             messages.append(
                 config(
                     "binary_sensor",
-                    object_id(place, label, "occupancy"),
+                    object_id(ids[place], ids[f"label:{label}"], "occupancy"),
                     {
                         "name": f"{place} {what}",
                         "device_class": "occupancy",
@@ -130,7 +154,7 @@ def object_entities(
             messages.append(
                 config(
                     "sensor",
-                    object_id(place, label, "count"),
+                    object_id(ids[place], ids[f"label:{label}"], "count"),
                     {
                         "name": f"{place} {what} count",
                         "state_class": "measurement",

@@ -31,7 +31,7 @@ from tests.support.paths import REPO
 EXAMPLE = REPO / "deploy" / "config.example.toml"
 SRC = "config.toml"
 URL_SCHEMES = "rtsp, rtsps, rtmp, rtmps, http, https, udp, tcp or srt"
-TOPIC = "string without '/', '+', '#'"
+TOPIC = "string without '/', '+', '#', other than '.' and '..'"
 SOURCE_EXPECTED = (
     'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH[@FPS]]"'
 )
@@ -78,7 +78,7 @@ BAD = [
     ('[device]\ngroups = [""]\n', f'device.groups[0]: expected non-empty {TOPIC}, got ""'),
     (
         '[device]\ngroups = "a"\n',
-        "device.groups: expected array of non-empty strings without '/', '+', '#', got \"a\"",
+        f'device.groups: expected array of non-empty {TOPIC.replace("string", "strings")}, got "a"',
     ),
     ('[device]\ngroups = ["a", "a"]\n', 'device.groups[1]: duplicate value "a"'),
     ('[device]\nstate_dir = ""\n', 'device.state_dir: expected non-empty string, got ""'),
@@ -131,6 +131,9 @@ BAD = [
         ' got "https://[oops/m.json"',
     ),
     (CAM + 'name = "a/b"\n', f'camera[0].name: expected non-empty {TOPIC}, got "a/b"'),
+    # a camera name is also a directory name: snapshots/{camera}/
+    (CAM + 'name = ".."\n', f'camera[0].name: expected non-empty {TOPIC}, got ".."'),
+    (CAM + 'name = "."\n', f'camera[0].name: expected non-empty {TOPIC}, got "."'),
     (
         CAM + '[[camera]]\nname = "cam0"\nsource = 1\n',
         'camera[1].name: duplicate camera name "cam0" (also camera[0].name)',
@@ -291,8 +294,7 @@ BAD = [
     # every problem is reported, in file order
     (
         '[mqtt]\nport = "x"\n[device]\nid = 5\n',
-        'mqtt.port: expected integer 1..65535, got "x"\n'
-        f"{SRC}: device.id: expected string without '/', '+', '#', got 5",
+        f'mqtt.port: expected integer 1..65535, got "x"\n{SRC}: device.id: expected {TOPIC}, got 5',
     ),
 ]
 

@@ -12,7 +12,7 @@ from edge_agent.publishing.discovery import (
     STATS_FIELDS,
     discovery_messages,
 )
-from edge_agent.publishing.discovery_objects import ObjectLayout
+from edge_agent.publishing.discovery_objects import ObjectLayout, name_ids
 from edge_agent.publishing.topics import Topics
 
 TOPICS = Topics("edge", "pi.kitchen")
@@ -175,3 +175,36 @@ def test_templates_render_values_and_unknown_for_missing_ones():
     assert render(template("sensor", "front_fps"), json.dumps({"cameras": {}})) == "None"
     occupancy = template("binary_sensor", "porch_person_occupancy")
     assert [render(occupancy, v) for v in ("0", "2", "")] == ["OFF", "ON", "OFF"]
+
+
+def test_cameras_differing_only_in_non_ascii_characters_get_distinct_ids():
+    layout = ObjectLayout(["前门", "后门"], labels=["person"])
+    messages = discovery_messages(TOPICS, objects=layout)
+    topics = [t for t, _ in messages]
+    uids = [p["unique_id"] for _, p in messages]
+    assert len(set(topics)) == len(topics) == len(messages)
+    assert len(set(uids)) == len(uids)
+    # Stable: the same names give the same ids, whatever the other cameras are.
+    again = dict(discovery_messages(TOPICS, objects=ObjectLayout(["前门"], labels=["person"])))
+    front = [t for t, p in messages if p["name"] == "前门 detection"]
+    assert front and front[0] in again
+
+
+def test_safe_and_unique_slugs_keep_their_ids():
+    ids = name_ids(["door", "front door", "café", "a b", "a.b", "前门", "x_y", "x y"])
+    assert ids["door"] == "door"
+    assert ids["front door"] == "front_door"  # unchanged from earlier versions
+    assert ids["café"] == "caf_"
+    assert ids["x_y"] == "x_y"
+    # Same slug: the lossy names get a hash of the name; no slug: the hash alone.
+    assert ids["x y"].startswith("x_y_") and ids["x y"] != ids["x_y"]
+    assert ids["a b"] != ids["a.b"] and ids["a b"].startswith("a_b_")
+    assert ids["前门"] == name_ids(["前门"])["前门"] and "_" not in ids["前门"]
+    assert len(set(ids.values())) == len(ids)
+
+
+def test_entities_still_sharing_an_id_are_a_config_error():
+    # A camera and a zone of one name make the same count entities.
+    layout = ObjectLayout(["door"], zones=["door"], labels=["person"])
+    with pytest.raises(ConfigError, match=r"camera\.name.*both get the Home Assistant id"):
+        discovery_messages(TOPICS, objects=layout)
