@@ -20,11 +20,12 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.motion import MotionGate
 from edge_agent.config import Config, load_config
 from edge_agent.daemon.controls import DetectSwitch
+from edge_agent.daemon.ha_discovery import HaDiscovery, device_topics
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService
-from edge_agent.daemon.options import model_options, mqtt_settings, object_layout
+from edge_agent.daemon.options import model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.preflight import log_filter_warnings
 from edge_agent.daemon.reload import plan_reload
@@ -39,8 +40,6 @@ from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import EventPayload, SupervisorEvent, WorkerRestarted
 from edge_agent.publishing.client import MqttPublisher
-from edge_agent.publishing.discovery import discovery_messages
-from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.device_id = config.device.id or socket.gethostname().split(".")[0]
-        self.topics = Topics(config.mqtt.prefix, self.device_id, config.device.groups)
+        self.topics = device_topics(config, self.device_id)  # with HA's birth topic
         self.notifier = Notifier()
         self.watchdog = Watchdog.from_environment(self.notifier)
         self.stats = PipelineStats()
@@ -73,6 +72,7 @@ class Daemon:
         self.updates: UpdateService | None = None
         self.objects: ObjectService | None = None
         self.detect: DetectSwitch | None = None
+        self.discovery: HaDiscovery | None = None
         self.last_error = self.store_error = ""
         self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
@@ -108,6 +108,8 @@ class Daemon:
     def _on_command(self, command: str, payload: bytes, topic: str) -> None:
         """Publisher callback: a command arrived (never raises)."""
         try:
+            if self.discovery is not None and self.discovery.handle(topic, payload):
+                return
             if self.detect is not None and self.detect.handle(command, payload):
                 return
             if self.updates is not None:
@@ -241,15 +243,9 @@ class Daemon:
             target=self._pipeline.run, args=(self._pipeline_stop,), name="pipeline", daemon=True
         )
         self._pipeline_thread.start()
-        if self.publisher is not None and cfg.mqtt.homeassistant:
-            layout = object_layout(cfg, events=self.objects is not None)
-            for topic, payload in discovery_messages(
-                self.topics,
-                discovery_prefix=cfg.mqtt.discovery_prefix,
-                stats_interval=cfg.stats.interval,
-                objects=layout,
-            ):
-                self.publisher.publish(topic, payload, qos=1, retain=True)
+        if self.publisher is not None:  # also to remove what a previous config published
+            self.discovery = HaDiscovery(self.publisher, self.topics, cfg, self._status_dirty.set)
+            self.discovery.publish(cfg, events=self.objects is not None)
 
     def _report_model(self, state: dict[str, Any]) -> None:
         """Update-service callback: the retained model state goes to the broker."""
@@ -349,6 +345,8 @@ class Daemon:
         plan = plan_reload(self.config, new)
         self.config = plan.config
         logging.getLogger().setLevel(plan.config.logging.level)
+        if self.discovery is not None:  # e.g. expire_after follows stats.interval
+            self.discovery.publish(self.config, events=self.objects is not None)
         if self.supervisor is not None:
             m = plan.config.model
             # Applied by the pipeline thread between frames, and kept for every worker
@@ -392,6 +390,8 @@ class Daemon:
         if self.supervisor is not None:
             self.supervisor.stop(3.0)
         self._state = final_state
+        if self.discovery is not None:
+            self.discovery.close()
         if self.publisher is not None:
             self.publisher.publish_status(self.status())  # retained: the last word
             self.publisher.stop(5.0)

@@ -59,12 +59,16 @@ class Topics:
         prefix: topic prefix, one or more safe levels separated by "/" (e.g. ``edge``).
         device_id: this device's id, a single safe level (not ``group``).
         groups: names of the command groups the device belongs to.
+        listen: other topics to subscribe with the commands (Home Assistant's birth
+            message); a message on one is passed on as a command named as its topic.
 
     Raises:
         ConfigError: a prefix level, the device id or a group name is not topic-safe.
     """
 
-    def __init__(self, prefix: str, device_id: str, groups: Iterable[str] = ()):
+    def __init__(
+        self, prefix: str, device_id: str, groups: Iterable[str] = (), listen: Iterable[str] = ()
+    ):
         if not isinstance(prefix, str) or not prefix:
             raise ConfigError(f"expected a non-empty topic prefix, got {prefix!r}", key="prefix")
         for level in prefix.split("/"):
@@ -78,6 +82,7 @@ class Topics:
             dict.fromkeys(_check_level(g, "groups") for g in groups)
         )
         self.base = f"{prefix}/{device_id}"
+        self.listen: tuple[str, ...] = tuple(listen)
 
     def __repr__(self) -> str:
         return (
@@ -127,10 +132,11 @@ class Topics:
 
         Returns:
             ``{prefix}/{device_id}/cmd/#`` followed by ``{prefix}/group/{g}/cmd/#``
-            for each group.
+            for each group, then the ``listen`` topics.
         """
         filters = [f"{self.base}/{_CMD}/#"]
         filters.extend(f"{self.prefix}/group/{g}/{_CMD}/#" for g in self.groups)
+        filters.extend(self.listen)
         return filters
 
     def parse_command(self, topic: str) -> str | None:
@@ -140,9 +146,12 @@ class Topics:
             topic: the topic a message arrived on.
 
         Returns:
-            The part after ``/cmd/`` (e.g. ``"model/update"``), or None when the topic is
-            not a command for this device or one of its groups, or names no command.
+            The part after ``/cmd/`` (e.g. ``"model/update"``), a ``listen`` topic
+            itself, or None when the topic is not a command for this device or one of
+            its groups, or names no command.
         """
+        if topic in self.listen:
+            return topic
         candidates = [f"{self.base}/{_CMD}/"]
         candidates.extend(f"{self.prefix}/group/{g}/{_CMD}/" for g in self.groups)
         for head in candidates:
