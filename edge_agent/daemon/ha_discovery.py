@@ -33,6 +33,7 @@ from edge_agent.config import Config
 from edge_agent.daemon.options import object_layout
 from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.discovery import discovery_messages
+from edge_agent.publishing.settings import encode_payload
 from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class HaDiscovery:
                 objects=object_layout(config, events=events),
             )
         self._birth_topics = birth_filters(config)
-        payloads = {topic: json.dumps(p, sort_keys=True).encode() for topic, p in messages}
+        payloads = {topic: encode_payload(topic, p) for topic, p in messages}  # as sent
         with self._lock:
             record = read_record(self._path) if not self._sent else Record(frozenset(self._sent))
             stale = stale_topics(record, payloads.keys()) | (self._clearing - payloads.keys())
