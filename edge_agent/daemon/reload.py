@@ -26,7 +26,8 @@ LIVE_KEYS = frozenset(
         ("stats", "interval"),
     }
 )
-_SECTIONS = ("device", "model", "inference", "mqtt", "stats", "updates", "logging")
+_SECTIONS = ("device", "model", "inference", "mqtt", "stats", "updates", "events", "logging")
+_TABLE_ARRAYS = ("camera", "track", "zone")  # [[camera]], [[track]], [[zone]]: as a whole
 
 
 class ReloadPlan(NamedTuple):
@@ -65,7 +66,6 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
                 restart.append(key)
         if live:
             sections[name] = dataclasses.replace(old_section, **live)
-    if running.camera != new.camera:
-        restart.append("camera")
+    restart += [name for name in _TABLE_ARRAYS if getattr(running, name) != getattr(new, name)]
     merged = dataclasses.replace(running, **sections, warnings=new.warnings)
     return ReloadPlan(merged, tuple(applied), tuple(restart))

@@ -5,7 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 from edge_agent.config import Config
-from edge_agent.config.schema import CameraConfig, DeviceConfig, LoggingConfig, ModelConfig
+from edge_agent.config.schema import (
+    CameraConfig,
+    DeviceConfig,
+    EventsConfig,
+    LoggingConfig,
+    ModelConfig,
+    TrackConfig,
+    ZoneConfig,
+)
 from edge_agent.daemon.reload import plan_reload
 
 
@@ -37,3 +45,22 @@ def test_unchanged_file_applies_nothing():
     plan = plan_reload(running, dataclasses.replace(running))
     assert plan.applied == () and plan.needs_restart == ()
     assert plan.config == running
+
+
+def test_events_tracks_and_zones_are_named_as_needing_a_restart():
+    """They were neither applied nor named: a SIGHUP changing them was silently ignored."""
+    running = Config(model=ModelConfig(path="a.tflite"))
+    new = dataclasses.replace(
+        running,
+        events=EventsConfig(labels=("person",)),
+        track=(TrackConfig(label="car"),),
+        zone=(ZoneConfig(name="door", camera="cam0", points=((0, 0), (1, 0), (1, 1))),),
+    )
+    plan = plan_reload(running, new)
+    assert plan.applied == ()
+    assert plan.needs_restart == ("events.labels", "track", "zone")
+    assert (plan.config.events, plan.config.track, plan.config.zone) == (
+        running.events,
+        running.track,
+        running.zone,
+    )
