@@ -39,10 +39,12 @@ from typing import Any
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.delivery import Delivery
 from edge_agent.publishing.durable import Durability
 from edge_agent.publishing.incoming import Incoming
-from edge_agent.publishing.outbox import Inflight, InflightWindow, Outbox, Outgoing
+from edge_agent.publishing.outbox import InflightWindow, Outbox, Outgoing
 from edge_agent.publishing.reconnect import Reconnects
+from edge_agent.publishing.refusals import BrokerProblems
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
 from edge_agent.publishing.spool import Position
 from edge_agent.publishing.topics import Topics
@@ -90,9 +92,9 @@ class MqttPublisher:
             on_command,
             on_connection_change,
             self._where,
-            lambda: self._outbox.mark_dirty(topics.status),  # answered by the pump
+            lambda: self._outbox.repeat(topics.status),  # answered by the pump
         )
-        self._outbox = Outbox(settings.max_queued)
+        self._outbox = Outbox(settings.max_queued, answerable=(topics.status,))
         self._inflight = InflightWindow()
         self._waker = Waker()
         self._stop = threading.Event()
@@ -110,7 +112,8 @@ class MqttPublisher:
         self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
         self._replay_pos: Position | None = None
         self._reconnects = Reconnects(settings)
-        self.published = self.replayed = self.dropped = 0
+        self._problems = BrokerProblems(self._where)
+        self._delivery = Delivery(self._inflight, self._store, self._problems)
 
     # -- public API -------------------------------------------------------------------
 
@@ -118,6 +121,12 @@ class MqttPublisher:
     def storage_error(self) -> str:
         """Why results are not durable right now ("" while the spool works)."""
         return self._store.storage_error
+
+    @property
+    def error(self) -> str:
+        """The last problem the broker link reported ("" if none): a refused publish, a
+        discarded oversized packet, a session closed right after CONNACK."""
+        return self._problems.error
 
     @property
     def connected(self) -> bool:
@@ -232,9 +241,11 @@ class MqttPublisher:
         return {
             "connected": self.connected,
             "broker": self.broker,
-            "published": self.published,
-            "replayed": self.replayed,
-            "dropped": self.dropped + self._store.dropped + self._outbox.overflowed,
+            "published": self._delivery.published,
+            "refused": self._problems.refused,  # PUBACK with a failure reason: not delivered
+            "oversized": self._problems.oversized,  # incoming packets read and discarded
+            "replayed": self._delivery.replayed,
+            "dropped": self._store.dropped + self._outbox.overflowed,
             "queued": len(self._outbox),
             "inflight": len(self._inflight),
             "reconnects": self._reconnects.reconnects,
@@ -244,9 +255,11 @@ class MqttPublisher:
         }
 
     def durability(self) -> dict[str, int]:
-        """What may be lost: the last run's bound and the spool's dropped records."""
+        """What may be lost: the last run's bound, the spool's dropped records, and the
+        publishes the broker refused."""
         stats = self._store.stats()
-        return {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped")}
+        out = {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped")}
+        return {**out, "refused": self._problems.refused}
 
     # -- the publisher thread -----------------------------------------------------------
 
@@ -294,11 +307,12 @@ class MqttPublisher:
             self.topics,
             self._ssl,
             on_connected=self._on_connected,
-            on_ack=self._on_ack,
+            on_ack=self._delivery.ack,
             on_message=self._incoming.message,
             protocol=self._reconnects.version,
             connack_timeout=self._reconnects.connack_timeout,
             broker=self._reconnects.broker,
+            on_oversized=self._problems.oversized_packet,
         )
         try:
             conn.open()
@@ -309,13 +323,13 @@ class MqttPublisher:
 
     def _pump(self) -> None:
         """Connected: retained latest values, then the spool in order, then the queue."""
-        conn, store = self._conn, self._store
+        conn, store, send = self._conn, self._store, self._delivery.send
         for msg in self._outbox.take_dirty():
             conn.publish(msg.topic, msg.payload, msg.qos, True)
         window = self.settings.max_inflight - len(self._inflight)
         if window > 0 and store.pending:
             for m in store.read(window, after=self._replay_pos):
-                self._send(Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
+                send(conn, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
                 self._replay_pos = m.position
                 window -= 1
         if store.pending and store.read(1, after=self._replay_pos):
@@ -323,28 +337,11 @@ class MqttPublisher:
         while window > 0 and len(self._outbox):
             msg = self._outbox.pop()
             if msg.durable:
-                self._send(msg)
+                send(conn, msg)
                 window -= 1
             else:
                 conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
-                self.published += 1
-
-    def _send(self, msg: Outgoing, position: Position | None = None) -> None:
-        """Publish a durable message and track it until acknowledged.
-
-        A QoS 0 message has no acknowledgement: it counts as done once handed to the
-        connection (still released in order, so spool commits never overtake).
-        """
-        mid = self._conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
-        self._release(self._inflight.add(mid, msg, position, acked=msg.qos == 0))
-
-    def _release(self, items: list[Inflight]) -> None:
-        """Account for delivered messages; commit replayed ones in the spool, in order."""
-        for item in items:
-            if self._store.released(item):
-                self.replayed += 1
-            else:
-                self.published += 1
+                self._delivery.published += 1
 
     def _teardown(self, reason: str, *, clean: bool = False) -> None:
         """Forget the connection; unacknowledged durable messages go to the spool, in order."""
@@ -358,14 +355,16 @@ class MqttPublisher:
         self._store.spool_queue()
         if not was_connected:
             if not self._stop.is_set():
-                self._reconnects.failed(reason, reached=conn is not None and conn.opened)
+                unanswered = conn is not None and conn.opened and not conn.answered
+                self._reconnects.failed(reason, unanswered=unanswered)
             return
         pending = self._store.pending
         if clean:
             logger.info("mqtt %s: disconnected; %d messages spooled", conn.where, pending)
         else:
             logger.warning("mqtt %s: %s; %d messages spooled", conn.where, reason, pending)
-        self._reconnects.lost()
+        if not clean:
+            self._problems.error = self._reconnects.lost(reason) or self._problems.error
         self._incoming.connection(False)
 
     def _shutdown(self) -> None:
@@ -393,7 +392,3 @@ class MqttPublisher:
             "mqtt %s: connected, %d spooled to replay", self._reconnects.broker, self._store.pending
         )
         self._incoming.connection(True)
-
-    def _on_ack(self, mid: int) -> None:
-        """A PUBACK/PUBCOMP: release what is now fully acknowledged, in order."""
-        self._release(self._inflight.ack(mid))

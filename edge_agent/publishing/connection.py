@@ -9,7 +9,6 @@ the publisher's spool does that, in order.
 
 from __future__ import annotations
 
-import errno
 import logging
 import select
 import socket
@@ -23,13 +22,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.publishing.endpoints import Endpoint
+from edge_agent.publishing.packet_bound import OnOversized, bound_reads
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
 
 logger = logging.getLogger(__name__)
 
-_RECV_CHUNK = 64 * 1024
+# PUBACK reasons that say "not now" rather than "never" (Quota exceeded, Packet
+# Identifier in use): the connection is dropped and the message is sent again later.
+_TRANSIENT_PUBACK = frozenset({0x91, 0x97})
 
 
 def connect_properties(settings: MqttSettings) -> Properties:
@@ -41,33 +43,6 @@ def connect_properties(settings: MqttSettings) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.MaximumPacketSize = settings.max_packet_size
     return props
-
-
-def bound_reads(client: mqtt.Client, limit: int) -> None:
-    """Never let paho buffer an incoming packet larger than ``limit`` bytes.
-
-    paho reads a packet's whole remaining length with one ``recv`` (a 100 MB packet
-    allocates 100 MB at once) and keeps it until complete. This caps every read at
-    64 KiB and refuses a packet whose header announces more than ``limit``: the read
-    fails, paho reports the connection lost, and the reason is logged. Uses paho's
-    ``_sock_recv``/``_in_packet`` (pinned by tests/component/test_mqtt_packet_size.py).
-    """
-    recv = getattr(client, "_sock_recv", None)
-    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
-        logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
-        return
-
-    def bounded(bufsize: int) -> bytes:
-        packet = client._in_packet
-        if packet.get("have_remaining") and packet.get("remaining_length", 0) > limit:
-            raise OSError(
-                errno.EMSGSIZE,
-                f"incoming packet of {packet['remaining_length']} bytes exceeds "
-                f"mqtt.max_packet_size ({limit})",
-            )
-        return recv(min(bufsize, _RECV_CHUNK))
-
-    client._sock_recv = bounded
 
 
 class ProtocolChoice:
@@ -127,13 +102,17 @@ class Connection:
         topics: the device's topics (LWT, availability, command filters).
         context: TLS context or None.
         on_connected: called after a successful CONNACK.
-        on_ack: called with the message id of each acknowledged publish
-            (PUBACK/PUBCOMP, or written to the socket for QoS 0).
+        on_ack: called as ``on_ack(mid, topic, refused)`` for each acknowledged publish
+            (PUBACK/PUBCOMP, or written to the socket for QoS 0); ``refused`` is the
+            reason of an MQTT 5 PUBACK/PUBREC with a failure code (the broker did not
+            take the message), else None.
         on_message: called with each incoming paho message.
         protocol: ``mqtt.MQTTv5`` (declares ``max_packet_size`` in the CONNECT) or
             ``mqtt.MQTTv311``.
         connack_timeout: seconds for the CONNACK (default ``connect_timeout``).
         broker: which of ``settings.endpoints()`` to connect to (default: the first).
+        on_oversized: called as ``on_oversized(topic, size, limit, retained)`` for an incoming
+            packet over ``max_packet_size``, read and discarded (:mod:`.packet_bound`).
     """
 
     def __init__(
@@ -143,11 +122,12 @@ class Connection:
         context: ssl.SSLContext | None,
         *,
         on_connected: Callable[[], None],
-        on_ack: Callable[[int], None],
+        on_ack: Callable[[int, str, str | None], None],
         on_message: Callable[[mqtt.MQTTMessage], None],
         protocol: int = mqtt.MQTTv311,
         connack_timeout: float | None = None,
         broker: Endpoint | None = None,
+        on_oversized: OnOversized = lambda topic, size, limit, retained: None,
     ):
         self.settings, self.topics = settings, topics
         self.broker = broker or settings.endpoints()[0]
@@ -159,9 +139,10 @@ class Connection:
         self._deadline = 0.0
         self.protocol = protocol
         self.opened = False  # TCP (+TLS) up and CONNECT sent
+        self.answered = False  # a CONNACK came, accepting or refusing
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
-        bound_reads(client, settings.max_packet_size)
+        bound_reads(client, settings.max_packet_size, on_oversized)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -169,6 +150,7 @@ class Connection:
         client.on_message = self._cb_message
         client.on_log = self._cb_log
         self._last_error = ""
+        self._sent: dict[int, str] = {}  # mid -> topic, until acknowledged
         if logger.isEnabledFor(logging.DEBUG):
             # paho logs a lost connection at ERROR; the publisher reports it once itself.
             client.enable_logger(logging.getLogger(__name__ + ".paho"))
@@ -229,7 +211,9 @@ class Connection:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
-        return self.client.publish(topic, payload, qos, retain).mid
+        mid = self.client.publish(topic, payload, qos, retain).mid
+        self._sent[mid] = topic
+        return mid
 
     def close(self, *, clean: bool, deadline: float = 0.0) -> None:
         """End the connection.
@@ -263,11 +247,12 @@ class Connection:
 
     @_safe
     def _cb_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.answered = True
         if reason_code.is_failure:
             self.error = f"refused: {reason_code}"
             return
         self.connected = True
-        client.publish(self.topics.available, "online", 1, True)
+        self.publish(self.topics.available, b"online", 1, True)
         client.subscribe([(f, 1) for f in self.topics.command_filters()])
         self._on_connected()
 
@@ -294,7 +279,13 @@ class Connection:
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._on_ack(mid)
+        topic = self._sent.pop(mid, "")
+        refused = str(reason_code) if reason_code.is_failure else None
+        if reason_code.value in _TRANSIENT_PUBACK:
+            # Not acknowledged: the message stays in flight and is spooled and sent again.
+            self._fail(f"broker refused a publish to {topic} for now: {reason_code}")
+            return
+        self._on_ack(mid, topic, refused)
 
     @_safe
     def _cb_message(self, client, userdata, msg) -> None:

@@ -33,10 +33,14 @@ class Outbox:
 
     Args:
         max_queued: bound of the queue.
+        answerable: topics whose latest value is kept even when it is not retained, so
+            that a request can have it sent again (:meth:`repeat`; the status topic).
     """
 
-    def __init__(self, max_queued: int):
+    def __init__(self, max_queued: int, answerable: Iterable[str] = ()):
         self._max = max_queued
+        self._answerable = frozenset(answerable)
+        self._latest: dict[str, Outgoing] = {}
         self._lock = threading.Lock()
         self._queue: collections.deque[Outgoing] = collections.deque()
         self._retained: dict[str, Outgoing] = {}
@@ -55,6 +59,8 @@ class Outbox:
             (counted in :attr:`overflowed`).
         """
         with self._lock:
+            if msg.topic in self._answerable:
+                self._latest[msg.topic] = msg
             if msg.retain and not msg.durable:
                 self._retained[msg.topic] = msg
                 self._dirty.add(msg.topic)
@@ -111,11 +117,23 @@ class Outbox:
             self._dirty.clear()
             return out
 
-    def mark_dirty(self, topic: str) -> None:
-        """Mark one retained latest value for re-publishing (a status request)."""
+    def repeat(self, topic: str) -> bool:
+        """Send ``topic``'s latest value again (a status request): a retained one is marked
+        for re-publishing, a live one is queued again, behind what is queued already.
+
+        Returns:
+            False if there is no value yet (nothing was published on ``topic``).
+        """
         with self._lock:
             if topic in self._retained:
                 self._dirty.add(topic)
+                return True
+            latest = self._latest.get(topic)
+            if latest is None:
+                return False
+            if len(self._queue) < self._max:  # a request never pushes out a result
+                self._queue.append(latest)
+            return True
 
     def mark_retained_dirty(self) -> None:
         """Mark every retained latest value for re-publishing (after a reconnect)."""
@@ -124,10 +142,12 @@ class Outbox:
 
 
 class Inflight(NamedTuple):
-    """A durable message awaiting its acknowledgement (``position`` if from the spool)."""
+    """A durable message awaiting its acknowledgement (``position`` if from the spool);
+    ``refused``: the broker answered with a failure reason (not delivered, not retried)."""
 
     msg: Outgoing
     position: Position | None
+    refused: bool = False
 
 
 class InflightWindow:
@@ -160,12 +180,15 @@ class InflightWindow:
         self._entries[mid] = [Inflight(msg, position), False]
         return self.ack(mid) if acked else []
 
-    def ack(self, mid: int) -> list[Inflight]:
-        """Mark ``mid`` acknowledged; return the messages now released, in order."""
+    def ack(self, mid: int, *, refused: bool = False) -> list[Inflight]:
+        """Mark ``mid`` acknowledged (``refused``: with a failure reason); return the
+        messages now released, in order."""
         entry = self._entries.get(mid)
         if entry is None:
             return []
         entry[1] = True
+        if refused:
+            entry[0] = entry[0]._replace(refused=True)
         released = []
         while self._entries:
             first_mid, (item, acked) = next(iter(self._entries.items()))

@@ -2,9 +2,14 @@
 
 Owned by the publisher thread alone (no lock): a failed attempt waits a jittered,
 doubling delay (the shared :class:`~edge_agent.backoff.Backoff`: a fleet that lost its
-broker does not reconnect in lockstep), a CONNACK resets it, and a broker that takes the
-TCP connection but never answers an MQTT 5 CONNECT is tried with 3.1.1 next
-(:class:`~edge_agent.publishing.connection.ProtocolChoice`).
+broker does not reconnect in lockstep). A connection that stayed up ``STABLE_S`` resets it;
+one the broker closes right after its CONNACK does not (a session taken over by another
+client with the same id, a broker that drops the device for a packet it sends on every
+subscribe): such a loop slows down to ``reconnect_max`` and is named in the log instead
+of replaying the spool several times a second. A broker that takes the TCP connection but
+never answers an MQTT 5 CONNECT is tried with 3.1.1 next
+(:class:`~edge_agent.publishing.connection.ProtocolChoice`); one that answers with a
+refusal (bad password, ACL) is not.
 
 With several brokers (``mqtt.hosts``) each failure moves on to the next broker at once;
 the backoff delay is waited once per full cycle through the list, and after a lost
@@ -24,6 +29,9 @@ from edge_agent.publishing.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
 
+STABLE_S = 5.0  # a connection up this long resets the reconnect delay
+SHORT_LIVED_HINT = 3  # this many short-lived connections in a row are reported
+
 
 class Reconnects:
     """The publisher's reconnect schedule and counters.
@@ -39,6 +47,9 @@ class Reconnects:
         self._protocol = ProtocolChoice(settings.protocol)
         self._connect_timeout = settings.connect_timeout
         self._ever_connected = False
+        self._client_id = settings.client_id
+        self._up_since: float | None = None
+        self.short_lived = 0  # connections in a row lost within STABLE_S of their CONNACK
         self.next_attempt = 0.0
         self.reconnects = 0
         self.connect_failures = 0
@@ -62,11 +73,12 @@ class Reconnects:
         """Seconds until the next attempt is due (0 when it is)."""
         return max(0.0, self.next_attempt - time.monotonic())
 
-    def failed(self, reason: str, *, reached: bool = False) -> None:
-        """An attempt failed; ``reached``: the broker took the connection but sent no
-        CONNACK (the other MQTT version is tried next)."""
-        same_broker = False
-        if reached:
+    def failed(self, reason: str, *, unanswered: bool = False) -> None:
+        """An attempt failed; ``unanswered``: the broker took the connection but sent no
+        CONNACK at all (the other MQTT version is tried next). A CONNACK refusal is not
+        unanswered: the broker spoke the version, it refused the login."""
+        same_broker, tried = False, self._version_name()
+        if unanswered:
             self._protocol.no_connack()
             # MQTT 5 unanswered: the same broker again with 3.1.1 before the next one.
             same_broker = self._protocol.fell_back
@@ -76,21 +88,53 @@ class Reconnects:
         delay = self._backoff.next() if cycle_done or len(self._brokers.endpoints) == 1 else 0.0
         self.next_attempt = time.monotonic() + delay
         logger.warning(
-            "mqtt %s: cannot connect (%s); trying %s in %.1fs",
+            "mqtt %s: cannot connect over %s (%s); trying %s over %s in %.1fs",
             where,
+            tried,
             reason,
             self._brokers.current,
+            self._version_name(),
             delay,
         )
 
-    def lost(self) -> None:
-        """An established connection was lost: try the next broker after the current delay."""
+    def _version_name(self) -> str:
+        """ "MQTT 5" or "MQTT 3.1.1": the version of the next attempt, for the log."""
+        return "MQTT 5" if self._protocol.v5 else "MQTT 3.1.1"
+
+    def lost(self, reason: str) -> str:
+        """An established connection was lost: try the next broker after the current delay.
+
+        Returns:
+            A hint ("" if none) once ``SHORT_LIVED_HINT`` connections in a row were lost
+            within ``STABLE_S`` of their CONNACK; it is logged here too.
+        """
+        now = time.monotonic()
+        stable = self._up_since is not None and now - self._up_since >= STABLE_S
+        self._up_since = None
         self._brokers.lost()
-        self.next_attempt = time.monotonic() + self._backoff.next()
+        if stable:
+            self._backoff.reset()
+            self.short_lived = 0
+        else:
+            self.short_lived += 1
+        self.next_attempt = now + self._backoff.next()
+        if self.short_lived < SHORT_LIVED_HINT:
+            return ""
+        hint = (
+            f"the broker closed {self.short_lived} connections in a row within "
+            f"{STABLE_S:.0f}s of accepting them (last: {reason}): another client with the "
+            f"same client id ({self._client_id or 'edge-agent-<device id>'}, two devices "
+            "with one device.id)? a packet it sends on every subscribe (an oversized "
+            "retained command)?"
+        )
+        if self.short_lived == SHORT_LIVED_HINT:
+            logger.warning("mqtt %s: %s", self._brokers.current, hint)
+        return hint
 
     def connected(self) -> None:
-        """A CONNACK: reset the delay, count a reconnect, say if MQTT 5 was refused."""
-        self._backoff.reset()
+        """A CONNACK: count a reconnect, say if MQTT 5 was refused; the delay is reset
+        once the connection has stayed up (:meth:`lost`)."""
+        self._up_since = time.monotonic()
         self._brokers.connected()
         if self._ever_connected:
             self.reconnects += 1

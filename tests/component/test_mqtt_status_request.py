@@ -33,3 +33,21 @@ def test_a_status_request_to_the_group_is_answered_live(
         assert [m.retain for m in operator.on("edge/o1/status")] == [True]
     finally:
         operator.stop()
+
+
+def test_a_status_request_is_answered_without_retain_status(
+    mqtt_broker_factory, mqtt_publisher_factory
+):
+    broker = mqtt_broker_factory("mosquitto")
+    pub = mqtt_publisher_factory(broker.port, device="y1", retain_status=False)
+    assert pub.wait_connected(10)
+    operator = MqttSubscriber(broker.host, broker.port, ["edge/y1/status"]).start()
+    try:
+        pub.publish_status({"state": "running", "n": 1})
+        operator.wait_for("edge/y1/status")
+        operator.publish("edge/y1/cmd/status/request", b"", qos=1, timeout=5)
+        wait_until(lambda: len(operator.on("edge/y1/status")) == 2, 10, "the answer")
+    finally:
+        operator.stop()
+    answers = operator.on("edge/y1/status")
+    assert [(m.json()["n"], m.retain) for m in answers] == [(1, False), (1, False)]

@@ -165,8 +165,22 @@ def test_username_password(mqtt_broker_factory, mqtt_publisher_factory, tmp_path
     )
     broker = mqtt_broker_factory("mosquitto", password_file=passwords)
     with caplog.at_level(logging.DEBUG):
-        wrong = mqtt_publisher_factory(broker.port, username="edge", password="wrong-pw-123")
+        wrong = mqtt_publisher_factory(
+            broker.port, username="edge", password="wrong-pw-123", protocol="auto", start=False
+        )
+        plan, versions = wrong._reconnects, []
+        failed = plan.failed
+
+        def record(*args, **kwargs):
+            failed(*args, **kwargs)
+            versions.append(plan.version)
+
+        plan.failed = record
+        wrong.start()
         _refused(wrong, caplog, "refused: Not authorized")
+        # A refusal is an answer in MQTT 5: "auto" must not switch to 3.1.1 for it.
+        assert set(versions) == {5}, versions
+        assert "over MQTT 3.1.1" not in caplog.text
         right = mqtt_publisher_factory(
             broker.port, device="dev2", username="edge", password="s3cret-pw"
         )

@@ -116,15 +116,15 @@ def test_reconnects_back_off_once_per_cycle():
     plan.failed("refused")
     assert plan.broker.host == "a" and plan.wait() > 2  # whole list failed: back off
     plan.connected()
-    plan.lost()
+    plan.lost("connection lost")
     assert plan.broker.host == "b"  # the one after the lost broker
 
 
 def test_mqtt5_unanswered_retries_the_same_broker_with_311_first():
     plan = Reconnects(MqttSettings(hosts=("a", "b"), protocol="auto"))
-    plan.failed("no CONNACK", reached=True)
+    plan.failed("no CONNACK", unanswered=True)
     assert plan.broker.host == "a" and plan.version == 4  # MQTTv311
-    plan.failed("no CONNACK", reached=True)
+    plan.failed("no CONNACK", unanswered=True)
     assert plan.broker.host == "b" and plan.version == 5
 
 

@@ -43,6 +43,37 @@ def test_retained_keeps_latest_per_topic_and_can_be_marked_again():
     assert [m.payload for m in box.take_dirty()] == [b"3", b"2"]
 
 
+def test_repeat_sends_the_latest_live_status_again():
+    box = Outbox(10, answerable=("s",))
+    assert box.repeat("s") is False  # nothing published yet
+    box.put(_msg(1, durable=False, topic="s"))
+    box.put(_msg(2, durable=False, topic="s"))
+    assert [box.pop(), box.pop()] == [
+        _msg(1, durable=False, topic="s"),
+        _msg(2, durable=False, topic="s"),
+    ]
+    assert box.repeat("s") is True
+    assert box.pop() == _msg(2, durable=False, topic="s")  # sent again, not retained
+
+
+def test_repeat_marks_a_retained_status_dirty():
+    box = Outbox(10, answerable=("s",))
+    box.put(_msg(1, durable=False, retain=True, topic="s"))
+    box.take_dirty()
+    assert box.repeat("s") is True
+    assert box.take_dirty() == [_msg(1, durable=False, retain=True, topic="s")]
+    assert len(box) == 0
+
+
+def test_a_refused_ack_releases_in_order_marked_refused():
+    window = InflightWindow()
+    window.add(1, _msg(1))
+    window.add(2, _msg(2))
+    assert window.ack(2, refused=True) == []
+    released = window.ack(1)
+    assert [(i.msg, i.refused) for i in released] == [(_msg(1), False), (_msg(2), True)]
+
+
 def test_durable_retained_messages_are_queued():
     box = Outbox(10)
     box.put(_msg(1, durable=True, retain=True))

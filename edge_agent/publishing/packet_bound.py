@@ -1,0 +1,98 @@
+"""Incoming packets over ``mqtt.max_packet_size`` are read and discarded, never buffered.
+
+paho reads a packet's whole remaining length with one ``recv`` (a 100 MB packet allocates
+100 MB at once) and keeps it until complete. MQTT 5 brokers honour the Maximum Packet Size
+the device declares, but over MQTT 3.1.1 (``protocol = "3.1.1"``, the embedded amqtt, or
+``auto`` after a fallback) a broker sends whatever it has. Refusing such a packet by
+dropping the connection is no defence: a *retained* oversized message comes back on every
+subscribe, so the device would reconnect forever. Instead the packet's body is read in
+64 KiB chunks and thrown away (memory stays bounded), its topic is reported, a QoS 1
+message is acknowledged (the broker would otherwise hold it in flight), and paho is
+handed an empty PINGRESP in its place, so the session goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+
+logger = logging.getLogger(__name__)
+
+RECV_CHUNK = 64 * 1024
+_HEAD_MAX = 2 + 65535 + 2  # topic length, the longest topic, packet id
+_PUBLISH, _PINGRESP = 0x30, 0xD0
+
+
+class PacketHead(NamedTuple):
+    """What the start of a discarded packet says: PUBLISH topic, QoS, packet id, retain."""
+
+    topic: str
+    qos: int
+    mid: int
+    retain: bool
+
+
+def publish_head(command: int, head: bytes) -> PacketHead | None:
+    """Parse an MQTT PUBLISH's fixed header byte and the start of its variable header.
+
+    Returns:
+        None for a packet that is not a PUBLISH or whose head is incomplete.
+    """
+    if command & 0xF0 != _PUBLISH or len(head) < 2:
+        return None
+    qos, retain = (command >> 1) & 3, bool(command & 1)
+    end = 2 + int.from_bytes(head[:2], "big")
+    if len(head) < end + (2 if qos else 0):
+        return None
+    topic = head[2:end].decode("utf-8", "replace")
+    mid = int.from_bytes(head[end : end + 2], "big") if qos else 0
+    return PacketHead(topic, qos, mid, retain)
+
+
+OnOversized = Callable[[str, int, int, bool], None]
+
+
+def bound_reads(client: mqtt.Client, limit: int, on_oversized: OnOversized) -> None:
+    """Cap paho's reads at 64 KiB and discard any packet larger than ``limit`` bytes.
+
+    Args:
+        client: the paho client (its ``_sock_recv``/``_in_packet`` are used; pinned by
+            tests/component/test_mqtt_packet_size.py).
+        limit: ``mqtt.max_packet_size``.
+        on_oversized: called as ``on_oversized(topic, size, limit, retained)`` once a
+            packet was discarded (``topic`` "" if it was not a PUBLISH).
+    """
+    recv = getattr(client, "_sock_recv", None)
+    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
+        logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
+        return
+    head = bytearray()
+
+    def bounded(bufsize: int) -> bytes:
+        packet = client._in_packet
+        if not (packet.get("have_remaining") and packet.get("remaining_length", 0) > limit):
+            return recv(min(bufsize, RECV_CHUNK))
+        data = recv(min(bufsize, RECV_CHUNK))
+        if not data:
+            return data
+        head.extend(data[: max(0, _HEAD_MAX - len(head))])
+        packet["packet"] = bytearray()  # paho appends this chunk only: nothing accumulates
+        if len(data) >= packet["to_process"]:
+            finish(packet)
+        return data
+
+    def finish(packet: dict) -> None:
+        """The oversized packet is fully read: ack it, report it, hand paho a no-op."""
+        size, parsed = packet["remaining_length"], publish_head(packet["command"], bytes(head))
+        head.clear()
+        if parsed is not None and parsed.qos == 1:
+            client._send_puback(parsed.mid)
+        elif parsed is not None and parsed.qos == 2:
+            client._send_pubrec(parsed.mid)
+        packet["command"], packet["remaining_length"] = _PINGRESP, 0
+        on_oversized(parsed.topic if parsed else "", size, limit, bool(parsed and parsed.retain))
+
+    client._sock_recv = bounded
