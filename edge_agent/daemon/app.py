@@ -138,6 +138,7 @@ class Daemon:
             broker=self.publisher.broker if self.publisher else "",
             storage_error=(self.publisher.storage_error if self.publisher else "")
             or self.store_error,
+            mqtt_error=self.publisher.error if self.publisher else "",
             durability=self.publisher.durability() if self.publisher else None,
             last_error=self.last_error or (sup.last_error if sup else ""),
         )
@@ -314,10 +315,11 @@ class Daemon:
         self.publish_status()  # "starting", with each camera's state, before READY
         self._wait_ready(30.0)
         next_stats = time.monotonic() + self.config.stats.interval
-        storage_error = ""
+        problems = ("", "")
         while not self._stop.is_set():
-            if self.publisher is not None and self.publisher.storage_error != storage_error:
-                storage_error = self.publisher.storage_error  # disk full, or recovered
+            pub = self.publisher
+            if pub is not None and (pub.storage_error, pub.error) != problems:
+                problems = (pub.storage_error, pub.error)  # disk full, ACL refusal; or fixed
                 self._status_dirty.set()
             if self._status_dirty.is_set():
                 self._status_dirty.clear()

@@ -63,6 +63,7 @@ def status_document(
     broker_connected: bool,
     last_error: str,
     storage_error: str = "",
+    mqtt_error: str = "",
     durability: Mapping[str, int] | None = None,
     broker: str = "",
     device_type: str = "",
@@ -70,7 +71,9 @@ def status_document(
     """The retained status: daemon state, cameras, backend, model, errors.
 
     ``durability`` (the publisher's loss counters) adds ``possibly_lost_last_run`` (results
-    the previous run may have lost to a power cut) and ``spool_dropped``.
+    the previous run may have lost to a power cut), ``spool_dropped`` and ``refused``.
+    ``mqtt_error`` is the broker link's last problem (a refused publish, a discarded
+    oversized packet); it stands in for ``last_error`` when nothing else is wrong.
     """
     return {
         **(durability or {}),  # first: the document's own keys win
@@ -86,7 +89,8 @@ def status_document(
         "broker_connected": broker_connected,
         "broker": broker,  # host:port of the broker connected to (mqtt.hosts failover)
         "storage_error": storage_error,  # e.g. the spool's disk is full
-        "last_error": last_error or storage_error,
+        "mqtt_error": mqtt_error,  # e.g. the broker's ACL refuses the results topic
+        "last_error": last_error or storage_error or mqtt_error,
     }
 
 

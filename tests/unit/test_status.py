@@ -65,6 +65,7 @@ def test_status_document():
         "broker_connected": True,
         "broker": "mq2:1883",
         "storage_error": "",
+        "mqtt_error": "",
         "last_error": "",
     }
 
@@ -123,6 +124,24 @@ def test_storage_error_is_reported_and_stands_in_for_last_error():
     )
     assert doc["storage_error"] == "spool: disk full"
     assert doc["last_error"] == "spool: disk full"
+
+
+def test_a_broker_link_problem_is_reported_and_stands_in_for_last_error():
+    refused = "broker refused publishing to edge/b/results: Not authorized"
+    doc = status_document(
+        state=DaemonState.RUNNING,
+        device_id="b",
+        groups=(),
+        started=0.0,
+        cameras=[],
+        details={},
+        generation=None,
+        broker_connected=True,
+        last_error="",
+        mqtt_error=refused,
+        durability={"possibly_lost_last_run": 0, "spool_dropped": 0, "refused": 4},
+    )
+    assert (doc["mqtt_error"], doc["last_error"], doc["refused"]) == (refused, refused, 4)
 
 
 def test_possible_loss_of_the_last_run_is_in_the_status():
