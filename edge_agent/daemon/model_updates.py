@@ -9,7 +9,6 @@ and rolls back by itself when the new model is not healthy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -17,78 +16,40 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import Config
+from edge_agent.daemon.trial import Counters, HealthWatch, Outcome, Verdict
+from edge_agent.daemon.update_inbox import CommandInbox, Held
+from edge_agent.daemon.update_options import release_options, update_settings
+from edge_agent.daemon.update_states import interruption, taken_rollback_state, waiting_state
 from edge_agent.errors import EdgeAgentError, ModelUpdateError
 from edge_agent.inference.model import ModelOptions
-from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import Switchboard, SwitchTicket
 from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
-from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
-from edge_agent.updates.journal import INTERRUPTED, RequestJournal, final_state
+from edge_agent.updates.installer import UpdateInstaller
+from edge_agent.updates.journal import (
+    FINAL,
+    IN_PROGRESS,
+    INTERRUPTED,
+    RequestJournal,
+    final_state,
+)
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
-from edge_agent.updates.targets import DeviceIdentity
-from edge_agent.updates.transport import DownloadSettings
 
 logger = logging.getLogger(__name__)
 
 SWITCH_TIMEOUT = 15.0
-
-
-def release_options(base: ModelOptions, root: Path, manifest: Manifest) -> ModelOptions:
-    """Model options for a release: its files, its task and adapter settings over the config's.
-
-    Args:
-        base: options from the ``[model]`` config (device, threads, defaults).
-        root: the release directory.
-        manifest: the release manifest.
-    """
-    model = manifest.file("model")
-    cpu = manifest.file("cpu_model")
-    labels = manifest.file("labels")
-    adapter = dict(manifest.adapter)
-    settings = base.settings._replace(
-        **{k: adapter[k] for k in DecodeSettings._fields if k in adapter}
-    )
-    return dataclasses.replace(
-        base,
-        path=str(root / model.name),
-        cpu_model=str(root / cpu.name) if cpu else "",
-        labels=str(root / labels.name) if labels else "",
-        task=manifest.task or base.task,
-        resize=adapter.get("resize", base.resize),
-        input_mean=adapter.get("input_mean", base.input_mean),
-        input_std=adapter.get("input_std", base.input_std),
-        settings=settings,
-    )
-
-
-def update_settings(config: Config) -> UpdateSettings:
-    """The ``[updates]`` section as the installer's policy."""
-    u = config.updates
-    return UpdateSettings(
-        download=DownloadSettings(
-            allowed_hosts=tuple(u.allowed_hosts),
-            allow_http=u.allow_http,
-            connect_timeout=min(10.0, u.download_timeout),
-            read_timeout=u.download_timeout,
-            retries=u.retries,
-            attempt_timeout=u.attempt_timeout,
-            max_duration=u.update_timeout,
-            update_timeout=u.update_timeout,
-            min_rate_bytes=u.min_rate_bytes,
-            min_rate_window=u.min_rate_window,
-        ),
-        allow_force=u.force_allowed,
-        max_file_bytes=int(u.max_size_mb * 1024 * 1024),
-        device=DeviceIdentity(config.device.type, config.device.id, tuple(config.device.groups)),
-        model_name=config.model.name,
-        allow_model_change=u.allow_model_change,
-    )
+SUPERSEDED = "superseded"
+# How a failed health check is reported (the installer then rolls the store back).
+_REASONS = {
+    Outcome.UNHEALTHY: "health_check_failed",
+    Outcome.STOPPED: INTERRUPTED,
+    Outcome.SUPERSEDED: SUPERSEDED,
+}
 
 
 class UpdateService:
@@ -100,6 +61,8 @@ class UpdateService:
         supervisor: the running inference supervisor.
         report: publishes a state dict retained on the ``model`` topic (must not block).
     """
+
+    health_grace = 10.0  # seconds before a health check short of frames says it waits
 
     def __init__(
         self, config: Config, base_options: ModelOptions, supervisor: Supervisor | None, report: Any
@@ -128,6 +91,12 @@ class UpdateService:
         self._runner: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
         self._journal = RequestJournal(config.device.state_dir)
+        reject = self.installer.reject
+        self._inbox = CommandInbox(
+            config.updates.queue_depth, lambda r, m, rid: reject(r, m, request_id=rid)
+        )
+        self._answers: list[Held] = []  # rollbacks a trial's switch back answers
+        self._asked: dict[str, Any] | None = None  # the last in-progress state
 
     # ------------------------------------------------------------------ startup
     def startup_model(self) -> tuple[ModelOptions, dict[str, Any]] | None:
@@ -160,19 +129,25 @@ class UpdateService:
             poll_interval=u.poll_interval,
             queue_depth=u.queue_depth,
         ).start()
+        self._inbox.attach(self._runner)
 
     def stop(self, timeout: float) -> None:
         """Cancel downloads and stop the command thread (bounded)."""
         self._stop.set()
         if self._runner is not None:
             self._runner.stop(timeout)
+        for held in self._inbox.drain():  # the daemon never got as far as taking them
+            self._interrupted(held)
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
-        """MQTT callback: queue a command without blocking (never raises)."""
-        if self._runner is None:
-            logger.warning("command %s on %s before startup; ignored", command, topic)
-            return
-        self._runner.handle(command, payload, topic)
+        """MQTT callback: queue a command without blocking (never raises).
+
+        Commands that arrive before :meth:`start` are kept and run once it has.
+        """
+        try:
+            self._inbox.handle(command, payload, topic)
+        except Exception:  # an MQTT callback must never raise
+            logger.exception("model update: cannot take a command from %.64r", topic)
 
     def _progress(self, state: dict[str, Any]) -> None:
         """Installer callback: remember and publish a state.
@@ -186,12 +161,15 @@ class UpdateService:
             serving = {"name": gen.meta.get("name", ""), "version": gen.meta.get("version", "")}
         state = {**state, "serving": serving}
         stopping = self._stop.is_set()
-        if stopping and state.get("state") == "failed" and state.get("reason") == "cancelled":
-            # Only shutdown cancels: say so, as the next start will (see _answer_interrupted).
-            state = {**state, "reason": INTERRUPTED, "message": "the daemon stopped mid-update"}
+        if stopping:
+            state = interruption(state, self._asked)
         self._journal.observe(state, stopping=stopping)
         self.last_state = state
+        if state.get("state") in IN_PROGRESS:
+            self._asked = state
         self._report(state)
+        if state.get("state") in FINAL:
+            self._answer_taken(state)
 
     def _answer_interrupted(self) -> None:
         """Publish the final state of a request the previous run left unfinished."""
@@ -214,20 +192,50 @@ class UpdateService:
         self._progress(state)
         self._journal.clear()
 
+    def _answer_taken(self, final: dict[str, Any]) -> None:
+        """Answer the rollbacks taken by a trial that went back, after the trial's own
+        ``final`` state (the store has gone back by then)."""
+        answers, self._answers = self._answers, []
+        if not answers:
+            return
+        try:
+            now = self.store.active()
+        except ModelUpdateError:
+            now = None
+        tried = final.get("from_version")
+        for held in answers:
+            doc = taken_rollback_state(now, held.request_id, tried)
+            if held.key is not None and self._runner is not None:
+                self._runner.ledger.answer(held.key, doc)  # recorded before it is published
+            self._progress(doc)
+
+    def _interrupted(self, held: Held) -> None:
+        """Answer a command the stopping daemon will not run."""
+        if held.key is not None and self._runner is not None:
+            self._runner.ledger.forget(held.key)
+        self.installer.reject(
+            INTERRUPTED,
+            "the daemon stopped before it ran this command; send it again",
+            request_id=held.request_id,
+        )
+
     # ------------------------------------------------- validator and hot swap
     def validate(self, root: Path, manifest: Manifest) -> None:
         """Load the release in a separate worker: adapter fit, allocate, invoke, golden.
 
         Raises:
-            ModelUpdateError: ``incompatible`` (does not fit / cannot run here) or
-                ``health_check_failed`` (golden output mismatch).
+            ModelUpdateError: ``incompatible`` (does not fit / cannot run here),
+                ``health_check_failed`` (golden output mismatch) or ``interrupted``
+                (the daemon is stopping).
         """
+        self._check_stopping(manifest.label, "before its validation")
         options = release_options(self.base, root, manifest)
         try:
             gen = self.supervisor.prepare(
                 options, {"name": manifest.name, "version": str(manifest.version)}
             )
         except EdgeAgentError as exc:
+            self._check_stopping(manifest.label, "during its validation", exc)
             raise ModelUpdateError("incompatible", f"{manifest.label}: {exc}") from exc
         try:
             golden = load_golden(root, manifest)
@@ -237,34 +245,52 @@ class UpdateService:
         except EdgeAgentError as exc:
             if isinstance(exc, ModelUpdateError):
                 raise
+            self._check_stopping(manifest.label, "during its validation", exc)
             raise ModelUpdateError("health_check_failed", f"{manifest.label}: {exc}") from exc
         finally:
             gen.worker.stop(2.0)
 
+    def _check_stopping(self, label: str, when: str, cause: Exception | None = None) -> None:
+        """Raise ``interrupted`` when the daemon is stopping: a failure then says nothing
+        about the release."""
+        if self._stop.is_set():
+            raise ModelUpdateError(INTERRUPTED, f"{label}: the daemon stopped {when}") from cause
+
     def swap(self, release: InstalledRelease) -> None:
         """Switch the pipeline to a release between two frames, then check its health.
 
-        Healthy means ``updates.health_frames`` frames without an invoke error or a
-        worker death. Otherwise the previous model (kept running meanwhile) is switched
-        back in and this raises, so the installer reports ``rolled_back``.
+        Healthy means ``updates.health_frames`` frames inferred without an invoke error
+        or a worker death (see :mod:`edge_agent.daemon.trial`: a release on trial waits
+        for those frames however long the cameras are down). Otherwise the previous
+        model (kept running meanwhile) is switched back in and this raises, so the
+        installer reports ``rolled_back``.
 
         Raises:
-            ModelUpdateError: ``swap_failed`` or ``health_check_failed``.
+            ModelUpdateError: ``swap_failed``, ``health_check_failed``, ``superseded``
+                (a command came while it waited for frames) or ``interrupted``.
         """
         sup = self.supervisor
+        self._check_stopping(release.label, "before the switch")
         options = release_options(self.base, release.path, release.manifest)
         try:
             model = sup.prepare(options, _meta(release))
         except EdgeAgentError as exc:
+            self._check_stopping(release.label, "during the switch", exc)
             raise ModelUpdateError("swap_failed", f"{release.label}: {exc}") from exc
-        if not switched(sup.switches, sup.switches.switch_to(model), SWITCH_TIMEOUT):
+        ticket = sup.switches.switch_to(model)
+        if not switched(sup.switches, ticket, SWITCH_TIMEOUT, self._stop):
+            self._check_stopping(release.label, "during the switch")
             raise ModelUpdateError("swap_failed", f"{release.label}: pipeline did not switch")
-        problem = self._health(release)
-        if problem is None:
+        verdict = self._health(release)
+        if verdict.outcome is Outcome.HEALTHY:
             sup.switches.commit()
             return
+        problem = verdict.detail
         logger.error(
-            "model %s: unhealthy after the switch (%s); switching back", release.label, problem
+            "model %s: health check ended %s (%s); switching back",
+            release.label,
+            verdict.outcome.value,
+            problem,
         )
         # A rollback is never cancelled: the store goes back too, so if the pipeline is
         # slow (or stopping), it adopts the rollback when it next runs, and no request
@@ -274,40 +300,82 @@ class UpdateService:
             logger.error("model %s: no previous model to switch back to", release.label)
         elif not self._stop.is_set() and not ticket.wait(SWITCH_TIMEOUT):
             logger.warning("model %s: switch back still pending", release.label)
-        raise ModelUpdateError("health_check_failed", f"{release.label}: {problem}")
+        raise ModelUpdateError(_REASONS[verdict.outcome], f"{release.label}: {problem}")
 
-    def _health(self, release: InstalledRelease) -> str | None:
-        """Watch the first frames on the new model; a problem description, or None."""
+    def _health(self, release: InstalledRelease) -> Verdict:
+        """Watch the frames on the new model until a verdict.
+
+        A release on trial (an install) waits for its frames however long that takes,
+        and says so; a rollback's target (it served before) is accepted after the grace
+        without them, as there is nothing safer to go back to.
+        """
         sup = self.supervisor
         need = self.config.updates.health_frames
-        frames0, errors0 = sup.completed, sup.errors
-        deadline = time.monotonic() + max(10.0, need * 0.5)
-        while time.monotonic() < deadline:
-            if self._stop.is_set():
-                # Shutting down mid-check proves nothing: the installer rolls the store
-                # back, so the box restarts on the model that was known to work.
-                return "the daemon stopped before the health check finished"
-            if sup.errors > errors0:
-                return f"{sup.errors - errors0} failure(s) in its first frames: {sup.last_error}"
-            if sup.completed - frames0 >= need:
-                return None
-            self._stop.wait(0.05)
-        if sup.errors > errors0:
-            return sup.last_error
+        grace = max(self.health_grace, need * 0.5)
+        on_trial = self._on_trial(release)
+        if on_trial:
+            self._inbox.open_trial()
+        try:
+            verdict = HealthWatch(
+                lambda: Counters(sup.completed, sup.errors, sup.last_error),
+                need,
+                self._stop,
+                grace=grace,
+                on_waiting=lambda frames: self._waiting(release, frames, need, on_trial),
+                yield_to=self._inbox.yield_to if on_trial else lambda: "accepted",
+            ).run()
+        finally:
+            taken = self._inbox.close_trial() if on_trial else []
+        if verdict.outcome is Outcome.SUPERSEDED and not on_trial:
+            logger.warning(
+                "model %s: %d frames to check health (camera idle?); it served before: accepting",
+                release.label,
+                verdict.frames,
+            )
+            verdict = verdict._replace(outcome=Outcome.HEALTHY)
+        for held in taken:
+            if verdict.outcome is Outcome.HEALTHY:
+                self._inbox.forward(held)  # confirmed: the rollback runs as usual after it
+            elif verdict.outcome is Outcome.STOPPED:
+                self._interrupted(held)
+            else:
+                self._answers.append(held)  # the switch back is the rollback asked for
+        return verdict
+
+    def _on_trial(self, release: InstalledRelease) -> bool:
+        """True when the store holds ``release`` on trial (an install, not a rollback)."""
+        ptr = self.store.safe_pointer() or {}
+        return bool(ptr.get("trial")) and self.store.is_active(release)
+
+    def _waiting(self, release: InstalledRelease, frames: int, need: int, on_trial: bool) -> None:
+        """The grace passed with too few frames: say the trial stays open (published)."""
+        if not on_trial:
+            return
         logger.warning(
-            "model %s: only %d frames to check health (camera idle?); accepting",
+            "model %s: %d of %d health-check frames after the grace (camera down or idle?); "
+            "the trial stays open until they are inferred",
             release.label,
-            sup.completed - frames0,
+            frames,
+            need,
         )
-        return None
+        rid = (self._asked or {}).get("request_id")
+        self._progress(waiting_state(release, frames, need, rid))
 
 
-def switched(switches: Switchboard, ticket: SwitchTicket, timeout: float) -> bool:
-    """Wait until the pipeline adopts a switch; after ``timeout`` withdraw it, so a model
-    the caller gives up on is never adopted later (it is stopped). True when adopted."""
-    if ticket.wait(timeout):
-        return ticket.adopted
-    return not switches.cancel(ticket)  # False: adopted just before the cancel
+def switched(
+    switches: Switchboard,
+    ticket: SwitchTicket,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Wait until the pipeline adopts a switch; after ``timeout`` (or once ``stop`` is
+    set) withdraw it, so a model the caller gives up on is never adopted later (it is
+    stopped). True when adopted."""
+    deadline = time.monotonic() + timeout
+    while not ticket.wait(max(0.0, min(0.05, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return not switches.cancel(ticket)  # False: adopted just before the cancel
+    return ticket.adopted
 
 
 def _meta(release: InstalledRelease) -> dict[str, Any]:

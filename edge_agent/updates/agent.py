@@ -122,6 +122,12 @@ class UpdateRunner:
         self._thread.start()
         return self
 
+    @property
+    def pending(self) -> int:
+        """Commands queued behind the running one (a health check waiting for frames
+        yields to them)."""
+        return self._jobs.qsize()
+
     def handle(self, command: str, payload: bytes, topic: str = "") -> None:
         """Daemon hook: queue ``model/update`` or ``model/rollback`` (never blocks or raises).
 

@@ -255,7 +255,7 @@ class Doctor:
 
     def _installed_release(self, config: Config, base: ModelOptions) -> ModelOptions | None:
         """No ``model.path``: the daemon runs the release an update installed, if any."""
-        from edge_agent.daemon.model_updates import release_options
+        from edge_agent.daemon.update_options import release_options
         from edge_agent.updates.store import ModelStore
 
         root = Path(config.device.state_dir) / "models"

@@ -1,0 +1,63 @@
+"""Pure parts of the daemon's health check and of the states it adds to the installer's."""
+
+from __future__ import annotations
+
+import threading
+
+from edge_agent.daemon.trial import Counters, HealthWatch, Outcome, judge
+from edge_agent.daemon.update_states import interruption
+
+START = Counters(100, 2, "")
+
+
+def test_judge_needs_the_frames_and_fails_on_any_error():
+    assert judge(START, Counters(102, 2, ""), need=3) is None
+    assert judge(START, Counters(103, 2, ""), need=3).outcome is Outcome.HEALTHY
+    bad = judge(START, Counters(100, 3, "invoke failed"), need=3)
+    assert bad.outcome is Outcome.UNHEALTHY and "invoke failed" in bad.detail
+
+
+def test_no_frames_never_passes_however_long_it_waits():
+    clock = iter(float(t) for t in range(0, 10**6, 1000))  # 1000 s per look
+    looks = []
+
+    def counters():  # the camera stays down: no frame ever
+        looks.append(1)
+        return START
+
+    waited = []
+    verdict = HealthWatch(
+        counters,
+        3,
+        threading.Event(),
+        grace=10.0,
+        on_waiting=waited.append,
+        # ~14 hours of waiting, then a command comes
+        yield_to=lambda: "rollback request rb arrived" if len(looks) > 50 else None,
+        clock=lambda: next(clock),
+    ).run()
+    assert verdict.outcome is Outcome.SUPERSEDED and verdict.frames == 0
+    assert waited == [0]  # reported once
+
+
+def test_a_stop_proves_nothing():
+    stop = threading.Event()
+    stop.set()
+    verdict = HealthWatch(
+        lambda: START, 3, stop, grace=0.0, on_waiting=lambda n: None, yield_to=lambda: None
+    ).run()
+    assert verdict.outcome is Outcome.STOPPED
+
+
+def test_an_interrupted_health_check_reads_failed_interrupted_for_the_release_asked():
+    asked = {"state": "installing", "name": "cls", "version": "2.0.0", "request_id": "r"}
+    state = {
+        "state": "rolled_back", "name": "cls", "version": "1.0.0", "reason": "interrupted",
+        "message": "cls@2.0.0: the daemon stopped", "request_id": "r",
+        "from_version": "cls@2.0.0", "percent": None,
+    }  # fmt: skip
+    out = interruption(state, asked)
+    assert (out["state"], out["reason"], out["version"]) == ("failed", "interrupted", "2.0.0")
+    assert "from_version" not in out
+    unhealthy = {**state, "reason": "health_check_failed"}
+    assert interruption(unhealthy, asked) == unhealthy  # a real verdict stays as it is
