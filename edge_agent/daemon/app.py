@@ -113,9 +113,10 @@ class Daemon:
             if self.detect is not None and self.detect.handle(command, payload):
                 return
             if self.updates is not None:
-                self.updates.handle(command, payload, topic)
+                self.updates.handle(command, payload, topic)  # kept until it has started
             else:
-                logger.warning("command %s on %s ignored: updates are disabled", command, topic)
+                why = self.store_error or "updates are disabled"  # never just "not yet"
+                logger.warning("command %s on %s ignored: %s", command, topic, why)
         except Exception:
             logger.exception("command %s on %s failed", command, topic)
 
@@ -181,7 +182,7 @@ class Daemon:
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start the publisher, the worker, the cameras and the pipeline thread.
+        """Start what takes commands, the publisher, the worker, cameras, pipeline thread.
 
         Raises:
             EdgeAgentError: the model cannot be loaded on any backend.
@@ -191,6 +192,18 @@ class Daemon:
             os.makedirs(cfg.device.state_dir, exist_ok=True)
         except OSError as exc:  # the spool reports it as storage_error and retries
             logger.error("device.state_dir %s: %s", cfg.device.state_dir, exc.strerror)
+        if cfg.updates.enabled:
+            try:
+                self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
+            except OSError as exc:  # a read-only or broken state dir: detect on, no updates
+                self.store_error = f"model store: {exc.strerror}: {exc.filename}; updates off"
+                logger.error("%s", self.store_error)
+        self.detect = DetectSwitch(
+            [c.name for c in cfg.enabled_cameras],
+            cfg.device.state_dir,
+            self.topics,
+            lambda topic, payload: self._publish(topic, payload, 1, True, False),
+        )
         if cfg.mqtt.enabled:
             self.publisher = MqttPublisher(
                 mqtt_settings(cfg),
@@ -200,12 +213,6 @@ class Daemon:
                 on_connection_change=self._on_connection,
             )
             self.publisher.start()
-        if cfg.updates.enabled:
-            try:
-                self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
-            except OSError as exc:  # a read-only or broken state dir: detect on, no updates
-                self.store_error = f"model store: {exc.strerror}: {exc.filename}; updates off"
-                logger.error("%s", self.store_error)
         options, meta = initial_model(cfg, self.updates)
         self.supervisor, fallback_error = start_supervisor(
             cfg, options, meta, self._on_worker_event
@@ -221,12 +228,6 @@ class Daemon:
             self.updates.start(self.supervisor)  # take model commands from now on
         if self.publisher is not None and cfg.events.enabled:
             self.objects = ObjectService(cfg, self.topics, self._publish)
-        self.detect = DetectSwitch(
-            [c.name for c in cfg.enabled_cameras],
-            cfg.device.state_dir,
-            self.topics,
-            lambda topic, payload: self._publish(topic, payload, 1, True, False),
-        )
         self.detect.publish_all()
         self._pipeline = Pipeline(
             self.cameras,
@@ -380,6 +381,8 @@ class Daemon:
         """
         self._state = DaemonState.STOPPING
         self.notifier.stopping()
+        if self.updates is not None:  # first: an update in progress ends as interrupted
+            self.updates.stop(5.0)  # while the pipeline can still adopt its switch back
         for cam in self.cameras:
             cam.stop(2.0)
         self._pipeline_stop.set()
@@ -387,8 +390,6 @@ class Daemon:
             self._pipeline_thread.join(5.0)
         if self.objects is not None:
             self.objects.close()  # the pipeline has stopped: end the open events
-        if self.updates is not None:
-            self.updates.stop(5.0)
         if self.supervisor is not None:
             self.supervisor.stop(3.0)
         self._state = final_state
