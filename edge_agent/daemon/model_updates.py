@@ -286,12 +286,12 @@ class UpdateService:
             sup.switches.commit()
             return
         problem = verdict.detail
-        logger.error(
-            "model %s: health check ended %s (%s); switching back",
-            release.label,
-            verdict.outcome.value,
-            problem,
-        )
+        if verdict.outcome is Outcome.UNHEALTHY:
+            logger.error(
+                "model %s: unhealthy after the switch (%s); switching back", release.label, problem
+            )
+        else:  # no verdict on the model itself
+            logger.warning("model %s: %s; switching back", release.label, problem)
         # A rollback is never cancelled: the store goes back too, so if the pipeline is
         # slow (or stopping), it adopts the rollback when it next runs, and no request
         # outranks it meanwhile.
