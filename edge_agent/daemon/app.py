@@ -28,7 +28,7 @@ from edge_agent.daemon.objects import ObjectService
 from edge_agent.daemon.options import model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.daemon.preflight import log_filter_warnings
-from edge_agent.daemon.reload import plan_reload
+from edge_agent.daemon.reload import log_plan, plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
@@ -358,18 +358,7 @@ class Daemon:
                 DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections), m.labels_filter
             )
             log_filter_warnings(plan, self.supervisor.current)  # a typo drops every result
-        logger.info(
-            "reload: applied %s (%s)",
-            self.config_path,
-            ", ".join(plan.applied) or "nothing changed that applies live",
-        )
-        if plan.needs_restart:
-            logger.warning(
-                "reload: %s changed in %s but only apply after a restart; still running "
-                "with the previous values",
-                ", ".join(plan.needs_restart),
-                self.config_path,
-            )
+        log_plan(plan, self.config_path)
         self.notifier.ready()
 
     def shutdown(self, final_state: DaemonState = DaemonState.STOPPED) -> None:

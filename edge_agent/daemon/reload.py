@@ -10,9 +10,12 @@ daemon does not follow (e.g. its subscriptions).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import NamedTuple
 
 from edge_agent.config import Config
+
+logger = logging.getLogger(__name__)
 
 # (section, key) pairs a reload applies without a restart.
 LIVE_KEYS = frozenset(
@@ -69,3 +72,19 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
     restart += [name for name in _TABLE_ARRAYS if getattr(running, name) != getattr(new, name)]
     merged = dataclasses.replace(running, **sections, warnings=new.warnings)
     return ReloadPlan(merged, tuple(applied), tuple(restart))
+
+
+def log_plan(plan: ReloadPlan, path: str) -> None:
+    """Say what a reload of ``path`` applied, and what waits for a restart."""
+    logger.info(
+        "reload: applied %s (%s)",
+        path,
+        ", ".join(plan.applied) or "nothing changed that applies live",
+    )
+    if plan.needs_restart:
+        logger.warning(
+            "reload: %s changed in %s but only apply after a restart; still running "
+            "with the previous values",
+            ", ".join(plan.needs_restart),
+            path,
+        )
