@@ -8,7 +8,8 @@ guards against the file changing between attempts.
 
 Reasons raised (as :class:`ModelUpdateError`): ``bad_url``, ``insecure_url``,
 ``host_not_allowed``, ``http_error``, ``tls_error``, ``timeout``, ``too_large``,
-``truncated``, ``cancelled``, ``io_error``.
+``truncated``, ``cancelled``, ``no_space`` (the disk or quota filled up while writing),
+``io_error``.
 
 Every request (manifest fetches, headers and bodies alike) runs under a watchdog (see
 :mod:`edge_agent.updates.guard`): a wall-clock deadline per attempt, per file and, inside
@@ -20,6 +21,7 @@ with ``timeout``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import logging
 import os
@@ -350,7 +352,7 @@ class Downloader:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            raise ModelUpdateError("io_error", f"{part}: {exc}") from exc
+            raise ModelUpdateError(write_failure(exc), f"{part}: {exc}") from exc
         if total is not None and done < total:
             raise Failure(
                 "truncated",
@@ -366,6 +368,11 @@ class _Resume:
 
     def __init__(self) -> None:
         self.validator: str | None = None
+
+
+def write_failure(exc: OSError) -> str:
+    """The reason for a failed write: ``no_space`` for a full disk or quota, else ``io_error``."""
+    return "no_space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
 
 
 def _truncate(part: Path) -> None:
