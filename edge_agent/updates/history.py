@@ -3,9 +3,10 @@
 Comparing an update only with the *active* release lets an old signed release of another
 name come back (install ``doorcam@1``, then replay ``blobs@2`` over a box that once ran
 ``blobs@3``). ``{state_dir}/models/versions.json`` remembers, per release name, the
-highest version committed (made active) on this box; an update must be newer than that
-unless forced. Only committed releases count: a release whose install was cut short by a
-crash was never active, and retrying that very update must still work.
+highest version confirmed on this box (active, and its trial passed); an update must be
+newer than that unless forced. Only confirmed releases count: a release whose trial was
+cut short by a stop or a crash, or failed its health check, was rolled back and never
+served for good, and retrying that very update must still work (it is checked again).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _read(root: Path) -> dict[str, str]:
 
 
 def highest_installed(root: Path, name: str) -> Version | None:
-    """The highest version of ``name`` ever committed here, or None."""
+    """The highest version of ``name`` ever confirmed here, or None."""
     recorded = _read(root).get(name)
     if recorded is None:
         return None
@@ -49,7 +50,7 @@ def highest_installed(root: Path, name: str) -> Version | None:
 
 
 def note_installed(root: Path, manifest: Manifest) -> None:
-    """Record a committed release (write temp, fsync, rename, fsync dir).
+    """Record a confirmed release (write temp, fsync, rename, fsync dir).
 
     Raises:
         ModelUpdateError: ``io_error`` when the record cannot be written.
@@ -66,3 +67,17 @@ def note_installed(root: Path, manifest: Manifest) -> None:
         hook=lambda point: None,
         point="history",
     )
+
+
+def note_confirmed(root: Path, manifest: Manifest) -> None:
+    """Count a release for replay protection once it is confirmed (its trial passed).
+
+    Not before: a release rolled back because its trial was cut short (a stop, a crash)
+    or failed its health check never served for good, and sending it again must work.
+    A failure to record is logged only: the release serves, and the check against the
+    active release still refuses older versions of its name.
+    """
+    try:
+        note_installed(root, manifest)
+    except ModelUpdateError as exc:
+        logger.error("model update %s: cannot record it as installed: %s", manifest.label, exc)

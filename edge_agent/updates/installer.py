@@ -4,11 +4,14 @@
 active model untouched: signature check with the trusted keys, the release's targets
 (device type, device, group, model name: ``incompatible``), the release already active
 (``active`` with reason ``already_active``, nothing else done), agent version, replay
-check (the version must be newer than the active one unless forced), size limits and
-free space, download of every file into a staging dir, size + sha256 + TFLite magic
-checks, the daemon's validator (loads and invokes the model in a separate process),
-then the store's atomic commit, then the daemon's hot swap (``swap``); a failed swap
-rolls the store back. Each step is reported to ``progress`` as a state dict::
+check (the version must be newer than the active one and than every version of its
+name confirmed on this box, unless forced), size limits and free space, download of
+every file into a staging dir, size + sha256 + TFLite magic checks, the daemon's
+validator (loads and invokes the model in a separate process), then the store's atomic
+commit, then the daemon's hot swap (``swap``); a failed swap rolls the store back. The
+release counts for the replay check only once confirmed (its trial passed). A rollback
+reports ``installing`` while it switches, then ``rolled_back``. Each step is reported to
+``progress`` as a state dict::
 
     {"state": UpdateState value ("downloading", "verifying", "installing", "active",
      "failed", "rolled_back"), "name", "version", "percent", "reason", "message",
@@ -35,7 +38,7 @@ from edge_agent.updates.commands import (
     peek_request_id,
 )
 from edge_agent.updates.download import Downloader
-from edge_agent.updates.history import note_installed
+from edge_agent.updates.history import note_confirmed
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from edge_agent.updates.policy import UpdateSettings, check_policy
 from edge_agent.updates.release import InstalledRelease, check_release_files
@@ -141,6 +144,8 @@ class UpdateInstaller:
             if target is None:
                 raise ModelUpdateError("no_previous", "no previous model version to roll back to")
             job.name, job.version = target.name, target.version
+            # In progress (and journaled): a stop or crash from here on still ends it.
+            self._report(job, UpdateState.INSTALLING, 100)
             if self.swap is not None:  # swap first: if it fails, nothing has changed
                 try:
                     self.swap(target)
@@ -264,7 +269,6 @@ class UpdateInstaller:
             # On trial until the swap's health check passes: a crash before that
             # brings the previous release back at startup.
             release = self.store.commit(staging, trial=self.swap is not None)
-            note_installed(self.store.root, manifest)
         except BaseException:
             self.store.abort(staging)
             raise
@@ -326,6 +330,12 @@ class UpdateInstaller:
                 self.store.confirm()
             except ModelUpdateError as exc:  # it runs; a restart would just undo it
                 logger.error("model update %s: cannot confirm: %s", release.label, exc)
+                return self._active_now(job, release)
+        note_confirmed(self.store.root, release.manifest)
+        return self._active_now(job, release)
+
+    def _active_now(self, job: UpdateJob, release: InstalledRelease) -> InstalledRelease:
+        """Report a release active (the request's final state)."""
         self._report(job, UpdateState.ACTIVE, 100)
         logger.info("model update: %s is active", release.label)
         return release
