@@ -128,6 +128,7 @@ class UpdateService:
             poll_url=u.manifest_url or None,
             poll_interval=u.poll_interval,
             queue_depth=u.queue_depth,
+            journal=self._journal,
         ).start()
         self._inbox.attach(self._runner)
 

@@ -11,8 +11,18 @@ Commands are idempotent by request id (see ``requests.py``): a repeat of a queue
 running command is dropped, a repeat of an answered one gets its final state again.
 Every command with a request id thus gets exactly one final state under that id.
 
+A stop or a crash does not lose a command: with a :class:`RequestJournal`, each queued
+command with a request id is recorded before it is queued. At a stop, the commands still
+queued are answered ``failed``/``interrupted`` (they never ran; send them again); after a
+crash, :meth:`UpdateRunner.start` answers them so. An answer given because the daemon
+was stopping is not remembered as the request's answer: the same command sent again runs.
+
 Optionally the runner also polls a manifest URL (ETag/If-Modified-Since) and installs
-a newer release when one appears: pull-based updates without an operator push.
+a newer release when one appears: pull-based updates without an operator push. The
+validators of a manifest are kept only once its release was handled for good
+(installed, already active, not newer, or refused for a reason that a retry cannot
+change); after a transient failure (network, HTTP, timeout, full disk...) the next poll
+fetches it again, after a capped exponential backoff from ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from edge_agent.backoff import Backoff
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.commands import (
     ROLLBACK,
@@ -33,6 +44,7 @@ from edge_agent.updates.commands import (
 )
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.installer import UpdateInstaller
+from edge_agent.updates.journal import INTERRUPTED, RequestJournal
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from edge_agent.updates.requests import (
     LEDGER_FILE,
@@ -48,6 +60,14 @@ from edge_agent.updates.urls import redact_url
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_DEPTH = 8
+# Polled releases that failed for one of these reasons are fetched again at the next
+# poll: a retry may succeed. Any other outcome is final for that manifest.
+RETRY_POLL = frozenset(
+    {"http_error", "timeout", "tls_error", "truncated", "sha256_mismatch", "io_error",
+     "no_space", "busy", "cancelled", INTERRUPTED}
+)  # fmt: skip
+POLL_BACKOFF_MAX = 6 * 3600.0  # the longest wait between retries of a failing poll
+_UNRAN = "the daemon {} before this request ran; send it again"
 
 
 class _Command(NamedTuple):
@@ -93,6 +113,8 @@ class UpdateRunner:
         poll_interval: seconds between polls (<= 0: once, at startup).
         queue_depth: commands waiting behind the running one; more are refused ``busy``.
         ledger: answered requests (default: persisted beside the model store).
+        journal: records queued and running requests on disk, so that a crash still
+            answers them at the next start (None: a stop answers them, a crash cannot).
     """
 
     def __init__(
@@ -103,6 +125,7 @@ class UpdateRunner:
         poll_interval: float = 3600.0,
         queue_depth: int = DEFAULT_QUEUE_DEPTH,
         ledger: RequestLedger | None = None,
+        journal: RequestJournal | None = None,
     ):
         self.installer = installer
         self.poll_url = poll_url
@@ -115,9 +138,21 @@ class UpdateRunner:
         self._etag: str | None = None
         self._last_modified: str | None = None
         self._downloader = Downloader(installer.settings.download, cancel=installer.cancel)
+        self.journal = journal
+        self._intake = threading.Lock()  # queueing vs. the final drain at a stop
+        self._closed = False
+        first = poll_interval if poll_interval > 0 else 60.0
+        self._poll_backoff = Backoff(
+            first, min(max(16 * first, first), max(POLL_BACKOFF_MAX, first)), jitter=0.2
+        )
 
     def start(self) -> UpdateRunner:
-        """Start the runner thread."""
+        """Answer the requests a crash left queued, then start the runner thread."""
+        if self.journal is not None:
+            for rid in self.journal.take_queued():
+                logger.warning("model update: request %s was queued when the daemon stopped", rid)
+                self.installer.reject(INTERRUPTED, _UNRAN.format("stopped"), request_id=rid)
+                self.journal.unqueue(rid)
         self._thread = threading.Thread(target=self._run, name="model-updates", daemon=True)
         self._thread.start()
         return self
@@ -169,20 +204,29 @@ class UpdateRunner:
                 logger.info("model update: request %s already answered; answering again", rid)
                 self.installer.repeat(answer)
                 return
+        with self._intake:
+            if self._closed:
+                refusal = (INTERRUPTED, _UNRAN.format("is stopping"))
+            else:
+                refusal = self._enqueue(_Command(kind, payload, key), rid)
+        if refusal is None:
+            return
+        if key is not None:
+            self.ledger.forget(key)
+        logger.error("model update: refusing request %s from %.64r: %s", rid, topic, refusal[1])
+        self.installer.reject(*refusal, request_id=rid)
+
+    def _enqueue(self, command: _Command, rid: str | None) -> tuple[str, str] | None:
+        """Journal and queue a command (intake lock held); the refusal when the queue is full."""
+        if rid is not None and self.journal is not None:
+            self.journal.queue(rid)  # first: the runner may take it the moment it is queued
         try:
-            self._jobs.put_nowait(_Command(kind, payload, key))
+            self._jobs.put_nowait(command)
         except queue.Full:
-            if key is not None:
-                self.ledger.forget(key)
-            logger.error(
-                "model update: %d commands pending; refusing request %s from %.64r",
-                self.queue_depth, rid, topic,
-            )  # fmt: skip
-            self.installer.reject(
-                "busy",
-                f"{self.queue_depth} model commands already pending; send it again later",
-                request_id=rid,
-            )
+            if rid is not None and self.journal is not None:
+                self.journal.unqueue(rid)
+            return "busy", f"{self.queue_depth} model commands already pending; send it again later"
+        return None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel downloads, stop the thread and wait for it (with a timeout)."""
@@ -198,7 +242,8 @@ class UpdateRunner:
                 logger.error("model update: runner did not stop within %.0fs", timeout)
 
     def _run(self) -> None:
-        """Commands as they come; a poll whenever the interval elapses."""
+        """Commands as they come; a poll whenever its delay elapses; at a stop, the rest
+        of the queue is answered."""
         next_poll = time.monotonic() if self.poll_url else None
         while not self._stop.is_set():
             left = 1.0 if next_poll is None else next_poll - time.monotonic()
@@ -206,23 +251,61 @@ class UpdateRunner:
                 command = self._jobs.get(timeout=max(0.0, min(1.0, left)))
             except queue.Empty:
                 if next_poll is not None and time.monotonic() >= next_poll:
-                    self._poll()
-                    # poll_interval <= 0: check once at startup only.
-                    more = self.poll_interval > 0
-                    next_poll = time.monotonic() + self.poll_interval if more else None
+                    delay = self._poll_delay(self._poll())
+                    next_poll = None if delay is None else time.monotonic() + delay
                 continue
             if self._stop.is_set():
-                if command.key is not None:
-                    self.ledger.forget(command.key)
-                continue
+                self._unran(command)
+                break
             self._handle(command)
+        self._drain()
+
+    def _poll_delay(self, settled: bool) -> float | None:
+        """Seconds to the next poll: the interval once settled, else the backoff's delay.
+
+        None: no more polls (``poll_interval`` <= 0 checks once, retried until settled).
+        """
+        if not settled:
+            delay = self._poll_backoff.next()
+            logger.info("model update: polling again in %.0fs", delay)
+            return delay
+        self._poll_backoff.reset()
+        return self.poll_interval if self.poll_interval > 0 else None
+
+    def _drain(self) -> None:
+        """Stopping: answer every command still queued, and take no more."""
+        with self._intake:
+            self._closed = True
+        while True:
+            try:
+                command = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            self._unran(command)
+
+    def _unran(self, command: _Command) -> None:
+        """Answer a queued command the stop kept from running (``failed``/``interrupted``)."""
+        if not command.kind:
+            return  # the stop's wake-up
+        if command.key is None:
+            logger.warning(
+                "model update: a %s command without request id was dropped", command.kind
+            )
+            return
+        rid = command.key.request_id
+        self.ledger.forget(command.key)  # not an answer to remember: sent again, it runs
+        self.installer.reject(INTERRUPTED, _UNRAN.format("is stopping"), request_id=rid)
+        if self.journal is not None:
+            self.journal.unqueue(rid)
 
     def _handle(self, command: _Command) -> None:
         """Run one command; failures are already reported as states by the installer."""
         key = command.key
+        if self.journal is not None:
+            self.journal.begin(None if key is None else key.request_id, command.kind)
         # The answer is recorded before it is published: a repeat sent the moment the
         # answer is seen must find it answered, not still in progress.
-        job = UpdateJob(on_final=None if key is None else lambda doc: self.ledger.answer(key, doc))
+        job = UpdateJob(on_final=None if key is None else lambda doc: self._answered(key, doc))
         try:
             if command.kind == UPDATE:
                 self.installer.install(command.payload, job=job)
@@ -236,23 +319,52 @@ class UpdateRunner:
             if key is not None and job.final is None:  # no answer (a bug): never stuck
                 self.ledger.forget(key)
 
-    def _poll(self) -> None:
-        """Fetch the manifest URL if changed; install when it names a newer release."""
+    def _answered(self, key: RequestKey, doc: dict) -> None:
+        """Remember a request's answer, unless a stop cut the request short.
+
+        Such an answer (whatever its reason) is not what the command would get: sent
+        again, it must run, not be answered the same.
+        """
+        if self._stop.is_set() and doc.get("state") != UpdateState.ACTIVE.value:
+            self.ledger.forget(key)
+        else:
+            self.ledger.answer(key, doc)
+
+    def _poll(self) -> bool:
+        """Fetch the manifest URL if changed; install when it names a newer release.
+
+        Returns:
+            True when the manifest was handled for good (its validators are kept, so
+            the next poll asks only whether it changed); False when a retry may succeed.
+        """
         url = self.poll_url or ""
         shown = redact_url(url)
         try:
             fetched = self._downloader.fetch_if_changed(
                 url, self._etag, self._last_modified, max_bytes=MAX_MANIFEST_BYTES
             )
-            if not fetched.changed:
-                logger.debug("model update: %s unchanged", shown)
-                return
-            envelope = load_envelope(fetched.body or b"")
-            manifest = parse_manifest(parse_envelope(envelope).manifest)
         except ModelUpdateError as exc:
             logger.warning("model update: polling %s failed: %s", shown, exc)
-            return
+            return exc.reason not in RETRY_POLL
+        if not fetched.changed:
+            logger.debug("model update: %s unchanged", shown)
+            return True
+        outcome = self._handle_polled(fetched.body or b"", url)
+        if outcome in RETRY_POLL:
+            logger.warning("model update: %s failed (%s); it will be fetched again", shown, outcome)
+            return False
         self._etag, self._last_modified = fetched.etag, fetched.last_modified
+        return True
+
+    def _handle_polled(self, body: bytes, url: str) -> str | None:
+        """Install a polled manifest if newer; the failure reason, or None when handled."""
+        shown = redact_url(url)
+        try:
+            envelope = load_envelope(body)
+            manifest = parse_manifest(parse_envelope(envelope).manifest)
+        except ModelUpdateError as exc:
+            logger.warning("model update: %s offers an unusable manifest: %s", shown, exc)
+            return exc.reason
         try:
             active = self.installer.store.active()
         except ModelUpdateError:
@@ -260,13 +372,11 @@ class UpdateRunner:
         same = active is not None and active.name == manifest.name
         if same and manifest.version <= active.manifest.version:
             logger.debug("model update: %s offers %s; not newer", shown, manifest.label)
-            return
+            return None
         logger.info("model update: %s offers %s; installing", shown, manifest.label)
-        self._handle_command(UpdateCommand(envelope=envelope, manifest_url=url))
-
-    def _handle_command(self, command: UpdateCommand) -> None:
-        """Install a parsed command (the polling path)."""
         try:
-            self.installer.install(command)
+            self.installer.install(UpdateCommand(envelope=envelope, manifest_url=url))
         except ModelUpdateError as exc:
             logger.warning("model update: polled install failed: %s", exc)
+            return exc.reason
+        return None

@@ -1,18 +1,24 @@
-"""The update request in progress, kept on disk, so a request cut short still ends.
+"""The model requests not yet answered, kept on disk, so a request cut short still ends.
 
-A SIGTERM or a power cut in the middle of an update would otherwise leave its request
-without a final state: the next start publishes the serving model, under no request id,
-and an operator waiting for that id waits forever. :class:`RequestJournal` watches the
-states the installer reports:
+A SIGTERM or a power cut in the middle of an update would otherwise leave its request,
+and every command queued behind it, without a final state: the next start publishes the
+serving model, under no request id, and an operator waiting for those ids waits forever.
+:class:`RequestJournal` keeps ``{state_dir}/update-request.json`` (atomic writes):
 
-* the first in-progress state of a request writes ``{state_dir}/update-request.json``
-  (atomically; once per request, not per percent, to spare SD cards);
-* its final state removes the file, except a failure because the daemon stopped
-  (reason ``interrupted``): that answer may never have left the box;
-* at the next start, :meth:`RequestJournal.take` returns what was left, and the daemon
-  publishes its final state: ``active`` when the store's active release is the one the
-  request installed (it was confirmed just before the stop), else ``failed`` with reason
-  ``interrupted``.
+* the runner records each command it queues (:meth:`RequestJournal.queue`) and moves it
+  to ``running`` when it starts it (:meth:`RequestJournal.begin`);
+* the running request's record follows the in-progress states the installer reports
+  (rewritten when its name, version or state changes: a few writes per request, never
+  one per percent, to spare SD cards), so it names the step the request was in;
+* its final state removes it. The model topic is durable (spooled until delivered), so
+  a final state published at a stop (``interrupted``) is not published again at the
+  next start;
+* at the next start, :meth:`RequestJournal.take` returns the running request left, and
+  the daemon publishes its final state (:func:`final_state`): ``active`` when the store's
+  active release is the one the update installed (it was confirmed just before the
+  stop), ``rolled_back`` when a rollback had switched the store, else ``failed`` with
+  reason ``interrupted``. The runner answers every request still queued
+  (:meth:`RequestJournal.take_queued`) ``failed``/``interrupted``: it never ran.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ FILE_NAME = "update-request.json"
 IN_PROGRESS = ("downloading", "verifying", "installing")
 FINAL = ("active", "failed", "rolled_back")
 INTERRUPTED = "interrupted"
+STARTING = "starting"  # taken off the queue, no state reported yet
+UPDATE, ROLLBACK = "update", "rollback"
+# What a request was doing, for the message of its ``interrupted`` answer.
+_DOING = {
+    STARTING: "about to start",
+    "downloading": "downloading",
+    "verifying": "being verified",
+    "installing": "being installed (switch or health check)",
+}
 
 
 class PendingRequest(NamedTuple):
@@ -42,10 +57,14 @@ class PendingRequest(NamedTuple):
     name: str | None
     version: str | None
     state: str  # the last in-progress state recorded
+    kind: str = UPDATE  # "update" or "rollback"
 
 
 class RequestJournal:
-    """Records the update request in progress under ``state_dir`` (thread-safe).
+    """Records the running and the queued model requests under ``state_dir`` (thread-safe).
+
+    The previous run's queued requests stay recorded until answered (see
+    :meth:`take_queued`); its running one stays on disk until :meth:`clear`.
 
     Args:
         state_dir: the daemon's state directory.
@@ -54,64 +73,105 @@ class RequestJournal:
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.path = Path(state_dir) / FILE_NAME
         self._lock = threading.Lock()
+        # Only the queued requests carry over: the running one left on disk is answered
+        # (take, clear) by the daemon before anything new is recorded.
         self._current: PendingRequest | None = None
+        self._queued = self._read()[1]
+
+    def queue(self, request_id: str) -> None:
+        """Record a command queued behind the running one (before it is queued)."""
+        with self._lock:
+            self._queued.append(request_id)
+            self._persist()
+
+    def unqueue(self, request_id: str) -> None:
+        """Forget a queued command (refused, or answered without running)."""
+        with self._lock:
+            if request_id in self._queued:
+                self._queued.remove(request_id)
+                self._persist()
+
+    def begin(self, request_id: str | None, kind: str) -> None:
+        """A command leaves the queue and starts: it is the running request now."""
+        with self._lock:
+            if request_id in self._queued:
+                self._queued.remove(request_id)
+            self._current = PendingRequest(request_id, None, None, STARTING, kind)
+            self._persist()
 
     def observe(self, state: Mapping[str, Any], *, stopping: bool = False) -> None:
         """Note one reported state (never raises: a full disk must not fail the update).
 
         Args:
             state: the state dict the installer reported.
-            stopping: the daemon is shutting down (an ``interrupted`` failure then stays
-                recorded, to be published again at the next start).
+            stopping: the daemon is shutting down. Accepted for the caller's sake: a
+                final state reported while stopping ends the record like any other,
+                since the model topic delivers it even across the restart.
         """
+        del stopping  # see above: no longer changes what is kept
         kind = state.get("state")
         rid = state.get("request_id")
         with self._lock:
             current = self._current
             if kind in IN_PROGRESS:
-                new = PendingRequest(rid, state.get("name"), state.get("version"), str(kind))
-                if current is None or current[:3] != new[:3]:
+                same = current is not None and current.request_id == rid
+                new = PendingRequest(
+                    rid,
+                    _text(state.get("name")),
+                    _text(state.get("version")),
+                    str(kind),
+                    current.kind if same and current is not None else UPDATE,
+                )
+                if new != current:
                     self._current = new
-                    self._write(new)
+                    self._persist()
                 return
             if kind not in FINAL or current is None or rid != current.request_id:
                 return
             if state.get("reason") == "busy":
                 return  # a refused duplicate of the running request: it still runs
             self._current = None
-            if stopping and state.get("reason") == INTERRUPTED:
-                return
-            self._remove()
+            self._persist()
 
     def take(self) -> PendingRequest | None:
-        """The request left in progress by the previous run, or None (never raises)."""
-        try:
-            doc = json.loads(self.path.read_bytes())
-            return PendingRequest(
-                _text(doc.get("request_id")),
-                _text(doc.get("name")),
-                _text(doc.get("version")),
-                _text(doc.get("state")) or "downloading",
-            )
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, AttributeError) as exc:
-            logger.error("model update: %s unreadable (%s); ignoring it", self.path, exc)
-            return None
+        """The running request recorded on disk (the previous run's at startup), or None."""
+        return self._read()[0]
+
+    def take_queued(self) -> list[str]:
+        """The request ids recorded as queued (at startup: the previous run's)."""
+        with self._lock:
+            return list(self._queued)
 
     def clear(self) -> None:
-        """Forget the recorded request (its final state was published)."""
+        """Forget the running request (its final state was published); queued ones stay."""
         with self._lock:
             self._current = None
-            self._remove()
+            self._persist()
 
-    def _write(self, pending: PendingRequest) -> None:
-        """Persist the request in progress (lock held)."""
-        data = json.dumps(pending._asdict(), separators=(",", ":")).encode()
+    def _read(self) -> tuple[PendingRequest | None, list[str]]:
+        """The running and queued requests on disk (never raises: damage is logged)."""
         try:
-            write_atomic(self.path, data, mode=0o600)
+            doc = json.loads(self.path.read_bytes())
+            return _running(doc), [q for q in doc.get("queued", ()) if isinstance(q, str)]
+        except FileNotFoundError:
+            return None, []
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            logger.error("model update: %s unreadable (%s); ignoring it", self.path, exc)
+            return None, []
+
+    def _persist(self) -> None:
+        """Write the record, or remove it when nothing is left (lock held)."""
+        if self._current is None and not self._queued:
+            self._remove()
+            return
+        doc = {
+            "running": None if self._current is None else self._current._asdict(),
+            "queued": self._queued,
+        }
+        try:
+            write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode(), mode=0o600)
         except OSError as exc:
-            logger.error("model update: cannot record request in %s: %s", self.path, exc)
+            logger.error("model update: cannot record requests in %s: %s", self.path, exc)
 
     def _remove(self) -> None:
         """Delete the record (lock held)."""
@@ -121,6 +181,20 @@ class RequestJournal:
             pass
         except OSError as exc:
             logger.error("model update: cannot remove %s: %s", self.path, exc)
+
+
+def _running(doc: Mapping[str, Any]) -> PendingRequest | None:
+    """The running request of a record (older agents wrote it at the top level)."""
+    item = doc.get("running", doc if "state" in doc else None)
+    if not isinstance(item, Mapping):
+        return None
+    return PendingRequest(
+        _text(item.get("request_id")),
+        _text(item.get("name")),
+        _text(item.get("version")),
+        _text(item.get("state")) or "downloading",
+        ROLLBACK if item.get("kind") == ROLLBACK else UPDATE,
+    )
 
 
 def final_state(pending: PendingRequest, active: tuple[str, str] | None) -> dict[str, Any]:
@@ -135,24 +209,21 @@ def final_state(pending: PendingRequest, active: tuple[str, str] | None) -> dict
         "version": pending.version,
         "request_id": pending.request_id,
     }
-    if (
-        active is not None
-        and pending.name is not None
-        and active
-        == (
-            pending.name,
-            pending.version,
-        )
-    ):
+    reached = pending.name is not None and active == (pending.name, pending.version)
+    if reached and pending.kind == ROLLBACK:
+        return {**doc, "state": "rolled_back", "percent": 100, "reason": "requested",
+                "message": None}  # fmt: skip
+    if reached:
         return {**doc, "state": "active", "percent": 100, "reason": None, "message": None}
+    doing = _DOING.get(pending.state, pending.state)
     return {
         **doc,
         "state": "failed",
         "percent": None,
         "reason": INTERRUPTED,
         "message": (
-            f"the daemon stopped while this update was {pending.state}; "
-            "the previous model kept serving; send the command again"
+            f"the daemon stopped while this {pending.kind} was {doing}; "
+            "the model it was serving kept serving; send the command again"
         ),
     }
 

@@ -10,7 +10,8 @@ reuses an id is a new request.
 The answers are kept in memory, bounded (oldest forgotten first), and persisted in
 ``{state_dir}/models/requests.json`` with an atomic write, so a command redelivered
 after a restart is answered, not re-run. ``busy`` and ``cancelled`` are not answers to
-remember: the same command sent later must run.
+remember, nor is ``interrupted`` (the daemon stopped first): the same command sent later
+must run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 LEDGER_FILE = "requests.json"
 DEFAULT_LIMIT = 256
 _MAX_FILE_BYTES = 4 * 1024 * 1024
-_TRANSIENT = frozenset({"busy", "cancelled"})
+_TRANSIENT = frozenset({"busy", "cancelled", "interrupted"})
 
 
 class RequestKey(NamedTuple):

@@ -68,7 +68,7 @@ def test_commands_run_in_order_on_the_runner(setup):
             runner.handle("", payload, "edge/cam/cmd/model/update")
         states.wait(lambda s: s["state"] == "active" and s["request_id"] == "r2")
         runner.handle("", b'{"request_id": "rb"}', "edge/group/lobby/cmd/model/rollback")
-        done = states.wait(lambda s: s["request_id"] == "rb")
+        done = states.wait(lambda s: s["request_id"] == "rb" and s["state"] != "installing")
         assert (done["state"], done["version"]) == ("rolled_back", "1.0.0")
         runner.handle("model/update", b"{broken", "edge/cam/cmd/model/update")
         bad = states.wait(lambda s: s["state"] == "failed")
@@ -123,3 +123,25 @@ def test_stop_cancels_a_running_download(setup):
     assert time.monotonic() - start < 5
     assert states.wait(lambda s: s["state"] == "failed")["reason"] == "cancelled"
     assert installer.store.active() is None
+
+
+def test_polling_retries_a_release_after_a_transient_failure(setup):
+    tmp, installer, states, server = setup
+    v1 = make_release(tmp / "rel", KEY, "1.0.0")
+    publish(server, v1)
+    server.routes["/1.0.0/model.tflite"] = Route(
+        body=v1.files["model.tflite"], fail_times=2, fail_status=503
+    )
+    url = server.add(
+        "/1.0.0/manifest.json", Route(body=(v1.dir / "manifest.json").read_bytes(), etag='"1"')
+    )
+    runner = UpdateRunner(installer, poll_url=url, poll_interval=0.1).start()
+    try:
+        states.wait(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
+    finally:
+        runner.stop()
+    failed = [s["reason"] for s in states.items if s["state"] == "failed"]
+    assert failed == ["http_error", "http_error"], failed
+    polls = [h for p, h in server.requests if p.endswith("manifest.json")]
+    # Each failure left the manifest to be fetched again, not answered 304 "unchanged".
+    assert [h.get("If-None-Match") for h in polls[:3]] == [None, None, None]

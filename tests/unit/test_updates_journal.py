@@ -1,4 +1,4 @@
-"""The on-disk record of the update request in progress, and the download limit keys."""
+"""The on-disk record of the update requests in progress, and the download limit keys."""
 
 from __future__ import annotations
 
@@ -12,31 +12,77 @@ def state(kind, rid="r1", reason=None, name="blobs", version="2.0.0"):
     return {"state": kind, "request_id": rid, "reason": reason, "name": name, "version": version}
 
 
-def test_a_request_in_progress_is_recorded_once_and_removed_when_it_ends(tmp_path):
+def test_a_request_in_progress_is_recorded_per_state_and_removed_when_it_ends(tmp_path):
     journal = RequestJournal(tmp_path)
     journal.observe(state("downloading"))
     first = journal.path.stat().st_mtime_ns
     journal.observe(state("downloading"))  # a percent update: no rewrite
     assert journal.path.stat().st_mtime_ns == first
-    assert journal.take() == ("r1", "blobs", "2.0.0", "downloading")
+    assert journal.take() == ("r1", "blobs", "2.0.0", "downloading", "update")
     journal.observe(state("failed", rid="r2", reason="busy"))  # another request's refusal
     journal.observe(state("failed", reason="busy"))  # a refused duplicate of r1
     assert journal.take() is not None
+    journal.observe(state("installing"))  # a new step is recorded: a crash names it
+    assert journal.take().state == "installing"
     journal.observe(state("active"))
     assert journal.take() is None and not journal.path.exists()
 
 
-def test_a_stop_keeps_the_record_for_the_next_start(tmp_path):
+def test_a_crash_in_the_health_check_names_that_step(tmp_path):
+    journal = RequestJournal(tmp_path)
+    for step in ("downloading", "verifying", "installing"):
+        journal.observe(state(step))
+    pending = RequestJournal(tmp_path).take()  # the next run, after a SIGKILL
+    doc = final_state(pending, ("blobs", "1.0.0"))
+    assert (doc["state"], doc["reason"], doc["request_id"]) == ("failed", "interrupted", "r1")
+    assert "installed (switch or health check)" in doc["message"], doc
+    assert "downloading" not in doc["message"]
+    # Confirmed just before the crash: the request did succeed.
+    assert final_state(pending, ("blobs", "2.0.0"))["state"] == "active"
+
+
+def test_an_interrupted_answer_given_at_a_stop_is_not_given_again(tmp_path):
     journal = RequestJournal(tmp_path)
     journal.observe(state("verifying"))
     journal.observe(state("failed", reason="interrupted"), stopping=True)
-    pending = RequestJournal(tmp_path).take()  # the next run
-    assert pending == ("r1", "blobs", "2.0.0", "verifying")
-    doc = final_state(pending, ("color_blobs", ""))
-    assert (doc["state"], doc["reason"], doc["request_id"]) == ("failed", "interrupted", "r1")
-    assert "verifying" in doc["message"]
-    # Confirmed just before the stop: the request did succeed.
-    assert final_state(pending, ("blobs", "2.0.0"))["state"] == "active"
+    assert RequestJournal(tmp_path).take() is None  # the next run publishes nothing more
+
+
+def test_queued_requests_survive_a_crash_until_answered(tmp_path):
+    journal = RequestJournal(tmp_path)
+    journal.queue("q1")
+    journal.queue("q2")
+    journal.begin("q1", "rollback")
+    journal.observe(state("installing", rid="q1", name="blobs", version="1.0.0"))
+    after = RequestJournal(tmp_path)  # the next run, after a SIGKILL
+    running = after.take()
+    assert running == ("q1", "blobs", "1.0.0", "installing", "rollback")
+    assert after.take_queued() == ["q2"]
+    # The rollback had switched the store before the crash: it did roll back.
+    assert final_state(running, ("blobs", "1.0.0"))["state"] == "rolled_back"
+    failed = final_state(running, ("blobs", "2.0.0"))
+    assert (failed["state"], failed["reason"]) == ("failed", "interrupted")
+    assert "rollback" in failed["message"]
+    after.clear()  # the daemon answered the running one; the queued one stays
+    assert RequestJournal(tmp_path).take_queued() == ["q2"]
+    after.unqueue("q2")
+    assert not journal.path.exists()
+
+
+def test_a_request_that_crashed_before_its_first_state_is_still_answered(tmp_path):
+    RequestJournal(tmp_path).begin("r9", "update")
+    pending = RequestJournal(tmp_path).take()
+    doc = final_state(pending, None)
+    assert (doc["state"], doc["reason"], doc["request_id"]) == ("failed", "interrupted", "r9")
+    assert "about to start" in doc["message"]
+
+
+def test_a_record_of_the_previous_format_is_read(tmp_path):
+    journal = RequestJournal(tmp_path)
+    journal.path.write_text(
+        '{"request_id":"r1","name":"blobs","version":"2.0.0","state":"verifying"}'
+    )
+    assert RequestJournal(tmp_path).take() == ("r1", "blobs", "2.0.0", "verifying", "update")
 
 
 def test_a_garbled_record_is_ignored(tmp_path):
