@@ -67,8 +67,8 @@ class ModelMetadata(NamedTuple):
             per-tensor quantized (the evidence of a float input's calibrated range).
         export_task: an Ultralytics export's ``task`` (detect, classify, pose, segment,
             obb).
-        end2end: an Ultralytics export's ``end2end`` flag (an NMS-free head that
-            outputs ``[1, N, 6]`` detections: YOLOv10, YOLO26).
+        end2end: whether an Ultralytics export outputs its own ``[1, N, 6]`` detections:
+            its ``end2end`` flag (NMS-free heads: YOLOv10, YOLO26) or ``args.nms``.
     """
 
     mean: tuple[float, ...] | None = None
@@ -227,6 +227,11 @@ def _ultralytics(text: str) -> _Export | None:
     if not isinstance(meta, dict):
         return None
     task, end2end = meta.get("task"), meta.get("end2end")
+    args = meta.get("args")
+    if isinstance(args, dict) and args.get("nms") is True:
+        # An export with nms=True outputs the picked detections, [1, max_det, 6], while
+        # "end2end" stays false for the heads (v8, v11) that are not NMS-free themselves.
+        end2end = True
     return _Export(
         _names(meta.get("names")),
         task if isinstance(task, str) else None,

@@ -57,3 +57,12 @@ def test_heads_that_are_not_decoded_are_refused_naming_the_file(tmp_path, task):
     path = with_ultralytics_metadata(tmp_path, "yolo_pixel_boxes.tflite", meta)
     with pytest.raises(ModelError, match=f"{path}: an Ultralytics {task} model"):
         load(path)
+
+
+def test_a_v8_export_with_nms_true_is_end_to_end(tmp_path):
+    """Ultralytics writes "end2end": false for v8/v11 heads even when exported with
+    nms=True, whose output is the picked detections: args.nms decides."""
+    meta = {"task": "detect", "end2end": False, "args": {"nms": True}, "names": {"0": "red"}}
+    model = load(with_ultralytics_metadata(tmp_path, "yolo_end2end.tflite", meta))
+    assert model.codec.decoder.family == "yolo-end2end"
+    assert [(r.label, r.box) for r in model.infer(blob_image()).results] == [("red", CELL_BOX)]
