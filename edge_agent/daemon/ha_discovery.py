@@ -162,8 +162,10 @@ class HaDiscovery:
                 self._publisher.publish(topic, b"", qos=1, retain=True)
             changed = {t: p for t, p in payloads.items() if self._sent.get(t) != p}
             self._sent = payloads
-        for topic, payload in changed.items():
-            self._publisher.publish(topic, payload, qos=1, retain=True)
+            # Under the lock: a birth answer on the timer thread must not send an older
+            # payload after this one (the broker keeps the last retained one).
+            for topic, payload in changed.items():
+                self._publisher.publish(topic, payload, qos=1, retain=True)
         if stale or changed:
             logger.info(
                 "home assistant discovery: %d configs published, %d stale removed",
@@ -178,6 +180,7 @@ class HaDiscovery:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+            timer.join(2.0)  # an answer already running finishes (it only queues messages)
         with self._lock:
             if self._clearing and self._publisher.connected:
                 self._clearing = frozenset()
@@ -201,10 +204,9 @@ class HaDiscovery:
 
     def _republish(self) -> None:
         """Timer thread: every config again (retained, so the broker keeps the latest)."""
-        with self._lock:
+        with self._lock:  # see publish(): a reload's newer payloads go after these
             self._timer = None
-            sent = dict(self._sent)
-        for topic, payload in sent.items():
-            self._publisher.publish(topic, payload, qos=1, retain=True)
+            for topic, payload in self._sent.items():
+                self._publisher.publish(topic, payload, qos=1, retain=True)
         if self._on_republished is not None:
             self._on_republished()
