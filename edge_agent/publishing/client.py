@@ -364,7 +364,7 @@ class MqttPublisher:
         else:
             logger.warning("mqtt %s: %s; %d messages spooled", conn.where, reason, pending)
         if not clean:
-            self._problems.error = self._reconnects.lost(reason) or self._problems.error
+            self._problems.link_hint(self._reconnects.lost(reason))
         self._incoming.connection(False)
 
     def _shutdown(self) -> None:

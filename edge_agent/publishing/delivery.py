@@ -46,6 +46,8 @@ class Delivery:
         acknowledged, in order."""
         if refused is not None:
             self._problems.refused_publish(topic, refused)
+        else:
+            self._problems.accepted(topic)
         self._release(self._inflight.ack(mid, refused=refused is not None))
 
     def _release(self, items: list[Inflight]) -> None:

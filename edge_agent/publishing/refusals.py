@@ -35,6 +35,8 @@ class BrokerProblems:
         self.refused = 0
         self.oversized = 0
         self.error = ""
+        self._refused_topic: str | None = None  # the topic of a refusal in ``error``
+        self._hint = ""  # the reconnect hint in ``error``, if any
 
     def refused_publish(self, topic: str, reason: str) -> None:
         """The broker refused a publish on ``topic`` (PUBACK reason ``reason``)."""
@@ -43,6 +45,7 @@ class BrokerProblems:
             f"broker refused publishing to {topic}: {reason} "
             "(check the broker's ACL for this device; refused messages are not retried)"
         )
+        self._refused_topic = topic
         self._since_log[topic] = self._since_log.get(topic, 0) + 1
         now = self._clock()
         if now < self._log_at.get(topic, 0.0):
@@ -70,6 +73,22 @@ class BrokerProblems:
             f"exceeds mqtt.max_packet_size ({limit}){hint}"
         )
         logger.warning("mqtt %s: %s", self._where, self.error)
+
+    def accepted(self, topic: str) -> None:
+        """The broker took a publish on ``topic``: a refusal there is over (its ACL was
+        fixed), so it no longer stands as the link's error."""
+        if topic == self._refused_topic:
+            self._refused_topic = None
+            self.clear(self.error)
+
+    def link_hint(self, hint: str) -> None:
+        """After a lost connection: the reconnect hint (short-lived connections in a
+        row), or "" once a connection stayed up, which ends an earlier hint."""
+        if hint:
+            self.error = self._hint = hint
+        elif self._hint:
+            self.clear(self._hint)
+            self._hint = ""
 
     def clear(self, error: str) -> None:
         """Forget ``error`` if it is still the current one (the problem went away)."""

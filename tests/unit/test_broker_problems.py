@@ -92,3 +92,23 @@ def test_only_an_unanswered_connect_switches_auto_to_311():
     assert plan.version == mqtt.MQTTv5
     plan.failed("no CONNACK", unanswered=True)
     assert plan.version == mqtt.MQTTv311
+
+
+def test_a_refusal_stands_until_the_broker_takes_that_topic_again():
+    problems = BrokerProblems("broker:1883", clock=lambda: 0.0)
+    problems.refused_publish("ea/box/results", "Not authorized")
+    problems.accepted("ea/box/stats")  # another topic: the refusal still stands
+    assert "refused publishing to ea/box/results" in problems.error
+    problems.accepted("ea/box/results")  # the ACL was fixed
+    assert problems.error == "" and problems.refused == 1
+
+
+def test_a_reconnect_hint_ends_with_a_connection_that_stayed_up():
+    problems = BrokerProblems("broker:1883", clock=lambda: 0.0)
+    problems.link_hint("connections keep closing: another client with the same id?")
+    assert problems.error.startswith("connections keep closing")
+    problems.link_hint("")
+    assert problems.error == ""
+    problems.refused_publish("t", "Not authorized")
+    problems.link_hint("")  # no hint to end: the refusal stays
+    assert "refused publishing to t" in problems.error
