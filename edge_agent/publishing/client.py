@@ -21,8 +21,9 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
 * Non-durable messages (stats) are dropped while disconnected (``dropped`` counter).
   Non-durable *retained* messages (status, model, discovery) are kept as the latest value
   per topic and re-published after every reconnect.
-* The LWT is retained ``offline`` on ``available``; after CONNACK the thread publishes
-  retained ``online`` and subscribes the command topics, so both survive reconnects.
+* The LWT is retained ``offline`` on ``available``; after CONNACK the thread subscribes
+  the command topics and after their SUBACK publishes retained ``online``, so both survive
+  reconnects.
   ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
   the LWT). Commands go to the owner through :mod:`edge_agent.publishing.incoming`; when
   to reconnect, and to which of ``mqtt.hosts``, is :mod:`edge_agent.publishing.reconnect`'s.

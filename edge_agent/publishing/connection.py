@@ -94,8 +94,9 @@ def _safe(method: Callable[..., None]) -> Callable[..., None]:
 class Connection:
     """A single connection attempt and, once CONNACKed, the live session.
 
-    On CONNACK it publishes retained ``online`` on ``available`` and subscribes the
-    command topics (QoS 1), so both are redone on every reconnect.
+    On CONNACK it subscribes the command topics (QoS 1) and, once the broker acknowledged
+    the subscription (SUBACK), publishes retained ``online`` on ``available``, so both are
+    redone on every reconnect and ``online`` means "commands are listened to".
 
     Args:
         settings: connection settings.
@@ -252,7 +253,8 @@ class Connection:
             self.error = f"refused: {reason_code}"
             return
         self.connected = True
-        self.publish(self.topics.available, b"online", 1, True)
+        # ``online`` waits for the SUBACK (:meth:`_cb_subscribe`): a controller that sends
+        # a command the moment it sees ``online`` must find the subscription in place.
         client.subscribe([(f, 1) for f in self.topics.command_filters()])
         self._on_connected()
 
@@ -276,6 +278,7 @@ class Connection:
                 "mqtt %s: broker refused the command subscriptions: %s", self.where, failed
             )
         self.subscribed = True
+        self.publish(self.topics.available, b"online", 1, True)
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:

@@ -4,6 +4,10 @@ messages to no wildcard subscription (RabbitMQ 3.10)."""
 
 from __future__ import annotations
 
+import json
+import threading
+
+import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent.publishing.topics import group_status_request
@@ -51,3 +55,54 @@ def test_a_status_request_is_answered_without_retain_status(
         operator.stop()
     answers = operator.on("edge/y1/status")
     assert [(m.json()["n"], m.retain) for m in answers] == [(1, False), (1, False)]
+
+
+class _EagerOperator:
+    """Sends a status request from its network thread the instant ``online`` arrives."""
+
+    def __init__(self, port: int, device: str):
+        self.available = f"edge/{device}/available"
+        self.request = f"edge/{device}/cmd/status/request"
+        self.answers: list[int] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="eager-operator")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([(self.available, 1), (f"edge/{device}/status", 1)])
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == self.available and msg.payload == b"online" and not msg.retain:
+            client.publish(self.request, b"", qos=1)
+        elif msg.topic != self.available:
+            with self._cond:
+                self.answers.append(json.loads(msg.payload)["cycle"])
+                self._cond.notify_all()
+
+    def wait_answer(self, cycle: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: cycle in self.answers, timeout)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_command_sent_the_instant_online_arrives_is_answered(
+    mqtt_broker_factory, mqtt_publisher_factory
+):
+    """``online`` follows the SUBACK of the command subscriptions: a controller reacting to
+    it is heard. Before, ``online`` went out with the SUBSCRIBE and a command could reach
+    the broker before the subscription and be dropped; 20 connects give the race room."""
+    broker = mqtt_broker_factory("mosquitto")
+    operator = _EagerOperator(broker.port, "e1")
+    try:
+        for cycle in range(20):
+            # Not retained: the status is only ever sent as the answer to the request.
+            pub = mqtt_publisher_factory(broker.port, device="e1", retain_status=False, start=False)
+            pub.publish_status({"cycle": cycle})
+            pub.start()
+            assert operator.wait_answer(cycle, 10), f"request of connect {cycle} not answered"
+            assert pub.stop(5)
+    finally:
+        operator.stop()
