@@ -23,7 +23,8 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
   per topic and re-published after every reconnect.
 * The LWT is retained ``offline`` on ``available``; after CONNACK the thread subscribes
   the command topics and after their SUBACK publishes retained ``online``, so both survive
-  reconnects.
+  reconnects. Each connect runs in a connector thread (:mod:`.connector`) under one
+  deadline, ``connect_timeout``: this thread keeps spooling and can always stop.
   ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
   the LWT). Commands go to the owner through :mod:`edge_agent.publishing.incoming`; when
   to reconnect, and to which of ``mqtt.hosts``, is :mod:`edge_agent.publishing.reconnect`'s.
@@ -40,6 +41,7 @@ from typing import Any
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.connector import JOIN_S, Dialer
 from edge_agent.publishing.delivery import Delivery
 from edge_agent.publishing.durable import Durability
 from edge_agent.publishing.incoming import Incoming
@@ -113,6 +115,7 @@ class MqttPublisher:
         self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
         self._replay_pos: Position | None = None
         self._reconnects = Reconnects(settings)
+        self._dialer = Dialer(self._reconnects, self._waker, settings.connect_timeout, self._where)
         self._problems = BrokerProblems(self._where)
         self._delivery = Delivery(self._inflight, self._store, self._problems)
 
@@ -297,13 +300,14 @@ class MqttPublisher:
             self._store.close()
 
     def _offline_step(self) -> None:
-        """While disconnected: spool durable messages, drop the rest, connect when due."""
+        """While disconnected: spool durable messages, drop the rest, connect when due
+        (in a connector thread: this thread never blocks on a connect)."""
         self._store.spool_queue()
-        wait = self._reconnects.wait()
-        if wait > 0:
-            self._waker.wait(min(wait, 1.0))
-            return
-        conn = Connection(
+        self._conn = self._dialer.step(self._new_connection)
+
+    def _new_connection(self) -> Connection:
+        """The next attempt's connection (not opened yet)."""
+        return Connection(
             self.settings,
             self.topics,
             self._ssl,
@@ -315,12 +319,6 @@ class MqttPublisher:
             broker=self._reconnects.broker,
             on_oversized=self._problems.oversized_packet,
         )
-        try:
-            conn.open()
-        except (OSError, ValueError) as exc:
-            self._reconnects.failed(f"{type(exc).__name__}: {exc}")
-            return
-        self._conn = conn
 
     def _pump(self) -> None:
         """Connected: retained latest values, then the spool in order, then the queue."""
@@ -379,6 +377,7 @@ class MqttPublisher:
                 self._teardown(self._conn.error or "connection lost")
         self._store.spool_queue(retry_now=True)  # one last attempt to spool what is left
         self._teardown("stopping", clean=True)
+        self._dialer.close(min(self._stop_deadline, time.monotonic() + JOIN_S))
         if len(self._outbox):
             logger.error("mqtt %s: %d messages lost at stop", self._where, len(self._outbox))
         logger.info("mqtt %s: stopped %s", self._where, self.stats())

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import __version__ as paho_version
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
 from edge_agent.publishing.packet_bound import OnOversized, bound_reads
 from edge_agent.publishing.settings import MqttSettings, new_client
@@ -133,6 +135,7 @@ class Connection:
         self.settings, self.topics = settings, topics
         self.broker = broker or settings.endpoints()[0]
         self.where = str(self.broker)
+        self.tls = context is not None
         self.connected = False
         self.subscribed = False
         self.error: str | None = None
@@ -156,14 +159,29 @@ class Connection:
             # paho logs a lost connection at ERROR; the publisher reports it once itself.
             client.enable_logger(logging.getLogger(__name__ + ".paho"))
 
-    def open(self) -> None:
-        """TCP (+TLS) connect and send CONNECT; the CONNACK arrives through :meth:`step`.
+    def open(self, tcp: socket.socket | None = None) -> None:
+        """TLS handshake (if any) and send CONNECT; the CONNACK arrives through :meth:`step`.
+
+        Blocking: run it off the publisher thread (:mod:`.connector`), which can abandon it.
+
+        Args:
+            tcp: a socket already connected to :attr:`broker` (resolved and connected
+                under the attempt's deadline by the connector); None lets paho resolve
+                and connect itself. paho is given the host name either way, so TLS SNI,
+                the certificate's host name check and the websockets Host header are
+                unchanged.
 
         Raises:
             OSError: refused, unreachable, timed out, TLS handshake or verification failed.
             ValueError: an invalid host or port.
         """
         s, (host, port) = self.settings, self.broker
+        if tcp is not None:
+            # paho 1.x-2.x open their TCP connection in this one method (name resolution
+            # included, with no deadline); the rest of connect() stays paho's.
+            if not hasattr(self.client, "_create_socket_connection"):
+                raise PublishError(f"paho-mqtt {paho_version}: cannot pass it a connected socket")
+            self.client._create_socket_connection = lambda: tcp
         if self.protocol == mqtt.MQTTv5:
             # A fresh session per connection (clean_start, session expiry 0), as in 3.1.1.
             self.client.connect(

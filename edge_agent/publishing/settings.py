@@ -38,7 +38,8 @@ class MqttSettings:
             client-certificate authentication, ``tls_insecure`` skips the host name check
             (the certificate chain is still verified).
         reconnect_min, reconnect_max: exponential reconnect backoff bounds in seconds.
-        connect_timeout: seconds for TCP+TLS connect and then for the CONNACK.
+        connect_timeout: one deadline for name resolution, TCP, TLS and sending CONNECT
+            (off the publisher thread, :mod:`.connector`), then the wait for the CONNACK.
         spool_max_bytes: bound of the on-disk spool of unacknowledged results.
         qos_results, qos_stats: QoS of results (durable) and stats (best effort).
         retain_status: retain the status topic.
