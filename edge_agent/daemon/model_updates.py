@@ -268,7 +268,8 @@ class UpdateService:
 
         Raises:
             ModelUpdateError: ``swap_failed``, ``health_check_failed``, ``superseded``
-                (a command came while it waited for frames) or ``interrupted``.
+                (a command that would change the model came while it waited for
+                frames) or ``interrupted``.
         """
         sup = self.supervisor
         self._check_stopping(release.label, "before the switch")

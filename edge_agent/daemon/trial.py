@@ -9,8 +9,9 @@ and the trial mark stays on disk (a restart meanwhile goes back, as after a cras
 The wait ends with a verdict (:class:`Outcome`): the frames came and were inferred
 (``HEALTHY``), one of them failed (``UNHEALTHY``), the daemon is stopping (``STOPPED``:
 it proves nothing either way), or, once the short ``grace`` has passed without enough
-frames, another model command is waiting (``SUPERSEDED``: a trial with no frames must
-not hold every later command back).
+frames, another model command that would change the model is waiting (``SUPERSEDED``:
+a trial with no frames must not hold every later command back; what counts as such is
+the caller's ``yield_to``, see :mod:`edge_agent.daemon.update_inbox`).
 """
 
 from __future__ import annotations

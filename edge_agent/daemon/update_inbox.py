@@ -10,7 +10,12 @@ Two moments need more than a hand-over:
   for camera frames is what ends that trial: the inbox takes it (see :meth:`yield_to`)
   instead of queueing it behind the wait, and the service answers it once the trial has
   gone back. Queued behind, it would run after the trial's switch back and go one more
-  release back.
+  release back. A rollback already queued when the trial began (sent while the update
+  downloaded or verified) is taken out of the runner's queue the same way. The trial gives
+  way only to a command that would change the model (:func:`acts`): a command that cannot
+  parse is answered at once (it fails whatever runs first), and an update the checks
+  before any download would refuse (not newer than the release on trial, that release
+  again...) stays queued, to be answered once the frames have judged the trial.
 """
 
 from __future__ import annotations
@@ -19,8 +24,16 @@ import logging
 import threading
 from typing import Callable, NamedTuple
 
-from edge_agent.updates.agent import UpdateRunner
-from edge_agent.updates.commands import ROLLBACK, command_kind, peek_request_id
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.agent import Queued, UpdateRunner
+from edge_agent.updates.commands import (
+    ROLLBACK,
+    command_kind,
+    parse_rollback_command,
+    parse_update_command,
+    peek_request_id,
+)
+from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.requests import RequestKey, Seen, request_key
 
 logger = logging.getLogger(__name__)
@@ -42,6 +55,26 @@ class Held(NamedTuple):
         return peek_request_id(self.payload)
 
 
+def acts(installer: UpdateInstaller, command: Queued) -> bool:
+    """Whether a queued command would change the model if it ran now: a rollback, or an
+    update the checks before any download accept (a waiting trial gives way only to one).
+
+    Raises:
+        ModelUpdateError: the payload does not parse (it fails whenever it runs).
+    """
+    if command.kind == ROLLBACK:
+        parse_rollback_command(command.payload)
+        return True  # it ends the trial: the trial's switch back is the rollback asked for
+    parsed = parse_update_command(command.payload, installer.settings.policy())
+    if parsed.envelope is None:
+        return True  # its manifest is fetched only when it runs
+    try:
+        _, existing = installer.precheck(parsed.envelope, parsed.force)
+    except ModelUpdateError:
+        return False  # refused when it runs, against the release the trial leaves
+    return existing is None or not installer.store.is_active(existing)
+
+
 class CommandInbox:
     """Routes model commands to the runner (thread-safe; :meth:`handle` never blocks).
 
@@ -58,6 +91,7 @@ class CommandInbox:
         self._early: list[Held] = []
         self._taking = False
         self._taken: list[Held] = []
+        self._judged: dict[Queued, bool] = {}  # acts() per queued command, this trial
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """Keep (startup), take (a rollback during a waiting trial) or forward a command."""
@@ -88,6 +122,10 @@ class CommandInbox:
         kind = command_kind(f"x/cmd/{command}" if command else topic)
         if kind != ROLLBACK:
             return False
+        try:
+            parse_rollback_command(payload)
+        except ModelUpdateError:
+            return False  # the runner refuses it; it must not end the trial
         key = request_key(kind, peek_request_id(payload), payload)
         if key is not None:
             seen, _ = runner.ledger.admit(key)
@@ -119,19 +157,54 @@ class CommandInbox:
             self._taking = True
 
     def yield_to(self) -> str | None:
-        """What a waiting trial must give way to: a rollback taken, a queued command."""
+        """What a waiting trial must give way to: a rollback (taken, or queued: then it is
+        taken out of the queue), or a queued update that would change the model.
+
+        Runs on the runner thread (the trial's); queued commands that do not parse are
+        answered on the way.
+        """
         with self._lock:
+            runner = self._runner
+        first = None if runner is None else self._first_acting(runner)
+        with self._lock:
+            if first is not None and first.kind == ROLLBACK:
+                logger.info("model update: a queued rollback ends the trial waiting for frames")
+                self._taken.append(Held(f"model/{ROLLBACK}", first.payload, "(queued)", first.key))
             if self._taken:
                 rid = self._taken[0].request_id
                 return f"rollback request {rid} arrived" if rid else "a rollback arrived"
-            if self._runner is not None and self._runner.pending > 0:
-                return "another model command is queued"
-            return None
+        if first is not None:
+            rid = peek_request_id(first.payload)
+            return f"update request {rid} is queued" if rid else "an update is queued"
+        return None
+
+    def _first_acting(self, runner: UpdateRunner) -> Queued | None:
+        """The first queued command that would change the model (a rollback is taken out
+        of the queue); the ones that do not parse are refused on the way."""
+        for queued in runner.queued():
+            if queued not in self._judged:  # judged once: the checks read the store
+                try:
+                    self._judged[queued] = acts(runner.installer, queued)
+                except ModelUpdateError as exc:
+                    if runner.withdraw(queued):
+                        self._refuse(runner, queued, exc)
+                    continue
+            if self._judged[queued] and (queued.kind != ROLLBACK or runner.withdraw(queued)):
+                return queued
+        return None
+
+    def _refuse(self, runner: UpdateRunner, queued: Queued, exc: ModelUpdateError) -> None:
+        """Answer a queued command that cannot parse, now rather than after the trial."""
+        if queued.key is not None:
+            runner.ledger.forget(queued.key)  # sent again, it is refused again
+        logger.warning("model update: queued %s command refused: %s", queued.kind, exc)
+        self._reject(exc.reason, str(exc), peek_request_id(queued.payload))
 
     def close_trial(self) -> list[Held]:
         """The trial ended: stop taking rollbacks; the ones taken, for the caller to answer."""
         with self._lock:
             self._taking = False
+            self._judged.clear()
             taken, self._taken = self._taken, []
             return taken
 

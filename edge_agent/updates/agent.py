@@ -70,7 +70,7 @@ POLL_BACKOFF_MAX = 6 * 3600.0  # the longest wait between retries of a failing p
 _UNRAN = "the daemon {} before this request ran; send it again"
 
 
-class _Command(NamedTuple):
+class Queued(NamedTuple):
     """A command waiting for the runner thread (kind "" wakes it to stop)."""
 
     kind: str
@@ -132,7 +132,7 @@ class UpdateRunner:
         self.poll_interval = poll_interval
         self.queue_depth = max(1, queue_depth)
         self.ledger = ledger or RequestLedger(installer.store.root / LEDGER_FILE)
-        self._jobs: queue.Queue[_Command] = queue.Queue(self.queue_depth)
+        self._jobs: queue.Queue[Queued] = queue.Queue(self.queue_depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._etag: str | None = None
@@ -157,11 +157,22 @@ class UpdateRunner:
         self._thread.start()
         return self
 
-    @property
-    def pending(self) -> int:
-        """Commands queued behind the running one (a health check waiting for frames
-        yields to them)."""
-        return self._jobs.qsize()
+    def queued(self) -> list[Queued]:
+        """The commands queued behind the running one, in order (a snapshot)."""
+        with self._jobs.mutex:
+            return [c for c in self._jobs.queue if c.kind]
+
+    def withdraw(self, command: Queued) -> bool:
+        """Take a queued command out of the queue (the caller answers it); False: gone."""
+        with self._intake, self._jobs.mutex:
+            try:
+                self._jobs.queue.remove(command)
+            except ValueError:
+                return False
+            self._jobs.not_full.notify()
+        if command.key is not None and self.journal is not None:
+            self.journal.unqueue(command.key.request_id)
+        return True
 
     def handle(self, command: str, payload: bytes, topic: str = "") -> None:
         """Daemon hook: queue ``model/update`` or ``model/rollback`` (never blocks or raises).
@@ -208,7 +219,7 @@ class UpdateRunner:
             if self._closed:
                 refusal = (INTERRUPTED, _UNRAN.format("is stopping"))
             else:
-                refusal = self._enqueue(_Command(kind, payload, key), rid)
+                refusal = self._enqueue(Queued(kind, payload, key), rid)
         if refusal is None:
             return
         if key is not None:
@@ -216,7 +227,7 @@ class UpdateRunner:
         logger.error("model update: refusing request %s from %.64r: %s", rid, topic, refusal[1])
         self.installer.reject(*refusal, request_id=rid)
 
-    def _enqueue(self, command: _Command, rid: str | None) -> tuple[str, str] | None:
+    def _enqueue(self, command: Queued, rid: str | None) -> tuple[str, str] | None:
         """Journal and queue a command (intake lock held); the refusal when the queue is full."""
         if rid is not None and self.journal is not None:
             self.journal.queue(rid)  # first: the runner may take it the moment it is queued
@@ -233,7 +244,7 @@ class UpdateRunner:
         self._stop.set()
         self.installer.cancel.set()
         try:
-            self._jobs.put_nowait(_Command("", b"", None))  # wake the thread now, not in 1 s
+            self._jobs.put_nowait(Queued("", b"", None))  # wake the thread now, not in 1 s
         except queue.Full:
             pass
         if self._thread is not None:
@@ -283,7 +294,7 @@ class UpdateRunner:
                 return
             self._unran(command)
 
-    def _unran(self, command: _Command) -> None:
+    def _unran(self, command: Queued) -> None:
         """Answer a queued command the stop kept from running (``failed``/``interrupted``)."""
         if not command.kind:
             return  # the stop's wake-up
@@ -298,7 +309,7 @@ class UpdateRunner:
         if self.journal is not None:
             self.journal.unqueue(rid)
 
-    def _handle(self, command: _Command) -> None:
+    def _handle(self, command: Queued) -> None:
         """Run one command; failures are already reported as states by the installer."""
         key = command.key
         if self.journal is not None:

@@ -227,22 +227,11 @@ class UpdateInstaller:
         fetch: Callable[[FileEntry, Path, FileProgress], None],
     ) -> InstalledRelease:
         """Verify, check targets and policy, download, validate, commit, swap."""
-        manifest = verify_envelope(envelope, self.keys, allow_unsigned=self.settings.allow_unsigned)
-        job.name, job.version = manifest.name, str(manifest.version)
-        active = self._active()
-        check_targets(
-            manifest,
-            self.settings.device,
-            active.name if active is not None else (self.settings.model_name or None),
-            allow_model_change=self.settings.allow_model_change,
-        )
-        existing = self.store.find(manifest)
+        manifest, existing = self.precheck(envelope, force, job)
         if existing is not None and self.store.is_active(existing):
-            # Before the replay check: a repeated command is not an old release.
             logger.info("model update %s: already active", manifest.label)
             self._report(job, UpdateState.ACTIVE, 100, reason="already_active")
             return existing
-        check_policy(manifest, self.settings, active, self.store.root, force=force)
         if existing is not None:
             logger.info("model update %s: already installed; activating", manifest.label)
             self._report(job, UpdateState.INSTALLING, 100)
@@ -273,6 +262,24 @@ class UpdateInstaller:
             self.store.abort(staging)
             raise
         return self._activate(job, release)
+
+    def precheck(
+        self, envelope: Mapping[str, Any], force: bool, job: UpdateJob | None = None
+    ) -> tuple[Manifest, InstalledRelease | None]:
+        """The checks before any download (signature, targets; agent version, replay and
+        sizes unless the release is the active one): its manifest and installed copy
+        (None: not installed). Raises ModelUpdateError: why the install would fail."""
+        manifest = verify_envelope(envelope, self.keys, allow_unsigned=self.settings.allow_unsigned)
+        if job is not None:
+            job.name, job.version = manifest.name, str(manifest.version)
+        active, s = self._active(), self.settings
+        running = active.name if active is not None else (s.model_name or None)
+        check_targets(manifest, s.device, running, allow_model_change=s.allow_model_change)
+        existing = self.store.find(manifest)
+        if existing is None or not self.store.is_active(existing):
+            # After the active check: a repeated command is not an old release.
+            check_policy(manifest, self.settings, active, self.store.root, force=force)
+        return manifest, existing
 
     def _active(self) -> InstalledRelease | None:
         """The active release (None when unreadable: the checks then assume none)."""

@@ -240,6 +240,56 @@ def test_a_newer_update_while_the_trial_waits_supersedes_it(lab):
     assert (pointer(lab)["version"], pointer(lab)["previous"]["version"]) == ("3.0.0", "1.0.0")
 
 
+@pytest.mark.parametrize(
+    "version,answer",
+    [("2.0.0", ("active", "already_active")), ("1.1.0", ("failed", "not_newer"))],
+    ids=["the-release-on-trial-again", "not-newer"],
+)
+def test_only_a_command_that_would_change_the_model_ends_the_trial(lab, version, answer):
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0")
+    lab.sup.frames.clear()
+    update(lab, "2.0.0", "trial")
+    lab.states.waiting("trial")
+    update(lab, version, "idle")  # an update that would not change the model now
+    lab.service.handle("model/update", b'{"request_id": "junk"}', f"{BASE}/cmd/model/update")
+    # The malformed command is answered while the trial waits, once the update queued
+    # before it was judged: neither ended the trial.
+    junk = lab.states.final("junk")
+    assert (junk["state"], junk["reason"]) == ("failed", "bad_command"), junk
+    assert [s for s in lab.states.of("trial") if s["state"] in TERMINAL] == []
+    assert (pointer(lab)["version"], pointer(lab).get("trial")) == ("2.0.0", True)
+    lab.sup.frames.set()
+    assert lab.states.final("trial")["state"] == "active"
+    idle = lab.states.final("idle")  # answered after the verdict, as it would have been
+    assert (idle["state"], idle["reason"]) == answer, idle
+    assert pointer(lab)["version"] == "2.0.0"
+
+
+def test_a_rollback_sent_before_the_trial_began_goes_back_one_release(lab):
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0")
+    lab.sup.frames.clear()
+    lab.sup.block_prepare.set()  # the update is still verifying when the rollback comes
+    update(lab, "2.0.0", "trial")
+    lab.states.wait(lambda items: any(s["state"] == "verifying" for s in lab.states.of("trial")))
+    rollback(lab, "rb")
+    lab.sup.release.set()
+    final = lab.states.final("trial")
+    assert (final["state"], final["reason"]) == ("rolled_back", "superseded"), final
+    answer = lab.states.final("rb")
+    assert (answer["state"], answer["reason"], answer["version"]) == (
+        "rolled_back",
+        "requested",
+        "1.1.0",
+    ), answer
+    assert pointer(lab)["version"] == "1.1.0"  # as with the cameras up: one step back
+    assert len(lab.states.of("rb")) == 1  # answered once, never run again
+    rollback(lab, "rb")  # a repeat gets the same answer, and goes nowhere
+    lab.states.wait(lambda items: len(lab.states.of("rb")) == 2)
+    assert pointer(lab)["version"] == "1.1.0"
+
+
 def test_a_stop_while_the_trial_waits_is_an_interruption(lab):
     lab.service.start(lab.sup)
     installed(lab, "1.0.0")

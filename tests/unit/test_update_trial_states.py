@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
+
+import pytest
 
 from edge_agent.daemon.trial import Counters, HealthWatch, Outcome, judge
+from edge_agent.daemon.update_inbox import acts
 from edge_agent.daemon.update_states import interruption
+from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.agent import Queued
+from edge_agent.updates.commands import CommandPolicy
 
 START = Counters(100, 2, "")
 
@@ -61,3 +68,13 @@ def test_an_interrupted_health_check_reads_failed_interrupted_for_the_release_as
     assert "from_version" not in out
     unhealthy = {**state, "reason": "health_check_failed"}
     assert interruption(unhealthy, asked) == unhealthy  # a real verdict stays as it is
+
+
+def test_a_trial_gives_way_only_to_a_command_that_would_change_the_model():
+    installer = SimpleNamespace(settings=SimpleNamespace(policy=CommandPolicy))
+    assert acts(installer, Queued("rollback", b'{"request_id": "rb"}', None))
+    assert acts(installer, Queued("update", b'{"manifest_url": "https://h/m.json"}', None))
+    for kind, payload in [("update", b'{"request_id": "junk"}'), ("rollback", b'{"x": 1}')]:
+        with pytest.raises(ModelUpdateError) as err:
+            acts(installer, Queued(kind, payload, None))
+        assert err.value.reason == "bad_command"
