@@ -15,7 +15,6 @@ import math
 import re
 from collections.abc import Iterable
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 # Longest rendering of an offending value inside an error message.
 _SHOW_MAX = 60
@@ -297,82 +296,6 @@ class BrokerList(Check):
             raise Invalid(message, subkey) from None
 
 
-# Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
-# scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
-STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
-_SYNTHETIC = re.compile(
-    r"synthetic(?::([1-9][0-9]{0,4})x([1-9][0-9]{0,4})(?:@([0-9]+(?:\.[0-9]+)?))?)?"
-)
-
-
-def is_synthetic(text: str) -> bool:
-    """True for the test-pattern sources "synthetic" and "synthetic:...", not file names."""
-    return text == "synthetic" or text.startswith("synthetic:")
-
-
-def _hostname(url: str) -> str | None:
-    """The host of ``url``, or None when it has none or cannot be parsed (bad IPv6)."""
-    try:
-        return urlsplit(url).hostname
-    except ValueError:
-        return None
-
-
-def is_url(text: str) -> bool:
-    """True when ``text`` has a ``scheme://`` prefix (camera sources, manifest URLs)."""
-    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
-
-
-class CameraSource(Check):
-    """A V4L2 index, device/file path, stream URL or ``synthetic[:WxH[@FPS]]``.
-
-    Index strings ("0") are returned as int so the daemon sees one type per meaning.
-    """
-
-    expected = (
-        'camera index (integer >= 0), device or file path, stream URL or "synthetic[:WxH[@FPS]]"'
-    )
-
-    def __call__(self, value: Any) -> int | str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value < 0:
-                raise self.fail(value)
-            return value
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
-            raise self.fail(value)
-        if value.isascii() and value.isdigit():
-            return int(value)
-        if is_synthetic(value):
-            if not _SYNTHETIC.fullmatch(value):
-                raise Invalid(
-                    'expected "synthetic" or "synthetic:WxH[@FPS]" (e.g. "synthetic:640x480@15"),'
-                    f" got {show(value)}"
-                )
-            return value
-        if is_url(value):
-            scheme = value.split("://", 1)[0].lower()
-            if scheme not in STREAM_SCHEMES or not _hostname(value):
-                schemes = ", ".join(STREAM_SCHEMES[:-1]) + " or " + STREAM_SCHEMES[-1]
-                raise Invalid(
-                    f"expected stream URL ({schemes}) with a host, got {show(redact_url(value))}"
-                )
-        return value
-
-
-class HttpUrl(Check):
-    """An http(s) URL with a host, or "" (unset)."""
-
-    expected = 'http:// or https:// URL with a host, or ""'
-
-    def __call__(self, value: Any) -> str:
-        if not isinstance(value, str):
-            raise self.fail(value)
-        web = value.startswith(("http://", "https://"))
-        if value and not (web and _hostname(value)):
-            raise Invalid(f"expected {self.expected}, got {show(redact_url(value))}")
-        return value
-
-
 class PollInterval(Check):
     """0 (polling off) or at least 10 s, so a fleet cannot hammer its update server."""
 
@@ -387,18 +310,3 @@ class PollInterval(Check):
         if 0 < seconds < 10:
             raise self.fail(value)
         return seconds
-
-
-# user:password@ in the authority; greedy up to the last '@' so that a password
-# holding an unencoded '@' is still masked whole.
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@")
-
-
-def redact_url(text: str) -> str:
-    """Mask the password of ``scheme://user:password@host`` URLs; other text unchanged."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
-
-
-def url_has_password(text: str) -> bool:
-    """True when ``text`` is a URL carrying ``user:password@`` credentials."""
-    return _URL_PASSWORD.match(text) is not None

@@ -22,15 +22,7 @@ from types import ModuleType
 from typing import Any, Union
 
 from edge_agent.config import rules
-from edge_agent.config.checks import (
-    Check,
-    Invalid,
-    did_you_mean,
-    is_synthetic,
-    is_url,
-    show,
-    url_has_password,
-)
+from edge_agent.config.checks import Check, Invalid, did_you_mean, show
 from edge_agent.config.schema import (
     ARRAYS,
     ORDER,
@@ -40,6 +32,7 @@ from edge_agent.config.schema import (
     CameraConfig,
     Config,
 )
+from edge_agent.config.url_checks import is_synthetic, is_url, url_has_password
 from edge_agent.errors import ConfigError, ConfigErrors
 
 DEFAULT_CONFIG_PATH = "/etc/edge-agent/config.toml"

@@ -18,9 +18,7 @@ from typing import Any, Optional, Union
 from edge_agent.config.checks import (
     Bool,
     BrokerList,
-    CameraSource,
     Check,
-    HttpUrl,
     Int,
     ListOf,
     Num,
@@ -30,8 +28,8 @@ from edge_agent.config.checks import (
     Text,
     TopicLevel,
     TopicPrefix,
-    redact_url,
 )
+from edge_agent.config.url_checks import CameraSource, HttpUrl, redact_url
 
 # Path kinds a field can carry; the loader resolves relative paths of these kinds
 # against the config file's directory.
