@@ -368,6 +368,10 @@ class MqttPublisher:
 
     def _shutdown(self) -> None:
         """On stop: deliver what is pending until the drain deadline, then say goodbye."""
+        while self._conn is None and self._dialer.connecting:
+            if time.monotonic() >= self._drain_until:  # a connect under way may still
+                break  # deliver the last words (a daemon that failed to start says so)
+            self._conn = self._dialer.step(self._new_connection)
         while self._conn is not None and time.monotonic() < self._drain_until:
             if self._conn.connected:
                 self._pump()

@@ -138,6 +138,7 @@ class Connection:
         self.tls = context is not None
         self.connected = False
         self.subscribed = False
+        self._closing = False  # close() began: no "online" after its "offline"
         self.error: str | None = None
         self._on_connected, self._on_ack, self._on_message = on_connected, on_ack, on_message
         self._deadline = 0.0
@@ -244,6 +245,7 @@ class Connection:
             deadline: ``time.monotonic()`` limit for the clean goodbye.
         """
         client = self.client
+        self._closing = True  # a SUBACK read from now on must not say "online" again
         if clean and self.connected:
             info = client.publish(self.topics.available, "offline", 1, True)
             while not info.is_published() and time.monotonic() < deadline:
@@ -296,7 +298,8 @@ class Connection:
                 "mqtt %s: broker refused the command subscriptions: %s", self.where, failed
             )
         self.subscribed = True
-        self.publish(self.topics.available, b"online", 1, True)
+        if not self._closing:  # after our "offline", a late "online" would stay retained
+            self.publish(self.topics.available, b"online", 1, True)
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:

@@ -200,7 +200,7 @@ def test_disk_full_while_spooling_and_downloading(tmp_path, mqtt_broker_factory)
     assert during_full >= FULL_S * 15 * 0.8
     assert lost == [], f"{len(lost)} results lost: {lost[:20]}"
     assert unique == sorted(unique)
-    assert failed["state"] == "failed" and failed["reason"] == "io_error", failed
+    assert failed["state"] == "failed" and failed["reason"] == "no_space", failed
     assert "No space left on device" in failed["message"], failed
     assert "No space left on device" in log
     assert after_fail == before, "the active release changed on disk"

@@ -1,0 +1,37 @@
+"""A connection that is closing never says "online" after its "offline"."""
+
+from __future__ import annotations
+
+from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.settings import MqttSettings
+from edge_agent.publishing.topics import Topics
+
+
+def _connection() -> Connection:
+    return Connection(
+        MqttSettings(host="127.0.0.1", port=1),
+        Topics("edge", "box1", ()),
+        None,
+        on_connected=lambda: None,
+        on_ack=lambda *args: None,
+        on_message=lambda msg: None,
+    )
+
+
+def _published(conn: Connection) -> list[str]:
+    return list(conn._sent.values())
+
+
+def test_the_suback_says_online():
+    conn = _connection()
+    conn._cb_subscribe(conn.client, None, 1, [], None)
+    assert _published(conn) == [conn.topics.available]
+
+
+def test_a_suback_read_while_closing_does_not_say_online_after_offline():
+    """The SUBACK can be read while close() waits for the PUBACK of "offline": an
+    "online" then would stay retained for a daemon that has stopped."""
+    conn = _connection()
+    conn.close(clean=True)
+    conn._cb_subscribe(conn.client, None, 1, [], None)
+    assert conn.subscribed and _published(conn) == []
