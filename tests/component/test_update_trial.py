@@ -24,12 +24,12 @@ from edge_agent.daemon.options import model_options
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.journal import FILE_NAME
 from tests.support.daemon import to_toml
+from tests.support.model_states import TERMINAL, States
 from tests.support.updates_e2e import DEMO
 from tests.support.updates_http import FileServer, Route
 from tests.support.updates_release import make_release
 
 KEY = Ed25519PrivateKey.generate()
-TERMINAL = ("active", "failed", "rolled_back")
 BASE = "edge/cam"
 
 
@@ -80,32 +80,6 @@ class FakeSupervisor:
 
     def close(self):
         self._stop.set()
-
-
-class States:
-    """Published model states; waits on them."""
-
-    def __init__(self):
-        self.items, self.cond = [], threading.Condition()
-
-    def __call__(self, state):
-        with self.cond:
-            self.items.append(state)
-            self.cond.notify_all()
-
-    def of(self, rid):
-        return [s for s in self.items if s["request_id"] == rid]
-
-    def wait(self, test, timeout=20.0):
-        with self.cond:
-            assert self.cond.wait_for(lambda: test(self.items), timeout), self.items
-
-    def final(self, rid, timeout=20.0):
-        self.wait(lambda items: any(s["state"] in TERMINAL for s in self.of(rid)), timeout)
-        return next(s for s in self.of(rid) if s["state"] in TERMINAL)
-
-    def waiting(self, rid):
-        self.wait(lambda items: any(s.get("reason") == "waiting_for_frames" for s in self.of(rid)))
 
 
 @pytest.fixture

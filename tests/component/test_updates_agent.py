@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -14,27 +13,11 @@ from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
+from tests.support.model_states import States
 from tests.support.updates_http import FileServer, Route
 from tests.support.updates_release import make_release
 
 KEY = Ed25519PrivateKey.generate()
-
-
-class States:
-    """Collects published states; wait() blocks until one matches."""
-
-    def __init__(self):
-        self.items, self.cond = [], threading.Condition()
-
-    def __call__(self, state):
-        with self.cond:
-            self.items.append(state)
-            self.cond.notify_all()
-
-    def wait(self, pred, timeout=10):
-        with self.cond:
-            assert self.cond.wait_for(lambda: any(pred(s) for s in self.items), timeout), self.items
-            return [s for s in self.items if pred(s)][-1]
 
 
 @pytest.fixture
@@ -66,12 +49,12 @@ def test_commands_run_in_order_on_the_runner(setup):
                 envelope=rel.envelope, base_url=publish(server, rel), request_id=f"r{version[0]}"
             )
             runner.handle("", payload, "edge/cam/cmd/model/update")
-        states.wait(lambda s: s["state"] == "active" and s["request_id"] == "r2")
+        states.matching(lambda s: s["state"] == "active" and s["request_id"] == "r2")
         runner.handle("", b'{"request_id": "rb"}', "edge/group/lobby/cmd/model/rollback")
-        done = states.wait(lambda s: s["request_id"] == "rb" and s["state"] != "installing")
+        done = states.matching(lambda s: s["request_id"] == "rb" and s["state"] != "installing")
         assert (done["state"], done["version"]) == ("rolled_back", "1.0.0")
         runner.handle("model/update", b"{broken", "edge/cam/cmd/model/update")
-        bad = states.wait(lambda s: s["state"] == "failed")
+        bad = states.matching(lambda s: s["state"] == "failed")
         assert bad["reason"] == "bad_command"
         runner.handle("", b"ignored: not a command topic", "edge/cam/status")
         runner.handle("reboot", b"", "edge/cam/cmd/reboot")
@@ -88,7 +71,7 @@ def test_polling_installs_newer_releases_only(setup):
     url = server.add("/1.0.0/manifest.json", manifest)
     runner = UpdateRunner(installer, poll_url=url, poll_interval=0.1).start()
     try:
-        states.wait(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
+        states.matching(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
         deadline = time.monotonic() + 10
         while sum(1 for p, _ in server.requests if p.endswith("manifest.json")) < 3:
             assert time.monotonic() < deadline
@@ -101,7 +84,7 @@ def test_polling_installs_newer_releases_only(setup):
         for name, data in v2.files.items():
             server.add(f"/1.0.0/{name}", data)
         manifest.body, manifest.etag = (v2.dir / "manifest.json").read_bytes(), '"2"'
-        states.wait(lambda s: s["state"] == "active" and s["version"] == "2.0.0")
+        states.matching(lambda s: s["state"] == "active" and s["version"] == "2.0.0")
     finally:
         runner.stop()
     assert [s["state"] for s in states.items].count("failed") == 0
@@ -117,11 +100,11 @@ def test_stop_cancels_a_running_download(setup):
     runner.handle(
         "", build_update_command(envelope=rel.envelope, base_url=base), "e/d/cmd/model/update"
     )
-    states.wait(lambda s: s["state"] == "downloading")
+    states.matching(lambda s: s["state"] == "downloading")
     start = time.monotonic()
     runner.stop(timeout=10)
     assert time.monotonic() - start < 5
-    assert states.wait(lambda s: s["state"] == "failed")["reason"] == "cancelled"
+    assert states.matching(lambda s: s["state"] == "failed")["reason"] == "cancelled"
     assert installer.store.active() is None
 
 
@@ -137,7 +120,7 @@ def test_polling_retries_a_release_after_a_transient_failure(setup):
     )
     runner = UpdateRunner(installer, poll_url=url, poll_interval=0.1).start()
     try:
-        states.wait(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
+        states.matching(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
     finally:
         runner.stop()
     failed = [s["reason"] for s in states.items if s["state"] == "failed"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import threading
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,32 +15,12 @@ from edge_agent.updates.requests import LEDGER_FILE, RequestLedger, request_key
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
+from tests.support.model_states import TERMINAL, States
 from tests.support.updates_http import FileServer, Route
 from tests.support.updates_release import install_local, make_release
 
 KEY = Ed25519PrivateKey.generate()
 TOPIC = "edge/cam/cmd/model/update"
-TERMINAL = ("active", "failed", "rolled_back")
-
-
-class States:
-    """Published states; waits on them."""
-
-    def __init__(self):
-        self.items, self.cond = [], threading.Condition()
-
-    def __call__(self, state):
-        with self.cond:
-            self.items.append(state)
-            self.cond.notify_all()
-
-    def finals(self, rid):
-        return [s for s in self.items if s["request_id"] == rid and s["state"] in TERMINAL]
-
-    def wait_finals(self, rids, timeout=20):
-        with self.cond:
-            ok = self.cond.wait_for(lambda: all(self.finals(r) for r in rids), timeout)
-        assert ok, [s for s in self.items if s["state"] in TERMINAL]
 
 
 class Device:
