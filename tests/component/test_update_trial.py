@@ -24,7 +24,7 @@ from edge_agent.daemon.options import model_options
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.journal import FILE_NAME
 from tests.support.daemon import to_toml
-from tests.support.model_states import TERMINAL, States
+from tests.support.model_states import States
 from tests.support.updates_e2e import DEMO
 from tests.support.updates_http import FileServer, Route
 from tests.support.updates_release import make_release
@@ -161,7 +161,7 @@ def test_with_the_cameras_down_the_trial_stays_open_until_frames_judge_it(lab):
         True,
         "1.0.0",
     )
-    assert [s for s in lab.states.of("bad") if s["state"] in TERMINAL] == []
+    assert lab.states.finals("bad") == []
     lab.sup.failing = True
     lab.sup.frames.set()  # the cameras come back: every frame fails on the new model
     final = lab.states.final("bad")
@@ -195,7 +195,7 @@ def test_a_rollback_while_the_trial_waits_goes_back_one_release_and_answers_both
     assert answer["from_version"] == "cls@2.0.0"
     assert pointer(lab)["version"] == "1.1.0"  # not 1.0.0: one step back, not two
     rollback(lab, "rb")  # a repeat gets the same answer, and goes nowhere
-    lab.states.wait(lambda items: len([s for s in lab.states.of("rb")]) == 2)
+    lab.states.wait(lambda items: len(lab.states.of("rb")) == 2)
     assert pointer(lab)["version"] == "1.1.0"
 
 
@@ -231,7 +231,7 @@ def test_only_a_command_that_would_change_the_model_ends_the_trial(lab, version,
     # before it was judged: neither ended the trial.
     junk = lab.states.final("junk")
     assert (junk["state"], junk["reason"]) == ("failed", "bad_command"), junk
-    assert [s for s in lab.states.of("trial") if s["state"] in TERMINAL] == []
+    assert lab.states.finals("trial") == []
     assert (pointer(lab)["version"], pointer(lab).get("trial")) == ("2.0.0", True)
     lab.sup.frames.set()
     assert lab.states.final("trial")["state"] == "active"
