@@ -232,7 +232,8 @@ class Connection:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
         mid = self.client.publish(topic, payload, qos, retain).mid
-        self._sent[mid] = topic
+        if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)
+            self._sent[mid] = topic
         return mid
 
     def close(self, *, clean: bool, deadline: float = 0.0) -> None:

@@ -1,4 +1,5 @@
-"""A connection that is closing never says "online" after its "offline"."""
+"""What a connection keeps per publish, and that a closing one never says "online"
+after its "offline"."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def test_a_suback_read_while_closing_does_not_say_online_after_offline():
     conn.close(clean=True)
     conn._cb_subscribe(conn.client, None, 1, [], None)
     assert conn.subscribed and _published(conn) == []
+
+
+def test_qos_0_publishes_are_not_kept_waiting_for_an_acknowledgement():
+    """Only QoS 1 and 2 get a PUBACK/PUBCOMP that pops their topic: a kept QoS 0 entry
+    would stay until its message id came round again."""
+    conn = _connection()
+    for _ in range(100):
+        conn.publish("edge/box1/stats", b"{}", 0, False)
+    assert _published(conn) == []
+    conn.publish("edge/box1/results", b"{}", 1, False)
+    assert _published(conn) == ["edge/box1/results"]
