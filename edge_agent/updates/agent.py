@@ -142,8 +142,9 @@ class UpdateRunner:
         self._intake = threading.Lock()  # queueing vs. the final drain at a stop
         self._closed = False
         first = poll_interval if poll_interval > 0 else 60.0
+        # Up to 16 intervals, capped at POLL_BACKOFF_MAX unless one interval is longer.
         self._poll_backoff = Backoff(
-            first, min(max(16 * first, first), max(POLL_BACKOFF_MAX, first)), jitter=0.2
+            first, min(16 * first, max(POLL_BACKOFF_MAX, first)), jitter=0.2
         )
 
     def start(self) -> UpdateRunner:
