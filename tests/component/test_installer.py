@@ -60,8 +60,19 @@ def offline_pip(wheels: str = "") -> str:
     return OFFLINE_PIP.format(wheels=wheels or build_tools())
 
 
+# What .gitignore keeps out of a clone, and the tests: `make test-matrix` puts one venv per
+# CPython in the checkout (.venv-matrix, gigabytes), which a copy per test would fill a disk with.
 SKIP_IN_COPY = shutil.ignore_patterns(
-    ".git", ".venv", "tests", "__pycache__", "*.egg-info", "build", "dist", ".ruff_cache"
+    ".git",
+    ".venv*",
+    "tests",
+    "__pycache__",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
 )
 
 
