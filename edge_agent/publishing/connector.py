@@ -16,7 +16,10 @@ stays free to spool, renew the loss ledger and stop:
   which ends a blocked connect or handshake at once, however slowly bytes trickle;
 * a thread stuck in ``getaddrinfo`` cannot be interrupted: it is a daemon thread, its
   late result is discarded, and at stop it is given up after a short timed join, with a
-  log line.
+  log line. At most :data:`MAX_STUCK` of them are left behind: while that many still
+  resolve, no new attempt starts (a lookup that never returns would otherwise add a
+  thread every backoff interval, for as long as the name servers are dead); the first one
+  to return wakes the publisher for the next attempt.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from edge_agent.publishing.waker import Waker
 logger = logging.getLogger(__name__)
 
 JOIN_S = 1.0  # at stop, how long connectors (shut down, or stuck resolving) are waited for
+MAX_STUCK = 2  # abandoned attempts still alive (stuck resolving) before no new one starts
 
 
 class Outcome(NamedTuple):
@@ -188,6 +192,7 @@ class Dialer:
         self._timeout, self._where = timeout, where
         self._attempt: Connector | None = None
         self._abandoned: list[Connector] = []
+        self._held_back = False  # no attempt starts while MAX_STUCK lookups hang (logged once)
 
     @property
     def connecting(self) -> bool:
@@ -208,6 +213,9 @@ class Dialer:
             if wait > 0:
                 self._waker.wait(min(wait, 1.0))
                 return None
+            if self._hold_back():
+                self._waker.wait(1.0)  # a connector that ends wakes the publisher
+                return None
             attempt = self._attempt = Connector(make(), self._timeout, self._waker.wake).start()
         outcome = attempt.poll(time.monotonic())
         if outcome is None:
@@ -219,6 +227,22 @@ class Dialer:
                 self._abandoned.append(attempt)
             self._reconnects.failed(outcome.error)
         return outcome.conn
+
+    def _hold_back(self) -> bool:
+        """True while MAX_STUCK abandoned attempts are still alive (logged once per spell)."""
+        stuck = len(self._abandoned) >= MAX_STUCK
+        if stuck and not self._held_back:
+            logger.warning(
+                "mqtt %s: %d connection attempts are still %s; the next one starts when one "
+                "of them returns",
+                self._where,
+                len(self._abandoned),
+                self._abandoned[-1].stage,
+            )
+        elif self._held_back and not stuck:
+            logger.info("mqtt %s: a stuck connection attempt returned; connecting", self._where)
+        self._held_back = stuck
+        return stuck
 
     def close(self, deadline: float) -> None:
         """At stop: abandon a running attempt and wait for connectors until ``deadline``.

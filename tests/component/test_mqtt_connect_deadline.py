@@ -10,11 +10,13 @@ uses the broker's name although the device connects to the address it resolved i
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 
 import pytest
 
+from edge_agent.publishing.connector import MAX_STUCK
 from tests.support.broker import MOSQUITTO, MqttSubscriber, wait_until
 from tests.support.tls import OTHER_HOST, make_pki
 
@@ -33,12 +35,18 @@ class StalledResolver:
         self.names = names
         self.release = threading.Event()
         self.calls = threading.Semaphore(0)
+        self.stuck = 0  # lookups of ours held right now
+        self._lock = threading.Lock()
         self._real = socket.getaddrinfo
 
     def __call__(self, host, port, *args, **kwargs):
         if host in self.names:
+            with self._lock:
+                self.stuck += 1
             self.calls.release()
             self.release.wait(STALL_S)
+            with self._lock:
+                self.stuck -= 1
             host = "127.0.0.1"
         return self._real(host, port, *args, **kwargs)
 
@@ -104,6 +112,20 @@ def test_everything_is_delivered_once_the_stalled_name_resolves(
         pub.publish_result({"seq": i})
     mqtt_subscriber.wait_count(RESULTS, 40)
     assert [m.json()["seq"] for m in mqtt_subscriber.on(RESULTS)] == list(range(40))
+
+
+def test_lookups_that_never_return_leave_a_bounded_number_of_threads_behind(
+    mqtt_broker, mqtt_publisher_factory, resolver, caplog
+):
+    caplog.set_level(logging.INFO, logger="edge_agent.publishing.connector")
+    # Each attempt is abandoned after 0.3 s and the next is due 0.1-0.5 s later: without a
+    # bound, one more thread would hang in getaddrinfo every half second.
+    pub = mqtt_publisher_factory(mqtt_broker.port, host=STALLED, connect_timeout=0.3)
+    wait_until(lambda: "the next one starts when one" in caplog.text, 10, "attempts held back")
+    assert resolver.stuck == MAX_STUCK
+    resolver.release.set()  # the name servers answer again: the held-back attempt starts
+    assert pub.wait_connected(10)
+    assert "a stuck connection attempt returned; connecting" in caplog.text
 
 
 def test_a_silent_tls_endpoint_holds_nothing_in_memory_and_stop_keeps_its_deadline(
