@@ -15,7 +15,9 @@ Two moments need more than a hand-over:
   way only to a command that would change the model (:func:`acts`): a command that cannot
   parse is answered at once (it fails whatever runs first), and an update the checks
   before any download would refuse (not newer than the release on trial, that release
-  again...) stays queued, to be answered once the frames have judged the trial.
+  again...) stays queued, to be answered once the frames have judged the trial. An update
+  given as ``manifest_url`` is judged on the manifest fetched for the purpose (one that
+  cannot be fetched stays queued too); it is fetched again when it runs.
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ def acts(installer: UpdateInstaller, command: Queued) -> bool:
         parse_rollback_command(command.payload)
         return True  # it ends the trial: the trial's switch back is the rollback asked for
     parsed = parse_update_command(command.payload, installer.settings.policy())
-    if parsed.envelope is None:
-        return True  # its manifest is fetched only when it runs
     try:
-        _, existing = installer.precheck(parsed.envelope, parsed.force)
+        # A manifest_url is fetched now as well (under the download deadlines): a trial
+        # must not go back for a release that turns out not newer, or unreachable.
+        _, existing = installer.precheck(installer.envelope_of(parsed), parsed.force)
     except ModelUpdateError:
         return False  # refused when it runs, against the release the trial leaves
     return existing is None or not installer.store.is_active(existing)

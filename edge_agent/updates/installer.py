@@ -10,14 +10,10 @@ every file into a staging dir, size + sha256 + TFLite magic checks, the daemon's
 validator (loads and invokes the model in a separate process), then the store's atomic
 commit, then the daemon's hot swap (``swap``); a failed swap rolls the store back. The
 release counts for the replay check only once confirmed (its trial passed). A rollback
-reports ``installing`` while it switches, then ``rolled_back``. Each step is reported to
-``progress`` as a state dict::
-
-    {"state": UpdateState value ("downloading", "verifying", "installing", "active",
-     "failed", "rolled_back"), "name", "version", "percent", "reason", "message",
-     "request_id", "from_version"}
-
-Each request ends in exactly one terminal state (active, failed, rolled_back).
+reports ``installing`` while it switches, then ``rolled_back``. Each step goes to
+``progress`` as a state dict ``{"state": an UpdateState value, "name", "version",
+"percent", "reason", "message", "request_id", "from_version"}``; each request ends in
+exactly one terminal state (active, failed, rolled_back).
 """
 
 from __future__ import annotations
@@ -202,15 +198,12 @@ class UpdateInstaller:
         if not isinstance(command, UpdateCommand):
             command = parse_update_command(command, self.settings.policy())
             job.request_id = command.request_id
-        envelope = command.envelope
-        if envelope is None:
-            data = self._downloader.fetch(command.manifest_url or "", max_bytes=MAX_MANIFEST_BYTES)
-            envelope = load_envelope(data)
-        cmd = command
+        envelope = self.envelope_of(command)
+        urls = command.url_for
 
         def fetch(entry: FileEntry, dest: Path, progress: FileProgress) -> None:
             self._downloader.download(
-                cmd.url_for(entry.name),
+                urls(entry.name),
                 dest,
                 max_bytes=self.settings.max_file_bytes,
                 expected_size=entry.size,
@@ -262,6 +255,13 @@ class UpdateInstaller:
             self.store.abort(staging)
             raise
         return self._activate(job, release)
+
+    def envelope_of(self, command: UpdateCommand) -> Mapping[str, Any]:
+        """The command's signed envelope; a ``manifest_url`` is fetched (ModelUpdateError)."""
+        if command.envelope is not None:
+            return command.envelope
+        url = command.manifest_url or ""
+        return load_envelope(self._downloader.fetch(url, max_bytes=MAX_MANIFEST_BYTES))
 
     def precheck(
         self, envelope: Mapping[str, Any], force: bool, job: UpdateJob | None = None

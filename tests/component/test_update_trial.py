@@ -23,6 +23,7 @@ from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.options import model_options
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.journal import FILE_NAME
+from edge_agent.updates.signing import envelope_bytes
 from tests.support.daemon import to_toml
 from tests.support.model_states import States
 from tests.support.updates_e2e import DEMO
@@ -119,15 +120,22 @@ def lab(tmp_path, monkeypatch):
         sup.close()
 
 
-def update(lab, version, rid):
-    """Send model/update for a fake release ``version`` (served over loopback HTTP)."""
+def update(lab, version, rid, by_url=False):
+    """Send model/update for a fake release ``version`` (served over loopback HTTP), with
+    the envelope in the command or, ``by_url``, as a ``manifest_url``."""
     release = make_release(lab.tmp / "releases", KEY, version)
     base = f"/{version}/"
     for name, data in release.files.items():
         lab.server.add(base + name, Route(body=data))
-    payload = build_update_command(
-        envelope=release.envelope, base_url=lab.server.url(base), request_id=rid
-    )
+    if by_url:
+        lab.server.add(base + "manifest.json", Route(body=envelope_bytes(release.envelope)))
+        payload = build_update_command(
+            manifest_url=lab.server.url(base + "manifest.json"), request_id=rid
+        )
+    else:
+        payload = build_update_command(
+            envelope=release.envelope, base_url=lab.server.url(base), request_id=rid
+        )
     lab.service.handle("model/update", payload, f"{BASE}/cmd/model/update")
 
 
@@ -199,13 +207,14 @@ def test_a_rollback_while_the_trial_waits_goes_back_one_release_and_answers_both
     assert pointer(lab)["version"] == "1.1.0"
 
 
-def test_a_newer_update_while_the_trial_waits_supersedes_it(lab):
+@pytest.mark.parametrize("by_url", [False, True], ids=["inline", "manifest-url"])
+def test_a_newer_update_while_the_trial_waits_supersedes_it(lab, by_url):
     lab.service.start(lab.sup)
     installed(lab, "1.0.0")
     lab.sup.frames.clear()
     update(lab, "2.0.0", "old")
     lab.states.waiting("old")
-    update(lab, "3.0.0", "new")
+    update(lab, "3.0.0", "new", by_url=by_url)
     final = lab.states.final("old")
     assert (final["state"], final["reason"]) == ("rolled_back", "superseded"), final
     lab.states.waiting("new")  # the newer one waits for frames in turn
@@ -215,17 +224,27 @@ def test_a_newer_update_while_the_trial_waits_supersedes_it(lab):
 
 
 @pytest.mark.parametrize(
-    "version,answer",
-    [("2.0.0", ("active", "already_active")), ("1.1.0", ("failed", "not_newer"))],
-    ids=["the-release-on-trial-again", "not-newer"],
+    "version,by_url,answer",
+    [
+        ("2.0.0", False, ("active", "already_active")),
+        ("1.1.0", False, ("failed", "not_newer")),
+        ("1.1.0", True, ("failed", "not_newer")),  # judged on its fetched manifest
+        ("9.9.9", None, ("failed", "http_error")),  # its manifest_url answers 404
+    ],
+    ids=["the-release-on-trial-again", "not-newer", "not-newer-by-url", "unreachable-url"],
 )
-def test_only_a_command_that_would_change_the_model_ends_the_trial(lab, version, answer):
+def test_only_a_command_that_would_change_the_model_ends_the_trial(lab, version, by_url, answer):
     lab.service.start(lab.sup)
     installed(lab, "1.0.0", "1.1.0")
     lab.sup.frames.clear()
     update(lab, "2.0.0", "trial")
     lab.states.waiting("trial")
-    update(lab, version, "idle")  # an update that would not change the model now
+    if by_url is None:
+        missing = lab.server.url(f"/{version}/manifest.json")
+        payload = build_update_command(manifest_url=missing, request_id="idle")
+        lab.service.handle("model/update", payload, f"{BASE}/cmd/model/update")
+    else:
+        update(lab, version, "idle", by_url=by_url)  # would not change the model now
     lab.service.handle("model/update", b'{"request_id": "junk"}', f"{BASE}/cmd/model/update")
     # The malformed command is answered while the trial waits, once the update queued
     # before it was judged: neither ended the trial.

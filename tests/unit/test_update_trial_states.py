@@ -71,9 +71,24 @@ def test_an_interrupted_health_check_reads_failed_interrupted_for_the_release_as
 
 
 def test_a_trial_gives_way_only_to_a_command_that_would_change_the_model():
-    installer = SimpleNamespace(settings=SimpleNamespace(policy=CommandPolicy))
+    fetched = []
+
+    def envelope_of(command):
+        fetched.append(command.manifest_url)
+        if command.manifest_url.endswith("gone.json"):
+            raise ModelUpdateError("http_error", "404")
+        return {"manifest": "newer"}
+
+    installer = SimpleNamespace(
+        settings=SimpleNamespace(policy=CommandPolicy),
+        envelope_of=envelope_of,
+        precheck=lambda envelope, force: (envelope, None),  # accepted, not installed
+    )
     assert acts(installer, Queued("rollback", b'{"request_id": "rb"}', None))
+    # A manifest_url is judged on the manifest it names; one that cannot be fetched waits.
     assert acts(installer, Queued("update", b'{"manifest_url": "https://h/m.json"}', None))
+    assert not acts(installer, Queued("update", b'{"manifest_url": "https://h/gone.json"}', None))
+    assert fetched == ["https://h/m.json", "https://h/gone.json"]
     for kind, payload in [("update", b'{"request_id": "junk"}'), ("rollback", b'{"x": 1}')]:
         with pytest.raises(ModelUpdateError) as err:
             acts(installer, Queued(kind, payload, None))
