@@ -293,3 +293,35 @@ def test_offline_members_are_skipped_or_refuse_the_start(broker, tmp_path, relea
     _, ro = _start(release, broker, served, tmp_path, plan)
     back.join(5)
     assert ro.left_out == {} and sorted(ro.devices) == ["d00", "d01", "d02"]
+
+
+def test_abort_from_another_process_stops_a_running_rollout_before_its_next_wave(
+    broker, tmp_path, release, fleet, commands, served
+):
+    # The runner soaks after wave 1; meanwhile `rollout abort` runs as another process.
+    # It used to write the file, then the runner overwrote it and sent wave 2 anyway.
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.paths import REPO
+
+    fleet(4)
+    store, ro = _start(release, broker, served, tmp_path, Plan.parse("1,100%", "0", soak=30))
+    argv = [sys.executable, "-m", "edge_agent", "model", "rollout", "abort", ro.id,
+            "--state-dir", str(store.dir)]  # fmt: skip
+    aborts = []
+
+    def abort_once_canary_is_active(r):
+        if r.devices["d00"].step is DeviceStep.ACTIVE and not aborts:
+            aborts.append(subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(REPO)}))
+
+    final = Runner(store, ro.id, broker).run(progress=abort_once_canary_is_active)
+    assert aborts[0].wait(60) == 0
+    assert final.status is RolloutStatus.ABORTED, table(final)
+    on_disk = store.load(ro.id)
+    assert on_disk.status is RolloutStatus.ABORTED
+    assert on_disk.devices["d00"].step is DeviceStep.ACTIVE
+    skipped = {d: (r.step, r.reason) for d, r in on_disk.devices.items() if d != "d00"}
+    assert skipped == dict.fromkeys(["d01", "d02", "d03"], (DeviceStep.SKIPPED, "aborted"))
+    assert commands() == {"d00": 1}  # nobody of wave 2 was sent the update

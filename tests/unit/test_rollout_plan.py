@@ -176,6 +176,24 @@ def test_resume_resends_only_devices_with_no_trace_of_the_command():
     assert ro.devices["a"].sent_at == 5  # its timeout runs from when we learnt of it
 
 
+def test_an_abort_written_by_another_process_is_taken_in_not_overwritten():
+    runner = _rollout([["a"], ["b", "c"]])
+    _send(runner, 0)
+    steps.observe(runner, "a", {"request_id": "ro-r1", "state": "active"}, 1)
+    aborted = _rollout([["a"], ["b", "c"]])  # what `abort` wrote: an older view, aborted
+    aborted.status = RolloutStatus.ABORTED
+    aborted.devices["a"].rollback_sent = True
+    assert steps.adopt(runner, aborted, 2)
+    assert runner.status is RolloutStatus.ABORTED
+    assert runner.devices["a"].step is DeviceStep.ACTIVE  # the runner's fresher state stays
+    assert runner.devices["a"].rollback_sent
+    assert [(runner.devices[d].step, runner.devices[d].reason) for d in "bc"] == [
+        (DeviceStep.SKIPPED, "aborted")
+    ] * 2
+    assert not steps.adopt(runner, aborted, 3)  # once
+    assert not steps.adopt(_rollout([["a"]]), None, 0)  # no file: nothing to take in
+
+
 def test_store_round_trips_atomically(tmp_path):
     store = RolloutStore(tmp_path)
     ro = _rollout([["a"], ["b"]])

@@ -15,6 +15,10 @@ Exactly-once in effect, across operator crashes:
 
 So a device is sent the command again only when the operator died between marking it
 and the device's first state, and even then it installs once.
+
+``abort`` may run in another process while the runner runs: both rewrite the file under
+its lock, the runner reads it back at least every _SAVE_EVERY seconds, and an abort it
+finds there ends the run before anything more is sent.
 """
 
 from __future__ import annotations
@@ -201,7 +205,7 @@ class Runner:
     def __init__(self, store: RolloutStore, rollout_id: str, broker: MqttSettings):
         self.store, self.rollout_id, self.broker = store, rollout_id, broker
         self.stop = threading.Event()
-        self._saved = 0.0
+        self._saved = self._polled = 0.0
 
     def run(self, progress: Progress | None = None) -> Rollout:
         """Run (or resume) the rollout; returns it in its final or stopped state."""
@@ -236,6 +240,8 @@ class Runner:
             for device in pending:
                 ro.devices[device].step = DeviceStep.SENDING
             self._save(ro, force=True)  # intent first: see the module docstring
+            if ro.status is not RolloutStatus.RUNNING:  # aborted meanwhile: send nothing
+                return
             for device in pending:
                 fleet.link.publish(device_command_topic(ro.prefix, device, UPDATE),
                                    ro.payload.encode())  # fmt: skip
@@ -249,8 +255,8 @@ class Runner:
         verdict = self._follow(ro, fleet, progress, until=None)
         if verdict is steps.Verdict.NEXT and ro.plan.soak > 0 and index + 1 < len(ro.waves):
             verdict = self._follow(ro, fleet, progress, until=time.monotonic() + ro.plan.soak)
-        if self.stop.is_set():
-            return
+        if self.stop.is_set() or ro.status is not RolloutStatus.RUNNING:
+            return  # stopped (resumable) or aborted: run() saves
         if verdict is steps.Verdict.HALT:
             steps.halt(ro, time.time())
             logger.warning("rollout %s halted: %s", ro.id, ro.halted_reason)
@@ -269,6 +275,8 @@ class Runner:
             if touched:
                 self._save(ro)
                 progress(ro)
+            if self._poll(ro):
+                return steps.Verdict.WAIT  # aborted by another process
             verdict = steps.verdict(ro)
             if verdict is steps.Verdict.HALT:
                 return verdict
@@ -281,8 +289,28 @@ class Runner:
     def _save(self, ro: Rollout, force: bool = False) -> None:
         """Write the rollout file, at most every _SAVE_EVERY seconds unless forced."""
         if force or time.monotonic() - self._saved >= _SAVE_EVERY:
-            self.store.save(ro)
+            self._sync(ro, write=True)
             self._saved = time.monotonic()
+
+    def _poll(self, ro: Rollout) -> bool:
+        """Look for an abort in the file, at most every _SAVE_EVERY s; True once aborted."""
+        if time.monotonic() - self._polled >= _SAVE_EVERY:
+            self._sync(ro, write=False)
+            self._polled = time.monotonic()
+        return ro.status is RolloutStatus.ABORTED
+
+    def _sync(self, ro: Rollout, write: bool) -> None:
+        """Under the file's lock: take in an abort written by another process, then write."""
+        with self.store.locked(ro.id):
+            try:
+                on_disk = self.store.load(ro.id)
+            except ModelUpdateError:  # gone or damaged: the runner's copy is the truth
+                on_disk = None
+            if steps.adopt(ro, on_disk, time.time()):
+                logger.warning("rollout %s aborted by another process: nothing more is sent", ro.id)
+                write = True
+            if write:
+                self.store.save(ro)
 
 
 def abort(
@@ -294,23 +322,28 @@ def abort(
     The rollback command carries ``{request_id}-rb``, so sending it again (an abort
     repeated after a crash) is answered by the device rather than run twice.
     """
-    ro = store.load(rollout_id)
-    now = time.time()
-    ro.status = RolloutStatus.ABORTED
-    steps.skip_rest(ro, "aborted", now)
-    store.save(ro)
+    with store.locked(rollout_id):  # a runner in another process merges this, see _sync
+        ro = store.load(rollout_id)
+        ro.status = RolloutStatus.ABORTED
+        steps.skip_rest(ro, "aborted", time.time())
+        store.save(ro)
     if rollback:
         if broker is None:
             raise ValueError("rollback needs the broker")
         targets = [d for d, r in ro.devices.items() if r.step is DeviceStep.ACTIVE]
         payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
         fleet = _Fleet(broker, ro.prefix)
+        sent = []
         try:
             for device in targets:
                 fleet.link.publish(device_command_topic(ro.prefix, device, ROLLBACK), payload)
-                ro.devices[device].rollback_sent = True
+                sent.append(device)
         finally:
             fleet.close()
-        store.save(ro)
+            with store.locked(rollout_id):  # the runner may have written meanwhile
+                ro = store.load(rollout_id)
+                for device in sent:
+                    ro.devices[device].rollback_sent = True
+                store.save(ro)
         logger.info("rollout %s aborted; rollback sent to %d devices", ro.id, len(targets))
     return ro

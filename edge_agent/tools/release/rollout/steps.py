@@ -98,6 +98,26 @@ def skip_rest(rollout: Rollout, reason: str, now: float) -> None:
             record.step, record.reason, record.done_at = DeviceStep.SKIPPED, reason, now
 
 
+def adopt(rollout: Rollout, on_disk: Rollout | None, now: float) -> bool:
+    """Take into the runner's copy what ``abort`` wrote to the file; True on an abort.
+
+    The runner holds the freshest device states, so it writes the file; ``abort`` (run
+    meanwhile, usually in another process) only sets the status and marks devices
+    skipped or rolled back, and those marks are carried over instead of overwritten.
+    """
+    if on_disk is None:
+        return False
+    for device, record in on_disk.devices.items():
+        mine = rollout.devices.get(device)
+        if mine is not None and record.rollback_sent:
+            mine.rollback_sent = True
+    if rollout.status is RolloutStatus.RUNNING and on_disk.status is RolloutStatus.ABORTED:
+        rollout.status = RolloutStatus.ABORTED
+        skip_rest(rollout, "aborted", now)
+        return True
+    return False
+
+
 def halt(rollout: Rollout, now: float) -> None:
     """Stop the rollout in the current wave: nothing more is sent."""
     failures = rollout.wave_failures(rollout.wave)

@@ -8,11 +8,14 @@ the exact command payload, so a resumed rollout re-sends byte-identical commands
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -170,6 +173,22 @@ class RolloutStore:
         if not _ID.match(rollout_id):
             raise ValueError(f"bad rollout id {rollout_id!r}")
         return self.dir / f"{rollout_id}.json"
+
+    @contextmanager
+    def locked(self, rollout_id: str) -> Iterator[None]:
+        """Hold the rollout's lock (``{id}.lock``) for one read-modify-write of its file.
+
+        The runner and ``abort`` (often another process) both rewrite the file; under
+        the lock neither overwrites what the other wrote in between.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = self.path(rollout_id).with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def save(self, rollout: Rollout) -> None:
         """Write the rollout atomically (old or new file after a crash, never a mix)."""
