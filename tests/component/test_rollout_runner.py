@@ -325,3 +325,19 @@ def test_abort_from_another_process_stops_a_running_rollout_before_its_next_wave
     skipped = {d: (r.step, r.reason) for d, r in on_disk.devices.items() if d != "d00"}
     assert skipped == dict.fromkeys(["d01", "d02", "d03"], (DeviceStep.SKIPPED, "aborted"))
     assert commands() == {"d00": 1}  # nobody of wave 2 was sent the update
+
+
+def test_start_with_the_id_of_a_stored_rollout_is_refused_and_keeps_its_record(
+    broker, tmp_path, release, fleet, commands, served
+):
+    # `start --id X` again (a retried CI job) used to overwrite X's record and run it anew
+    fleet(2, failing={"d00"})
+    store, ro = _start(
+        release, broker, served, tmp_path, Plan.parse("1,100%", "0"), rollout_id="x1"
+    )
+    assert Runner(store, "x1", broker).run().status is RolloutStatus.HALTED
+    with pytest.raises(ModelUpdateError, match="rollout_exists.*resume x1"):
+        _start(release, broker, served, tmp_path, Plan.parse("1,100%", "0"), rollout_id="x1")
+    kept = store.load("x1")
+    assert kept.status is RolloutStatus.HALTED and kept.halted_reason.startswith("wave 1: 1 of 1")
+    assert kept.devices["d01"].step is DeviceStep.SKIPPED

@@ -146,8 +146,9 @@ def start(
     """Discover the group from the devices' retained status, plan the waves, save.
 
     Raises:
-        ModelUpdateError: ``no_devices`` (nobody online in the group), or
-            ``devices_offline`` under the ``fail`` policy.
+        ModelUpdateError: ``no_devices`` (nobody online in the group),
+            ``devices_offline`` under the ``fail`` policy, or ``rollout_exists``
+            (the id is taken: a stored rollout is resumed, never replaced).
         PublishError: the broker is unreachable.
     """
     check_topic_level(group, "group")
@@ -155,7 +156,7 @@ def start(
     envelope = load_envelope((root / MANIFEST_FILE).read_bytes())
     manifest = parse_manifest(parse_envelope(envelope).manifest)
     rid = rollout_id or new_rollout_id()
-    store.path(rid)  # validates the id before anything is published
+    store.refuse_existing(rid)  # checks the id before anything is published
     fleet = _Fleet(broker, prefix)
     try:
         # Retained statuses arrive right after SUBACK where the broker gives them to a
@@ -189,7 +190,7 @@ def start(
         left_out={**{d: "offline" for d in split.offline},
                   **{d: "incompatible" for d in split.incompatible}},
     )  # fmt: skip
-    store.save(rollout)
+    store.create(rollout)
     logger.info("rollout %s: %s to %s, %s", rid, manifest.label, group, plan.describe())
     return rollout
 

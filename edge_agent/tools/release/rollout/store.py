@@ -196,6 +196,30 @@ class RolloutStore:
         data = json.dumps(rollout.to_json(), indent=1, sort_keys=True).encode()
         write_atomic(self.path(rollout.id), data, mode=0o600)
 
+    def refuse_existing(self, rollout_id: str) -> None:
+        """Refuse an id already stored: a new rollout never replaces one.
+
+        Raises:
+            ValueError: an id that is not a plain file name.
+            ModelUpdateError: ``rollout_exists``.
+        """
+        if self.path(rollout_id).exists():
+            raise ModelUpdateError(
+                "rollout_exists",
+                f"rollout {rollout_id} is already in {self.dir}: 'rollout resume {rollout_id}' "
+                "continues it; give another --id for a new rollout",
+            )
+
+    def create(self, rollout: Rollout) -> None:
+        """Save a new rollout, unless its id was taken meanwhile (two starts at once).
+
+        Raises:
+            ModelUpdateError: ``rollout_exists``.
+        """
+        with self.locked(rollout.id):
+            self.refuse_existing(rollout.id)
+            self.save(rollout)
+
     def load(self, rollout_id: str) -> Rollout:
         """Read a rollout back.
 
