@@ -341,3 +341,24 @@ def test_start_with_the_id_of_a_stored_rollout_is_refused_and_keeps_its_record(
     kept = store.load("x1")
     assert kept.status is RolloutStatus.HALTED and kept.halted_reason.startswith("wave 1: 1 of 1")
     assert kept.devices["d01"].step is DeviceStep.SKIPPED
+
+
+def test_a_second_runner_of_a_running_rollout_is_refused(
+    broker, tmp_path, release, fleet, commands, served
+):
+    # Two `resume`s of one rollout (two operators, a retried job) each sent every command.
+    fleet(3)
+    store, ro = _start(release, broker, served, tmp_path, Plan.parse("1,100%", "0"))
+    refused = []
+
+    def second_operator(_r):
+        if not refused:
+            with pytest.raises(ModelUpdateError, match="rollout_busy") as caught:
+                Runner(store, ro.id, broker).run()
+            refused.append(caught.value)
+
+    final = Runner(store, ro.id, broker).run(progress=second_operator)
+    assert refused and final.status is RolloutStatus.COMPLETED
+    wait_until(lambda: len(commands()) == 3, 10, "the counter to see every command")
+    assert commands() == {"d00": 1, "d01": 1, "d02": 1}
+    assert Runner(store, ro.id, broker).run().status is RolloutStatus.COMPLETED  # lock freed

@@ -209,7 +209,17 @@ class Runner:
         self._saved = self._polled = 0.0
 
     def run(self, progress: Progress | None = None) -> Rollout:
-        """Run (or resume) the rollout; returns it in its final or stopped state."""
+        """Run (or resume) the rollout; returns it in its final or stopped state.
+
+        Raises:
+            ModelUpdateError: ``rollout_busy`` (another runner drives it: two would send
+                every command twice), or ``no_rollout``/``bad_rollout``.
+        """
+        with self.store.running(self.rollout_id):
+            return self._run(progress)
+
+    def _run(self, progress: Progress | None) -> Rollout:
+        """Run, holding the run lock."""
         ro = self.store.load(self.rollout_id)
         progress = progress or (lambda _r: None)
         if ro.status is not RolloutStatus.RUNNING:

@@ -190,6 +190,29 @@ class RolloutStore:
         finally:
             os.close(fd)  # releases the lock
 
+    @contextmanager
+    def running(self, rollout_id: str) -> Iterator[None]:
+        """Hold the rollout's run lock (``{id}.run``) while a runner drives it.
+
+        The kernel drops the lock with its process (a crash, SIGKILL), so ``resume``
+        is never locked out by a dead runner, only by a live one.
+
+        Raises:
+            ModelUpdateError: ``rollout_busy`` (another process runs this rollout).
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path(rollout_id).with_suffix(".run"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise ModelUpdateError(
+                    "rollout_busy", f"rollout {rollout_id} is being run by another process"
+                ) from exc
+            yield
+        finally:
+            os.close(fd)
+
     def save(self, rollout: Rollout) -> None:
         """Write the rollout atomically (old or new file after a crash, never a mix)."""
         self.dir.mkdir(parents=True, exist_ok=True)
