@@ -238,6 +238,7 @@ class Daemon:
             results=cfg.mqtt.results_mode,
             on_generation=fits.after_switch,
             on_frame=self.objects.on_frame if self.objects else None,
+            on_idle=self.objects.expire if self.objects else None,
             detecting=self.detect.detecting,
             motion=MotionGate.from_config(cfg),
         )

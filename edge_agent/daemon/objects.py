@@ -43,6 +43,9 @@ from edge_agent.tracking.zones import Anchor, Zone, ZoneMembership, scaled
 logger = logging.getLogger(__name__)
 
 MAX_KEPT = 16  # open objects whose best frame is kept, per camera (bounds memory)
+# A camera that gave no frame for this long (seconds of its own capture clock) is not
+# just between frames: its objects age on the wall clock (see ObjectService.expire).
+IDLE_AFTER = 1.0
 
 # publish(topic, payload, qos, retain, durable)
 Publish = Callable[[str, bytes, int, bool, bool], None]
@@ -91,6 +94,7 @@ class _Camera:
         self.counts = PresenceCounts(config.events.labels, [z.name for z in zones])
         self.best: dict[int, Snapshot] = {}  # track id -> its best frame so far
         self.sent: dict[int, float] = {}  # track id -> score of the snapshot published
+        self.last_frame = 0.0  # capture time of the latest frame
 
     def fit(self, size: tuple[int, int]) -> None:
         """Scale relative zones to the frame size; when the camera's size changes (a mode
@@ -164,6 +168,7 @@ class ObjectService:
         """
         cam = self._camera(camera)
         cam.fit(size)
+        cam.last_frame = max(cam.last_frame, timestamp)
         if classification:
             dets = classification_detections(results, self._config.model.threshold)
         else:
@@ -209,6 +214,30 @@ class ObjectService:
             if event.type is EventType.END:
                 cam.best.pop(event.track_id, None)
                 cam.sent.pop(event.track_id, None)
+
+    def expire(self, camera: str, now: float) -> None:
+        """Age a camera's objects when it gives no frames (stream down, file ended, model
+        not running): without this, what it saw last would stay present, its events open
+        and its occupancy ON until a frame came. Objects unseen for their ``max_age`` at
+        ``now`` (wall clock, as capture times) end as the next frame would end them.
+
+        Args:
+            camera: the camera's name.
+            now: the time, seconds since the epoch; nothing happens within ``IDLE_AFTER``
+                of the camera's latest frame (it is between frames).
+        """
+        cam = self._cameras.get(camera)
+        if cam is None or now - cam.last_frame < IDLE_AFTER:
+            return
+        step = cam.tracker.update((), now)
+        if not step.ended:
+            return
+        # Nothing was seen: zone streaks and event updates wait for a real frame.
+        cam.members.update((), step.ended)
+        events = cam.emitter.end_all(step.ended, snapshots=cam.best)
+        self._send_events(events)
+        self._send_snapshots(cam, events)
+        self._send_counts(cam.name, cam.counts.update(step.active, cam.members))
 
     def close(self, timeout: float = 2.0) -> None:
         """End every open event (shutdown: nothing is observed any more), zero the

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 # on_frame(camera, capture time, results, (width, height), is a classifier, frame image)
 FrameHook = Callable[[str, float, list[Result], tuple[int, int], bool, Any], None]
+# on_idle(camera, wall-clock time now): the camera has no frame with the model
+IdleHook = Callable[[str, float], None]
+IDLE_CHECK = 0.5  # seconds between on_idle rounds
 
 
 class Job(NamedTuple):
@@ -72,6 +75,9 @@ class Pipeline:
             worker: a switch, a restart, a fallback to another backend.
         on_frame: called (in this thread) with every processed frame's results, those
             without results too (objects are tracked over frames, see daemon.objects).
+        on_idle: called (in this thread) about every ``IDLE_CHECK`` s for each camera
+            with no frame in flight or waiting, with the wall clock: the object layer
+            ends the objects of a camera that stopped giving frames.
         detecting: whether a camera runs detection now; frames of a camera switched
             off are taken and dropped (the watchdog still sees the camera alive).
         motion: the motion gate; a gated camera's frames in which nothing moved skip the
@@ -89,6 +95,7 @@ class Pipeline:
         results: str = "detections",
         on_generation: Callable[[], None] = lambda: None,
         on_frame: FrameHook | None = None,
+        on_idle: IdleHook | None = None,
         detecting: Callable[[str], bool] = lambda camera: True,
         motion: MotionGate | None = None,
     ):
@@ -100,6 +107,8 @@ class Pipeline:
         self._results = results
         self._on_generation = on_generation
         self._on_frame = on_frame
+        self._on_idle = on_idle
+        self._next_idle = 0.0  # monotonic time of the next on_idle round
         self._detecting = detecting
         self._motion = motion if motion is not None else MotionGate({})
         self._last: dict[str, _Last] = {}
@@ -238,7 +247,26 @@ class Pipeline:
         completed = sup.poll(0.05 if sup.inflight else 0.0)
         for done in completed:
             self._complete(done)
+        self._idle_round()
         return len(completed)
+
+    def _idle_round(self) -> None:
+        """Every ``IDLE_CHECK`` s, ``on_idle`` for each camera with no frame held here (a
+        frame with the model or waiting for one carries an older capture time)."""
+        now = time.monotonic()
+        if self._on_idle is None or now < self._next_idle:
+            return
+        self._next_idle = now + IDLE_CHECK
+        wall = time.time()
+        for cam in self._cameras:
+            name = cam.name
+            if self._waiting.get(name) or name in self._retry or self._inflight(name):
+                continue
+            try:
+                self._on_idle(name, wall)
+            except Exception:  # objects must never stop detection
+                logger.exception("camera %s: ending its unseen objects failed", name)
+                self._stats.incr("errors")
 
     def _gate(self, frame: Any) -> Check | None:
         """The motion gate's answer for a gated camera's frame; None when not gated."""

@@ -77,6 +77,36 @@ def test_events_and_counts_follow_the_clip(mqtt_broker, mqtt_subscriber, edge_da
     assert open_ids == set(), f"events left open after the stop: {open_ids}"
 
 
+def test_objects_end_when_the_camera_stops_giving_frames(mqtt_broker, mqtt_subscriber, edge_daemon):
+    """The clip is not looped: it ends with green and blue in view, and no frame ever
+    says they left. Their events end and the counts fall to 0 (occupancy OFF) rather
+    than staying as they were until the daemon stops."""
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        camera={"loop": False},
+        events={"max_age": 0.6, "labels": ["green"]},
+        mqtt={"publish_results": "off"},
+    )
+    from tests.support.broker import wait_until
+
+    sub, topics = mqtt_subscriber, daemon.topics
+    green, every = topics.count("cam0", "green"), topics.count("cam0", "all")
+    sub.wait_for(green, lambda m: m.payload == b"1", timeout=30)
+    mark = len(sub.on(every))  # the counts start at 0: what comes after the 1 counts
+
+    def ends() -> set[str]:
+        return {e.json()["label"] for e in sub.on(topics.events) if e.json()["type"] == "end"}
+
+    wait_until(lambda: sub.on(green)[-1].payload == b"0", 40, "green count 0")
+    wait_until(lambda: [m.payload for m in sub.on(every)[mark:]][-1:] == [b"0"], 10, "all 0")
+    wait_until(lambda: {"green", "blue"} <= ends(), 10, "green and blue events ended")
+    assert daemon.alive()
+    assert daemon.stop(timeout=15) == 0
+
+
 def daemon_retained(broker, topic: str) -> bytes:
     """What a subscriber connecting now gets on ``topic`` (the retained value)."""
     from tests.support.broker import MqttSubscriber

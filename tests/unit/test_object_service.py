@@ -40,3 +40,42 @@ def test_objects_carry_over_when_the_camera_changes_its_frame_size():
     assert [e["type"] for e in events[1:]] == ["end"] and end["id"] == new["id"]
     assert new["box"] == list(small) and end["box"] == [2 * v for v in small]
     assert new["zones"] == ["porch"] and end["entered_zones"] == ["porch"]
+
+
+def test_objects_of_a_camera_that_gives_no_frames_end_after_their_max_age():
+    """The stream dies (or a file ends) while a person stands there: no frame comes to
+    say the person left, yet the event ends and the counts fall to 0 once the person
+    has been unseen for max_age; a camera between frames is left alone."""
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\n[events]\nmax_age = 2.0\nlabels = ["person"]\n',
+        "config.toml",
+        env={},
+    )
+    sent = []
+    service = ObjectService(config, Topics("edge-agent", "box"), lambda *m: sent.append(m))
+    box = (60.0, 60.0, 120.0, 200.0)
+    for i in range(10):
+        service.on_frame(
+            "front", 100.0 + i / FPS, [Result(0, "person", 0.9, box)], (320, 240), False
+        )
+    last = 100.0 + 9 / FPS
+    service.expire("back", last + 60.0)  # a camera that never gave a frame: nothing to end
+    service.expire("front", last + 0.5)  # between frames
+    service.expire("front", last + 1.5)  # unseen, but for less than max_age
+    events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
+    assert [e["type"] for e in events] == ["new"]
+    service.expire("front", last + 2.5)
+    events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
+    assert [e["type"] for e in events] == ["new", "end"]
+    assert events[1]["end_time"] == round(last, 3)  # when it was last seen, not now
+    counts = {t: p for t, p, *_ in sent if not t.endswith("/events")}
+    assert counts["edge-agent/box/front/person"] == b"0"
+    assert counts["edge-agent/box/front/all"] == b"0"
+    # A frame after the outage starts a new event, as after any end.
+    for i in range(3):
+        service.on_frame(
+            "front", last + 30 + i / FPS, [Result(0, "person", 0.9, box)], (320, 240), False
+        )
+    events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
+    assert [e["type"] for e in events] == ["new", "end", "new"]
+    assert events[2]["id"] != events[0]["id"]

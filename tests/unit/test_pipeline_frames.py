@@ -302,3 +302,25 @@ def test_the_generation_hook_runs_once_per_running_model_restarts_and_fallbacks_
     for _ in range(3):
         pipeline.step()
     assert calls == [fallback]
+
+
+def test_the_idle_hook_skips_a_camera_whose_frame_is_with_the_model():
+    """A frame with the model carries an older capture time than now: its camera's
+    objects must not be aged past it meanwhile; once it is back, the camera is idle."""
+    idle: list[str] = []
+    supervisor = FakeSupervisor(drop=set())
+    pipeline = Pipeline(
+        [FakeCamera([PERSON], "busy"), FakeCamera([], "quiet")],
+        supervisor,
+        lambda payload: None,
+        STATS,
+        on_frame=lambda *a: None,
+        on_idle=lambda camera, now: idle.append(camera),
+    )
+    supervisor.hold = True
+    pipeline.step()
+    assert len(supervisor.jobs) == 1 and idle == ["quiet"]
+    supervisor.hold = False
+    pipeline._next_idle = 0.0  # the next round is due (rounds are IDLE_CHECK s apart)
+    pipeline.step()
+    assert idle == ["quiet", "busy", "quiet"]
