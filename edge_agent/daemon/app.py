@@ -20,6 +20,7 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.motion import MotionGate
 from edge_agent.config import Config, load_config
 from edge_agent.daemon.controls import DetectSwitch
+from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.ha_discovery import HaDiscovery, device_topics
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
@@ -227,7 +228,9 @@ class Daemon:
         if self.updates is not None:
             self.updates.start(self.supervisor)  # take model commands from now on
         if self.publisher is not None and cfg.events.enabled:
-            self.objects = ObjectService(cfg, self.topics, self._publish)
+            self.objects = ObjectService(
+                cfg, self.topics, self._publish, CountRecord(cfg.device.state_dir)
+            )
         self.detect.publish_all()
         self._pipeline = Pipeline(
             self.cameras,

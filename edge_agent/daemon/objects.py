@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.config import Config
+from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.snapshot_store import SnapshotStore
 from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep
 from edge_agent.inference.postprocess import Result
@@ -115,13 +116,18 @@ class ObjectService:
         config: the daemon's configuration (``[events]``, ``[[track]]``, ``[[zone]]``).
         topics: the device's topics.
         publish: queues one message (never blocks, never raises for the broker).
+        record: the count topics an earlier run published (see :mod:`.count_record`);
+            at start, every camera's counts and every recorded topic read 0.
     """
 
-    def __init__(self, config: Config, topics: Topics, publish: Publish):
+    def __init__(
+        self, config: Config, topics: Topics, publish: Publish, record: CountRecord | None = None
+    ):
         self._config = config
         self._topics = topics
         self._publish = publish
         self._cameras: dict[str, _Camera] = {}
+        self._record = record
         self.events = 0
         ev = config.events
         self._snapshots: SnapshotWriter | None = None
@@ -139,6 +145,21 @@ class ObjectService:
                 else None,
             )
             self._snapshots.start()
+        if record is not None:
+            self._reset_counts(record)
+
+    def _reset_counts(self, record: CountRecord) -> None:
+        """0 on every count now, not at a camera's first frame (a camera still down
+        must not show what a killed run left), and on every topic an earlier run
+        counted on that this config does not (another label, a zone removed)."""
+        sent = set()
+        for camera in self._config.enabled_cameras:
+            cam = self._camera(camera.name)
+            changes = cam.counts.update((), cam.members)
+            self._send_counts(cam.name, changes)
+            sent.update(self._topics.count(k.zone or cam.name, k.label) for k in changes)
+        for topic in sorted(record.topics - sent):
+            self._publish(topic, b"0", 1, True, False)
 
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)
@@ -257,6 +278,9 @@ class ObjectService:
             self.events += 1
 
     def _send_counts(self, camera: str, changes: dict[CountKey, int]) -> None:
-        for key, count in changes.items():
-            topic = self._topics.count(key.zone or camera, key.label)
+        sends = [(self._topics.count(k.zone or camera, k.label), n) for k, n in changes.items()]
+        if self._record is not None:
+            # Recorded before it goes out: a count on the broker is one a restart resets.
+            self._record.add(topic for topic, count in sends if count)
+        for topic, count in sends:
             self._publish(topic, str(count).encode(), 1, True, False)

@@ -107,6 +107,40 @@ def test_objects_end_when_the_camera_stops_giving_frames(mqtt_broker, mqtt_subsc
     assert daemon.stop(timeout=15) == 0
 
 
+def test_counts_a_killed_run_left_read_0_after_the_restart(
+    mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    """SIGKILL (a power cut, the watchdog) with objects in view leaves their retained
+    counts at 1. The next run, whose camera is down, still resets them: those of
+    events.labels and "all" (which used to wait for a first frame) and "green", which
+    no config names (it used to read 1 until a green object came and went again)."""
+    import signal
+
+    from tests.support.broker import wait_until
+
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        events={"labels": ["red"]},
+        mqtt={"publish_results": "off"},
+    )
+    topics = daemon.topics
+    green, every = topics.count("cam0", "green"), topics.count("cam0", "all")
+    mqtt_subscriber.wait_for(green, lambda m: m.payload == b"1", timeout=30)
+    mqtt_subscriber.wait_for(every, lambda m: m.payload == b"3", timeout=10)
+    daemon.stop(signal.SIGKILL, timeout=10)
+    daemon.kill_group()
+    assert daemon_retained(mqtt_broker, green) == b"1"  # what the killed run left
+    daemon.proc = None
+    daemon.write_config(camera={"source": "rtsp://127.0.0.1:9/down"})  # nothing answers
+    daemon.start()
+    for topic in (green, every):
+        wait_until(lambda t=topic: daemon_retained(mqtt_broker, t) == b"0", 30, f"{topic} 0")
+    assert daemon.stop(timeout=15) == 0
+
+
 def daemon_retained(broker, topic: str) -> bytes:
     """What a subscriber connecting now gets on ``topic`` (the retained value)."""
     from tests.support.broker import MqttSubscriber

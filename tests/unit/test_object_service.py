@@ -79,3 +79,43 @@ def test_objects_of_a_camera_that_gives_no_frames_end_after_their_max_age():
     events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
     assert [e["type"] for e in events] == ["new", "end", "new"]
     assert events[2]["id"] != events[0]["id"]
+
+
+def test_a_new_run_resets_every_count_an_earlier_run_published(tmp_path):
+    """A run killed with a dog in view left front/dog = 1 retained; the next run, before
+    any frame, publishes 0 there (dog is in no config) and on its own counts."""
+    from edge_agent.daemon.count_record import CountRecord
+
+    config = parse_config(
+        f'[device]\nstate_dir = "{tmp_path}"\n'
+        '[[camera]]\nname = "front"\nsource = 0\n[events]\nlabels = ["person"]\n'
+        '[[zone]]\nname = "porch"\ncamera = "front"\npoints = [[0, 0], [1, 0], [1, 1], [0, 1]]\n',
+        "config.toml",
+        env={},
+    )
+    topics = Topics("edge-agent", "box")
+    first: dict[str, bytes] = {}
+    killed = ObjectService(
+        config, topics, lambda t, p, *a: first.__setitem__(t, p), CountRecord(str(tmp_path))
+    )
+    for i in range(3):
+        box = (60.0, 60.0, 120.0, 200.0)
+        killed.on_frame("front", 100.0 + i / FPS, [Result(0, "dog", 0.9, box)], (320, 240), False)
+    assert first["edge-agent/box/front/dog"] == b"1"
+    assert first["edge-agent/box/porch/dog"] == b"1"
+    # No close(): the run was killed. The next one is given no frame at all.
+    second: dict[str, bytes] = {}
+    ObjectService(
+        config, topics, lambda t, p, *a: second.__setitem__(t, p), CountRecord(str(tmp_path))
+    )
+    places = ("front", "porch")
+    expected = {f"edge-agent/box/{p}/{label}" for p in places for label in ("dog", "person", "all")}
+    assert set(second) == expected and set(second.values()) == {b"0"}
+
+
+def test_an_unreadable_count_record_is_an_empty_one(tmp_path, caplog):
+    from edge_agent.daemon.count_record import CountRecord
+
+    (tmp_path / "counts.json").write_text("{not json")
+    assert CountRecord(str(tmp_path)).topics == frozenset()
+    assert "counts.json: unreadable" in caplog.text

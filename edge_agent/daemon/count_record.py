@@ -1,0 +1,71 @@
+"""The count topics this device ever published a non-zero count on, kept across lives.
+
+Counts are retained. A clean stop publishes 0 on every count it changed, but a daemon
+killed (SIGKILL, a power cut, the watchdog) leaves its last counts on the broker: a
+``front/person`` of 1 would read 1 until a person came and left again, even after
+the restart. At start the daemon publishes 0 on every topic recorded here (in
+``{state_dir}/counts.json``), which it could not know otherwise: a label outside
+``events.labels``, a zone removed from the config meanwhile.
+
+A topic is added the first time its count is not 0 and never removed, so the file is
+written once per new topic, not at every change (an SD card's flash wears).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+
+from edge_agent.atomicfile import write_atomic
+
+logger = logging.getLogger(__name__)
+
+RECORD_NAME = "counts.json"
+
+
+class CountRecord:
+    """The recorded count topics of one device.
+
+    Args:
+        state_dir: where ``counts.json`` is kept.
+    """
+
+    def __init__(self, state_dir: str):
+        self.path = os.path.join(state_dir, RECORD_NAME)
+        self.topics: frozenset[str] = self._load()
+        self._failed = False  # a write error is logged once, not at every new topic
+
+    def _load(self) -> frozenset[str]:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                return frozenset(str(t) for t in json.load(fh)["topics"])
+        except FileNotFoundError:
+            return frozenset()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "%s: unreadable (%s); counts left by an earlier run outside events.labels "
+                "are not reset",
+                self.path,
+                exc,
+            )
+            return frozenset()
+
+    def add(self, topics: Iterable[str]) -> None:
+        """Record ``topics`` (those with a count other than 0); written when one is new."""
+        new = frozenset(topics) - self.topics
+        if not new:
+            return
+        self.topics |= new
+        data = json.dumps({"topics": sorted(self.topics)}, indent=1).encode("utf-8")
+        try:
+            write_atomic(self.path, data)
+        except OSError as exc:
+            if not self._failed:
+                logger.error(
+                    "%s: %s; after a crash, its counts may stay at their last value",
+                    self.path,
+                    exc.strerror or exc,
+                )
+            self._failed = True
