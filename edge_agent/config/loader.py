@@ -144,6 +144,10 @@ def _loads(text: str, source: str) -> dict[str, Any]:
     try:
         # Editors on other platforms may add a byte-order mark, which TOML forbids.
         return toml.loads(text.removeprefix("\ufeff"))
+    except RecursionError as exc:
+        # The parser recurses once per level of nested arrays and inline tables; a
+        # file nested thousands deep (hostile or garbled) must not crash a reload.
+        raise ConfigError("arrays or inline tables nested too deeply", file=source) from exc
     except toml.TOMLDecodeError as exc:
         message = str(exc)
         match = _TOML_AT_LINE.search(message)
