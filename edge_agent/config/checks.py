@@ -18,6 +18,11 @@ from typing import Any, Callable
 
 # Longest rendering of an offending value inside an error message.
 _SHOW_MAX = 60
+# Longest duration a setting may ask for: a year. The daemon hands these to socket,
+# pipe and lock timeouts, which overflow from about 9.2e9 s (OverflowError: a worker
+# load timeout of 1e10 crashed `run`, a download timeout of 1e10 killed the update
+# thread); no timeout, backoff or interval here is sensibly longer than a year.
+MAX_SECONDS = 365 * 24 * 3600
 
 
 class Invalid(Exception):
@@ -75,14 +80,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 def _num(value: float) -> str:
-    """Format a bound compactly: 1 not 1.0, 0.5 stays 0.5."""
-    return f"{value:g}"
+    """Format a bound compactly: 1 not 1.0, 0.5 stays 0.5, 31536000 not 3.1536e+07."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _bounded(kind: str, fmt: Callable[[Any], str], lo: Any, hi: Any, gt: Any = None) -> str:
     """What a bounded Int/Num expects, e.g. ``integer 1..65535`` or ``number > 0``."""
     if gt is not None:
-        return f"{kind} > {fmt(gt)}"
+        return f"{kind} > {fmt(gt)}" + ("" if hi is None else f" and <= {fmt(hi)}")
     if lo is not None and hi is not None:
         return f"{kind} {fmt(lo)}..{fmt(hi)}"
     if lo is not None:
@@ -162,6 +167,14 @@ class Num(Check):
         if _outside(value, self.lo, self.hi, self.gt):
             raise self.fail(value)
         return float(value)
+
+
+class Seconds(Num):
+    """A duration in seconds: a finite number above ``gt`` (or from ``lo``), at most a
+    year (:data:`MAX_SECONDS`)."""
+
+    def __init__(self, lo: float | None = None, gt: float | None = None):
+        super().__init__(lo=lo, hi=MAX_SECONDS, gt=gt)
 
 
 class Text(Check):
@@ -299,8 +312,8 @@ class BrokerList(Check):
 class PollInterval(Check):
     """0 (polling off) or at least 10 s, so a fleet cannot hammer its update server."""
 
-    expected = "0 (no polling) or number >= 10"
-    number = Num(lo=0)
+    expected = f"0 (no polling) or number 10..{MAX_SECONDS}"
+    number = Seconds(lo=0)
 
     def __call__(self, value: Any) -> float:
         try:

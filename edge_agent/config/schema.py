@@ -25,6 +25,7 @@ from edge_agent.config.checks import (
     OneOf,
     Pattern,
     PollInterval,
+    Seconds,
     Text,
     TopicLevel,
     TopicPrefix,
@@ -77,9 +78,9 @@ class CameraConfig:
     height: int = opt(0, Int(0, 16384))
     fps: float = opt(0.0, Num(lo=0))
     loop: bool = opt(True, Bool())
-    reopen_initial: float = opt(0.5, Num(gt=0))
-    reopen_max: float = opt(30.0, Num(gt=0))
-    stale_after: float = opt(5.0, Num(gt=0))
+    reopen_initial: float = opt(0.5, Seconds(gt=0))
+    reopen_max: float = opt(30.0, Seconds(gt=0))
+    stale_after: float = opt(5.0, Seconds(gt=0))
     enabled: bool = opt(True, Bool())
     # False: a file source is read losslessly, as fast as the pipeline takes frames.
     realtime: bool = opt(True, Bool())
@@ -92,7 +93,7 @@ class CameraConfig:
     motion_gate: bool = opt(False, Bool())
     motion_threshold: float = opt(0.002, Num(gt=0, hi=1))
     motion_pixel_delta: int = opt(25, Int(1, 254))
-    motion_max_idle: float = opt(10.0, Num(gt=0))
+    motion_max_idle: float = opt(10.0, Seconds(gt=0))
 
 
 VECTOR = "array of 1 or 3 numbers"
@@ -138,11 +139,11 @@ class ModelConfig:
 class InferenceConfig:
     """``[inference]``: worker supervision and accelerator re-probing."""
 
-    deadline: float = opt(5.0, Num(gt=0))
-    reprobe_initial: float = opt(5.0, Num(gt=0))
-    reprobe_max: float = opt(300.0, Num(gt=0))
+    deadline: float = opt(5.0, Seconds(gt=0))
+    reprobe_initial: float = opt(5.0, Seconds(gt=0))
+    reprobe_max: float = opt(300.0, Seconds(gt=0))
     warmup: bool = opt(True, Bool())
-    load_timeout: float = opt(60.0, Num(gt=0))
+    load_timeout: float = opt(60.0, Seconds(gt=0))
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,8 @@ class MqttConfig:
     cert_file: str = opt("", Text(), path=PATH)
     key_file: str = opt("", Text(), path=PATH)
     tls_insecure: bool = opt(False, Bool())
-    reconnect_min: float = opt(1.0, Num(gt=0))
-    reconnect_max: float = opt(30.0, Num(gt=0))
+    reconnect_min: float = opt(1.0, Seconds(gt=0))
+    reconnect_max: float = opt(30.0, Seconds(gt=0))
     spool_max_mb: float = opt(50.0, Num(gt=0))
     # Longest a result is held only in memory: unacknowledged for half of it, it is spooled.
     max_unacked_s: float = opt(2.0, Num(lo=0.2, hi=60))
@@ -195,7 +196,7 @@ class MqttConfig:
 class StatsConfig:
     """``[stats]``: how often the stats message is published."""
 
-    interval: float = opt(10.0, Num(lo=1))
+    interval: float = opt(10.0, Seconds(lo=1))
 
 
 @dataclass(frozen=True)
@@ -210,12 +211,12 @@ class UpdatesConfig:
     keep_versions: int = opt(3, Int(1, 20))
     manifest_url: str = opt("", HttpUrl())
     poll_interval: float = opt(0.0, PollInterval())
-    download_timeout: float = opt(30.0, Num(gt=0))
+    download_timeout: float = opt(30.0, Seconds(gt=0))
     retries: int = opt(5, Int(0, 20))
-    attempt_timeout: float = opt(900.0, Num(gt=0))
-    update_timeout: float = opt(3600.0, Num(gt=0))
+    attempt_timeout: float = opt(900.0, Seconds(gt=0))
+    update_timeout: float = opt(3600.0, Seconds(gt=0))
     min_rate_bytes: int = opt(1024, Int(0))
-    min_rate_window: float = opt(60.0, Num(lo=1))
+    min_rate_window: float = opt(60.0, Seconds(lo=1))
     health_frames: int = opt(20, Int(0))
     force_allowed: bool = opt(False, Bool())
     queue_depth: int = opt(8, Int(1, 256))
@@ -227,9 +228,9 @@ class EventsConfig:
     """``[events]``: objects tracked across frames, their events and per-label counts."""
 
     enabled: bool = opt(True, Bool())
-    update_interval: float = opt(5.0, Num(gt=0))
+    update_interval: float = opt(5.0, Seconds(gt=0))
     min_hits: int = opt(2, Int(1, 1000))
-    max_age: float = opt(1.0, Num(gt=0))
+    max_age: float = opt(1.0, Seconds(gt=0))
     match_iou: float = opt(0.3, Num(0.01, 1))
     predict: bool = opt(True, Bool())
     labels: tuple[str, ...] = opt((), STRINGS)
@@ -247,7 +248,7 @@ class TrackConfig:
 
     label: str = opt("", Text(nonempty=True), required=True)
     min_hits: int = opt(2, Int(1, 1000))
-    max_age: float = opt(1.0, Num(gt=0))
+    max_age: float = opt(1.0, Seconds(gt=0))
 
 
 @dataclass(frozen=True)

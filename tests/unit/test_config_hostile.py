@@ -25,3 +25,87 @@ def test_nesting_a_parser_accepts_is_still_checked_key_by_key():
     with pytest.raises(ConfigError) as info:
         parse_config("[model]\nthreshold = " + "[" * 50 + "]" * 50 + "\n", "c.toml", env={})
     assert str(info.value).startswith("c.toml: model.threshold: expected number 0..1, got [[")
+
+
+DURATIONS = [
+    "camera.reopen_initial",
+    "camera.reopen_max",
+    "camera.stale_after",
+    "camera.motion_max_idle",
+    "inference.deadline",
+    "inference.reprobe_initial",
+    "inference.reprobe_max",
+    "inference.load_timeout",
+    "mqtt.reconnect_min",
+    "mqtt.reconnect_max",
+    "stats.interval",
+    "updates.poll_interval",
+    "updates.download_timeout",
+    "updates.attempt_timeout",
+    "updates.update_timeout",
+    "updates.min_rate_window",
+    "events.update_interval",
+    "events.max_age",
+    "track.max_age",
+]
+YEAR = 365 * 24 * 3600
+
+
+def _one(dotted: str, value: str) -> str:
+    """A document setting only ``dotted`` (plus what its table requires)."""
+    section, key = dotted.split(".")
+    if section == "camera":
+        return f"[[camera]]\nsource = 0\n{key} = {value}\n"
+    if section == "track":
+        return f'[[track]]\nlabel = "car"\n{key} = {value}\n'
+    return f"[{section}]\n{key} = {value}\n"
+
+
+@pytest.mark.parametrize("dotted", DURATIONS)
+def test_a_duration_beyond_a_year_is_refused_naming_the_key(dotted):
+    # 1e10 s passed check-config, then overflowed the OS timeout it was handed:
+    # inference.load_timeout crashed `run` with a traceback, updates.download_timeout
+    # killed the update thread at its first download (every later update ignored).
+    with pytest.raises(ConfigError) as info:
+        parse_config(_one(dotted, "1e10"), "c.toml", env={})
+    section, key = dotted.split(".")
+    where = f"{section}[0]" if section in ("camera", "track") else section
+    assert str(info.value).startswith(f"c.toml: {where}.{key}: expected ")
+    assert f"{YEAR}, got 10000000000.0" in str(info.value)
+
+
+def test_every_duration_at_a_year_is_accepted():
+    tables: dict[str, list[str]] = {}
+    for dotted in DURATIONS:
+        section, key = dotted.split(".")
+        tables.setdefault(section, []).append(f"{key} = {YEAR}")
+    tables["camera"].insert(0, "source = 0")
+    tables["track"].insert(0, 'label = "car"')
+    tables["updates"].insert(0, 'manifest_url = "https://example.org/m.json"')
+    text = ""
+    for name, lines in tables.items():
+        header = f"[[{name}]]" if name in ("camera", "track") else f"[{name}]"
+        text += header + "\n" + "\n".join(lines) + "\n"
+    config = parse_config(text, "c.toml", env={})
+    for dotted in DURATIONS:
+        section, key = dotted.split(".")
+        table = getattr(config, section)
+        assert getattr(table[0] if isinstance(table, tuple) else table, key) == YEAR, dotted
+
+
+def test_a_year_fits_the_timeouts_the_daemon_hands_it_to():
+    # The bound is only useful if the OS takes it: a socket timeout and a lock wait.
+    import socket
+    import threading
+
+    with socket.socket() as sock:
+        sock.settimeout(16 * YEAR)  # the poll backoff waits up to 16 intervals
+    assert 16 * YEAR < threading.TIMEOUT_MAX
+
+
+def test_a_bounded_fraction_says_both_bounds():
+    with pytest.raises(ConfigError) as info:
+        parse_config("[[camera]]\nsource = 0\nmotion_threshold = 2\n", "c.toml", env={})
+    assert str(info.value) == (
+        "c.toml: camera[0].motion_threshold: expected number > 0 and <= 1, got 2"
+    )
