@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from edge_agent import __version__
 from edge_agent.errors import EdgeAgentError
+
+# What a shell reports for a command killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE = 128 + int(signal.SIGPIPE)
 
 # Subcommand modules: each exposes add_parser(subparsers) and sets func=run(args) -> int.
 _COMMANDS = ("run", "infer", "check-config", "model", "demo", "doctor", "bench")
@@ -52,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edge-agent`` console script.
 
     Returns:
-        The process exit code.
+        The process exit code; 141 (``EXIT_BROKEN_PIPE``) when the reader of stdout went
+        away (``| head -1``), without a traceback.
     """
     args = build_parser().parse_args(argv)
     if args.command != "run":
@@ -64,3 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `edge-agent infer clip.avi | head -1`: the reader is gone. Stop quietly, as a
+        # C tool killed by SIGPIPE would, and point stdout at /dev/null so the flush at
+        # interpreter exit does not raise again ("Exception ignored ... BrokenPipeError").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE

@@ -1,0 +1,36 @@
+"""Tier 2: a CLI whose stdout reader went away (``| head -1``) stops quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from edge_agent.cli import EXIT_BROKEN_PIPE
+from tests.support.daemon import daemon_environment
+from tests.support.paths import REPO, fixture_model
+
+
+def test_output_into_a_closed_pipe_exits_141_without_a_traceback(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[device]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[model]\npath = "{fixture_model("color_uint8.tflite")}"\n'
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # before the child writes anything: its first write gets EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "edge_agent", "check-config", "--print", str(config)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=daemon_environment(),
+            cwd=REPO,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    err = done.stderr.decode()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert done.returncode == EXIT_BROKEN_PIPE == 141, err
