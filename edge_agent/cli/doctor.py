@@ -7,6 +7,20 @@ import json
 import os
 
 from edge_agent.config import DEFAULT_CONFIG_PATH
+from edge_agent.config.checks import Invalid, Seconds
+
+_SECONDS = Seconds(gt=0)
+
+
+def _seconds(text: str) -> float:
+    """argparse type: seconds as the config takes them (finite, > 0, at most a year), so
+    ``--timeout nan`` is a usage error, not a traceback (or an abort) mid-report."""
+    try:
+        return _SECONDS(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {_SECONDS.expected}, got {text}") from exc
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,13 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=5.0,
         help="seconds for each camera's first frame and for the broker (default 5)",
     )
     p.add_argument(
         "--model-timeout",
-        type=float,
+        type=_seconds,
         default=60.0,
         help="seconds for loading the model and one inference (default 60)",
     )
