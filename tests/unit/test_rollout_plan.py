@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent.tools.release.rollout import runner as runner_module
 from edge_agent.tools.release.rollout import steps
 from edge_agent.tools.release.rollout.plan import (
     Amount,
@@ -154,6 +155,64 @@ def test_silent_devices_time_out_as_failures_and_late_answers_do_not_undo_it():
     assert ro.devices["b"].step is DeviceStep.TIMEOUT
     assert not steps.observe(ro, "b", {"request_id": "ro-r1", "state": "active"}, 112)
     assert steps.verdict(ro) is steps.Verdict.NEXT  # 1 failure is not above 1
+
+
+def test_time_the_operator_was_not_listening_is_not_counted_against_the_devices():
+    ro = _rollout([["a", "b"], ["c"]], timeout=10)
+    _send(ro, 100)
+    steps.observe(ro, "a", {"request_id": "ro-r1", "state": "active"}, 101)
+    steps.paused(ro, 300)  # suspended 300 s: b's answer may be waiting unread
+    assert ro.devices["b"].sent_at == 400 and ro.devices["a"].sent_at == 100
+    assert ro.devices["c"].sent_at is None  # not sent yet: nothing to shift
+    assert steps.expire(ro, 405) == []
+    assert steps.expire(ro, 411) == ["b"]  # silent 11 s of listening: times out
+
+
+class _Clock:
+    """time.monotonic and time.time of a process that gets suspended."""
+
+    def __init__(self):
+        self.mono, self.wall = 50.0, 1000.0
+
+    def monotonic(self):
+        return self.mono
+
+    def time(self):
+        return self.wall
+
+    def advance(self, seconds):
+        self.mono += seconds
+        self.wall += seconds
+
+
+def test_a_runner_suspended_past_the_device_timeout_reads_the_answers_that_waited(
+    tmp_path, monkeypatch
+):
+    clock = _Clock()
+    monkeypatch.setattr(runner_module, "time", clock)
+    store = RolloutStore(tmp_path)
+    ro = _rollout([["a", "b"]], timeout=3)
+    _send(ro, clock.wall)
+    store.save(ro)
+    done = {d: {"request_id": "ro-r1", "state": "active"} for d in "ab"}
+
+    class Fleet:  # the lid closes mid-listen for 100 s; the states wait on the socket
+        model: dict = {}
+        turns = 0
+
+        def pump(self, until):
+            self.turns += 1
+            if self.turns == 1:
+                clock.advance(100)
+                return []
+            self.model = done
+            clock.advance(0.25)
+            return list(done)
+
+    runner = runner_module.Runner(store, "r1", broker=None)
+    verdict = runner._follow(ro, Fleet(), lambda r: None, until=None)
+    assert verdict is steps.Verdict.NEXT
+    assert [ro.devices[d].step for d in "ab"] == [DeviceStep.ACTIVE] * 2
 
 
 def test_a_rollback_while_soaking_counts():

@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[Rollout], None]
 _SAVE_EVERY = 0.5  # seconds: state changes are batched into one atomic write at most this often
+_TURN = 0.25  # seconds a follow turn listens for device states
+_AWAY = 2.0  # a turn longer than this: the process did not run (suspended), not the devices
 
 
 class _StatusLink(_Link):
@@ -278,8 +280,13 @@ class Runner:
 
     def _follow(self, ro: Rollout, fleet: _Fleet, progress: Progress, until: float | None):
         """Observe states until a halt, the wave's end (or ``until``, for a soak), or stop."""
+        turn = time.monotonic()
         while not self.stop.is_set():
-            changed = fleet.pump(time.monotonic() + 0.25)
+            changed = fleet.pump(time.monotonic() + _TURN)
+            last, turn = turn, time.monotonic()
+            if turn - last > _AWAY:  # suspended: states may wait unread, see steps.paused
+                logger.warning("rollout %s: not listening for %.0f s", ro.id, turn - last)
+                steps.paused(ro, turn - last - _TURN)
             now = time.time()
             touched = [d for d in changed if steps.observe(ro, d, fleet.model[d], now)]
             touched += steps.expire(ro, now)

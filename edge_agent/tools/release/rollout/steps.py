@@ -64,6 +64,17 @@ def expire(rollout: Rollout, now: float) -> list[str]:
     return out
 
 
+def paused(rollout: Rollout, gap: float) -> None:
+    """The operator did not listen for ``gap`` seconds (its process was suspended, a
+    laptop lid closed): that silence is not the devices'. Every device still waiting in
+    the current wave gets ``gap`` more seconds before it times out; states sent meanwhile
+    wait unread on the connection and are taken in next."""
+    for device in rollout.waves[rollout.wave] if rollout.wave < len(rollout.waves) else ():
+        record = rollout.devices[device]
+        if not record.step.done and record.sent_at is not None:
+            record.sent_at += gap
+
+
 def verdict(rollout: Rollout) -> Verdict:
     """Halt as soon as the wave's failures exceed the threshold, else wait or move on."""
     wave = rollout.waves[rollout.wave]
