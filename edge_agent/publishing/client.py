@@ -95,7 +95,8 @@ class MqttPublisher:
             on_command,
             on_connection_change,
             self._where,
-            lambda: self._outbox.repeat(topics.status),  # answered by the pump
+            # status and model state again (RabbitMQ gives wildcards no retained message)
+            lambda: [self._outbox.repeat(t) for t in (topics.status, topics.model)],
         )
         self._outbox = Outbox(settings.max_queued, answerable=(topics.status,))
         self._inflight = InflightWindow()

@@ -57,6 +57,26 @@ def test_a_status_request_is_answered_without_retain_status(
     assert [(m.json()["n"], m.retain) for m in answers] == [(1, False), (1, False)]
 
 
+def test_a_status_request_also_sends_the_model_state_again(
+    mqtt_broker_factory, mqtt_publisher_factory
+):
+    # A rollout resumed on a broker that gives wildcard subscriptions no retained message
+    # (RabbitMQ 3.10) learns the devices' update states from these answers.
+    broker = mqtt_broker_factory("mosquitto")
+    pub = mqtt_publisher_factory(broker.port, device="y1", groups=("yard",))
+    assert pub.wait_connected(10)
+    pub.publish_status({"state": "running"})
+    pub.publish_model({"request_id": "r1", "state": "active"})
+    operator = MqttSubscriber(broker.host, broker.port, ["edge/y1/model"]).start()
+    try:
+        operator.wait_for("edge/y1/model")  # the retained one
+        operator.publish(group_status_request("edge", "yard"), b"{}", qos=1, timeout=5)
+        answer = operator.wait_for("edge/y1/model", lambda m: not m.retain, timeout=10)
+    finally:
+        operator.stop()
+    assert answer.json() == {"request_id": "r1", "state": "active"}
+
+
 class _EagerOperator:
     """Sends a status request from its network thread the instant ``online`` arrives."""
 

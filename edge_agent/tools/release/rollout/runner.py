@@ -229,7 +229,9 @@ class Runner:
             return ro
         fleet = _Fleet(self.broker, ro.prefix)
         try:
-            # retained model states first: a resumed rollout learns who got the command
+            # Model states first: a resumed rollout learns who got the command, from the
+            # retained states or, where wildcards get none (RabbitMQ 3.10), the answers.
+            fleet.link.publish(group_status_request(ro.prefix, ro.group), b"{}")
             fleet.pump(time.monotonic() + 1.0)
             for device, doc in fleet.model.items():
                 steps.observe(ro, device, doc, time.time())
