@@ -199,7 +199,8 @@ def test_an_operator_crash_mid_wave_then_resume_sends_no_device_the_command_twic
 
     def dies_after_the_fourth(self, topic, payload):
         real_publish(self, topic, payload)  # the command is out...
-        sent.append(topic)
+        if "/cmd/model/" in topic:  # not the status request the runner sends first
+            sent.append(topic)
         if len(sent) == 4:  # ...and the operator dies before recording it
             monkeypatch.setattr(
                 RolloutStore, "save", lambda *a: None
