@@ -1,16 +1,15 @@
 """A camera: one capture thread, latest-frame semantics, reopen with capped backoff.
 
-The thread belongs to the :class:`Camera` (``start()`` / ``stop(timeout)``). It reads
-continuously into the three-buffer :class:`~edge_agent.capture.frames.FrameSlot`, so the
-consumer always gets the newest frame and slow consumers make drops, never queues.
+The thread belongs to the :class:`Camera` (``start()`` / ``stop(timeout)``). It reads into
+the :class:`~edge_agent.capture.frames.FrameSlot`: the newest frame, drops, never queues.
 
-States: ``starting`` -> ``streaming`` <-> ``reconnecting``; files without ``loop`` end
-in ``ended``; ``stop()`` gives ``stopped``. A source that fails to open, returns no frame
-(live source, read timeout) or disappears (file gone at its end, device unplugged) is
-released and reopened after ``reopen_initial`` s, doubling up to ``reopen_max``, reset
-once a frame arrives. No camera problem ends the thread: errors are logged once per
-outage (then at debug level) and retried. Network opens/reads time out after
-``stale_after`` s; V4L2 stalls are bounded by OpenCV's select() timeout (see sources).
+States: ``starting`` -> ``streaming`` <-> ``reconnecting``; files without ``loop`` end in
+``ended``; ``stop()`` gives ``stopped``. A source that fails to open, returns no frame (live
+source, read timeout), disappears (file gone at its end, device unplugged) or repeats one
+image for 30 s (a frozen stream, see FreezeWatch) is released and reopened after
+``reopen_initial`` s, doubling up to ``reopen_max``, reset once a frame arrives. No camera
+problem ends the thread: errors are logged once per outage (then at debug level), retried.
+Network opens/reads time out after ``stale_after`` s; V4L2 stalls at OpenCV's select() timeout.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any, Callable
 import cv2
 
 from edge_agent.backoff import Backoff
-from edge_agent.capture.frames import Frame, FrameSlot
+from edge_agent.capture.frames import FREEZE_AFTER, Frame, FrameSlot, FreezeWatch
 from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
 from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.sources import (
@@ -280,6 +279,7 @@ class Camera:
         """Read frames into the slot until stopped, ended, or failing (raises)."""
         paced = self.spec.paced and self._realtime
         lossless = self.spec.paced and not self._realtime
+        freeze = FreezeWatch(FREEZE_AFTER if self.spec.kind == SourceKind.STREAM else None)
         period = 1.0 / source_fps(cap, self._mode["fps"] or FALLBACK_FILE_FPS) if paced else 0.0
         due = time.monotonic()
         since_rewind = 0
@@ -302,6 +302,7 @@ class Camera:
                 since_rewind = 0
                 due = time.monotonic()
                 continue
+            freeze.check(image, now)  # frozen at its old size: reopen (one watch a session)
             since_rewind += 1
             frame = Frame(image, self._next_id, time.time(), now, self.name)
             if not self._slot.publish(index, frame, wait=lossless, stop=self._stop):

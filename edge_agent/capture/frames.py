@@ -26,8 +26,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from edge_agent.errors import CaptureError
+
 HELD = 2  # frames the consumer may hold at once (two in flight)
 BUFFERS = HELD + 2  # + the latest + the one the producer reads into
+SAMPLE_STRIDE = 8  # same_image compares every 8th row and column before whole images
+# Seconds one image may repeat on a network stream before it counts as frozen: far above
+# stale_after, as an encoder may repeat a still scene's picture exactly until its next
+# keyframe (a few seconds; "smart" codecs stretch it on static scenes).
+FREEZE_AFTER = 30.0
 
 
 class Frame(NamedTuple):
@@ -159,3 +166,54 @@ class FrameSlot:
         with self._cond:
             pending = self._latest is not None
             return SlotCounts(self._published, self._dropped, pending, self._size)
+
+
+class FreezeWatch:
+    """Spots a live stream that keeps returning one image, and fails it after ``limit`` s.
+
+    OpenCV's FFmpeg backend keeps converting to the size a stream had when it was opened:
+    once the stream changes resolution (its settings changed, a camera switching
+    profiles), every read returns the last image converted at the old size again, as a
+    success, at the stream's rate. A live camera never repeats an image exactly for long
+    (sensor noise, a lossy encoder's keyframes), so an image repeated for ``limit``
+    seconds means a frozen stream: the camera reopens it, at its new size.
+
+    Args:
+        limit: seconds an image may repeat; None watches nothing (files, devices and
+            synthetic sources may repeat images).
+    """
+
+    def __init__(self, limit: float | None):
+        self._limit = limit
+        self._last: np.ndarray | None = None  # the last image published (intact, see above)
+        self._since: float | None = None  # when the repeated image first came again
+
+    def check(self, image: np.ndarray, now: float) -> None:
+        """Take the image about to be published, read at ``now`` (monotonic seconds).
+
+        Raises:
+            CaptureError: the same image has come for ``limit`` seconds (it is then not
+                to be published). Use one watch per opened stream: a stream reopened
+                may well start with the image it showed last.
+        """
+        if self._limit is None:
+            return
+        if self._last is None or not same_image(self._last, image):
+            self._last, self._since = image, None
+            return
+        self._since = now if self._since is None else self._since
+        if now - self._since >= self._limit:
+            raise CaptureError(
+                f"the same image for {now - self._since:.1f}s: the stream froze "
+                "(it may have changed resolution)"
+            )
+        self._last = image  # the same pixels, in the buffer about to be published
+
+
+def same_image(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two images are identical (compared on a sparse grid first: live frames
+    nearly always differ there, so the whole images are compared only when frozen)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    grid = (slice(None, None, SAMPLE_STRIDE), slice(None, None, SAMPLE_STRIDE))
+    return bool(np.array_equal(a[grid], b[grid]) and np.array_equal(a, b))

@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from edge_agent.capture.frames import BUFFERS, Frame, FrameSlot
+from edge_agent.capture.frames import BUFFERS, Frame, FrameSlot, FreezeWatch, same_image
+from edge_agent.errors import CaptureError
 
 
 def _fill(slot: FrameSlot, frame_id: int) -> int:
@@ -145,3 +146,31 @@ def test_the_two_frames_in_flight_stay_intact_until_a_third_is_taken():
         _fill(slot, frame_id)
         assert int(second.image[0, 0, 0]) == 2
         assert int(third.image[0, 0, 0]) == 39
+
+
+def test_same_image_needs_every_pixel_and_the_shape():
+    a = np.zeros((48, 64, 3), np.uint8)
+    b = a.copy()
+    assert same_image(a, b)
+    b[3, 5, 1] = 1  # off the sparse grid: the whole images decide
+    assert not same_image(a, b)
+    assert not same_image(a, np.zeros((64, 48, 3), np.uint8))
+
+
+def test_freeze_watch_fails_an_image_repeated_for_its_limit():
+    watch = FreezeWatch(1.0)
+    still, moved = np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3), np.uint8)
+    for now in (0.0, 0.5, 1.4):  # repeated since 0.5: within the limit
+        watch.check(still.copy(), now)
+    with pytest.raises(CaptureError, match="the same image for 1.0s"):
+        watch.check(still.copy(), 1.5)
+    with pytest.raises(CaptureError):  # still the same: fails again
+        watch.check(still.copy(), 1.6)
+    watch.check(moved, 1.7)  # a new image (or size) ends it
+    watch.check(still, 1.8)
+
+
+def test_freeze_watch_without_a_limit_watches_nothing():
+    watch = FreezeWatch(None)
+    for now in range(100):
+        watch.check(np.zeros((8, 8, 3), np.uint8), float(now))
