@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from edge_agent.capture.motion import Check, MotionGate, Verdict
+from edge_agent.daemon.liveness import RetryWatch
 from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.geometry import Fit
 from edge_agent.inference.postprocess import Result, task_family
@@ -68,7 +69,8 @@ class Pipeline:
         supervisor: the started inference supervisor.
         publish_result: called with each result payload (dict); must not block long.
         stats: PipelineStats (``record(stage, ms)``, ``incr(name)``).
-        progress: called once per processed frame (the systemd watchdog ping).
+        progress: called once per processed frame (the systemd watchdog ping), and
+            while every camera is down and retrying (see :mod:`.liveness`).
         results: which frames are published: "all", "detections" (those with results)
             or "off".
         on_generation: called (in this thread) once the supervisor runs another model or
@@ -108,6 +110,7 @@ class Pipeline:
         self._on_generation = on_generation
         self._on_frame = on_frame
         self._on_idle = on_idle
+        self._retrying = RetryWatch()
         self._next_idle = 0.0  # monotonic time of the next on_idle round
         self._detecting = detecting
         self._motion = motion if motion is not None else MotionGate({})
@@ -248,6 +251,8 @@ class Pipeline:
         for done in completed:
             self._complete(done)
         self._idle_round()
+        if self._retrying.due() and self._retrying.all_retrying(c.stats() for c in self._cameras):
+            self._progress()  # every camera down and retrying: see daemon.liveness
         return len(completed)
 
     def _idle_round(self) -> None:

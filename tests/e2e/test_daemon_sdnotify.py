@@ -4,7 +4,8 @@ The test binds a real unix datagram socket and hands it to the daemon as
 ``$NOTIFY_SOCKET`` with ``WATCHDOG_USEC=1000000`` (ping every 0.5 s), exactly what
 systemd does for ``Type=notify`` + ``WatchdogSec=1``. The camera is a 2 s clip without
 loop, so it ends: from then on no frame is processed and the watchdog pings must stop,
-proving there is no blind timer that would keep a stalled pipeline alive.
+proving there is no blind timer that would keep a stalled pipeline alive. A camera that
+is down and retrying (its file not there yet) keeps the pings going, and the daemon up.
 """
 
 from __future__ import annotations
@@ -82,3 +83,28 @@ def test_ready_status_watchdog_from_progress_only_and_stopping(
         f"{6 * PING_S:.0f}s after the clip ended; {len(statuses)} STATUS= lines; "
         f"STOPPING=1 on SIGTERM"
     )
+
+
+def test_the_watchdog_is_fed_while_the_camera_is_down_and_retrying(
+    tmp_path, mqtt_broker, edge_daemon, notify_socket
+):
+    # A camera unplugged (here: a file not there yet) is retried with backoff; restarting
+    # the daemon would not bring it back, and systemd would give up at its start limit.
+    camera = tmp_path / "later.avi"
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        camera,
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        env=notify_socket.env,
+        camera={"loop": False},
+    )
+    daemon.wait_log(r"camera cam0: .*reopening", timeout=20)
+    wait_until(lambda: len(notify_socket.times("WATCHDOG=1")) >= 4, 20, "pings, camera down")
+    pings = notify_socket.times("WATCHDOG=1")
+    assert min(b - a for a, b in zip(pings, pings[1:])) >= PING_S * 0.8, pings
+    assert daemon.alive()
+    # The camera comes back: its frames feed the watchdog from then on.
+    write_clip(tmp_path / "clip.avi", 30, fps=15.0).replace(camera)
+    daemon.wait_log(r"camera cam0: .* ended", timeout=20)
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from edge_agent.capture.frames import Frame, FrameSlot
+from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.daemon.pipeline import Pipeline
 from edge_agent.inference.geometry import plan_fit
@@ -90,6 +91,9 @@ class FakeSupervisor:
         ]
 
 
+STREAMING = CameraStats("cam", "test", CameraState.STREAMING, 0, 0, 0, 30.0, None, 0.0, 0.0)
+
+
 class FakeCamera:
     """Hands out the given frames, one per ``get``."""
 
@@ -104,6 +108,9 @@ class FakeCamera:
 
     def get(self, timeout):
         return self.frames.pop(0) if self.frames else None
+
+    def stats(self):
+        return STREAMING._replace(name=self.name)
 
 
 STATS = SimpleNamespace(record=lambda *a: None, incr=lambda *a: None)
@@ -198,6 +205,9 @@ class SlotCamera:
 
     def get(self, timeout):
         return self.slot.take(timeout)
+
+    def stats(self):
+        return STREAMING._replace(name=self.name)
 
 
 def test_switching_detection_off_keeps_the_in_flight_frame_intact():

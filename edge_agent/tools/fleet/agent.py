@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.capture.frames import Frame
+from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.config import Config
 from edge_agent.config.loader import parse_config
 from edge_agent.daemon.model_updates import UpdateService
@@ -99,6 +100,12 @@ class StubCamera:
         self._next = max(self._next + self._period, time.monotonic())
         self._frame_id += 1
         return Frame(self._image, self._frame_id, time.time(), time.monotonic(), self.name)
+
+    def stats(self) -> CameraStats:
+        """Always streaming (the pipeline reads it for the watchdog, see daemon.liveness)."""
+        fps = 1.0 / self._period
+        return CameraStats(self.name, "stub", CameraState.STREAMING, self._frame_id, 0, 0, fps,
+                           None, 0.0, 0.0)  # fmt: skip
 
     def stop(self) -> None:
         """Wake a waiting ``get`` (it returns None from now on)."""
