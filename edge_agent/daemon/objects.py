@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,9 +46,14 @@ from edge_agent.tracking.zones import Anchor, Zone, ZoneMembership, scaled
 logger = logging.getLogger(__name__)
 
 MAX_KEPT = 16  # open objects whose best frame is kept, per camera (bounds memory)
-# A camera that gave no frame for this long (seconds of its own capture clock) is not
-# just between frames: its objects age on the wall clock (see ObjectService.expire).
+# A camera that gave no frame for this long (seconds of its own capture clock), and for
+# IDLE_GAPS times its usual interval between frames, is not just between frames: its
+# objects age on the wall clock (see ObjectService.expire). The usual interval counts: a
+# camera at 0.5 fps, or one a busy pipeline gets to every 2 s, is matched frame to frame
+# however long max_age is, so ending its objects between frames would end them all.
 IDLE_AFTER = 1.0
+IDLE_GAPS = 3.0
+GAPS_KEPT = 9  # recent intervals whose median is the usual one (an outage's gap is one)
 
 # publish(topic, payload, qos, retain, durable)
 Publish = Callable[[str, bytes, int, bool, bool], None]
@@ -96,6 +103,19 @@ class _Camera:
         self.best: dict[int, Snapshot] = {}  # track id -> its best frame so far
         self.sent: dict[int, float] = {}  # track id -> score of the snapshot published
         self.last_frame = 0.0  # capture time of the latest frame
+        self.gaps: deque[float] = deque(maxlen=GAPS_KEPT)  # recent intervals between frames
+
+    def seen_at(self, timestamp: float) -> None:
+        """Note a frame captured at ``timestamp`` (its interval from the latest one)."""
+        if self.last_frame and timestamp > self.last_frame:
+            self.gaps.append(timestamp - self.last_frame)
+        self.last_frame = max(self.last_frame, timestamp)
+
+    def idle(self, now: float) -> bool:
+        """Whether the camera is overdue at ``now``: no frame for ``IDLE_AFTER`` s and for
+        ``IDLE_GAPS`` times its usual interval between frames."""
+        usual = statistics.median(self.gaps) if self.gaps else 0.0
+        return now - self.last_frame >= max(IDLE_AFTER, IDLE_GAPS * usual)
 
     def fit(self, size: tuple[int, int]) -> None:
         """Scale relative zones to the frame size; when the camera's size changes (a mode
@@ -189,7 +209,7 @@ class ObjectService:
         """
         cam = self._camera(camera)
         cam.fit(size)
-        cam.last_frame = max(cam.last_frame, timestamp)
+        cam.seen_at(timestamp)
         if classification:
             dets = classification_detections(results, self._config.model.threshold)
         else:
@@ -244,11 +264,12 @@ class ObjectService:
 
         Args:
             camera: the camera's name.
-            now: the time, seconds since the epoch; nothing happens within ``IDLE_AFTER``
-                of the camera's latest frame (it is between frames).
+            now: the time, seconds since the epoch; nothing happens while the camera is
+                between frames (see ``_Camera.idle``: within ``IDLE_AFTER`` s of its
+                latest frame, or ``IDLE_GAPS`` times its usual interval).
         """
         cam = self._cameras.get(camera)
-        if cam is None or now - cam.last_frame < IDLE_AFTER:
+        if cam is None or not cam.idle(now):
             return
         step = cam.tracker.update((), now)
         if not step.ended:

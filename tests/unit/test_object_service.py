@@ -119,3 +119,33 @@ def test_an_unreadable_count_record_is_an_empty_one(tmp_path, caplog):
     (tmp_path / "counts.json").write_text("{not json")
     assert CountRecord(str(tmp_path)).topics == frozenset()
     assert "counts.json: unreadable" in caplog.text
+
+
+def test_a_camera_slower_than_max_age_keeps_its_objects_between_frames():
+    """A camera at 0.5 fps (or a pipeline that gets to it every 2 s): the pipeline's
+    idle rounds between its frames must not end what the next frame sees again, as a
+    frame 2 s later matches it (max_age is for objects unseen, not for frames unseen)."""
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\nfps = 0.5\n[events]\nlabels = ["person"]\n',
+        "config.toml",
+        env={},
+    )
+    sent = []
+    service = ObjectService(config, Topics("edge-agent", "box"), lambda *m: sent.append(m))
+    box = (60.0, 60.0, 120.0, 200.0)
+    for i in range(10):
+        t = 100.0 + 2.0 * i
+        service.on_frame("front", t, [Result(0, "person", 0.9, box)], (320, 240), False)
+        for k in range(1, 4):  # the pipeline's idle rounds, every 0.5 s
+            service.expire("front", t + 0.5 * k)
+    events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
+    assert [e["type"] for e in events] == ["new"]
+    counts = [p for t, p, *_ in sent if t == "edge-agent/box/front/person"]
+    assert counts == [b"0", b"1"]
+    # The camera then stops: its objects end once it is clearly overdue.
+    last = 100.0 + 18.0
+    for k in range(1, 40):
+        service.expire("front", last + 0.5 * k)
+    events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
+    assert [e["type"] for e in events] == ["new", "end"]
+    assert events[1]["end_time"] == last
