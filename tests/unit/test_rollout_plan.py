@@ -215,6 +215,37 @@ def test_a_runner_suspended_past_the_device_timeout_reads_the_answers_that_waite
     assert [ro.devices[d].step for d in "ab"] == [DeviceStep.ACTIVE] * 2
 
 
+def test_a_runner_whose_machine_slept_reads_the_answers_that_waited(tmp_path, monkeypatch):
+    """A laptop's lid closed: the system sleeps, and CLOCK_MONOTONIC (time.monotonic on
+    Linux) does not advance while it does; only the wall clock, the devices' timeout
+    clock, jumps. The sleep must still not count against the devices."""
+    clock = _Clock()
+    monkeypatch.setattr(runner_module, "time", clock)
+    store = RolloutStore(tmp_path)
+    ro = _rollout([["a", "b"]], timeout=3)
+    _send(ro, clock.wall)
+    store.save(ro)
+    done = {d: {"request_id": "ro-r1", "state": "active"} for d in "ab"}
+
+    class Fleet:  # the machine sleeps 100 s mid-listen; the states wait on the socket
+        model: dict = {}
+        turns = 0
+
+        def pump(self, until):
+            self.turns += 1
+            if self.turns == 1:
+                clock.wall += 100  # system suspend: the monotonic clock stands still
+                return []
+            self.model = done
+            clock.advance(0.25)
+            return list(done)
+
+    runner = runner_module.Runner(store, "r1", broker=None)
+    verdict = runner._follow(ro, Fleet(), lambda r: None, until=None)
+    assert verdict is steps.Verdict.NEXT
+    assert [ro.devices[d].step for d in "ab"] == [DeviceStep.ACTIVE] * 2
+
+
 def test_a_rollback_while_soaking_counts():
     ro = _rollout([["a", "b"]])
     _send(ro, 0)

@@ -282,10 +282,12 @@ class Runner:
 
     def _follow(self, ro: Rollout, fleet: _Fleet, progress: Progress, until: float | None):
         """Observe states until a halt, the wave's end (or ``until``, for a soak), or stop."""
-        turn = time.monotonic()
+        # Turns are timed on the wall clock, the devices' timeout clock: a machine asleep
+        # (a laptop lid closed) stops CLOCK_MONOTONIC, so only the wall clock shows it.
+        turn = time.time()
         while not self.stop.is_set():
             changed = fleet.pump(time.monotonic() + _TURN)
-            last, turn = turn, time.monotonic()
+            last, turn = turn, time.time()
             if turn - last > _AWAY:  # suspended: states may wait unread, see steps.paused
                 logger.warning("rollout %s: not listening for %.0f s", ro.id, turn - last)
                 steps.paused(ro, turn - last - _TURN)
