@@ -16,10 +16,11 @@ stays free to spool, renew the loss ledger and stop:
   which ends a blocked connect or handshake at once, however slowly bytes trickle;
 * a thread stuck in ``getaddrinfo`` cannot be interrupted: it is a daemon thread, its
   late result is discarded, and at stop it is given up after a short timed join, with a
-  log line. At most :data:`MAX_STUCK` of them are left behind: while that many still
-  resolve, no new attempt starts (a lookup that never returns would otherwise add a
-  thread every backoff interval, for as long as the name servers are dead); the first one
-  to return wakes the publisher for the next attempt.
+  log line. At most :data:`MAX_STUCK` of them per broker are left behind: while that many
+  still resolve, no new attempt at that broker starts (a lookup that never returns would
+  otherwise add a thread every backoff interval, for as long as the name servers are
+  dead); the next of ``mqtt.hosts`` is tried instead, and with one broker the first
+  lookup to return wakes the publisher for the next attempt.
 """
 
 from __future__ import annotations
@@ -213,7 +214,12 @@ class Dialer:
             if wait > 0:
                 self._waker.wait(min(wait, 1.0))
                 return None
-            if self._hold_back():
+            stuck = self._stuck()
+            if stuck and self._reconnects.several:
+                # Only this broker's name hangs: the next broker is tried, as after a failure.
+                self._reconnects.failed(f"{MAX_STUCK} lookups of its name still hang")
+                return None
+            if self._hold_back(stuck):
                 self._waker.wait(1.0)  # a connector that ends wakes the publisher
                 return None
             attempt = self._attempt = Connector(make(), self._timeout, self._waker.wake).start()
@@ -228,9 +234,14 @@ class Dialer:
             self._reconnects.failed(outcome.error)
         return outcome.conn
 
-    def _hold_back(self) -> bool:
-        """True while MAX_STUCK abandoned attempts are still alive (logged once per spell)."""
-        stuck = len(self._abandoned) >= MAX_STUCK
+    def _stuck(self) -> bool:
+        """True while MAX_STUCK abandoned attempts at the next attempt's broker are alive."""
+        broker = self._reconnects.broker
+        return sum(1 for c in self._abandoned if c.conn.broker == broker) >= MAX_STUCK
+
+    def _hold_back(self, stuck: bool) -> bool:
+        """``stuck``, the single broker's lookups hang: no attempt starts (logged once per
+        spell)."""
         if stuck and not self._held_back:
             logger.warning(
                 "mqtt %s: %d connection attempts are still %s; the next one starts when one "

@@ -60,6 +60,11 @@ class Reconnects:
         return self._brokers.current
 
     @property
+    def several(self) -> bool:
+        """True with more than one broker to fail over to."""
+        return len(self._brokers.endpoints) > 1
+
+    @property
     def version(self) -> int:
         """The MQTT version of the next attempt."""
         return self._protocol.version

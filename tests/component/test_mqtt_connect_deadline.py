@@ -177,3 +177,15 @@ def test_the_tls_host_name_check_uses_the_name_not_the_resolved_address(
     wait_until(lambda: strict.stats()["connect_failures"] >= 1, 10, "a refused attempt")
     assert not strict.connected
     assert f"Hostname mismatch, certificate is not valid for '{OTHER_HOST}'" in caplog.text
+
+
+def test_stuck_lookups_of_some_brokers_do_not_hold_back_the_others(
+    mqtt_broker, mqtt_publisher_factory, resolver
+):
+    # Two broker names whose lookups hang, then an address: the device fails over to the
+    # address while both lookups still hang (before: no attempt at all until one returned).
+    port = mqtt_broker.port
+    hosts = (f"{STALLED}:{port}", f"{OTHER_HOST}:{port}", f"127.0.0.1:{port}")
+    pub = mqtt_publisher_factory(port, hosts=hosts, connect_timeout=0.3)
+    assert pub.wait_connected(STALL_S / 2)
+    assert resolver.stuck == 2  # both lookups still hang: the address was not held back
