@@ -40,7 +40,12 @@ class CountRecord:
     def _load(self) -> frozenset[str]:
         try:
             with open(self.path, encoding="utf-8") as fh:
-                return frozenset(str(t) for t in json.load(fh)["topics"])
+                topics = json.load(fh)["topics"]
+            if not isinstance(topics, list):
+                raise TypeError(f"topics is {type(topics).__name__}, not a list")
+            # Only what the daemon could have written: a wildcard or an empty level
+            # cannot be published to (a file edited by hand must not stop the start).
+            return frozenset(t for t in topics if isinstance(t, str) and _publishable(t))
         except FileNotFoundError:
             return frozenset()
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -69,3 +74,8 @@ class CountRecord:
                     exc.strerror or exc,
                 )
             self._failed = True
+
+
+def _publishable(topic: str) -> bool:
+    """A topic one may publish a count on: levels non-empty, no wildcard, no NUL."""
+    return bool(topic) and not any(c in topic for c in "+#\0") and "" not in topic.split("/")

@@ -119,6 +119,13 @@ def test_an_unreadable_count_record_is_an_empty_one(tmp_path, caplog):
     (tmp_path / "counts.json").write_text("{not json")
     assert CountRecord(str(tmp_path)).topics == frozenset()
     assert "counts.json: unreadable" in caplog.text
+    # Edited by hand: a string is no list of topics, and what cannot be published is left.
+    (tmp_path / "counts.json").write_text('{"topics": "abc"}')
+    assert CountRecord(str(tmp_path)).topics == frozenset()
+    (tmp_path / "counts.json").write_text(
+        '{"topics": ["e/box/front/all", "e/+/x", "e/#", "e//x", "", 7, "e/box/front/dog"]}'
+    )
+    assert CountRecord(str(tmp_path)).topics == {"e/box/front/all", "e/box/front/dog"}
 
 
 def test_a_camera_slower_than_max_age_keeps_its_objects_between_frames():
