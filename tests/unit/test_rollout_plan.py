@@ -185,8 +185,20 @@ class _Clock:
         self.wall += seconds
 
 
-def test_a_runner_suspended_past_the_device_timeout_reads_the_answers_that_waited(
-    tmp_path, monkeypatch
+def _suspended(clock):
+    """The process is stopped (SIGSTOP): both clocks move on."""
+    clock.advance(100)
+
+
+def _asleep(clock):
+    """The machine sleeps (a laptop's lid closed): CLOCK_MONOTONIC (time.monotonic on
+    Linux) stands still; only the wall clock, the devices' timeout clock, jumps."""
+    clock.wall += 100
+
+
+@pytest.mark.parametrize("away", [_suspended, _asleep], ids=["suspended", "machine-slept"])
+def test_a_runner_away_past_the_device_timeout_reads_the_answers_that_waited(
+    tmp_path, monkeypatch, away
 ):
     clock = _Clock()
     monkeypatch.setattr(runner_module, "time", clock)
@@ -196,45 +208,14 @@ def test_a_runner_suspended_past_the_device_timeout_reads_the_answers_that_waite
     store.save(ro)
     done = {d: {"request_id": "ro-r1", "state": "active"} for d in "ab"}
 
-    class Fleet:  # the lid closes mid-listen for 100 s; the states wait on the socket
+    class Fleet:  # away 100 s mid-listen; the states wait on the socket
         model: dict = {}
         turns = 0
 
         def pump(self, until):
             self.turns += 1
             if self.turns == 1:
-                clock.advance(100)
-                return []
-            self.model = done
-            clock.advance(0.25)
-            return list(done)
-
-    runner = runner_module.Runner(store, "r1", broker=None)
-    verdict = runner._follow(ro, Fleet(), lambda r: None, until=None)
-    assert verdict is steps.Verdict.NEXT
-    assert [ro.devices[d].step for d in "ab"] == [DeviceStep.ACTIVE] * 2
-
-
-def test_a_runner_whose_machine_slept_reads_the_answers_that_waited(tmp_path, monkeypatch):
-    """A laptop's lid closed: the system sleeps, and CLOCK_MONOTONIC (time.monotonic on
-    Linux) does not advance while it does; only the wall clock, the devices' timeout
-    clock, jumps. The sleep must still not count against the devices."""
-    clock = _Clock()
-    monkeypatch.setattr(runner_module, "time", clock)
-    store = RolloutStore(tmp_path)
-    ro = _rollout([["a", "b"]], timeout=3)
-    _send(ro, clock.wall)
-    store.save(ro)
-    done = {d: {"request_id": "ro-r1", "state": "active"} for d in "ab"}
-
-    class Fleet:  # the machine sleeps 100 s mid-listen; the states wait on the socket
-        model: dict = {}
-        turns = 0
-
-        def pump(self, until):
-            self.turns += 1
-            if self.turns == 1:
-                clock.wall += 100  # system suspend: the monotonic clock stands still
+                away(clock)
                 return []
             self.model = done
             clock.advance(0.25)
