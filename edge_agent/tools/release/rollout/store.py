@@ -181,14 +181,8 @@ class RolloutStore:
         The runner and ``abort`` (often another process) both rewrite the file; under
         the lock neither overwrites what the other wrote in between.
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
-        lock = self.path(rollout_id).with_suffix(".lock")
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._flock(rollout_id, ".lock"):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     @contextmanager
     def running(self, rollout_id: str) -> Iterator[None]:
@@ -200,15 +194,21 @@ class RolloutStore:
         Raises:
             ModelUpdateError: ``rollout_busy`` (another process runs this rollout).
         """
+        with self._flock(rollout_id, ".run", busy="is being run by another process"):
+            yield
+
+    @contextmanager
+    def _flock(self, rollout_id: str, suffix: str, busy: str = "") -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``{id}{suffix}`` (released when the file is closed,
+        or by the kernel with its process). With ``busy`` it does not wait: a lock held
+        elsewhere raises ModelUpdateError ``rollout_busy`` ("rollout {id} {busy}")."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path(rollout_id).with_suffix(".run"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path(rollout_id).with_suffix(suffix), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
             except BlockingIOError as exc:
-                raise ModelUpdateError(
-                    "rollout_busy", f"rollout {rollout_id} is being run by another process"
-                ) from exc
+                raise ModelUpdateError("rollout_busy", f"rollout {rollout_id} {busy}") from exc
             yield
         finally:
             os.close(fd)
