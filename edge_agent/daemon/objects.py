@@ -175,9 +175,7 @@ class ObjectService:
         sent = set()
         for camera in self._config.enabled_cameras:
             cam = self._camera(camera.name)
-            changes = cam.counts.update((), cam.members)
-            self._send_counts(cam.name, changes)
-            sent.update(self._topics.count(k.zone or cam.name, k.label) for k in changes)
+            sent.update(self._send_counts(cam.name, cam.counts.update((), cam.members)))
         for topic in sorted(record.topics - sent):
             self._publish(topic, b"0", 1, True, False)
 
@@ -219,9 +217,7 @@ class ObjectService:
         if self._snapshots is not None and image is not None and not classification:
             self._keep_best(cam, step.active, step.matched, image)
         events = cam.emitter.step(step, timestamp, cam.members, snapshots=cam.best)
-        self._send_events(events)
-        self._send_snapshots(cam, events)
-        self._send_counts(cam.name, cam.counts.update(step.active, cam.members))
+        self._send_step(cam, events, step.active)
 
     def _keep_best(
         self, cam: _Camera, active: Sequence[TrackState], seen: frozenset[int], image: Any
@@ -276,19 +272,13 @@ class ObjectService:
             return
         # Nothing was seen: zone streaks and event updates wait for a real frame.
         cam.members.update((), step.ended)
-        events = cam.emitter.end_all(step.ended, snapshots=cam.best)
-        self._send_events(events)
-        self._send_snapshots(cam, events)
-        self._send_counts(cam.name, cam.counts.update(step.active, cam.members))
+        self._send_step(cam, cam.emitter.end_all(step.ended, snapshots=cam.best), step.active)
 
     def close(self, timeout: float = 2.0) -> None:
         """End every open event (shutdown: nothing is observed any more), zero the
         counts, and publish the last snapshots (bounded by ``timeout``)."""
         for cam in self._cameras.values():
-            events = cam.emitter.end_all(cam.tracker.end_all(), snapshots=cam.best)
-            self._send_events(events)
-            self._send_snapshots(cam, events)
-            self._send_counts(cam.name, cam.counts.update((), cam.members))
+            self._send_step(cam, cam.emitter.end_all(cam.tracker.end_all(), snapshots=cam.best), ())
         if self._snapshots is not None:
             self._snapshots.stop(timeout)
 
@@ -298,10 +288,20 @@ class ObjectService:
             self._publish(self._topics.events, payload, 1, False, True)
             self.events += 1
 
-    def _send_counts(self, camera: str, changes: dict[CountKey, int]) -> None:
+    def _send_step(
+        self, cam: _Camera, events: Sequence[ObjectEvent], active: Sequence[TrackState]
+    ) -> None:
+        """Publish what a tracker step changed: its events, their snapshots, the counts."""
+        self._send_events(events)
+        self._send_snapshots(cam, events)
+        self._send_counts(cam.name, cam.counts.update(active, cam.members))
+
+    def _send_counts(self, camera: str, changes: dict[CountKey, int]) -> list[str]:
+        """Publish count changes (retained); returns their topics."""
         sends = [(self._topics.count(k.zone or camera, k.label), n) for k, n in changes.items()]
         if self._record is not None:
             # Recorded before it goes out: a count on the broker is one a restart resets.
             self._record.add(topic for topic, count in sends if count)
         for topic, count in sends:
             self._publish(topic, str(count).encode(), 1, True, False)
+        return [topic for topic, _ in sends]
