@@ -27,6 +27,7 @@ from edge_agent.backoff import Backoff
 from edge_agent.capture.frames import FREEZE_AFTER, Frame, FrameSlot, FreezeWatch
 from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
 from edge_agent.capture.mjpeg import open_reduced
+from edge_agent.capture.motion import MotionSettings
 from edge_agent.capture.sources import (
     Capture,
     SourceKind,
@@ -71,11 +72,9 @@ class Camera:
         realtime: pace files and synthetic sources at their frame rate (drop when the
             consumer is slow, like a camera). False reads them as fast as consumed,
             losslessly (benchmarks); live sources are always realtime.
-        on_state: ``on_state(name, state, detail)`` on every state change, called from
-            the capture thread (or ``stop()``'s caller) outside locks; exceptions are
-            logged, never raised.
-        opener: replaces :func:`~edge_agent.capture.sources.open_capture` (same signature),
-            e.g. for other capture libraries.
+        on_state: ``on_state(name, state, detail)`` on every state change, from the
+            capture thread (or ``stop()``'s caller) outside locks; its errors are logged.
+        opener: replaces :func:`~edge_agent.capture.sources.open_capture` (same signature).
         fit: a device is sized to this model input at each open (``camera.fit_model``),
             and reopened when it changes.
 
@@ -134,14 +133,14 @@ class Camera:
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Camera:
-        """Build from a ``CameraConfig``-like object (name, source, width, height, fps,
-        loop, reopen_initial, reopen_max, stale_after, realtime); None fields take the
-        defaults, and a ``realtime`` keyword overrides the config's.
+        """Build from a ``CameraConfig``-like object (name, source, mode, timings, loop,
+        realtime, decode_scale, motion_gate); None fields take the defaults.
 
         Args:
             config: any object with those attributes.
-            **kwargs: ``realtime``, ``on_state``, ``opener`` (default per decode_scale), and
-                ``fit``: the FitTarget a device is sized to when ``fit_model`` is on.
+            **kwargs: ``realtime`` (wins over the config's), ``on_state``, ``opener``
+                (default per decode_scale and motion_gate), and ``fit``: the FitTarget a
+                device is sized to when ``fit_model`` is on.
 
         Returns:
             The (not yet started) camera.
@@ -149,8 +148,9 @@ class Camera:
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
-        if getattr(config, "decode_scale", 1) > 1 and "opener" not in kwargs:
-            kwargs["opener"] = functools.partial(open_reduced, scale=config.decode_scale)
+        if (scale := getattr(config, "decode_scale", 1)) > 1 and "opener" not in kwargs:
+            gate = MotionSettings.of(config)  # a gated camera decodes only what moves
+            kwargs["opener"] = functools.partial(open_reduced, scale=scale, motion=gate)
         if not getattr(config, "fit_model", False):
             kwargs.pop("fit", None)  # only a camera with fit_model sizes its device
         return cls(config.name, config.source, **options, **kwargs)
@@ -302,9 +302,9 @@ class Camera:
                 since_rewind = 0
                 due = time.monotonic()
                 continue
-            freeze.check(image, now)  # frozen at its old size: reopen (one watch a session)
+            frame = Frame.captured(image, self._next_id, now, self.name)
+            freeze.check(frame.pixels, now)  # frozen at its old size: reopen (a watch a session)
             since_rewind += 1
-            frame = Frame(image, self._next_id, time.time(), now, self.name)
             if not self._slot.publish(index, frame, wait=lossless, stop=self._stop):
                 break
             self._next_id += 1

@@ -37,23 +37,65 @@ SAMPLE_STRIDE = 8  # same_image compares every 8th row and column before whole i
 FREEZE_AFTER = 30.0
 
 
+class Deferred(NamedTuple):
+    """A compressed frame whose decode may wait until it is needed.
+
+    A motion-gated MJPG camera decodes a small preview of each frame, and the frame
+    itself only when it differs from the previous one (a guess at the gate's verdict);
+    the consumer decodes the others (``capture.mjpeg.develop``) only when the model is
+    to see them, so a still scene costs no full decodes.
+    """
+
+    packet: np.ndarray  # the JPEG as the source gave it, owned by the frame
+    flag: int  # the cv2.imdecode flags that decode it at the camera's scale
+    preview: np.ndarray  # a 1/8-scale greyscale decode (uint8, 2-D), for the motion gate
+    size: tuple[int, int]  # (width, height) of the full decode
+    image: np.ndarray | None = None  # the full decode, when the camera made it
+
+
 class Frame(NamedTuple):
     """One captured image.
 
     Attributes:
-        image: BGR uint8 (H, W, 3). Owned by the camera: valid until the second successful
-            ``get()`` after it on the same camera; copy it to keep it longer.
+        image: BGR uint8 (H, W, 3); None while ``deferred``. Owned by the camera: valid
+            until the second successful ``get()`` after it on the same camera; copy it
+            to keep it longer.
         frame_id: per-camera counter, +1 per frame read (gaps are dropped frames).
         timestamp: ``time.time()`` when the frame was read.
         monotonic: ``time.monotonic()`` when the frame was read (for ages and latency).
         camera: the camera's name.
+        deferred: the compressed frame and its preview, from a camera that may leave the
+            decode to its consumer (``image`` is None until decoded).
     """
 
-    image: np.ndarray
+    image: np.ndarray | None
     frame_id: int
     timestamp: float
     monotonic: float
     camera: str
+    deferred: Deferred | None = None
+
+    @classmethod
+    def captured(
+        cls, read: np.ndarray | Deferred, frame_id: int, monotonic: float, camera: str
+    ) -> Frame:
+        """A frame read just now: ``read`` is a capture's image or deferred frame."""
+        if isinstance(read, Deferred):
+            return cls(read.image, frame_id, time.time(), monotonic, camera, read)
+        return cls(read, frame_id, time.time(), monotonic, camera)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image, decoded or not."""
+        if self.image is None:
+            return self.deferred.size  # type: ignore[union-attr]
+        return self.image.shape[1], self.image.shape[0]
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The pixels every frame of its camera has: a deferred frame's preview, or the
+        image (the motion gate and the freeze watch compare like with like)."""
+        return self.deferred.preview if self.deferred is not None else self.image  # type: ignore[return-value]
 
 
 class SlotCounts(NamedTuple):
@@ -121,11 +163,11 @@ class FrameSlot:
                 self._cond.wait(poll)
             if self._latest is not None:
                 self._dropped += 1
-            self._buffers[index] = frame.image
+            self._buffers[index] = frame.image  # None for a deferred frame: none to reuse
             self._frames[index] = frame
             self._latest = index
             self._published += 1
-            self._size = (frame.image.shape[1], frame.image.shape[0])
+            self._size = frame.size
             self._cond.notify_all()
             return True
 

@@ -2,9 +2,12 @@
 
 A frame is compared with the last frame the model saw (its *reference*), on a small
 grayscale copy: a strided sample of the green channel (about 160 pixels wide),
-averaged 2x2, so sensor noise and JPEG grain mostly cancel. Pixels that moved by more
-than ``pixel_delta`` grey levels are counted; when fewer than ``threshold`` of them
-changed, nothing moved and the model's last results still describe the scene.
+averaged 2x2, so sensor noise and JPEG grain mostly cancel. A gated MJPG camera decoding
+at reduced scale brings its own: each frame's 1/8-scale luma, decoded from the JPEG (each
+pixel the mean of an 8x8 block), so a frame that skips the model need not be decoded (see
+:mod:`.mjpeg`). Pixels that moved by more than ``pixel_delta`` grey levels are counted;
+when fewer than ``threshold`` of them changed, nothing moved and the model's last
+results still describe the scene.
 
 Comparing with the last *inferred* frame, not the previous one, means slow change
 adds up (a person walking slowly, dusk falling) until it crosses the threshold, and
@@ -32,6 +35,14 @@ class MotionSettings(NamedTuple):
     threshold: float = 0.002  # fraction of the small image that must change
     pixel_delta: int = 25  # grey levels a pixel must move by to count as changed
     max_idle: float = 10.0  # seconds: a frame goes to the model at least this often
+
+    @classmethod
+    def of(cls, camera: Any) -> MotionSettings:
+        """A camera config's ``motion_*`` keys (the defaults for keys it lacks)."""
+        fields = zip(cls._fields, ("gate", "threshold", "pixel_delta", "max_idle"))
+        return cls(
+            **{f: getattr(camera, f"motion_{key}", cls._field_defaults[f]) for f, key in fields}
+        )
 
 
 class Verdict(enum.Enum):
@@ -107,25 +118,18 @@ class MotionGate:
     def from_config(cls, config: Any) -> MotionGate:
         """The gate of a loaded Config: its cameras' ``motion_*`` keys; after a model
         switch, ``updates.health_frames`` frames go to the model whatever moves."""
-        settings = {
-            camera.name: MotionSettings(
-                camera.motion_gate,
-                camera.motion_threshold,
-                camera.motion_pixel_delta,
-                camera.motion_max_idle,
-            )
-            for camera in config.camera
-        }
+        settings = {camera.name: MotionSettings.of(camera) for camera in config.camera}
         return cls(settings, forced_frames=config.updates.health_frames)
 
     def gated(self, camera: str) -> bool:
         """Whether the camera's frames are tested at all."""
         return camera in self._settings
 
-    def check(self, camera: str, image: np.ndarray, now: float) -> Check:
+    def check(self, camera: str, image: np.ndarray, now: float, *, preview: bool = False) -> Check:
         """Test one frame of a gated camera (``camera`` must be :meth:`gated`; ``now``
-        is the frame's monotonic time)."""
-        small = small_gray(image)
+        is the frame's monotonic time). With ``preview``, ``image`` is a deferred frame's
+        preview, used as the small copy as it is (see :mod:`.mjpeg`)."""
+        small = image if preview else small_gray(image)
         settings = self._settings[camera]
         ref = self._references.get(camera)
         if ref is None:

@@ -14,8 +14,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from edge_agent.capture.mjpeg import develop
 from edge_agent.capture.motion import Check, MotionGate, Verdict
 from edge_agent.daemon.liveness import RetryWatch
+from edge_agent.errors import CaptureError
 from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.geometry import Fit
 from edge_agent.inference.postprocess import Result, task_family
@@ -161,8 +163,7 @@ class Pipeline:
         objects end after their ``max_age``; the camera is alive for the watchdog."""
         self._progress()
         self.skipped += 1
-        height, width = frame.image.shape[:2]
-        self._track(frame.camera, frame.timestamp, [], (width, height), False, frame.image)
+        self._track(frame.camera, frame.timestamp, [], frame.size, False, frame.image)
 
     def _track(
         self,
@@ -227,24 +228,15 @@ class Pipeline:
                 if stills >= len(self._cameras):
                     break
                 continue
+            if frame.image is None and (frame := self._develop(frame)) is None:
+                continue
             t0 = time.monotonic()
             fit = sup.current.codec.preprocessor(frame.image, slot[1])
             t1 = time.monotonic()
             self._stats.record("capture", (t0 - frame.monotonic) * 1000.0)
             self._stats.record("preprocess", (t1 - t0) * 1000.0)
-            sup.submit(
-                slot[0],
-                Job(
-                    frame.camera,
-                    frame.frame_id,
-                    frame.timestamp,
-                    frame.monotonic,
-                    fit,
-                    t1,
-                    frame.image,
-                    check,
-                ),
-            )
+            job = Job(frame.camera, *frame[1:4], fit, t1, frame.image, check)
+            sup.submit(slot[0], job)
             if check is not None:
                 self._motion.inferred(frame.camera, check, frame.monotonic, frame.frame_id)
         completed = sup.poll(0.05 if sup.inflight else 0.0)
@@ -273,11 +265,22 @@ class Pipeline:
                 logger.exception("camera %s: ending its unseen objects failed", name)
                 self._stats.incr("errors")
 
+    def _develop(self, frame: Any) -> Any:
+        """Decode a frame its camera left compressed (the model is to see it); None,
+        counted as an error, when only its preview could be decoded."""
+        try:
+            return develop(frame)
+        except CaptureError as exc:
+            logger.warning("camera %s: %s; dropped", frame.camera, exc)
+            self._stats.incr("errors")
+            return None
+
     def _gate(self, frame: Any) -> Check | None:
         """The motion gate's answer for a gated camera's frame; None when not gated."""
         if not self._motion.gated(frame.camera):
             return None
-        check = self._motion.check(frame.camera, frame.image, frame.monotonic)
+        preview = frame.deferred is not None  # the gate reads a deferred frame's preview
+        check = self._motion.check(frame.camera, frame.pixels, frame.monotonic, preview=preview)
         if not check.infer and not self._reference_alive(frame.camera):
             # The frame it was compared with left the model without results (a model
             # fault dropped it, or a switch): the last results are older than the scene.

@@ -51,14 +51,15 @@ def held_clip(path: Path, hold: int = HOLD, move: int = MOVE) -> list[str]:
     return parts
 
 
-def run(edge_daemon, broker, clip: Path, frames: int, gate: bool):
-    """The daemon over the clip; (results in arrival order, events, last stats)."""
+def run(edge_daemon, broker, clip: Path, frames: int, gate: bool, scale: int = 1):
+    """The daemon over the clip at ``camera.decode_scale = scale``; (results in arrival
+    order, events, last stats)."""
     daemon = edge_daemon(
         broker.port,
         clip,
         DEMO / "color_blobs.tflite",
         DEMO / "labels.txt",
-        camera={"loop": False, "realtime": False, "motion_gate": gate},
+        camera={"loop": False, "realtime": False, "motion_gate": gate, "decode_scale": scale},
         mqtt={"publish_every_frame": True},
     )
     topics = daemon.topics
@@ -101,11 +102,14 @@ def iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def test_still_frames_skip_the_model_and_miss_nothing(mqtt_broker, edge_daemon, tmp_path):
+@pytest.mark.parametrize("scale", [1, 2], ids=["full", "deferred-half"])
+def test_still_frames_skip_the_model_and_miss_nothing(mqtt_broker, edge_daemon, tmp_path, scale):
+    """At ``decode_scale = 2`` the gated camera leaves its frames compressed and the
+    pipeline decodes only those the model sees (capture/mjpeg.py): the same results."""
     clip = tmp_path / "held.avi"
     parts = held_clip(clip)
-    gated, gated_events, stats = run(edge_daemon, mqtt_broker, clip, len(parts), True)
-    plain, plain_events, _ = run(edge_daemon, mqtt_broker, clip, len(parts), False)
+    gated, gated_events, stats = run(edge_daemon, mqtt_broker, clip, len(parts), True, scale)
+    plain, plain_events, _ = run(edge_daemon, mqtt_broker, clip, len(parts), False, scale)
 
     # Every frame once, in order.
     ids = [r["frame_id"] for r in gated]

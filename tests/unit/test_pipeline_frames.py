@@ -99,12 +99,7 @@ class FakeCamera:
 
     def __init__(self, images, name="cam"):
         self.name = name
-        self.frames = [
-            SimpleNamespace(
-                camera=name, frame_id=i, timestamp=100.0 + i, monotonic=i / 30, image=im
-            )
-            for i, im in enumerate(images)
-        ]
+        self.frames = [Frame(im, i, 100.0 + i, i / 30, name) for i, im in enumerate(images)]
 
     def get(self, timeout):
         return self.frames.pop(0) if self.frames else None

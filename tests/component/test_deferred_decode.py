@@ -1,0 +1,117 @@
+"""Tier 2: a motion-gated camera decoding reduced leaves its still MJPG frames compressed.
+
+Real files through OpenCV's FFmpeg backend: each frame comes with a 1/8-scale luma
+preview for the gate; a frame that moved since the previous one is decoded by the camera,
+the others only when the model is to see them, to exactly the pixels the same camera
+without the gate delivers.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_agent.capture.camera import Camera
+from edge_agent.capture.frames import Deferred, Frame
+from edge_agent.capture.mjpeg import ReducedMjpeg, develop, jpeg_size, open_reduced
+from edge_agent.capture.motion import MotionSettings
+from edge_agent.capture.sources import parse_source
+from edge_agent.errors import CaptureError
+from tests.component.test_decode_scale import CLIP, frames
+
+GATE = MotionSettings(enabled=True)
+HELD, MOVING = 12, 8
+
+
+def held_clip(path) -> str:
+    """The demo scene held still (sensor noise, each frame its own JPEG), then moving."""
+    scene = frames(open_reduced(parse_source(str(CLIP)), scale=1, name="scene"))
+    rng = np.random.default_rng(2)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (640, 480))
+    for image in [scene[0]] * HELD + scene[1 : 1 + MOVING]:
+        writer.write(np.clip(image + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_only_still_frames_are_left_compressed_and_develop_to_the_ungated_pixels(scale, tmp_path):
+    clip = held_clip(tmp_path / "held.avi")
+    plain = frames(open_reduced(parse_source(clip), scale=scale, name="plain"))
+    found = frames(open_reduced(parse_source(clip), scale=scale, name="gated", motion=GATE))
+    assert len(found) == len(plain) == HELD + MOVING
+    for i, (image, read) in enumerate(zip(plain, found)):
+        assert isinstance(read, Deferred), i
+        assert read.size == (image.shape[1], image.shape[0]) == (640 // scale, 480 // scale)
+        assert read.preview.shape == (60, 80) and read.preview.dtype == np.uint8
+        # The first frame, and every moving one, is decoded by the camera at once.
+        assert (read.image is None) is (0 < i < HELD), i
+        frame = develop(Frame.captured(read, i, 0.0, "gated"))
+        assert frame.image is not None and np.array_equal(frame.image, image), i
+
+
+def test_the_preview_is_the_luma_of_each_8x8_block():
+    read = open_reduced(parse_source(str(CLIP)), scale=2, name="gated", motion=GATE).read()[1]
+    luma = cv2.cvtColor(develop(Frame.captured(read, 0, 0.0, "c")).image, cv2.COLOR_BGR2GRAY)
+    blocks = cv2.resize(luma, (80, 60), interpolation=cv2.INTER_AREA)  # 4x4 of the 1/2 frame
+    assert np.abs(blocks.astype(int) - read.preview).mean() < 2.0
+
+
+@pytest.mark.parametrize(
+    ("gated", "scale", "deferred"), [(True, 2, True), (True, 1, False), (False, 2, False)]
+)
+def test_a_camera_from_config_defers_only_when_gated_and_decoding_reduced(gated, scale, deferred):
+    config = SimpleNamespace(
+        name="cam0", source=str(CLIP), loop=False, decode_scale=scale, motion_gate=gated
+    )
+    camera = Camera.from_config(config, realtime=False)
+    camera.start()
+    try:
+        frame = camera.get(10.0)
+        assert frame is not None and (frame.deferred is not None) is deferred
+        assert frame.size == (640 // scale, 480 // scale)
+        assert camera.stats().frame_size == frame.size  # the status names the decoded size
+    finally:
+        assert camera.stop(5.0)
+
+
+def jpeg(width: int, height: int, *params: int) -> np.ndarray:
+    image = np.random.default_rng(1).integers(0, 255, (height, width, 3), np.uint8)
+    return cv2.imencode(".jpg", image, list(params))[1].reshape(-1)
+
+
+@pytest.mark.parametrize("size", [(641, 481), (643, 479), (17, 9)])
+def test_the_decoded_size_is_known_before_decoding_at_every_scale(size):
+    packet = jpeg(*size)
+    assert jpeg_size(packet) == size
+    for scale in (2, 4, 8):
+        cap = SimpleNamespace(read=lambda: (True, packet.reshape(1, -1)))
+        read = ReducedMjpeg(cap, scale, motion=GATE).read()[1]
+        decoded = develop(Frame.captured(read, 0, 0.0, "c")).image
+        assert read.size == (decoded.shape[1], decoded.shape[0]), scale
+
+
+def test_the_size_of_a_progressive_jpeg_and_of_one_with_a_thumbnail_is_its_own():
+    assert jpeg_size(jpeg(320, 200, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)) == (320, 200)
+    main, thumbnail = bytes(jpeg(320, 200)), bytes(jpeg(16, 8))
+    # An APP1 segment carrying a whole 16x8 JPEG (as an EXIF thumbnail does) before the
+    # image's own frame header: the size is the image's, not the thumbnail's.
+    app1 = b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    packet = np.frombuffer(main[:2] + app1 + main[2:], np.uint8)
+    assert jpeg_size(packet) == (320, 200)
+    assert cv2.imdecode(packet, cv2.IMREAD_COLOR).shape[:2] == (200, 320)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff\xd8", b"not a jpeg at all", b"\xff\xd8\xff\xe0\x00", b"\xff\xd8\xff\xda\x00\x02"],
+)
+def test_a_packet_without_a_frame_header_has_no_size_and_is_not_a_frame(data):
+    packet = np.frombuffer(data, np.uint8)
+    assert jpeg_size(packet) is None
+    cap = SimpleNamespace(read=lambda: (True, packet.reshape(1, -1)))
+    with pytest.raises(CaptureError, match="not JPEG images"):
+        ReducedMjpeg(cap, 2, live=True, motion=GATE).read()
