@@ -183,6 +183,8 @@ def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
     for run in ("still_gated", "still_plain", "moving_gated"):
         assert mo[run]["fps"] > 0 and mo[run]["cpu_ms_per_frame"] > 0, run
     assert mo["still_gated_reduced"]["skipped"] >= 0.8
+    reduced = mo["moving_gated_reduced"]  # every frame decoded after the gate's test
+    assert 0 <= reduced["skipped"] < 0.5 and reduced["fps"] > 0 and reduced["cpu_ms_per_frame"] > 0
     # decode_scale 2 ran beside C in the round, on the same source, losing nothing.
     dec = r["decode_scale"]
     assert dec["scale"] == 2 and dec["fps"] > 0 and dec["errors"] == 0

@@ -102,7 +102,7 @@ class _TimedCapture:
         self._stats = stats
         self._fps = fps
 
-    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
+    def read(self, image: np.ndarray | None = None) -> tuple[bool, Any]:
         """Read and record the time it took."""
         t0 = time.perf_counter()
         result = self._cap.read(image) if image is not None else self._cap.read()
@@ -322,7 +322,9 @@ def run_pipeline(
             pids["worker"] = worker_pid
 
             def opener(*args: Any, **kwargs: Any) -> _TimedCapture:
-                return _TimedCapture(open_reduced(*args, scale=decode_scale, **kwargs), gated, pace)
+                gate = MotionSettings(enabled=motion)
+                cap = open_reduced(*args, scale=decode_scale, motion=gate, **kwargs)
+                return _TimedCapture(cap, gated, pace)
 
             names = ["bench"] + [f"bench-{i}" for i in range(2, cameras + 1)]
             cams = [
