@@ -14,13 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent.capture import mjpeg
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.frames import Deferred, Frame
-from edge_agent.capture.mjpeg import ReducedMjpeg, develop, jpeg_size, open_reduced
+from edge_agent.capture.mjpeg import ReducedMjpeg, develop, jpeg_size, luma_preview, open_reduced
 from edge_agent.capture.motion import MotionSettings
 from edge_agent.capture.sources import parse_source
 from edge_agent.errors import CaptureError
 from tests.component.test_decode_scale import CLIP, frames
+from tests.support.paths import shared_file
 
 GATE = MotionSettings(enabled=True)
 HELD, MOVING = 12, 8
@@ -47,8 +49,9 @@ def test_only_still_frames_are_left_compressed_and_develop_to_the_ungated_pixels
         assert isinstance(read, Deferred), i
         assert read.size == (image.shape[1], image.shape[0]) == (640 // scale, 480 // scale)
         assert read.preview.shape == (60, 80) and read.preview.dtype == np.uint8
-        # The first frame, and every moving one, is decoded by the camera at once.
-        assert (read.image is None) is (0 < i < HELD), i
+        # The camera decodes the first frame, the one after it (decoded first, as the
+        # first counted as moved) and every moving one; still frames wait.
+        assert (read.image is None) is (2 <= i < HELD), i
         frame = develop(Frame.captured(read, i, 0.0, "gated"))
         assert frame.image is not None and np.array_equal(frame.image, image), i
 
@@ -58,6 +61,35 @@ def test_the_preview_is_the_luma_of_each_8x8_block():
     luma = cv2.cvtColor(develop(Frame.captured(read, 0, 0.0, "c")).image, cv2.COLOR_BGR2GRAY)
     blocks = cv2.resize(luma, (80, 60), interpolation=cv2.INTER_AREA)  # 4x4 of the 1/2 frame
     assert np.abs(blocks.astype(int) - read.preview).mean() < 2.0
+
+
+def test_in_motion_the_preview_comes_from_the_decoded_frame_not_a_second_decode(
+    tmp_path, monkeypatch
+):
+    flags: list[int] = []
+    real = mjpeg.decode
+    monkeypatch.setattr(
+        mjpeg, "decode", lambda packet, flag: flags.append(flag) or real(packet, flag)
+    )
+    clip = held_clip(tmp_path / "held.avi")
+    found = frames(open_reduced(parse_source(clip), scale=2, name="c", motion=GATE))
+    assert len(found) == HELD + MOVING
+    # A preview pass for the first frame, for each still one after the second, and for
+    # the first moving frame; none while the scene keeps moving.
+    assert flags.count(mjpeg.PREVIEW) == 1 + (HELD - 2) + 1, flags
+    assert flags.count(mjpeg.REDUCED[2]) == 2 + MOVING  # decoded by the camera
+    assert {read.preview.shape for read in found} == {(60, 80)}
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_a_preview_taken_from_the_image_is_the_jpeg_preview_within_a_grey_level(scale):
+    photo = cv2.imread(str(shared_file("images/cat_720p.jpg")))
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 85]
+    packet = cv2.imencode(".jpg", cv2.resize(photo, (640, 480)), quality)[1]
+    derived = luma_preview(cv2.imdecode(packet, mjpeg.REDUCED[scale]), scale)
+    from_jpeg = cv2.imdecode(packet, mjpeg.PREVIEW)
+    assert derived.shape == from_jpeg.shape == (60, 80)
+    assert int(cv2.absdiff(derived, from_jpeg).max()) <= 2
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent.capture.mjpeg import PREVIEW
 from edge_agent.capture.motion import (
     MotionGate,
     MotionSettings,
@@ -93,6 +94,25 @@ def test_slow_motion_adds_up_against_the_last_inferred_frame():
     gate = gate_seeing(frames[0], settings)
     fired = [i for i, f in enumerate(frames[1:], 1) if gate.check("cam", f, i / 15).infer]
     assert fired and fired[0] <= 16, fired  # noticed within 16 px
+
+
+def test_slow_motion_adds_up_on_the_previews_of_jpeg_frames_too():
+    """A gated camera decoding reduced hands the gate each JPEG's 1/8 luma (8x8 block
+    means): as sensitive to a box moving 1 px per frame as the green-channel sample."""
+    settings = MotionSettings(enabled=True, threshold=0.01)
+    base = scene()
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
+    previews = [
+        cv2.imdecode(cv2.imencode(".jpg", with_box(base, 300 + x, 200), quality)[1], PREVIEW)
+        for x in range(0, 40)
+    ]
+    gate = MotionGate({"cam": settings})
+    first = gate.check("cam", previews[0], 0.0, preview=True)
+    gate.inferred("cam", first, 0.0)
+    fired = [
+        i for i, p in enumerate(previews[1:], 1) if gate.check("cam", p, i / 15, preview=True).infer
+    ]
+    assert fired and fired[0] <= 16, fired
 
 
 def test_a_new_reference_after_each_inferred_frame():
