@@ -177,18 +177,28 @@ def jpeg_size(packet: np.ndarray) -> tuple[int, int] | None:
     """(width, height) from a JPEG's start-of-frame header; None when there is none.
 
     Walks the marker segments from the start (not a byte search: an EXIF thumbnail
-    carries its own SOF inside an APP1 segment).
+    carries its own SOF inside an APP1 segment). Bytes between segments are skipped up
+    to the next marker, as libjpeg does ("extraneous bytes before marker", a warning):
+    the decoders read such a frame, so it has a size.
     """
-    data = memoryview(np.ascontiguousarray(packet).reshape(-1))  # no copy: bytes as ints
+    raw = np.ascontiguousarray(packet).reshape(-1)
+    data = memoryview(raw)  # no copy: bytes as ints
     if bytes(data[:2]) != b"\xff\xd8":
         return None
     at, end = 2, len(data)
     while at + 4 <= end:
-        if data[at] != 0xFF:
-            return None
+        if data[at] != 0xFF:  # extraneous bytes: on to the next 0xFF
+            skip = raw[at:].tobytes().find(b"\xff")
+            if skip < 0:
+                return None
+            at += skip
+            continue
         marker = data[at + 1]
         if marker == 0xFF:  # a fill byte before the marker
             at += 1
+            continue
+        if marker == 0x00:  # a stuffed 0xFF is no marker: extraneous too
+            at += 2
             continue
         if marker in _STANDALONE:
             at += 2

@@ -147,3 +147,19 @@ def test_a_packet_without_a_frame_header_has_no_size_and_is_not_a_frame(data):
     cap = SimpleNamespace(read=lambda: (True, packet.reshape(1, -1)))
     with pytest.raises(CaptureError, match="not JPEG images"):
         ReducedMjpeg(cap, 2, live=True, motion=GATE).read()
+
+
+@pytest.mark.parametrize("extra", [b"\x00\x00", b"\x12", b"\xff\x00", b"\x00\xff\x00\x17"])
+def test_bytes_between_segments_are_skipped_as_libjpeg_skips_them(extra):
+    """Some cameras put stray bytes between two segments: libjpeg warns ("extraneous
+    bytes before marker") and decodes the frame, so the ungated camera delivers it, and
+    so must the gated one (it failed every such frame: the camera was lost)."""
+    main = bytes(jpeg(64, 48))
+    cut = 4 + int.from_bytes(main[4:6], "big")  # after the APP0 segment
+    packet = np.frombuffer(main[:cut] + extra + main[cut:], np.uint8)
+    assert jpeg_size(packet) == (64, 48)
+    cap = SimpleNamespace(read=lambda: (True, packet.reshape(1, -1)))
+    plain = ReducedMjpeg(cap, 2, live=True).read()[1]
+    read = ReducedMjpeg(cap, 2, live=True, motion=GATE).read()[1]
+    assert isinstance(read, Deferred) and read.size == (32, 24)
+    assert np.array_equal(develop(Frame.captured(read, 0, 0.0, "c")).image, plain)
