@@ -22,8 +22,8 @@ decoded here at once, beside the pipeline, as without the gate; the others are d
 by the pipeline (:func:`develop`) only when the model is to see them (slow change that
 added up, ``max_idle``, a new model). While the scene moves, each frame is decoded
 first and its preview taken from the image (:func:`luma_preview`, 0.05 ms), so motion
-costs no second pass over the JPEG; the first still frame after it goes back to
-previews.
+costs no second pass over the JPEG; the first still frame after it takes the JPEG's own
+preview, as the frames after it do.
 
 At ``decode_scale = 1`` frames are not deferred: FFmpeg's own MJPG decoder, which a
 full-size frame goes through, takes 0.43 ms where libjpeg's full decode takes 1.27 (the
@@ -109,7 +109,8 @@ class ReducedMjpeg:
         """The packet with its preview and decoded size, and its image if it moved since
         the previous frame; None when it is not a JPEG."""
         image: np.ndarray | None = None
-        if self._moving:
+        derived = self._moving
+        if derived:
             # In motion, frames are decoded anyway: their preview comes from the image
             # (0.05 ms), not from a second pass over the JPEG (0.3-0.7 ms on real scenes).
             image = decode(packet, self._flag)
@@ -129,6 +130,13 @@ class ReducedMjpeg:
         self._moving = moved
         if moved and image is None and (image := decode(packet, self._flag)) is None:
             return None
+        if derived and not moved and (own := decode(packet, PREVIEW)) is not None:
+            # The scene stopped: this frame carries the JPEG's own preview, the kind the
+            # next ones have. A derived preview differs from it where colours clip (10
+            # grey levels at saturated red edges): compared in turn, the two kinds kept
+            # the camera decoding and the gate inferring (27 of 40 frames of a still
+            # scene at motion_pixel_delta 5).
+            preview = self._preview = own
         return Deferred(packet.reshape(-1), self._flag, preview, size, image)
 
     def get(self, prop: int) -> float:
@@ -142,8 +150,9 @@ class ReducedMjpeg:
 
 
 def luma_preview(image: np.ndarray, scale: int) -> np.ndarray:
-    """What the 1/8-scale greyscale decode gives (within a grey level), from a frame
-    decoded at ``1/scale``: its luma averaged over blocks of ``8 / scale`` pixels."""
+    """What the 1/8-scale greyscale decode gives, from a frame decoded at ``1/scale``: its
+    luma averaged over blocks of ``8 / scale`` pixels (within a grey level or two on
+    photos; up to 10 where the decode clipped saturated colours)."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     factor = 8 // scale
     if factor == 1:

@@ -18,7 +18,7 @@ from edge_agent.capture import mjpeg
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.frames import Deferred, Frame
 from edge_agent.capture.mjpeg import ReducedMjpeg, develop, jpeg_size, luma_preview, open_reduced
-from edge_agent.capture.motion import MotionSettings
+from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.capture.sources import parse_source
 from edge_agent.errors import CaptureError
 from tests.component.test_decode_scale import CLIP, frames
@@ -74,9 +74,10 @@ def test_in_motion_the_preview_comes_from_the_decoded_frame_not_a_second_decode(
     clip = held_clip(tmp_path / "held.avi")
     found = frames(open_reduced(parse_source(clip), scale=2, name="c", motion=GATE))
     assert len(found) == HELD + MOVING
-    # A preview pass for the first frame, for each still one after the second, and for
-    # the first moving frame; none while the scene keeps moving.
-    assert flags.count(mjpeg.PREVIEW) == 1 + (HELD - 2) + 1, flags
+    # A preview pass for the first frame, for the second (decoded first, it found the
+    # scene still: it takes the JPEG's own preview), for each still one after it, and
+    # for the first moving frame; none while the scene keeps moving.
+    assert flags.count(mjpeg.PREVIEW) == 1 + 1 + (HELD - 2) + 1, flags
     assert flags.count(mjpeg.REDUCED[2]) == 2 + MOVING  # decoded by the camera
     assert {read.preview.shape for read in found} == {(60, 80)}
 
@@ -163,3 +164,29 @@ def test_bytes_between_segments_are_skipped_as_libjpeg_skips_them(extra):
     read = ReducedMjpeg(cap, 2, live=True, motion=GATE).read()[1]
     assert isinstance(read, Deferred) and read.size == (32, 24)
     assert np.array_equal(develop(Frame.captured(read, 0, 0.0, "c")).image, plain)
+
+
+def test_a_still_scene_of_saturated_colours_stays_skipped_after_the_first_frames():
+    """Red text on white at JPEG quality 50: a preview derived from the decoded frame is
+    up to 10 grey levels off the JPEG's own (clipped colours). The camera must not
+    compare the two kinds in turn (it kept decoding, and the gate inferring, most frames
+    of a scene that never moved: 27 of 40 at motion_pixel_delta 5)."""
+    page = np.full((480, 640, 3), 255, np.uint8)
+    for y in range(20, 480, 20):
+        cv2.putText(page, "The quick brown fox 0123456789", (5, y), 0, 0.5, (0, 0, 255), 1)
+    rng = np.random.default_rng(0)
+    quality = [cv2.IMWRITE_JPEG_QUALITY, 50]
+    noisy = [np.clip(page + rng.normal(0, 1.0, page.shape), 0, 255) for _ in range(40)]
+    packets = iter([cv2.imencode(".jpg", im.astype(np.uint8), quality)[1] for im in noisy])
+    settings = MotionSettings(enabled=True, pixel_delta=5)
+    cap = SimpleNamespace(read=lambda: (True, next(packets).reshape(1, -1)))
+    camera, gate = ReducedMjpeg(cap, 2, motion=settings), MotionGate({"c": settings})
+    decoded = inferred = 0
+    for i in range(40):
+        read = camera.read()[1]
+        decoded += read.image is not None
+        check = gate.check("c", read.preview, i / 15, preview=True)
+        if check.infer:  # the model sees it: the gate's new reference
+            inferred += 1
+            gate.inferred("c", check, i / 15)
+    assert decoded <= 3 and inferred <= 3, (decoded, inferred)
