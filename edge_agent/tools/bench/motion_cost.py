@@ -10,8 +10,8 @@ Three runs of the daemon's pipeline per round, side by side:
 * ``still_gated_reduced`` (with a ``decode_scale`` > 1): the still clip gated and decoded
   at 1/N scale, both savers at once: the camera decodes only each frame's preview, the
   pipeline the frames the model sees (capture/mjpeg.py);
-* ``moving_gated_reduced`` (likewise): the bench's source so, where every frame is
-  decoded on the pipeline thread after the gate's test (the cost of deferring).
+* ``moving_gated_reduced`` (likewise): the bench's source so, where the camera thread
+  decodes each moving frame and derives its preview from it (the cost of deferring).
 
 Every frame is published in all three, so the figures include the MQTT cost of the
 carried results.
