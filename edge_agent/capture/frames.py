@@ -15,6 +15,9 @@ exists, so:
   the consumer's second successful :meth:`FrameSlot.take` after it; copy the image to
   keep it longer.
 
+A deferred frame (see :class:`Deferred`) brings its own arrays, which no read reuses:
+its buffer is left empty.
+
 One producer and one consumer per slot.
 """
 

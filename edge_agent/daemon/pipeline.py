@@ -85,7 +85,8 @@ class Pipeline:
         detecting: whether a camera runs detection now; frames of a camera switched
             off are taken and dropped (the watchdog still sees the camera alive).
         motion: the motion gate; a gated camera's frames in which nothing moved skip the
-            model and carry its last results over, marked ``"motion": "still"``.
+            model and carry its last results over, marked ``"motion": "still"``. A frame
+            its camera left compressed (``Frame.deferred``) is decoded only to go to it.
     """
 
     def __init__(
@@ -235,7 +236,7 @@ class Pipeline:
             t1 = time.monotonic()
             self._stats.record("capture", (t0 - frame.monotonic) * 1000.0)
             self._stats.record("preprocess", (t1 - t0) * 1000.0)
-            job = Job(frame.camera, *frame[1:4], fit, t1, frame.image, check)
+            job = Job(frame.camera, *frame[1:4], fit, t1, frame.image, check)  # 1:4: id, times
             sup.submit(slot[0], job)
             if check is not None:
                 self._motion.inferred(frame.camera, check, frame.monotonic, frame.frame_id)
