@@ -36,6 +36,9 @@ from edge_agent.config.url_checks import is_synthetic, is_url, url_has_password
 from edge_agent.errors import ConfigError, ConfigErrors
 
 DEFAULT_CONFIG_PATH = "/etc/edge-agent/config.toml"
+# A config is a few kilobytes: a path to /dev/zero or a runaway file must not be read
+# without end (nor fill the memory of a daemon reloading on SIGHUP).
+MAX_CONFIG_BYTES = 1 << 20
 
 # Secrets may come from the environment (e.g. a systemd EnvironmentFile or
 # credential) instead of the file; a variable that is set and non-empty wins.
@@ -112,16 +115,23 @@ def load_config(
         The validated configuration.
 
     Raises:
-        ConfigError: the file cannot be read, is not UTF-8 TOML, or is invalid.
+        ConfigError: the file cannot be read, is not a regular file of at most
+            ``MAX_CONFIG_BYTES``, is not UTF-8 TOML, or is invalid.
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as handle:
+        # O_NONBLOCK: opening a FIFO nobody writes to must not hang (it is refused below).
+        with os.fdopen(os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
             # fstat on the handle we read, so the mode belongs to those very bytes.
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
-            data = handle.read()
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError("not a regular file (a device, FIFO or socket)", file=name)
+            mode = stat.S_IMODE(info.st_mode)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", file=name) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES} bytes: not a config file", file=name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

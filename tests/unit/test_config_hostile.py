@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from edge_agent.config import ConfigError, load_config, parse_config
+from edge_agent.config.loader import MAX_CONFIG_BYTES
 
 
 @pytest.mark.parametrize(
@@ -109,3 +112,29 @@ def test_a_bounded_fraction_says_both_bounds():
     assert str(info.value) == (
         "c.toml: camera[0].motion_threshold: expected number > 0 and <= 1, got 2"
     )
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_nobody_writes_to_is_refused_at_once(tmp_path):
+    """Opening it to read would wait for a writer for good (check-config, a reload)."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file") as caught:
+        load_config(fifo)
+    assert caught.value.file == str(fifo)
+
+
+@pytest.mark.timeout(10)
+def test_a_device_is_refused_not_read_without_end():
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config("/dev/zero")
+
+
+def test_a_file_beyond_a_megabyte_is_refused_naming_it(tmp_path):
+    big = tmp_path / "config.toml"
+    big.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes") as caught:
+        load_config(big)
+    assert caught.value.file == str(big)
+    big.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 - 1))
+    assert load_config(big).source == str(big)  # just under the bound: read as usual
