@@ -47,6 +47,11 @@ BUNDLED_MODELS = (
 )
 
 
+MAX_FRAMES = 1_000_000  # per round and loop: hours of a real camera
+MAX_ROUNDS = 100
+MAX_SIM_MS = 1000.0  # a simulated invoke of more than a second stands in for no accelerator
+
+
 class BenchOptions(NamedTuple):
     """What to measure.
 
@@ -161,10 +166,19 @@ def run_bench(
     Raises:
         EdgeAgentError: the model, source or broker is unusable, or a loop failed.
     """
-    if not 1 <= opts.cameras <= 16 or opts.sim_tpu_ms < 0:
-        raise ConfigError("bench needs 1..16 cameras and a simulated invoke time >= 0 ms")
-    if opts.frames < 2 or opts.warmup < 1 or opts.rounds < 1 or opts.pace_frames < 0:
-        raise ConfigError("bench needs frames >= 2, warmup >= 1 and rounds >= 1")
+    # Upper bounds too: a mistyped --frames 1e9 would allocate per-frame arrays of that
+    # size (a MemoryError traceback) or run for days; nan must not reach a sleep.
+    if not (1 <= opts.cameras <= 16 and 0 <= opts.sim_tpu_ms <= MAX_SIM_MS):
+        raise ConfigError(
+            f"bench needs 1..16 cameras and a simulated invoke time of 0..{MAX_SIM_MS:g} ms"
+        )
+    counts = (opts.frames, opts.warmup, opts.pace_frames, opts.objects, opts.cold_starts)
+    least = opts.frames >= 2 and opts.warmup >= 1 and 1 <= opts.rounds <= MAX_ROUNDS
+    if not least or not all(0 <= n <= MAX_FRAMES for n in counts):
+        raise ConfigError(
+            f"bench needs frames >= 2, warmup >= 1, rounds 1..{MAX_ROUNDS}, and frames, "
+            f"warmup, pace frames, objects and cold starts of at most {MAX_FRAMES}"
+        )
     if opts.pace_frames and not 0 < opts.pace_fps <= 1000:
         raise ConfigError(f"bench pace must be in (0, 1000] fps, got {opts.pace_fps:g}")
     if not os.path.isfile(opts.model):
