@@ -115,17 +115,18 @@ def load_config(
         The validated configuration.
 
     Raises:
-        ConfigError: the file cannot be read, is not a regular file of at most
+        ConfigError: the file cannot be read, is not a regular file or FIFO of at most
             ``MAX_CONFIG_BYTES``, is not UTF-8 TOML, or is invalid.
     """
     name = os.fspath(path)
     try:
-        # O_NONBLOCK: opening a FIFO nobody writes to must not hang (it is refused below).
-        with os.fdopen(os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+        with open(name, "rb") as handle:
             # fstat on the handle we read, so the mode belongs to those very bytes.
             info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError("not a regular file (a device, FIFO or socket)", file=name)
+            # A FIFO is fine (a secrets helper may feed the config through one); a
+            # device is not a config file, and /dev/zero would be read without end.
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+                raise ConfigError("not a regular file or a FIFO (a device?)", file=name)
             mode = stat.S_IMODE(info.st_mode)
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -114,19 +115,37 @@ def test_a_bounded_fraction_says_both_bounds():
     )
 
 
-@pytest.mark.timeout(10)
-def test_a_fifo_nobody_writes_to_is_refused_at_once(tmp_path):
-    """Opening it to read would wait for a writer for good (check-config, a reload)."""
+@pytest.mark.timeout(20)
+def test_a_fifo_fed_without_end_is_refused_after_a_megabyte(tmp_path):
+    """A FIFO is a supported config source (tests/faults/test_chaos_startup.py); one
+    that never ends must not be read into memory for good."""
     fifo = tmp_path / "config.toml"
     os.mkfifo(fifo)
-    with pytest.raises(ConfigError, match="not a regular file") as caught:
-        load_config(fifo)
-    assert caught.value.file == str(fifo)
+    stop = threading.Event()
+
+    def feed() -> None:
+        try:
+            with open(fifo, "wb") as out:
+                while not stop.is_set():
+                    out.write(b"# more\n" * 4096)
+        except BrokenPipeError:
+            pass  # the reader gave up (also raised again by the close): as it should
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(ConfigError, match="larger than 1048576 bytes") as caught:
+            load_config(fifo)
+        assert caught.value.file == str(fifo)
+    finally:
+        stop.set()
+        writer.join(5.0)
+    assert not writer.is_alive()
 
 
 @pytest.mark.timeout(10)
 def test_a_device_is_refused_not_read_without_end():
-    with pytest.raises(ConfigError, match="not a regular file"):
+    with pytest.raises(ConfigError, match="not a regular file or a FIFO"):
         load_config("/dev/zero")
 
 
