@@ -6,11 +6,22 @@ Protocol (parent -> child / child -> parent), one NamedTuple per message:
     parent: Run(seq, slot)
     child:  Done(seq, slot, invoke_ms) | InvokeFailed(seq, slot, message)
     parent: Stop()
+
+On the wire every message is one frame as :class:`multiprocessing.connection.Connection`
+frames it (a 4-byte length, then the body). The two sent for every frame, Run and Done,
+are packed structs tagged by their first byte; the rest are pickled (a pickle's first
+byte is 0x80, never a tag). The worker reads its frames with :class:`FrameReader`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+import os
+import pickle
+import select
+import struct
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, NamedTuple, Union
 
 from edge_agent.inference.tensors import TensorSpec
 
@@ -84,3 +95,90 @@ class Stop(NamedTuple):
 
 
 Completed = Union[Done, InvokeFailed]  # typing.Union: "|" on classes needs 3.10
+
+
+_RUN = struct.Struct("<Bqq")  # tag, seq, slot
+_DONE = struct.Struct("<Bqqd")  # tag, seq, slot, invoke_ms
+_RUN_TAG, _DONE_TAG = 1, 2
+_HEADER = struct.Struct("!i")  # Connection's frame header; -1: an 8-byte length follows
+_LONG_HEADER = struct.Struct("!Q")
+
+
+def encode(msg: Any) -> bytes:
+    """The body of one frame: Run and Done packed (no pickling per frame), the rest pickled."""
+    if type(msg) is Run:
+        return _RUN.pack(_RUN_TAG, msg.seq, msg.slot)
+    if type(msg) is Done:
+        return _DONE.pack(_DONE_TAG, msg.seq, msg.slot, msg.invoke_ms)
+    return bytes(ForkingPickler.dumps(msg))
+
+
+def decode(body: bytes | bytearray) -> Any:
+    """The message in one frame's body (see :func:`encode`)."""
+    tag = body[0]
+    if tag == _RUN_TAG:
+        return Run(*_RUN.unpack(body)[1:])
+    if tag == _DONE_TAG:
+        return Done(*_DONE.unpack(body)[1:])
+    return pickle.loads(body)
+
+
+class FrameReader:
+    """Reads the frames a Connection writes, with one ``read()`` for whatever is waiting.
+
+    ``Connection.recv`` reads a frame's header and its body apart: two system calls a
+    message, on the worker's path between two invokes. Once a reader is made, it must be
+    the only reader of its connection.
+    """
+
+    def __init__(self, conn: Connection, chunk: int = 65536):
+        self._conn = conn
+        self._chunk = chunk
+        self._buf = bytearray()
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
+
+    def poll(self, timeout: float) -> bool:
+        """True when there is something to receive (a message, or the other end's close),
+        waiting up to ``timeout`` seconds.
+
+        Raises:
+            OSError: the connection is closed.
+        """
+        self._conn.fileno()  # raises once closed, before its number can be someone else's
+        if self._whole() is not None:
+            return True
+        return bool(self._poller.poll(max(0.0, timeout) * 1000.0))
+
+    def recv(self) -> Any:
+        """The next message, blocking until it is whole.
+
+        Raises:
+            EOFError: the other end closed.
+            OSError: the connection is closed or the read failed.
+        """
+        buf = self._buf
+        while True:
+            whole = self._whole()
+            if whole is not None:
+                body = bytes(buf[whole[0] : whole[1]])
+                del buf[: whole[1]]
+                return decode(body)
+            data = os.read(self._conn.fileno(), self._chunk)
+            if not data:
+                raise EOFError("the other end closed the connection")
+            buf += data
+
+    def _whole(self) -> tuple[int, int] | None:
+        """(start, end) of the first frame's body when it is all buffered."""
+        buf = self._buf
+        if len(buf) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(buf)
+        start = _HEADER.size
+        if size == -1:
+            if len(buf) < _HEADER.size + _LONG_HEADER.size:
+                return None
+            (size,) = _LONG_HEADER.unpack_from(buf, _HEADER.size)
+            start += _LONG_HEADER.size
+        return (start, start + size) if len(buf) >= start + size else None

@@ -30,6 +30,7 @@ from edge_agent.inference.protocol import (
     AttachBuffers,
     Completed,
     Done,
+    FrameReader,
     InvokeFailed,
     LoadFailed,
     Ready,
@@ -37,6 +38,7 @@ from edge_agent.inference.protocol import (
     Stop,
     Trying,
     WorkerInfo,
+    encode,
 )
 from edge_agent.inference.tensors import TensorSpec
 
@@ -121,9 +123,10 @@ def worker_main(
     blocks: list[SharedMemory] = []
     inputs: list[np.ndarray] = []
     outputs: list[list[np.ndarray]] = []
+    reader = FrameReader(conn)  # from here on the only reader of the pipe
     while True:
         try:
-            msg = conn.recv()
+            msg = reader.recv()
         except (EOFError, OSError):
             break  # the parent went away
         if isinstance(msg, Run):
@@ -135,7 +138,7 @@ def worker_main(
                 continue
             for i, view in enumerate(outputs[msg.slot]):
                 np.copyto(view, session.output(i))
-            conn.send(Done(msg.seq, msg.slot, ms))
+            conn.send_bytes(encode(Done(msg.seq, msg.slot, ms)))
         elif isinstance(msg, AttachBuffers):
             blocks = [_attach(n) for n in (*msg.inputs, *msg.outputs)]
             inputs = [_views(b, [session.input])[0] for b in blocks[: len(msg.inputs)]]
@@ -222,6 +225,7 @@ class WorkerHandle:
             daemon=True,
         )
         self._child = child
+        self._reader: FrameReader | None = None  # once the worker is ready
         self.info: WorkerInfo | None = None
 
     @property
@@ -269,6 +273,7 @@ class WorkerHandle:
             self.kill()
             raise WorkerError(msg.reason if isinstance(msg, LoadFailed) else repr(msg))
         self.info = msg.info
+        self._reader = FrameReader(self._conn)
         return self.info
 
     def attach(self, buffers: Buffers) -> None:
@@ -285,7 +290,7 @@ class WorkerHandle:
             WorkerError: the pipe is broken (the worker died).
         """
         try:
-            self._conn.send(Run(seq, slot))
+            self._conn.send_bytes(encode(Run(seq, slot)))
         except (OSError, ValueError) as exc:
             # The pipe broke because the worker died: report how (signal, exit code),
             # which is what the operator needs, not the EPIPE.
@@ -297,12 +302,15 @@ class WorkerHandle:
         Raises:
             WorkerError: the worker died (exit code in the message).
         """
+        reader = self._reader
+        if reader is None:
+            raise WorkerError(f"model {self.request.model_path}: the worker never became ready")
         try:
-            if not self._conn.poll(timeout):
+            if not reader.poll(timeout):
                 if not self._process.is_alive():
                     raise WorkerError(self.death())
                 return None
-            return self._conn.recv()
+            return reader.recv()
         except (EOFError, OSError) as exc:
             raise WorkerError(self.death()) from exc
 
