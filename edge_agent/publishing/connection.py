@@ -36,6 +36,42 @@ logger = logging.getLogger(__name__)
 _TRANSIENT_PUBACK = frozenset({0x91, 0x97})
 
 
+class _LastError(logging.Handler):
+    """Keeps the last error paho logs: the socket error behind a lost connection (e.g. a
+    TLS alert such as "certificate required"), to say why the connection died."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the message (a handler must not raise into paho's loop)."""
+        try:
+            self.text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a template that does not fit its arguments
+            self.text = str(record.msg)
+
+
+def _paho_logger(errors: _LastError) -> logging.Logger:
+    """One client's own logger: paho's errors reach ``errors``, and its debug lines are
+    formatted only when our debug logging is on (``on_log`` would have paho format a
+    line for every packet sent and received: about a tenth of its CPU per publish).
+
+    Unregistered, so it goes with the connection; with debug logging it hands every line
+    on to ``edge_agent.publishing.connection.paho``. Without, paho's errors stay here: it
+    logs a lost connection at ERROR, and the publisher reports it once itself.
+    """
+    own = logging.Logger(__name__ + ".paho")  # noqa: LOG001 - one per client, unregistered
+    own.addHandler(errors)
+    if logger.isEnabledFor(logging.DEBUG):
+        own.setLevel(logging.DEBUG)
+        own.parent = logging.getLogger(__name__ + ".paho")
+    else:
+        own.setLevel(logging.ERROR)
+        own.propagate = False
+    return own
+
+
 def connect_properties(settings: MqttSettings) -> Properties:
     """MQTT 5 CONNECT properties: the Maximum Packet Size the device accepts.
 
@@ -153,12 +189,9 @@ class Connection:
         client.on_publish = self._cb_publish
         client.on_subscribe = self._cb_subscribe
         client.on_message = self._cb_message
-        client.on_log = self._cb_log
-        self._last_error = ""
+        self._errors = _LastError()
+        client.enable_logger(_paho_logger(self._errors))
         self._sent: dict[int, str] = {}  # mid -> topic, until acknowledged
-        if logger.isEnabledFor(logging.DEBUG):
-            # paho logs a lost connection at ERROR; the publisher reports it once itself.
-            client.enable_logger(logging.getLogger(__name__ + ".paho"))
 
     def open(self, tcp: socket.socket | None = None) -> None:
         """TLS handshake (if any) and send CONNECT; the CONNACK arrives through :meth:`step`.
@@ -281,15 +314,8 @@ class Connection:
 
     @_safe
     def _cb_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        detail = f": {self._last_error}" if self._last_error else ""
+        detail = f": {self._errors.text}" if self._errors.text else ""
         self.error = self.error or f"connection lost ({reason_code}){detail}"
-
-    @_safe
-    def _cb_log(self, client, userdata, level, buf) -> None:
-        # paho only logs the socket error behind a lost connection (e.g. a TLS alert
-        # such as "certificate required"); keep it to say why the connection died.
-        if level == mqtt.MQTT_LOG_ERR:
-            self._last_error = buf
 
     @_safe
     def _cb_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
