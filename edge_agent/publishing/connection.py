@@ -244,9 +244,11 @@ class Connection:
         pending = getattr(sock, "pending", lambda: 0)()  # TLS bytes already decrypted
         wlist = [sock] if client.want_write() else []
         rlist = [sock] if wake is None else [sock, wake.socket]
+        if wake is not None:
+            timeout = wake.timeout(timeout)  # a held wake-up ends the wait when it ends
         readable, _, _ = select.select(rlist, wlist, [], 0 if pending else timeout)
-        if wake is not None and wake.socket in readable:
-            wake.drain()
+        if wake is not None:
+            wake.settle(wake.socket in readable)
         rc = mqtt.MQTT_ERR_SUCCESS
         if sock in readable or pending:
             rc = client.loop_read()

@@ -1,25 +1,51 @@
-"""Tier 1: the publisher thread's waker sends one byte per burst, and never loses one."""
+"""Tier 1: the publisher thread's waker sends one byte per burst, none while results
+stream, and never loses a wake-up."""
 
 from __future__ import annotations
 
 import select
 import threading
 
-from edge_agent.publishing.waker import Waker
+import pytest
+
+from edge_agent.publishing import waker as waker_module
+from edge_agent.publishing.waker import HOT_GAP_S, LINGER_S, Waker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(waker_module.time, "monotonic", clock)
+    return clock
 
 
 def readable(waker: Waker) -> bool:
     return bool(select.select([waker.socket], [], [], 0)[0])
 
 
-def test_a_burst_costs_one_byte_and_a_wake_after_draining_is_seen():
+def step(waker: Waker) -> bool:
+    """What the publisher thread does around its select(); True when it was woken."""
+    woken = readable(waker)
+    waker.settle(woken)
+    return woken
+
+
+def test_a_burst_costs_one_byte_and_a_wake_after_settling_is_seen(clock):
     waker = Waker()
     for _ in range(1000):
         waker.wake()
     assert waker.socket.recv(4096) == b"\0"  # one byte for the whole burst
-    waker.drain()
+    waker.settle(True)
     assert not readable(waker)
-    waker.wake()  # after a drain the next wake-up is sent again
+    waker.wake()  # after a settle the next wake-up is sent again
     assert readable(waker)
 
 
@@ -38,3 +64,92 @@ def test_wait_returns_when_woken_from_another_thread():
     thread.join(5.0)
     waker.wake()
     assert readable(waker)  # the flag was cleared by the wait: this one was sent
+
+
+def test_results_far_apart_send_a_byte_each_and_never_hold(clock):
+    waker = Waker()
+    for _ in range(5):
+        clock.now += HOT_GAP_S * 3  # 33 ms apart: a 30 fps camera
+        waker.wake()
+        assert step(waker)
+        assert waker.timeout(1.0) == 1.0  # no hold: the thread sleeps its full tick
+
+
+def test_a_stream_is_held_and_its_producers_send_no_byte(clock):
+    waker = Waker()
+    waker.wake()
+    assert step(waker)
+    clock.now += HOT_GAP_S / 4
+    waker.wake()
+    assert step(waker)  # the second byte in quick succession starts a hold
+    assert waker.timeout(1.0) == pytest.approx(LINGER_S)
+    bytes_sent = 0
+    for _ in range(200):  # results every 2.5 ms for half a second
+        clock.now += 0.0025
+        waker.wake()
+        bytes_sent += readable(waker)
+        step(waker)  # the select() returned: its timeout ran out, or a PUBACK came
+    assert bytes_sent == 0
+    assert waker.timeout(1.0) <= LINGER_S  # still holding while results come
+
+
+def test_a_hold_ends_when_results_stop_and_the_next_result_wakes_at_once(clock):
+    waker = Waker()
+    for _ in range(2):
+        clock.now += 0.001
+        waker.wake()
+        step(waker)
+    assert waker.timeout(1.0) == pytest.approx(LINGER_S)
+    clock.now += LINGER_S  # the hold's end, with no result during it
+    assert not step(waker)
+    assert waker.timeout(1.0) == 1.0
+    waker.wake()
+    assert readable(waker)  # not held any more: the byte is sent
+
+
+def test_a_result_published_just_as_a_hold_ends_is_not_lost(clock):
+    """The producer's wake() comes while the thread decides: either the thread sees it
+    and holds again, or the producer's byte is sent."""
+    waker = Waker()
+    for _ in range(2):
+        clock.now += 0.001
+        waker.wake()
+        step(waker)
+    clock.now += LINGER_S
+    waker.wake()  # during the hold: no byte, but seen when the hold ends
+    assert not readable(waker)
+    step(waker)
+    assert waker.timeout(1.0) == pytest.approx(LINGER_S)  # held again, it looks again
+
+
+def test_an_offline_wait_ends_a_hold_and_returns_at_once_for_a_wake_during_it(clock):
+    """The connector's wake (or stop()) during a hold sent no byte: the offline wait
+    must not sleep through it."""
+    waker = Waker()
+    for _ in range(2):
+        clock.now += 0.001
+        waker.wake()
+        step(waker)
+    waker.wake()  # e.g. the connector ended, while held
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (waker.wait(30.0), done.set()))
+    thread.start()
+    assert done.wait(5.0)
+    thread.join(5.0)
+    waker.wake()
+    assert readable(waker)  # and the hold is over: wake-ups send bytes again
+
+
+def test_an_offline_wait_after_a_quiet_hold_still_wakes_for_a_later_wake(clock):
+    waker = Waker()
+    for _ in range(2):
+        clock.now += 0.001
+        waker.wake()
+        step(waker)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (waker.wait(30.0), done.set()))
+    thread.start()
+    assert not done.wait(0.05)  # nothing to wake it yet
+    waker.wake()
+    assert done.wait(5.0)
+    thread.join(5.0)
