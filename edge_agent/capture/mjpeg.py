@@ -119,8 +119,8 @@ class ReducedMjpeg:
         else:
             found, size = jpeg_size(packet), None
             preview = decode(packet, PREVIEW) if found is not None else None
-            if found is not None:  # the size it decodes to: libjpeg rounds up
-                size = (-(-found[0] // self.scale), -(-found[1] // self.scale))
+            if found is not None:  # the size it decodes to
+                size = reduced_size(found, self.scale)
         if preview is None or size is None:
             return None
         last, self._preview = self._preview, preview
@@ -157,9 +157,13 @@ def luma_preview(image: np.ndarray, scale: int) -> np.ndarray:
     factor = 8 // scale
     if factor == 1:
         return gray
-    height, width = gray.shape
-    size = (-(-width // factor), -(-height // factor))  # libjpeg rounds up, as here
+    size = reduced_size((gray.shape[1], gray.shape[0]), factor)  # as libjpeg's
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """(width, height) of an image of ``size`` decoded at ``1/factor``: libjpeg rounds up."""
+    return -(-size[0] // factor), -(-size[1] // factor)
 
 
 def develop(frame: Frame) -> Frame:
@@ -190,14 +194,13 @@ def jpeg_size(packet: np.ndarray) -> tuple[int, int] | None:
     to the next marker, as libjpeg does ("extraneous bytes before marker", a warning):
     the decoders read such a frame, so it has a size.
     """
-    raw = np.ascontiguousarray(packet).reshape(-1)
-    data = memoryview(raw)  # no copy: bytes as ints
+    data = memoryview(np.ascontiguousarray(packet).reshape(-1))  # no copy: bytes as ints
     if bytes(data[:2]) != b"\xff\xd8":
         return None
     at, end = 2, len(data)
     while at + 4 <= end:
         if data[at] != 0xFF:  # extraneous bytes: on to the next 0xFF
-            skip = raw[at:].tobytes().find(b"\xff")
+            skip = data[at:].tobytes().find(b"\xff")
             if skip < 0:
                 return None
             at += skip
