@@ -56,9 +56,8 @@ def run(frames: list[Frame]) -> tuple[dict[int, dict], Counter, list]:
     submitted: list = []
     submit = supervisor.submit
     supervisor.submit = lambda slot, job: (submitted.append(job), submit(slot, job))
-    pipeline = gated_pipeline([DeferredCamera(frames)], supervisor, by_id(published))
     stats, counts = counting_stats()
-    pipeline._stats = stats
+    pipeline = gated_pipeline([DeferredCamera(frames)], supervisor, by_id(published), stats=stats)
     for _ in range(2 * len(frames)):
         pipeline.step()
     return published, counts, submitted

@@ -112,13 +112,13 @@ STATS = SimpleNamespace(record=lambda *a: None, incr=lambda *a: None)
 GATE = MotionSettings(enabled=True, max_idle=60.0)
 
 
-def gated_pipeline(cameras, supervisor, publish, gated=("cam",)) -> Pipeline:
+def gated_pipeline(cameras, supervisor, publish, gated=("cam",), stats=None) -> Pipeline:
     """A pipeline publishing every frame, its ``gated`` cameras behind the motion gate."""
     return Pipeline(
         cameras,
         supervisor,
         publish,
-        STATS,
+        stats or STATS,
         results="all",
         motion=MotionGate({name: GATE for name in gated}),
     )
