@@ -39,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_agent.capture.corrupt_frames import MAX_BAD_FRAMES
 from edge_agent.capture.frames import Deferred, Frame
 from edge_agent.capture.motion import MotionSettings, changed_fraction
 from edge_agent.capture.sources import Capture, SourceKind, SourceSpec, open_capture
@@ -55,7 +56,6 @@ REDUCED = {
 PREVIEW = cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_IGNORE_ORIENTATION
 SCALES = (1, *REDUCED)
 MJPG_CODECS = ("MJPG", "MJPEG", "JPEG", "AVRN", "LJPG")
-MAX_BAD_PACKETS = 8  # corrupt frames skipped in a row before a read fails
 
 
 def fourcc_text(cap: Capture) -> str:
@@ -90,7 +90,7 @@ class ReducedMjpeg:
         """The next frame, decoded reduced, or deferred (``image`` is not reused: the
         decoder allocates, and the frame slot adopts the new array)."""
         bad = 0
-        while bad < MAX_BAD_PACKETS or not self._live:
+        while bad < MAX_BAD_FRAMES or not self._live:
             ok, packet = self._cap.read()
             if not ok or packet is None or packet.size == 0:
                 return False, None
@@ -101,7 +101,7 @@ class ReducedMjpeg:
             bad += 1
             self.bad_frames += 1
         raise CaptureError(
-            f"{MAX_BAD_PACKETS} frames in a row are not JPEG images the reduced decoder "
+            f"{MAX_BAD_FRAMES} frames in a row are not JPEG images the reduced decoder "
             "reads: set camera.decode_scale = 1"
         )
 

@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from edge_agent.capture.corrupt_frames import SkipCorruptFrames
 from edge_agent.capture.v4l2 import FrameSize, ModelFit, device_path, fitted_mode
 from edge_agent.errors import CaptureError, ConfigError
 
@@ -321,7 +322,7 @@ def open_capture(
         if fit is not None and not (width and height):
             width, height = _fitted(cap, name, spec, fit) or (width, height)
         _apply_mode(cap, name, width, height, fps)
-    return cap
+    return cap if spec.kind == SourceKind.FILE else SkipCorruptFrames(cap, name, read_timeout)
 
 
 def _fitted(cap: Capture, name: str, spec: SourceSpec, fit: ModelFit) -> FrameSize | None:

@@ -1,0 +1,62 @@
+"""A live source's undecodable frames skipped, not taken for a lost stream.
+
+OpenCV's read() fails on a frame its decoder cannot read (a JPEG cut short or garbled
+on a Wi-Fi camera's stream) and reads the next one fine on the following call. The
+camera thread takes a failed read of a live source for a lost stream and reopens it,
+which loses seconds of frames for one bad one. A failed read that returned at once is
+therefore tried again, up to :data:`MAX_BAD_FRAMES` in a row; a slow one (half the
+read timeout or more: the stream went silent) or more in a row still fail the read, as
+before, so a lost stream is reopened as soon as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # sources opens captures through this module
+    from edge_agent.capture.sources import Capture
+
+logger = logging.getLogger(__name__)
+
+MAX_BAD_FRAMES = 8  # undecodable frames skipped in a row before a read fails
+QUICK_S = 1.0  # a failed read at least this slow (or half the read timeout) is no bad frame
+
+
+class SkipCorruptFrames:
+    """A :class:`~edge_agent.capture.sources.Capture` over a live one, skipping up to
+    :data:`MAX_BAD_FRAMES` undecodable frames in a row (counted in ``bad_frames``)."""
+
+    def __init__(self, cap: Capture, name: str, read_timeout: float):
+        self._cap = cap
+        self._name = name
+        self._quick = min(QUICK_S, read_timeout / 2)
+        self.bad_frames = 0
+
+    def isOpened(self) -> bool:
+        return self._cap.isOpened()
+
+    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
+        """The next frame that decodes, or (False, None) as the capture's read gives."""
+        for attempt in range(MAX_BAD_FRAMES):
+            started = time.monotonic()
+            ok, frame = self._cap.read(image) if image is not None else self._cap.read()
+            if ok and frame is not None:
+                return ok, frame
+            if attempt == MAX_BAD_FRAMES - 1 or time.monotonic() - started >= self._quick:
+                break
+            self.bad_frames += 1
+            logger.debug("camera %s: a frame did not decode, skipped", self._name)
+        return False, None
+
+    def get(self, prop: int) -> float:
+        return self._cap.get(prop)
+
+    def set(self, prop: int, value: float) -> bool:
+        return self._cap.set(prop, value)
+
+    def release(self) -> None:
+        self._cap.release()
