@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_agent.capture.wrapped import WrappedCapture
+
 if TYPE_CHECKING:  # sources opens captures through this module
     from edge_agent.capture.sources import Capture
 
@@ -26,18 +28,15 @@ MAX_BAD_FRAMES = 8  # undecodable frames skipped in a row before a read fails
 QUICK_S = 1.0  # a failed read at least this slow (or half the read timeout) is no bad frame
 
 
-class SkipCorruptFrames:
+class SkipCorruptFrames(WrappedCapture):
     """A :class:`~edge_agent.capture.sources.Capture` over a live one, skipping up to
     :data:`MAX_BAD_FRAMES` undecodable frames in a row (counted in ``bad_frames``)."""
 
     def __init__(self, cap: Capture, name: str, read_timeout: float):
-        self._cap = cap
+        super().__init__(cap)
         self._name = name
         self._quick = min(QUICK_S, read_timeout / 2)
         self.bad_frames = 0
-
-    def isOpened(self) -> bool:
-        return self._cap.isOpened()
 
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
         """The next frame that decodes, or (False, None) as the capture's read gives."""
@@ -51,12 +50,3 @@ class SkipCorruptFrames:
             self.bad_frames += 1
             logger.debug("camera %s: a frame did not decode, skipped", self._name)
         return False, None
-
-    def get(self, prop: int) -> float:
-        return self._cap.get(prop)
-
-    def set(self, prop: int, value: float) -> bool:
-        return self._cap.set(prop, value)
-
-    def release(self) -> None:
-        self._cap.release()

@@ -43,6 +43,7 @@ from edge_agent.capture.corrupt_frames import MAX_BAD_FRAMES
 from edge_agent.capture.frames import Deferred, Frame
 from edge_agent.capture.motion import MotionSettings, changed_fraction
 from edge_agent.capture.sources import Capture, SourceKind, SourceSpec, open_capture
+from edge_agent.capture.wrapped import WrappedCapture
 from edge_agent.errors import CaptureError
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def fourcc_text(cap: Capture) -> str:
     return text if text.isprintable() else ""
 
 
-class ReducedMjpeg:
+class ReducedMjpeg(WrappedCapture):
     """A :class:`~edge_agent.capture.sources.Capture` over a raw-mode MJPG capture that
     decodes each compressed frame at ``1/scale``; with ``motion`` (a gated camera's
     settings), a :class:`~edge_agent.capture.frames.Deferred` frame, decoded only when
@@ -74,7 +75,7 @@ class ReducedMjpeg:
     def __init__(
         self, cap: Capture, scale: int, *, live: bool = False, motion: MotionSettings | None = None
     ):
-        self._cap = cap
+        super().__init__(cap)
         self._flag = REDUCED[scale]
         self.scale = scale
         self._live = live  # a file skips bad frames to its end, as FFmpeg's decoder does
@@ -82,9 +83,6 @@ class ReducedMjpeg:
         self._preview: np.ndarray | None = None  # the previous frame's
         self._moving = False  # the previous frame moved: this one is decoded first
         self.bad_frames = 0
-
-    def isOpened(self) -> bool:
-        return self._cap.isOpened()
 
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | Deferred | None]:
         """The next frame, decoded reduced, or deferred (``image`` is not reused: the
@@ -138,15 +136,6 @@ class ReducedMjpeg:
             # scene at motion_pixel_delta 5).
             preview = self._preview = own
         return Deferred(packet.reshape(-1), self._flag, preview, size, image)
-
-    def get(self, prop: int) -> float:
-        return self._cap.get(prop)
-
-    def set(self, prop: int, value: float) -> bool:
-        return self._cap.set(prop, value)
-
-    def release(self) -> None:
-        self._cap.release()
 
 
 def luma_preview(image: np.ndarray, scale: int) -> np.ndarray:

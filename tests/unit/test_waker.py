@@ -38,6 +38,16 @@ def step(waker: Waker) -> bool:
     return woken
 
 
+def held(clock: Clock) -> Waker:
+    """A waker whose thread holds: two wake-ups 1 ms apart."""
+    waker = Waker()
+    for _ in range(2):
+        clock.now += 0.001
+        waker.wake()
+        step(waker)
+    return waker
+
+
 def test_a_burst_costs_one_byte_and_a_wake_after_settling_is_seen(clock):
     waker = Waker()
     for _ in range(1000):
@@ -94,11 +104,7 @@ def test_a_stream_is_held_and_its_producers_send_no_byte(clock):
 
 
 def test_a_hold_ends_when_results_stop_and_the_next_result_wakes_at_once(clock):
-    waker = Waker()
-    for _ in range(2):
-        clock.now += 0.001
-        waker.wake()
-        step(waker)
+    waker = held(clock)
     assert waker.timeout(1.0) == pytest.approx(LINGER_S)
     clock.now += LINGER_S  # the hold's end, with no result during it
     assert not step(waker)
@@ -110,11 +116,7 @@ def test_a_hold_ends_when_results_stop_and_the_next_result_wakes_at_once(clock):
 def test_a_result_published_just_as_a_hold_ends_is_not_lost(clock):
     """The producer's wake() comes while the thread decides: either the thread sees it
     and holds again, or the producer's byte is sent."""
-    waker = Waker()
-    for _ in range(2):
-        clock.now += 0.001
-        waker.wake()
-        step(waker)
+    waker = held(clock)
     clock.now += LINGER_S
     waker.wake()  # during the hold: no byte, but seen when the hold ends
     assert not readable(waker)
@@ -125,11 +127,7 @@ def test_a_result_published_just_as_a_hold_ends_is_not_lost(clock):
 def test_an_offline_wait_ends_a_hold_and_returns_at_once_for_a_wake_during_it(clock):
     """The connector's wake (or stop()) during a hold sent no byte: the offline wait
     must not sleep through it."""
-    waker = Waker()
-    for _ in range(2):
-        clock.now += 0.001
-        waker.wake()
-        step(waker)
+    waker = held(clock)
     waker.wake()  # e.g. the connector ended, while held
     done = threading.Event()
     thread = threading.Thread(target=lambda: (waker.wait(30.0), done.set()))
@@ -141,11 +139,7 @@ def test_an_offline_wait_ends_a_hold_and_returns_at_once_for_a_wake_during_it(cl
 
 
 def test_an_offline_wait_after_a_quiet_hold_still_wakes_for_a_later_wake(clock):
-    waker = Waker()
-    for _ in range(2):
-        clock.now += 0.001
-        waker.wake()
-        step(waker)
+    waker = held(clock)
     done = threading.Event()
     thread = threading.Thread(target=lambda: (waker.wait(30.0), done.set()))
     thread.start()
