@@ -10,7 +10,12 @@ digit in a plain file does not shift the rest):
   kept as written, so a 1-based file (``1 person``, ``2 bicycle``...) has no entry 0;
 * a TF Object Detection API label map (``label_map.pbtxt``, ``item { id: 1
   display_name: "person" }``; see :mod:`edge_agent.inference.label_map_pbtxt`), ids as
-  written (1-based, 0 being the background).
+  written (1-based, 0 being the background);
+* JSON: a list of names (index = position), an ``{"0": "person", ...}`` object, or an
+  object holding either under ``id2label`` (a Hugging Face ``config.json``), ``names``
+  (Ultralytics' ``metadata.json``) or ``labels``;
+* the ``names:`` block of Ultralytics' export ``metadata.yaml`` (``  0: person``), the
+  rest of that file ignored.
 
 A UTF-8 BOM and CRLF line ends are accepted. How the file's ids meet the model's class
 ids (a background entry at 0, or no entry 0 at all) is :func:`label_offset`'s rule.
@@ -18,13 +23,18 @@ ids (a background entry at 0, or no entry 0 at all) is :func:`label_offset`'s ru
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from typing import Any
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
+_YAML_NAMES = re.compile(r"^names:\s*$", re.MULTILINE)  # Ultralytics' metadata.yaml
+_YAML_ENTRY = re.compile(r"^\s+['\"]?(\d+)['\"]?:\s*(\S.*?)\s*$")
+_JSON_KEYS = ("id2label", "names", "labels")  # where a JSON file may hold its labels
 # Names a label file uses for "no class here" at index 0.
 _BACKGROUND = {"background", "__background__", "???", "n/a", "unlabeled", "unlabelled"}
 
@@ -45,6 +55,15 @@ def parse_labels(text: str) -> dict[int, str]:
     text = text.lstrip("\ufeff")
     if is_label_map(text):
         return parse_label_map(text)
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            doc = None  # a plain file whose first label starts with a bracket
+        if doc is not None:
+            return _json_labels(doc)
+    if (names := _YAML_NAMES.search(text)) is not None:
+        return _yaml_names(text[names.end() :])
     lines = text.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
@@ -59,6 +78,46 @@ def parse_labels(text: str) -> dict[int, str]:
             labels[index] = match.group(2)
         return labels
     return {n - 1: line.strip() for n, line in numbered}
+
+
+def _json_labels(doc: Any) -> dict[int, str]:
+    """The labels of a parsed JSON label file (see the module docstring)."""
+    if isinstance(doc, dict):
+        inner = next((doc[k] for k in _JSON_KEYS if isinstance(doc.get(k), (dict, list))), None)
+        doc = inner if inner is not None else doc
+    if isinstance(doc, list):
+        doc = {str(i): name for i, name in enumerate(doc) if name not in (None, "")}
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and k.strip().isdigit() and isinstance(v, str) for k, v in doc.items()
+    ):
+        raise ModelError(
+            "a JSON label file must be a list of names or an {index: name} object, or hold "
+            f"one under {', '.join(_JSON_KEYS)}"
+        )
+    labels: dict[int, str] = {}
+    for key, name in doc.items():
+        if int(key) in labels:
+            raise ModelError(f"label index {int(key)} appears twice")
+        labels[int(key)] = name
+    return labels
+
+
+def _yaml_names(block: str) -> dict[int, str]:
+    """The ``N: name`` entries indented under ``names:``, up to the next unindented line."""
+    labels: dict[int, str] = {}
+    for line in block.splitlines()[1:]:
+        if line.strip() and not line[:1].isspace():
+            break  # the next top-level key
+        match = _YAML_ENTRY.match(line)
+        if match is None:
+            continue
+        name = match.group(2)
+        if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
+            name = name[1:-1]
+        labels[int(match.group(1))] = name
+    if not labels:
+        raise ModelError("its names: block lists no 'N: name' entries")
+    return labels
 
 
 def read_labels(path: str | os.PathLike[str]) -> dict[int, str]:

@@ -1,0 +1,94 @@
+"""Tier 1: label files written by other tools: JSON (a list, an index object, a Hugging
+Face config's id2label, Ultralytics' metadata.json) and Ultralytics' metadata.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_agent.errors import ModelError
+from edge_agent.inference.labels import parse_labels, read_labels
+
+# The head of what Ultralytics writes next to an export (yaml_save of its metadata).
+ULTRALYTICS_YAML = """\
+description: Ultralytics YOLOv8n model trained on coco.yaml
+author: Ultralytics
+date: '2024-03-01T10:00:00.000000'
+version: 8.1.20
+license: AGPL-3.0 License (https://ultralytics.com/license)
+stride: 32
+task: detect
+batch: 1
+imgsz:
+- 640
+- 640
+names:
+  0: person
+  1: bicycle
+  2: traffic light
+  3: 'cell: phone'
+args:
+  int8: true
+"""
+
+
+def test_a_json_list_is_indexed_by_position():
+    assert parse_labels('["person", "bicycle", "car"]') == {0: "person", 1: "bicycle", 2: "car"}
+
+
+def test_a_json_list_keeps_an_empty_entry_as_a_gap():
+    assert parse_labels('["background", "", "cat"]') == {0: "background", 2: "cat"}
+
+
+def test_a_json_index_object_keeps_its_ids():
+    assert parse_labels('{"1": "person", "2": "bicycle"}') == {1: "person", 2: "bicycle"}
+
+
+def test_a_hugging_face_config_gives_its_id2label():
+    config = {
+        "architectures": ["MobileNetV2ForImageClassification"],
+        "id2label": {"0": "background", "1": "tench, Tinca tinca"},
+        "label2id": {"background": 0, "tench, Tinca tinca": 1},
+        "image_size": 224,
+    }
+    assert parse_labels(json.dumps(config)) == {0: "background", 1: "tench, Tinca tinca"}
+
+
+def test_ultralytics_metadata_json_gives_its_names():
+    meta = {"task": "detect", "stride": 32, "names": {"0": "person", "1": "bicycle"}}
+    assert parse_labels(json.dumps(meta)) == {0: "person", 1: "bicycle"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"model": "x"}', '{"0": 1}', '{"a": "person"}', "[1, 2]", '{"id2label": "none"}'],
+)
+def test_json_of_another_shape_is_refused_not_misread(text):
+    with pytest.raises(ModelError, match="JSON label file"):
+        parse_labels(text)
+
+
+def test_a_plain_file_whose_first_label_starts_with_a_bracket_stays_plain():
+    assert parse_labels("[unused]\nperson\n") == {0: "[unused]", 1: "person"}
+
+
+def test_ultralytics_metadata_yaml_gives_its_names_block_only():
+    assert parse_labels(ULTRALYTICS_YAML) == {
+        0: "person",
+        1: "bicycle",
+        2: "traffic light",
+        3: "cell: phone",
+    }
+
+
+def test_a_yaml_names_block_without_entries_is_refused():
+    with pytest.raises(ModelError, match="names"):
+        parse_labels("task: detect\nnames:\nargs:\n  int8: true\n")
+
+
+def test_read_labels_names_the_json_file_it_refuses(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"id2label": "none"}')
+    with pytest.raises(ModelError, match="config.json"):
+        read_labels(path)
