@@ -133,18 +133,11 @@ class Camera:
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Camera:
-        """Build from a ``CameraConfig``-like object (name, source, mode, timings, loop,
-        realtime, decode_scale, motion_gate); None fields take the defaults.
-
-        Args:
-            config: any object with those attributes.
-            **kwargs: ``realtime`` (wins over the config's), ``on_state``, ``opener``
-                (default per decode_scale and motion_gate), and ``fit``: the FitTarget a
-                device is sized to when ``fit_model`` is on.
-
-        Returns:
-            The (not yet started) camera.
-        """
+        """A (not yet started) camera from a ``CameraConfig``-like object (name, source,
+        mode, timings, loop, realtime, decode_scale, motion_gate; None fields take the
+        defaults). ``kwargs``: ``realtime`` (wins over the config's), ``on_state``,
+        ``opener`` (default per decode_scale and motion_gate), and ``fit``: the FitTarget
+        a device is sized to when ``fit_model`` is on."""
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
@@ -171,8 +164,7 @@ class Camera:
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and release the source; True when the thread ended within
         ``timeout`` s (a backend blocked in open/read holds it until its own timeout)."""
-        self._stop.set()
-        self._slot.close()
+        self.stop_soon()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -184,6 +176,12 @@ class Camera:
             )  # fmt: skip
         self._set_state(CameraState.STOPPED, "stopped")
         return stopped
+
+    def stop_soon(self) -> None:
+        """Tell the thread to stop, without waiting (:meth:`stop` then joins it): cameras
+        stopped together this way wait for the slowest, not for the sum of them."""
+        self._stop.set()
+        self._slot.close()
 
     def get(self, timeout: float = 1.0) -> Frame | None:
         """The newest frame not returned before, waiting up to ``timeout`` s (0 polls).

@@ -377,7 +377,10 @@ class Daemon:
         if self.updates is not None:  # first: an update in progress ends as interrupted
             self.updates.stop(5.0)  # while the pipeline can still adopt its switch back
         for cam in self.cameras:
-            cam.stop(2.0)
+            cam.stop_soon()  # all at once: one blocked in its backend delays no other
+        deadline = time.monotonic() + 2.0
+        for cam in self.cameras:
+            cam.stop(max(0.0, deadline - time.monotonic()))
         self._pipeline_stop.set()
         if self._pipeline_thread is not None:
             self._pipeline_thread.join(5.0)

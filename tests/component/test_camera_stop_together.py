@@ -1,0 +1,54 @@
+"""Cameras stopped together (the daemon's shutdown) wait for the slowest one's backend,
+not for the sum of them: each is told to stop before any is joined."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from edge_agent.capture.camera import Camera
+from edge_agent.capture.synthetic import SyntheticCapture
+
+pytestmark = pytest.mark.timeout(60)
+
+BLOCK_S = 0.5  # each read, like a backend that ignores the stop until its own timeout
+CAMERAS = 6  # stopped one after the other they would need 3 s
+BUDGET_S = 2.0
+
+
+class _Slow:
+    """A capture whose every read blocks BLOCK_S (after the first), then gives a frame."""
+
+    def __init__(self, started: threading.Event):
+        self.inner, self.started, self.reads = SyntheticCapture(64, 48), started, 0
+
+    def read(self, image=None):
+        self.reads += 1
+        if self.reads > 1:
+            self.started.set()
+            threading.Event().wait(BLOCK_S)  # a blocking call that no stop interrupts
+        return self.inner.read(image)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_cameras_told_to_stop_together_all_stop_within_one_budget():
+    blocked = [threading.Event() for _ in range(CAMERAS)]
+    cameras = [
+        Camera(f"cam{i}", "rtsp://cam/x", opener=lambda spec, ev=ev, **kw: _Slow(ev))
+        for i, ev in enumerate(blocked)
+    ]
+    for camera in cameras:
+        camera.start()
+    for event in blocked:
+        assert event.wait(10), "a camera never reached its blocking read"
+    for camera in cameras:
+        camera.stop_soon()
+    end = time.monotonic() + BUDGET_S  # the daemon's shutdown: one budget for all the joins
+    stopped = [camera.stop(max(0.0, end - time.monotonic())) for camera in cameras]
+    assert all(stopped), stopped
+    assert all(not camera.is_alive() for camera in cameras)
+    assert [camera.state for camera in cameras] == ["stopped"] * CAMERAS
