@@ -35,6 +35,7 @@ _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
 _YAML_NAMES = re.compile(r"^names:\s*$", re.MULTILINE)  # Ultralytics' metadata.yaml
 _YAML_ENTRY = re.compile(r"^\s+['\"]?(\d+)['\"]?:\s*(\S.*?)\s*$")
 _JSON_KEYS = ("id2label", "names", "labels")  # where a JSON file may hold its labels
+_INDEX = re.compile(r"\s*[0-9]+\s*\Z")  # ASCII digits only: int() takes others too
 # Names a label file uses for "no class here" at index 0.
 _BACKGROUND = {"background", "__background__", "???", "n/a", "unlabeled", "unlabelled"}
 
@@ -57,7 +58,9 @@ def parse_labels(text: str) -> dict[int, str]:
         return parse_label_map(text)
     if text.lstrip()[:1] in ("[", "{"):
         try:
-            doc = json.loads(text)
+            doc = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise ModelError(f"label index {exc} appears twice") from None
         except (ValueError, RecursionError):
             doc = None  # a plain file whose first label starts with a bracket
         if doc is not None:
@@ -80,6 +83,20 @@ def parse_labels(text: str) -> dict[int, str]:
     return {n - 1: line.strip() for n, line in numbered}
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice (json keeps the last one silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _json_labels(doc: Any) -> dict[int, str]:
     """The labels of a parsed JSON label file (see the module docstring)."""
     if isinstance(doc, dict):
@@ -88,7 +105,7 @@ def _json_labels(doc: Any) -> dict[int, str]:
     if isinstance(doc, list):
         doc = {str(i): name for i, name in enumerate(doc) if name not in (None, "")}
     if not isinstance(doc, dict) or not all(
-        isinstance(k, str) and k.strip().isdigit() and isinstance(v, str) for k, v in doc.items()
+        isinstance(k, str) and _INDEX.match(k) and isinstance(v, str) for k, v in doc.items()
     ):
         raise ModelError(
             "a JSON label file must be a list of names or an {index: name} object, or hold "

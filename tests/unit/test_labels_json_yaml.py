@@ -62,7 +62,15 @@ def test_ultralytics_metadata_json_gives_its_names():
 
 @pytest.mark.parametrize(
     "text",
-    ['{"model": "x"}', '{"0": 1}', '{"a": "person"}', "[1, 2]", '{"id2label": "none"}'],
+    [
+        '{"model": "x"}',
+        '{"0": 1}',
+        '{"a": "person"}',
+        "[1, 2]",
+        '{"id2label": "none"}',
+        '{"\u00b2": "squared"}',  # a digit to str.isdigit(), not to int()
+        '{"-1": "minus"}',
+    ],
 )
 def test_json_of_another_shape_is_refused_not_misread(text):
     with pytest.raises(ModelError, match="JSON label file"):
@@ -92,3 +100,14 @@ def test_read_labels_names_the_json_file_it_refuses(tmp_path):
     path.write_text('{"id2label": "none"}')
     with pytest.raises(ModelError, match="config.json"):
         read_labels(path)
+
+
+@pytest.mark.parametrize("text", ['{"0": "a", "0": "b"}', '{"0": "a", "00": "b"}'])
+def test_an_index_given_twice_in_json_is_an_error_not_the_last_one_silently(text):
+    with pytest.raises(ModelError, match="appears twice"):
+        parse_labels(text)
+
+
+def test_json_nested_too_deep_for_the_parser_is_read_as_plain_text():
+    text = "[" * 100_000
+    assert parse_labels(text) == {0: text}
