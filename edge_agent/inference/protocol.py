@@ -10,7 +10,7 @@ Protocol (parent -> child / child -> parent), one NamedTuple per message:
 On the wire every message is one frame as :class:`multiprocessing.connection.Connection`
 frames it (a 4-byte length, then the body). The two sent for every frame, Run and Done,
 are packed structs tagged by their first byte; the rest are pickled (a pickle's first
-byte is 0x80, never a tag). The worker reads its frames with :class:`FrameReader`.
+byte is 0x80, never a tag). Both ends read their frames with :class:`FrameReader`.
 """
 
 from __future__ import annotations
