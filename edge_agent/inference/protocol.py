@@ -19,6 +19,7 @@ import os
 import pickle
 import select
 import struct
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NamedTuple, Union
@@ -135,20 +136,26 @@ class FrameReader:
         self._conn = conn
         self._chunk = chunk
         self._buf = bytearray()
+        self._eof = False  # the other end closed: what is buffered is all there is
         self._poller = select.poll()
         self._poller.register(conn.fileno(), select.POLLIN)
 
     def poll(self, timeout: float) -> bool:
-        """True when there is something to receive (a message, or the other end's close),
-        waiting up to ``timeout`` seconds.
+        """True when a whole message is buffered or the other end closed, reading what
+        arrives for up to ``timeout`` seconds: part of a frame is False, so that
+        :meth:`recv` after True never blocks (a writer stopped mid-frame hangs no one).
 
         Raises:
-            OSError: the connection is closed.
+            OSError: the connection is closed or the read failed.
         """
         self._conn.fileno()  # raises once closed, before its number can be someone else's
-        if self._whole() is not None:
-            return True
-        return bool(self._poller.poll(max(0.0, timeout) * 1000.0))
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self._whole() is None and not self._eof:
+            wait = max(0.0, deadline - time.monotonic())
+            if not self._poller.poll(wait * 1000.0):
+                return False
+            self._fill()
+        return True
 
     def recv(self) -> Any:
         """The next message, blocking until it is whole.
@@ -157,17 +164,21 @@ class FrameReader:
             EOFError: the other end closed.
             OSError: the connection is closed or the read failed.
         """
-        buf = self._buf
         while True:
             whole = self._whole()
             if whole is not None:
-                body = bytes(buf[whole[0] : whole[1]])
-                del buf[: whole[1]]
+                body = bytes(self._buf[whole[0] : whole[1]])
+                del self._buf[: whole[1]]
                 return decode(body)
-            data = os.read(self._conn.fileno(), self._chunk)
-            if not data:
+            if self._eof:
                 raise EOFError("the other end closed the connection")
-            buf += data
+            self._fill()
+
+    def _fill(self) -> None:
+        """One read() of whatever is waiting (blocking when nothing is)."""
+        data = os.read(self._conn.fileno(), self._chunk)
+        self._eof = not data
+        self._buf += data
 
     def _whole(self) -> tuple[int, int] | None:
         """(start, end) of the first frame's body when it is all buffered."""

@@ -129,3 +129,18 @@ def test_it_reads_what_a_real_connection_sends_both_ways():
     finally:
         parent.close()
         child.close()
+
+
+def test_a_frame_begun_but_not_finished_is_not_ready_so_recv_never_blocks(pipe):
+    """A worker stopped mid-frame (SIGSTOP, not dead): the parent's receive(timeout) polls
+    and then reads; had poll said True for part of a frame, recv would block for ever and
+    the supervisor's hang deadline would never fire."""
+    r, w = pipe
+    reader = FrameReader(r)
+    frame = _frame(encode(Done(3, 1, 2.5)))
+    os.write(w, frame[:7])
+    assert not reader.poll(0.05)  # half a frame is nothing to receive yet
+    os.write(w, frame[7:])
+    assert reader.poll(5)
+    assert reader.recv() == Done(3, 1, 2.5)
+    assert not reader.poll(0)
