@@ -14,8 +14,8 @@ digit in a plain file does not shift the rest):
 * JSON: a list of names (index = position), an ``{"0": "person", ...}`` object, or an
   object holding either under ``id2label`` (a Hugging Face ``config.json``), ``names``
   (Ultralytics' ``metadata.json``) or ``labels``;
-* the ``names:`` block of Ultralytics' export ``metadata.yaml`` (``  0: person``), the
-  rest of that file ignored.
+* Ultralytics' export ``metadata.yaml``: its ``names`` mapping (``  0: person``), read
+  with PyYAML's safe loader, the rest of the file ignored.
 
 A UTF-8 BOM and CRLF line ends are accepted. How the file's ids meet the model's class
 ids (a background entry at 0, or no entry 0 at all) is :func:`label_offset`'s rule.
@@ -32,10 +32,10 @@ from edge_agent.errors import ModelError
 from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
-_YAML_NAMES = re.compile(r"^names:\s*$", re.MULTILINE)  # Ultralytics' metadata.yaml
-_YAML_ENTRY = re.compile(r"^\s+['\"]?(\d+)['\"]?:\s*(\S.*?)\s*$")
+_YAML_NAMES = re.compile(r"^names:", re.MULTILINE)  # Ultralytics' metadata.yaml
 _JSON_KEYS = ("id2label", "names", "labels")  # where a JSON file may hold its labels
 _INDEX = re.compile(r"\s*[0-9]+\s*\Z")  # ASCII digits only: int() takes others too
+_MAX_INDEX_DIGITS = 18  # no class id is longer (int() refuses over 4300 digits)
 # Names a label file uses for "no class here" at index 0.
 _BACKGROUND = {"background", "__background__", "???", "n/a", "unlabeled", "unlabelled"}
 
@@ -65,8 +65,8 @@ def parse_labels(text: str) -> dict[int, str]:
             doc = None  # a plain file whose first label starts with a bracket
         if doc is not None:
             return _json_labels(doc)
-    if (names := _YAML_NAMES.search(text)) is not None:
-        return _yaml_names(text[names.end() :])
+    if _YAML_NAMES.search(text) is not None and (doc := _yaml_mapping(text)) is not None:
+        return _indexed_names(doc["names"], "the names of a YAML label file")
     lines = text.splitlines()
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
@@ -75,7 +75,7 @@ def parse_labels(text: str) -> dict[int, str]:
     if all(match is not None for _, match in matches):
         labels: dict[int, str] = {}
         for n, match in matches:
-            index = int(match.group(1))
+            index = _index(match.group(1))
             if index in labels:
                 raise ModelError(f"line {n}: label index {index} appears twice")
             labels[index] = match.group(2)
@@ -102,39 +102,76 @@ def _json_labels(doc: Any) -> dict[int, str]:
     if isinstance(doc, dict):
         inner = next((doc[k] for k in _JSON_KEYS if isinstance(doc.get(k), (dict, list))), None)
         doc = inner if inner is not None else doc
+    return _indexed_names(doc, "a JSON label file")
+
+
+def _indexed_names(doc: Any, what: str) -> dict[int, str]:
+    """Index -> name from a list of names (index = position; an empty or null entry
+    keeps its index unlabelled) or a mapping of indexes (ints, or ASCII digits) to names.
+
+    Raises:
+        ModelError: ``doc`` is neither, or names an index twice.
+    """
     if isinstance(doc, list):
-        doc = {str(i): name for i, name in enumerate(doc) if name not in (None, "")}
+        doc = {i: name for i, name in enumerate(doc) if name not in (None, "")}
     if not isinstance(doc, dict) or not all(
-        isinstance(k, str) and _INDEX.match(k) and isinstance(v, str) for k, v in doc.items()
+        ((isinstance(k, str) and _INDEX.match(k)) or (type(k) is int and k >= 0))
+        and isinstance(v, str)
+        for k, v in doc.items()
     ):
         raise ModelError(
-            "a JSON label file must be a list of names or an {index: name} object, or hold "
-            f"one under {', '.join(_JSON_KEYS)}"
+            f"{what} must be a list of names or an {{index: name}} mapping"
+            + (f", or hold one under {', '.join(_JSON_KEYS)}" if "JSON" in what else "")
         )
     labels: dict[int, str] = {}
     for key, name in doc.items():
-        if int(key) in labels:
-            raise ModelError(f"label index {int(key)} appears twice")
-        labels[int(key)] = name
+        index = _index(str(key))
+        if index in labels:
+            raise ModelError(f"label index {index} appears twice")
+        labels[index] = name
     return labels
 
 
-def _yaml_names(block: str) -> dict[int, str]:
-    """The ``N: name`` entries indented under ``names:``, up to the next unindented line."""
-    labels: dict[int, str] = {}
-    for line in block.splitlines()[1:]:
-        if line.strip() and not line[:1].isspace():
-            break  # the next top-level key
-        match = _YAML_ENTRY.match(line)
-        if match is None:
-            continue
-        name = match.group(2)
-        if len(name) >= 2 and name[0] == name[-1] and name[0] in "'\"":
-            name = name[1:-1]
-        labels[int(match.group(1))] = name
-    if not labels:
-        raise ModelError("its names: block lists no 'N: name' entries")
-    return labels
+def _index(digits: str) -> int:
+    """The class index written as ``digits``.
+
+    Raises:
+        ModelError: it has more digits than any class id.
+    """
+    digits = digits.strip()
+    if len(digits) > _MAX_INDEX_DIGITS:
+        raise ModelError(f"label index {digits[:12]}... ({len(digits)} digits) is too large")
+    return int(digits)
+
+
+def _yaml_mapping(text: str) -> dict[Any, Any] | None:
+    """The YAML mapping with a ``names`` key the text is (Ultralytics' ``metadata.yaml``),
+    or None when it is no such YAML (a plain label file with a ``names:`` line).
+
+    Raises:
+        ModelError: a mapping gives a key twice (PyYAML would keep the last silently), or
+            an integer is too long for Python.
+    """
+    import yaml  # only for such a file: the daemon never loads it otherwise
+
+    class UniqueKeys(yaml.SafeLoader):
+        """The safe loader, refusing a mapping key given twice."""
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        keys = [loader.construct_object(key, deep=True) for key, _ in node.value]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            raise ModelError(f"label index {twice} appears twice")
+        return loader.construct_mapping(node, deep=True)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        doc = yaml.load(text, Loader=UniqueKeys)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError, TypeError):
+        return None  # TypeError: an unhashable key
+    except ValueError as exc:  # an integer over Python's 4300 digits
+        raise ModelError(f"its YAML cannot be read: {exc}") from exc
+    return doc if isinstance(doc, dict) and "names" in doc else None
 
 
 def read_labels(path: str | os.PathLike[str]) -> dict[int, str]:
