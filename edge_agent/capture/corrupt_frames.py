@@ -4,9 +4,11 @@ OpenCV's read() fails on a frame its decoder cannot read (a JPEG cut short or ga
 on a Wi-Fi camera's stream) and reads the next one fine on the following call. The
 camera thread takes a failed read of a live source for a lost stream and reopens it,
 which loses seconds of frames for one bad one. A failed read that returned at once is
-therefore tried again, up to :data:`MAX_BAD_FRAMES` in a row; a slow one (half the
-read timeout or more: the stream went silent) or more in a row still fail the read, as
-before, so a lost stream is reopened as soon as it was.
+therefore tried again, up to :data:`MAX_BAD_FRAMES` in a row and while the failures
+in a row took less than a second (half the read timeout if that is shorter): a read
+that timed out (the stream went silent), more bad frames than that, or failures that
+add up to that time still fail the read, so a lost stream is reopened about as soon as
+it was, and a stop waits no longer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # sources opens captures through this module
 logger = logging.getLogger(__name__)
 
 MAX_BAD_FRAMES = 8  # undecodable frames skipped in a row before a read fails
-QUICK_S = 1.0  # a failed read at least this slow (or half the read timeout) is no bad frame
+QUICK_S = 1.0  # failures in a row this long (or half the read timeout) are no bad frames
 
 
 class SkipCorruptFrames(WrappedCapture):
@@ -40,8 +42,8 @@ class SkipCorruptFrames(WrappedCapture):
 
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
         """The next frame that decodes, or (False, None) as the capture's read gives."""
+        started = time.monotonic()
         for attempt in range(MAX_BAD_FRAMES):
-            started = time.monotonic()
             ok, frame = self._cap.read(image) if image is not None else self._cap.read()
             if ok and frame is not None:
                 return ok, frame

@@ -113,3 +113,10 @@ def test_a_read_that_timed_out_is_not_tried_again(clock):
     cap = ScriptedCapture([0.6, True], clock)
     ok, _ = SkipCorruptFrames(cap, "cam", read_timeout=1.0).read()  # 0.6 s >= half of 1 s
     assert not ok and cap.reads == 1
+
+
+def test_quick_failures_that_add_up_to_the_budget_stop_being_retried(clock):
+    """Each failure alone is quick, but a stop (or a lost stream) must not wait for 8."""
+    cap = ScriptedCapture([0.3, 0.3, True], clock)
+    ok, _ = SkipCorruptFrames(cap, "cam", read_timeout=1.0).read()  # 0.6 s >= 0.5 s
+    assert not ok and cap.reads == 2
