@@ -15,7 +15,7 @@ import pytest
 
 from edge_agent.cli import main
 from edge_agent.errors import ConfigError
-from edge_agent.inference.preprocess import Preprocessor
+from edge_agent.inference.preprocess import Preprocessor, resize_interpolation
 from edge_agent.inference.tensors import QuantParams, TensorSpec
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.report import _cpu_bound, format_report, summarize
@@ -342,7 +342,7 @@ def test_fast_quantization_is_bit_exact_with_the_seed_formula(resize, size):
     fit = pre(frame, out)
     # The seed: geometry by OpenCV, then clip(round(img / 255 / scale + zp)) in float64.
     canvas = np.full((64, 64, 3), 114, np.uint8)
-    interp = cv2.INTER_AREA if fit.new_w < size[1] or fit.new_h < size[0] else cv2.INTER_LINEAR
+    interp = resize_interpolation(size[1], size[0], fit.new_w, fit.new_h, "auto")
     resized = cv2.resize(frame, (fit.new_w, fit.new_h), interpolation=interp)
     canvas[fit.pad_y : fit.pad_y + fit.new_h, fit.pad_x : fit.pad_x + fit.new_w] = resized
     rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
