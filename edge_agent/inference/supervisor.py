@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.backoff import Backoff
 from edge_agent.errors import EdgeAgentError, WorkerError
 from edge_agent.inference.codec import Codec
+from edge_agent.inference.crash_loop import MAX_DEATHS, CrashLoop
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.reprobe import Reprober, ReprobeSchedule
@@ -105,8 +105,7 @@ class Supervisor:
         self._seq = 0
         self._broken: tuple[RunningModel, tuple[str, ...]] | None = None  # awaiting restart
         self._unannounced = False  # a switch whose worker poll() is still (re)starting
-        self._restart_backoff = Backoff(1.0, max(1.0, reprobe_max))
-        self._restart_at = 0.0
+        self._crashes = CrashLoop(reprobe_max)  # restart backoff, the frame a worker dies on
         self.restarts = 0
         self.errors = 0  # worker deaths, hangs and invoke errors
         self.invoke_errors = 0  # frames the model itself failed on
@@ -225,7 +224,7 @@ class Supervisor:
         """
         done: list[Completion] = []
         if self._broken is not None:
-            if time.monotonic() >= self._restart_at:
+            if time.monotonic() >= self._crashes.restart_at:
                 self._restart()
             if self._broken is not None:
                 self._stop.wait(timeout)
@@ -262,13 +261,8 @@ class Supervisor:
                 return done
             else:
                 # The last backend cannot run this frame: a model fault, not a device
-                # fault. Restarting would fail the same way, so the frame is dropped and
-                # counted (the update health check watches this counter).
-                self.errors += 1
-                self.invoke_errors += 1
-                self.last_error = msg.message
-                self._free.append(msg.slot)
-                logger.warning("model %s: frame dropped: %s", model.options.path, msg.message)
+                # fault. Restarting would fail the same way, so the frame is dropped.
+                self._drop(msg.slot, msg.message)
             wait = 0.0
         return done
 
@@ -284,14 +278,24 @@ class Supervisor:
         info = model.worker.info
         logger.warning("model %s: %s on %s", model.options.path, reason, info.backend)
         model.worker.kill()
+        oldest = min(self._inflight, default=None)  # the frame it was running
+        if self._crashes.died(oldest):  # it killed MAX_DEATHS workers: give up on it
+            self._drop(self._inflight.pop(oldest)[0], f"it killed {MAX_DEATHS} workers ({reason})")
         skip = model.worker.skip + ((info.backend,) if info.has_fallback else ())
         if info.has_fallback:
             self._reprobe.fell_back()
         self.restarts += 1
         self._on_event(SupervisorEvent.WORKER_RESTART, WorkerRestarted(reason, info.backend))
         self._broken = (model, skip)
-        self._restart_backoff.reset()
         self._restart()
+
+    def _drop(self, slot: int, reason: str) -> None:
+        """Give up on the frame in ``slot`` (the update health check counts these)."""
+        self.errors += 1
+        self.invoke_errors += 1
+        self.last_error = reason
+        self._free.append(slot)
+        logger.warning("model %s: frame dropped: %s", self.current.options.path, reason)
 
     def _restart(self) -> None:
         """Start the replacement worker and resubmit the in-flight frames to it."""
@@ -300,8 +304,7 @@ class Supervisor:
             new = self.prepare(model.options, model.meta, skip)
         except EdgeAgentError as exc:
             # Even the fallback cannot load: keep the frames and retry with backoff.
-            delay = self._restart_backoff.next()
-            self._restart_at = time.monotonic() + delay
+            delay = self._crashes.load_failed()
             self.last_error = str(exc)
             logger.error(
                 "model %s: cannot restart the worker (retry in %.0fs): %s",
@@ -353,7 +356,7 @@ class Supervisor:
                 old = None
             self.current = ticket.model
             self._broken = (ticket.model, ())
-            self._restart_backoff.reset()
+            self._crashes.reset()
             self._restart()
         ticket.resolve()
         if self._broken is not None:
@@ -382,11 +385,6 @@ class Supervisor:
         """Decode with these settings from the next frame on, in every later worker too
         (thread-safe; see :class:`DecodeOverride`)."""
         self._decoding.set(settings, labels_filter)
-
-    @property
-    def previous(self) -> RunningModel | None:
-        """The model kept warm for a rollback."""
-        return self.switches.previous
 
     # -------------------------------------------------------------------- re-probe
     @property

@@ -15,6 +15,7 @@ from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import BackendChanged, SupervisorEvent
+from edge_agent.inference.worker import WorkerHandle
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
 
@@ -44,14 +45,17 @@ def supervisor(events, path=TPU_MODEL, **kw):
     return sup
 
 
-def run_frames(sup, n, image=RED, timeout=20.0):
-    """Push n frames through, two in flight; return the completions in order."""
+def run_frames(sup, n, image=RED, timeout=20.0, images=None):
+    """Push frames through, two in flight, until n completed; return the completions in
+    order. With ``images``, those frames (frame i is ``images[i]``), else n of ``image``."""
     done, submitted, deadline = [], 0, time.monotonic() + timeout
+    total = len(images) if images else n
     while len(done) < n and time.monotonic() < deadline:
         sup.apply_pending()
         slot = sup.slot()
-        if slot is not None and submitted < n:
-            fit = sup.current.codec.preprocessor(image, slot[1])
+        if slot is not None and submitted < total:
+            frame = images[submitted] if images else image
+            fit = sup.current.codec.preprocessor(frame, slot[1])
             sup.submit(slot[0], (submitted, fit))
             submitted += 1
             continue
@@ -104,6 +108,31 @@ def test_hung_worker_is_killed_after_the_deadline(fake_tpu, events):
         assert [d[0] for d in done] == [0, 1] and {d[1] for d in done} == {"cpu"}
         assert "hung" in sup.last_error
         assert time.monotonic() - t0 < 10
+    finally:
+        sup.stop()
+
+
+def test_a_frame_that_kills_the_last_backend_is_dropped_not_resubmitted_for_ever(fake_tpu, events):
+    # Real workers with the CPU backend left out: the TPU is the last backend. One frame
+    # kills the runtime every time it runs: after 2 deaths it is dropped and counted, and
+    # the frames around it all come back.
+    write_state(fake_tpu, invoke="abort_uniform", invoke_after=1)  # not the warm-up
+    black = np.zeros_like(RED)
+
+    def tpu_only(request, *, skip=(), **kw):
+        return WorkerHandle(request, skip=(*skip, "cpu"), **kw)
+
+    sup = supervisor(events, reprobe_initial=60, worker_factory=tpu_only)
+    try:
+        assert not sup.current.worker.info.has_fallback
+        images = [RED] * 3 + [black] + [RED] * 4
+        done = run_frames(sup, 7, images=images, timeout=30.0)
+        assert [d[0] for d in done] == [0, 1, 2, 4, 5, 6, 7]  # frame 3 dropped, in order
+        assert {d[1] for d in done} == {"edgetpu"}
+        assert sup.restarts == 2 and sup.invoke_errors == 1
+        assert "killed 2 workers" in sup.last_error and "SIGABRT" in sup.last_error
+        assert sup.current.worker.alive()
+        assert [d[0] for d in run_frames(sup, 2)] == [0, 1]  # and it goes on
     finally:
         sup.stop()
 

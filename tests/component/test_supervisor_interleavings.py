@@ -195,7 +195,7 @@ class Interleaving:
     def worker_death(self) -> None:
         sup = self.sup
         pending = sup.switches.pending
-        candidates = [sup.current, sup.previous, pending and pending.model]
+        candidates = [sup.current, sup.switches.previous, pending and pending.model]
         candidates.append(self.probe and self.probe[1])
         alive = [m.worker for m in candidates if m is not None and m.worker.alive()]
         if alive:

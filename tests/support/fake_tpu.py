@@ -3,7 +3,8 @@
 It implements the EdgeTpuDriver protocol. "Running on the TPU" means running the CPU
 twin of the ``_edgetpu`` model with a real interpreter, so results are real; what the
 double controls is the hardware's behaviour: present or absent, the delegate failing to
-load, and invoke raising, aborting the process (as libedgetpu does on USB errors) or
+load, and invoke raising, aborting the process (as libedgetpu does on USB errors; with
+``abort_uniform`` only for a frame of one colour, a frame that kills the runtime) or
 hanging. State lives in a JSON file named by ``$EDGE_AGENT_FAKE_TPU_STATE`` and is
 re-read on every call, so a test can make the TPU vanish and come back while a daemon
 subprocess runs. With ``delegate="real"`` only the devices are fake: the configured
@@ -65,6 +66,9 @@ class _Interpreter:
         mode = state["invoke"]
         if not state["devices"]:
             mode = "raise"  # the device vanished under a loaded delegate
+        if mode == "abort_uniform":  # a frame that kills the runtime: one colour all over
+            tensor = self._real.get_tensor(self._real.get_input_details()[0]["index"])
+            mode = "abort" if tensor.min() == tensor.max() else "ok"
         if mode != "ok" and self.invokes > int(state.get("invoke_after", 0)):
             if mode == "abort":
                 os.abort()  # what libedgetpu does on a USB transfer error
