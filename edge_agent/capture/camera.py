@@ -42,6 +42,7 @@ from edge_agent.capture.sources import (
 from edge_agent.capture.v4l2 import FitTarget
 from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.ratemeter import RateMeter
+from edge_agent.scheduling import yield_to_worker
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ class Camera:
 
     def _run(self) -> None:
         """Thread body: sessions until stopped or ended; never lets an error escape."""
+        yield_to_worker()  # a frame taken wakes this thread: it must not preempt the worker
         try:
             while not self._stop.is_set():
                 try:

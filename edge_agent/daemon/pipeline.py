@@ -22,6 +22,7 @@ from edge_agent.inference.adapters.common import CLASSIFICATION
 from edge_agent.inference.geometry import Fit
 from edge_agent.inference.postprocess import Result, task_family
 from edge_agent.inference.supervisor import Completion, Supervisor
+from edge_agent.scheduling import yield_to_worker
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +379,7 @@ class Pipeline:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; then let the in-flight frames finish."""
+        yield_to_worker()  # woken by each result: it must not preempt the worker
         while not stop.is_set():
             try:
                 self.step()

@@ -41,6 +41,7 @@ from edge_agent.inference.protocol import (
     encode,
 )
 from edge_agent.inference.tensors import TensorSpec
+from edge_agent.scheduling import worker_priority
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def worker_main(
     os.environ.update(env)
     # Ctrl-C reaches the whole process group; the supervisor decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_priority()  # the frame path's threads give way to this one
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker: %(message)s")
     start = time.perf_counter()
     ranked = registered()

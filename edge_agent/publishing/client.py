@@ -52,6 +52,7 @@ from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_con
 from edge_agent.publishing.spool import Position
 from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
+from edge_agent.scheduling import yield_to_worker
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ class MqttPublisher:
         self._dialer = Dialer(self._reconnects, self._waker, settings.connect_timeout, self._where)
         self._problems = BrokerProblems(self._where)
         self._delivery = Delivery(self._inflight, self._store, self._problems)
-
-    # -- public API -------------------------------------------------------------------
 
     @property
     def storage_error(self) -> str:
@@ -270,6 +269,7 @@ class MqttPublisher:
 
     def _run(self) -> None:
         """Thread body: connect, move messages, reconnect with backoff, until stopped."""
+        yield_to_worker()  # woken once per result: it must not preempt the worker
         tick = min(1.0, self._store.overdue_s / 2)  # how late an overdue result is seen
         while not self._stop.is_set():
             try:

@@ -6,6 +6,9 @@ backend plugin, which the worker process finds through its path
 the child's invoke.
 """
 
+import multiprocessing
+import os
+import threading
 import time
 
 import numpy as np
@@ -16,6 +19,7 @@ from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import BackendChanged, SupervisorEvent
 from edge_agent.inference.worker import WorkerHandle
+from edge_agent.scheduling import yield_to_worker
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
 
@@ -178,5 +182,29 @@ def test_hot_swap_between_frames_and_rollback(events):
         run_frames(sup, 2)
         assert sup.current.options.path == CPU_MODEL
         assert sup.switches.rollback() is None  # nothing older kept
+    finally:
+        sup.stop()
+
+
+def test_the_worker_runs_other_while_the_thread_that_started_it_runs_batch(events):
+    # A worker process inherits the policy of whatever started it (here a process spawned
+    # from a SCHED_BATCH thread); it takes SCHED_OTHER back, so the frame path's threads
+    # (SCHED_BATCH, edge_agent/scheduling.py) never preempt it.
+    found = {}
+
+    def start():
+        yield_to_worker()
+        sup = supervisor(events, CPU_MODEL, context=multiprocessing.get_context("spawn"))
+        found["sup"] = sup
+        found["starter"] = os.sched_getscheduler(0)
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join(60)
+    sup = found["sup"]
+    try:
+        assert found["starter"] == os.SCHED_BATCH
+        assert os.sched_getscheduler(sup.current.worker.pid) == os.SCHED_OTHER
+        assert run_frames(sup, 2)[1][2][0].label == "red"
     finally:
         sup.stop()
