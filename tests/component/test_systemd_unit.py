@@ -318,6 +318,8 @@ def test_sandbox_runs_the_runtimes(user_manager: UserManager) -> None:
     assert report["packet_errno"] == errno.EAFNOSUPPORT  # RestrictAddressFamilies=
     assert report["wx_mmap_errno"] == errno.EPERM  # MemoryDenyWriteExecute=yes
     assert report["setgroups_errno"] == errno.EPERM  # no capabilities, ~@privileged
+    assert report["sched_batch_errno"] == 0  # the frame path's policy (scheduling.py)
+    assert report["sched_other_errno"] == 0  # and the worker's
 
 
 def _group_exists(name: str) -> bool:

@@ -117,6 +117,11 @@ def main(model: str, input_path: str, port: int) -> None:
     writable_exec = mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
     report["wx_mmap_errno"] = errno_of(lambda: mmap.mmap(-1, 4096, prot=writable_exec))
     report["setgroups_errno"] = errno_of(lambda: os.setgroups([]))
+    # edge_agent/scheduling.py: the frame path's threads take SCHED_BATCH, the worker
+    # SCHED_OTHER; a filtered sched_setscheduler would silently undo that.
+    batch = os.sched_param(0)
+    report["sched_batch_errno"] = errno_of(lambda: os.sched_setscheduler(0, os.SCHED_BATCH, batch))
+    report["sched_other_errno"] = errno_of(lambda: os.sched_setscheduler(0, os.SCHED_OTHER, batch))
     notify("WATCHDOG=1")
     with open(os.path.join(os.environ["STATE_DIRECTORY"], "probe.json"), "w") as out:
         json.dump(report, out)
