@@ -21,6 +21,7 @@ import logging
 import os
 
 logger = logging.getLogger(__name__)
+_refusal_logged = False
 
 
 def _set_policy(policy_name: str) -> bool:
@@ -32,7 +33,17 @@ def _set_policy(policy_name: str) -> bool:
     try:
         setter(0, policy, os.sched_param(0))
     except OSError as exc:  # a seccomp filter or a container may refuse it
-        logger.debug("scheduling policy %s refused: %s", policy_name, exc)
+        global _refusal_logged
+        level = logging.DEBUG if _refusal_logged else logging.WARNING
+        _refusal_logged = True  # once: each thread would say the same
+        logger.log(
+            level,
+            "scheduling policy %s refused (%s): the camera, pipeline and MQTT threads may "
+            "preempt the inference worker (a systemd SystemCallFilter must allow "
+            "sched_setscheduler)",
+            policy_name,
+            exc,
+        )
         return False
     return True
 

@@ -118,11 +118,12 @@ def resize_interpolation(src_w: int, src_h: int, new_w: int, new_h: int, mode: s
 
     ``"linear"`` is always bilinear (Ultralytics' LetterBox). ``"auto"`` (pycoral-style
     classification and SSD) is INTER_AREA when either axis shrinks by a factor of 2 or
-    more, where bilinear would skip pixels and alias; bilinear otherwise. Below 2,
-    bilinear's samples are under two pixels apart and weigh every pixel: from a 1/2
-    decode (320x240 -> 224x224) it is 5.7x cheaper than INTER_AREA's general path here
-    (0.09 against 0.52 ms) and as close to the full-size INTER_AREA reference (top-1
-    agreement 97 % against 96 %, on 100 crops of the real photos; docs/BENCHMARKS.md).
+    more, where bilinear would skip pixels and alias (as before this rule; a stretch that
+    also enlarges the other axis skips some with either filter), and bilinear otherwise.
+    Below 2, bilinear's samples are under two pixels apart and weigh every pixel: from a
+    1/2 decode (320x240 -> 224x224) it costs 0.08 ms against INTER_AREA's 0.51 here, and
+    over 100 crops of the shared photos it is as close to the full-size INTER_AREA
+    reference, within sampling noise (docs/BENCHMARKS.md).
     """
     if mode == "linear" or (new_w >= src_w and new_h >= src_h):
         return cv2.INTER_LINEAR

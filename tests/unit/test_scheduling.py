@@ -42,12 +42,18 @@ def test_threads_it_starts_inherit_it_and_the_worker_takes_other_back():
     assert in_thread(body) == (os.SCHED_BATCH, os.SCHED_OTHER)
 
 
-def test_a_refusal_is_reported_not_raised(monkeypatch):
+def test_a_refusal_is_reported_once_not_raised(monkeypatch, caplog):
     def refuse(*args):
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    assert in_thread(yield_to_worker) is False
+    monkeypatch.setattr("edge_agent.scheduling._refusal_logged", False)
+    with caplog.at_level("DEBUG", logger="edge_agent.scheduling"):
+        assert in_thread(yield_to_worker) is False
+        assert in_thread(yield_to_worker) is False
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "SCHED_BATCH refused" in warnings[0].getMessage()
+    assert "SystemCallFilter" in warnings[0].getMessage()
     monkeypatch.delattr(os, "SCHED_BATCH")
     assert in_thread(yield_to_worker) is False
 
