@@ -120,6 +120,7 @@ class Camera:
         self._backoff = Backoff(float(reopen_initial), float(reopen_max))
         self._slot = FrameSlot()
         self._stop = threading.Event()
+        self._stop_asked = 0.0  # monotonic time stop_soon() was first called
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the fields below
         self._state = CameraState.STARTING
@@ -149,8 +150,6 @@ class Camera:
             kwargs.pop("fit", None)  # only a camera with fit_model sizes its device
         return cls(config.name, config.source, **options, **kwargs)
 
-    # ---- owner API -------------------------------------------------------------------
-
     def start(self) -> None:
         """Start the capture thread (once per Camera).
 
@@ -172,8 +171,9 @@ class Camera:
         stopped = thread is None or not thread.is_alive()
         if not stopped:
             logger.warning(
-                "camera %s: capture thread still blocked in the backend after %.1fs; "
-                "it exits when the backend returns", self.name, timeout,
+                "camera %s: capture thread still blocked in the backend %.1fs after the "
+                "stop; it exits when the backend returns",
+                self.name, time.monotonic() - self._stop_asked,
             )  # fmt: skip
         self._set_state(CameraState.STOPPED, "stopped")
         return stopped
@@ -181,6 +181,7 @@ class Camera:
     def stop_soon(self) -> None:
         """Tell the thread to stop, without waiting (:meth:`stop` then joins it): cameras
         stopped together this way wait for the slowest, not for the sum of them."""
+        self._stop_asked = self._stop_asked or time.monotonic()
         self._stop.set()
         self._slot.close()
 
@@ -223,8 +224,6 @@ class Camera:
 
     def __repr__(self) -> str:
         return f"Camera({self.name!r}, {self.source!r}, state={self.state!r})"
-
-    # ---- capture thread --------------------------------------------------------------
 
     def _run(self) -> None:
         """Thread body: sessions until stopped or ended; never lets an error escape."""
