@@ -36,10 +36,11 @@ class _Slow:
         return getattr(self.inner, name)
 
 
-def test_cameras_told_to_stop_together_all_stop_within_one_budget():
-    blocked = [threading.Event() for _ in range(CAMERAS)]
+def told_to_stop(name: str, count: int, block: float = BLOCK_S) -> list[Camera]:
+    """``count`` started cameras, each blocked in its backend's read, all told to stop."""
+    blocked = [threading.Event() for _ in range(count)]
     cameras = [
-        Camera(f"cam{i}", "rtsp://cam/x", opener=lambda spec, ev=ev, **kw: _Slow(ev))
+        Camera(f"{name}{i}", "rtsp://cam/x", opener=lambda spec, ev=ev, **kw: _Slow(ev, block))
         for i, ev in enumerate(blocked)
     ]
     for camera in cameras:
@@ -48,6 +49,11 @@ def test_cameras_told_to_stop_together_all_stop_within_one_budget():
         assert event.wait(10), "a camera never reached its blocking read"
     for camera in cameras:
         camera.stop_soon()
+    return cameras
+
+
+def test_cameras_told_to_stop_together_all_stop_within_one_budget():
+    cameras = told_to_stop("cam", CAMERAS)
     end = time.monotonic() + BUDGET_S  # the daemon's shutdown: one budget for all the joins
     stopped = [camera.stop(max(0.0, end - time.monotonic())) for camera in cameras]
     assert all(stopped), stopped
@@ -58,17 +64,7 @@ def test_cameras_told_to_stop_together_all_stop_within_one_budget():
 def test_a_camera_joined_late_in_the_budget_says_how_long_its_stop_has_waited(caplog):
     # The daemon joins the cameras one after the other within one budget, so a later one
     # gets what is left (here nothing): its warning counts from the stop, not its join.
-    blocked = [threading.Event() for _ in range(2)]
-    cameras = [
-        Camera(f"late{i}", "rtsp://cam/x", opener=lambda spec, ev=ev, **kw: _Slow(ev, 3.0))
-        for i, ev in enumerate(blocked)
-    ]
-    for camera in cameras:
-        camera.start()
-    for event in blocked:
-        assert event.wait(10), "a camera never reached its blocking read"
-    for camera in cameras:
-        camera.stop_soon()
+    cameras = told_to_stop("late", 2, block=3.0)
     with caplog.at_level("WARNING", logger="edge_agent.capture.camera"):
         assert not cameras[0].stop(0.2)  # the budget spent on the first
         assert not cameras[1].stop(0.0)
