@@ -324,24 +324,25 @@ class MqttPublisher:
     def _pump(self) -> None:
         """Connected: retained latest values, then the spool in order, then the queue."""
         conn, store, send = self._conn, self._store, self._delivery.send
-        for msg in self._outbox.take_dirty():
-            conn.publish(msg.topic, msg.payload, msg.qos, True)
-        window = self.settings.max_inflight - len(self._inflight)
-        if window > 0 and store.pending:
-            for m in store.read(window, after=self._replay_pos):
-                send(conn, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
-                self._replay_pos = m.position
-                window -= 1
-        if store.pending and store.read(1, after=self._replay_pos):
-            return  # newer messages wait until the whole spool is on the wire
-        while window > 0 and len(self._outbox):
-            msg = self._outbox.pop()
-            if msg.durable:
-                send(conn, msg)
-                window -= 1
-            else:
-                conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
-                self._delivery.published += 1
+        with conn.corked(len(self._outbox) > 1 or store.pending > 0):
+            for msg in self._outbox.take_dirty():
+                conn.publish(msg.topic, msg.payload, msg.qos, True)
+            window = self.settings.max_inflight - len(self._inflight)
+            if window > 0 and store.pending:
+                for m in store.read(window, after=self._replay_pos):
+                    send(conn, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)
+                    self._replay_pos = m.position
+                    window -= 1
+            if store.pending and store.read(1, after=self._replay_pos):
+                return  # newer messages wait until the whole spool is on the wire
+            while window > 0 and len(self._outbox):
+                msg = self._outbox.pop()
+                if msg.durable:
+                    send(conn, msg)
+                    window -= 1
+                else:
+                    conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+                    self._delivery.published += 1
 
     def _teardown(self, reason: str, *, clean: bool = False) -> None:
         """Forget the connection; unacknowledged durable messages go to the spool, in order."""
@@ -363,7 +364,6 @@ class MqttPublisher:
             logger.info("mqtt %s: disconnected; %d messages spooled", conn.where, pending)
         else:
             logger.warning("mqtt %s: %s; %d messages spooled", conn.where, reason, pending)
-        if not clean:
             self._problems.link_hint(self._reconnects.lost(reason))
         self._incoming.connection(False)
 

@@ -9,12 +9,13 @@ the publisher's spool does that, in order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +31,8 @@ from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
 
 logger = logging.getLogger(__name__)
+
+_CORK = getattr(socket, "TCP_CORK", None)  # Linux only
 
 # PUBACK reasons that say "not now" rather than "never" (Quota exceeded, Packet
 # Identifier in use): the connection is dropped and the message is sent again later.
@@ -183,7 +186,7 @@ class Connection:
         self.answered = False  # a CONNACK came, accepting or refusing
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
-        bound_reads(client, settings.max_packet_size, on_oversized)
+        self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -231,6 +234,28 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._deadline = time.monotonic() + self._connack_timeout
 
+    @contextlib.contextmanager
+    def corked(self, many: bool) -> Iterator[None]:
+        """Publishes sent inside leave in as few TCP segments as they fit in, when ``many``.
+
+        paho sends each message with its own ``send()``, which ``TCP_NODELAY`` turns into
+        a segment of its own, and a wake-up of the broker for each. Corked (Linux's
+        ``TCP_CORK``), the kernel holds them until the block ends, then sends them
+        together. Without ``TCP_CORK`` (another OS, websockets) this does nothing.
+        """
+        sock = self.client.socket() if many and _CORK is not None else None
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+        except (AttributeError, OSError):
+            sock = None  # not a TCP socket (websockets wrap theirs), or already closed
+        try:
+            yield
+        finally:
+            if sock is not None:
+                with contextlib.suppress(OSError):  # closed meanwhile: nothing to flush
+                    sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+
     def step(self, timeout: float, wake: Waker | None = None) -> bool:
         """Wait for socket activity (or ``wake``) up to ``timeout``, then read/write/ping.
 
@@ -241,7 +266,8 @@ class Connection:
         sock = client.socket()
         if sock is None:
             return self._fail("socket closed")
-        pending = getattr(sock, "pending", lambda: 0)()  # TLS bytes already decrypted
+        # Bytes already read: decrypted by TLS, or taken from the kernel for paho.
+        pending = getattr(sock, "pending", lambda: 0)() or len(self._reads or ())
         wlist = [sock] if client.want_write() else []
         rlist = [sock] if wake is None else [sock, wake.socket]
         if wake is not None:

@@ -55,8 +55,36 @@ def publish_head(command: int, head: bytes) -> PacketHead | None:
 OnOversized = Callable[[str, int, int, bool], None]
 
 
-def bound_reads(client: mqtt.Client, limit: int, on_oversized: OnOversized) -> None:
-    """Cap paho's reads at 64 KiB and discard any packet larger than ``limit`` bytes.
+class ReadBuffer:
+    """paho's reads served from one ``recv`` of up to 64 KiB.
+
+    paho reads a packet as its first byte, then its length byte by byte, then its body:
+    three system calls or more for each PUBACK. Taken from the kernel in one gulp, a
+    burst of acknowledgements costs one. What is buffered must be read before the
+    socket is waited on again (:meth:`__len__`).
+    """
+
+    def __init__(self, recv: Callable[[int], bytes]):
+        self._recv = recv
+        self._data = b""
+        self._at = 0
+
+    def __len__(self) -> int:
+        """Bytes received and not yet handed to paho."""
+        return len(self._data) - self._at
+
+    def recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes; raises as the socket's ``recv`` when none are buffered."""
+        if self._at >= len(self._data):
+            self._data, self._at = self._recv(RECV_CHUNK), 0
+        out = self._data[self._at : self._at + bufsize]
+        self._at += len(out)
+        return out
+
+
+def bound_reads(client: mqtt.Client, limit: int, on_oversized: OnOversized) -> ReadBuffer | None:
+    """Read for paho through a :class:`ReadBuffer`, and discard any packet larger than
+    ``limit`` bytes.
 
     Args:
         client: the paho client (its ``_sock_recv``/``_in_packet`` are used; pinned by
@@ -64,11 +92,16 @@ def bound_reads(client: mqtt.Client, limit: int, on_oversized: OnOversized) -> N
         limit: ``mqtt.max_packet_size``.
         on_oversized: called as ``on_oversized(topic, size, limit, retained)`` once a
             packet was discarded (``topic`` "" if it was not a PUBLISH).
+
+    Returns:
+        The buffer (None on a paho these hooks do not fit, which reads unbuffered).
     """
-    recv = getattr(client, "_sock_recv", None)
-    if recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
+    sock_recv = getattr(client, "_sock_recv", None)
+    if sock_recv is None or not isinstance(getattr(client, "_in_packet", None), dict):
         logger.warning("mqtt: this paho version cannot bound incoming packets on the device")
-        return
+        return None
+    buffer = ReadBuffer(sock_recv)
+    recv = buffer.recv
     head = bytearray()
 
     def bounded(bufsize: int) -> bytes:
@@ -96,3 +129,4 @@ def bound_reads(client: mqtt.Client, limit: int, on_oversized: OnOversized) -> N
         on_oversized(parsed.topic if parsed else "", size, limit, bool(parsed and parsed.retain))
 
     client._sock_recv = bounded
+    return buffer
