@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 logger = logging.getLogger(__name__)
-_refusal_logged = False
+_refusal_told = threading.Lock()  # taken for good by the first thread to warn of a refusal
 
 
 def _set_policy(policy_name: str) -> bool:
@@ -33,9 +34,8 @@ def _set_policy(policy_name: str) -> bool:
     try:
         setter(0, policy, os.sched_param(0))
     except OSError as exc:  # a seccomp filter or a container may refuse it
-        global _refusal_logged
-        level = logging.DEBUG if _refusal_logged else logging.WARNING
-        _refusal_logged = True  # once: each thread would say the same
+        # Once: each thread would say the same (threads start together: the lock, not a flag).
+        level = logging.WARNING if _refusal_told.acquire(blocking=False) else logging.DEBUG
         logger.log(
             level,
             "scheduling policy %s refused (%s): the camera, pipeline and MQTT threads may "

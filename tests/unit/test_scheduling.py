@@ -47,10 +47,21 @@ def test_a_refusal_is_reported_once_not_raised(monkeypatch, caplog):
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
-    monkeypatch.setattr("edge_agent.scheduling._refusal_logged", False)
+    monkeypatch.setattr("edge_agent.scheduling._refusal_told", threading.Lock())
+    together = threading.Barrier(8)  # threads that start at once refuse at once
+
+    def refused():
+        together.wait(10)
+        return yield_to_worker()
+
     with caplog.at_level("DEBUG", logger="edge_agent.scheduling"):
+        threads = [threading.Thread(target=refused) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
         assert in_thread(yield_to_worker) is False
-        assert in_thread(yield_to_worker) is False
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 9
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "SCHED_BATCH refused" in warnings[0].getMessage()
     assert "SystemCallFilter" in warnings[0].getMessage()
