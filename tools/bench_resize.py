@@ -73,15 +73,17 @@ def frames(shared: Path, crops: int, seed: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
-def scores(model: LoadedModel, frame: np.ndarray, interpolation: int) -> np.ndarray:
-    """The classifier's score per class for ``frame`` resized to its input."""
+def scores(model: LoadedModel, frame: np.ndarray, interpolation: int) -> dict[int, float]:
+    """The classifier's score per class id for ``frame`` resized to its input."""
     pre = model.codec.preprocessor
     sized = cv2.resize(frame, (pre.width, pre.height), interpolation=interpolation)
     results = model.infer(sized).results  # already the input's size: no second resize
-    out = np.zeros(1001, np.float64)
-    for r in results:
-        out[r.id] = r.score
-    return out
+    return {r.id: r.score for r in results}
+
+
+def top1(scored: dict[int, float]) -> int:
+    """The class id scored highest."""
+    return max(scored, key=scored.__getitem__)
 
 
 def main() -> None:
@@ -95,14 +97,16 @@ def main() -> None:
     shared = Path(args.shared)
     cases = frames(shared, args.crops, args.seed)
     report = {"crops": len(cases), "models": {}}
+    labels = shared / "models" / "imagenet_labels.txt"
+    classes = len(labels.read_text().splitlines())  # every score, not only the top few
     for model_name in CLASSIFIERS:
         model = LoadedModel.load(
             ModelOptions(
                 path=str(shared / "models" / model_name),
-                labels=str(shared / "models" / "imagenet_labels.txt"),
+                labels=str(labels),
                 device="cpu",
                 num_threads=1,
-                settings=DecodeSettings(threshold=0.0, top_k=1001, iou=0.45),
+                settings=DecodeSettings(threshold=0.0, top_k=classes, iou=0.45),
             )
         )
         pre = model.codec.preprocessor
@@ -116,13 +120,13 @@ def main() -> None:
         tallies = {}
         for case in cases:
             ref = scores(model, case["full"], cv2.INTER_AREA)
-            top = int(ref.argmax())
+            top = top1(ref)
             for source in ("fitted_320x240", "decoded_half"):
                 for name, flag in FILTERS.items():
                     got = scores(model, case[source], flag)
                     tally = tallies.setdefault(f"{source}/{name}", {"same_top1": 0, "moved": []})
-                    tally["same_top1"] += int(got.argmax() == top)
-                    tally["moved"].append(abs(got[top] - ref[top]))
+                    tally["same_top1"] += int(top1(got) == top)
+                    tally["moved"].append(abs(got.get(top, 0.0) - ref[top]))
         for key, tally in tallies.items():
             moved = np.array(tally["moved"])
             entry[key] = {
