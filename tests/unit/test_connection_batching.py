@@ -10,21 +10,8 @@ import time
 
 import pytest
 
-from edge_agent.publishing.connection import Connection
 from edge_agent.publishing.packet_bound import RECV_CHUNK, ReadBuffer
-from edge_agent.publishing.settings import MqttSettings
-from edge_agent.publishing.topics import Topics
-
-
-def _connection() -> Connection:
-    return Connection(
-        MqttSettings(host="127.0.0.1", port=1),
-        Topics("edge", "box1", ()),
-        None,
-        on_connected=lambda: None,
-        on_ack=lambda *args: None,
-        on_message=lambda msg: None,
-    )
+from tests.unit.test_connection_bookkeeping import new_connection
 
 
 class _Client:
@@ -91,7 +78,7 @@ def test_a_read_buffer_hands_over_no_more_than_asked_and_passes_end_of_stream_on
 def test_step_reads_buffered_bytes_without_waiting_on_the_socket():
     """Bytes read ahead for paho are not on the socket any more: waiting for the socket
     to become readable would leave them unread until the broker sent something else."""
-    conn = _connection()
+    conn = new_connection()
     quiet, other = socket.socketpair()
     try:
         client = conn.client = _Client(quiet)
@@ -128,7 +115,7 @@ def _readable(sock: socket.socket) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_CORK is Linux's")
 def test_publishes_inside_a_corked_block_leave_together_at_its_end(tcp_pair):
     ours, theirs = tcp_pair
-    conn = _connection()
+    conn = new_connection()
     conn.client = _Client(ours)
     for _ in range(5):  # the kernel sends corked data after 200 ms anyway: a stalled
         started = time.monotonic()  # runner may see it early; try again then
@@ -148,7 +135,7 @@ def test_publishes_inside_a_corked_block_leave_together_at_its_end(tcp_pair):
 
 def test_a_single_publish_is_not_corked(tcp_pair):
     ours, theirs = tcp_pair
-    conn = _connection()
+    conn = new_connection()
     conn.client = _Client(ours)
     with conn.corked(False):
         ours.send(b"alone")
@@ -163,7 +150,7 @@ def test_a_socket_that_cannot_be_corked_publishes_as_before():
     class _Wrapper:
         pass
 
-    conn = _connection()
+    conn = new_connection()
     for sock in (_Wrapper(), None):
         conn.client = _Client(sock)
         with conn.corked(True):

@@ -8,7 +8,8 @@ from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import Topics
 
 
-def _connection() -> Connection:
+def new_connection() -> Connection:
+    """A connection never opened (its broker address is unused)."""
     return Connection(
         MqttSettings(host="127.0.0.1", port=1),
         Topics("edge", "box1", ()),
@@ -24,7 +25,7 @@ def _published(conn: Connection) -> list[str]:
 
 
 def test_the_suback_says_online():
-    conn = _connection()
+    conn = new_connection()
     conn._cb_subscribe(conn.client, None, 1, [], None)
     assert _published(conn) == [conn.topics.available]
 
@@ -32,7 +33,7 @@ def test_the_suback_says_online():
 def test_a_suback_read_while_closing_does_not_say_online_after_offline():
     """The SUBACK can be read while close() waits for the PUBACK of "offline": an
     "online" then would stay retained for a daemon that has stopped."""
-    conn = _connection()
+    conn = new_connection()
     conn.close(clean=True)
     conn._cb_subscribe(conn.client, None, 1, [], None)
     assert conn.subscribed and _published(conn) == []
@@ -41,7 +42,7 @@ def test_a_suback_read_while_closing_does_not_say_online_after_offline():
 def test_qos_0_publishes_are_not_kept_waiting_for_an_acknowledgement():
     """Only QoS 1 and 2 get a PUBACK/PUBCOMP that pops their topic: a kept QoS 0 entry
     would stay until its message id came round again."""
-    conn = _connection()
+    conn = new_connection()
     for _ in range(100):
         conn.publish("edge/box1/stats", b"{}", 0, False)
     assert _published(conn) == []
