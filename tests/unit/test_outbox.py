@@ -242,23 +242,67 @@ def test_loss_ledger_bounds_what_a_crash_may_lose(tmp_path):
     from edge_agent.publishing.ledger import LossLedger
 
     path = tmp_path / "unsecured"
-    ledger = LossLedger(path, headroom=16)
+    clock = Clock()
+    ledger = LossLedger(path, headroom=16, clock=clock)
     assert ledger.previous == 0
-    writes = 0
-    real = ledger._write
-
-    def counting(lease):
-        nonlocal writes
-        writes += 1
-        return real(lease)
-
-    ledger._write = counting
+    writes = counted_writes(ledger)
     for produced in range(1, 201):
+        clock.now += 0.2  # 5 results a second
         ledger.update(produced, unsecured=2)  # healthy: ~2 in flight at any time
-    assert 10 <= writes <= 30  # one small write per ~headroom/2 results, not per result
+    assert 10 <= writes[0] <= 30  # one small write per ~headroom/2 results, not per result
     # A crash now: the next start reads a bound >= what was in memory.
     assert 2 <= LossLedger(path, headroom=16).previous <= 2 + 16 + 16
     ledger = LossLedger(path)
     assert ledger.previous == 0  # reported once, not again
     ledger.close(unsecured=0)
     assert LossLedger(path).previous == 0
+
+
+class Clock:
+    """Monotonic seconds that a test advances."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted_writes(ledger) -> list[int]:
+    """Count the ledger's writes (in the returned one-item list)."""
+    writes = [0]
+    real = ledger._write
+
+    def counting(lease):
+        writes[0] += 1
+        return real(lease)
+
+    ledger._write = counting
+    return writes
+
+
+def test_a_fast_stream_renews_the_lease_about_once_a_second_and_keeps_it_a_bound(tmp_path):
+    """380 results a second (an Edge TPU) renewed a 128-result lease 6 times a second,
+    each an fsynced write to the card; the headroom now widens instead."""
+    from edge_agent.publishing.ledger import MAX_HEADROOM, MIN_RENEWAL_S, LossLedger
+
+    path = tmp_path / "unsecured"
+    clock = Clock()
+    ledger = LossLedger(path, clock=clock)
+    writes, restored = counted_writes(ledger), 0
+    seconds = 120
+    for produced in range(1, 380 * seconds + 1):
+        clock.now += 1 / 380
+        unsecured = 3 + produced % 40  # PUBACKs trail by a few to a few dozen
+        ledger.update(produced, unsecured)
+        if produced % 997 == 0:  # a power cut here: the next start's bound covers it
+            assert LossLedger(path).previous >= unsecured
+            ledger._write(ledger._lease)  # (reading it reset the file: put it back)
+            restored += 1
+    renewals = writes[0] - restored
+    assert renewals <= seconds / MIN_RENEWAL_S + 10, renewals  # 712 at a fixed headroom
+    assert ledger.headroom <= MAX_HEADROOM
+    for produced in range(380 * seconds + 1, 380 * seconds + 1501):
+        clock.now += 0.25  # the stream slows to 4 a second: the headroom narrows, renewal
+        ledger.update(produced, unsecured=2)  # by renewal (a looser bound meanwhile)
+    assert ledger.headroom == 128
