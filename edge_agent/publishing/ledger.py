@@ -60,7 +60,7 @@ class LossLedger:
         self.previous = self._read()
         self._lease = self._at_unsecured = self._at_produced = 0
         self._writable = self._write(0)  # the old bound is reported once, not again
-        self._renewed_at = clock()
+        self._renewed_at = float("-inf")  # the first renewal keeps the configured headroom
 
     def update(self, produced: int, unsecured: int) -> None:
         """Renew the lease if what may be in memory could soon exceed it.
