@@ -11,7 +11,11 @@ Three runs of the daemon's pipeline per round, side by side:
   at 1/N scale, both savers at once: the camera decodes only each frame's preview, the
   pipeline the frames the model sees (capture/mjpeg.py);
 * ``moving_gated_reduced`` (likewise): the bench's source so, where the camera thread
-  decodes each moving frame and derives its preview from it (the cost of deferring).
+  decodes each moving frame and derives its preview from it (the cost of deferring);
+* ``still_gated_paced``: the still clip gated (and decoded at 1/N) at a camera's frame
+  rate (``pace_fps``, 30 by default), as the issue's "static 60 s scene" is: each frame
+  then wakes the camera, pipeline and MQTT threads from sleep, which costs more per
+  frame than a clip read as fast as it goes (where the threads hand over in a stream).
 
 Every frame is published in all three, so the figures include the MQTT cost of the
 carried results.
@@ -23,7 +27,7 @@ import os
 import statistics
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -34,6 +38,16 @@ from edge_agent.tools.bench.sink import Sink
 
 STILL_MAX_MS = 0.3  # P10: daemon CPU per frame on a still scene
 SKIPPED_MIN = 0.9  # P10: fraction of a still scene's frames that skip the model
+
+
+class _Run(NamedTuple):
+    """One run of a round: its name, whether gated, its decode scale and pace (None:
+    read as fast as it goes)."""
+
+    name: str
+    gated: bool
+    scale: int
+    pace: float | None = None
 
 
 def still_clip(image: np.ndarray, path: str, frames: int, fps: float = 15.0) -> str:
@@ -73,30 +87,34 @@ def measure_motion(
     rounds: int = 3,
     on_round: Callable[[str], None] = lambda line: None,
     decode_scale: int = 1,
+    pace_fps: float = 30.0,
 ) -> dict[str, Any]:
     """The runs, interleaved over ``rounds``; medians per run.
 
     Returns:
         ``{run: {"fps", "cpu_ms_per_frame", "skipped", "<thread>_ms"...}, "rounds":
         [...]}``; ``run``: still_gated, still_plain, moving_gated (+ still_gated_reduced,
-        moving_gated_reduced).
+        moving_gated_reduced), still_gated_paced (at ``pace_fps``).
     """
-    runs = [("still_gated", True, 1), ("still_plain", False, 1), ("moving_gated", True, 1)]
+    runs = [_Run("still_gated", True, 1), _Run("still_plain", False, 1)]
+    runs += [_Run("moving_gated", True, 1)]
     if decode_scale > 1:
         runs += [
-            ("still_gated_reduced", True, decode_scale),
-            ("moving_gated_reduced", True, decode_scale),
+            _Run("still_gated_reduced", True, decode_scale),
+            _Run("moving_gated_reduced", True, decode_scale),
         ]
+    runs.append(_Run("still_gated_paced", True, decode_scale, pace_fps))
     per_round: list[dict[str, dict[str, float | None]]] = []
     with tempfile.TemporaryDirectory(prefix="edge-agent-motion-") as tmp:
         clip = still_clip(image, os.path.join(tmp, "still.avi"), frames + warmup)
         for r in range(rounds):
             entry = {}
-            for run, gate, scale in runs:
-                src = source if run.startswith("moving") else clip
-                measured = run_pipeline(options, src, frames, warmup, sink, f"{tag}-{r}-{run}",
-                                        motion=gate, decode_scale=scale)  # fmt: skip
-                entry[run] = _figures(measured)
+            for run in runs:
+                src = source if run.name.startswith("moving") else clip
+                device = f"{tag}-{r}-{run.name}"
+                measured = run_pipeline(options, src, frames, warmup, sink, device, pace=run.pace,
+                                        motion=run.gated, decode_scale=run.scale)  # fmt: skip
+                entry[run.name] = _figures(measured)
             per_round.append(entry)
             still = entry["still_gated"]
             on_round(
@@ -115,12 +133,17 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def motion_target(measured: dict[str, Any]) -> dict[str, Any]:
-    """P10: a still scene skips >= 90% of invokes at <= 0.3 ms of daemon CPU per frame."""
-    still = measured["still_gated"]
+    """P10: a still scene skips >= 90% of invokes at <= 0.3 ms of daemon CPU per frame,
+    read as fast as it goes (``value``) and at a camera's rate (``paced_value``)."""
+    still, paced = measured["still_gated"], measured.get("still_gated_paced") or {}
     cpu, skipped = still["cpu_ms_per_frame"], still["skipped"]
+    paced_cpu = paced.get("cpu_ms_per_frame")
     met = None if cpu is None else cpu <= STILL_MAX_MS and skipped >= SKIPPED_MIN
+    if met is not None and paced:
+        met = met and paced_cpu is not None and paced_cpu <= STILL_MAX_MS
     return {
         "value": cpu,
+        "paced_value": paced_cpu,
         "limit": STILL_MAX_MS,
         "skipped": skipped,
         "skipped_min": SKIPPED_MIN,
@@ -139,18 +162,23 @@ def motion_lines(report: dict[str, Any]) -> list[str]:
         value = mo[run]["cpu_ms_per_frame"]
         return "?" if value is None else f"{value:.3f}"
 
-    return [
+    lines = [
         f"  motion gate, still scene: {mo['still_gated']['skipped']:.1%} of frames skipped "
         f"the model; daemon CPU {cpu('still_gated')} ms/frame gated, "
         f"{cpu('still_plain')} without the gate; {mo['still_gated']['fps']:.1f} fps gated",
         f"  motion gate, moving source: {mo['moving_gated']['skipped']:.1%} skipped, "
         f"{mo['moving_gated']['fps']:.1f} fps, CPU {cpu('moving_gated')} ms/frame",
-    ] + (
-        [
-            f"  motion gate, decode_scale: still scene CPU {cpu('still_gated_reduced')} ms/frame, "
-            f"moving source {mo['moving_gated_reduced']['fps']:.1f} fps, "
+    ]
+    if "still_gated_reduced" in mo:
+        lines.append(
+            f"  motion gate, decode_scale: still scene CPU {cpu('still_gated_reduced')} "
+            f"ms/frame, moving source {mo['moving_gated_reduced']['fps']:.1f} fps, "
             f"CPU {cpu('moving_gated_reduced')} ms/frame"
-        ]
-        if "still_gated_reduced" in mo
-        else []
-    )
+        )
+    if "still_gated_paced" in mo:
+        paced = mo["still_gated_paced"]
+        lines.append(
+            f"  motion gate, still scene at a camera's rate: CPU {cpu('still_gated_paced')} "
+            f"ms/frame at {paced['fps']:.1f} fps, {paced['skipped']:.1%} skipped"
+        )
+    return lines

@@ -241,7 +241,7 @@ def run_bench(
         if opts.motion:
             motion = measure_motion(options, source, image, opts.frames, opts.warmup, sink,
                                     f"bench-{tag}-motion", opts.rounds, on_round,
-                                    opts.decode_scale)  # fmt: skip
+                                    opts.decode_scale, opts.pace_fps)  # fmt: skip
         broker = sink.description
     finally:
         sink.stop()
