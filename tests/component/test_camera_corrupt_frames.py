@@ -14,6 +14,7 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.corrupt_frames import SkipCorruptFrames
 from edge_agent.capture.health import CameraState
 from tests.support.chaos import DEMO, MjpegServer, jpeg_frames
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,16 +87,9 @@ class ScriptedCapture:
         return (True, np.zeros((2, 2, 3), np.uint8)) if step else (False, None)
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch):
-    clock = Clock()
+    clock = FakeClock()
     monkeypatch.setattr("edge_agent.capture.corrupt_frames.time.monotonic", clock)
     return clock
 

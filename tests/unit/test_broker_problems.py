@@ -12,18 +12,11 @@ from edge_agent.publishing.packet_bound import PacketHead, publish_head
 from edge_agent.publishing.reconnect import Reconnects
 from edge_agent.publishing.refusals import LOG_EVERY_S, BrokerProblems
 from edge_agent.publishing.settings import MqttSettings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_refused_publishes_are_counted_and_logged_once_per_topic(caplog):
-    clock = Clock()
+    clock = FakeClock(100.0)
     problems = BrokerProblems("b:1883", clock)
     with caplog.at_level(logging.ERROR):
         for _ in range(3):
@@ -57,7 +50,7 @@ def test_publish_head_reads_topic_qos_and_packet_id():
 
 
 def test_a_connection_closed_right_after_connack_does_not_reset_the_backoff(monkeypatch):
-    clock = Clock()
+    clock = FakeClock(100.0)
     monkeypatch.setattr(reconnect.time, "monotonic", clock)
     plan = Reconnects(MqttSettings(host="a", reconnect_min=1, reconnect_max=60, protocol="5"))
     delays = []
@@ -74,7 +67,7 @@ def test_a_connection_closed_right_after_connack_does_not_reset_the_backoff(monk
 
 
 def test_short_lived_connections_hint_at_a_client_id_clash(monkeypatch, caplog):
-    monkeypatch.setattr(reconnect.time, "monotonic", Clock())
+    monkeypatch.setattr(reconnect.time, "monotonic", FakeClock(100.0))
     plan = Reconnects(MqttSettings(host="a", client_id="cam-7", protocol="5"))
     hints = []
     with caplog.at_level(logging.WARNING):

@@ -1,18 +1,11 @@
 """The frame a worker keeps dying on, and when a dead worker is replaced."""
 
 from edge_agent.inference.crash_loop import MAX_DEATHS, CrashLoop
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_the_same_oldest_frame_at_two_deaths_is_dropped():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     loop = CrashLoop(60.0, clock)
     assert MAX_DEATHS == 2
     assert not loop.died(7)
@@ -20,7 +13,7 @@ def test_the_same_oldest_frame_at_two_deaths_is_dropped():
 
 
 def test_another_oldest_frame_starts_the_count_again():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     loop = CrashLoop(60.0, clock)
     assert not loop.died(7)
     assert not loop.died(8)  # 7 came back: it was not the culprit
@@ -30,7 +23,7 @@ def test_another_oldest_frame_starts_the_count_again():
 
 
 def test_a_death_restarts_at_once_and_resets_the_load_backoff():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     loop = CrashLoop(8.0, clock)
     assert [loop.load_failed() for _ in range(3)] == [1.0, 2.0, 4.0]
     clock.now += 0.5
@@ -40,7 +33,7 @@ def test_a_death_restarts_at_once_and_resets_the_load_backoff():
 
 
 def test_a_worker_that_cannot_load_backs_off_and_a_rollback_does_not_wait():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     loop = CrashLoop(4.0, clock)
     assert [loop.load_failed() for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
     assert loop.restart_at == clock.now + 4.0

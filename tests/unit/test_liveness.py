@@ -4,27 +4,20 @@ from __future__ import annotations
 
 from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.daemon.liveness import CHECK_EVERY, RETRY_GRACE, RetryWatch
+from tests.support.clock import FakeClock
 
 
 def cam(name, state=CameraState.RECONNECTING, reconnects=1, backoff=2.0):
     return CameraStats(name, "rtsp://cam", state, 0, 0, reconnects, 0.0, "down", backoff, None)
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_every_camera_retrying_feeds_the_watchdog():
-    watch = RetryWatch(Clock())
+    watch = RetryWatch(FakeClock(100.0))
     assert watch.all_retrying([cam("a"), cam("b")])
 
 
 def test_a_camera_streaming_without_frames_or_ended_does_not():
-    watch = RetryWatch(Clock())
+    watch = RetryWatch(FakeClock(100.0))
     # streaming but no frame processed: wedged, a restart may mend it
     assert not watch.all_retrying([cam("a"), cam("b", state=CameraState.STREAMING)])
     assert not watch.all_retrying([cam("a", state=CameraState.ENDED)])
@@ -32,7 +25,7 @@ def test_a_camera_streaming_without_frames_or_ended_does_not():
 
 
 def test_a_camera_that_stopped_attempting_does_not():
-    clock = Clock()
+    clock = FakeClock(100.0)
     watch = RetryWatch(clock)
     assert watch.all_retrying([cam("a", reconnects=3, backoff=30.0)])
     clock.now += 2 * 30.0 + RETRY_GRACE  # no new attempt, still within the window
@@ -43,7 +36,7 @@ def test_a_camera_that_stopped_attempting_does_not():
 
 
 def test_the_cameras_are_looked_at_once_a_second():
-    clock = Clock()
+    clock = FakeClock(100.0)
     watch = RetryWatch(clock)
     assert watch.due() and not watch.due()
     clock.now += CHECK_EVERY

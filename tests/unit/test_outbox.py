@@ -8,6 +8,7 @@ from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.outbox import InflightWindow, Outbox, Outgoing
 from edge_agent.publishing.settings import MqttSettings, encode_payload, ssl_context
 from edge_agent.publishing.spool import Position
+from tests.support.clock import FakeClock
 
 
 def _msg(n: int, *, durable=True, retain=False, topic="t") -> Outgoing:
@@ -242,7 +243,7 @@ def test_loss_ledger_bounds_what_a_crash_may_lose(tmp_path):
     from edge_agent.publishing.ledger import LossLedger
 
     path = tmp_path / "unsecured"
-    clock = Clock()
+    clock = FakeClock(1000.0)
     ledger = LossLedger(path, headroom=16, clock=clock)
     assert ledger.previous == 0
     writes = counted_writes(ledger)
@@ -256,16 +257,6 @@ def test_loss_ledger_bounds_what_a_crash_may_lose(tmp_path):
     assert ledger.previous == 0  # reported once, not again
     ledger.close(unsecured=0)
     assert LossLedger(path).previous == 0
-
-
-class Clock:
-    """Monotonic seconds that a test advances."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def counted_writes(ledger) -> list[int]:
@@ -287,7 +278,7 @@ def test_a_fast_stream_renews_the_lease_about_once_a_second_and_keeps_it_a_bound
     from edge_agent.publishing.ledger import MAX_HEADROOM, MIN_RENEWAL_S, LossLedger
 
     path = tmp_path / "unsecured"
-    clock = Clock()
+    clock = FakeClock(1000.0)
     ledger = LossLedger(path, clock=clock)
     writes, restored = counted_writes(ledger), 0
     seconds = 120

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from edge_agent.daemon.sdnotify import Notifier, Watchdog, watchdog_interval
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -39,14 +40,6 @@ def nothing_queued(sock: socket.socket) -> bool:
     finally:
         sock.settimeout(5.0)
     return False
-
-
-class FakeClock:
-    def __init__(self, now: float = 100.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_ready_arrives(notify_socket):
@@ -150,7 +143,7 @@ def test_watchdog_interval_reads_process_environment(monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "8000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert watchdog_interval() == 4.0
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     assert Watchdog.from_environment(Notifier(), clock=clock).interval == 4.0
     monkeypatch.delenv("WATCHDOG_USEC")
     assert Watchdog.from_environment(Notifier()).enabled is False

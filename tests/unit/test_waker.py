@@ -10,19 +10,12 @@ import pytest
 
 from edge_agent.publishing import waker as waker_module
 from edge_agent.publishing.waker import HOT_GAP_S, LINGER_S, Waker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    clock = Clock()
+def clock(monkeypatch) -> FakeClock:
+    clock = FakeClock(1000.0)
     monkeypatch.setattr(waker_module.time, "monotonic", clock)
     return clock
 
@@ -38,7 +31,7 @@ def step(waker: Waker) -> bool:
     return woken
 
 
-def held(clock: Clock) -> Waker:
+def held(clock: FakeClock) -> Waker:
     """A waker whose thread holds: two wake-ups 1 ms apart."""
     waker = Waker()
     for _ in range(2):
