@@ -27,7 +27,7 @@ from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService
 from edge_agent.daemon.options import model_options, mqtt_settings
-from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.preflight import log_filter_warnings
 from edge_agent.daemon.reload import log_plan, plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
@@ -177,9 +177,10 @@ class Daemon:
             self.publisher.publish(topic, payload, qos, retain, durable=durable)
 
     def publish_result(self, payload: dict[str, Any]) -> None:
-        """Pipeline callback: a frame's results (durable: spooled when offline)."""
+        """Pipeline callback: a frame's results (durable: spooled when offline); a still
+        frame's, which repeat earlier ones, wait for the publisher's next batch."""
         if self.publisher is not None:
-            self.publisher.publish_result(payload)
+            self.publisher.publish_result(payload, urgent=is_news(payload))
 
     # --------------------------------------------------------------- lifecycle
     def start(self) -> None:

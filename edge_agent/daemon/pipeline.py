@@ -33,6 +33,12 @@ IdleHook = Callable[[str, float], None]
 IDLE_CHECK = 0.5  # seconds between on_idle rounds
 
 
+def is_news(payload: dict[str, Any]) -> bool:
+    """Whether a result payload says something new: a still frame's repeats its
+    reference's results, and may wait for the publisher's next batch."""
+    return payload.get("motion") != Verdict.STILL.value
+
+
 class Job(NamedTuple):
     """A frame on its way through the worker."""
 

@@ -2,32 +2,30 @@
 
 Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
 
-* ``publish()`` only appends to an in-memory queue and wakes the thread, so the caller
-  (the inference pipeline) never blocks on the network or the disk.
-* Each connection uses a *fresh* paho client (clean session) driven through paho's
-  external-loop API: paho never retransmits after a reconnect; retransmission is ours.
+* ``publish()`` only appends to an in-memory queue and wakes the thread (:mod:`.waker`),
+  so the caller (the inference pipeline) never blocks on the network or the disk.
+* Each connection uses a *fresh* paho client (clean session) through paho's external
+  loop: paho never retransmits after a reconnect; retransmission is ours.
 * Durable messages (results) are tracked until the broker acknowledges them (PUBACK for
-  QoS 1). When the connection drops, every unacknowledged durable message is appended
-  to the on-disk :class:`~edge_agent.publishing.spool.Spool` in production order; while
-  disconnected, new durable messages go to the spool too. After reconnecting the spool
-  is replayed *first* and committed only on PUBACK; newer messages wait until all of it
-  is sent. Result: no loss and no reordering; a message whose PUBACK was lost is
-  delivered twice (at-least-once, as with any QoS 1 flow). Durability needs QoS >= 1
-  (with QoS 0 "acknowledged" means "written to the socket").
+  QoS 1). When the connection drops, every unacknowledged one is appended to the on-disk
+  :class:`~edge_agent.publishing.spool.Spool` in production order, as are new ones while
+  disconnected. After reconnecting the spool is replayed *first* and committed only on
+  PUBACK; newer messages wait until all of it is sent: no loss, no reordering, and a
+  message whose PUBACK was lost is delivered twice (at-least-once, as with any QoS 1
+  flow). Durability needs QoS >= 1 (with QoS 0 "acknowledged" means "written").
 * No durable message is held only in memory longer than ``max_unacked_s``: when PUBACKs
   stop coming (a black-holed link looks alive until keepalive gives up), results are
   spooled without waiting for the connection to drop; without a usable spool publishing
   goes on, not durably, and ``storage_error`` says so (:mod:`~.durable`).
-* Non-durable messages (stats) are dropped while disconnected (``dropped`` counter).
-  Non-durable *retained* messages (status, model, discovery) are kept as the latest value
-  per topic and re-published after every reconnect.
+* Non-durable messages (stats) are dropped while disconnected (``dropped`` counter);
+  retained ones (status, model, discovery) are kept per topic, re-sent on reconnect.
 * The LWT is retained ``offline`` on ``available``; after CONNACK the thread subscribes
   the command topics and after their SUBACK publishes retained ``online``, so both survive
   reconnects. Each connect runs in a connector thread (:mod:`.connector`) under one
-  deadline, ``connect_timeout``: this thread keeps spooling and can always stop.
-  ``stop()`` publishes ``offline`` itself before its clean DISCONNECT (which suppresses
-  the LWT). Commands go to the owner through :mod:`edge_agent.publishing.incoming`; when
-  to reconnect, and to which of ``mqtt.hosts``, is :mod:`edge_agent.publishing.reconnect`'s.
+  deadline, ``connect_timeout``: this thread keeps spooling and can always stop. ``stop()``
+  publishes ``offline`` before its clean DISCONNECT (which suppresses the LWT). Commands
+  go to the owner through :mod:`.incoming`; when to reconnect, and to which of
+  ``mqtt.hosts``, is :mod:`.reconnect`'s.
 """
 
 from __future__ import annotations
@@ -135,8 +133,7 @@ class MqttPublisher:
     @property
     def connected(self) -> bool:
         """True while a broker connection is up (CONNACK received)."""
-        conn = self._conn
-        return conn is not None and conn.connected
+        return (conn := self._conn) is not None and conn.connected
 
     @property
     def broker(self) -> str:
@@ -193,6 +190,7 @@ class MqttPublisher:
         retain: bool = False,
         *,
         durable: bool = False,
+        urgent: bool = True,
     ) -> None:
         """Queue a message; never blocks and never raises for broker problems.
 
@@ -203,6 +201,8 @@ class MqttPublisher:
             retain: set the retain flag. Non-durable retained messages are kept as the
                 topic's latest value and re-published after every reconnect.
             durable: never lose it (spooled while disconnected, replayed in order).
+            urgent: False lets it wait up to ``waker.SOON_S`` for the next batch (it
+                repeats what was said: no wake-up of its own); order is kept.
 
         Raises:
             PublishError: invalid topic, QoS or payload (a caller bug, not an outage).
@@ -221,11 +221,12 @@ class MqttPublisher:
                 self.settings.max_queued,
                 self._outbox.overflowed,
             )
-        self._waker.wake()
+        self._waker.wake() if urgent else self._waker.wake_soon()
 
-    def publish_result(self, payload: bytes | str | dict) -> None:
+    def publish_result(self, payload: bytes | str | dict, *, urgent: bool = True) -> None:
         """A result on the ``results`` topic: durable, QoS ``qos_results``."""
-        self.publish(self.topics.results, payload, self.settings.qos_results, durable=True)
+        results, qos = self.topics.results, self.settings.qos_results
+        self.publish(results, payload, qos, durable=True, urgent=urgent)
 
     def publish_stats(self, payload: bytes | str | dict) -> None:
         """Statistics on the ``stats`` topic: best effort, QoS ``qos_stats``."""
@@ -383,8 +384,8 @@ class MqttPublisher:
         self._store.spool_queue(retry_now=True)  # one last attempt to spool what is left
         self._teardown("stopping", clean=True)
         self._dialer.close(min(self._stop_deadline, time.monotonic() + JOIN_S))
-        if len(self._outbox):
-            logger.error("mqtt %s: %d messages lost at stop", self._where, len(self._outbox))
+        if lost := len(self._outbox):
+            logger.error("mqtt %s: %d messages lost at stop", self._where, lost)
         logger.info("mqtt %s: stopped %s", self._where, self.stats())
 
     # -- called from the connection's paho callbacks (publisher thread, never raise) -----
@@ -393,7 +394,6 @@ class MqttPublisher:
         """CONNACK: reset the backoff, re-publish retained values, tell the owner."""
         self._reconnects.connected()
         self._outbox.mark_retained_dirty()
-        logger.info(
-            "mqtt %s: connected, %d spooled to replay", self._reconnects.broker, self._store.pending
-        )
+        where, pending = self._reconnects.broker, self._store.pending
+        logger.info("mqtt %s: connected, %d spooled to replay", where, pending)
         self._incoming.connection(True)

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from edge_agent.capture.frames import Frame, FrameSlot
 from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.capture.motion import MotionGate, MotionSettings
-from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.inference.geometry import plan_fit
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.switching import Completion, DecodeOverride
@@ -150,6 +150,8 @@ def test_still_frames_carry_the_results_of_the_frame_they_were_compared_with():
     for i in range(2, 6):
         assert published[i]["motion"] == "still" and published[i]["inferred_frame_id"] == 1
         assert labels(published[i]) == ["person"], i
+        assert not is_news(published[i])  # it may wait for the publisher's next batch
+    assert is_news(published[1]) and is_news(published[0])  # inferred: sent at once
 
 
 def test_a_dropped_reference_sends_the_next_frame_to_the_model():

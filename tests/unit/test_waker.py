@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from edge_agent.publishing import waker as waker_module
-from edge_agent.publishing.waker import HOT_GAP_S, LINGER_S, Waker
+from edge_agent.publishing.waker import HOT_GAP_S, LINGER_S, SOON_S, Waker
 from tests.support.clock import FakeClock
 
 
@@ -140,3 +140,52 @@ def test_an_offline_wait_after_a_quiet_hold_still_wakes_for_a_later_wake(clock):
     waker.wake()
     assert done.wait(5.0)
     thread.join(5.0)
+
+
+def test_a_result_that_can_wait_sends_a_byte_only_when_the_thread_would_look_too_late(clock):
+    waker = Waker()
+    assert waker.timeout(1.0) == 1.0  # idle: the thread sleeps a second
+    waker.wake_soon()
+    assert readable(waker)  # too late for it: woken at once
+    step(waker)
+    assert waker.timeout(1.0) == pytest.approx(SOON_S)  # and it looks again soon
+    clock.now += 0.05
+    waker.wake_soon()
+    assert not readable(waker)  # the thread looks within SOON_S anyway
+
+
+def test_a_look_soon_window_is_kept_through_other_wake_ups_and_ends(clock):
+    """A PUBACK wakes the thread mid-window: its next wait must not push the look past
+    the window's end, or the next result would need a byte again."""
+    waker = Waker()
+    waker.timeout(1.0)
+    waker.wake_soon()
+    step(waker)
+    assert waker.timeout(1.0) == pytest.approx(SOON_S)  # the window opens
+    clock.now += 0.05  # a PUBACK wakes it
+    assert waker.timeout(1.0) == pytest.approx(SOON_S - 0.05)
+    waker.wake_soon()  # during the window: no byte
+    assert not readable(waker)
+    clock.now += SOON_S  # the window's end: it looks, and a result came in it
+    assert waker.timeout(1.0) == pytest.approx(SOON_S)  # a new window for it
+    clock.now += SOON_S  # nothing came in that one
+    assert waker.timeout(1.0) == 1.0  # back to sleeping long
+
+
+def test_a_result_that_can_wait_is_seen_when_it_read_a_stale_wake_time(clock):
+    """The producer reads the thread's wake time just before the thread stores its next
+    one (a long sleep): its flag, set first, makes that sleep short."""
+    waker = Waker()
+    waker.timeout(0.01)  # the thread's last wait ended soon: a stale, early wake time
+    clock.now += 0.5
+    waker.wake_soon()  # reads the stale time: no byte
+    assert not readable(waker)
+    assert waker.timeout(1.0) == pytest.approx(SOON_S)  # the thread looks soon all the same
+
+
+def test_offline_a_result_that_can_wait_wakes_the_thread_at_once(clock):
+    waker = Waker()
+    waker.timeout(0.01)  # was online, its last wait short
+    waker.wait(0.0)  # offline now
+    waker.wake_soon()
+    assert readable(waker)  # offline, results are spooled at once: it sends its byte

@@ -22,7 +22,7 @@ import numpy as np
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.motion import MotionGate, MotionSettings
-from edge_agent.daemon.pipeline import Pipeline
+from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import make_codec
@@ -335,7 +335,7 @@ def run_pipeline(
                 camera.start()
 
             def publish(payload: dict[str, Any]) -> None:
-                publisher.publish_result(payload)
+                publisher.publish_result(payload, urgent=is_news(payload))  # as the daemon
                 published[0] += 1
 
             gate = MotionGate({n: MotionSettings(enabled=True) for n in names} if motion else {})
