@@ -23,7 +23,6 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.daemon.pipeline import Pipeline, is_news
-from edge_agent.daemon.stats import PipelineStats
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import make_codec
 from edge_agent.inference.model import ModelOptions
@@ -32,62 +31,13 @@ from edge_agent.publishing.client import MqttPublisher
 from edge_agent.publishing.topics import Topics
 from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.bare import steady_fps
+from edge_agent.tools.bench.recorder import STAGES, Recorder, Tracker
 from edge_agent.tools.bench.sink import PREFIX, Sink
 
 logger = logging.getLogger(__name__)
 
-# Stages reported, in frame order ("capture_read" is the source's read/decode time,
-# "capture" the frame's age when the pipeline picks it up, "outside_invoke" each frame's
-# end_to_end minus its own invoke: the latency the pipeline adds to the model).
-STAGES = ("capture_read", "capture", "preprocess", "transfer", "invoke", "postprocess",
-          "publish", "end_to_end", "outside_invoke")  # fmt: skip
 SAMPLE_PERIOD = 0.25  # seconds between memory samples
 STALL_TIMEOUT = 60.0  # seconds without a completed frame before the run is abandoned
-
-
-class _Recorder:
-    """The pipeline's stats sink: a daemon-like PipelineStats plus every sample kept.
-
-    The samples after the warm-up go into arrays allocated up front, so that the
-    percentiles cover the whole run and the benchmark's own book-keeping does not grow
-    the process it measures (the memory growth figure).
-    """
-
-    def __init__(self, capacity: int):
-        self.stats = PipelineStats()  # what the daemon records, same cost
-        self.open = False
-        # np.full, not np.empty: the pages are touched now, so that filling them during
-        # the run does not show as growth of the process being measured.
-        self._samples = {name: np.full(capacity, np.nan) for name in STAGES}
-        self._counts = dict.fromkeys(STAGES, 0)
-        self._invoke: float | None = None
-
-    def record(self, stage: str, ms: float) -> None:
-        """Record a latency sample (kept only after the warm-up)."""
-        self.stats.record(stage, ms)
-        if stage == "invoke":
-            # The pipeline thread records a frame's invoke, then its end_to_end.
-            self._invoke = ms
-        elif stage == "end_to_end" and self._invoke is not None:
-            self._keep("outside_invoke", ms - self._invoke)
-            self._invoke = None
-        self._keep(stage, ms)
-
-    def _keep(self, stage: str, ms: float) -> None:
-        """Store a sample after the warm-up, up to the capacity."""
-        if self.open and stage in self._samples:
-            n = self._counts[stage]
-            if n < self._samples[stage].size:
-                self._samples[stage][n] = ms
-                self._counts[stage] = n + 1
-
-    def incr(self, name: str, n: int = 1) -> None:
-        """Count an event."""
-        self.stats.incr(name, n)
-
-    def samples(self, stage: str) -> np.ndarray:
-        """The kept samples of a stage."""
-        return self._samples[stage][: self._counts[stage]]
 
 
 class _TimedCapture:
@@ -97,7 +47,7 @@ class _TimedCapture:
     a file or the synthetic pattern at.
     """
 
-    def __init__(self, cap: Any, stats: _Recorder, fps: float | None = None):
+    def __init__(self, cap: Any, stats: Recorder, fps: float | None = None):
         self._cap = cap
         self._stats = stats
         self._fps = fps
@@ -119,63 +69,6 @@ class _TimedCapture:
         return getattr(self._cap, name)
 
 
-class _Tracker:
-    """Completion times, the warm-up gate and CPU marks, fed by the pipeline's progress."""
-
-    def __init__(self, frames: int, warmup: int, stats: _Recorder, pids: dict[str, int]):
-        self.frames = frames
-        self.warmup = warmup
-        self.stats = stats
-        self.pids = pids  # name -> pid, filled in once the worker runs
-        self.done_at = np.full(frames, np.nan)  # touched now (see _Recorder)
-        self.count = 0
-        self.finished = threading.Event()
-        self.cpu: dict[str, tuple[float | None, float | None]] = {}
-        self.threads: tuple[dict[str, float], dict[str, float]] = ({}, {})
-
-    def _cpu_now(self) -> dict[str, float | None]:
-        """CPU seconds of this process and of the others taking part."""
-        now = {"daemon": procfs.cpu_seconds()}
-        now.update({name: procfs.cpu_seconds(pid) for name, pid in self.pids.items()})
-        return now
-
-    def progress(self) -> None:
-        """Pipeline callback, once per completed frame (in the pipeline thread)."""
-        i = self.count
-        if i < self.frames:
-            self.done_at[i] = time.monotonic()
-        self.count = i + 1
-        if self.count == self.warmup:
-            self.stats.open = True
-            self.cpu = {k: (v, None) for k, v in self._cpu_now().items()}
-            self.threads = (procfs.own_threads_cpu_seconds(), {})
-        if self.count == self.frames:
-            end = self._cpu_now()
-            self.cpu = {k: (v[0], end.get(k)) for k, v in self.cpu.items()}
-            self.threads = (self.threads[0], procfs.own_threads_cpu_seconds())
-            self.finished.set()
-
-    def thread_ms_per_frame(self) -> dict[str, float]:
-        """P2': CPU ms per frame of each of this process's threads between the warm-up
-        and the end, ``total`` being the daemon's threads (the harness's main thread,
-        which samples memory and waits, is reported apart as ``bench_main``)."""
-        before, after = self.threads
-        split = procfs.split_ms_per_frame(before, after, self.frames - self.warmup)
-        if split:
-            split["bench_main"] = split.pop("MainThread", 0.0)
-            split["total"] = sum(v for k, v in split.items() if k not in ("total", "bench_main"))
-        return split
-
-    def cpu_ms_per_frame(self) -> dict[str, float | None]:
-        """CPU milliseconds per frame of each process between the warm-up and the end."""
-        n = self.frames - self.warmup
-        out: dict[str, float | None] = {}
-        for name, (start, end) in self.cpu.items():
-            ok = start is not None and end is not None and n > 0
-            out[name] = (end - start) * 1000.0 / n if ok else None
-        return out
-
-
 def _percentiles(values: np.ndarray) -> dict[str, float | None]:
     """p50, p99 and mean of samples (None when empty)."""
     if values.size == 0:
@@ -194,7 +87,7 @@ class _MemorySampler:
     NAMES = ("daemon", "forkserver", "worker", "resource_tracker")
     CAPACITY = 4096  # 17 minutes at SAMPLE_PERIOD
 
-    def __init__(self, tracker: _Tracker):
+    def __init__(self, tracker: Tracker):
         self.tracker = tracker
         self._rows = np.full((self.CAPACITY, 1 + len(self.NAMES)), np.nan)
         self._n = 0
@@ -286,11 +179,11 @@ def run_pipeline(
         EdgeAgentError: the model, camera or broker failed, or the pipeline stalled.
     """
     total = warmup + frames
-    gated = _Recorder(capacity=total + 64)
+    gated = Recorder(capacity=total + 64)
     pids: dict[str, int] = {}
     if sink.pid:
         pids["broker"] = sink.pid
-    tracker = _Tracker(total, warmup, gated, pids)
+    tracker = Tracker(total, warmup, gated, pids)
     sampler = _MemorySampler(tracker)
     published = [0]
     t_setup, wall_setup = time.monotonic(), time.time()
@@ -368,6 +261,7 @@ def run_pipeline(
                 thread.join(5.0)
             if ran:  # the in-flight frames are published now: wait for all to arrive
                 delivered = sink.wait_count(device, published[0], 30.0)
+                tracker.close()
             publisher.stop(5.0)
             if supervisor is not None:
                 supervisor.stop(3.0)

@@ -18,7 +18,7 @@ from edge_agent.tools.bench.decode_cost import decode_lines
 from edge_agent.tools.bench.motion_cost import motion_lines
 from edge_agent.tools.bench.naive import naive_lines
 from edge_agent.tools.bench.objects_cost import objects_lines
-from edge_agent.tools.bench.pipeline_run import STAGES
+from edge_agent.tools.bench.recorder import STAGES
 from edge_agent.tools.bench.worker_loop import worker_lines
 
 # The project's performance targets (ratios and budgets; absolute times vary by box).
