@@ -15,8 +15,8 @@ pipeline thread about a tenth of its time per result. A held result waits at mos
 A result that only repeats earlier ones (a still frame's, see daemon.pipeline) needs no
 wake-up of its own: :meth:`Waker.wake_soon` sends no byte when the thread looks within
 :data:`SOON_S` anyway, and the thread, told of such results, looks again within
-``SOON_S``. A still scene at 30 fps then wakes the thread about five times a second, not
-twice per frame (its publish and its PUBACK).
+``SOON_S``. A still scene at 30 fps then wakes the thread about 11 times a second (each
+window's end and the PUBACKs of its batch), not 60 (each result and its PUBACK).
 """
 
 from __future__ import annotations
@@ -116,15 +116,15 @@ class Waker:
         # Offline every result is spooled at once: wake_soon() sends its byte from now
         # on, and one that read the old value is seen by the flag's test.
         self._wakes_by, self._soon_until = float("inf"), 0.0
-        if self._soon_called:
-            self._soon_called = False
-            timeout = min(timeout, SOON_S)
+        called = False
         if self._held_until:  # a hold ends with its connection
             self._held_until = 0.0
             self._pending = False  # first: a wake() from now on sends its byte
-            called, self._called = self._called, False
-            if called:
-                return  # woken during the hold: the caller looks now
+            called, self._called = self._called, False  # woken during the hold
+        if self._soon_called:  # results came that may have sent no byte
+            self._soon_called, called = False, True
+        if called:
+            return  # the caller looks now
         select.select([self.socket], [], [], timeout)
         self._drain()
         self._pending = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import select
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -183,9 +184,45 @@ def test_a_result_that_can_wait_is_seen_when_it_read_a_stale_wake_time(clock):
     assert waker.timeout(1.0) == pytest.approx(SOON_S)  # the thread looks soon all the same
 
 
+class RacingWaker(Waker):
+    """A producer's wake_soon() runs just before the thread stores its next wake time,
+    so it reads the old one (while ``race`` is set)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "_wakes_by" and self.__dict__.pop("race", False):
+            self.wake_soon()
+        super().__setattr__(name, value)
+
+
+def test_a_result_that_can_wait_is_seen_when_it_comes_as_the_thread_plans_its_wait(clock):
+    """The thread stores its wake time before it reads the flag: read the other way
+    round, the flag is still clear, the producer reads the old (early) time and sends no
+    byte, and the thread sleeps the long wait."""
+    waker = RacingWaker()
+    waker.timeout(0.01)  # a stale, early wake time
+    clock.now += 0.5
+    waker.race = True
+    assert waker.timeout(1.0) == pytest.approx(SOON_S)
+    assert not readable(waker)  # the producer read the stale time: no byte
+
+
 def test_offline_a_result_that_can_wait_wakes_the_thread_at_once(clock):
     waker = Waker()
     waker.timeout(0.01)  # was online, its last wait short
     waker.wait(0.0)  # offline now
     waker.wake_soon()
     assert readable(waker)  # offline, results are spooled at once: it sends its byte
+
+
+def test_an_offline_wait_returns_at_once_for_a_result_that_sent_no_byte(clock, monkeypatch):
+    """Just after a disconnect: a producer read the connected thread's early wake time."""
+    waker = Waker()
+    waker.timeout(0.01)
+    waker.wake_soon()
+    assert not readable(waker)  # no byte: the thread was to look within SOON_S
+
+    def slept(*args):
+        raise AssertionError(f"the offline wait slept {args[-1]} s")
+
+    monkeypatch.setattr(waker_module, "select", SimpleNamespace(select=slept))
+    waker.wait(30.0)  # it looks now, not after SOON_S or the offline wait
