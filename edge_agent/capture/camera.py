@@ -304,7 +304,8 @@ class Camera:
             frame = Frame.captured(image, self._next_id, now, self.name)
             freeze.check(frame.pixels, now)  # frozen at its old size: reopen (a watch a session)
             since_rewind += 1
-            if not self._slot.publish(index, frame, wait=lossless, stop=self._stop):
+            quiet = frame.image is None and frame.deferred is not None  # see FrameSlot
+            if not self._slot.publish(index, frame, wait=lossless, stop=self._stop, quiet=quiet):
                 break
             self._next_id += 1
             self._on_frame(now)

@@ -18,6 +18,15 @@ exists, so:
 A deferred frame (see :class:`Deferred`) brings its own arrays, which no read reuses:
 its buffer is left empty.
 
+Quiet frames. A deferred frame its camera found unchanged since the previous one (left
+undecoded: most likely a still frame, which only repeats earlier results) may be
+published ``quiet``: it is queued behind the quiet frames not taken yet, without waking
+the consumer, who takes them in order at its next look, or once the oldest has waited
+:data:`QUIET_S`. A still scene at 30 fps then wakes the pipeline about five times a
+second instead of 30. At most :data:`QUIET_MAX` wait; the oldest is dropped (counted)
+beyond. A frame published over an untaken latest frame is never quiet (it would overtake
+it), nor is one published losslessly.
+
 One producer and one consumer per slot.
 """
 
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +48,8 @@ SAMPLE_STRIDE = 8  # same_image compares every 8th row and column before whole i
 # stale_after, as an encoder may repeat a still scene's picture exactly until its next
 # keyframe (a few seconds; "smart" codecs stretch it on static scenes).
 FREEZE_AFTER = 30.0
+QUIET_S = 0.2  # the longest a quiet frame waits before its consumer is woken
+QUIET_MAX = 16  # quiet frames waiting at most (half a second at 30 fps)
 
 
 class Deferred(NamedTuple):
@@ -119,6 +131,7 @@ class FrameSlot:
         self._frames: list[Frame | None] = [None] * BUFFERS
         self._latest: int | None = None
         self._held: list[int] = []  # oldest first, at most HELD
+        self._quiet: deque[Frame] = deque()  # quiet frames not taken yet, oldest first
         self._closed = False
         self._published = 0
         self._size: tuple[int, int] | None = None
@@ -144,6 +157,7 @@ class FrameSlot:
         wait: bool = False,
         stop: threading.Event | None = None,
         poll: float = 0.1,
+        quiet: bool = False,
     ) -> bool:
         """Make ``frame`` (read into buffer ``index``) the latest one.
 
@@ -155,6 +169,8 @@ class FrameSlot:
                 (lossless mode for files read as fast as they are consumed).
             stop: ends the wait early when set.
             poll: how often the wait looks at ``stop``.
+            quiet: a deferred frame unchanged since the previous one: queued without
+                waking the consumer (see the module docstring).
 
         Returns:
             False when the wait was ended by ``stop`` or :meth:`close` (nothing published).
@@ -164,6 +180,9 @@ class FrameSlot:
                 if self._closed or (stop is not None and stop.is_set()):
                     return False
                 self._cond.wait(poll)
+            if quiet and not wait and self._latest is None:
+                self._queue_quiet(frame)
+                return True
             if self._latest is not None:
                 self._dropped += 1
             self._buffers[index] = frame.image  # None for a deferred frame: none to reuse
@@ -174,10 +193,24 @@ class FrameSlot:
             self._cond.notify_all()
             return True
 
-    def take(self, timeout: float) -> Frame | None:
-        """The newest frame not taken yet, waiting up to ``timeout`` seconds for one.
+    def _queue_quiet(self, frame: Frame) -> None:
+        """Queue a quiet frame (the lock held); wake the consumer once the oldest waited
+        QUIET_S."""
+        if len(self._quiet) >= QUIET_MAX:
+            self._quiet.popleft()
+            self._dropped += 1
+        self._quiet.append(frame)
+        self._published += 1
+        self._size = frame.size
+        if frame.monotonic - self._quiet[0].monotonic >= QUIET_S:
+            self._cond.notify_all()
 
-        Taking a frame releases the one taken two takes before it to the producer.
+    def take(self, timeout: float) -> Frame | None:
+        """The newest frame not taken yet, waiting up to ``timeout`` seconds for one;
+        first, in order, the quiet frames queued before it.
+
+        Taking a frame releases the one taken two takes before it to the producer (quiet
+        frames have no buffer and do not count).
 
         Args:
             timeout: seconds; 0 polls.
@@ -187,11 +220,13 @@ class FrameSlot:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            while self._latest is None:
+            while self._latest is None and not self._quiet:
                 remaining = deadline - time.monotonic()
                 if self._closed or remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+            if self._quiet:  # older than the latest frame; no buffer to hold
+                return self._quiet.popleft()
             index = self._latest
             self._latest = None
             self._held.append(index)
@@ -209,7 +244,7 @@ class FrameSlot:
         """Published and dropped totals, whether a frame is waiting to be taken, and the
         last frame's size."""
         with self._cond:
-            pending = self._latest is not None
+            pending = self._latest is not None or bool(self._quiet)
             return SlotCounts(self._published, self._dropped, pending, self._size)
 
 

@@ -31,11 +31,11 @@ FrameHook = Callable[[str, float, list[Result], tuple[int, int], bool, Any], Non
 # on_idle(camera, wall-clock time now): the camera has no frame with the model
 IdleHook = Callable[[str, float], None]
 IDLE_CHECK = 0.5  # seconds between on_idle rounds
+FRAME_WAIT = 0.25  # a step's wait for a frame with none in flight (beyond frames.QUIET_S)
 
 
 def is_news(payload: dict[str, Any]) -> bool:
-    """Whether a result payload says something new: a still frame's repeats its
-    reference's results, and may wait for the publisher's next batch."""
+    """Whether a result says something new (a still frame's repeats earlier results)."""
     return payload.get("motion") != Verdict.STILL.value
 
 
@@ -224,7 +224,7 @@ class Pipeline:
             slot = sup.slot()
             if slot is None:
                 break
-            frame = self._next_frame(0.0 if sup.inflight else 0.05)
+            frame = self._next_frame(0.0 if sup.inflight else FRAME_WAIT)
             if frame is None:
                 break
             check = self._gate(frame)

@@ -8,6 +8,8 @@ without the gate delivers.
 
 from __future__ import annotations
 
+import functools
+import time
 from types import SimpleNamespace
 
 import cv2
@@ -190,3 +192,27 @@ def test_a_still_scene_of_saturated_colours_stays_skipped_after_the_first_frames
             inferred += 1
             gate.inferred("c", check, i / 15)
     assert decoded <= 3 and inferred <= 3, (decoded, inferred)
+
+
+def test_a_live_camera_hands_its_still_frames_over_in_batches_and_loses_none(tmp_path):
+    """At the clip's 15 fps, as a live camera: the still frames left compressed come to
+    the consumer a few at a time (it is woken once the oldest waited QUIET_S), every one
+    of them and in order; the first and the moving frames come one by one."""
+    camera = Camera(
+        "held", held_clip(tmp_path / "held.avi"), loop=False, realtime=True,
+        opener=functools.partial(open_reduced, scale=2, motion=GATE),
+    )  # fmt: skip
+    camera.start()
+    taken: list[tuple[int, float, bool]] = []  # frame id, when taken, whether left compressed
+    try:
+        while (frame := camera.get(5.0)) is not None:
+            taken.append((frame.frame_id, time.monotonic(), frame.image is None))
+    finally:
+        assert camera.stop(5.0)
+    assert [i for i, _, _ in taken] == list(range(HELD + MOVING))  # none dropped
+    still = [at for _, at, compressed in taken if compressed]
+    assert len(still) == HELD - 2  # the two first are decoded (see above)
+    # 10 still frames 67 ms apart: one wake-up each would take them 67 ms apart; in
+    # batches most are taken within a millisecond of the one before.
+    wakes = 1 + sum(b - a > 0.03 for a, b in zip(still, still[1:]))
+    assert wakes <= 5, [round(b - a, 3) for a, b in zip(still, still[1:])]

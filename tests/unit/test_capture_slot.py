@@ -1,4 +1,5 @@
-"""The latest-frame slot: newest wins, drops counted, held buffers never overwritten."""
+"""The latest-frame slot: newest wins, drops counted, held buffers never overwritten; quiet
+frames wait in order without waking the consumer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import threading
 import numpy as np
 import pytest
 
-from edge_agent.capture.frames import BUFFERS, Frame, FrameSlot, FreezeWatch, same_image
+from edge_agent.capture.frames import (
+    BUFFERS,
+    QUIET_MAX,
+    Deferred,
+    Frame,
+    FrameSlot,
+    FreezeWatch,
+    same_image,
+)
 from edge_agent.errors import CaptureError
 
 
@@ -174,3 +183,71 @@ def test_freeze_watch_without_a_limit_watches_nothing():
     watch = FreezeWatch(None)
     for now in range(100):
         watch.check(np.zeros((8, 8, 3), np.uint8), float(now))
+
+
+def _quiet(slot: FrameSlot, frame_id: int, at: float) -> None:
+    """Producer step for a deferred frame found unchanged, read at monotonic ``at``."""
+    index, _ = slot.writable()
+    preview = np.zeros((60, 80), np.uint8)
+    deferred = Deferred(np.zeros(8, np.uint8), 0, preview, (640, 480))
+    slot.publish(index, Frame(None, frame_id, 0.0, at, "cam", deferred), quiet=True)
+
+
+def _count_wakes(slot: FrameSlot) -> list[int]:
+    woken, notify_all = [0], slot._cond.notify_all
+
+    def counted() -> None:
+        woken[0] += 1
+        notify_all()
+
+    slot._cond.notify_all = counted
+    return woken
+
+
+def _take_all(slot: FrameSlot) -> list[int]:
+    ids = []
+    while (frame := slot.take(0)) is not None:
+        ids.append(frame.frame_id)
+    return ids
+
+
+def test_quiet_frames_wait_in_order_and_wake_the_consumer_once_the_oldest_waited():
+    slot = FrameSlot()
+    woken = _count_wakes(slot)
+    for i in range(6):  # 30 fps: the sixth comes 0.167 s after the first
+        _quiet(slot, i, i / 30)
+    assert woken[0] == 0  # nobody was woken for them
+    _quiet(slot, 6, 0.2)
+    assert woken[0] == 1  # the oldest waited QUIET_S
+    assert _take_all(slot) == list(range(7))  # every one, in order, none dropped
+    assert slot.counts() == (7, 0, False, (640, 480))
+
+
+def test_a_frame_after_quiet_ones_is_taken_after_them_and_a_quiet_one_never_overtakes():
+    slot = FrameSlot()
+    woken = _count_wakes(slot)
+    _quiet(slot, 0, 0.0)
+    _quiet(slot, 1, 0.03)
+    _fill(slot, 2)  # it moved: the consumer is woken at once
+    assert woken[0] == 1
+    _quiet(slot, 3, 0.06)  # over an untaken latest frame: published as usual, not queued
+    assert _take_all(slot) == [0, 1, 3]
+    assert slot.counts().dropped == 1  # frame 2, replaced by the newer one as always
+
+
+def test_at_most_quiet_max_frames_wait_and_the_oldest_are_dropped_beyond():
+    slot = FrameSlot()
+    for i in range(QUIET_MAX + 3):  # read together: none waited QUIET_S
+        _quiet(slot, i, 0.0)
+    assert _take_all(slot) == list(range(3, QUIET_MAX + 3))
+    assert slot.counts().dropped == 3
+
+
+def test_a_lossless_publish_is_never_quiet():
+    slot = FrameSlot()
+    woken = _count_wakes(slot)
+    index, _ = slot.writable()
+    deferred = Deferred(np.zeros(8, np.uint8), 0, np.zeros((60, 80), np.uint8), (640, 480))
+    slot.publish(index, Frame(None, 0, 0.0, 0.0, "cam", deferred), wait=True, quiet=True)
+    assert woken[0] == 1  # a file read losslessly hands every frame over at once
+    assert _take_all(slot) == [0]
