@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from edge_agent.capture.frames import QUIET_MAX
 from edge_agent.capture.mjpeg import develop
 from edge_agent.capture.motion import Check, MotionGate, Verdict
 from edge_agent.daemon.liveness import RetryWatch
@@ -159,8 +160,8 @@ class Pipeline:
             if frame is not None and not detecting:
                 self._skip(frame)
                 continue
-            if frame is not None:
-                self._next_camera = (self._next_camera + i + 1) % n
+            if frame is not None:  # a quiet frame (capture.frames) keeps the camera's turn
+                self._next_camera = (self._next_camera + i + (frame.image is not None)) % n
                 return frame
         if n > 1 and timeout > 0:
             time.sleep(min(timeout, 0.005))
@@ -221,18 +222,17 @@ class Pipeline:
                 waiting.clear()
         stills = 0
         while True:
-            slot = sup.slot()
-            if slot is None:
+            if (slot := sup.slot()) is None:
                 break
-            frame = self._next_frame(0.0 if sup.inflight else FRAME_WAIT)
+            frame = self._next_frame(0.0 if sup.inflight or stills else FRAME_WAIT)
             if frame is None:
                 break
             check = self._gate(frame)
             if check is not None and not check.infer:
                 self._still(frame, check)
-                stills += 1
-                # Other cameras' frames may still fill the slot, but back to poll after
-                # a round of them: a static scene must not starve the completions.
+                # Back to poll after a round of stills (a static scene must not starve the
+                # completions); a camera's queued quiet frames (capture.frames) all go.
+                stills += 1 if frame.image is not None else 1 / QUIET_MAX
                 if stills >= len(self._cameras):
                     break
                 continue

@@ -9,13 +9,17 @@ real frame slot).
   reload that changes the decoding counts as one.
 * A still frame of one camera does not keep another camera's frame out of a free slot.
 * A frame with the model keeps its image while its camera's detection is switched off.
+* A gated camera's queued quiet frames are all taken in one round, even while another
+  camera's frames keep the model busy (one a round, the queue outgrew the frame rate).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from edge_agent.capture.frames import Frame, FrameSlot
+import numpy as np
+
+from edge_agent.capture.frames import Deferred, Frame, FrameSlot
 from edge_agent.capture.health import CameraState, CameraStats
 from edge_agent.capture.motion import MotionGate, MotionSettings
 from edge_agent.daemon.pipeline import Pipeline, is_news
@@ -331,3 +335,29 @@ def test_the_idle_hook_skips_a_camera_whose_frame_is_with_the_model():
     pipeline._next_idle = 0.0  # the next round is due (rounds are IDLE_CHECK s apart)
     pipeline.step()
     assert idle == ["quiet", "busy", "quiet"]
+
+
+def test_queued_quiet_frames_are_taken_together_while_another_camera_keeps_the_model_busy():
+    published: list[tuple[str, int]] = []
+    still, busy = SlotCamera(), FakeCamera([EMPTY] * 10, "busy")
+    supervisor = FakeSupervisor(drop=set())
+    pipeline = gated_pipeline(
+        [still, busy],
+        supervisor,
+        lambda payload: published.append((payload["camera"], payload["frame_id"])),
+    )
+    preview = EMPTY[::8, ::8, 1].copy()
+
+    def deferred(frame_id: int, image) -> Frame:
+        packet = Deferred(np.zeros(8, np.uint8), 0, preview, (640, 480), image)
+        return Frame(image, frame_id, 100.0 + frame_id, frame_id / 30, "cam", packet)
+
+    still.slot.publish(still.slot.writable()[0], deferred(0, EMPTY))  # decoded: the reference
+    pipeline.step()
+    assert ("cam", 0) in published
+    for i in range(1, 9):  # then unchanged: queued, left compressed
+        still.slot.publish(still.slot.writable()[0], deferred(i, None), quiet=True)
+    published.clear()
+    pipeline.step()  # the busy camera's frame takes a slot; every quiet frame is carried
+    assert [i for cam, i in published if cam == "cam"] == list(range(1, 9)), published
+    assert any(cam == "busy" for cam, _ in published)
