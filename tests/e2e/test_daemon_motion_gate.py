@@ -51,15 +51,15 @@ def held_clip(path: Path, hold: int = HOLD, move: int = MOVE) -> list[str]:
     return parts
 
 
-def run(edge_daemon, broker, clip: Path, frames: int, gate: bool, scale: int = 1):
-    """The daemon over the clip at ``camera.decode_scale = scale``; (results in arrival
-    order, events, last stats)."""
+def run(edge_daemon, broker, clip: Path, frames: int, gate: bool, scale: int = 1, live=False):
+    """The daemon over the clip at ``camera.decode_scale = scale``, read losslessly or
+    (``live``) at its 15 fps as a camera; (results in arrival order, events, last stats)."""
     daemon = edge_daemon(
         broker.port,
         clip,
         DEMO / "color_blobs.tflite",
         DEMO / "labels.txt",
-        camera={"loop": False, "realtime": False, "motion_gate": gate, "decode_scale": scale},
+        camera={"loop": False, "realtime": live, "motion_gate": gate, "decode_scale": scale},
         mqtt={"publish_every_frame": True},
     )
     topics = daemon.topics
@@ -102,14 +102,20 @@ def iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-@pytest.mark.parametrize("scale", [1, 2], ids=["full", "deferred-half"])
-def test_still_frames_skip_the_model_and_miss_nothing(mqtt_broker, edge_daemon, tmp_path, scale):
+@pytest.mark.parametrize(
+    ("scale", "live"), [(1, False), (2, False), (2, True)], ids=["full", "deferred-half", "live"]
+)
+def test_still_frames_skip_the_model_and_miss_nothing(
+    mqtt_broker, edge_daemon, tmp_path, scale, live
+):
     """At ``decode_scale = 2`` the gated camera leaves its frames compressed and the
-    pipeline decodes only those the model sees (capture/mjpeg.py): the same results."""
+    pipeline decodes only those the model sees (capture/mjpeg.py): the same results.
+    Read live, the frames left compressed reach the pipeline in batches (capture/
+    frames.py, quiet frames) and their results the broker in batches: the same again."""
     clip = tmp_path / "held.avi"
     parts = held_clip(clip)
-    gated, gated_events, stats = run(edge_daemon, mqtt_broker, clip, len(parts), True, scale)
-    plain, plain_events, _ = run(edge_daemon, mqtt_broker, clip, len(parts), False, scale)
+    gated, gated_events, stats = run(edge_daemon, mqtt_broker, clip, len(parts), True, scale, live)
+    plain, plain_events, _ = run(edge_daemon, mqtt_broker, clip, len(parts), False, scale, live)
 
     # Every frame once, in order.
     ids = [r["frame_id"] for r in gated]
