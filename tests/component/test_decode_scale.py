@@ -67,13 +67,30 @@ def test_a_codec_that_is_not_mjpg_is_decoded_in_full_with_a_warning(tmp_path, ca
     assert "camera porch: decode_scale 2 needs MJPG, the source is FFV1" in caplog.text
 
 
+def test_a_gated_camera_over_another_codec_decodes_in_full_without_a_warning(tmp_path, caplog):
+    """At ``decode_scale = 1`` only the gate asked for compressed frames: nothing to warn."""
+    clip = write_clip(tmp_path / "lossless.avi", 5, width=320, height=240, fourcc="FFV1")
+    gate = SimpleNamespace(enabled=True, pixel_delta=25, threshold=0.002)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.capture.mjpeg"):
+        cap = open_reduced(parse_source(str(clip)), scale=1, name="porch", motion=gate)
+    assert not isinstance(cap, ReducedMjpeg)
+    assert [f.shape for f in frames(cap)] == [(240, 320, 3)] * 5
+    assert caplog.text == ""
+
+
 def test_a_stream_of_frames_that_are_not_jpeg_is_a_clear_capture_error():
     class Garbage:
         def read(self):
             return True, np.frombuffer(b"not a jpeg at all", np.uint8).reshape(1, -1)
 
-    with pytest.raises(CaptureError, match="set camera.decode_scale = 1"):
+    with pytest.raises(CaptureError, match="set camera.decode_scale = 1$"):
         ReducedMjpeg(Garbage(), 2, live=True).read()
+    # A gated camera defers at every scale: turning the gate off is the way out too.
+    gate = SimpleNamespace(pixel_delta=25, threshold=0.002)
+    with pytest.raises(CaptureError, match="set camera.decode_scale = 1 and camera.motion_gate"):
+        ReducedMjpeg(Garbage(), 2, live=True, motion=gate).read()
+    with pytest.raises(CaptureError, match="reads: set camera.motion_gate = false$"):
+        ReducedMjpeg(Garbage(), 1, live=True, motion=gate).read()
 
 
 def test_a_file_skips_its_corrupt_frames_to_its_end():

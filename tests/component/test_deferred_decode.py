@@ -58,6 +58,25 @@ def test_only_still_frames_are_left_compressed_and_develop_to_the_ungated_pixels
         assert frame.image is not None and np.array_equal(frame.image, image), i
 
 
+def test_at_full_scale_still_frames_are_left_compressed_and_develop_to_libjpegs_pixels(tmp_path):
+    """``decode_scale = 1``: the gated camera's frames are libjpeg's decode of each JPEG
+    (FFmpeg's decoder gives the ungated camera's: the same picture, about a grey level
+    apart), and a still frame is decoded only if the model is to see it."""
+    clip = held_clip(tmp_path / "held.avi")
+    plain = frames(open_reduced(parse_source(clip), scale=1, name="plain"))
+    cap = open_reduced(parse_source(clip), scale=1, name="gated", motion=GATE)
+    assert isinstance(cap, ReducedMjpeg)
+    found = frames(cap)
+    assert len(found) == len(plain) == HELD + MOVING
+    for i, (image, read) in enumerate(zip(plain, found)):
+        assert isinstance(read, Deferred) and read.size == (640, 480), i
+        assert (read.image is None) is (2 <= i < HELD), i
+        frame = develop(Frame.captured(read, i, 0.0, "gated"))
+        own = cv2.imdecode(read.packet, cv2.IMREAD_COLOR)
+        assert np.array_equal(frame.image, own), i
+        assert float(cv2.absdiff(frame.image, image).mean()) < 1.0, i
+
+
 def test_the_preview_is_the_luma_of_each_8x8_block():
     read = open_reduced(parse_source(str(CLIP)), scale=2, name="gated", motion=GATE).read()[1]
     luma = cv2.cvtColor(develop(Frame.captured(read, 0, 0.0, "c")).image, cv2.COLOR_BGR2GRAY)
@@ -96,9 +115,10 @@ def test_a_preview_taken_from_the_image_is_the_jpeg_preview_within_a_grey_level(
 
 
 @pytest.mark.parametrize(
-    ("gated", "scale", "deferred"), [(True, 2, True), (True, 1, False), (False, 2, False)]
+    ("gated", "scale", "deferred"),
+    [(True, 2, True), (True, 1, True), (False, 2, False), (False, 1, False)],
 )
-def test_a_camera_from_config_defers_only_when_gated_and_decoding_reduced(gated, scale, deferred):
+def test_a_camera_from_config_defers_only_when_gated(gated, scale, deferred):
     config = SimpleNamespace(
         name="cam0", source=str(CLIP), loop=False, decode_scale=scale, motion_gate=gated
     )
