@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
 from edge_agent.publishing.packet_bound import OnOversized, bound_reads
+from edge_agent.publishing.puback import plain_acks
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
@@ -187,6 +188,7 @@ class Connection:
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
         self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
+        plain_acks(client)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
