@@ -304,7 +304,7 @@ class Camera:
             frame = Frame.captured(image, self._next_id, now, self.name)
             freeze.check(frame.pixels, now)  # frozen at its old size: reopen (a watch a session)
             since_rewind += 1
-            quiet = frame.image is None and frame.deferred is not None  # see FrameSlot
+            quiet = frame.undecoded
             if not self._slot.publish(index, frame, wait=lossless, stop=self._stop, quiet=quiet):
                 break
             self._next_id += 1

@@ -107,6 +107,12 @@ class Frame(NamedTuple):
         return self.image.shape[1], self.image.shape[0]
 
     @property
+    def undecoded(self) -> bool:
+        """Left compressed by its camera (a still frame: decoded only if the model is to
+        see it). Such frames are *quiet*: they wait in the slot in batches (FrameSlot)."""
+        return self.image is None
+
+    @property
     def pixels(self) -> np.ndarray:
         """The pixels every frame of its camera has: a deferred frame's preview, or the
         image (the motion gate and the freeze watch compare like with like)."""

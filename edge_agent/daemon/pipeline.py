@@ -161,7 +161,7 @@ class Pipeline:
                 self._skip(frame)
                 continue
             if frame is not None:  # a quiet frame (capture.frames) keeps the camera's turn
-                self._next_camera = (self._next_camera + i + (frame.image is not None)) % n
+                self._next_camera = (self._next_camera + i + (not frame.undecoded)) % n
                 return frame
         if n > 1 and timeout > 0:
             time.sleep(min(timeout, 0.005))
@@ -232,11 +232,11 @@ class Pipeline:
                 self._still(frame, check)
                 # Back to poll after a round of stills (a static scene must not starve the
                 # completions); a camera's queued quiet frames (capture.frames) all go.
-                stills += 1 if frame.image is not None else 1 / QUIET_MAX
+                stills += 1 / QUIET_MAX if frame.undecoded else 1
                 if stills >= len(self._cameras):
                     break
                 continue
-            if frame.image is None and (frame := self._develop(frame)) is None:
+            if frame.undecoded and (frame := self._develop(frame)) is None:
                 continue
             t0 = time.monotonic()
             fit = sup.current.codec.preprocessor(frame.image, slot[1])

@@ -251,3 +251,15 @@ def test_a_lossless_publish_is_never_quiet():
     slot.publish(index, Frame(None, 0, 0.0, 0.0, "cam", deferred), wait=True, quiet=True)
     assert woken[0] == 1  # a file read losslessly hands every frame over at once
     assert _take_all(slot) == [0]
+
+
+def test_a_frame_is_undecoded_only_while_its_camera_left_it_compressed():
+    preview = np.zeros((60, 80), np.uint8)
+    left = Frame.captured(Deferred(np.zeros(8, np.uint8), 0, preview, (640, 480)), 1, 0.0, "c")
+    assert left.undecoded and left.size == (640, 480) and left.pixels is preview
+    moved = Deferred(np.zeros(8, np.uint8), 0, preview, (640, 480), np.zeros((480, 640, 3)))
+    for frame in (
+        Frame.captured(moved, 2, 0.0, "c"),
+        Frame.captured(np.zeros((4, 6, 3)), 3, 0.0, "c"),
+    ):
+        assert not frame.undecoded and frame.image is not None
