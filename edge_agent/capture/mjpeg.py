@@ -21,16 +21,22 @@ frame whose preview differs from the previous frame's by the gate's own measure 
 decoded here at once, beside the pipeline, as without the gate; the others are decoded
 by the pipeline (:func:`develop`) only when the model is to see them (slow change that
 added up, ``max_idle``, a new model). While the scene moves, each frame is decoded
-first and its preview taken from the image (:func:`luma_preview`, 0.05 ms), so motion
-costs no second pass over the JPEG; the first still frame after it takes the JPEG's own
-preview, as the frames after it do.
+first and its preview taken from the image (:func:`luma_preview`: 0.05 ms at 1/2, 0.20
+in full), so motion costs no second pass over the JPEG; the first still frame after it
+takes the JPEG's own preview, as the frames after it do.
 
 A gated camera defers at ``decode_scale = 1`` too: its frames are then decoded in full by
 libjpeg (as ``cv2.imread`` decodes a photo), not by FFmpeg's MJPG decoder as an ungated
-camera's are. The two cost about the same (CPU per 640x480 frame: 0.52 ms against 0.46
-for the flat demo clip, 1.28 against 1.53 for a real photo) and differ by about one grey
-level on average (more along sharp colour edges, where they upsample chroma differently),
-while a still frame costs only its preview (0.10 and 0.70 ms).
+camera's are. Which is cheaper depends on the picture (CPU per 640x480 frame, libjpeg
+against FFmpeg: 0.52 / 0.46 ms for the flat demo clip, 1.28 / 1.53 for a noisy photo,
+1.31 / 1.04 for a clean one), and their pixels differ by about one grey level on average
+(more along sharp colour edges, where they upsample chroma differently). A still frame
+costs only its preview (0.10 ms for the demo clip, 0.70 for the noisy photo). Moving
+frames pay for it:
+the camera thread's CPU per frame went 1.21 -> 0.53 ms and 1.52 -> 0.73 for two real
+photos held still, and 1.04 -> 1.40 for one panned 2 pixels a frame, 0.47 -> 0.73 for
+the demo clip moving (libjpeg's decode, the preview from the image, and on a slow pan a
+preview pass now and then). The gate is for scenes that are still most of the time.
 """
 
 from __future__ import annotations
@@ -148,13 +154,16 @@ class ReducedMjpeg(WrappedCapture):
 def luma_preview(image: np.ndarray, scale: int) -> np.ndarray:
     """What the 1/8-scale greyscale decode gives, from a frame decoded at ``1/scale``: its
     luma averaged over blocks of ``8 / scale`` pixels (within a grey level or two on
-    photos; up to 10 where the decode clipped saturated colours)."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    photos; up to 10 where the decode clipped saturated colours).
+
+    The colours are averaged first and the luma taken of the small image (the luma is
+    linear in them): 0.20 ms of CPU for a 640x480 frame where the luma of the whole
+    frame first took 0.27, most of it in OpenCV's threads."""
     factor = 8 // scale
-    if factor == 1:
-        return gray
-    size = reduced_size((gray.shape[1], gray.shape[0]), factor)  # as libjpeg's
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    if factor > 1:  # averaged before the luma: one pass over the frame, on this thread
+        size = reduced_size((image.shape[1], image.shape[0]), factor)  # as libjpeg's
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
