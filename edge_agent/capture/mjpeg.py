@@ -189,6 +189,7 @@ def develop(frame: Frame) -> Frame:
 # JPG (C8) and DAC (CC).
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}  # RSTn, SOI, TEM: no length field
+_EOI = np.frombuffer(b"\xff\xd9", np.uint8)
 
 
 def jpeg_size(packet: np.ndarray) -> tuple[int, int] | None:
@@ -233,9 +234,17 @@ def jpeg_size(packet: np.ndarray) -> tuple[int, int] | None:
 
 
 def decode(packet: np.ndarray, flag: int) -> np.ndarray | None:
-    """One compressed frame decoded with ``flag``; None when it is not a JPEG."""
+    """One compressed frame decoded with ``flag``; None when it is not a JPEG.
+
+    A frame that does not end in an EOI marker (a camera that leaves it off, a frame cut
+    short) is given one: OpenCV's reader refuses it otherwise, where FFmpeg's decoder
+    (an ungated camera's) and libjpeg's own memory source read it, the missing data grey.
+    """
+    data = packet.reshape(-1)
+    if data.size >= 2 and (data[-2] != 0xFF or data[-1] != 0xD9):
+        data = np.concatenate((data, _EOI))
     try:
-        return cv2.imdecode(packet.reshape(-1), flag)
+        return cv2.imdecode(data, flag)
     except cv2.error:
         return None
 

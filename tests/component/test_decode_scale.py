@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent.capture import mjpeg
 from edge_agent.capture.camera import Camera
-from edge_agent.capture.mjpeg import ReducedMjpeg, open_reduced
+from edge_agent.capture.frames import Deferred, Frame
+from edge_agent.capture.mjpeg import ReducedMjpeg, develop, open_reduced
 from edge_agent.capture.sources import open_capture, parse_source
 from edge_agent.errors import CaptureError
 from tests.component.test_inference_real import load
@@ -174,3 +176,29 @@ def test_mobilenet_v2_keeps_its_answers_on_photos_decoded_at_half_scale(tmp_path
     assert len(full) == len(half) == len(PHOTOS)
     moved = same_top1(model, zip(PHOTOS, full, half))
     print("decode_scale 2, mobilenet_v2 top-1 (full -> half): " + moved)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_a_frame_without_its_end_marker_is_read_as_ffmpeg_reads_it(scale):
+    """Cameras that leave off each frame's EOI marker (FFmpeg: "EOI missing, emulating"):
+    a gated camera read none of their frames (OpenCV's reader refuses them), where the
+    ungated one, FFmpeg's decoder, reads them all."""
+    image = np.zeros((240, 320, 3), np.uint8)
+    cv2.circle(image, (160, 120), 60, (40, 200, 90), -1)
+    whole = cv2.imencode(".jpg", image)[1].reshape(-1)
+    assert whole[-2:].tobytes() == b"\xff\xd9"
+    packets = iter([whole[:-2].reshape(1, -1)] * 3)
+
+    class Stream:
+        def read(self):
+            packet = next(packets, None)
+            return packet is not None, packet
+
+    gate = SimpleNamespace(pixel_delta=25, threshold=0.002)
+    cap = ReducedMjpeg(Stream(), scale, live=True, motion=gate)
+    expected = cv2.imdecode(whole, mjpeg.FLAGS[scale])
+    for i in range(3):
+        ok, read = cap.read()
+        assert ok and isinstance(read, Deferred), i
+        assert np.array_equal(develop(Frame.captured(read, i, 0.0, "c")).image, expected), i
+    assert cap.bad_frames == 0
