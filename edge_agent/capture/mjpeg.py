@@ -161,7 +161,12 @@ def luma_preview(image: np.ndarray, scale: int) -> np.ndarray:
     frame first took 0.27, most of it in OpenCV's threads."""
     factor = 8 // scale
     if factor > 1:  # averaged before the luma: one pass over the frame, on this thread
-        size = reduced_size((image.shape[1], image.shape[0]), factor)  # as libjpeg's
+        right, bottom = -image.shape[1] % factor, -image.shape[0] % factor
+        if right or bottom:
+            # A partial block at the edge: the encoder filled it with the edge pixels, and
+            # its DC is their mean; a resize to libjpeg's size would shift every block.
+            image = cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
+        size = (image.shape[1] // factor, image.shape[0] // factor)
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
