@@ -296,4 +296,19 @@ def open_reduced(
         if scale != 1:
             logger.warning("camera %s: OpenCV gives no compressed frames: decoding in full", name)
         return cap
+    if spec.kind == SourceKind.FILE and _fields(cap):
+        # Each frame is two JPEGs, one per field, which FFmpeg's decoder weaves into one.
+        logger.warning("camera %s: interlaced MJPG (two fields a frame): decoding in full", name)
+        cap.release()
+        return open_capture(spec, name=name, **kwargs)
     return ReducedMjpeg(cap, scale, live=spec.kind != SourceKind.FILE, motion=motion)
+
+
+def _fields(cap: Capture) -> bool:
+    """Whether a raw-mode file's first JPEG is a field: under 3/4 of the frame's height, as
+    FFmpeg judges it. Rewinds the file."""
+    height = cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0
+    ok, packet = cap.read()
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    size = jpeg_size(packet) if ok and packet is not None and packet.size else None
+    return size is not None and size[1] * 4 < height * 3

@@ -16,7 +16,7 @@ from edge_agent.capture.mjpeg import ReducedMjpeg, develop, open_reduced
 from edge_agent.capture.sources import open_capture, parse_source
 from edge_agent.errors import CaptureError
 from tests.component.test_inference_real import load
-from tests.support.clips import write_clip
+from tests.support.clips import write_clip, write_mjpg_packets
 from tests.support.paths import REPO, shared_file
 
 CLIP = REPO / "models" / "demo" / "clip.avi"
@@ -202,3 +202,25 @@ def test_a_frame_without_its_end_marker_is_read_as_ffmpeg_reads_it(scale):
         assert ok and isinstance(read, Deferred), i
         assert np.array_equal(develop(Frame.captured(read, i, 0.0, "c")).image, expected), i
     assert cap.bad_frames == 0
+
+
+def test_an_interlaced_file_is_decoded_in_full_not_as_its_first_fields(tmp_path, caplog):
+    """Two JPEG fields a frame (old capture cards): FFmpeg's decoder weaves them into the
+    frame; libjpeg would decode the first field alone, a frame of half the height."""
+    rng = np.random.default_rng(4)
+    frames_in, packets = [], []
+    for _ in range(4):
+        image = cv2.resize(rng.integers(0, 255, (12, 16, 3), np.uint8), (320, 240))
+        frames_in.append(image)
+        fields = [cv2.imencode(".jpg", image[row::2])[1].tobytes() for row in (0, 1)]
+        packets.append(fields[0] + fields[1])
+    clip = write_mjpg_packets(tmp_path / "fields.avi", packets, 320, 240)
+    gate = SimpleNamespace(enabled=True, pixel_delta=25, threshold=0.002)
+    for scale in (1, 2):
+        with caplog.at_level(logging.WARNING, logger="edge_agent.capture.mjpeg"):
+            cap = open_reduced(parse_source(str(clip)), scale=scale, name="vhs", motion=gate)
+        assert not isinstance(cap, ReducedMjpeg), scale
+        got = frames(cap)
+        assert [f.shape for f in got] == [(240, 320, 3)] * 4, scale  # every frame, in full
+        assert all(float(cv2.absdiff(a, b).mean()) < 8 for a, b in zip(got, frames_in))
+    assert caplog.text.count("camera vhs: interlaced MJPG (two fields a frame)") == 2

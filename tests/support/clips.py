@@ -12,6 +12,7 @@ test can tell exactly which frame of the file it received.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -129,3 +130,35 @@ def frame_count(path: Path | str) -> int:
     finally:
         cap.release()
     return count
+
+
+def write_mjpg_packets(path: Path | str, packets: list[bytes], width: int, height: int) -> Path:
+    """An MJPG AVI whose frames are ``packets`` as they are (OpenCV's writer encodes each
+    frame itself: it cannot write two JPEG fields a frame, or frames cut short); 30 fps,
+    ``width`` x ``height`` in the headers."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return tag + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+
+    def riff_list(kind: bytes, body: bytes) -> bytes:
+        return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
+
+    n, biggest = len(packets), max(len(p) for p in packets)
+    avih = struct.pack(
+        "<14I", 33333, biggest * 30, 0, 0x10, n, 0, 1, biggest, width, height, 0, 0, 0, 0
+    )
+    rate = (0, 0, 0, 0, 1, 30, 0, n, biggest, 0xFFFFFFFF, 0)  # flags..scale, rate..quality
+    strh = struct.pack("<4s4sIHHIIIIIIIIhhhh", b"vids", b"MJPG", *rate, 0, 0, width, height)
+    strf = struct.pack(
+        "<IiiHH4sIiiII", 40, width, height, 1, 24, b"MJPG", width * height * 3, 0, 0, 0, 0
+    )
+    strl = riff_list(b"strl", chunk(b"strh", strh) + chunk(b"strf", strf))
+    header = riff_list(b"hdrl", chunk(b"avih", avih) + strl)
+    movi, index, offset = b"", b"", 4
+    for packet in packets:
+        data = chunk(b"00dc", bytes(packet))
+        index += struct.pack("<4sIII", b"00dc", 0x10, offset, len(packet))
+        movi, offset = movi + data, offset + len(data)
+    body = b"AVI " + header + riff_list(b"movi", movi) + chunk(b"idx1", index)
+    Path(path).write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return Path(path)
