@@ -3,10 +3,11 @@ properties anew.
 
 For every PUBACK paho builds a ``ReasonCode`` and a ``Properties``, whose constructor
 fills a table of 27 property types; that was a sixth of the publisher thread's time on a
-still scene, where every frame's result is a QoS 1 publish. A PUBACK of two bytes (the
-packet id alone: success, no properties, as MQTT 3.1.1 always and MQTT 5 brokers mostly
-send it) means the same every time, so it gets shared, read-only ones. Any longer PUBACK
-(a reason code, properties), and every PUBCOMP, takes paho's own path.
+still scene, where every frame's result is a QoS 1 publish. A PUBACK without properties
+(the packet id alone, success, as MQTT 3.1.1 always sends it; or with a reason code, as
+an MQTT 5 broker answers "no matching subscribers" for a topic nobody reads) means the
+same every time, so it gets shared, read-only ones, one per reason. A PUBACK with
+properties, and every PUBCOMP, takes paho's own path.
 """
 
 from __future__ import annotations
@@ -21,12 +22,24 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 logger = logging.getLogger(__name__)
 
-SUCCESS = ReasonCode(PacketTypes.PUBACK)  # value 0: Success
 NO_PROPERTIES = Properties(PacketTypes.PUBACK)
+_REASONS = {0: ReasonCode(PacketTypes.PUBACK)}  # reason byte -> shared ReasonCode
+
+
+def _reason(value: int) -> ReasonCode | None:
+    """The shared ReasonCode of a PUBACK's reason byte; None for one MQTT does not define
+    (paho's own path then refuses the packet)."""
+    reason = _REASONS.get(value)
+    if reason is None:
+        try:
+            reason = _REASONS[value] = ReasonCode(PacketTypes.PUBACK, identifier=value)
+        except Exception:  # paho's own path then refuses it, as it always did
+            return None
+    return reason
 
 
 def plain_acks(client: mqtt.Client) -> bool:
-    """Give ``client`` the shortcut for two-byte PUBACKs.
+    """Give ``client`` the shortcut for PUBACKs without properties.
 
     It replaces paho's ``_handle_pubackcomp`` on this one client (paho's
     ``_in_packet``, ``_out_messages``, ``_out_message_mutex`` and ``_do_on_publish`` are
@@ -36,19 +49,22 @@ def plain_acks(client: mqtt.Client) -> bool:
         False on a paho these hooks do not fit, which keeps its own handling.
     """
     own = getattr(client, "_handle_pubackcomp", None)
-    needed = ("_in_packet", "_out_messages", "_out_message_mutex", "_do_on_publish")
+    needed = ("_in_packet", "_out_messages", "_out_message_mutex", "_do_on_publish", "_protocol")
     if own is None or not all(hasattr(client, name) for name in needed):
         logger.debug("mqtt: this paho version keeps its own PUBACK handling")
         return False
 
     def handle(cmd: str) -> Any:
-        packet = client._in_packet.get("packet")
-        if cmd != "PUBACK" or len(packet or b"") != 2:
+        packet = client._in_packet.get("packet") or b""
+        # Packet id, reason (MQTT 5; success when left out), properties' length (0: none).
+        plain = len(packet) == 2 or (len(packet) in (3, 4) and packet[3:] in (b"", b"\0"))
+        reason = _reason(packet[2] if len(packet) > 2 else 0) if plain else None
+        if cmd != "PUBACK" or reason is None or (len(packet) > 2 and client._protocol != 5):
             return own(cmd)
-        mid = int.from_bytes(packet, "big")
+        mid = int.from_bytes(packet[:2], "big")
         with client._out_message_mutex:
             if mid in client._out_messages:  # told once, as paho does
-                return client._do_on_publish(mid, SUCCESS, NO_PROPERTIES)
+                return client._do_on_publish(mid, reason, NO_PROPERTIES)
         return mqtt.MQTT_ERR_SUCCESS
 
     client._handle_pubackcomp = handle
