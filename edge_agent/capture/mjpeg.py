@@ -32,11 +32,11 @@ against FFmpeg: 0.52 / 0.46 ms for the flat demo clip, 1.28 / 1.53 for a noisy p
 1.31 / 1.04 for a clean one), and their pixels differ by about one grey level on average
 (more along sharp colour edges, where they upsample chroma differently). A still frame
 costs only its preview (0.10 ms for the demo clip, 0.70 for the noisy photo). Moving
-frames pay for it:
-the camera thread's CPU per frame went 1.21 -> 0.53 ms and 1.52 -> 0.73 for two real
-photos held still, and 1.04 -> 1.40 for one panned 2 pixels a frame, 0.47 -> 0.73 for
-the demo clip moving (libjpeg's decode, the preview from the image, and on a slow pan a
-preview pass now and then). The gate is for scenes that are still most of the time.
+frames pay for it: the camera thread's CPU per frame went 1.21 -> 0.53 ms and 1.52 ->
+0.73 for two real photos held still, and 1.04 -> 1.40 for one panned 2 pixels a frame,
+0.47 -> 0.73 for the demo clip moving (libjpeg's decode, the preview from the image, and
+on a slow pan a preview pass now and then). The gate is for scenes that are still most
+of the time.
 """
 
 from __future__ import annotations

@@ -38,11 +38,21 @@ def _reason(value: int) -> ReasonCode | None:
     return reason
 
 
+def _plain(packet: bytes, protocol: int) -> ReasonCode | None:
+    """The shared reason of a PUBACK's body without properties; None for any other."""
+    if len(packet) == 2:  # the packet id alone: success
+        return _REASONS[0]
+    # MQTT 5: the packet id, a reason, and the properties' length 0 or left out.
+    if protocol != mqtt.MQTTv5 or len(packet) not in (3, 4) or packet[3:] not in (b"", b"\0"):
+        return None
+    return _reason(packet[2])
+
+
 def plain_acks(client: mqtt.Client) -> bool:
     """Give ``client`` the shortcut for PUBACKs without properties.
 
-    It replaces paho's ``_handle_pubackcomp`` on this one client (paho's
-    ``_in_packet``, ``_out_messages``, ``_out_message_mutex`` and ``_do_on_publish`` are
+    It replaces paho's ``_handle_pubackcomp`` on this one client (paho's ``_in_packet``,
+    ``_out_messages``, ``_out_message_mutex``, ``_do_on_publish`` and ``_protocol`` are
     used; pinned by tests/component/test_mqtt_puback.py).
 
     Returns:
@@ -56,10 +66,8 @@ def plain_acks(client: mqtt.Client) -> bool:
 
     def handle(cmd: str) -> Any:
         packet = client._in_packet.get("packet") or b""
-        # Packet id, reason (MQTT 5; success when left out), properties' length (0: none).
-        plain = len(packet) == 2 or (len(packet) in (3, 4) and packet[3:] in (b"", b"\0"))
-        reason = _reason(packet[2] if len(packet) > 2 else 0) if plain else None
-        if cmd != "PUBACK" or reason is None or (len(packet) > 2 and client._protocol != 5):
+        reason = _plain(packet, client._protocol) if cmd == "PUBACK" else None
+        if reason is None:
             return own(cmd)
         mid = int.from_bytes(packet[:2], "big")
         with client._out_message_mutex:
