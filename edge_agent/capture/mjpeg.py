@@ -296,7 +296,7 @@ def open_reduced(
         if scale != 1:
             logger.warning("camera %s: OpenCV gives no compressed frames: decoding in full", name)
         return cap
-    if spec.kind == SourceKind.FILE and _fields(cap):
+    if spec.kind == SourceKind.FILE and _fields(open_capture(spec, name=name, **kwargs)):
         # Each frame is two JPEGs, one per field, which FFmpeg's decoder weaves into one.
         logger.warning("camera %s: interlaced MJPG (two fields a frame): decoding in full", name)
         cap.release()
@@ -304,11 +304,14 @@ def open_reduced(
     return ReducedMjpeg(cap, scale, live=spec.kind != SourceKind.FILE, motion=motion)
 
 
-def _fields(cap: Capture) -> bool:
-    """Whether a raw-mode file's first JPEG is a field: under 3/4 of the frame's height, as
-    FFmpeg judges it. Rewinds the file."""
-    height = cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0
-    ok, packet = cap.read()
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+def _fields(probe: Capture) -> bool:
+    """Whether a file's first JPEG is a field: under 3/4 of the frame's height, as FFmpeg
+    judges it. Read through a capture of its own, released here (a file of one JPEG image
+    cannot be rewound)."""
+    try:
+        height = probe.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0
+        ok, packet = probe.read() if probe.set(cv2.CAP_PROP_FORMAT, -1) else (False, None)
+    finally:
+        probe.release()
     size = jpeg_size(packet) if ok and packet is not None and packet.size else None
     return size is not None and size[1] * 4 < height * 3

@@ -224,3 +224,17 @@ def test_an_interlaced_file_is_decoded_in_full_not_as_its_first_fields(tmp_path,
         assert [f.shape for f in got] == [(240, 320, 3)] * 4, scale  # every frame, in full
         assert all(float(cv2.absdiff(a, b).mean()) < 8 for a, b in zip(got, frames_in))
     assert caplog.text.count("camera vhs: interlaced MJPG (two fields a frame)") == 2
+
+
+@pytest.mark.parametrize(("scale", "gated"), [(1, True), (2, False), (2, True)])
+def test_a_jpeg_photo_as_the_source_gives_its_frame(scale, gated):
+    """A file of one JPEG cannot be rewound: the check for interlaced fields must not
+    leave it read."""
+    photo = shared_file("images/cat_720p.jpg")
+    gate = SimpleNamespace(enabled=gated, pixel_delta=25, threshold=0.002)
+    cap = open_reduced(parse_source(str(photo)), scale=scale, name="still", motion=gate)
+    assert isinstance(cap, ReducedMjpeg)
+    got = frames(cap)
+    assert len(got) == 1
+    image = got[0] if not gated else develop(Frame.captured(got[0], 0, 0.0, "c")).image
+    assert image.shape == (720 // scale, 1280 // scale, 3)

@@ -1,4 +1,4 @@
-"""Tier 2: a motion-gated camera decoding reduced leaves its still MJPG frames compressed.
+"""Tier 2: a motion-gated camera leaves its still MJPG frames compressed, at any scale.
 
 Real files through OpenCV's FFmpeg backend: each frame comes with a 1/8-scale luma
 preview for the gate; a frame that moved since the previous one is decoded by the camera,
