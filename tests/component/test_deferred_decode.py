@@ -3,7 +3,8 @@
 Real files through OpenCV's FFmpeg backend: each frame comes with a 1/8-scale luma
 preview for the gate; a frame that moved since the previous one is decoded by the camera,
 the others only when the model is to see them, to exactly the pixels the same camera
-without the gate delivers.
+without the gate delivers at a reduced scale (in full: libjpeg's, about a grey level from
+FFmpeg's).
 """
 
 from __future__ import annotations
