@@ -143,9 +143,9 @@ class Camera:
         fields = ("width", "height", "fps", "loop", "reopen_initial", "reopen_max", "stale_after")
         fields += ("realtime",) if "realtime" not in kwargs else ()
         options = {f: getattr(config, f) for f in fields if getattr(config, f, None) is not None}
-        # open_reduced is open_capture unless the camera decodes reduced or is gated.
         scale, gate = getattr(config, "decode_scale", 1), MotionSettings.of(config)
-        kwargs.setdefault("opener", functools.partial(open_reduced, scale=scale, motion=gate))
+        if scale > 1 or gate.enabled:  # a gated camera decodes only what moves
+            kwargs.setdefault("opener", functools.partial(open_reduced, scale=scale, motion=gate))
         if not getattr(config, "fit_model", False):
             kwargs.pop("fit", None)  # only a camera with fit_model sizes its device
         return cls(config.name, config.source, **options, **kwargs)
