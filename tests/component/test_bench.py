@@ -187,6 +187,9 @@ def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
     assert 0 <= reduced["skipped"] < 0.5 and reduced["fps"] > 0 and reduced["cpu_ms_per_frame"] > 0
     paced = mo["still_gated_paced"]  # the still scene at a camera's rate (30 fps)
     assert paced["skipped"] >= 0.8 and paced["fps"] > 0 and paced["cpu_ms_per_frame"] > 0
+    # The floor under it: a bare thread reading and previewing the same frames so.
+    assert mo["read_floor_paced"]["cpu_ms_per_frame"] > 0
+    assert all(e["read_floor_paced"]["cpu_ms_per_frame"] > 0 for e in mo["rounds"])
     # decode_scale 2 ran beside C in the round, on the same source, losing nothing.
     dec = r["decode_scale"]
     assert dec["scale"] == 2 and dec["fps"] > 0 and dec["errors"] == 0
@@ -198,6 +201,7 @@ def test_bench_uses_a_given_broker_and_a_video_file(capsys, mqtt_broker):
     assert p10["value"] == mo["still_gated"]["cpu_ms_per_frame"]
     assert p10["skipped"] == mo["still_gated"]["skipped"] and p10["met"] in (True, False)
     assert p10["paced_value"] == paced["cpu_ms_per_frame"]
+    assert p10["paced_floor"] == mo["read_floor_paced"]["cpu_ms_per_frame"]
     assert not p10["met"] or max(p10["value"], p10["paced_value"]) <= p10["limit"]
 
 
