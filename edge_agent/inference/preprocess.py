@@ -34,6 +34,7 @@ from edge_agent.inference.tensors import TensorSpec
 # Ultralytics letterboxes with grey 114; the reference outputs were made that way.
 PAD_VALUE = 114
 INTERPOLATIONS = ("auto", "linear")
+MAX_PLANS = 8  # frame sizes a preprocessor keeps a plan for
 # "auto" shrinks with INTER_AREA only from this factor up (see resize_interpolation).
 AREA_FROM = 2.0
 _PIXELS = np.arange(256, dtype=np.uint8)
@@ -182,23 +183,31 @@ class Preprocessor:
         # per-channel vector.
         pad = table[0, PAD_VALUE].copy()
         self._pad = pad[0] if (pad == pad[0]).all() else pad
-        self._resized: np.ndarray | None = None
-        self._rgb: np.ndarray | None = None
-        self._fit: Fit | None = None
+        # Per frame size, its Fit and interpolation: cameras of several sizes share a model.
+        self._plans: dict[tuple[int, int], tuple[Fit, int]] = {}
+        self._resized = np.empty(0, np.uint8)  # flat, as large as the input: any Fit fits
+        self._rgb = np.empty(0, np.uint8)
         self._interp = cv2.INTER_LINEAR
 
     def plan(self, src_w: int, src_h: int) -> Fit:
-        """The Fit for a source size (cached: cameras rarely change size)."""
-        fit = self._fit
-        if fit is None or fit.src_w != src_w or fit.src_h != src_h:
+        """The Fit for a source size (cached per size: frames alternating between cameras
+        of two sizes neither plan nor allocate again)."""
+        known = self._plans.get((src_w, src_h))
+        if known is None:
             fit = plan_fit(src_w, src_h, self.width, self.height, self.resize)
-            self._fit = fit
-            self._interp = resize_interpolation(
-                src_w, src_h, fit.new_w, fit.new_h, self.interpolation
-            )
-            self._resized = np.empty((fit.new_h, fit.new_w, 3), dtype=np.uint8)
-            self._rgb = np.empty((fit.new_h, fit.new_w, 3), dtype=np.uint8)
+            interp = resize_interpolation(src_w, src_h, fit.new_w, fit.new_h, self.interpolation)
+            if len(self._plans) >= MAX_PLANS:  # a stream changing size again and again
+                self._plans.clear()
+            known = self._plans[(src_w, src_h)] = (fit, interp)
+            if not self._resized.size:
+                self._resized = np.empty(self.height * self.width * 3, np.uint8)
+                self._rgb = np.empty(self.height * self.width * 3, np.uint8)
+        fit, self._interp = known
         return fit
+
+    def _scratch(self, flat: np.ndarray, fit: Fit) -> np.ndarray:
+        """A contiguous image of the fitted size over the start of a flat buffer."""
+        return flat[: fit.new_h * fit.new_w * 3].reshape(fit.new_h, fit.new_w, 3)
 
     def quantize(self, rgb: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Normalize and quantize an RGB uint8 image into ``out``, bit-exact with the
@@ -256,14 +265,17 @@ class Preprocessor:
         src = image
         if (fit.new_w, fit.new_h) != (w, h):
             size = (fit.new_w, fit.new_h)
-            src = cv2.resize(image, size, dst=self._resized, interpolation=self._interp)
+            resized = self._scratch(self._resized, fit)
+            src = cv2.resize(image, size, dst=resized, interpolation=self._interp)
         if self.lut.identity:
             written = cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=roi)
             # OpenCV silently writes a new array when it cannot use dst; never let that pass.
             if written.ctypes.data != roi.ctypes.data:
                 raise RuntimeError("OpenCV did not write into the model input in place")
         else:
-            self.quantize(cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb), roi)
+            self.quantize(
+                cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._scratch(self._rgb, fit)), roi
+            )
         if roi.shape != dst.shape:  # letterbox: the pad is the quantized grey
             dst[:top] = self._pad
             dst[top + fit.new_h :] = self._pad

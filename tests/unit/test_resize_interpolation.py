@@ -4,7 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.inference.preprocess import AREA_FROM, Preprocessor, resize_interpolation
+from edge_agent.inference.preprocess import (
+    AREA_FROM,
+    MAX_PLANS,
+    Preprocessor,
+    resize_interpolation,
+)
 from edge_agent.inference.tensors import QuantParams, TensorSpec
 
 
@@ -64,3 +69,23 @@ def test_the_preprocessor_resizes_as_the_rule_says():
     pre(big, out)
     area = cv2.resize(big, (224, 224), interpolation=cv2.INTER_AREA)
     np.testing.assert_array_equal(out[0], cv2.cvtColor(area, cv2.COLOR_BGR2RGB))
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_frames_of_several_sizes_in_turn_each_get_their_own_input(resize):
+    # Cameras of different sizes share the model: the plans are kept per size, the
+    # scratch buffers shared. Each frame must still give what it gives on its own, in
+    # any order, and beyond the plans kept (MAX_PLANS).
+    spec = TensorSpec(0, "x", (1, 96, 128, 3), np.dtype(np.int8), QuantParams(1 / 255, -128))
+    rng = np.random.default_rng(7)
+    sizes = [(160, 120), (640, 480), (128, 96), (300, 40), (40, 300), (97, 61)] * 2
+    sizes += [(50 + i, 60 + i) for i in range(MAX_PLANS)]
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+    shared = Preprocessor(spec, resize=resize)
+    for frame in frames + frames[::-1]:
+        out = np.empty(spec.shape, np.int8)
+        expected = np.empty(spec.shape, np.int8)
+        fit = shared(frame, out)
+        alone = Preprocessor(spec, resize=resize)(frame, expected)
+        assert fit == alone
+        np.testing.assert_array_equal(out, expected)
