@@ -21,6 +21,7 @@ from edge_agent.config.schema import (
     UpdatesConfig,
 )
 from edge_agent.publishing.endpoints import parse_endpoint
+from edge_agent.publishing.topics import label_level
 
 
 class Problem(Exception):
@@ -176,6 +177,8 @@ def check_cameras(cameras: Sequence[CameraConfig]) -> None:
 
 # Levels under {prefix}/{device_id}/ that counts of a camera or zone must not shadow.
 RESERVED_PLACES = frozenset({"cmd", "available", "results", "stats", "status", "model", "events"})
+# The count of every label (PresenceCounts.ALL): ``.../{camera}/all``.
+_ALL_LABELS = "all"
 
 
 def check_objects(config: Config) -> None:
@@ -209,6 +212,7 @@ def check_objects(config: Config) -> None:
                 "model: give the points in 0..1 of the frame",
             )
         seen[zone.name] = index
+    check_event_labels(config.events.labels)
     labels: dict[str, int] = {}
     for index, track in enumerate(config.track):
         if track.label in labels:
@@ -216,6 +220,27 @@ def check_objects(config: Config) -> None:
                 f"track[{index}].label", f"duplicate label (also track[{labels[track.label]}])"
             )
         labels[track.label] = index
+
+
+def check_event_labels(labels: Sequence[str]) -> None:
+    """Each of ``events.labels`` gets a count topic level of its own (``.../{camera}/{level}``)
+    and Home Assistant entities: "all" (every label's count) and two labels of one level
+    (``a/b`` and ``a_b``) would share them.
+
+    Raises:
+        Problem: naming the first label that shares its level.
+    """
+    levels = {label_level(_ALL_LABELS): _ALL_LABELS}
+    for label in labels:
+        level = label_level(label)
+        if label == _ALL_LABELS:
+            raise Problem("events.labels", f'"{label}" is the count of every label')
+        if level in levels:  # the schema refuses a label listed twice
+            raise Problem(
+                "events.labels",
+                f'"{levels[level]}" and "{label}" share the count topic level "{level}"',
+            )
+        levels[level] = label
 
 
 def _is_loopback(host: str) -> bool:

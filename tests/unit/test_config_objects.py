@@ -103,3 +103,26 @@ def test_fit_model_warns_on_sources_that_are_not_devices(source, warned):
     expected = "config.toml: camera[0].fit_model: applies to V4L2 devices; this source is not one"
     assert config.warnings == ((expected,) if warned else ())
     assert parse(f"[[camera]]\nsource = {source}\n").camera[0].fit_model is False
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        # "all" is the count of every label: its topic and entities are taken.
+        ('["person", "all"]', 'events.labels: "all" is the count of every label'),
+        # A topic level holds no "/", "+" or "#": both would count on .../front/a_b.
+        ('["a/b", "a_b"]', 'events.labels: "a/b" and "a_b" share the count topic level "a_b"'),
+        ('["+", "#"]', 'events.labels: "+" and "#" share the count topic level "_"'),
+    ],
+)
+def test_event_labels_sharing_a_count_topic_are_refused(labels, message):
+    # Before: check-config passed; the daemon then failed at start on a Home Assistant
+    # id collision blamed on camera.name, or (a/b, a_b) two labels' counts overwrote
+    # each other on one retained topic read by two entities.
+    with pytest.raises(ConfigError) as info:
+        parse(CAMS + f"[events]\nlabels = {labels}\n")
+    assert message in str(info.value)
+    assert parse(CAMS + '[events]\nlabels = ["a/b", "person"]\n').events.labels == (
+        "a/b",
+        "person",
+    )
