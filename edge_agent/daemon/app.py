@@ -109,15 +109,15 @@ class Daemon:
     def _on_command(self, command: str, payload: bytes, topic: str) -> None:
         """Publisher callback: a command arrived (never raises)."""
         try:
-            if self.discovery is not None and self.discovery.handle(topic, payload):
-                return
-            if self.detect is not None and self.detect.handle(command, payload):
-                return
-            if self.updates is not None:
-                self.updates.handle(command, payload, topic)  # kept until it has started
-            else:
-                why = self.store_error or "updates are disabled"  # never just "not yet"
-                logger.warning("command %s on %s ignored: %s", command, topic, why)
+            if topic in self.topics.listen:  # Home Assistant's birth, never a model command
+                if self.discovery is not None:  # else: start() publishes every config
+                    self.discovery.handle(topic, payload)
+            elif self.detect is None or not self.detect.handle(command, payload):
+                if self.updates is not None:
+                    self.updates.handle(command, payload, topic)  # kept until it has started
+                else:
+                    why = self.store_error or "updates are disabled"  # never just "not yet"
+                    logger.warning("command %s on %s ignored: %s", command, topic, why)
         except Exception:
             logger.exception("command %s on %s failed", command, topic)
 
