@@ -20,6 +20,7 @@ from edge_agent.config.schema import (
     MqttConfig,
     UpdatesConfig,
 )
+from edge_agent.publishing.discovery import PREFIX_PATTERN
 from edge_agent.publishing.endpoints import parse_endpoint
 from edge_agent.publishing.topics import label_level
 
@@ -94,6 +95,17 @@ def _host_or_hosts(section: MqttConfig, prefix: str) -> None:
         raise Problem(f"{prefix}.host", f"set {prefix}.hosts or {prefix}.host, not both")
 
 
+def _discovery_prefix_takes_ids(section: MqttConfig, prefix: str) -> None:
+    """Discovery topics are made of Home Assistant ids: a topic prefix such as
+    ``home.assistant`` would only be refused once the daemon started."""
+    if section.homeassistant and not PREFIX_PATTERN.match(section.discovery_prefix):
+        raise Problem(
+            f"{prefix}.discovery_prefix",
+            "expected levels of [A-Za-z0-9_-] separated by '/', "
+            f'got "{section.discovery_prefix}"',
+        )
+
+
 def _polling_needs_manifest(section: UpdatesConfig, prefix: str) -> None:
     """Polling without a manifest URL has nothing to poll."""
     if section.poll_interval > 0 and not section.manifest_url:
@@ -138,6 +150,7 @@ RULES: dict[type, tuple[Callable[[Any, str], None], ...]] = {
         _together("cert_file", "key_file"),
         _tls_options_need_tls,
         _host_or_hosts,
+        _discovery_prefix_takes_ids,
     ),
     UpdatesConfig: (
         _polling_needs_manifest,

@@ -31,7 +31,8 @@ STATS_FIELDS = {
     "dropped_frames": "dropped_frames",
 }
 
-_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+#: What a discovery prefix may be: levels of the characters of Home Assistant's ids.
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
 
 # object_id -> entity settings over the stats topic.
 _STATS_SENSORS: dict[str, dict[str, Any]] = {
@@ -133,10 +134,10 @@ def discovery_messages(
     Raises:
         ConfigError: ``discovery_prefix`` is not a valid topic prefix.
     """
-    if not _PREFIX.match(discovery_prefix):
+    if not PREFIX_PATTERN.match(discovery_prefix):
         raise ConfigError(
             f"expected levels of [A-Za-z0-9_-] separated by '/', got {discovery_prefix!r}",
-            key="homeassistant.discovery_prefix",
+            key="mqtt.discovery_prefix",
         )
     node = node_id(topics)
     common = {

@@ -226,6 +226,13 @@ BAD = [
         '[mqtt]\ndiscovery_prefix = "ha/#"\n',
         f'mqtt.discovery_prefix: expected {PREFIX_EXPECTED}, got "ha/#"',
     ),
+    # A valid topic prefix that Home Assistant discovery ids cannot use: refused when the
+    # config is read (check-config), not once the daemon has started its cameras.
+    (
+        '[mqtt]\ndiscovery_prefix = "home.assistant"\n',
+        "mqtt.discovery_prefix: expected levels of [A-Za-z0-9_-] separated by '/', "
+        'got "home.assistant"',
+    ),
     ("[mqtt]\nspool_max_mb = 0\n", "mqtt.spool_max_mb: expected number > 0, got 0"),
     (
         "[mqtt]\nreconnect_min = 5\nreconnect_max = 2\n",
