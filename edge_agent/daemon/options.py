@@ -59,10 +59,12 @@ def mqtt_settings(config: Config) -> MqttSettings:
 
 
 def object_layout(config: Config, *, events: bool) -> ObjectLayout:
-    """The cameras, zones and labels Home Assistant gets entities for."""
+    """The cameras, zones and labels Home Assistant gets entities for (a disabled
+    camera's zones count nothing: they get none)."""
+    cameras = [c.name for c in config.enabled_cameras]
     return ObjectLayout(
-        [c.name for c in config.enabled_cameras],
-        [z.name for z in config.zone],
+        cameras,
+        [z.name for z in config.zone if z.camera in cameras],
         config.events.labels,
         events=events,
         snapshots=events and config.events.snapshots,

@@ -193,3 +193,24 @@ def test_home_assistant_birth_brings_the_configs_again(mqtt_broker, tmp_path):
     finally:
         ha.stop()
         run.stop()
+
+
+def test_disabling_a_camera_removes_the_entities_of_its_zones(mqtt_broker, tmp_path):
+    port = mqtt_broker.port
+    door = '[[camera]]\nname = "door"\nsource = "synthetic"\n'
+    before = config(tmp_path / "state", port, camera="yard", tail=door + ZONE)
+    run = Run(before, tmp_path)
+    run.discovery.publish(before, events=True)
+    run.stop()
+    zone_entities = {t for t in retained(port) if "/box1/left_" in t}
+    assert len(zone_entities) == 6  # occupancy and count for red, green and all
+
+    # Camera door disabled, its zone "left" still in the file; restart. Nothing counts
+    # in that zone any more: its entities would read "unknown" forever.
+    after = config(tmp_path / "state", port, camera="yard", tail=door + "enabled = false\n" + ZONE)
+    run = Run(after, tmp_path)
+    run.discovery.publish(after, events=True)
+    run.stop()
+    left = sorted(t for t in retained(port) if "/box1/left_" in t or "/box1/door_" in t)
+    assert left == [], f"entities of the disabled camera and its zone remain: {left}"
+    assert "homeassistant/switch/box1/yard_detect/config" in retained(port)
