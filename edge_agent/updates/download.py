@@ -97,6 +97,17 @@ class Downloader:
         finally:
             self._local.deadline = previous
 
+    @contextlib.contextmanager
+    def unbudgeted(self) -> Iterator[None]:
+        """Lift the calling thread's update budget inside the block: a swap's wait for
+        frames is no fetch of its update, and a fetch made meanwhile is another request's."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = None
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
+
     # ------------------------------------------------------------------ public
 
     def download(

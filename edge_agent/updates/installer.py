@@ -109,8 +109,7 @@ class UpdateInstaller:
         """
         job = job or UpdateJob()
         job.request_id = peek_request_id(command)
-        # One wall-clock budget (updates.update_timeout) for all this update fetches.
-        with self._downloader.budget():
+        with self._downloader.budget():  # updates.update_timeout, for all its fetches
             return self._guarded(job, lambda: self._install_command(job, command))
 
     def rollback(
@@ -320,7 +319,8 @@ class UpdateInstaller:
         """Hot-swap to a committed release; a failed swap rolls the store back."""
         if self.swap is not None:
             try:
-                self.swap(release)
+                with self._downloader.unbudgeted():  # a trial may outlast update_timeout
+                    self.swap(release)
             except Exception as exc:
                 reason = exc.reason if isinstance(exc, ModelUpdateError) else "swap_failed"
                 logger.error(

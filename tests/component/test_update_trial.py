@@ -84,7 +84,7 @@ class FakeSupervisor:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch):
+def lab(tmp_path, monkeypatch, request):
     monkeypatch.setattr(UpdateService, "health_grace", 0.2, raising=False)
     pub = tmp_path / "release.pub"
     pub.write_bytes(
@@ -107,6 +107,7 @@ def lab(tmp_path, monkeypatch):
             "retries": 0,
             "keep_versions": 3,
             "queue_depth": 2,
+            **getattr(request, "param", {}),  # indirect parametrization: [updates] overrides
         },
     }
     config = parse_config(to_toml(doc), env={})
@@ -281,6 +282,28 @@ def test_a_rollback_sent_before_the_trial_began_goes_back_one_release(lab):
     rollback(lab, "rb")  # a repeat gets the same answer, and goes nowhere
     lab.states.wait(lambda items: len(lab.states.of("rb")) == 2)
     assert pointer(lab)["version"] == "1.1.0"
+
+
+@pytest.mark.parametrize(
+    "lab", [{"download_timeout": 1.0, "attempt_timeout": 1.0, "update_timeout": 1.0}], indirect=True
+)
+def test_a_newer_update_by_url_supersedes_a_trial_that_outlasted_the_update_timeout(lab):
+    """updates.update_timeout bounds one update's fetches, not the trial's wait for frames:
+    a manifest_url sent once the trial has waited longer is fetched, and supersedes it."""
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0")
+    lab.sup.frames.clear()
+    sent = time.monotonic()
+    update(lab, "2.0.0", "old")
+    lab.states.waiting("old")
+    while time.monotonic() < sent + 1.5:  # the condition under test: the budget is spent
+        time.sleep(0.05)
+    update(lab, "3.0.0", "new", by_url=True)
+    final = lab.states.final("old")
+    assert (final["state"], final["reason"]) == ("rolled_back", "superseded"), final
+    lab.sup.frames.set()
+    assert lab.states.final("new")["state"] == "active"
+    assert pointer(lab)["version"] == "3.0.0"
 
 
 def test_a_stop_while_the_trial_waits_is_an_interruption(lab):
