@@ -16,8 +16,9 @@ Two moments need more than a hand-over:
   parse is answered at once (it fails whatever runs first), and an update the checks
   before any download would refuse (not newer than the release on trial, that release
   again...) stays queued, to be answered once the frames have judged the trial. An update
-  given as ``manifest_url`` is judged on the manifest fetched for the purpose (one that
-  cannot be fetched stays queued too); it is fetched again when it runs.
+  given as ``manifest_url`` is judged on the manifest fetched for the purpose, on a thread
+  of its own so that the frames go on judging the trial meanwhile (one that cannot be
+  fetched stays queued too); it is fetched again when it runs.
 """
 
 from __future__ import annotations
@@ -77,6 +78,30 @@ def acts(installer: UpdateInstaller, command: Queued) -> bool:
     return existing is None or not installer.store.is_active(existing)
 
 
+class _Judging:
+    """:func:`acts` of one queued update, on its own thread: its manifest may be fetched,
+    and the trial's health check must go on watching the frames meanwhile."""
+
+    def __init__(self, installer: UpdateInstaller, command: Queued):
+        self.acts: bool | None = None
+        self.error: ModelUpdateError | None = None
+        self.done = threading.Event()
+        threading.Thread(
+            target=self._run, args=(installer, command), name="model-judge", daemon=True
+        ).start()
+
+    def _run(self, installer: UpdateInstaller, command: Queued) -> None:
+        try:
+            self.acts = acts(installer, command)
+        except ModelUpdateError as exc:
+            self.error = exc
+        except Exception:  # a bug: the command stays queued, judged when it runs
+            logger.exception("model update: cannot judge a queued %s command", command.kind)
+            self.acts = False
+        finally:
+            self.done.set()
+
+
 class CommandInbox:
     """Routes model commands to the runner (thread-safe; :meth:`handle` never blocks).
 
@@ -94,6 +119,7 @@ class CommandInbox:
         self._taking = False
         self._taken: list[Held] = []
         self._judged: dict[Queued, bool] = {}  # acts() per queued command, this trial
+        self._judging: dict[Queued, _Judging] = {}  # updates still being judged
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """Keep (startup), take (a rollback during a waiting trial) or forward a command."""
@@ -186,14 +212,31 @@ class CommandInbox:
         for queued in runner.queued():
             if queued not in self._judged:  # judged once: the checks read the store
                 try:
-                    self._judged[queued] = acts(runner.installer, queued)
+                    verdict = self._judge(runner, queued)
                 except ModelUpdateError as exc:
                     if runner.withdraw(queued):
                         self._refuse(runner, queued, exc)
                     continue
+                if verdict is None:
+                    return None  # its manifest is still on its way: decided later
+                self._judged[queued] = verdict
             if self._judged[queued] and (queued.kind != ROLLBACK or runner.withdraw(queued)):
                 return queued
         return None
+
+    def _judge(self, runner: UpdateRunner, queued: Queued) -> bool | None:
+        """:func:`acts`, an update's on a thread of its own; None while that still runs."""
+        if queued.kind == ROLLBACK:
+            return acts(runner.installer, queued)
+        judging = self._judging.get(queued)
+        if judging is None:
+            judging = self._judging[queued] = _Judging(runner.installer, queued)
+        if not judging.done.is_set():
+            return None
+        del self._judging[queued]
+        if judging.error is not None:
+            raise judging.error
+        return bool(judging.acts)
 
     def _refuse(self, runner: UpdateRunner, queued: Queued, exc: ModelUpdateError) -> None:
         """Answer a queued command that cannot parse, now rather than after the trial."""
@@ -207,6 +250,7 @@ class CommandInbox:
         with self._lock:
             self._taking = False
             self._judged.clear()
+            self._judging.clear()  # the threads end by themselves (download deadlines)
             taken, self._taken = self._taken, []
             return taken
 

@@ -306,6 +306,30 @@ def test_a_newer_update_by_url_supersedes_a_trial_that_outlasted_the_update_time
     assert pointer(lab)["version"] == "3.0.0"
 
 
+def test_a_queued_update_whose_manifest_trickles_does_not_blind_the_trial(lab):
+    """The trial judges a queued manifest_url update on its fetched manifest; a server that
+    trickles it must not keep the health check from seeing a failing release meanwhile."""
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0")
+    lab.sup.frames.clear()
+    update(lab, "2.0.0", "trial")
+    lab.states.waiting("trial")
+    release = make_release(lab.tmp / "releases", KEY, "3.0.0")
+    slow = Route(body=envelope_bytes(release.envelope), trickle=1.0)  # one byte a second
+    lab.server.add("/3.0.0/manifest.json", slow)
+    payload = build_update_command(
+        manifest_url=lab.server.url("/3.0.0/manifest.json"), request_id="slow"
+    )
+    lab.service.handle("model/update", payload, f"{BASE}/cmd/model/update")
+    while slow.hits == 0:  # the trial is judging it: its manifest is being fetched
+        time.sleep(0.01)
+    lab.sup.failing = True
+    lab.sup.frames.set()  # the release on trial fails its frames
+    final = lab.states.final("trial", timeout=10)
+    assert (final["state"], final["reason"]) == ("rolled_back", "health_check_failed"), final
+    assert pointer(lab)["version"] == "1.0.0"
+
+
 def test_a_stop_while_the_trial_waits_is_an_interruption(lab):
     lab.service.start(lab.sup)
     installed(lab, "1.0.0")
