@@ -22,7 +22,8 @@ a newer release when one appears: pull-based updates without an operator push. T
 validators of a manifest are kept only once its release was handled for good
 (installed, already active, not newer, or refused for a reason that a retry cannot
 change); after a transient failure (network, HTTP, timeout, full disk...) the next poll
-fetches it again, after a capped exponential backoff from ``poll_interval``.
+fetches it again, after a capped exponential backoff from ``poll_interval``. A command
+queued while the manifest is fetched cuts that fetch short: commands go first.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class UpdateRunner:
         self._thread: threading.Thread | None = None
         self._etag: str | None = None
         self._last_modified: str | None = None
-        self._downloader = Downloader(installer.settings.download, cancel=installer.cancel)
+        self._poll_cancel = threading.Event()  # a stop, or a command queued: it goes first
+        self._downloader = Downloader(installer.settings.download, cancel=self._poll_cancel)
         self.journal = journal
         self._intake = threading.Lock()  # queueing vs. the final drain at a stop
         self._closed = False
@@ -238,6 +240,7 @@ class UpdateRunner:
             if rid is not None and self.journal is not None:
                 self.journal.unqueue(rid)
             return "busy", f"{self.queue_depth} model commands already pending; send it again later"
+        self._poll_cancel.set()
         return None
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -248,6 +251,7 @@ class UpdateRunner:
             self._jobs.put_nowait(Queued("", b"", None))  # wake the thread now, not in 1 s
         except queue.Full:
             pass
+        self._poll_cancel.set()  # after the put: a poll cleared after it sees the queue
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -259,6 +263,7 @@ class UpdateRunner:
         next_poll = time.monotonic() if self.poll_url else None
         while not self._stop.is_set():
             left = 1.0 if next_poll is None else next_poll - time.monotonic()
+            self._poll_cancel.clear()  # set once a command is in the queue: a poll gives way
             try:
                 command = self._jobs.get(timeout=max(0.0, min(1.0, left)))
             except queue.Empty:

@@ -159,3 +159,35 @@ def test_a_slow_but_steady_download_passes_the_minimum_rate(server, tmp_path):
     settings = dict(min_rate_bytes=8192, min_rate_window=1, attempt_timeout=10)
     size = download(settings, url, tmp_path)
     assert size == len(body) and (tmp_path / "out.bin").read_bytes() == body
+
+
+def test_a_command_does_not_wait_behind_a_poll_of_a_trickling_manifest(server, tmp_path):
+    """The runner polls on the thread that runs commands: a manifest server trickling one
+    byte a second (fast enough for the minimum rate) must not hold a rollback back for as
+    long as the poll's deadlines allow (up to updates.update_timeout)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.updates.agent import UpdateRunner
+    from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+    from edge_agent.updates.signing import TrustedKeys
+    from edge_agent.updates.store import ModelStore
+    from tests.support.model_states import States
+
+    manifest = Route(body=b"x" * 2048, trickle=1.0)
+    server.add("/manifest.json", manifest)
+    states = States()
+    settings = UpdateSettings(download=DownloadSettings(**{**BASE, "read_timeout": 30}))
+    key = Ed25519PrivateKey.generate().public_key()
+    installer = UpdateInstaller(
+        ModelStore(tmp_path / "state"), TrustedKeys([key]), settings, progress=states
+    )
+    runner = UpdateRunner(installer, poll_url=server.url("/manifest.json"), poll_interval=3600)
+    runner.start()
+    try:
+        while manifest.hits == 0:  # the poll is fetching it
+            time.sleep(0.01)
+        runner.handle("model/rollback", b'{"request_id": "rb"}')
+        final = states.final("rb", timeout=5)
+        assert (final["state"], final["reason"]) == ("failed", "no_previous"), final
+    finally:
+        runner.stop(5.0)
