@@ -363,3 +363,43 @@ def test_a_second_runner_of_a_running_rollout_is_refused(
     wait_until(lambda: len(commands()) == 3, 10, "the counter to see every command")
     assert commands() == {"d00": 1, "d01": 1, "d02": 1}
     assert Runner(store, ro.id, broker).run().status is RolloutStatus.COMPLETED  # lock freed
+
+
+def test_abort_with_rollback_also_rolls_back_a_device_that_turns_active_after_it(
+    broker, tmp_path, release, commands, served
+):
+    # d00 is still verifying the release when the operator aborts with --abort-rollback;
+    # it turns active afterwards: the rollout made it active too, so it must be rolled back.
+    verifying, finish = threading.Event(), threading.Event()
+
+    def slow(path, manifest):
+        verifying.set()
+        assert finish.wait(30)
+
+    devices = [Device(broker, tmp_path / "devices", "d00", release[1], ["lobby"], slow),
+               Device(broker, tmp_path / "devices", "d01", release[1], ["lobby"])]  # fmt: skip
+    try:
+        store, ro = _start(release, broker, served, tmp_path, Plan.parse("100%", "0"))
+        runner = Runner(store, ro.id, broker)
+        runner.run(progress=lambda r: r.devices["d01"].step is DeviceStep.ACTIVE
+                   and verifying.is_set() and runner.stop.set())  # fmt: skip
+        result = []
+        aborter = threading.Thread(
+            target=lambda: result.append(abort(store, ro.id, broker, rollback=True))
+        )
+        aborter.start()
+        finish.set()  # d00 ends its install after the abort began
+        aborter.join(60)
+        assert result, "abort did not return"
+        aborted = result[0]
+        assert aborted.devices["d01"].rollback_sent
+        assert aborted.devices["d00"].step is DeviceStep.ACTIVE, table(aborted)
+        assert aborted.devices["d00"].rollback_sent, table(aborted)
+        watcher = MqttSubscriber(broker.host, broker.port, [state_topic(PREFIX, "d00")]).start()
+        wait_until(lambda: (watcher.last_json(state_topic(PREFIX, "d00")) or {}).get("request_id")
+                   == f"{ro.request_id}-rb", 10, "d00's rollback answer")  # fmt: skip
+        watcher.stop()
+    finally:
+        finish.set()
+        for d in devices:
+            d.close()

@@ -341,8 +341,11 @@ def abort(
 ) -> Rollout:  # fmt: skip
     """Stop a rollout's further waves; with ``rollback``, roll back its active devices.
 
-    The rollback command carries ``{request_id}-rb``, so sending it again (an abort
-    repeated after a crash) is answered by the device rather than run twice.
+    With ``rollback``, the devices sent the update that had not answered for good are
+    waited for first (each up to the device timeout): one that turns active is rolled back
+    too, and one whose install fails is not sent a rollback that would take it one release
+    further back. The rollback command carries ``{request_id}-rb``, so sending it again
+    (an abort repeated after a crash) is answered by the device rather than run twice.
     """
     with store.locked(rollout_id):  # a runner in another process merges this, see _sync
         ro = store.load(rollout_id)
@@ -352,20 +355,41 @@ def abort(
     if rollback:
         if broker is None:
             raise ValueError("rollback needs the broker")
-        targets = [d for d, r in ro.devices.items() if r.step is DeviceStep.ACTIVE]
         payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
         fleet = _Fleet(broker, ro.prefix)
-        sent = []
+        sent, targets = [], []
         try:
+            _settle(ro, fleet)
+            targets = [d for d, r in ro.devices.items() if r.step is DeviceStep.ACTIVE]
             for device in targets:
                 fleet.link.publish(device_command_topic(ro.prefix, device, ROLLBACK), payload)
                 sent.append(device)
         finally:
             fleet.close()
             with store.locked(rollout_id):  # the runner may have written meanwhile
-                ro = store.load(rollout_id)
+                seen, ro = ro, store.load(rollout_id)
+                for device, record in seen.devices.items():
+                    if record.step.done and not ro.devices[device].step.done:
+                        ro.devices[device] = record  # it answered while the abort waited
                 for device in sent:
                     ro.devices[device].rollback_sent = True
                 store.save(ro)
         logger.info("rollout %s aborted; rollback sent to %d devices", ro.id, len(targets))
     return ro
+
+
+def _settle(ro: Rollout, fleet: _Fleet) -> None:
+    """Follow the devices sent the update until each has answered for good or is past
+    the device timeout (see :func:`abort`)."""
+    told = False
+    while True:
+        now = time.time()
+        for device, doc in list(fleet.model.items()):
+            steps.observe(ro, device, doc, now)
+        waiting = [r for r in ro.devices.values() if r.sent_at is not None and not r.step.done]
+        if all(now - r.sent_at > ro.plan.device_timeout for r in waiting):
+            return
+        if not told:
+            told = True
+            logger.info("rollout %s: abort waits for %d devices installing", ro.id, len(waiting))
+        fleet.pump(time.monotonic() + 1.0)
