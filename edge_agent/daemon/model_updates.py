@@ -233,7 +233,9 @@ class UpdateService:
         options = release_options(self.base, root, manifest)
         try:
             gen = self.supervisor.prepare(
-                options, {"name": manifest.name, "version": str(manifest.version)}
+                options,
+                {"name": manifest.name, "version": str(manifest.version)},
+                cancel=self._stop,
             )
         except EdgeAgentError as exc:
             self._check_stopping(manifest.label, "during its validation", exc)
@@ -275,7 +277,7 @@ class UpdateService:
         self._check_stopping(release.label, "before the switch")
         options = release_options(self.base, release.path, release.manifest)
         try:
-            model = sup.prepare(options, _meta(release))
+            model = sup.prepare(options, _meta(release), cancel=self._stop)
         except EdgeAgentError as exc:
             self._check_stopping(release.label, "during the switch", exc)
             raise ModelUpdateError("swap_failed", f"{release.label}: {exc}") from exc

@@ -125,11 +125,13 @@ class Supervisor:
         return model
 
     def prepare(
-        self, options: ModelOptions, meta: dict[str, Any], skip: tuple[str, ...] = ()
-    ) -> RunningModel:
+        self, options: ModelOptions, meta: dict[str, Any], skip: tuple[str, ...] = (),
+        cancel: threading.Event | None = None,
+    ) -> RunningModel:  # fmt: skip
         """Start a worker for ``options`` beside the running one and build its codec.
 
-        A backend whose loading kills or hangs the worker is skipped and the next one tried.
+        A backend whose loading kills or hangs the worker is skipped and the next one tried;
+        ``cancel`` (set) gives the load up, whatever the backend.
 
         Raises:
             WorkerError: the worker failed to load; ModelError: its outputs do not fit.
@@ -139,7 +141,7 @@ class Supervisor:
                 options.request(), skip=skip, warmup=options.warmup, context=self._ctx
             )
             try:
-                info = worker.start(self._load_timeout)
+                info = worker.start(self._load_timeout, cancel)
                 break
             except WorkerError as exc:
                 # Loading on this backend killed or hung the worker (a libedgetpu abort):

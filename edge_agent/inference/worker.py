@@ -15,6 +15,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -235,15 +236,20 @@ class WorkerHandle:
         """The child's pid."""
         return self._process.pid
 
-    def start(self, timeout: float) -> WorkerInfo:
+    def start(self, timeout: float, cancel: threading.Event | None = None) -> WorkerInfo:
         """Start the process and wait until the model is loaded.
 
+        Args:
+            timeout: seconds the load may take (per backend tried).
+            cancel: once set, the load is given up (the worker killed) within 0.1 s.
+
         Raises:
-            WorkerError: it failed to load (the reason is the engine's), died, or timed out.
+            WorkerError: it failed to load (the reason is the engine's), died, timed out,
+                or was cancelled (that one names no backend: none is to blame).
         """
         self._process.start()
         self._child.close()
-        if not self._conn.poll(timeout):
+        if not self._poll(timeout, cancel):
             self.kill()
             raise WorkerError(
                 f"model {self.request.model_path}: worker did not load within {timeout:.0f}s"
@@ -264,7 +270,7 @@ class WorkerHandle:
             if not isinstance(msg, Trying):
                 break
             trying = msg.backend
-            if not self._conn.poll(max(0.0, deadline - time.monotonic())):
+            if not self._poll(max(0.0, deadline - time.monotonic()), cancel):
                 self.kill()
                 raise WorkerError(
                     f"model {self.request.model_path}: worker did not load on {trying} "
@@ -277,6 +283,20 @@ class WorkerHandle:
         self.info = msg.info
         self._reader = FrameReader(self._conn)
         return self.info
+
+    def _poll(self, timeout: float, cancel: threading.Event | None) -> bool:
+        """Wait up to ``timeout`` for a message from the loading worker (see :meth:`start`)."""
+        if cancel is None:
+            return self._conn.poll(timeout)
+        end = time.monotonic() + timeout
+        while not cancel.is_set():
+            left = end - time.monotonic()
+            if self._conn.poll(max(0.0, min(left, 0.1))):
+                return True
+            if left <= 0:
+                return False
+        self.kill()
+        raise WorkerError(f"model {self.request.model_path}: load cancelled (stopping)")
 
     def attach(self, buffers: Buffers) -> None:
         """Hand the shared slots to the worker (a dead one fails at its first submit)."""

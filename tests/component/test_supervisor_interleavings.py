@@ -56,7 +56,7 @@ class FakeWorker:
         self.stopped = self.dead = False
         self._queue: list[Done] = []
 
-    def start(self, timeout: float) -> WorkerInfo:
+    def start(self, timeout: float, cancel=None) -> WorkerInfo:
         if not self._world.loadable:
             raise WorkerError(f"worker {self.pid}: the model does not load")
         tpu = self._world.tpu and "edgetpu" not in self.skip

@@ -61,7 +61,7 @@ class FakeSupervisor:
         self._stop = threading.Event()
         threading.Thread(target=self._feed, daemon=True).start()
 
-    def prepare(self, options, meta):
+    def prepare(self, options, meta, cancel=None):
         if self.block_prepare.is_set():
             self.release.wait(20)
         return SimpleNamespace(worker=SimpleNamespace(stop=lambda t: None), meta=meta)

@@ -71,8 +71,9 @@ class InlineWorker:
         """A per-worker id (these workers share the simulator's process)."""
         return self._pid
 
-    def start(self, timeout: float) -> WorkerInfo:
-        """Load the model on the best backend that works (``timeout`` unused: in-process).
+    def start(self, timeout: float, cancel: threading.Event | None = None) -> WorkerInfo:
+        """Load the model on the best backend that works (``timeout`` and ``cancel``
+        unused: in-process).
 
         Raises:
             WorkerError: no backend can load it (the engine's reasons in the message).
