@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 _CHUNK = 64 * 1024
+# Seconds one client may stay silent (TLS handshake, request, or reading the body): a
+# device that vanished mid-transfer must not hold its thread for the whole push.
+CLIENT_TIMEOUT = 60.0
 
 
 def outbound_ip(peer_host: str, peer_port: int = 1883) -> str:
@@ -49,6 +53,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = CLIENT_TIMEOUT
+
+    def setup(self) -> None:
+        """Apply the timeout, then the TLS handshake: here, in this client's thread."""
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
 
     def do_HEAD(self) -> None:  # noqa: N802 (http.server naming)
         """HEAD: headers only."""
@@ -121,6 +132,11 @@ class _Server(ThreadingHTTPServer):
         with self.lock:
             self.served[name] += 1
 
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        """A client that failed (timed out, broke the handshake): logged, not printed."""
+        why = sys.exc_info()[1]  # called from socketserver's exception handler
+        logger.debug("lab server: %s: connection failed: %r", client_address[0], why)
+
 
 class LabServer:
     """Serve a release directory's files over HTTP(S) for the duration of a push.
@@ -168,7 +184,11 @@ class LabServer:
         if certfile:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(certfile, keyfile)
-            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+            # Handshakes in the clients' threads (_Handler.setup), not in accept(): one
+            # client that connects and says nothing must not stall every other one.
+            self._server.socket = ctx.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
             self.scheme = "https"
         wildcard = host in ("", "0.0.0.0", "::")
         self.host = advertise_host or (outbound_ip(peer) if wildcard else host)
