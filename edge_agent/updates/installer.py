@@ -144,8 +144,9 @@ class UpdateInstaller:
             if self.swap is not None:  # swap first: if it fails, nothing has changed
                 try:
                     self.swap(target)
-                except Exception as exc:
-                    raise ModelUpdateError("swap_failed", f"{target.label}: {exc}") from exc
+                except Exception as exc:  # a ModelUpdateError keeps its reason (interrupted...)
+                    why = exc.reason if isinstance(exc, ModelUpdateError) else "swap_failed"
+                    raise ModelUpdateError(why, f"{target.label}: {exc}") from exc
             now, old = self.store.rollback()
             self._report(
                 job,
@@ -247,8 +248,7 @@ class UpdateInstaller:
             if self.validator is not None:
                 _call_validator(self.validator, staging.path, manifest)
             self._report(job, UpdateState.INSTALLING, 100)
-            # On trial until the swap's health check passes: a crash before that
-            # brings the previous release back at startup.
+            # On trial until its health check passes: a crash before, and startup goes back.
             release = self.store.commit(staging, trial=self.swap is not None)
         except BaseException:
             self.store.abort(staging)

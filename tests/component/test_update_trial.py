@@ -366,6 +366,23 @@ def test_a_stop_during_verification_is_an_interruption_not_a_failed_swap(lab):
     assert pointer(lab)["version"] == "1.0.0"
 
 
+def test_a_stop_during_a_rollbacks_switch_is_an_interruption(lab):
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0")
+    lab.sup.block_prepare.set()  # loading the rollback's target is slow
+    rollback(lab, "rb")
+    lab.states.wait(lambda items: any(s["state"] == "installing" for s in lab.states.of("rb")))
+    stopper = threading.Thread(target=lab.service.stop, args=(10.0,))
+    stopper.start()
+    while not lab.service._stop.is_set():
+        time.sleep(0.005)
+    lab.sup.release.set()  # the load finishes after the stop began
+    stopper.join(10)
+    final = lab.states.final("rb")
+    assert (final["state"], final["reason"]) == ("failed", "interrupted"), final
+    assert pointer(lab)["version"] == "1.1.0"
+
+
 def test_commands_before_startup_are_kept_and_run_once_started(lab):
     for i in range(3):  # queue_depth 2: two kept, the third refused with its id
         rollback(lab, f"early{i}")
