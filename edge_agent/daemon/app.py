@@ -227,7 +227,7 @@ class Daemon:
             cam.start()
             self.cameras.append(cam)
         if self.updates is not None:
-            self.updates.start(self.supervisor)  # take model commands from now on
+            self.updates.start(self.supervisor, fallback_error)  # take model commands now
         if self.publisher is not None and cfg.events.enabled:
             self.objects = ObjectService(
                 cfg, self.topics, self._publish, CountRecord(cfg.device.state_dir)

@@ -19,7 +19,12 @@ from edge_agent.config import Config
 from edge_agent.daemon.trial import Counters, HealthWatch, Outcome, Verdict
 from edge_agent.daemon.update_inbox import CommandInbox, Held
 from edge_agent.daemon.update_options import release_options, update_settings
-from edge_agent.daemon.update_states import interruption, taken_rollback_state, waiting_state
+from edge_agent.daemon.update_states import (
+    interruption,
+    not_started,
+    taken_rollback_state,
+    waiting_state,
+)
 from edge_agent.errors import EdgeAgentError, ModelUpdateError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
@@ -117,11 +122,18 @@ class UpdateService:
         logger.info("model %s: active release from %s", release.label, release.path)
         return release_options(self.base, release.path, release.manifest), _meta(release)
 
-    def start(self, supervisor: Supervisor) -> None:
-        """Publish the current state and start taking commands (and polling, if set)."""
+    def start(self, supervisor: Supervisor, failed: str = "") -> None:
+        """Publish the current state and start taking commands (and polling, if set).
+
+        Args:
+            failed: why the store's active release would not start (the daemon then runs
+                its configured model), "" when it did.
+        """
         self.supervisor = supervisor
-        self._progress(current_state(self.installer))
-        self._answer_interrupted()
+        state = current_state(self.installer)
+        failed = failed if state["name"] is not None else ""
+        self._progress(not_started(state, failed) if failed else state)
+        self._answer_interrupted(serving_release=not failed)
         u = self.config.updates
         self._runner = UpdateRunner(
             self.installer,
@@ -172,13 +184,13 @@ class UpdateService:
         if state.get("state") in FINAL:
             self._answer_taken(state)
 
-    def _answer_interrupted(self) -> None:
+    def _answer_interrupted(self, serving_release: bool = True) -> None:
         """Publish the final state of a request the previous run left unfinished."""
         pending = self._journal.take()
         if pending is None:
             return
         try:
-            active = self.store.active()
+            active = self.store.active() if serving_release else None
         except ModelUpdateError:
             active = None
         state = final_state(pending, (active.name, active.version) if active else None)

@@ -55,6 +55,20 @@ def taken_rollback_state(
     }
 
 
+def not_started(state: dict[str, Any], error: str) -> dict[str, Any]:
+    """The startup state when the active release would not start and the daemon runs its
+    configured model instead: ``active``/``fallback``, naming the release it left and why.
+
+    Args:
+        state: the startup state of the store's active release.
+        error: why that release would not start.
+    """
+    label = f"{state.get('name')}@{state.get('version')}"
+    why = f"{label} will not start ({error}); running the configured model"
+    return {**state, "name": None, "version": None, "reason": "fallback",
+            "message": why[:500], "from_version": label}  # fmt: skip
+
+
 def interruption(state: dict[str, Any], last: dict[str, Any] | None) -> dict[str, Any]:
     """A state reported while the daemon stops, as the README's ``failed``/``interrupted``
     when the stop is what ended the request (other states unchanged).

@@ -12,6 +12,8 @@ model file, so commands arrive while an install is running.
 3. The active release's model file deleted while the daemon is stopped: at the next
    start the store falls back to the previous release and the ``model`` topic says so
    (reason ``fallback``, the release it left, why).
+4. An active release whose files verify but whose model will not load at startup: the
+   daemon runs its configured model, and the ``model`` topic says so too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.updates.commands import build_update_command
+from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+from edge_agent.updates.signing import TrustedKeys
+from edge_agent.updates.store import ModelStore
 from tests.support.broker import MOSQUITTO, MqttSubscriber
 from tests.support.chaos import DEMO, DemoReleases, figure
 from tests.support.daemon import DaemonProcess
@@ -35,6 +40,7 @@ from tests.support.updates_e2e import (
     write_public_key,
 )
 from tests.support.updates_http import FileServer, Route
+from tests.support.updates_release import fake_tflite, install_local, make_release
 
 pytestmark = [
     pytest.mark.faults,
@@ -196,3 +202,33 @@ def test_a_store_fallback_is_reported_on_the_model_topic(lab, mqtt_broker):
     later = len(lab.results.on(lab.topics.results))
     got = wait_results(lab.results, lab.topics.results, 3, after=later, daemon=lab.daemon)
     assert {r["model"]["version"] for r in got} == {"1.0.0"}
+
+
+def test_an_installed_release_that_will_not_start_is_reported_on_the_model_topic(lab):
+    lab = lab()
+    broken = make_release(
+        lab.releases.root, lab.releases.key, "2.0.0", name="blobs",
+        files={"color_blobs.tflite": ("model", fake_tflite(20_000, seed=7)),
+               "labels.txt": ("labels", (DEMO / "labels.txt").read_bytes())},
+        task="auto",
+    )  # fmt: skip
+
+    def install_broken():  # every file verifies; the model only fails when loaded
+        state = lab.daemon.dir / "state"
+        installer = UpdateInstaller(
+            ModelStore(state), TrustedKeys([lab.releases.key.public_key()]), UpdateSettings()
+        )
+        install_local(installer, broken.dir)
+
+    seen = len(lab.sub.on(lab.topics.model))
+    lab.restart(install_broken)
+    doc = lab.sub.wait_for(
+        lab.topics.model,
+        lambda m: m in lab.sub.on(lab.topics.model)[seen:] and m.json()["request_id"] is None,
+        timeout=30,
+    ).json()
+    assert doc["serving"]["name"] != "blobs", doc  # the configured model runs
+    assert (doc["state"], doc["reason"], doc.get("from_version")) == (
+        "active", "fallback", "blobs@2.0.0"
+    ), doc  # fmt: skip
+    assert (doc["name"], doc["version"]) == (None, None), doc
