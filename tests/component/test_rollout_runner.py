@@ -403,3 +403,46 @@ def test_abort_with_rollback_also_rolls_back_a_device_that_turns_active_after_it
         finish.set()
         for d in devices:
             d.close()
+
+
+def test_abort_with_rollback_while_the_runner_sends_a_wave_rolls_back_what_it_sent(
+    broker, tmp_path, release, fleet, served, monkeypatch
+):
+    # `rollout abort --abort-rollback` from another terminal lands while the runner is in
+    # the middle of publishing a wave: the devices are marked `sending`, not yet `sent`.
+    # The runner sends them the update anyway; they turn active and must be rolled back.
+    from edge_agent.tools.release.push import _Link
+    from edge_agent.tools.release.rollout import runner as runner_module
+
+    fleet(2)
+    store, ro = _start(release, broker, served, tmp_path, Plan.parse("100%", "0"))
+    reached, go = threading.Event(), threading.Event()
+
+    def publish(self, topic, payload):
+        if topic.endswith("/cmd/model/update") and not go.is_set():
+            reached.set()
+            assert go.wait(30)
+        _Link.publish(self, topic, payload)
+
+    monkeypatch.setattr(runner_module._StatusLink, "publish", publish)
+    finished = []
+    driver = threading.Thread(target=lambda: finished.append(Runner(store, ro.id, broker).run()))
+    driver.start()
+    result = []
+    try:
+        assert reached.wait(30)
+        aborter = threading.Thread(
+            target=lambda: result.append(abort(store, ro.id, broker, rollback=True))
+        )
+        aborter.start()
+        wait_until(lambda: store.load(ro.id).status is RolloutStatus.ABORTED, 10, "the abort")
+    finally:
+        go.set()
+    driver.join(60)
+    aborter.join(60)
+    assert result, "abort did not return"
+    assert finished[0].status is RolloutStatus.ABORTED
+    aborted = result[0]
+    for device in ("d00", "d01"):
+        assert aborted.devices[device].step is DeviceStep.ACTIVE, table(aborted)
+        assert aborted.devices[device].rollback_sent, table(aborted)

@@ -355,6 +355,10 @@ def abort(
     if rollback:
         if broker is None:
             raise ValueError("rollback needs the broker")
+        # A runner (another process) sees the abort within _SAVE_EVERY and ends; its last
+        # write says which devices it sent the update to (mid-wave: some marked sending).
+        with store.running(rollout_id, wait=True), store.locked(rollout_id):
+            ro = store.load(rollout_id)
         payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
         fleet = _Fleet(broker, ro.prefix)
         sent, targets = [], []

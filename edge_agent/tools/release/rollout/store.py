@@ -185,16 +185,20 @@ class RolloutStore:
             yield
 
     @contextmanager
-    def running(self, rollout_id: str) -> Iterator[None]:
+    def running(self, rollout_id: str, *, wait: bool = False) -> Iterator[None]:
         """Hold the rollout's run lock (``{id}.run``) while a runner drives it.
 
         The kernel drops the lock with its process (a crash, SIGKILL), so ``resume``
         is never locked out by a dead runner, only by a live one.
 
+        Args:
+            wait: wait for a runner that holds it to end, instead of raising.
+
         Raises:
             ModelUpdateError: ``rollout_busy`` (another process runs this rollout).
         """
-        with self._flock(rollout_id, ".run", busy="is being run by another process"):
+        busy = "" if wait else "is being run by another process"
+        with self._flock(rollout_id, ".run", busy=busy):
             yield
 
     @contextmanager
