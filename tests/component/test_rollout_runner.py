@@ -446,3 +446,33 @@ def test_abort_with_rollback_while_the_runner_sends_a_wave_rolls_back_what_it_se
     for device in ("d00", "d01"):
         assert aborted.devices[device].step is DeviceStep.ACTIVE, table(aborted)
         assert aborted.devices[device].rollback_sent, table(aborted)
+
+
+def test_abort_with_rollback_after_the_runner_died_mid_wave_rolls_back_what_it_sent(
+    broker, tmp_path, release, fleet, served
+):
+    # The runner marked the wave `sending`, sent d00 the update, and was SIGKILLed before
+    # writing so. `rollout abort --abort-rollback`: d00 did get it (its state carries the
+    # rollout's request id) and turned active, so it is rolled back; d01 never got it.
+    fleet(2)
+    store, ro = _start(release, broker, served, tmp_path, Plan.parse("100%", "0"))
+    with store.locked(ro.id):
+        intent = store.load(ro.id)
+        for record in intent.devices.values():
+            record.step = DeviceStep.SENDING
+        store.save(intent)
+    sender = MqttSubscriber(broker.host, broker.port, [state_topic(PREFIX, "d00")]).start()
+    try:
+        sender.publish(f"{PREFIX}/d00/cmd/model/update", ro.payload.encode(), 1)
+        wait_until(lambda: (sender.last_json(state_topic(PREFIX, "d00")) or {}).get("state")
+                   == "active", 20, "d00 to install")  # fmt: skip
+        aborted = abort(store, ro.id, broker, rollback=True)
+        assert aborted.devices["d00"].step is DeviceStep.ACTIVE, table(aborted)
+        assert aborted.devices["d00"].rollback_sent, table(aborted)
+        assert (aborted.devices["d01"].step, aborted.devices["d01"].rollback_sent) == (
+            DeviceStep.SKIPPED, False
+        )  # fmt: skip
+        wait_until(lambda: (sender.last_json(state_topic(PREFIX, "d00")) or {}).get("request_id")
+                   == f"{ro.request_id}-rb", 10, "d00's rollback answer")  # fmt: skip
+    finally:
+        sender.stop()

@@ -341,11 +341,10 @@ def abort(
 ) -> Rollout:  # fmt: skip
     """Stop a rollout's further waves; with ``rollback``, roll back its active devices.
 
-    With ``rollback``, the devices sent the update that had not answered for good are
-    waited for first (each up to the device timeout): one that turns active is rolled back
-    too, and one whose install fails is not sent a rollback that would take it one release
-    further back. The rollback command carries ``{request_id}-rb``, so sending it again
-    (an abort repeated after a crash) is answered by the device rather than run twice.
+    With ``rollback``, the devices sent the update that have not answered for good are
+    waited for first (each up to the device timeout): one turning active is rolled back
+    too, one whose install fails is not taken a release further back. The rollback carries
+    ``{request_id}-rb``: sent again (an abort repeated), the device answers, not reruns it.
     """
     with store.locked(rollout_id):  # a runner in another process merges this, see _sync
         ro = store.load(rollout_id)
@@ -355,15 +354,14 @@ def abort(
     if rollback:
         if broker is None:
             raise ValueError("rollback needs the broker")
-        # A runner (another process) sees the abort within _SAVE_EVERY and ends; its last
-        # write says which devices it sent the update to (mid-wave: some marked sending).
+        # A runner (another process) ends within _SAVE_EVERY: its last write says whom it sent.
         with store.running(rollout_id, wait=True), store.locked(rollout_id):
             ro = store.load(rollout_id)
         payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
         fleet = _Fleet(broker, ro.prefix)
-        sent, targets = [], []
+        sent, targets, followed = [], [], set()
         try:
-            _settle(ro, fleet)
+            _settle(ro, fleet, followed)
             targets = [d for d, r in ro.devices.items() if r.step is DeviceStep.ACTIVE]
             for device in targets:
                 fleet.link.publish(device_command_topic(ro.prefix, device, ROLLBACK), payload)
@@ -372,9 +370,8 @@ def abort(
             fleet.close()
             with store.locked(rollout_id):  # the runner may have written meanwhile
                 seen, ro = ro, store.load(rollout_id)
-                for device, record in seen.devices.items():
-                    if record.step.done and not ro.devices[device].step.done:
-                        ro.devices[device] = record  # it answered while the abort waited
+                for device in followed:  # what it answered while the abort waited
+                    ro.devices[device] = seen.devices[device]
                 for device in sent:
                     ro.devices[device].rollback_sent = True
                 store.save(ro)
@@ -382,18 +379,21 @@ def abort(
     return ro
 
 
-def _settle(ro: Rollout, fleet: _Fleet) -> None:
-    """Follow the devices sent the update until each has answered for good or is past
-    the device timeout (see :func:`abort`)."""
+def _settle(ro: Rollout, fleet: _Fleet, followed: set[str]) -> None:
+    """Follow the devices sent the update (see :func:`abort`); adds them to ``followed``."""
+    fleet.link.publish(group_status_request(ro.prefix, ro.group), b"{}")
+    fleet.pump(time.monotonic() + 1.0)  # their retained states (or answers) first
     told = False
     while True:
         now = time.time()
         for device, doc in list(fleet.model.items()):
-            steps.observe(ro, device, doc, now)
-        waiting = [r for r in ro.devices.values() if r.sent_at is not None and not r.step.done]
-        if all(now - r.sent_at > ro.plan.device_timeout for r in waiting):
+            again = steps.sent_after_all(ro, device, doc, now)
+            if steps.observe(ro, device, doc, now) or again:
+                followed.add(device)
+        waiting = steps.in_flight(ro, now)
+        if not waiting:
             return
-        if not told:
-            told = True
-            logger.info("rollout %s: abort waits for %d devices installing", ro.id, len(waiting))
+        if not told:  # once
+            logger.warning("rollout %s: abort waits for %d devices installing", ro.id, waiting)
+        told = True
         fleet.pump(time.monotonic() + 1.0)

@@ -109,6 +109,32 @@ def skip_rest(rollout: Rollout, reason: str, now: float) -> None:
             record.step, record.reason, record.done_at = DeviceStep.SKIPPED, reason, now
 
 
+def sent_after_all(rollout: Rollout, device: str, doc: Mapping[str, Any], now: float) -> bool:
+    """Follow again a device an abort marked skipped that did get the command (the runner
+    died between sending it and writing so): its state carries this rollout's request id.
+
+    Returns:
+        True when the device is ``sent`` again (``observe`` then takes its state).
+    """
+    record = rollout.devices.get(device)
+    if record is None or doc.get("request_id") != rollout.request_id:
+        return False
+    if (record.step, record.reason, record.sent_at) != (DeviceStep.SKIPPED, "aborted", None):
+        return False
+    record.step, record.reason, record.sent_at, record.done_at = DeviceStep.SENT, "", now, None
+    return True
+
+
+def in_flight(rollout: Rollout, now: float) -> int:
+    """Devices sent the command that have not answered for good, within the device timeout."""
+    limit = rollout.plan.device_timeout
+    return sum(
+        1
+        for r in rollout.devices.values()
+        if r.sent_at is not None and not r.step.done and now - r.sent_at <= limit
+    )
+
+
 def adopt(rollout: Rollout, on_disk: Rollout | None, now: float) -> bool:
     """Take into the runner's copy what ``abort`` wrote to the file; True on an abort.
 
