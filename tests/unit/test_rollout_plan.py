@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge_agent.errors import ModelUpdateError
 from edge_agent.tools.release.rollout import runner as runner_module
 from edge_agent.tools.release.rollout import steps
 from edge_agent.tools.release.rollout.plan import (
@@ -278,3 +279,16 @@ def test_store_round_trips_atomically(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
     with pytest.raises(ValueError):
         store.path("../etc/passwd")
+
+
+def test_waiting_for_a_runner_that_does_not_end_gives_up(tmp_path):
+    # abort --abort-rollback waits for a runner still driving the rollout (another
+    # process) to see the abort and end; one that never does must not hold it forever.
+    store = RolloutStore(tmp_path)
+    # A runner that holds the run lock and never lets go:
+    with store.running("r1"), pytest.raises(ModelUpdateError) as err, store.running("r1", 0.3):
+        pytest.fail("the run lock was taken while a runner held it")
+    assert err.value.reason == "rollout_busy"
+    assert "still run by another process" in str(err.value)
+    with store.running("r1", wait=0.3):  # once that runner has ended, at once
+        pass

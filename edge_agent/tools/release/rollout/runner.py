@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[Rollout], None]
 _SAVE_EVERY = 0.5  # seconds: state changes are batched into one atomic write at most this often
+RUNNER_STOP_S = 30.0  # abort waits so long for a runner to see it, end, and say whom it sent
 _TURN = 0.25  # seconds a follow turn listens for device states
 _AWAY = 2.0  # a turn longer than this: the process did not run (suspended), not the devices
 
@@ -354,8 +355,7 @@ def abort(
     if rollback:
         if broker is None:
             raise ValueError("rollback needs the broker")
-        # A runner (another process) ends within _SAVE_EVERY: its last write says whom it sent.
-        with store.running(rollout_id, wait=True), store.locked(rollout_id):
+        with store.running(rollout_id, wait=RUNNER_STOP_S), store.locked(rollout_id):
             ro = store.load(rollout_id)
         payload = json.dumps({"request_id": f"{ro.request_id}-rb"[:64]}).encode()
         fleet = _Fleet(broker, ro.prefix)

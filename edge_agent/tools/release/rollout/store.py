@@ -185,34 +185,46 @@ class RolloutStore:
             yield
 
     @contextmanager
-    def running(self, rollout_id: str, *, wait: bool = False) -> Iterator[None]:
+    def running(self, rollout_id: str, wait: float = 0.0) -> Iterator[None]:
         """Hold the rollout's run lock (``{id}.run``) while a runner drives it.
 
         The kernel drops the lock with its process (a crash, SIGKILL), so ``resume``
         is never locked out by a dead runner, only by a live one.
 
         Args:
-            wait: wait for a runner that holds it to end, instead of raising.
+            wait: seconds to wait for a runner that holds it to end (0: raise at once).
 
         Raises:
-            ModelUpdateError: ``rollout_busy`` (another process runs this rollout).
+            ModelUpdateError: ``rollout_busy`` (another process runs this rollout, or
+                still did after ``wait``).
         """
-        busy = "" if wait else "is being run by another process"
-        with self._flock(rollout_id, ".run", busy=busy):
+        busy = "is being run by another process"
+        if wait:
+            busy = f"is still run by another process after {wait:.0f}s"
+        with self._flock(rollout_id, ".run", busy=busy, wait=wait):
             yield
 
     @contextmanager
-    def _flock(self, rollout_id: str, suffix: str, busy: str = "") -> Iterator[None]:
+    def _flock(
+        self, rollout_id: str, suffix: str, busy: str = "", wait: float = 0.0
+    ) -> Iterator[None]:
         """Hold an exclusive ``flock`` on ``{id}{suffix}`` (released when the file is closed,
-        or by the kernel with its process). With ``busy`` it does not wait: a lock held
-        elsewhere raises ModelUpdateError ``rollout_busy`` ("rollout {id} {busy}")."""
+        or by the kernel with its process). With ``busy``, a lock held elsewhere for
+        ``wait`` seconds more raises ModelUpdateError ``rollout_busy`` ("rollout {id}
+        {busy}"); without, it waits (the read-modify-write lock, held for moments)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path(rollout_id).with_suffix(suffix), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
-            except BlockingIOError as exc:
-                raise ModelUpdateError("rollout_busy", f"rollout {rollout_id} {busy}") from exc
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() >= deadline:
+                        why = f"rollout {rollout_id} {busy}"
+                        raise ModelUpdateError("rollout_busy", why) from exc
+                    time.sleep(0.1)
             yield
         finally:
             os.close(fd)
