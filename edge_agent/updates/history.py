@@ -34,6 +34,9 @@ def _read(root: Path) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         logger.warning("model store: %s unreadable (%s); using the releases on disk", HISTORY, exc)
         return {}
+    if not isinstance(data, dict):  # JSON, but not the record (a hand edit, a bad disk)
+        logger.warning("model store: %s is no JSON object; using the releases on disk", HISTORY)
+        return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 

@@ -188,3 +188,17 @@ def test_a_rollback_cut_short_is_answered_and_can_be_sent_again(tmp_path):
     assert runner.ledger.admit(request_key("rollback", "rb-1", payload))[0] is Seen.NEW
     assert dev.store.active().version == "2.0.0"
     assert not dev.journal.path.exists()
+
+
+@pytest.mark.parametrize("record", ["[]", '"1.0.0"', "null", "3"])
+def test_a_version_record_that_is_json_but_no_object_does_not_stop_updates(tmp_path, record):
+    # versions.json edited by hand or damaged into other JSON: the replay check falls
+    # back on the releases on disk, as for an unreadable file, and the update installs.
+    state = tmp_path / "state"
+    v1 = make_release(tmp_path / "rel", KEY, "1.0.0")
+    v2 = make_release(tmp_path / "rel", KEY, "2.0.0")
+    install_local(Device(state).installer, v1.dir)
+    (state / "models" / "versions.json").write_text(record)
+    installed = install_local(Device(state).installer, v2.dir)
+    assert installed.version == v2.version == "2.0.0"
+    assert history(state) == {"cls": "2.0.0"}
