@@ -23,7 +23,8 @@ validators of a manifest are kept only once its release was handled for good
 (installed, already active, not newer, or refused for a reason that a retry cannot
 change); after a transient failure (network, HTTP, timeout, full disk...) the next poll
 fetches it again, after a capped exponential backoff from ``poll_interval``. A command
-queued while the manifest is fetched cuts that fetch short: commands go first.
+queued while the manifest is fetched cuts that fetch short: commands go first. A polled
+release refused for good is remembered across restarts (``polled.py``).
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.commands import (
     ROLLBACK,
     UPDATE,
-    UpdateCommand,
     command_kind,
     peek_request_id,
 )
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.journal import INTERRUPTED, RequestJournal
-from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, parse_manifest
+from edge_agent.updates.manifest import MAX_MANIFEST_BYTES
+from edge_agent.updates.polled import handle_polled
 from edge_agent.updates.requests import (
     LEDGER_FILE,
     RequestKey,
@@ -54,7 +55,6 @@ from edge_agent.updates.requests import (
     Seen,
     request_key,
 )
-from edge_agent.updates.signing import load_envelope, parse_envelope
 from edge_agent.updates.states import UpdateJob, UpdateState
 from edge_agent.updates.urls import redact_url
 
@@ -366,34 +366,9 @@ class UpdateRunner:
         if not fetched.changed:
             logger.debug("model update: %s unchanged", shown)
             return True
-        outcome = self._handle_polled(fetched.body or b"", url)
+        outcome = handle_polled(self.installer, fetched.body or b"", url)
         if outcome in RETRY_POLL:
             logger.warning("model update: %s failed (%s); it will be fetched again", shown, outcome)
             return False
         self._etag, self._last_modified = fetched.etag, fetched.last_modified
         return True
-
-    def _handle_polled(self, body: bytes, url: str) -> str | None:
-        """Install a polled manifest if newer; the failure reason, or None when handled."""
-        shown = redact_url(url)
-        try:
-            envelope = load_envelope(body)
-            manifest = parse_manifest(parse_envelope(envelope).manifest)
-        except ModelUpdateError as exc:
-            logger.warning("model update: %s offers an unusable manifest: %s", shown, exc)
-            return exc.reason
-        try:
-            active = self.installer.store.active()
-        except ModelUpdateError:
-            active = None
-        same = active is not None and active.name == manifest.name
-        if same and manifest.version <= active.manifest.version:
-            logger.debug("model update: %s offers %s; not newer", shown, manifest.label)
-            return None
-        logger.info("model update: %s offers %s; installing", shown, manifest.label)
-        try:
-            self.installer.install(UpdateCommand(envelope=envelope, manifest_url=url))
-        except ModelUpdateError as exc:
-            logger.warning("model update: polled install failed: %s", exc)
-            return exc.reason
-        return None

@@ -7,6 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
@@ -128,3 +129,54 @@ def test_polling_retries_a_release_after_a_transient_failure(setup):
     polls = [h for p, h in server.requests if p.endswith("manifest.json")]
     # Each failure left the manifest to be fetched again, not answered 304 "unchanged".
     assert [h.get("If-None-Match") for h in polls[:3]] == [None, None, None]
+
+
+def test_a_polled_release_that_failed_its_health_check_is_not_tried_again_after_a_restart(
+    setup,
+):
+    tmp, installer, states, server = setup
+    v1, v2 = (make_release(tmp / "rel", KEY, v) for v in ("1.0.0", "2.0.0"))
+    publish(server, v1)
+    manifest = Route(body=(v1.dir / "manifest.json").read_bytes(), etag='"1"')
+    url = server.add("/1.0.0/manifest.json", manifest)
+
+    def health(release):  # 2.0.0's model fails its health check on this box
+        if release.version == "2.0.0":
+            raise ModelUpdateError("health_check_failed", "every frame failed")
+
+    def device():  # one run of the daemon: its installer on the same state dir
+        store, keys = installer.store, TrustedKeys([KEY.public_key()])
+        settings = UpdateSettings(download=DownloadSettings(allow_http=True, retries=0))
+        fresh = UpdateInstaller(ModelStore(store.root.parent), keys, settings, progress=states,
+                                swap=health)  # fmt: skip
+        return fresh, UpdateRunner(fresh, poll_url=url, poll_interval=0.1).start()
+
+    def polls():
+        return [h for p, h in server.requests if p.endswith("manifest.json")]
+
+    first, runner = device()
+    try:
+        states.matching(lambda s: s["state"] == "active" and s["version"] == "1.0.0")
+        for name, data in v2.files.items():  # the same URL now offers 2.0.0
+            server.add(f"/1.0.0/{name}", data)
+        manifest.body, manifest.etag = (v2.dir / "manifest.json").read_bytes(), '"2"'
+        refused = states.matching(lambda s: s["reason"] == "health_check_failed")
+        assert (refused["state"], refused["version"]) == ("rolled_back", "1.0.0")
+    finally:
+        runner.stop()
+    downloads = sum(1 for p, _ in server.requests if p == "/1.0.0/model.tflite")
+    before = len(polls())
+    second, runner = device()  # restarted: no validators in memory
+    try:
+        deadline = time.monotonic() + 10
+        # Fetched in full once, then asked only whether it changed: handled for good.
+        while not any(h.get("If-None-Match") == '"2"' for h in polls()[before + 1 :]):
+            assert time.monotonic() < deadline, polls()[before:]
+            time.sleep(0.05)
+        assert polls()[before].get("If-None-Match") is None
+    finally:
+        runner.stop()
+    assert sum(1 for p, _ in server.requests if p == "/1.0.0/model.tflite") == downloads
+    assert [s["reason"] for s in states.items].count("health_check_failed") == 1
+    assert [s["version"] for s in states.items if s["state"] == "downloading"] == ["1.0.0", "2.0.0"]
+    assert second.store.active().version == "1.0.0"
