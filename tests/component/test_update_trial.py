@@ -349,19 +349,25 @@ def test_a_stop_while_the_trial_waits_is_an_interruption(lab):
     assert not (lab.tmp / "state" / FILE_NAME).exists()
 
 
+def _stop_while_loading(lab, request_id: str, state: str) -> dict:
+    """Stop the service while ``request_id``'s model load (blocked) is in ``state``; the
+    load finishes after the stop began. Returns the request's final state."""
+    lab.states.wait(lambda items: any(s["state"] == state for s in lab.states.of(request_id)))
+    stopper = threading.Thread(target=lab.service.stop, args=(10.0,))
+    stopper.start()
+    while not lab.service._stop.is_set():
+        time.sleep(0.005)
+    lab.sup.release.set()
+    stopper.join(10)
+    return lab.states.final(request_id)
+
+
 def test_a_stop_during_verification_is_an_interruption_not_a_failed_swap(lab):
     lab.service.start(lab.sup)
     installed(lab, "1.0.0")
     lab.sup.block_prepare.set()  # the validator's model load is slow
     update(lab, "2.0.0", "slow")
-    lab.states.wait(lambda items: any(s["state"] == "verifying" for s in lab.states.of("slow")))
-    stopper = threading.Thread(target=lab.service.stop, args=(10.0,))
-    stopper.start()
-    while not lab.service._stop.is_set():
-        time.sleep(0.005)
-    lab.sup.release.set()  # the load finishes after the stop began
-    stopper.join(10)
-    final = lab.states.final("slow")
+    final = _stop_while_loading(lab, "slow", "verifying")
     assert (final["state"], final["reason"]) == ("failed", "interrupted"), final
     assert pointer(lab)["version"] == "1.0.0"
 
@@ -371,14 +377,7 @@ def test_a_stop_during_a_rollbacks_switch_is_an_interruption(lab):
     installed(lab, "1.0.0", "1.1.0")
     lab.sup.block_prepare.set()  # loading the rollback's target is slow
     rollback(lab, "rb")
-    lab.states.wait(lambda items: any(s["state"] == "installing" for s in lab.states.of("rb")))
-    stopper = threading.Thread(target=lab.service.stop, args=(10.0,))
-    stopper.start()
-    while not lab.service._stop.is_set():
-        time.sleep(0.005)
-    lab.sup.release.set()  # the load finishes after the stop began
-    stopper.join(10)
-    final = lab.states.final("rb")
+    final = _stop_while_loading(lab, "rb", "installing")
     assert (final["state"], final["reason"]) == ("failed", "interrupted"), final
     assert pointer(lab)["version"] == "1.1.0"
 
