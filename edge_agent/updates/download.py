@@ -91,18 +91,19 @@ class Downloader:
         limit = self.settings.update_timeout if seconds is None else seconds
         previous = getattr(self._local, "deadline", None)
         mine = Deadline(self._clock() + limit, f"update exceeded its {limit:g}s limit")
-        self._local.deadline = mine if previous is None or mine.at < previous.at else previous
-        try:
+        with self._deadline(mine if previous is None or mine.at < previous.at else previous):
             yield
-        finally:
-            self._local.deadline = previous
 
-    @contextlib.contextmanager
-    def unbudgeted(self) -> Iterator[None]:
+    def unbudgeted(self) -> contextlib.AbstractContextManager[None]:
         """Lift the calling thread's update budget inside the block: a swap's wait for
         frames is no fetch of its update, and a fetch made meanwhile is another request's."""
+        return self._deadline(None)
+
+    @contextlib.contextmanager
+    def _deadline(self, deadline: Deadline | None) -> Iterator[None]:
+        """The calling thread's budget inside the block; the one before it after."""
         previous = getattr(self._local, "deadline", None)
-        self._local.deadline = None
+        self._local.deadline = deadline
         try:
             yield
         finally:
