@@ -23,6 +23,7 @@ from edge_agent.config.schema import (
 from edge_agent.publishing.discovery import PREFIX_PATTERN
 from edge_agent.publishing.endpoints import parse_endpoint
 from edge_agent.publishing.topics import label_level
+from edge_agent.tracking.events import PresenceCounts
 
 
 class Problem(Exception):
@@ -190,8 +191,6 @@ def check_cameras(cameras: Sequence[CameraConfig]) -> None:
 
 # Levels under {prefix}/{device_id}/ that counts of a camera or zone must not shadow.
 RESERVED_PLACES = frozenset({"cmd", "available", "results", "stats", "status", "model", "events"})
-# The count of every label (PresenceCounts.ALL): ``.../{camera}/all``.
-_ALL_LABELS = "all"
 
 
 def check_objects(config: Config) -> None:
@@ -243,10 +242,11 @@ def check_event_labels(labels: Sequence[str]) -> None:
     Raises:
         Problem: naming the first label that shares its level.
     """
-    levels = {label_level(_ALL_LABELS): _ALL_LABELS}
+    every = PresenceCounts.ALL  # the count of every label: ``.../{camera}/all``
+    levels = {label_level(every): every}
     for label in labels:
         level = label_level(label)
-        if label == _ALL_LABELS:
+        if label == every:
             raise Problem("events.labels", f'"{label}" is the count of every label')
         if level in levels:  # the schema refuses a label listed twice
             raise Problem(
