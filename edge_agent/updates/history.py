@@ -11,13 +11,12 @@ served for good, and retrying that very update must still work (it is checked ag
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.manifest import Manifest
-from edge_agent.updates.release import write_json_atomic
+from edge_agent.updates.release import read_json_record, write_json_atomic
 from edge_agent.updates.versions import Version, parse_version
 
 logger = logging.getLogger(__name__)
@@ -27,16 +26,7 @@ HISTORY = "versions.json"
 
 def _read(root: Path) -> dict[str, str]:
     """The recorded highest versions (empty when missing or unreadable)."""
-    try:
-        data = json.loads((root / HISTORY).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("model store: %s unreadable (%s); using the releases on disk", HISTORY, exc)
-        return {}
-    if not isinstance(data, dict):  # JSON, but not the record (a hand edit, a bad disk)
-        logger.warning("model store: %s is no JSON object; using the releases on disk", HISTORY)
-        return {}
+    data = read_json_record(root / HISTORY, dict, "using the releases on disk") or {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 

@@ -15,7 +15,6 @@ log line. A push of that release still runs (an operator's choice), and another 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.commands import UpdateCommand
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import parse_manifest
-from edge_agent.updates.release import write_json_atomic
+from edge_agent.updates.release import read_json_record, write_json_atomic
 from edge_agent.updates.signing import load_envelope, parse_envelope
 from edge_agent.updates.urls import redact_url
 
@@ -80,16 +79,7 @@ def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | No
 
 def _read(root: Path) -> list[dict[str, Any]]:
     """The remembered refusals (none when the file is missing or unreadable)."""
-    try:
-        data = json.loads((root / REFUSALS).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError) as exc:
-        logger.warning("model store: %s unreadable (%s); ignoring it", REFUSALS, exc)
-        return []
-    if not isinstance(data, list):
-        logger.warning("model store: %s is no JSON list; ignoring it", REFUSALS)
-        return []
+    data = read_json_record(root / REFUSALS, list, "ignoring it") or []
     return [e for e in data if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -19,6 +20,8 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.inference.model_info import is_tflite
 from edge_agent.updates.manifest import MANIFEST_FILE, FileEntry, Manifest, parse_manifest
 from edge_agent.updates.signing import load_envelope, parse_envelope
+
+logger = logging.getLogger(__name__)
 
 INSTALLED_MARK = ".installed"
 TRASH = ".trash"
@@ -78,6 +81,27 @@ def write_json_atomic(
         write_atomic(path, raw, hook=hook, point=point)
     except OSError as exc:
         raise ModelUpdateError("io_error", f"{error}: {exc}") from exc
+
+
+def read_json_record(path: Path, kind: type, instead: str) -> Any:
+    """A store record written by :func:`write_json_atomic`, if it is a ``kind``.
+
+    Returns:
+        The document; None when it is missing, or (logged, with ``instead`` saying what is
+        done without it) unreadable or JSON of another type (a hand edit, a bad disk).
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("model store: %s unreadable (%s); %s", path.name, exc, instead)
+        return None
+    if not isinstance(data, kind):
+        what = "object" if kind is dict else "list"
+        logger.warning("model store: %s is no JSON %s; %s", path.name, what, instead)
+        return None
+    return data
 
 
 def check_file(path: Path, entry: FileEntry, *, full: bool = True) -> None:
