@@ -229,6 +229,35 @@ def test_pack_rejects_bad_inputs(tmp_path, keys):
     assert e.value.reason == "exists"
 
 
+def test_a_model_replaced_while_it_is_packed_gives_a_release_that_verifies(
+    tmp_path, keys, monkeypatch
+):
+    """An exporter replacing the model (write, rename) as pack reads it: the manifest
+    must describe the bytes the release holds, or every device refuses it."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(fake_tflite(seed=1))
+    newer = tmp_path / "newer.tflite"
+    newer.write_bytes(fake_tflite(seed=2))
+    real_open = open
+    opened = []
+
+    def open_then_replace(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        if os.fspath(path) == os.fspath(model) and not opened:
+            opened.append(path)
+            os.replace(newer, model)  # the open handle keeps the old file
+        return handle
+
+    monkeypatch.setattr("builtins.open", open_then_replace)
+    rel = operator.pack(tmp_path / "rel", name="x", version=1, model=model, private_key=keys[0])
+    monkeypatch.undo()
+    assert opened, "the model was never opened"
+    manifest = operator.verify(rel, [keys[1]])
+    assert (rel / "m.tflite").read_bytes() == fake_tflite(seed=1)
+    assert [f.size for f in manifest.files] == [len(fake_tflite(seed=1))]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 # --------------------------------------------------------------------------- push
 
 

@@ -99,13 +99,50 @@ def keygen(
     return key_id(key.public_key())
 
 
-def _entry(path: Path, role: str) -> FileEntry:
-    """Manifest entry of an input file (hashing it)."""
+def _copy_entry(source: Path, role: str, folder: Path) -> FileEntry:
+    """Copy an input into the release folder; its entry is the hash of the bytes written.
+
+    One pass reads, writes and hashes, so an input that changes while it is packed
+    still gives a release whose manifest matches its files.
+    """
+    name = validate_file_name(source.name)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return FileEntry(validate_file_name(path.name), role, digest.hexdigest(), path.stat().st_size)
+    size = 0
+    try:
+        with open(source, "rb") as src, open(folder / name, "xb") as dst:
+            block = src.read(8)
+            if role in ("model", "cpu_model") and not is_tflite(block):
+                raise ModelUpdateError("not_tflite", f"{name} is not a TFLite model")
+            while block:
+                digest.update(block)
+                dst.write(block)
+                size += len(block)
+                block = src.read(1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"cannot pack {source}: {exc.strerror or exc}") from exc
+    return FileEntry(name, role, digest.hexdigest(), size)
+
+
+def _assemble(
+    folder: Path, inputs: Mapping[str, Path], key: Ed25519PrivateKey, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Copy the inputs into ``folder``, then sign and write the manifest of the copies."""
+    entries: list[FileEntry] = []
+    for role, source in inputs.items():
+        name = validate_file_name(source.name)
+        if any(entry.name == name for entry in entries):
+            raise ModelUpdateError("bad_manifest", f"duplicate file names ({name})")
+        entries.append(_copy_entry(source, role, folder))
+    manifest = build_manifest(
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), files=entries, **fields
+    )
+    envelope = sign_manifest(manifest, key)
+    manifest_path = folder / MANIFEST_FILE
+    manifest_path.write_bytes(envelope_bytes(envelope))
+    fsync_path(manifest_path)
+    return envelope
 
 
 def pack(
@@ -151,6 +188,16 @@ def pack(
         if isinstance(private_key, Ed25519PrivateKey)
         else load_private_key(private_key, passphrase)
     )
+    release = {
+        "name": name,
+        "version": version,
+        "task": task,
+        "adapter": adapter,
+        "min_agent_version": min_agent_version,
+        "description": description,
+        "golden_tolerance": golden_tolerance,
+        "targets": targets,
+    }
     roles = {
         "model": model,
         "cpu_model": cpu_model,
@@ -159,43 +206,23 @@ def pack(
         "golden_output": golden_output,
     }
     inputs = {role: Path(p) for role, p in roles.items() if p is not None}
-    try:
-        entries = [_entry(path, role) for role, path in inputs.items()]
-    except OSError as exc:
-        raise ModelUpdateError("io_error", f"{exc.filename}: {exc.strerror}") from exc
-    for entry in entries:
-        if entry.role in ("model", "cpu_model"):
-            with open(inputs[entry.role], "rb") as f:
-                if not is_tflite(f.read(8)):
-                    raise ModelUpdateError("not_tflite", f"{entry.name} is not a TFLite model")
-    manifest = build_manifest(
-        name=name,
-        version=version,
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        task=task,
-        files=entries,
-        adapter=adapter,
-        min_agent_version=min_agent_version,
-        description=description,
-        golden_tolerance=golden_tolerance,
-        targets=targets,
-    )
-    envelope = sign_manifest(manifest, key)
     if out.exists() and not overwrite:
         raise ModelUpdateError("exists", f"{out} exists (use --force to overwrite)")
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}")
     try:
         tmp.mkdir(parents=True)
-        for entry in entries:
-            shutil.copyfile(inputs[entry.role], tmp / entry.name)
-        (tmp / MANIFEST_FILE).write_bytes(envelope_bytes(envelope))
+    except OSError as exc:
+        raise ModelUpdateError("io_error", f"cannot write {out}: {exc}") from exc
+    try:
+        envelope = _assemble(tmp, inputs, key, release)
         if out.exists():
             shutil.rmtree(out)
         os.rename(tmp, out)
         fsync_path(out.parent)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelUpdateError("io_error", f"cannot write {out}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("packed %s@%s into %s (key %s)", name, version, out, envelope["key_id"])
     return out
 
