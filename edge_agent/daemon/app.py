@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService
-from edge_agent.daemon.options import model_options, mqtt_settings
+from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.preflight import log_filter_warnings
 from edge_agent.daemon.reload import log_plan, plan_reload
@@ -58,7 +57,7 @@ class Daemon:
     def __init__(self, config: Config, config_path: str = "", signals: SignalQueue | None = None):
         self.config = config
         self.config_path = config_path
-        self.device_id = config.device.id or socket.gethostname().split(".")[0]
+        self.device_id = device_id(config)
         self.topics = device_topics(config, self.device_id)  # with HA's birth topic
         self.notifier = Notifier()
         self.watchdog = Watchdog.from_environment(self.notifier)

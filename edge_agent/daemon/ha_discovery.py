@@ -65,6 +65,25 @@ def device_topics(config: Config, device_id: str) -> Topics:
     return Topics(config.mqtt.prefix, device_id, config.device.groups, birth_filters(config))
 
 
+def entity_messages(config: Config, topics: Topics, *, events: bool) -> list[tuple[str, dict]]:
+    """Every discovery ``(topic, payload)`` the config makes; none with Home Assistant off.
+
+    Args:
+        events: the object layer runs (occupancy and count entities).
+
+    Raises:
+        ConfigError: the config makes two entities share one discovery topic.
+    """
+    if not config.mqtt.homeassistant:
+        return []
+    return discovery_messages(
+        topics,
+        discovery_prefix=config.mqtt.discovery_prefix,
+        stats_interval=config.stats.interval,
+        objects=object_layout(config, events=events),
+    )
+
+
 def read_record(path: Path) -> Record:
     """The recorded topics; an empty record when the file is missing or unreadable."""
     try:
@@ -140,14 +159,7 @@ class HaDiscovery:
         Raises:
             ConfigError: the config makes two entities share one discovery topic.
         """
-        messages = []
-        if config.mqtt.homeassistant:
-            messages = discovery_messages(
-                self._topics,
-                discovery_prefix=config.mqtt.discovery_prefix,
-                stats_interval=config.stats.interval,
-                objects=object_layout(config, events=events),
-            )
+        messages = entity_messages(config, self._topics, events=events)
         self._birth_topics = birth_filters(config)
         payloads = {topic: encode_payload(topic, p) for topic, p in messages}  # as sent
         with self._lock:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+
 from edge_agent.config import Config
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.publishing.client import MqttSettings
 from edge_agent.publishing.discovery_objects import ObjectLayout
+
+
+def device_id(config: Config) -> str:
+    """The box's name in topics and Home Assistant: ``device.id``, else the short hostname."""
+    return config.device.id or socket.gethostname().split(".")[0]
 
 
 def model_options(config: Config) -> ModelOptions:

@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from edge_agent.config import Config
 from edge_agent.config.checks import did_you_mean, show
-from edge_agent.daemon.options import model_options
+from edge_agent.daemon.ha_discovery import device_topics, entity_messages
+from edge_agent.daemon.options import device_id, model_options
 from edge_agent.daemon.reload import ReloadPlan
 from edge_agent.errors import ConfigError, ModelError
 from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, Codec, static_codec
@@ -161,8 +162,15 @@ def check_startup(config: Config) -> StartupCheck:
 
     Raises:
         ConfigError: run would refuse to start; the message names the config file and
-            the key (``model.path``, ``model.labels`` or ``model.task``).
+            the key (``model.path``, ``model.labels`` or ``model.task``; ``camera.name``
+            when two Home Assistant entities would get one id).
     """
+    try:  # two Home Assistant entities of one id: run refuses to start
+        entity_messages(
+            config, device_topics(config, device_id(config)), events=config.events.enabled
+        )
+    except ConfigError as exc:
+        raise ConfigError(str(exc), file=config.source or None) from exc
     options = model_options(config)
     fallback = release_installed(config)
     if not options.path:

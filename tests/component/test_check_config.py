@@ -10,9 +10,10 @@ import pytest
 
 from edge_agent.cli import main
 from edge_agent.config import load_config
-from edge_agent.daemon.options import model_options
+from edge_agent.daemon.ha_discovery import device_topics, entity_messages
+from edge_agent.daemon.options import device_id, model_options
 from edge_agent.daemon.startup import start_supervisor
-from edge_agent.errors import ModelError
+from edge_agent.errors import ConfigError, ModelError
 from tests.support.paths import fixture_model
 
 COLOR = fixture_model("color_uint8.tflite")
@@ -118,3 +119,30 @@ def test_run_logs_the_labels_filter_warning_at_start(tmp_path, caplog):
         f'{path}: model.labels_filter: "rde" is not a label of the model (labels from '
         f'{LABELS}), so it keeps nothing; did you mean "red"?'
     ]
+
+
+def test_two_home_assistant_entities_of_one_id_fail_the_check_as_they_fail_run(tmp_path, capsys):
+    """Camera "front" with label "yard_person", camera "front_yard" with "person": both
+    make the entities ``front_yard_person_*``, which run refuses at start."""
+    cameras = "".join(
+        f'[[camera]]\nname = "{name}"\nsource = "synthetic"\n' for name in ("front", "front_yard")
+    )
+    path = write(tmp_path, f'path = "{COLOR}"\nlabels = "{LABELS}"\n')
+    path.write_text(
+        f"{path.read_text()}\n{cameras}[mqtt]\nhomeassistant = true\n"
+        '[events]\nenabled = true\nlabels = ["person", "yard_person"]\n'
+    )
+    code, out, err = check(path, capsys=capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {path}: camera.name: entities "), err
+    assert "front_yard_person_" in err and err.count("\n") == 1
+    # The daemon's own discovery refuses the same config with the same words.
+    config = load_config(path, env={})
+    topics = device_topics(config, device_id(config))
+    with pytest.raises(ConfigError) as caught:
+        entity_messages(config, topics, events=True)
+    assert err == f"error: {path}: {caught.value}\n"
+    path.write_text(path.read_text().replace("homeassistant = true", "homeassistant = false"))
+    off = load_config(path, env={})
+    assert entity_messages(off, topics, events=True) == []
+    assert check(path, capsys=capsys)[0] == 0
