@@ -110,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0.
     """
+    from edge_agent.heap import fix_mmap_threshold
     from edge_agent.tools.bench.report import format_report
     from edge_agent.tools.bench.runner import BenchOptions, default_models, run_bench
+
+    fix_mmap_threshold()  # the pipeline runs in this process: set up as edge-agent run is
 
     models = default_models() if args.all else [(args.model, args.labels)]
     if not models:

@@ -30,11 +30,13 @@ def run(args: argparse.Namespace) -> int:
     """
     from edge_agent.cli import setup_logging
     from edge_agent.daemon.signals import SignalQueue
+    from edge_agent.heap import fix_mmap_threshold
 
     # First of all: a SIGHUP or SIGTERM arriving while the config and the model load is
     # queued for the main loop, instead of killing the process with the default action.
     signals = SignalQueue()
     signals.install()
+    fix_mmap_threshold()  # before a model file is read: see edge_agent/heap.py
     try:
         config = load_config(args.config)
     except BaseException:
