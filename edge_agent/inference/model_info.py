@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_agent.errors import ModelError
 from edge_agent.inference import tflite_file
-from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
+from edge_agent.inference.tensors import TensorSpec, per_tensor_quant
 
 TFLITE_IDENTIFIER = b"TFL3"
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
@@ -121,10 +121,10 @@ def tensor_spec(path: str, tensor: tflite_file.RawTensor) -> TensorSpec:
     Raises:
         ModelError: a tensor type edge-agent does not use (the message names ``path``).
     """
-    params = NOT_QUANTIZED
-    if len(tensor.scales) == 1:  # per-channel quantization is not used on I/O
-        zp = tensor.zero_points[0] if tensor.zero_points else 0
-        params = QuantParams(tensor.scales[0], zp)
+    try:  # refused as the interpreter's tensor details are (runtime.Session)
+        params = per_tensor_quant(tensor.name, tensor.scales, tensor.zero_points)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
     dtype = _TENSOR_DTYPES.get(tensor.type)
     if dtype is None:
         raise ModelError(f"{path}: tensor {tensor.name!r} has type {tensor.type}")

@@ -25,7 +25,7 @@ import numpy as np
 from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
 from edge_agent.inference.cores import available_cores
 from edge_agent.inference.model_info import inspect_model
-from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec
+from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec, per_tensor_quant
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +139,9 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     """Turn an interpreter tensor-detail dict into a TensorSpec; refuse per-channel."""
     params = detail.get("quantization_parameters") or {}
     scales = np.asarray(params.get("scales", []))
-    zero_points = np.asarray(params.get("zero_points", []))
     name = detail["name"]
-    if scales.size > 1 or zero_points.size > 1:
-        raise ModelError(
-            f"tensor {name!r} uses per-channel quantization ({scales.size} scales); "
-            "only per-tensor quantization is supported on model inputs/outputs"
-        )
-    if scales.size == 1:
-        quant = QuantParams(float(scales[0]), int(zero_points[0]) if zero_points.size else 0)
-    else:
+    quant = per_tensor_quant(name, scales, np.asarray(params.get("zero_points", [])))
+    if not scales.size:
         scale, zero_point = detail.get("quantization", (0.0, 0))
         quant = QuantParams(float(scale), int(zero_point)) if scale else NOT_QUANTIZED
     return TensorSpec(
@@ -179,8 +172,8 @@ class Session:
         try:
             self.inputs = [_spec(d) for d in interpreter.get_input_details()]
             self.outputs = [_spec(d) for d in interpreter.get_output_details()]
-        except ModelError:
-            raise
+        except ModelError as exc:  # the tensor checks know tensors, not files
+            raise ModelError(f"{model_path}: {exc}") from exc
         except Exception as exc:
             raise ModelError(f"{model_path}: cannot read tensor details: {exc}") from exc
         if len(self.inputs) != 1:

@@ -6,9 +6,12 @@ depending on any interpreter object.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from edge_agent.errors import ModelError
 
 
 class QuantParams(NamedTuple):
@@ -27,6 +30,31 @@ class QuantParams(NamedTuple):
 
 
 NOT_QUANTIZED = QuantParams(0.0, 0)
+
+
+def per_tensor_quant(name: str, scales: Sequence[float], zero_points: Sequence[int]) -> QuantParams:
+    """A model input's or output's quantization.
+
+    Args:
+        name: the tensor's name, for the message.
+        scales, zero_points: its quantization parameters as the file or the
+            interpreter lists them (empty when it is not quantized).
+
+    Returns:
+        Its QuantParams; ``NOT_QUANTIZED`` without scales.
+
+    Raises:
+        ModelError: the tensor is quantized per channel (several scales or zero points),
+            which edge-agent does not (de)quantize.
+    """
+    if len(scales) > 1 or len(zero_points) > 1:
+        raise ModelError(
+            f"tensor {name!r} uses per-channel quantization ({len(scales)} scales); "
+            "only per-tensor quantization is supported on model inputs/outputs"
+        )
+    if len(scales) == 0:
+        return NOT_QUANTIZED
+    return QuantParams(float(scales[0]), int(zero_points[0]) if len(zero_points) else 0)
 
 
 class TensorSpec(NamedTuple):

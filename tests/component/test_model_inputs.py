@@ -21,7 +21,7 @@ from edge_agent.tools.doctor.report import Doctor
 from models.make_models import build_color_classifier
 from models.tflite_builder import BuiltinOperator, ModelBuilder, Quant, pool2d, reshape
 from tests.support import reexport
-from tests.support.paths import shared_file
+from tests.support.paths import fixture_model, shared_file
 
 TOP1 = DecodeSettings(threshold=0.0, top_k=1)
 # The shared README's answers for mobilenet_v2_1.0_224_quant.
@@ -136,10 +136,33 @@ def _gray_model() -> bytes:
     return b.build([image], [scores])
 
 
+def _per_channel_output_model() -> bytes:
+    """The float channel-mean classifier quantizing its scores per channel at the end."""
+    b = ModelBuilder("per-channel output")
+    image = b.tensor("image", [1, 32, 32, 3], np.float32)
+    pooled = b.tensor("pooled", [1, 1, 1, 3], np.float32)
+    means = b.tensor("means", [1, 3], np.float32)
+    b.builtin(BuiltinOperator.AVERAGE_POOL_2D, [image], [pooled], pool2d((32, 32), (32, 32)))
+    shape = b.constant("shape", np.array([1, 3], np.int32))
+    b.builtin(BuiltinOperator.RESHAPE, [pooled, shape], [means], reshape([1, 3]))
+    per_channel = Quant((1 / 128, 1 / 64, 1 / 32), (0, 0, 0), axis=1)
+    scores = b.tensor("scores", [1, 3], np.int8, per_channel)
+    b.builtin(BuiltinOperator.QUANTIZE, [means], [scores])
+    return b.build([image], [scores])
+
+
+PER_CHANNEL = "uses per-channel quantization (3 scales); only per-tensor quantization is supported"
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (_gray_model, "input 'image' shape [1, 32, 32, 1] is not [1, H, W, 3]"),
+        (
+            lambda: fixture_model("per_channel_input.tflite").read_bytes(),
+            f"tensor 'image' {PER_CHANNEL}",
+        ),
+        (_per_channel_output_model, f"tensor 'scores' {PER_CHANNEL}"),
         (
             lambda: build_color_classifier(np.uint8, None, "uint8 without quantization"),
             "input 'image' is uint8 but has no quantization parameters",
