@@ -2,6 +2,9 @@
 
 * ``color_float_metadata.tflite``: the float channel-mean classifier carrying TFLite
   metadata: NormalizationOptions mean 127.5, std 127.5 and an embedded label file.
+* ``ssd_tf2_metadata.tflite`` (made by make_models.py from its TF2-order SSD): the
+  metadata TFLite Support's object detector writer gives Model Maker's EfficientDet-Lite
+  exports, the label file a TENSOR_VALUE_LABELS file of the classes output.
 * ``yolov5_objectness.tflite``: a YOLOv5-style head ``[1, 252, 5 + 3]`` for a 64x64
   input (three anchors on the stride 8/16/32 grids: 3 * (64 + 16 + 4) candidates).
 * ``yolo_pixel_boxes.tflite``: a YOLOv8-layout head whose boxes are in input pixels.
@@ -29,6 +32,8 @@ from tflite_builder import BuiltinOperator, ModelBuilder, concatenation, conv2d_
 METADATA_LABELS = ("crimson", "lime", "azure")
 METADATA_LABEL_FILE = "embedded_labels.txt"
 METADATA_MEAN, METADATA_STD = 127.5, 127.5
+TENSOR_AXIS_LABELS, TENSOR_VALUE_LABELS = 2, 3  # metadata_schema.fbs AssociatedFileType
+DETECTOR_LABEL_FILE = "labelmap.txt"
 YOLO_SIZE, YOLO_CELL = 64, 8
 V5_CANDIDATES = 3 * (8 * 8 + 4 * 4 + 2 * 2)
 V5_OBJECTNESS = 0.5
@@ -60,6 +65,21 @@ def classifier_metadata(mean: float, std: float, label_file: str) -> bytes:
     NormalizationOptions), NormalizationOptions.mean/std = 0/1, AssociatedFile.name = 0
     and type = 2 (2 is TENSOR_AXIS_LABELS).
     """
+    return image_metadata(mean, std, [(label_file, TENSOR_AXIS_LABELS)])
+
+
+def detector_metadata() -> bytes:
+    """ModelMetadata as TFLite Support's object detector writer (Model Maker's
+    EfficientDet-Lite) makes it for the TF2-order SSD fixture's outputs (scores, boxes,
+    count, classes): the label file is a TENSOR_VALUE_LABELS file of the classes tensor."""
+    files = [None, None, None, (DETECTOR_LABEL_FILE, TENSOR_VALUE_LABELS)]
+    return image_metadata(METADATA_MEAN, METADATA_STD, files)
+
+
+def image_metadata(mean: float, std: float, output_files: list[tuple[str, int] | None]) -> bytes:
+    """ModelMetadata with the input's NormalizationOptions and one TensorMetadata per
+    output, carrying the ``(name, AssociatedFileType)`` file given for it, if any (see
+    classifier_metadata for the slots)."""
     b = flatbuffers.Builder(256)
     mean_v, std_v = _floats(b, [mean]), _floats(b, [std])
     b.StartObject(2)
@@ -74,16 +94,20 @@ def classifier_metadata(mean: float, std: float, label_file: str) -> bytes:
     b.StartObject(7)
     b.PrependUOffsetTRelativeSlot(4, units, 0)
     input_tensor = b.EndObject()
-    name = b.CreateString(label_file)
-    b.StartObject(5)
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependInt8Slot(2, 2, 0)
-    label_entry = b.EndObject()
-    files = _vector(b, [label_entry])
-    b.StartObject(7)
-    b.PrependUOffsetTRelativeSlot(6, files, 0)
-    output_tensor = b.EndObject()
-    inputs, outputs = _vector(b, [input_tensor]), _vector(b, [output_tensor])
+    output_tensors = []
+    for entry in output_files:
+        files = None
+        if entry is not None:
+            name = b.CreateString(entry[0])
+            b.StartObject(5)
+            b.PrependUOffsetTRelativeSlot(0, name, 0)
+            b.PrependInt8Slot(2, entry[1], 0)
+            files = _vector(b, [b.EndObject()])
+        b.StartObject(7)
+        if files is not None:
+            b.PrependUOffsetTRelativeSlot(6, files, 0)
+        output_tensors.append(b.EndObject())
+    inputs, outputs = _vector(b, [input_tensor]), _vector(b, output_tensors)
     b.StartObject(10)
     b.PrependUOffsetTRelativeSlot(2, inputs, 0)
     b.PrependUOffsetTRelativeSlot(3, outputs, 0)
@@ -95,6 +119,12 @@ def classifier_metadata(mean: float, std: float, label_file: str) -> bytes:
     b.PrependUOffsetTRelativeSlot(3, subgraphs, 0)
     b.Finish(b.EndObject(), file_identifier=b"M001")
     return bytes(b.Output())
+
+
+def detector_label_files() -> dict[str, bytes]:
+    """The label file detector_metadata names: the class names from class 0, one a
+    line, as Model Maker writes them for EfficientDet-Lite."""
+    return {DETECTOR_LABEL_FILE: "".join(f"{label}\n" for label in METADATA_LABELS).encode()}
 
 
 def append_files(model: bytes, files: dict[str, bytes]) -> bytes:

@@ -89,7 +89,7 @@ def build_per_channel_input() -> bytes:
     return b.build([image], [scores])
 
 
-def build_ssd(tf2_layout: bool) -> bytes:
+def build_ssd(tf2_layout: bool, metadata: bytes | None = None) -> bytes:
     """The grid colour-blob detector with TFLite_Detection_PostProcess.
 
     Args:
@@ -97,6 +97,7 @@ def build_ssd(tf2_layout: bool) -> bytes:
             named ``TFLite_Detection_PostProcess[:1-3]``); True for TF2 object-detection
             exports (outputs scores, boxes, count, classes named
             ``StatefulPartitionedCall:1, :3, :0, :2``).
+        metadata: a ModelMetadata flatbuffer to store as ``TFLITE_METADATA``.
     """
     grid = SSD_SIZE // SSD_CELL
     layout = "TF2" if tf2_layout else "TF1"
@@ -150,7 +151,7 @@ def build_ssd(tf2_layout: bool) -> bytes:
         options,
     )
     order = [scores, boxes, num, classes] if tf2_layout else [boxes, classes, scores, num]
-    return b.build([image], order)
+    return b.build([image], order, metadata=metadata)
 
 
 def build_edgetpu_only(size: int, output_quant: Quant, description: str) -> bytes:
@@ -264,6 +265,10 @@ def fixture_files() -> dict[str, bytes]:
         "per_channel_input.tflite": build_per_channel_input(),
         "ssd_postprocess.tflite": build_ssd(tf2_layout=False),
         "ssd_postprocess_tf2.tflite": build_ssd(tf2_layout=True),
+        "ssd_tf2_metadata.tflite": export_families.append_files(
+            build_ssd(tf2_layout=True, metadata=export_families.detector_metadata()),
+            export_families.detector_label_files(),
+        ),
         "color_uint8_edgetpu.tflite": build_edgetpu_only(
             COLOR_SIZE, CORAL_INPUT, "edge-agent fixture: Edge TPU-only twin of color_uint8"
         ),

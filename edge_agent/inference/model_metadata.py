@@ -3,8 +3,9 @@
 * TFLite **metadata** (Model Maker, MediaPipe and the TFLite Support writers): a
   ``TFLITE_METADATA`` buffer holding a ``ModelMetadata`` flatbuffer (identifier ``M001``)
   whose input tensor may carry ``NormalizationOptions`` (mean/std per channel) and whose
-  output tensor may name a ``TENSOR_AXIS_LABELS`` file; the files themselves sit in a zip
-  archive appended to the flatbuffer.
+  output tensors may name a label file (``TENSOR_AXIS_LABELS`` for a classifier's
+  scores, ``TENSOR_VALUE_LABELS`` for an object detector's classes); the files
+  themselves sit in a zip archive appended to the flatbuffer.
 * Ultralytics' export metadata (``task``, ``end2end``, ``names``, ...): up to 8.2 the
   repr of a dict in the label file the TFLite metadata names (``temp_meta.txt``); from
   8.3 a ``metadata.json`` in a zip archive appended to the model, without any TFLite
@@ -51,7 +52,10 @@ _UNIT_OPTIONS_TYPE, _UNIT_OPTIONS = 0, 1
 _NORM_MEAN, _NORM_STD = 0, 1
 _FILE_NAME, _FILE_TYPE = 0, 2
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union tag
-_TENSOR_AXIS_LABELS = 2  # AssociatedFileType
+# AssociatedFileType of label files: TENSOR_AXIS_LABELS (a classifier's scores), and
+# TENSOR_VALUE_LABELS (the class ids of an object detector's classes output, as TFLite
+# Support's object detector writer and Model Maker's EfficientDet-Lite write them).
+_LABEL_FILE_TYPES = (2, 3)
 _EIGHT_BIT = (3, 9)  # TensorType UINT8, INT8
 
 
@@ -100,12 +104,12 @@ def _normalization(tensor: Table) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def _label_file(*owners: tuple[Table | None, int]) -> str | None:
-    """The first TENSOR_AXIS_LABELS file among the owners' associated files."""
+    """The first label file among the owners' associated files."""
     for owner, slot in owners:
         if owner is None:
             continue
         for entry in flatbuf.tables(owner, slot):
-            if flatbuf.byte(entry, _FILE_TYPE) == _TENSOR_AXIS_LABELS:
+            if flatbuf.byte(entry, _FILE_TYPE) in _LABEL_FILE_TYPES:
                 return flatbuf.string(entry, _FILE_NAME)
     return None
 

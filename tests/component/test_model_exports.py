@@ -90,6 +90,16 @@ def test_ssd_one_based_label_map_meets_the_zero_based_classes(name, labels, tmp_
     assert [(r.id, r.label) for r in results] == [(0, "red")]
 
 
+def test_ssd_takes_its_labels_from_object_detector_metadata():
+    # Model Maker's EfficientDet-Lite (TFLite Support's object detector writer) names its
+    # label file as the classes output's TENSOR_VALUE_LABELS, not TENSOR_AXIS_LABELS.
+    model = load(fixture_model("ssd_tf2_metadata.tflite"))
+    assert (model.codec.labels_source, model.codec.warnings) == (LABELS_MODEL, ())
+    assert model.codec.metadata.labels_file == "labelmap.txt"
+    results = model.infer(blob_image()).results
+    assert [(r.id, r.label, r.box) for r in results] == [(0, "crimson", CELL_BOX)]
+
+
 def test_metadata_classifier_normalization_and_embedded_labels():
     model = load(fixture_model("color_float_metadata.tflite"), settings=DecodeSettings(-1.0, 0))
     codec = model.codec
