@@ -207,7 +207,10 @@ def _archive_text(path: str, data: bytes, name: str, required: bool = True) -> s
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.read(name).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, OSError) as exc:
+    # Besides BadZipFile and KeyError (no archive, no such file), a damaged archive raises
+    # from deep inside zipfile and zlib: EOFError, zlib.error, NotImplementedError (an
+    # unsupported compression), RuntimeError (encrypted) ...
+    except Exception as exc:
         if not required:
             return None
         raise ModelError(

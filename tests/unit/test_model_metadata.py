@@ -37,6 +37,36 @@ def test_missing_embedded_label_file_is_one_clear_error(tmp_path):
         read_model_metadata(path)
 
 
+def _damage(data: bytes, how: str) -> bytes:
+    """The model with its appended archive's (only) member made unreadable."""
+    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
+    out = bytearray(data)
+    if how == "compression":  # Deflate64 (9): zipfile has no decompressor for it
+        out[local + 8], out[central + 10] = 9, 9
+    elif how == "encrypted":  # general purpose flag bit 0
+        out[local + 6] |= 1
+        out[central + 8] |= 1
+    else:  # "short": the sizes claim more bytes than the archive holds
+        for field in (local + 18, local + 22, central + 20, central + 24):
+            out[field + 2] = 0x7F
+    return bytes(out)
+
+
+@pytest.mark.parametrize("how", ["compression", "encrypted", "short"])
+@pytest.mark.parametrize(
+    ("name", "member"),
+    [("color_float_metadata.tflite", "embedded_labels.txt"), ("yolo_end2end.tflite", None)],
+)
+def test_a_damaged_appended_archive_is_no_crash(tmp_path, how, name, member):
+    path = tmp_path / name
+    path.write_bytes(_damage(fixture_model(name).read_bytes(), how))
+    if member is None:  # Ultralytics' metadata.json is optional: left out, as when absent
+        assert read_model_metadata(path).labels is None
+        return
+    with pytest.raises(ModelError, match=f"{path}: metadata names label file '{member}'"):
+        read_model_metadata(path)
+
+
 def test_ultralytics_metadata_names(tmp_path):
     data = fixture_model("color_float_metadata.tflite").read_bytes()
     model = data[: data.index(b"PK\x03\x04")]
