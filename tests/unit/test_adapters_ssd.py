@@ -44,6 +44,19 @@ def test_tf2_names_and_order():
     assert ssd_layout(outputs) == SsdLayout(1, 3, 0, 2, True)
 
 
+def test_names_with_a_line_break_are_read_like_any_other():
+    # Tensor names are any string (a damaged or hand-edited file, an ONNX name).
+    outputs = specs(
+        ("post\nprocess", BOXES),
+        ("post\nprocess:1", VEC),
+        ("post\nprocess:2", VEC),
+        ("post\nprocess:3", COUNT),
+    )
+    assert ssd_layout(outputs) == SsdLayout(0, 1, 2, 3, True)
+    outputs[1:3] = specs(("x\n", VEC), ("y\n", VEC))
+    assert ssd_layout(outputs) == SsdLayout(0, 1, 2, 3, False)
+
+
 def test_tf2_names_in_op_order():
     # Model Maker lists them boxes, classes, scores, count with the same suffixes.
     outputs = specs(

@@ -28,7 +28,8 @@ from edge_agent.errors import ModelError
 from edge_agent.inference.adapters.common import BBox, Object
 from edge_agent.inference.tensors import TensorSpec
 
-_SUFFIX = re.compile(r"^(.*?)(?::(\d+))?$")
+# "<prefix>[:k]"; a name is any string, line breaks included.
+_SUFFIX = re.compile(r"(.*?)(?::(\d+))?\Z", re.DOTALL)
 
 
 class SsdLayout(NamedTuple):
