@@ -229,7 +229,8 @@ def _ultralytics(text: str) -> _Export | None:
     except ValueError:
         try:
             meta = ast.literal_eval(text.strip())  # literals only: never evaluates code
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+        # TypeError: a list, set or dict as a key of a dict or a set.
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             return None
     if not isinstance(meta, dict):
         return None

@@ -79,6 +79,18 @@ def test_ultralytics_metadata_names(tmp_path):
     assert read_model_metadata(path).labels == {0: "person", 1: "bicycle"}
 
 
+def test_a_label_file_like_a_dict_with_unhashable_keys_is_read_as_labels(tmp_path):
+    # Not Ultralytics' dict repr: literal_eval raises TypeError on a list as a key.
+    data = fixture_model("color_float_metadata.tflite").read_bytes()
+    model = data[: data.index(b"PK\x03\x04")]
+    path = tmp_path / "odd.tflite"
+    with zipfile.ZipFile(tmp_path / "z.zip", "w") as z:
+        z.writestr("embedded_labels.txt", "{['person']: 0}\n")
+    path.write_bytes(model + (tmp_path / "z.zip").read_bytes())
+    meta = read_model_metadata(path)
+    assert (meta.labels, meta.export_task) == ({0: "{['person']: 0}"}, None)
+
+
 def test_not_metadata_is_refused():
     with pytest.raises(ModelError, match="M001"):
         parse_metadata(b"\x08\x00\x00\x00XXXX\x00\x00\x00\x00")
