@@ -130,14 +130,20 @@ def _codec(
         end2end=metadata.end2end,
     )
     norm_meta = (metadata.mean, metadata.std) if metadata.mean and metadata.std else None
-    chosen = choose_normalization(
-        input_spec,
-        mean=options.input_mean,
-        std=options.input_std,
-        metadata=norm_meta,
-        yolo=decoder.task == DETECTION_YOLO,
-        quantized_as=metadata.input_quantized,
-    )
+    try:
+        chosen = choose_normalization(
+            input_spec,
+            mean=options.input_mean,
+            std=options.input_std,
+            metadata=norm_meta,
+            yolo=decoder.task == DETECTION_YOLO,
+            quantized_as=metadata.input_quantized,
+        )
+    except ValueError as exc:  # only the metadata's: configured values are checked on load
+        raise ModelError(
+            f"its metadata's input normalization (mean {list(metadata.mean)}, std "
+            f"{list(metadata.std)}) is unusable: {exc}; set model.input_mean/input_std"
+        ) from exc
     if chosen.source is NormSource.GUESS:
         notes.append(
             f"input normalization {chosen.reason}; set model.input_mean/input_std "

@@ -5,6 +5,7 @@ size is left to run time, and inputs that are not RGB images."""
 from __future__ import annotations
 
 import re
+import struct
 
 import cv2
 import numpy as np
@@ -151,6 +152,13 @@ def _per_channel_output_model() -> bytes:
     return b.build([image], [scores])
 
 
+def _zero_std_metadata_model() -> bytes:
+    """color_float_metadata.tflite with its NormalizationOptions' mean and std 0."""
+    data = fixture_model("color_float_metadata.tflite").read_bytes()
+    assert data.count(struct.pack("<f", 127.5)) == 2  # its mean and std, nothing else
+    return data.replace(struct.pack("<f", 127.5), struct.pack("<f", 0.0))
+
+
 PER_CHANNEL = "uses per-channel quantization (3 scales); only per-tensor quantization is supported"
 
 
@@ -163,6 +171,11 @@ PER_CHANNEL = "uses per-channel quantization (3 scales); only per-tensor quantiz
             f"tensor 'image' {PER_CHANNEL}",
         ),
         (_per_channel_output_model, f"tensor 'scores' {PER_CHANNEL}"),
+        (
+            _zero_std_metadata_model,
+            "its metadata's input normalization (mean [0.0], std [0.0]) is unusable: std must "
+            "be > 0; set model.input_mean/input_std",
+        ),
         (
             lambda: build_color_classifier(np.uint8, None, "uint8 without quantization"),
             "input 'image' is uint8 but has no quantization parameters",
