@@ -112,7 +112,11 @@ def edgetpu_twin_candidates(model_path: str | os.PathLike[str]) -> list[Path]:
     return [path.with_name(path.stem + EDGETPU_SUFFIX + path.suffix)]
 
 
-_TENSOR_DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 9: np.int8}  # schema TensorType
+# schema.fbs TensorType: the codes edge-agent reads (int16 as the interpreter reports it:
+# a 16x8-quantized model's input is refused by the preprocessing, as when it runs), and
+# the names of others a model may use, for messages.
+_TENSOR_DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 7: np.int16, 9: np.int8}
+_OTHER_TYPES = {1: "FLOAT16", 4: "INT64", 5: "STRING", 6: "BOOL", 10: "FLOAT64", 18: "BFLOAT16"}
 
 
 def tensor_spec(path: str, tensor: tflite_file.RawTensor) -> TensorSpec:
@@ -127,7 +131,11 @@ def tensor_spec(path: str, tensor: tflite_file.RawTensor) -> TensorSpec:
         raise ModelError(f"{path}: {exc}") from exc
     dtype = _TENSOR_DTYPES.get(tensor.type)
     if dtype is None:
-        raise ModelError(f"{path}: tensor {tensor.name!r} has type {tensor.type}")
+        name = _OTHER_TYPES.get(tensor.type, f"code {tensor.type}")
+        raise ModelError(
+            f"{path}: tensor {tensor.name!r} has type {name}, which edge-agent does not read "
+            "(float32, int32, int16, uint8, int8)"
+        )
     return TensorSpec(
         tensor.index, tensor.name, tensor.shape, np.dtype(dtype), params, tensor.signature
     )

@@ -125,6 +125,15 @@ def test_a_dynamic_batch_alone_runs_as_one(tmp_path):
     assert LoadedModel.load(ModelOptions(path=str(path))).codec.preprocessor.width == 32
 
 
+def test_a_tensor_type_edge_agent_does_not_read_is_named(tmp_path):
+    path = tmp_path / "float16.tflite"
+    path.write_bytes(
+        _retyped("color_float.tflite", schema.TensorType.FLOAT32, schema.TensorType.FLOAT16)
+    )
+    with pytest.raises(ModelError, match=re.escape(f"{path}: tensor 'image' has type FLOAT16")):
+        describe_model(ModelOptions(path=str(path)))
+
+
 def _gray_model() -> bytes:
     b = ModelBuilder("gray input")
     quant = Quant.per_tensor(1 / 255, 0)
@@ -159,6 +168,15 @@ def _zero_std_metadata_model() -> bytes:
     return data.replace(struct.pack("<f", 127.5), struct.pack("<f", 0.0))
 
 
+def _retyped(name: str, old: int, new: int) -> bytes:
+    """A fixture model with every tensor of type ``old`` given type ``new``."""
+    model = reexport.read(fixture_model(name).read_bytes())
+    for tensor in model.subgraphs[0].tensors:
+        if tensor.type == old:
+            tensor.type = new
+    return reexport.write(model)
+
+
 PER_CHANNEL = "uses per-channel quantization (3 scales); only per-tensor quantization is supported"
 
 
@@ -171,6 +189,10 @@ PER_CHANNEL = "uses per-channel quantization (3 scales); only per-tensor quantiz
             f"tensor 'image' {PER_CHANNEL}",
         ),
         (_per_channel_output_model, f"tensor 'scores' {PER_CHANNEL}"),
+        (  # a 16x8-quantized export's int16 input
+            lambda: _retyped("color_int8.tflite", schema.TensorType.INT8, schema.TensorType.INT16),
+            "input 'image' has unsupported dtype int16",
+        ),
         (
             _zero_std_metadata_model,
             "its metadata's input normalization (mean [0.0], std [0.0]) is unusable: std must "
