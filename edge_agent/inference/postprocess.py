@@ -116,7 +116,10 @@ class Decoder:
         if self.task == CLASSIFICATION:
             return int(np.prod(self.outputs[0].shape))
         if self.task == YOLO:  # 0 for an end-to-end head: its shape does not say
-            return yolo_shape(self.outputs[0].shape, family=self.family).num_classes or None
+            shape = yolo_shape(
+                self.outputs[0].shape, family=self.family, input_size=self.input_size
+            )
+            return shape.num_classes or None
         return self._ssd_num_classes or None
 
     def label(self, class_id: int) -> str:

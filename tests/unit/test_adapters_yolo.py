@@ -14,7 +14,7 @@ from edge_agent.inference.adapters.yolo import (
     decode_yolo,
     yolo_shape,
 )
-from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, dequantize
+from edge_agent.inference.tensors import NOT_QUANTIZED, QuantParams, TensorSpec, dequantize
 
 # The real model's output quantization: real = (q + 128) * 0.003986.
 Q = QuantParams(0.003986023832112551, -128)
@@ -263,3 +263,21 @@ def test_yolov5_quantized_objectness_times_class():
 
 def grid_cells_64():
     return 64 + 16 + 4
+
+
+def test_more_classes_than_candidates_are_told_apart_by_the_input_size():
+    # YOLOv8 on Open Images V7 (601 classes) exported at imgsz 160: [1, 605, 525], so the
+    # features axis is the longer one; 525 is the candidate count of a 160x160 input.
+    from edge_agent.inference.adapters.yolo import grid_cells, yolo_family
+    from edge_agent.inference.postprocess import Decoder
+
+    size = (160, 160)
+    real = table([(7, 0.5, 0.25, 0.5, 0.25, 600, 0.9)], nc=601, n=grid_cells(size))
+    expected = [Object(600, pytest.approx(0.9), BBox(40.0, 20.0, 120.0, 60.0))]
+    assert real.shape == (605, 525) and yolo_family((1, 605, 525), size) == "yolov8"
+    assert yolo_shape((1, 605, 525), input_size=size) == YoloShape(FEATURES_FIRST, 601, 525)
+    assert decode_yolo(real[None], NOT_QUANTIZED, 0.25, 0.45, 100, size) == expected
+    assert decode_yolo(real.T[None], NOT_QUANTIZED, 0.25, 0.45, 100, size) == expected
+    output = TensorSpec(0, "output0", (1, 605, 525), np.dtype(np.float32), NOT_QUANTIZED)
+    decoder = Decoder([output], size)
+    assert (decoder.task, decoder.family, decoder.num_classes) == ("detection-yolo", "yolov8", 601)

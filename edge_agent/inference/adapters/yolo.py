@@ -70,6 +70,19 @@ def grid_cells(input_size: tuple[int, int]) -> int:
     return sum(-(-w // s) * -(-h // s) for s in STRIDES)
 
 
+def _candidates_axis(dims: list[int], input_size: tuple[int, int] | None) -> int | None:
+    """Which of two axes holds the candidates, told by the input size: the one whose size
+    is a candidate count of that input (a cell or three anchors per cell of the grids)
+    while the other's is not. None when the sizes do not tell (the caller then takes the
+    larger axis: candidates outnumber classes, except with many classes at a small
+    input, e.g. Open Images' 601 at 160x160, 525 cells)."""
+    if input_size is None:
+        return None
+    counts = (grid_cells(input_size), ANCHORS_PER_CELL_V5 * grid_cells(input_size))
+    hits = [i for i, d in enumerate(dims) if d in counts]
+    return hits[0] if len(hits) == 1 else None
+
+
 def yolo_family(
     shape: tuple[int, ...], input_size: tuple[int, int] | None, end2end: bool | None = None
 ) -> str:
@@ -84,7 +97,8 @@ def yolo_family(
     dims = [int(d) for d in shape if int(d) != 1] or [0]
     if len(dims) != 2:
         return YOLOV8
-    candidates, features = max(dims), min(dims)
+    axis = _candidates_axis(dims, input_size)
+    candidates, features = (max(dims), min(dims)) if axis is None else (dims[axis], dims[1 - axis])
     cells = grid_cells(input_size) if input_size is not None else None
     if features == E2E_FEATURES and dims[1] == features:
         if end2end is not None:
@@ -97,11 +111,17 @@ def yolo_family(
     return YOLOV8
 
 
-def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV8) -> YoloShape:
+def yolo_shape(
+    shape: tuple[int, ...],
+    layout: str = "auto",
+    family: str = YOLOV8,
+    input_size: tuple[int, int] | None = None,
+) -> YoloShape:
     """Interpret a YOLOv8 output shape.
 
-    With ``layout="auto"`` the smaller of the two non-batch axes is taken as ``4+nc``
-    (candidates always outnumber classes: 8400 vs 84 for COCO at 640).
+    With ``layout="auto"`` the axis whose size is a candidate count of ``input_size``
+    holds the candidates; when that does not tell, the smaller of the two non-batch axes
+    is taken as ``4+nc`` (candidates outnumber classes: 8400 vs 84 for COCO at 640).
 
     Args:
         shape: the output's shape, ``[1, a, b]`` or ``[a, b]``.
@@ -109,6 +129,7 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV
         family: ``yolov8`` (4 box values per candidate), ``yolov5`` (4 + objectness)
             or ``yolo-end2end`` (4 box values, a score and a class; ``num_classes`` 0:
             the shape does not say).
+        input_size: ``(width, height)`` of the model input (None: unknown).
 
     Returns:
         The resolved layout, number of classes and number of candidates.
@@ -126,7 +147,10 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV
     if len(dims) != 2:
         raise ModelError(f"YOLO output shape {list(shape)} is not [1, 4+nc, N] or [1, N, 4+nc]")
     a, b = dims
-    if layout == "auto":
+    axis = _candidates_axis([a, b], input_size) if layout == "auto" else None
+    if axis is not None:
+        layout = FEATURES_LAST if axis == 0 else FEATURES_FIRST
+    elif layout == "auto":
         if a == b:
             raise ModelError(
                 f"YOLO output shape {list(shape)} is square: set the layout explicitly "
@@ -150,9 +174,11 @@ def yolo_shape(shape: tuple[int, ...], layout: str = "auto", family: str = YOLOV
     return YoloShape(layout, features - head, candidates)
 
 
-def _features_first(output: np.ndarray, layout: str, family: str = YOLOV8) -> np.ndarray:
+def _features_first(
+    output: np.ndarray, layout: str, family: str, input_size: tuple[int, int]
+) -> np.ndarray:
     """A ``[4+nc, N]`` (``[5+nc, N]`` for v5) view of the output (no copy)."""
-    info = yolo_shape(output.shape, layout, family)
+    info = yolo_shape(output.shape, layout, family, input_size)
     table = output.reshape(output.shape[-2:])
     return table if info.layout == FEATURES_FIRST else table.T
 
@@ -298,7 +324,7 @@ def decode_yolo(
     output = np.asarray(output)
     if family == "auto":
         family = yolo_family(output.shape, input_size)
-    feats = _features_first(output, layout, family)
+    feats = _features_first(output, layout, family, input_size)
     if family == YOLO_E2E:
         return _decode_end2end(feats, quant, threshold, max_detections, input_size, coords)
     if family == YOLOV5:
