@@ -65,14 +65,21 @@ def load_metadata(path: str) -> tuple[ModelMetadata, str | None]:
     """The model file's metadata, and a warning when it could not be read.
 
     Metadata only refines what the tensors say, so unreadable metadata never stops a
-    model that loads: it is reported and left out.
+    model that loads: it is reported and left out. A label file that cannot be read
+    from the archive appended to the model (a tool that rewrote the flatbuffer drops it)
+    leaves out only that archive's files: the graph's facts (the SSD op's class count,
+    the input's QUANTIZE op) and the normalization still hold.
     """
     if not path or not os.path.isfile(path):
         return ModelMetadata(), None
     try:
         return read_model_metadata(path), None
     except ModelError as exc:
-        return ModelMetadata(), f"ignoring the model's metadata: {exc}"
+        problem = str(exc)
+    try:
+        return read_model_metadata(path, archive=False), f"ignoring its label file: {problem}"
+    except ModelError:
+        return ModelMetadata(), f"ignoring the model's metadata: {problem}"
 
 
 def build_codec(

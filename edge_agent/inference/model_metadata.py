@@ -151,12 +151,17 @@ def _input_quantized(path: str, data: bytes) -> TensorSpec | None:
     return tensor_spec(path, raw)
 
 
-def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+def read_model_metadata(path: str | os.PathLike[str], *, archive: bool = True) -> ModelMetadata:
     """Read the metadata and post-processing options of a model file.
 
     A file without metadata gives a ModelMetadata with only what its graph says (the
     SSD options, the input's QUANTIZE op); an Edge-TPU-compiled file keeps its CPU twin's
     metadata (the compiler copies it).
+
+    Args:
+        path: the model file.
+        archive: also read the files of the zip archive appended to it (the label file
+            the metadata names, Ultralytics' metadata.json); False leaves them out.
 
     Raises:
         ModelError: the file is unreadable, or its metadata is corrupt or names a label
@@ -175,7 +180,9 @@ def read_model_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     except Exception as exc:  # a corrupt flatbuffer raises from deep inside
         raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc
     labels, export = None, None
-    if label_name:
+    if not archive:
+        pass
+    elif label_name:
         text = _archive_text(path, data, label_name)
         export = _ultralytics(text)
         labels = export.names if export and export.names is not None else parse_labels(text)

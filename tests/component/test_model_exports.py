@@ -10,6 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
 from edge_agent.inference.adapters.yolo import decode_yolo
@@ -24,6 +25,7 @@ from edge_agent.inference.model import LoadedModel, ModelOptions
 from edge_agent.inference.normalization import NormSource
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.tensors import NOT_QUANTIZED
+from tests.support import reexport
 from tests.support.paths import fixture_model, shared_file
 
 ALL = DecodeSettings(threshold=0.25, top_k=0, max_detections=0)
@@ -98,6 +100,26 @@ def test_ssd_takes_its_labels_from_object_detector_metadata():
     assert model.codec.metadata.labels_file == "labelmap.txt"
     results = model.infer(blob_image()).results
     assert [(r.id, r.label, r.box) for r in results] == [(0, "crimson", CELL_BOX)]
+
+
+@pytest.mark.parametrize("float_input", [False, True])
+def test_a_model_without_its_label_file_keeps_its_other_facts(tmp_path, float_input):
+    # The metadata names labelmap.txt, but the appended archive is gone (a tool rewrote
+    # the flatbuffer, here giving it the converter's float input): only the label file is
+    # missing from what the model says.
+    model = reexport.read(fixture_model("ssd_tf2_metadata.tflite").read_bytes())
+    if float_input:
+        reexport.requantized_input(model, schema.TensorType.FLOAT32)
+    path = tmp_path / "no_archive.tflite"
+    path.write_bytes(reexport.write(model))
+    model = load(path, fixture_model("ssd_labelmap.txt"))
+    codec = model.codec
+    (warning,) = codec.warnings
+    assert "metadata names label file 'labelmap.txt'" in warning
+    assert codec.normalization.source is NormSource.METADATA
+    assert (codec.decoder.num_classes, codec.decoder.label_offset) == (3, 1)  # the SSD op's
+    results = model.infer(blob_image()).results
+    assert [(r.id, r.label, r.box) for r in results] == [(0, "red", CELL_BOX)]
 
 
 def test_metadata_classifier_normalization_and_embedded_labels():
