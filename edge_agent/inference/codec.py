@@ -65,10 +65,11 @@ def load_metadata(path: str) -> tuple[ModelMetadata, str | None]:
     """The model file's metadata, and a warning when it could not be read.
 
     Metadata only refines what the tensors say, so unreadable metadata never stops a
-    model that loads: it is reported and left out. A label file that cannot be read
-    from the archive appended to the model (a tool that rewrote the flatbuffer drops it)
-    leaves out only that archive's files: the graph's facts (the SSD op's class count,
-    the input's QUANTIZE op) and the normalization still hold.
+    model that loads: it is reported, and only what cannot be read is left out. A label
+    file missing from the archive appended to the model (a tool that rewrote the
+    flatbuffer drops it) leaves out that archive's files; unreadable TFLite metadata its
+    normalization too. The graph's own facts (the SSD op's class count, the input's
+    QUANTIZE op) still hold.
     """
     if not path or not os.path.isfile(path):
         return ModelMetadata(), None
@@ -76,10 +77,14 @@ def load_metadata(path: str) -> tuple[ModelMetadata, str | None]:
         return read_model_metadata(path), None
     except ModelError as exc:
         problem = str(exc)
-    try:
-        return read_model_metadata(path, archive=False), f"ignoring its label file: {problem}"
-    except ModelError:
-        return ModelMetadata(), f"ignoring the model's metadata: {problem}"
+    fallbacks = (("its label file", True), ("the model's metadata", False))
+    for left_out, metadata in fallbacks:
+        try:
+            kept = read_model_metadata(path, archive=False, metadata=metadata)
+        except ModelError:
+            continue
+        return kept, f"ignoring {left_out}: {problem}"
+    return ModelMetadata(), f"ignoring the model's metadata: {problem}"
 
 
 def build_codec(

@@ -151,7 +151,9 @@ def _input_quantized(path: str, data: bytes) -> TensorSpec | None:
     return tensor_spec(path, raw)
 
 
-def read_model_metadata(path: str | os.PathLike[str], *, archive: bool = True) -> ModelMetadata:
+def read_model_metadata(
+    path: str | os.PathLike[str], *, archive: bool = True, metadata: bool = True
+) -> ModelMetadata:
     """Read the metadata and post-processing options of a model file.
 
     A file without metadata gives a ModelMetadata with only what its graph says (the
@@ -162,6 +164,8 @@ def read_model_metadata(path: str | os.PathLike[str], *, archive: bool = True) -
         path: the model file.
         archive: also read the files of the zip archive appended to it (the label file
             the metadata names, Ultralytics' metadata.json); False leaves them out.
+        metadata: also read the TFLite metadata (normalization, label file name); False
+            keeps only what the graph says.
 
     Raises:
         ModelError: the file is unreadable, or its metadata is corrupt or names a label
@@ -171,7 +175,7 @@ def read_model_metadata(path: str | os.PathLike[str], *, archive: bool = True) -
     data = read_model_bytes(path)
     try:
         blob, options = _flatbuffer_parts(data)
-        norm, label_name = parse_metadata(blob) if blob else (None, None)
+        norm, label_name = parse_metadata(blob) if blob and metadata else (None, None)
         quantized = _input_quantized(path, data)
     except flatbuf.CorruptFlatbuffer as exc:
         raise ModelError(f"{path}: corrupt TFLite metadata: {exc}") from exc

@@ -122,6 +122,20 @@ def test_a_model_without_its_label_file_keeps_its_other_facts(tmp_path, float_in
     assert [(r.id, r.label, r.box) for r in results] == [(0, "red", CELL_BOX)]
 
 
+def test_a_model_with_unreadable_metadata_keeps_what_its_graph_says(tmp_path):
+    # A TFLITE_METADATA buffer that is no metadata flatbuffer: the SSD op's options (its
+    # class count) are in the graph, not in the metadata, and still hold.
+    data = fixture_model("ssd_tf2_metadata.tflite").read_bytes()
+    path = tmp_path / "bad_metadata.tflite"
+    path.write_bytes(data.replace(b"M001", b"M00?", 1))
+    model = load(path, fixture_model("ssd_labelmap.txt"))
+    (warning,) = model.codec.warnings
+    assert warning.startswith("ignoring the model's metadata: ") and "M001" in warning
+    assert (model.codec.decoder.num_classes, model.codec.decoder.label_offset) == (3, 1)
+    results = model.infer(blob_image()).results
+    assert [(r.id, r.label, r.box) for r in results] == [(0, "red", CELL_BOX)]
+
+
 def test_metadata_classifier_normalization_and_embedded_labels():
     model = load(fixture_model("color_float_metadata.tflite"), settings=DecodeSettings(-1.0, 0))
     codec = model.codec
