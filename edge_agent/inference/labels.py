@@ -6,8 +6,10 @@ digit in a plain file does not shift the rest):
 * plain, one label per line, index = line number (a blank line keeps its index
   unlabelled; trailing blank lines are ignored) - ``imagenet_labels.txt``,
   ``coco_labels.txt`` with ``n/a`` gaps (kept verbatim so ids stay aligned);
-* indexed, every non-blank line ``N label``, ``N: label`` or ``N:label``; the ids are
-  kept as written, so a 1-based file (``1 person``, ``2 bicycle``...) has no entry 0;
+* indexed, every non-blank line ``N label``, ``N: label``, ``N:label`` or ``N,label``;
+  the ids are kept as written, so a 1-based file (``1 person``, ``2 bicycle``...) has no
+  entry 0. A CSV file's header line (``id,name``, as TF Hub's AIY label maps begin) is
+  skipped when every other line is indexed;
 * a TF Object Detection API label map (``label_map.pbtxt``, ``item { id: 1
   display_name: "person" }``; see :mod:`edge_agent.inference.label_map_pbtxt`), ids as
   written (1-based, 0 being the background);
@@ -31,7 +33,8 @@ from typing import Any
 from edge_agent.errors import ModelError
 from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
 
-_INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|\s+)(\S.*?)\s*$")
+_INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|,\s*|\s+)(\S.*?)\s*$")
+_CSV_HEADER = re.compile(r"^\s*[A-Za-z_][\w ]*,")  # "id,name", "index,display_name"
 _YAML_NAMES = re.compile(r"^names:", re.MULTILINE)  # Ultralytics' metadata.yaml
 _JSON_KEYS = ("id2label", "names", "labels")  # where a JSON file may hold its labels
 _INDEX = re.compile(r"\s*[0-9]+\s*\Z")  # ASCII digits only: int() takes others too
@@ -72,6 +75,9 @@ def parse_labels(text: str) -> dict[int, str]:
     if not numbered:
         return {}
     matches = [(n, _INDEXED.match(line)) for n, line in numbered]
+    header = len(matches) > 1 and matches[0][1] is None and _CSV_HEADER.match(numbered[0][1])
+    if header and all(match is not None for _, match in matches[1:]):
+        matches = matches[1:]  # a CSV header, not a label
     if all(match is not None for _, match in matches):
         labels: dict[int, str] = {}
         for n, match in matches:

@@ -44,6 +44,9 @@ def test_bom_and_crlf():
         "0: person\n1: bicycle\n3: motorcycle\n",
         "0:person\n1:bicycle\n3:motorcycle\n",
         "  0 person  \n1\tbicycle\n\n3 :motorcycle\n",
+        "0,person\n1,bicycle\n3, motorcycle\n",
+        "id,name\n0,person\n1,bicycle\n3,motorcycle\n",  # a CSV header (TF Hub's AIY maps)
+        "\ufeffindex,display_name\r\n0,person\r\n1,bicycle\r\n3,motorcycle\r\n",
     ],
 )
 def test_indexed_forms(text):
@@ -60,6 +63,8 @@ def test_indexed_labels_keep_inner_spaces():
 def test_a_plain_file_with_some_digit_labels_stays_plain():
     # Only the whole file being "N label" makes it indexed; otherwise line numbers rule.
     assert parse_labels("cat\n7 up can\ndog\n") == {0: "cat", 1: "7 up can", 2: "dog"}
+    # A first line with a comma is a header only when every other line is "N,label".
+    assert parse_labels("id,name\ncat\n1,dog\n") == {0: "id,name", 1: "cat", 2: "1,dog"}
     # A bare number is a label, not an index.
     assert parse_labels("0\n1\n2\n") == {0: "0", 1: "1", 2: "2"}
 
