@@ -153,8 +153,10 @@ def yolo_shape(
     elif layout == "auto":
         if a == b:
             raise ModelError(
-                f"YOLO output shape {list(shape)} is square: set the layout explicitly "
-                f"({FEATURES_FIRST} for [1, 4+nc, N], {FEATURES_LAST} for [1, N, 4+nc])"
+                f"YOLO output shape {list(shape)} is square, so which axis holds the "
+                "candidates cannot be told: export the model at another image size (in "
+                f"code, pass layout={FEATURES_FIRST!r} for [1, 4+nc, N] or "
+                f"{FEATURES_LAST!r} for [1, N, 4+nc])"
             )
         layout = FEATURES_FIRST if a < b else FEATURES_LAST
     features, candidates = (a, b) if layout == FEATURES_FIRST else (b, a)
