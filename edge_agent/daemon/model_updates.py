@@ -33,13 +33,7 @@ from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
 from edge_agent.updates.installer import UpdateInstaller
-from edge_agent.updates.journal import (
-    FINAL,
-    IN_PROGRESS,
-    INTERRUPTED,
-    RequestJournal,
-    final_state,
-)
+from edge_agent.updates.journal import FINAL, IN_PROGRESS, INTERRUPTED, RequestJournal, final_state
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.signing import TrustedKeys
@@ -145,10 +139,12 @@ class UpdateService:
         self._inbox.attach(self._runner)
 
     def stop(self, timeout: float) -> None:
-        """Cancel downloads and stop the command thread (bounded)."""
+        """Cancel downloads, stop the command thread and join the judging ones (bounded)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         if self._runner is not None:
             self._runner.stop(timeout)
+        self._inbox.join(max(0.0, deadline - time.monotonic()))
         for held in self._inbox.drain():  # the daemon never got as far as taking them
             self._interrupted(held)
 

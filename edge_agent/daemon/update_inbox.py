@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
@@ -86,9 +87,11 @@ class _Judging:
         self.acts: bool | None = None
         self.error: ModelUpdateError | None = None
         self.done = threading.Event()
-        threading.Thread(
+        # Ends with the fetch: its download deadlines, or the stop's cancel (joined then).
+        self.thread = threading.Thread(
             target=self._run, args=(installer, command), name="model-judge", daemon=True
-        ).start()
+        )
+        self.thread.start()
 
     def _run(self, installer: UpdateInstaller, command: Queued) -> None:
         try:
@@ -120,6 +123,7 @@ class CommandInbox:
         self._taken: list[Held] = []
         self._judged: dict[Queued, bool] = {}  # acts() per queued command, this trial
         self._judging: dict[Queued, _Judging] = {}  # updates still being judged
+        self._judges: list[threading.Thread] = []  # every judging thread still running
 
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """Keep (startup), take (a rollback during a waiting trial) or forward a command."""
@@ -231,6 +235,7 @@ class CommandInbox:
         judging = self._judging.get(queued)
         if judging is None:
             judging = self._judging[queued] = _Judging(runner.installer, queued)
+            self._judges = [t for t in self._judges if t.is_alive()] + [judging.thread]
         if not judging.done.is_set():
             return None
         del self._judging[queued]
@@ -250,9 +255,26 @@ class CommandInbox:
         with self._lock:
             self._taking = False
             self._judged.clear()
-            self._judging.clear()  # the threads end by themselves (download deadlines)
+            self._judging.clear()  # their threads end with their fetches (see join)
             taken, self._taken = self._taken, []
             return taken
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the judging threads, after the stop cancelled their fetches.
+
+        Returns:
+            False when one still ran at ``timeout`` (it is a daemon thread: it cannot
+            hold the process).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            judges, self._judges = self._judges, []
+        for thread in judges:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = [t for t in judges if t.is_alive()]
+        if late:
+            logger.warning("model update: %d manifest fetches still running at stop", len(late))
+        return not late
 
     def forward(self, held: Held) -> None:
         """Queue a taken rollback after all (the trial was confirmed: it runs as usual)."""

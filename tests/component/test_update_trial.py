@@ -328,6 +328,9 @@ def test_a_queued_update_whose_manifest_trickles_does_not_blind_the_trial(lab):
     final = lab.states.final("trial", timeout=10)
     assert (final["state"], final["reason"]) == ("rolled_back", "health_check_failed"), final
     assert pointer(lab)["version"] == "1.0.0"
+    assert any(t.name == "model-judge" for t in threading.enumerate())  # still trickling
+    lab.service.stop(5.0)  # cancels the fetch, and waits for the thread that judges it
+    assert [t for t in threading.enumerate() if t.name == "model-judge"] == []
 
 
 def test_a_stop_while_the_trial_waits_is_an_interruption(lab):
