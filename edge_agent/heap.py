@@ -10,10 +10,11 @@ them stayed resident for good.
 
 Fixing the threshold (``mallopt(M_MMAP_THRESHOLD)``, which also turns the raising off)
 keeps such blocks in mappings of their own. Measured on ``edge-agent run`` with yolov8n
-on the demo clip, 22 s after start, two runs each (docs/BENCHMARKS.md): the daemon's
-anonymous memory went from 46.3 MB to 40.8 (RSS 88.3 to 82.7-84.7), the worker's from
-53.3 to 52.7. The frame path reuses its buffers, so no mapping is made per frame: the
-daemon took 33 and 35 minor page faults over 15 s of the clip, without and with it.
+on the demo clip, 22 s after start, 3 interleaved runs of the code before and after
+(docs/BENCHMARKS.md), medians: the daemon's anonymous memory went from 46.3 MB to 40.8
+(RSS 88.3 to 84.7), the worker's from 52.9 to 52.3. The frame path reuses its buffers,
+so no mapping is made per frame: the daemon took 33 and 35 minor page faults over 15 s
+of the clip, without and with it.
 """
 
 from __future__ import annotations
