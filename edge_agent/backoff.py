@@ -4,6 +4,8 @@ supervisor and downloads."""
 from __future__ import annotations
 
 import random
+import time
+from typing import Callable
 
 
 class Backoff:
@@ -54,3 +56,37 @@ class Backoff:
     def reset(self) -> None:
         """Back to the initial delay (after a success)."""
         self._next = self.initial
+
+
+class StableBackoff(Backoff):
+    """A :class:`Backoff` that a success resets only once it has lasted as long as the delay
+    waited before it. A peer that fails right after each success (a camera dropping every
+    stream after its first frame) keeps backing off instead of being retried at ``initial``
+    forever, while one that works longer than it is waited for (a stream dropping every few
+    seconds) is still retried at ``initial``: it is up at least half the time.
+
+    Args:
+        initial, maximum: as for :class:`Backoff`.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, *, clock: Callable[[], float] = time.monotonic
+    ):
+        super().__init__(initial, maximum)
+        self._clock = clock
+        self._since: float | None = None  # when the current success began
+        self._waited = 0.0  # the delay handed out last
+
+    def succeeded(self) -> None:
+        """A success began now (a camera's first frame since it was reopened)."""
+        self._since = self._clock()
+
+    def next(self) -> float:
+        """The delay to wait after a failure: from ``initial`` again when the success
+        before it lasted the delay waited before that success, else doubling on."""
+        since, self._since = self._since, None
+        if since is not None and self._clock() - since >= self._waited:
+            self.reset()
+        self._waited = super().next()
+        return self._waited

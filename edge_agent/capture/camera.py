@@ -7,8 +7,8 @@ States: ``starting`` -> ``streaming`` <-> ``reconnecting``; files without ``loop
 ``ended``; ``stop()`` gives ``stopped``. A source that fails to open, returns no frame (live
 source, read timeout), disappears (file gone at its end, device unplugged) or repeats one
 image for 30 s (a frozen stream, see FreezeWatch) is released and reopened after
-``reopen_initial`` s, doubling up to ``reopen_max``, reset once a frame arrives. No camera
-problem ends the thread: errors are logged once per outage (then at debug level), retried.
+``reopen_initial`` s, doubling up to ``reopen_max``, reset by a session as long as its delay.
+No camera problem ends the thread: errors are logged once per outage (then debug), retried.
 Network opens/reads time out after ``stale_after`` s; V4L2 stalls at OpenCV's select() timeout.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import cv2
 
-from edge_agent.backoff import Backoff
+from edge_agent.backoff import StableBackoff
 from edge_agent.capture.frames import FREEZE_AFTER, Frame, FrameSlot, FreezeWatch
 from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
 from edge_agent.capture.mjpeg import open_reduced
@@ -117,7 +117,7 @@ class Camera:
         self._on_state = on_state
         self._opener: Opener = opener or open_capture
         self._fit = fit
-        self._backoff = Backoff(float(reopen_initial), float(reopen_max))
+        self._backoff = StableBackoff(float(reopen_initial), float(reopen_max))
         self._slot = FrameSlot()
         self._stop = threading.Event()
         self._stop_asked = 0.0  # monotonic time stop_soon() was first called
@@ -346,7 +346,7 @@ class Camera:
                 self._delay = 0.0
         if not recovering:
             return
-        self._backoff.reset()
+        self._backoff.succeeded()  # reset once this session lasts as long as its delay
         if failures:
             logger.info(
                 "camera %s: streaming again after %d failed attempt(s), %.1fs down",

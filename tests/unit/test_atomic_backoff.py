@@ -8,7 +8,8 @@ import random
 import pytest
 
 from edge_agent import atomicfile
-from edge_agent.backoff import Backoff
+from edge_agent.backoff import Backoff, StableBackoff
+from tests.support.clock import FakeClock
 
 
 def test_backoff_doubles_caps_and_resets():
@@ -33,6 +34,24 @@ def test_backoff_cap_below_initial_is_raised_and_bad_values_refused():
         Backoff(0.0, 1.0)
     with pytest.raises(ValueError):
         Backoff(1.0, 2.0, jitter=1.5)
+
+
+def test_stable_backoff_is_reset_only_by_a_success_as_long_as_its_delay():
+    clock = FakeClock()
+    backoff = StableBackoff(0.5, 4.0, clock=clock)
+    delays = []
+    for _ in range(5):  # each success fails 0.1 s after it began: one outage
+        backoff.succeeded()
+        clock.now += 0.1
+        delays.append(backoff.next())
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    backoff.succeeded()
+    clock.now += 4.0  # up as long as it was waited for: the next failure starts afresh
+    assert backoff.next() == 0.5
+    backoff.succeeded()
+    clock.now += 0.6  # a stream dropping every 0.6 s stays at the initial delay
+    assert backoff.next() == 0.5
+    assert backoff.next() == 1.0  # failures without a success in between keep doubling
 
 
 def test_write_atomic_replaces_whole_file_and_reports_points(tmp_path, monkeypatch):
