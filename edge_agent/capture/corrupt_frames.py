@@ -30,6 +30,11 @@ MAX_BAD_FRAMES = 8  # undecodable frames skipped in a row before a read fails
 QUICK_S = 1.0  # failures in a row this long (or half the read timeout) are no bad frames
 
 
+def skip_budget(read_timeout: float) -> float:
+    """Seconds that undecodable frames in a row may take before a read gives up."""
+    return min(QUICK_S, read_timeout / 2)
+
+
 class SkipCorruptFrames(WrappedCapture):
     """A :class:`~edge_agent.capture.sources.Capture` over a live one, skipping up to
     :data:`MAX_BAD_FRAMES` undecodable frames in a row (counted in ``bad_frames``)."""
@@ -37,7 +42,7 @@ class SkipCorruptFrames(WrappedCapture):
     def __init__(self, cap: Capture, name: str, read_timeout: float):
         super().__init__(cap)
         self._name = name
-        self._quick = min(QUICK_S, read_timeout / 2)
+        self._quick = skip_budget(read_timeout)
         self.bad_frames = 0
 
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:

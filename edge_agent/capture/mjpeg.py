@@ -42,12 +42,13 @@ of the time.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge_agent.capture.corrupt_frames import MAX_BAD_FRAMES
+from edge_agent.capture.corrupt_frames import MAX_BAD_FRAMES, skip_budget
 from edge_agent.capture.frames import Deferred, Frame
 from edge_agent.capture.motion import MotionSettings, changed_fraction
 from edge_agent.capture.sources import Capture, SourceKind, SourceSpec, open_capture
@@ -78,15 +79,24 @@ class ReducedMjpeg(WrappedCapture):
     """A :class:`~edge_agent.capture.sources.Capture` over a raw-mode MJPG capture that
     decodes each compressed frame at ``1/scale`` (1: in full, by libjpeg); with ``motion``
     (a gated camera's settings), a :class:`~edge_agent.capture.frames.Deferred` frame,
-    decoded only when its preview moved since the previous frame's."""
+    decoded only when its preview moved since the previous frame's. A live source's read
+    skips bad frames as :class:`~edge_agent.capture.corrupt_frames.SkipCorruptFrames` does:
+    up to MAX_BAD_FRAMES in a row, within ``skip_budget(read_timeout)`` seconds."""
 
     def __init__(
-        self, cap: Capture, scale: int, *, live: bool = False, motion: MotionSettings | None = None
+        self,
+        cap: Capture,
+        scale: int,
+        *,
+        live: bool = False,
+        motion: MotionSettings | None = None,
+        read_timeout: float = 10.0,
     ):
         super().__init__(cap)
         self._flag = FLAGS[scale]
         self.scale = scale
         self._live = live  # a file skips bad frames to its end, as FFmpeg's decoder does
+        self._budget = skip_budget(read_timeout)
         self._motion = motion
         self._preview: np.ndarray | None = None  # the previous frame's
         self._moving = False  # the previous frame moved: this one is decoded first
@@ -95,7 +105,7 @@ class ReducedMjpeg(WrappedCapture):
     def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | Deferred | None]:
         """The next frame, decoded reduced, or deferred (``image`` is not reused: the
         decoder allocates, and the frame slot adopts the new array)."""
-        bad = 0
+        bad, started = 0, time.monotonic()
         while bad < MAX_BAD_FRAMES or not self._live:
             ok, packet = self._cap.read()
             if not ok or packet is None or packet.size == 0:
@@ -106,12 +116,14 @@ class ReducedMjpeg(WrappedCapture):
                 return True, frame
             bad += 1
             self.bad_frames += 1
+            if self._live and time.monotonic() - started >= self._budget:
+                break  # bad frames this slow: the read has had its time (a stop waits on it)
         # FFmpeg's decoder, which reads what libjpeg refuses, decodes an ungated camera's
         # frames at decode_scale 1.
         keys = ["decode_scale = 1"] if self.scale > 1 else []
         keys += ["motion_gate = false"] if self._motion else []
         raise CaptureError(
-            f"{MAX_BAD_FRAMES} frames in a row are not JPEG images libjpeg reads: set "
+            f"{bad} frame(s) in a row are not JPEG images libjpeg reads: set "
             + " and ".join(f"camera.{key}" for key in keys)
         )
 
@@ -300,7 +312,8 @@ def open_reduced(
         logger.warning("camera %s: interlaced MJPG (two fields a frame): decoding in full", name)
         cap.release()
         return open_capture(spec, name=name, **kwargs)
-    return ReducedMjpeg(cap, scale, live=spec.kind != SourceKind.FILE, motion=motion)
+    live, timeout = spec.kind != SourceKind.FILE, kwargs.get("read_timeout", 10.0)
+    return ReducedMjpeg(cap, scale, live=live, motion=motion, read_timeout=timeout)
 
 
 def _fields(probe: Capture) -> bool:
