@@ -26,6 +26,7 @@ import cv2
 from edge_agent.backoff import StableBackoff
 from edge_agent.capture.frames import FREEZE_AFTER, Frame, FrameSlot, FreezeWatch
 from edge_agent.capture.health import FPS_WINDOW, CameraState, CameraStats, StateCallback
+from edge_agent.capture.leftover import left_blocked
 from edge_agent.capture.mjpeg import open_reduced
 from edge_agent.capture.motion import MotionSettings
 from edge_agent.capture.sources import (
@@ -163,18 +164,15 @@ class Camera:
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop the thread and release the source; True when the thread ended within
-        ``timeout`` s (a backend blocked in open/read holds it until its own timeout)."""
+        ``timeout`` s (a backend blocked in open/read holds it until its own timeout; the
+        process then waits for it at exit, see capture/leftover.py)."""
         self.stop_soon()
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
         stopped = thread is None or not thread.is_alive()
-        if not stopped:
-            logger.warning(
-                "camera %s: capture thread still blocked in the backend %.1fs after the "
-                "stop; it exits when the backend returns",
-                self.name, time.monotonic() - self._stop_asked,
-            )  # fmt: skip
+        if thread is not None and not stopped:  # logged, and waited for at exit
+            left_blocked(self.name, thread, self._stop_asked, self._stale_after)
         self._set_state(CameraState.STOPPED, "stopped")
         return stopped
 
