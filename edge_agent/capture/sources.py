@@ -59,8 +59,9 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SYNTHETIC = re.compile(
     r"^synthetic(?::(?P<w>\d+)x(?P<h>\d+))?(?:@(?P<fps>\d+(?:\.\d+)?))?$", re.IGNORECASE
 )
-# userinfo is everything up to the last "@" of the authority (passwords may hold "@").
-_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+# userinfo is everything up to the last "@" of the authority (passwords may hold "@", and
+# spaces, which FFmpeg sends as written).
+_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*(?: +[^/?#\s]*)*@")
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|api_key|apikey|key|"
     r"secret|auth|sig|signature)=)[^&;#\s]*",

@@ -119,9 +119,12 @@ def test_mask_credentials(text, masked):
     assert mask_credentials(text) == masked
 
 
-# Any password a URL can carry unencoded (no whitespace, no "/?#" which end the authority).
+# Any password a URL can carry unencoded (no "/?#", which end the authority, and no
+# whitespace but the space, which FFmpeg sends as written).
 _PASSWORD_CHARS = st.characters(
-    blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"), blacklist_characters="/?#"
+    blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"),
+    blacklist_characters="/?#",
+    whitelist_characters=" ",
 )
 
 

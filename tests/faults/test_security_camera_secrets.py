@@ -1,0 +1,106 @@
+"""Security: a camera URL's password never shows in the camera's status or its logs, even
+one with a space in it, which FFmpeg sends as it is written (no percent-encoding needed)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from edge_agent.capture.camera import Camera
+from edge_agent.capture.health import CameraState
+from edge_agent.capture.sources import mask_credentials
+from tests.support.chaos import BOUNDARY, DEMO, jpeg_frames
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
+
+USER, PASSWORD = "admin", "open sesame"
+
+
+class _BasicAuthStream(BaseHTTPRequestHandler):
+    """An MJPEG camera behind Basic authentication (401 without the right credentials)."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        srv = self.server
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="cam"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        srv.authorized += 1
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
+        self.end_headers()
+        head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        try:
+            while not srv.stopping.wait(1 / 30):
+                self.wfile.write(head % (BOUNDARY, len(srv.jpg)) + srv.jpg + b"\r\n")
+        except OSError:
+            pass  # the camera hung up
+
+
+@pytest.fixture
+def camera_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BasicAuthStream)
+    server.daemon_threads = True
+    server.jpg, server.authorized = jpeg_frames(DEMO / "clip.avi", limit=1)[0], 0
+    server.stopping = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5.0)
+
+
+def test_a_password_with_a_space_is_used_and_never_shown(camera_server, caplog):
+    port = camera_server.server_address[1]
+    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/stream.mjpg"
+    states: list[tuple[str, str]] = []
+    camera = Camera(
+        "door",
+        url,
+        stale_after=2.0,
+        reopen_initial=0.1,
+        reopen_max=0.2,
+        on_state=lambda name, state, detail: states.append((state, detail)),
+    )
+    with caplog.at_level("DEBUG", logger="edge_agent"):
+        camera.start()
+        try:
+            assert camera.get(15.0) is not None, camera.stats()  # FFmpeg sent it as written
+            camera_server.stopping.set()  # the stream ends: the camera reports and retries
+            deadline = time.monotonic() + 15
+            while camera.state != CameraState.RECONNECTING:
+                assert time.monotonic() < deadline, camera.stats()
+                time.sleep(0.02)
+            stats = camera.stats()
+        finally:
+            camera.stop(5.0)
+    assert camera_server.authorized >= 1
+    shown = [stats.source, str(stats.last_error), *(d for _, d in states), caplog.text]
+    assert not [text for text in shown if "sesame" in text], shown
+    assert stats.source == f"http://{USER}:***@127.0.0.1:{port}/stream.mjpg"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("rtsp://admin:open sesame@cam/live", "rtsp://admin:***@cam/live"),
+        ("camera rtsp://a:b c@h/1 failed", "camera rtsp://a:***@h/1 failed"),
+        ("rtsp://host:554/live failed for user@example.com", None),  # no userinfo: as is
+    ],
+)
+def test_mask_credentials_takes_spaces_in_a_password(text, masked):
+    assert mask_credentials(text) == (masked or text)
