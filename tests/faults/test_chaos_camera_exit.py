@@ -133,3 +133,28 @@ def test_a_camera_blocked_in_its_open_at_exit_does_not_abort_the_daemon(tmp_path
         camera.close()
     assert "terminate called" not in log, log[-2000:]
     assert rc == 0, log[-2000:]
+
+
+def test_the_doctor_waits_at_exit_for_a_camera_still_in_opencv(monkeypatch):
+    """``edge-agent doctor`` gives up on a camera after its timeout; the thread left in
+    OpenCV is waited for at exit as the daemon's are, or it could abort the doctor."""
+    from types import SimpleNamespace
+
+    from edge_agent.capture import leftover, sources
+    from edge_agent.tools.doctor.probes import grab_frame
+
+    answer = threading.Event()
+
+    def opener(spec, **kwargs):
+        answer.wait(30)  # an open that outlasts the doctor's wait
+        raise OSError("hung up")
+
+    monkeypatch.setattr(sources, "open_capture", opener)
+    cam = SimpleNamespace(name="door", source="rtsp://10.0.0.9/live", width=0, height=0, fps=0)
+    shape, error, _ = grab_frame(cam, 0.1)
+    assert (shape, error) == (None, "no frame within 0.1s")
+    left = [t for t in leftover._left if t.name == "doctor-camera-door"]
+    assert left and left[0].is_alive()
+    answer.set()
+    leftover._wait_for_left_threads()  # what atexit runs
+    assert not left[0].is_alive()

@@ -200,9 +200,11 @@ def grab_frame(cam: Any, timeout: float, fit: Any = None) -> tuple[list[int] | N
     """Open a camera and read one frame in a helper thread bounded by ``timeout``; a
     device is opened in the mode fitted to ``fit`` (a ModelFit), as the daemon would.
 
-    OpenCV calls cannot be interrupted: a stuck one leaves a daemon thread behind,
-    which ends with this short-lived process.
+    OpenCV calls cannot be interrupted: a stuck one leaves a daemon thread behind, which
+    the process waits for at exit (capture/leftover.py: one that returns from OpenCV while
+    Python finalizes aborts the process).
     """
+    from edge_agent.capture.leftover import left_blocked
     from edge_agent.capture.sources import open_capture, parse_source
 
     box: dict[str, Any] = {}
@@ -234,5 +236,6 @@ def grab_frame(cam: Any, timeout: float, fit: Any = None) -> tuple[list[int] | N
     thread.join(timeout + 1.0)
     seconds = time.monotonic() - start
     if thread.is_alive():
+        left_blocked(cam.name, thread, start, 2 * timeout)  # its open, then its read
         return None, f"no frame within {timeout:g}s", seconds
     return box.get("shape"), box.get("error", ""), seconds
