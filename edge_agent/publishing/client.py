@@ -327,7 +327,7 @@ class MqttPublisher:
         conn, store, send = self._conn, self._store, self._delivery.send
         with conn.corked(len(self._outbox) > 1 or store.pending > 0):
             for msg in self._outbox.take_dirty():
-                conn.publish(msg.topic, msg.payload, msg.qos, True)
+                self._delivery.publish(conn, msg._replace(retain=True))
             window = self.settings.max_inflight - len(self._inflight)
             if window > 0 and store.pending:
                 for m in store.read(window, after=self._replay_pos):
@@ -341,8 +341,7 @@ class MqttPublisher:
                 if msg.durable:
                     send(conn, msg)
                     window -= 1
-                else:
-                    conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+                elif self._delivery.publish(conn, msg):
                     self._delivery.published += 1
 
     def _teardown(self, reason: str, *, clean: bool = False) -> None:

@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
-from edge_agent.publishing.packet_bound import OnOversized, bound_reads
+from edge_agent.publishing.packet_bound import OnOversized, bound_reads, publish_size
 from edge_agent.publishing.puback import plain_acks
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
@@ -185,6 +185,7 @@ class Connection:
         self.protocol = protocol
         self.opened = False  # TCP (+TLS) up and CONNECT sent
         self.answered = False  # a CONNACK came, accepting or refusing
+        self.max_packet = 0  # the Maximum Packet Size the broker's CONNACK declared (0: none)
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
         self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
@@ -299,6 +300,16 @@ class Connection:
             self._sent[mid] = topic
         return mid
 
+    def too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
+        """Why the broker would not take this publish (None if it would): bigger than the
+        Maximum Packet Size of its MQTT 5 CONNACK. Sent anyway, it ends the connection,
+        and the message, sent first again after every reconnect, would hold back all
+        behind it."""
+        size = publish_size(topic, payload, qos, self.protocol == mqtt.MQTTv5)
+        if not self.max_packet or size <= self.max_packet:
+            return None
+        return f"Packet too large ({size} bytes, the broker's maximum is {self.max_packet})"
+
     def close(self, *, clean: bool, deadline: float = 0.0) -> None:
         """End the connection.
 
@@ -337,6 +348,7 @@ class Connection:
             self.error = f"refused: {reason_code}"
             return
         self.connected = True
+        self.max_packet = getattr(properties, "MaximumPacketSize", 0)
         # ``online`` waits for the SUBACK (:meth:`_cb_subscribe`): a controller that sends
         # a command the moment it sees ``online`` must find the subscription in place.
         client.subscribe([(f, 1) for f in self.topics.command_filters()])

@@ -5,7 +5,9 @@ until the broker acknowledges it, and released strictly in send order: a replaye
 committed in the spool, a live one counts as secured for the loss ledger. A message the
 broker refused (an MQTT 5 PUBACK with a failure reason) is released the same way, not
 retried (the broker would refuse it again and hold back every result behind it), and
-counted as refused, never as published (:mod:`~edge_agent.publishing.refusals`).
+counted as refused, never as published (:mod:`~edge_agent.publishing.refusals`). A message
+bigger than the Maximum Packet Size of the broker's MQTT 5 CONNACK is refused here, unsent:
+the broker would end the connection for it, again after every reconnect.
 
 Owned by the publisher thread.
 """
@@ -31,6 +33,7 @@ class Delivery:
     def __init__(self, inflight: InflightWindow, store: Durability, problems: BrokerProblems):
         self._inflight, self._store, self._problems = inflight, store, problems
         self.published = self.replayed = 0
+        self._unsent = 0  # window keys of messages refused unsent (paho's mids are > 0)
 
     def send(self, conn: Connection, msg: Outgoing, position: Position | None = None) -> None:
         """Publish a durable message on ``conn`` and track it until acknowledged.
@@ -38,8 +41,25 @@ class Delivery:
         A QoS 0 message has no acknowledgement: it counts as done once handed to the
         connection (still released in order, so spool commits never overtake).
         """
+        refused = conn.too_large(msg.topic, msg.payload, msg.qos)
+        if refused is not None:
+            # Released in order like an acknowledged one: spool commits never overtake.
+            self._problems.refused_publish(msg.topic, refused)
+            self._unsent -= 1
+            self._release(self._inflight.add(self._unsent, msg, position, acked=True, refused=True))
+            return
         mid = conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         self._release(self._inflight.add(mid, msg, position, acked=msg.qos == 0))
+
+    def publish(self, conn: Connection, msg: Outgoing) -> bool:
+        """Publish a message that is not tracked (not durable); False if it is too large
+        for the broker (counted as refused, not sent)."""
+        refused = conn.too_large(msg.topic, msg.payload, msg.qos)
+        if refused is not None:
+            self._problems.refused_publish(msg.topic, refused)
+            return False
+        conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
+        return True
 
     def ack(self, mid: int, topic: str, refused: str | None) -> None:
         """A PUBACK/PUBCOMP (``refused``: its failure reason): release what is now fully

@@ -164,7 +164,13 @@ class InflightWindow:
         return len(self._entries)
 
     def add(
-        self, mid: int, msg: Outgoing, position: Position | None = None, *, acked: bool = False
+        self,
+        mid: int,
+        msg: Outgoing,
+        position: Position | None = None,
+        *,
+        acked: bool = False,
+        refused: bool = False,
     ) -> list[Inflight]:
         """Record a message sent with message id ``mid``.
 
@@ -173,12 +179,13 @@ class InflightWindow:
             msg: the message.
             position: its spool position, if replayed from the spool.
             acked: already done (QoS 0: nothing to wait for).
+            refused: with ``acked``, refused without being sent (too large for the broker).
 
         Returns:
             The messages released by this call (only possible with ``acked``), in order.
         """
         self._entries[mid] = [Inflight(msg, position), False]
-        return self.ack(mid) if acked else []
+        return self.ack(mid, refused=refused) if acked else []
 
     def ack(self, mid: int, *, refused: bool = False) -> list[Inflight]:
         """Mark ``mid`` acknowledged (``refused``: with a failure reason); return the

@@ -55,6 +55,14 @@ def publish_head(command: int, head: bytes) -> PacketHead | None:
 OnOversized = Callable[[str, int, int, bool], None]
 
 
+def publish_size(topic: str, payload: bytes, qos: int, v5: bool) -> int:
+    """Bytes of the PUBLISH packet paho sends for a message (MQTT 5: no properties), as
+    a broker compares it with its Maximum Packet Size."""
+    remaining = 2 + len(topic.encode("utf-8")) + (2 if qos else 0) + int(v5) + len(payload)
+    length_bytes = 1 + sum(remaining >= limit for limit in (1 << 7, 1 << 14, 1 << 21))
+    return 1 + length_bytes + remaining
+
+
 class ReadBuffer:
     """paho's reads served from one ``recv`` of up to 64 KiB.
 

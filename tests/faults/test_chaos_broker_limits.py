@@ -1,0 +1,79 @@
+"""A broker's MQTT 5 limits (CONNACK) against the publisher: a message bigger than the
+broker's Maximum Packet Size is refused on the device, not sent (mosquitto would end the
+connection for it, and, sent first again after every reconnect, it would hold back every
+result behind it for good)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.support.broker import MOSQUITTO, MosquittoBroker, MqttSubscriber, wait_until
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto")
+
+LIMIT = 2048
+BIG = {"pad": "x" * 4000}  # one result with many detections, over the broker's limit
+
+
+@pytest.fixture
+def small_broker(tmp_path):
+    """A mosquitto that takes packets of at most LIMIT bytes (not started); it keeps
+    sessions across a restart."""
+    broker = MosquittoBroker(tmp_path / "broker", persistent=True)
+    with broker.config.open("a") as conf:
+        conf.write(f"max_packet_size {LIMIT}\n")
+    yield broker
+    broker.kill()
+
+
+def _results(sub: MqttSubscriber) -> list[int]:
+    return [m.json()["seq"] for m in sub.on("edge/dev1/results")]
+
+
+def test_a_result_over_the_brokers_packet_size_is_refused_not_resent_for_ever(
+    small_broker, mqtt_publisher_factory, caplog
+):
+    small_broker.start()
+    sub = MqttSubscriber(small_broker.host, small_broker.port, ["edge/dev1/#"]).start()
+    caplog.set_level(logging.ERROR)
+    try:
+        pub = mqtt_publisher_factory(small_broker.port, protocol="5")
+        assert pub.wait_connected(10)
+        pub.publish("edge/dev1/cam0/person/snapshot", b"j" * 4000, 1, True)  # retained
+        for seq in range(10):
+            pub.publish_result({"seq": seq, **(BIG if seq == 3 else {})})
+        wait_until(lambda: len(_results(sub)) >= 9, 10, "the nine results that fit")
+        wait_until(lambda: pub.stats()["published"] == 9, 10, "their acknowledgements")
+        stats = pub.stats()
+    finally:
+        sub.stop()
+    assert _results(sub) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert (stats["refused"], stats["published"], stats["reconnects"]) == (2, 9, 0)
+    assert stats["connected"] and stats["spool_pending"] == 0
+    refusals = [r.getMessage() for r in caplog.records if "Packet too large" in r.getMessage()]
+    assert len(refusals) == 2 and "edge/dev1/results" in refusals[1], refusals
+
+
+def test_an_oversized_spooled_result_does_not_hold_back_the_replay(
+    small_broker, mqtt_publisher_factory
+):
+    small_broker.start()
+    sub = MqttSubscriber(
+        small_broker.host, small_broker.port, ["edge/dev1/results"], persistent=True
+    ).start()
+    try:
+        small_broker.stop()  # the subscriber's session is kept: it misses nothing
+        pub = mqtt_publisher_factory(small_broker.port, protocol="5")
+        for seq in range(10):
+            pub.publish_result({"seq": seq, **(BIG if seq == 0 else {})})
+        wait_until(lambda: pub.stats()["spool_pending"] == 10, 10, "ten results spooled")
+        small_broker.start()
+        wait_until(lambda: len(_results(sub)) >= 9, 10, "the nine results that fit")
+        wait_until(lambda: pub.stats()["spool_pending"] == 0, 10, "the spool replayed")
+    finally:
+        sub.stop()
+    stats = pub.stats()
+    assert _results(sub) == list(range(1, 10))
+    assert (stats["refused"], stats["replayed"], stats["reconnects"]) == (1, 9, 0)
