@@ -328,7 +328,7 @@ class MqttPublisher:
         with conn.corked(len(self._outbox) > 1 or store.pending > 0):
             for msg in self._outbox.take_dirty():
                 self._delivery.publish(conn, msg._replace(retain=True))
-            window = self.settings.max_inflight - len(self._inflight)
+            window = min(self.settings.max_inflight - len(self._inflight), conn.quota)
             if window > 0 and store.pending:
                 for m in store.read(window, after=self._replay_pos):
                     send(conn, Outgoing(m.topic, m.payload, m.qos, m.retain, True), m.position)

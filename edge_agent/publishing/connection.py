@@ -186,6 +186,7 @@ class Connection:
         self.opened = False  # TCP (+TLS) up and CONNECT sent
         self.answered = False  # a CONNACK came, accepting or refusing
         self.max_packet = 0  # the Maximum Packet Size the broker's CONNACK declared (0: none)
+        self.receive_max = 65535  # QoS 1/2 publishes the broker takes unacknowledged (CONNACK)
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
         self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
@@ -300,6 +301,13 @@ class Connection:
             self._sent[mid] = topic
         return mid
 
+    @property
+    def quota(self) -> int:
+        """QoS 1/2 publishes the broker takes now: its Receive Maximum less those awaiting
+        their acknowledgement (past it mosquitto refuses a QoS 2 one, and paho reports
+        that as delivered; other brokers end the connection)."""
+        return self.receive_max - len(self._sent)
+
     def too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
         """Why the broker would not take this publish (None if it would): bigger than the
         Maximum Packet Size of its MQTT 5 CONNACK. Sent anyway, it ends the connection,
@@ -349,6 +357,7 @@ class Connection:
             return
         self.connected = True
         self.max_packet = getattr(properties, "MaximumPacketSize", 0)
+        self.receive_max = getattr(properties, "ReceiveMaximum", 65535)
         # ``online`` waits for the SUBACK (:meth:`_cb_subscribe`): a controller that sends
         # a command the moment it sees ``online`` must find the subscription in place.
         client.subscribe([(f, 1) for f in self.topics.command_filters()])

@@ -1,7 +1,9 @@
 """A broker's MQTT 5 limits (CONNACK) against the publisher: a message bigger than the
 broker's Maximum Packet Size is refused on the device, not sent (mosquitto would end the
 connection for it, and, sent first again after every reconnect, it would hold back every
-result behind it for good)."""
+result behind it for good); no more publishes await their acknowledgement than the
+broker's Receive Maximum (past it mosquitto refuses a QoS 2 one, which paho reports as
+delivered)."""
 
 from __future__ import annotations
 
@@ -77,3 +79,22 @@ def test_an_oversized_spooled_result_does_not_hold_back_the_replay(
     stats = pub.stats()
     assert _results(sub) == list(range(1, 10))
     assert (stats["refused"], stats["replayed"], stats["reconnects"]) == (1, 9, 0)
+
+
+def test_no_more_in_flight_than_the_brokers_receive_maximum(tmp_path, mqtt_publisher_factory):
+    broker = MosquittoBroker(tmp_path / "broker")
+    with broker.config.open("a") as conf:
+        conf.write("max_inflight_messages 1\n")  # mosquitto's Receive Maximum for MQTT 5
+    broker.start()
+    sub = MqttSubscriber(broker.host, broker.port, ["edge/dev1/results"]).start()
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="5", qos_results=2)
+        assert pub.wait_connected(10)
+        for seq in range(50):
+            pub.publish_result({"seq": seq})
+        wait_until(lambda: pub.stats()["published"] == 50, 10, "50 results acknowledged")
+        wait_until(lambda: len(_results(sub)) >= 50, 10, "50 results at the subscriber")
+    finally:
+        sub.stop()
+        broker.kill()
+    assert _results(sub) == list(range(50))
