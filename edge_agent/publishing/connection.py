@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
-from edge_agent.publishing.packet_bound import OnOversized, bound_reads, publish_size
+from edge_agent.publishing.packet_bound import BrokerLimits, OnOversized, bound_reads
 from edge_agent.publishing.puback import plain_acks
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
@@ -182,11 +182,11 @@ class Connection:
         self.error: str | None = None
         self._on_connected, self._on_ack, self._on_message = on_connected, on_ack, on_message
         self._deadline = 0.0
+        self._ping_seen = 0.0  # when a PINGREQ awaiting its PINGRESP was first seen
         self.protocol = protocol
         self.opened = False  # TCP (+TLS) up and CONNECT sent
         self.answered = False  # a CONNACK came, accepting or refusing
-        self.max_packet = 0  # the Maximum Packet Size the broker's CONNACK declared (0: none)
-        self.receive_max = 65535  # QoS 1/2 publishes the broker takes unacknowledged (CONNACK)
+        self.limits = BrokerLimits()  # what the broker's CONNACK allows
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
         self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
@@ -292,7 +292,20 @@ class Connection:
             return self._fail(mqtt.error_string(rc))
         if not self.connected and time.monotonic() > self._deadline:
             return self._fail("no CONNACK within connect_timeout")
+        if self._pong_overdue():
+            return self._fail(f"no PINGRESP within keepalive ({self.settings.keepalive}s)")
         return True
+
+    def _pong_overdue(self) -> bool:
+        """True once a PINGREQ has waited ``keepalive`` for its PINGRESP. paho sends it
+        again instead whenever a byte came meanwhile: a link that trickles bytes would
+        never be given up, and results would wait behind it for ever."""
+        if not getattr(self.client, "_ping_t", 0):  # no PINGREQ awaits its answer
+            self._ping_seen = 0.0
+            return False
+        now = time.monotonic()
+        self._ping_seen = self._ping_seen or now
+        return now - self._ping_seen >= self.settings.keepalive
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
@@ -303,20 +316,12 @@ class Connection:
 
     @property
     def quota(self) -> int:
-        """QoS 1/2 publishes the broker takes now: its Receive Maximum less those awaiting
-        their acknowledgement (past it mosquitto refuses a QoS 2 one, and paho reports
-        that as delivered; other brokers end the connection)."""
-        return self.receive_max - len(self._sent)
+        """QoS 1/2 publishes the broker takes now (its Receive Maximum less the unacked)."""
+        return self.limits.receive_max - len(self._sent)
 
     def too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
-        """Why the broker would not take this publish (None if it would): bigger than the
-        Maximum Packet Size of its MQTT 5 CONNACK. Sent anyway, it ends the connection,
-        and the message, sent first again after every reconnect, would hold back all
-        behind it."""
-        size = publish_size(topic, payload, qos, self.protocol == mqtt.MQTTv5)
-        if not self.max_packet or size <= self.max_packet:
-            return None
-        return f"Packet too large ({size} bytes, the broker's maximum is {self.max_packet})"
+        """:meth:`BrokerLimits.too_large` over this connection's MQTT version."""
+        return self.limits.too_large(topic, payload, qos, self.protocol == mqtt.MQTTv5)
 
     def close(self, *, clean: bool, deadline: float = 0.0) -> None:
         """End the connection.
@@ -356,8 +361,7 @@ class Connection:
             self.error = f"refused: {reason_code}"
             return
         self.connected = True
-        self.max_packet = getattr(properties, "MaximumPacketSize", 0)
-        self.receive_max = getattr(properties, "ReceiveMaximum", 65535)
+        self.limits = BrokerLimits.of(properties)
         # ``online`` waits for the SUBACK (:meth:`_cb_subscribe`): a controller that sends
         # a command the moment it sees ``online`` must find the subscription in place.
         client.subscribe([(f, 1) for f in self.topics.command_filters()])

@@ -63,6 +63,34 @@ def publish_size(topic: str, payload: bytes, qos: int, v5: bool) -> int:
     return 1 + length_bytes + remaining
 
 
+class BrokerLimits(NamedTuple):
+    """What the broker's MQTT 5 CONNACK lets the device send (MQTT 3.1.1: no limits).
+
+    ``max_packet``: its Maximum Packet Size (0: none declared). ``receive_max``: its
+    Receive Maximum, the QoS 1/2 publishes it takes unacknowledged at once (past it
+    mosquitto refuses a QoS 2 one, which paho reports as delivered; other brokers end
+    the connection).
+    """
+
+    max_packet: int = 0
+    receive_max: int = 65535
+
+    @classmethod
+    def of(cls, properties: object) -> BrokerLimits:
+        """The limits a CONNACK's properties declare."""
+        max_packet = getattr(properties, "MaximumPacketSize", 0)
+        return cls(max_packet, getattr(properties, "ReceiveMaximum", 65535))
+
+    def too_large(self, topic: str, payload: bytes, qos: int, v5: bool) -> str | None:
+        """Why the broker would not take this publish (None if it would): over its Maximum
+        Packet Size. Sent anyway, it ends the connection, and the message, sent first again
+        after every reconnect, would hold back all behind it."""
+        size = publish_size(topic, payload, qos, v5)
+        if not self.max_packet or size <= self.max_packet:
+            return None
+        return f"Packet too large ({size} bytes, the broker's maximum is {self.max_packet})"
+
+
 class ReadBuffer:
     """paho's reads served from one ``recv`` of up to 64 KiB.
 
