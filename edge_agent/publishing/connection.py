@@ -309,6 +309,7 @@ class Connection:
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
+        qos = min(qos, self.limits.max_qos)  # above the broker's Maximum QoS it drops us
         mid = self.client.publish(topic, payload, qos, retain).mid
         if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)
             self._sent[mid] = topic

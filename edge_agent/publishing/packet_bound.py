@@ -69,17 +69,20 @@ class BrokerLimits(NamedTuple):
     ``max_packet``: its Maximum Packet Size (0: none declared). ``receive_max``: its
     Receive Maximum, the QoS 1/2 publishes it takes unacknowledged at once (past it
     mosquitto refuses a QoS 2 one, which paho reports as delivered; other brokers end
-    the connection).
+    the connection). ``max_qos``: its Maximum QoS (AWS IoT Core, Azure Event Grid: 1); a
+    publish above it ends the connection.
     """
 
     max_packet: int = 0
     receive_max: int = 65535
+    max_qos: int = 2
 
     @classmethod
     def of(cls, properties: object) -> BrokerLimits:
         """The limits a CONNACK's properties declare."""
         max_packet = getattr(properties, "MaximumPacketSize", 0)
-        return cls(max_packet, getattr(properties, "ReceiveMaximum", 65535))
+        max_qos = getattr(properties, "MaximumQoS", 2)
+        return cls(max_packet, getattr(properties, "ReceiveMaximum", 65535), max_qos)
 
     def too_large(self, topic: str, payload: bytes, qos: int, v5: bool) -> str | None:
         """Why the broker would not take this publish (None if it would): over its Maximum

@@ -98,3 +98,23 @@ def test_no_more_in_flight_than_the_brokers_receive_maximum(tmp_path, mqtt_publi
         sub.stop()
         broker.kill()
     assert _results(sub) == list(range(50))
+
+
+def test_qos_2_results_go_at_the_brokers_maximum_qos(tmp_path, mqtt_publisher_factory):
+    broker = MosquittoBroker(tmp_path / "broker")
+    with broker.config.open("a") as conf:
+        conf.write("max_qos 1\n")  # as AWS IoT Core and Azure Event Grid declare
+    broker.start()
+    sub = MqttSubscriber(broker.host, broker.port, ["edge/dev1/results"]).start()
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="5", qos_results=2)
+        assert pub.wait_connected(10)
+        for seq in range(10):
+            pub.publish_result({"seq": seq})
+        wait_until(lambda: len(_results(sub)) >= 10, 10, "10 results at the subscriber")
+        wait_until(lambda: pub.stats()["published"] == 10, 10, "10 results acknowledged")
+    finally:
+        sub.stop()
+        broker.kill()
+    assert _results(sub) == list(range(10))
+    assert pub.stats()["reconnects"] == 0
