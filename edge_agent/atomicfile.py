@@ -72,3 +72,24 @@ def write_atomic(
     if hook:
         hook(f"{point}_renamed")
     fsync_path(target.parent)
+
+
+def remove_leftovers(directory: os.PathLike | str) -> list[str]:
+    """Remove the temp files that writes killed before their rename left in ``directory``.
+
+    A ``<name>.tmp<pid>`` is never written again (the next run has another pid), so each
+    power cut during a :func:`write_atomic` would leave one for good. Call it only while
+    nothing else writes there (e.g. under the directory's lock).
+
+    Returns:
+        The names removed.
+    """
+    removed = []
+    for path in Path(directory).glob("*.tmp*"):
+        if path.name.rpartition(".tmp")[2].isdigit():
+            try:
+                path.unlink()
+            except OSError:
+                continue  # a directory, or already gone: left alone
+            removed.append(path.name)
+    return removed

@@ -40,7 +40,7 @@ import os
 import time
 from pathlib import Path
 
-from edge_agent.atomicfile import write_atomic
+from edge_agent.atomicfile import remove_leftovers, write_atomic
 from edge_agent.errors import ConfigError, PublishError
 from edge_agent.publishing.segments import (
     Position,
@@ -276,6 +276,8 @@ class Spool:
 
     def _recover(self) -> Position:
         """Load the cursor, drop finished segments, cut torn records, count what is left."""
+        if leftovers := remove_leftovers(self.directory):  # under the lock: ours alone
+            logger.info("spool %s: removed %s of interrupted writes", self.directory, leftovers)
         segments = segment_numbers(self.directory)
         cursor = self._load_cursor() or Position(0, 0)
         for segment in segments:
