@@ -326,7 +326,7 @@ class MqttPublisher:
         """Connected: retained latest values, then the spool in order, then the queue."""
         conn, store, send = self._conn, self._store, self._delivery.send
         with conn.corked(len(self._outbox) > 1 or store.pending > 0):
-            for msg in self._outbox.take_dirty():
+            for msg in self._outbox.take_dirty(conn.quota):  # the broker's Receive Maximum
                 self._delivery.publish(conn, msg._replace(retain=True))
             window = min(self.settings.max_inflight - len(self._inflight), conn.quota)
             if window > 0 and store.pending:
@@ -376,7 +376,7 @@ class MqttPublisher:
         while self._conn is not None and time.monotonic() < self._drain_until:
             if self._conn.connected:
                 self._pump()
-                if not (len(self._outbox) or len(self._inflight) or self._store.pending):
+                if self._outbox.idle and not (len(self._inflight) or self._store.pending):
                     break
             if not self._conn.step(0.05):
                 self._teardown(self._conn.error or "connection lost")

@@ -51,6 +51,12 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, and no retained value waiting (e.g. for the broker's quota)."""
+        with self._lock:
+            return not (self._queue or self._dirty)
+
     def put(self, msg: Outgoing) -> Outgoing | None:
         """Queue a message (or store it as a retained latest value).
 
@@ -110,11 +116,19 @@ class Outbox:
         with self._lock:
             self._queue.extendleft(reversed(list(msgs)))
 
-    def take_dirty(self) -> list[Outgoing]:
-        """The retained latest values not yet published, by topic; clears the marks."""
+    def take_dirty(self, limit: int | None = None) -> list[Outgoing]:
+        """The retained latest values not yet published, by topic (the first ``limit`` of
+        them QoS 1 or 2, any QoS 0 ones among them too); clears their marks."""
         with self._lock:
-            out = [self._retained[t] for t in sorted(self._dirty)]
-            self._dirty.clear()
+            out: list[Outgoing] = []
+            for topic in sorted(self._dirty):
+                msg = self._retained[topic]
+                if msg.qos and limit is not None:
+                    if limit <= 0:
+                        continue
+                    limit -= 1
+                out.append(msg)
+            self._dirty.difference_update(m.topic for m in out)
             return out
 
     def repeat(self, topic: str) -> bool:

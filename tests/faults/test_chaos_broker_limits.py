@@ -118,3 +118,21 @@ def test_qos_2_results_go_at_the_brokers_maximum_qos(tmp_path, mqtt_publisher_fa
         broker.kill()
     assert _results(sub) == list(range(10))
     assert pub.stats()["reconnects"] == 0
+
+
+def test_retained_values_wait_for_the_brokers_receive_maximum(tmp_path, mqtt_publisher_factory):
+    broker = MosquittoBroker(tmp_path / "broker")
+    with broker.config.open("a") as conf:
+        conf.write("max_inflight_messages 1\n")
+    broker.start()
+    topics = [f"edge/dev1/cam0/label{i}" for i in range(5)]
+    sub = MqttSubscriber(broker.host, broker.port, topics).start()
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="5")
+        assert pub.wait_connected(10)
+        for topic in topics:  # latest values, sent together by the publisher thread
+            pub.publish(topic, b"1", qos=2, retain=True, urgent=False)
+        wait_until(lambda: all(sub.on(t) for t in topics), 10, "the 5 retained values")
+    finally:
+        sub.stop()
+        broker.kill()
