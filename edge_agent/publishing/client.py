@@ -351,6 +351,7 @@ class MqttPublisher:
         was_connected = conn is not None and conn.connected
         if conn is not None:
             conn.close(clean=clean, deadline=self._stop_deadline)
+        self._delivery.settle(self._inflight.acked_held())  # else counted "possibly lost"
         self._outbox.push_front(self._inflight.reset())  # older than anything queued
         self._replay_pos = None
         self._store.spool_queue()

@@ -70,6 +70,11 @@ class Delivery:
             self._problems.accepted(topic)
         self._release(self._inflight.ack(mid, refused=refused is not None))
 
+    def settle(self, items: list[Inflight]) -> None:
+        """Account for live messages acknowledged but never released (the connection was
+        lost while an earlier one awaited its acknowledgement): delivered, not resent."""
+        self._release(items)
+
     def _release(self, items: list[Inflight]) -> None:
         """Account for released messages; commit replayed ones in the spool, in order."""
         for item in items:

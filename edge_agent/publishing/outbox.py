@@ -250,6 +250,11 @@ class InflightWindow:
             stored += 1
         return stored
 
+    def acked_held(self) -> list[Inflight]:
+        """Live messages acknowledged but not released (an earlier one awaits its
+        acknowledgement): what :meth:`reset` forgets as delivered."""
+        return [e[0] for e in self._entries.values() if e[1] and e[0].position is None]
+
     def reset(self) -> list[Outgoing]:
         """Forget the window (connection gone); return unacknowledged non-spool messages.
 
