@@ -93,7 +93,8 @@ class LossLedger:
             return max(0, int(doc["possibly_lost"]))
         except FileNotFoundError:
             return 0
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        # Overflow: an infinite count ("1e999"); recursion: deeply nested brackets.
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             logger.warning("loss ledger %s unreadable (%s): counting 0", self.path, exc)
             return 0
 

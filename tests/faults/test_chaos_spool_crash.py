@@ -4,7 +4,8 @@
 process killed before the rename leaves that file behind, under a name no later run
 writes again (another pid). What must hold: the next open of the spool removes them, so
 the spool's disk use stays within its bound however many power cuts it saw, and the
-records are intact.
+records are intact. A loss ledger damaged into valid but absurd JSON counts as 0, like
+any other unreadable one, and never stops the publisher from starting.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from edge_agent.publishing.spool import Spool
+from tests.support.broker import free_port, wait_until
 
 # Every atomic write dies before its rename. "cursor": 40 records appended, 10 committed
 # with cursor_every=1, so the cursor save dies. "scan": the open of a spool with a
@@ -60,3 +64,19 @@ def test_temp_files_of_interrupted_atomic_writes_are_removed_at_open(tmp_path):
         got = [m.payload for m in spool.read(100)]
         assert got == [b"m%02d" % i for i in range(40) if i != 29]
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [b'{"possibly_lost": 1e999}', b'{"possibly_lost": Infinity}', b"[" * 100_000],
+    ids=["huge", "infinity", "nested"],
+)
+def test_a_damaged_loss_ledger_does_not_stop_the_publisher(
+    tmp_path, mqtt_publisher_factory, damaged
+):
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "unsecured").write_bytes(damaged)
+    pub = mqtt_publisher_factory(free_port(), spool_dir=tmp_path / "spool")  # no broker
+    pub.publish_result({"seq": 0})
+    wait_until(lambda: pub.stats()["spool_pending"] == 1, 10, "the result spooled")
+    assert pub.durability()["possibly_lost_last_run"] == 0
