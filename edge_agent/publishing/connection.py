@@ -87,39 +87,6 @@ def connect_properties(settings: MqttSettings) -> Properties:
     return props
 
 
-class ProtocolChoice:
-    """The MQTT version of the next connection attempt, from ``mqtt.protocol``.
-
-    ``auto`` starts with MQTT 5 (the broker then enforces ``max_packet_size``) and
-    alternates with 3.1.1 after each attempt that reached the broker but got no CONNACK:
-    a 3.1.1-only broker (the embedded amqtt) ignores an MQTT 5 CONNECT, and a broker that
-    is down fails both. Owned by the publisher thread.
-    """
-
-    def __init__(self, setting: str):
-        self.auto = setting == "auto"
-        self.v5 = setting != "3.1.1"
-
-    @property
-    def version(self) -> int:
-        """``mqtt.MQTTv5`` or ``mqtt.MQTTv311``."""
-        return mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
-
-    def connack_timeout(self, connect_timeout: float) -> float:
-        """A broker that speaks MQTT 5 answers at once; one that does not may never."""
-        return min(connect_timeout, 2.0) if self.auto else connect_timeout
-
-    def no_connack(self) -> None:
-        """An attempt reached the broker but got no CONNACK: try the other version."""
-        if self.auto:
-            self.v5 = not self.v5
-
-    @property
-    def fell_back(self) -> bool:
-        """True when ``auto`` is on 3.1.1 (the broker does not bound packet sizes)."""
-        return self.auto and not self.v5
-
-
 def _safe(method: Callable[..., None]) -> Callable[..., None]:
     """Wrap a paho callback: MQTT callbacks never raise, they log and carry on."""
 

@@ -8,8 +8,8 @@ client with the same id, a broker that drops the device for a packet it sends on
 subscribe): such a loop slows down to ``reconnect_max`` and is named in the log instead
 of replaying the spool several times a second. A broker that takes the TCP connection but
 never answers an MQTT 5 CONNECT is tried with 3.1.1 next
-(:class:`~edge_agent.publishing.connection.ProtocolChoice`); one that answers with a
-refusal (bad password, ACL) is not.
+(:class:`ProtocolChoice`), and with MQTT 5 again once
+that connection is lost; one that answers with a refusal (bad password, ACL) is not.
 
 With several brokers (``mqtt.hosts``) each failure moves on to the next broker at once;
 the backoff delay is waited once per full cycle through the list, and after a lost
@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import time
 
+import paho.mqtt.client as mqtt
+
 from edge_agent.backoff import Backoff
-from edge_agent.publishing.connection import ProtocolChoice
 from edge_agent.publishing.endpoints import Endpoint, HostRotation
 from edge_agent.publishing.settings import MqttSettings
 
@@ -31,6 +32,44 @@ logger = logging.getLogger(__name__)
 
 STABLE_S = 5.0  # a connection up this long resets the reconnect delay
 SHORT_LIVED_HINT = 3  # this many short-lived connections in a row are reported
+
+
+class ProtocolChoice:
+    """The MQTT version of the next connection attempt, from ``mqtt.protocol``.
+
+    ``auto`` starts with MQTT 5 (the broker then enforces ``max_packet_size``) and
+    alternates with 3.1.1 after each attempt that reached the broker but got no CONNACK:
+    a 3.1.1-only broker (the embedded amqtt) ignores an MQTT 5 CONNECT, and a broker that
+    is down fails both. Owned by the publisher thread.
+    """
+
+    def __init__(self, setting: str):
+        self.auto = setting == "auto"
+        self.v5 = setting != "3.1.1"
+
+    @property
+    def version(self) -> int:
+        """``mqtt.MQTTv5`` or ``mqtt.MQTTv311``."""
+        return mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
+
+    def connack_timeout(self, connect_timeout: float) -> float:
+        """A broker that speaks MQTT 5 answers at once; one that does not may never."""
+        return min(connect_timeout, 2.0) if self.auto else connect_timeout
+
+    def no_connack(self) -> None:
+        """An attempt reached the broker but got no CONNACK: try the other version."""
+        if self.auto:
+            self.v5 = not self.v5
+
+    def again(self) -> None:
+        """A connection ended: ``auto`` tries MQTT 5 first again (the CONNECT left
+        unanswered may have been a stall, and over 3.1.1 no publish can be refused)."""
+        self.v5 = self.v5 or self.auto
+
+    @property
+    def fell_back(self) -> bool:
+        """True when ``auto`` is on 3.1.1 (the broker does not bound packet sizes)."""
+        return self.auto and not self.v5
 
 
 class Reconnects:
@@ -117,6 +156,7 @@ class Reconnects:
         stable = self._up_since is not None and now - self._up_since >= STABLE_S
         self._up_since = None
         self._brokers.lost()
+        self._protocol.again()
         if stable:
             self._backoff.reset()
             self.short_lived = 0

@@ -87,6 +87,21 @@ def test_only_an_unanswered_connect_switches_auto_to_311():
     assert plan.version == mqtt.MQTTv311
 
 
+def test_auto_tries_mqtt_5_again_after_a_311_connection_is_lost():
+    """One stalled MQTT 5 CONNECT must not keep the device on 3.1.1 (where the broker
+    cannot refuse a publish) for good: the next connection tries MQTT 5 first again."""
+    plan = Reconnects(MqttSettings(host="a", protocol="auto"))
+    plan.failed("no CONNACK", unanswered=True)
+    plan.connected()
+    assert plan.version == mqtt.MQTTv311
+    plan.lost("connection lost")
+    assert plan.version == mqtt.MQTTv5
+    fixed = Reconnects(MqttSettings(host="a", protocol="3.1.1"))
+    fixed.connected()
+    fixed.lost("connection lost")
+    assert fixed.version == mqtt.MQTTv311  # a version set in the config stays
+
+
 def test_a_refusal_stands_until_the_broker_takes_that_topic_again():
     problems = BrokerProblems("broker:1883", clock=lambda: 0.0)
     problems.refused_publish("ea/box/results", "Not authorized")
