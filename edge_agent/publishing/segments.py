@@ -296,12 +296,27 @@ class SegmentFiles:
         if self._tail is not None:
             os.fsync(self._tail[1])
 
-    def read(self, pos: Position) -> tuple[int, bytes | None]:
+    def read(self, pos: Position, end: int) -> tuple[int, bytes | None]:
         """The record at ``pos``: (record size, body). Unbuffered reads: never stale.
 
         A record damaged since the spool was opened (bit rot) is checked like at open:
-        the body is None and the size reaches the next valid record (or the end).
+        the body is None and the size reaches the next valid record (or the end). A
+        segment the storage fails to read (EIO from a failing SD card) is lost from
+        ``pos`` to ``end`` (its size) the same way, loudly: failing every read instead
+        would hold back everything behind it for good.
         """
+        try:
+            return self._record(pos)
+        except OSError as exc:
+            self._close_read()
+            logger.error(
+                "spool %s: segment %d unreadable from byte %d (%s): its records are lost",
+                self.directory, pos.segment, pos.offset, exc.strerror or exc,
+            )  # fmt: skip
+            return max(1, end - pos.offset), None
+
+    def _record(self, pos: Position) -> tuple[int, bytes | None]:
+        """:meth:`read`, letting the storage's OSError through."""
         if self._read is None or self._read[0] != pos.segment:
             self._close_read()
             self._read = (pos.segment, os.open(self.path(pos.segment), os.O_RDONLY))

@@ -192,7 +192,7 @@ class Spool:
             pos = self._normalize(pos)
             if pos is None:
                 break
-            size, body = self._files.read(pos)
+            size, body = self._files.read(pos, self._sizes[pos.segment])
             if body is None and pos not in self._damaged:  # skipped, counted once
                 self._damaged.add(pos)
                 self.corrupt, self.dropped = self.corrupt + 1, self.dropped + 1
@@ -374,10 +374,12 @@ class Spool:
         pos = self._normalize(self._cursor)
         if pos is None:
             return
-        size, _body = self._files.read(pos)
+        size, _body = self._files.read(pos, self._sizes[pos.segment])
         self._cursor = Position(pos.segment, pos.offset + size)
         self._count -= 1
         self._live -= size
+        if self._normalize(self._cursor) is None:  # all consumed: a damaged stretch of
+            self._count = self._live = 0  # several records counted as one must not linger
         self._uncommitted_cursor += 1
         finished = [s for s in self._sizes if s < pos.segment]
         if self._cursor.offset >= self._sizes[pos.segment] and pos.segment != self._tail():

@@ -189,6 +189,31 @@ def test_segments_roll_and_consumed_ones_are_deleted(tmp_path):
         assert _payloads(spool) == sent[9:]
 
 
+def test_a_segment_the_storage_cannot_read_is_lost_loudly_not_failing_every_read(
+    tmp_path, monkeypatch, caplog
+):
+    """EIO from a failing SD card on one segment: its records are counted lost and the
+    rest are read and committed (an OSError from every read held them back for good)."""
+    with Spool(tmp_path, segment_bytes=40 * 4) as spool:
+        sent = _fill(spool, 10)  # segments of 4 + 4 + 2 records
+        bad = str(_segments(tmp_path)[1])
+        real_pread = os.pread
+
+        def pread(fd, size, offset):
+            if os.readlink(f"/proc/self/fd/{fd}") == bad:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return real_pread(fd, size, offset)
+
+        monkeypatch.setattr(os, "pread", pread)
+        msgs = spool.read(100)
+        assert [m.payload for m in msgs] == [*sent[:4], *sent[8:]]
+        assert (spool.corrupt, spool.dropped) == (1, 1)
+        assert "unreadable from byte 0 (Input/output error)" in caplog.text
+        spool.commit(msgs[-1].position)
+        assert (spool.pending, spool.pending_bytes) == (0, 0)
+        assert spool.read(10) == []
+
+
 def _fail_segment_writes(monkeypatch, *, partial: bool) -> None:
     """Make writes to spool segment files fail with ENOSPC (optionally after half a write)."""
     real_write = os.write
