@@ -248,12 +248,16 @@ class PresenceCounts:
         # only the changed keys become CountKeys.
         counts: dict[tuple[str | None, str], int] = dict(self._zero)
         for track in active:
-            label = track.label
-            counts[(None, label)] = counts.get((None, label), 0) + 1
+            # A model label named "all" would add to the count of every label (one key,
+            # one topic): it is counted there alone.
+            label = track.label if track.label != self.ALL else None
+            if label is not None:
+                counts[(None, label)] = counts.get((None, label), 0) + 1
             counts[(None, self.ALL)] += 1
             if membership is not None:
                 for zone in membership.zones_of(track.track_id):
-                    counts[(zone, label)] = counts.get((zone, label), 0) + 1
+                    if label is not None:
+                        counts[(zone, label)] = counts.get((zone, label), 0) + 1
                     counts[(zone, self.ALL)] = counts.get((zone, self.ALL), 0) + 1
         # A label seen before and gone now reads 0 rather than staying at its last count.
         for key in self._last:

@@ -349,6 +349,21 @@ def test_counts_report_only_changes_and_fall_back_to_zero():
     assert gone[CountKey(None, "person")] == 0 and gone[CountKey("drive", "all")] == 0
 
 
+def test_a_model_label_named_all_is_not_counted_twice_in_all():
+    counts = PresenceCounts(zones=["drive"])
+    tracker = Tracker(TrackerSettings(rule=TrackRule(1, 0.2)))
+    drive = ZoneMembership([Zone("drive", ((0, 0), (200, 0), (200, 200), (0, 200)))])
+    dets = [Detection("all", 0.9, box_at(50, 50)), Detection("car", 0.9, box_at(400, 50))]
+    step = tracker.update(dets, 0.0)
+    drive.update(step.active, step.ended)
+    changed = counts.update(step.active, drive)
+    assert changed == {
+        CountKey(None, "all"): 2,
+        CountKey(None, "car"): 1,
+        CountKey("drive", "all"): 1,
+    }
+
+
 def test_classification_label_hysteresis():
     from edge_agent.inference.postprocess import Result
 
