@@ -32,6 +32,7 @@ from edge_agent.daemon.reload import log_plan, plan_reload
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
+from edge_agent.daemon.statedir import claim_state_dir
 from edge_agent.daemon.stats import PipelineStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -74,6 +75,7 @@ class Daemon:
         self.detect: DetectSwitch | None = None
         self.discovery: HaDiscovery | None = None
         self.last_error = self.store_error = ""
+        self._state_lock: int | None = None  # see daemon/statedir.py
         self._state = DaemonState.STARTING
         self._status_lock = threading.Lock()
         self._pipeline_stop = threading.Event()
@@ -189,10 +191,7 @@ class Daemon:
             EdgeAgentError: the model cannot be loaded on any backend.
         """
         cfg = self.config
-        try:
-            os.makedirs(cfg.device.state_dir, exist_ok=True)
-        except OSError as exc:  # the spool reports it as storage_error and retries
-            logger.error("device.state_dir %s: %s", cfg.device.state_dir, exc.strerror)
+        self._state_lock = claim_state_dir(cfg.device.state_dir)  # before anything in it
         if cfg.updates.enabled:
             try:
                 self.updates = UpdateService(cfg, model_options(cfg), None, self._report_model)
@@ -395,4 +394,6 @@ class Daemon:
             self.publisher.publish_status(self.status())  # retained: the last word
             self.publisher.stop(5.0)
         self.signals.restore()
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # last: everything in the state dir is written
         logger.info("stopped")
