@@ -52,11 +52,13 @@ class DetectSwitch:
     def _load(self) -> frozenset[str]:
         try:
             with open(self._path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            off = frozenset(str(c) for c in data.get("off", []) if c in self._cameras)
+                listed = json.load(fh).get("off", [])
+            if not isinstance(listed, list):  # a string or an object would be read by letter
+                raise TypeError(f"off is {type(listed).__name__}, not a list of cameras")
+            off = frozenset(str(c) for c in listed if c in self._cameras)
         except FileNotFoundError:
             return frozenset()
-        except (OSError, ValueError, AttributeError) as exc:
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             logger.warning(
                 "detect switch %s unreadable (%s): every camera detects", self._path, exc
             )
