@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge_agent.atomicfile import write_atomic
+from edge_agent.atomicfile import fsync_path, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,11 @@ class RequestJournal:
             logger.error("model update: cannot record requests in %s: %s", self.path, exc)
 
     def _remove(self) -> None:
-        """Delete the record (lock held)."""
+        """Delete the record for good (lock held): synced, a power cut cannot bring it
+        back, and the next start answer the request a second time."""
         try:
             self.path.unlink()
+            fsync_path(self.path.parent)
         except FileNotFoundError:
             pass
         except OSError as exc:
