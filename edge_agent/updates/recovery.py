@@ -16,6 +16,7 @@ import shutil
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.updates.history import note_confirmed
 from edge_agent.updates.pointer import POINTER, remove_pointer, remove_temp_pointers
 from edge_agent.updates.release import TRASH, InstalledRelease, empty_trash, trash_release
 from edge_agent.updates.versions import parse_version
@@ -79,6 +80,10 @@ def recover_store(store: ModelStore) -> tuple[InstalledRelease | None, RecoveryN
         try:
             release = store.active(verify=True)
             _check_previous(store, release, ptr)
+            if not ptr.get("trial"):
+                # Confirmed: a power cut between the confirm and the version record must
+                # not leave it out of replay protection (a no-op when it is recorded).
+                note_confirmed(store.root, release.manifest)
             return release, note
         except ModelUpdateError as exc:
             logger.error("model store: active release unusable: %s", exc)

@@ -6,16 +6,25 @@ the code that reads it at every start, with real files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.daemon.controls import DetectSwitch
+from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.topics import Topics
+from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.journal import RequestJournal
+from edge_agent.updates.signing import TrustedKeys
+from edge_agent.updates.store import ModelStore
+from tests.support.updates_release import install_local, make_release
 
 pytestmark = [pytest.mark.faults]
+
+KEY = Ed25519PrivateKey.generate()
 
 
 @pytest.mark.parametrize(
@@ -61,3 +70,43 @@ def test_an_answered_request_leaves_the_journal_for_good(tmp_path, monkeypatch):
     assert not journal.path.exists()
     assert str(tmp_path) in synced, f"the removal of {journal.path} was not synced: {synced}"
     assert RequestJournal(tmp_path).take() is None
+
+
+class PowerCut(BaseException):
+    """Stands for a SIGKILL at a store checkpoint: nothing after it runs, the disk stays."""
+
+
+def test_a_release_confirmed_just_before_a_power_cut_still_counts_against_replays(tmp_path):
+    # versions.json (the highest version of each name confirmed here) is written after
+    # the pointer's trial mark is cleared. Cut between the two, the box came back on
+    # cls@3.0.0, confirmed, with versions.json still saying cls@1.0.0: once the box had
+    # moved to another model, an old signed cls@2.0.0 was installed over it (a replay
+    # the record exists to refuse).
+    state, rel = tmp_path / "state", tmp_path / "rel"
+    keys = TrustedKeys([KEY.public_key()])
+
+    def start(hook=None) -> UpdateInstaller:
+        store = ModelStore(state, hook=hook)
+        store.recover()  # what the daemon's start does
+        settings = UpdateSettings(allow_model_change=True)
+        return UpdateInstaller(store, keys, settings, swap=lambda release: None)
+
+    install_local(start(), make_release(rel, KEY, "1.0.0").dir)
+    renamed: list[str] = []
+
+    def cut_at_confirm(point: str) -> None:
+        if point == "pointer_renamed":
+            renamed.append(point)
+            if len(renamed) == 2:  # the switch on trial, then the confirm: trial passed
+                raise PowerCut
+
+    with pytest.raises(PowerCut):
+        install_local(start(cut_at_confirm), make_release(rel, KEY, "3.0.0").dir)
+    box = start()
+    assert box.store.pointer().get("trial") is None
+    assert box.store.active().version == "3.0.0"
+    install_local(box, make_release(rel, KEY, "1.0.0", name="doorcam").dir)
+    with pytest.raises(ModelUpdateError) as refused:
+        install_local(start(), make_release(rel, KEY, "2.0.0").dir)
+    assert refused.value.reason == "not_newer"
+    assert json.loads((state / "models" / "versions.json").read_text())["cls"] == "3.0.0"
