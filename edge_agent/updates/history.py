@@ -24,15 +24,38 @@ logger = logging.getLogger(__name__)
 HISTORY = "versions.json"
 
 
-def _read(root: Path) -> dict[str, str]:
-    """The recorded highest versions (empty when missing or unreadable)."""
-    data = read_json_record(root / HISTORY, dict, "using the releases on disk") or {}
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+def _read(root: Path) -> tuple[dict[str, str], bool]:
+    """The recorded highest versions, and False when the record is damaged (logged):
+    then the highest of each name among the releases still on disk, the best left to
+    go on (empty when the record is missing)."""
+    data = read_json_record(root / HISTORY, dict, "using the releases on disk")
+    if data is None:
+        damaged = (root / HISTORY).exists()
+        return (_on_disk(root) if damaged else {}), not damaged
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}, True
+
+
+def _on_disk(root: Path) -> dict[str, str]:
+    """The highest version of each name among the release dirs ``<name>/<version>``."""
+    highest: dict[str, Version] = {}
+    try:
+        for path in root.glob("*/*"):
+            if path.parent.name.startswith(".") or not path.is_dir():
+                continue  # staging, trash
+            try:
+                version = parse_version(path.name, reason="corrupt")
+            except ModelUpdateError:
+                continue
+            if path.parent.name not in highest or version > highest[path.parent.name]:
+                highest[path.parent.name] = version
+    except OSError as exc:
+        logger.warning("model store: cannot list the releases in %s: %s", root, exc)
+    return {name: str(version) for name, version in highest.items()}
 
 
 def highest_installed(root: Path, name: str) -> Version | None:
     """The highest version of ``name`` ever confirmed here, or None."""
-    recorded = _read(root).get(name)
+    recorded = _read(root)[0].get(name)
     if recorded is None:
         return None
     try:
@@ -48,10 +71,10 @@ def note_installed(root: Path, manifest: Manifest) -> None:
     Raises:
         ModelUpdateError: ``io_error`` when the record cannot be written.
     """
-    data = _read(root)
+    data, sound = _read(root)
     current = data.get(manifest.name)
-    if current is not None and parse_version(current) >= manifest.version:
-        return
+    if sound and current is not None and parse_version(current) >= manifest.version:
+        return  # a damaged record is written anew, from the releases on disk
     data[manifest.name] = str(manifest.version)
     write_json_atomic(
         root / HISTORY,

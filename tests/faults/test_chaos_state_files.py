@@ -110,3 +110,28 @@ def test_a_release_confirmed_just_before_a_power_cut_still_counts_against_replay
         install_local(start(), make_release(rel, KEY, "2.0.0").dir)
     assert refused.value.reason == "not_newer"
     assert json.loads((state / "models" / "versions.json").read_text())["cls"] == "3.0.0"
+
+
+def test_a_damaged_version_record_falls_back_on_the_releases_on_disk(tmp_path, caplog):
+    # An unreadable versions.json was logged "using the releases on disk", but nothing
+    # used them: replay protection across names was off, and an old signed cls@2.0.0
+    # went in over a box that had served cls@3.0.0 (still kept in its store).
+    state, rel = tmp_path / "state", tmp_path / "rel"
+    keys = TrustedKeys([KEY.public_key()])
+
+    def start() -> UpdateInstaller:
+        store = ModelStore(state)
+        store.recover()
+        settings = UpdateSettings(allow_model_change=True)
+        return UpdateInstaller(store, keys, settings, swap=lambda release: None)
+
+    install_local(start(), make_release(rel, KEY, "3.0.0").dir)
+    install_local(start(), make_release(rel, KEY, "1.0.0", name="doorcam").dir)
+    record = state / "models" / "versions.json"
+    record.write_bytes(b"")  # a failing card, a hand edit
+    caplog.set_level(logging.WARNING, logger="edge_agent.updates")
+    with pytest.raises(ModelUpdateError) as refused:
+        install_local(start(), make_release(rel, KEY, "2.0.0").dir)
+    assert refused.value.reason == "not_newer"
+    assert "versions.json unreadable" in caplog.text
+    assert json.loads(record.read_text()) == {"cls": "3.0.0", "doorcam": "1.0.0"}  # repaired
