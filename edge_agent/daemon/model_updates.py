@@ -92,7 +92,9 @@ class UpdateService:
         self._journal = RequestJournal(config.device.state_dir)
         reject = self.installer.reject
         self._inbox = CommandInbox(
-            config.updates.queue_depth, lambda r, m, rid: reject(r, m, request_id=rid)
+            config.updates.queue_depth,
+            lambda r, m, rid: reject(r, m, request_id=rid),
+            self._journal,
         )
         self._answers: list[Held] = []  # rollbacks a trial's switch back answers
         self._asked: dict[str, Any] | None = None  # the last in-progress state
@@ -227,6 +229,8 @@ class UpdateService:
             "the daemon stopped before it ran this command; send it again",
             request_id=held.request_id,
         )
+        if held.request_id is not None:  # one kept during startup is journalled: answered
+            self._journal.unqueue(held.request_id)
 
     # ------------------------------------------------- validator and hot swap
     def validate(self, root: Path, manifest: Manifest) -> None:

@@ -6,6 +6,8 @@ Two moments need more than a hand-over:
   runner started (that can take seconds on a Pi loading the TPU delegate). Commands that
   arrive meanwhile are kept, in order, up to ``updates.queue_depth``, and handed to the
   runner when it starts; more are refused ``busy`` under their request id, never dropped.
+  Each kept one is recorded in the request journal as queued, so that a crash or a power
+  cut before the runner starts still gets it answered (``interrupted``) at the next start.
 * **A trial waiting for frames.** A rollback command sent while a release on trial waits
   for camera frames is what ends that trial: the inbox takes it (see :meth:`yield_to`)
   instead of queueing it behind the wait, and the service answers it once the trial has
@@ -38,6 +40,7 @@ from edge_agent.updates.commands import (
     peek_request_id,
 )
 from edge_agent.updates.installer import UpdateInstaller
+from edge_agent.updates.journal import RequestJournal
 from edge_agent.updates.requests import RequestKey, Seen, request_key
 
 logger = logging.getLogger(__name__)
@@ -111,11 +114,13 @@ class CommandInbox:
     Args:
         limit: commands kept before the runner starts; more are refused ``busy``.
         reject: ``reject(reason, message, request_id)`` publishes a refusal.
+        journal: records the commands kept during startup as queued.
     """
 
-    def __init__(self, limit: int, reject: Reject):
+    def __init__(self, limit: int, reject: Reject, journal: RequestJournal | None = None):
         self._limit = max(1, limit)
         self._reject = reject
+        self._journal = journal
         self._lock = threading.Lock()
         self._runner: UpdateRunner | None = None
         self._early: list[Held] = []
@@ -134,6 +139,7 @@ class CommandInbox:
                 if len(self._early) < self._limit:
                     logger.info("command %s on %.64r before startup; kept", command, topic)
                     self._early.append(Held(command, bytes(payload), topic))
+                    self._note(peek_request_id(payload), kept=True)
                     return
                 refuse = True
             elif self._taking and self._take(runner, command, payload, topic):
@@ -174,8 +180,18 @@ class CommandInbox:
             early, self._early = self._early, []
             for held in early:  # never blocks: the runner only files them
                 runner.handle(held.command, held.payload, held.topic)
+                self._note(held.request_id, kept=False)  # the runner journals what it queues
         if early:
             logger.info("model update: %d command(s) kept during startup handed over", len(early))
+
+    def _note(self, request_id: str | None, *, kept: bool) -> None:
+        """Record a command kept during startup in the journal, or drop that record."""
+        if request_id is None or self._journal is None:
+            return
+        if kept:
+            self._journal.queue(request_id)
+        else:
+            self._journal.unqueue(request_id)
 
     def drain(self) -> list[Held]:
         """The commands still kept (the daemon stops before the runner started)."""

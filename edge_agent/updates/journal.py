@@ -77,6 +77,7 @@ class RequestJournal:
         # (take, clear) by the daemon before anything new is recorded.
         self._current: PendingRequest | None = None
         self._queued = self._read()[1]
+        self._previous = tuple(self._queued)  # what the last run left: take_queued()
 
     def queue(self, request_id: str) -> None:
         """Record a command queued behind the running one (before it is queued)."""
@@ -138,9 +139,9 @@ class RequestJournal:
         return self._read()[0]
 
     def take_queued(self) -> list[str]:
-        """The request ids recorded as queued (at startup: the previous run's)."""
+        """The request ids the previous run left queued (not those queued since)."""
         with self._lock:
-            return list(self._queued)
+            return list(self._previous)
 
     def clear(self) -> None:
         """Forget the running request (its final state was published); queued ones stay."""

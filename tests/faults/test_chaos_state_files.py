@@ -9,22 +9,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.config.loader import parse_config
 from edge_agent.daemon.controls import DetectSwitch
+from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.options import model_options
 from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.topics import Topics
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.journal import RequestJournal
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
+from tests.support.daemon import to_toml
+from tests.support.model_states import States
+from tests.support.paths import REPO
 from tests.support.updates_release import install_local, make_release
 
 pytestmark = [pytest.mark.faults]
 
 KEY = Ed25519PrivateKey.generate()
+DEMO = REPO / "models" / "demo"
 
 
 @pytest.mark.parametrize(
@@ -135,3 +144,44 @@ def test_a_damaged_version_record_falls_back_on_the_releases_on_disk(tmp_path, c
     assert refused.value.reason == "not_newer"
     assert "versions.json unreadable" in caplog.text
     assert json.loads(record.read_text()) == {"cls": "3.0.0", "doorcam": "1.0.0"}  # repaired
+
+
+def _update_service(state: Path, states: States) -> UpdateService:
+    """The daemon's update side on ``state``, as ``edge-agent run`` makes it at start."""
+    doc = {
+        "device": {"id": "cam", "state_dir": str(state)},
+        "camera": [{"name": "cam0", "source": str(DEMO / "clip.avi")}],
+        "model": {"path": str(DEMO / "color_blobs.tflite"), "labels": str(DEMO / "labels.txt")},
+        "mqtt": {"prefix": "edge"},
+        "updates": {"enabled": True},
+    }
+    config = parse_config(to_toml(doc), env={})
+    return UpdateService(config, model_options(config), None, states)
+
+
+def test_a_command_kept_during_startup_is_answered_after_a_power_cut(tmp_path):
+    # Commands that arrive while the daemon starts (a box back from a power cut gets the
+    # commands its broker kept for it the moment it connects, before its model is
+    # loaded) were kept in memory only: cut again then, they were never answered.
+    state, topic = tmp_path / "state", "edge/cam/cmd/model/rollback"
+    first = _update_service(state, States())
+    first.handle("model/rollback", b'{"request_id": "early-1"}', topic)  # kept: not started
+    # The power cut: the first run never gets further. The next start answers it.
+    states = States()
+    second = _update_service(state, states)
+    second.handle("model/rollback", b'{"request_id": "early-2"}', topic)  # kept again
+    second.start(SimpleNamespace(current=None))
+    try:
+        answer = states.final("early-1", timeout=10)
+        assert (answer["state"], answer["reason"]) == ("failed", "interrupted")
+        # A command kept during this start runs once the runner has started.
+        assert states.final("early-2", timeout=10)["reason"] == "no_previous"
+    finally:
+        second.stop(5.0)
+    # Each was answered once: not again at the start after.
+    third = States()
+    restarted = _update_service(state, third)
+    restarted.start(SimpleNamespace(current=None))
+    restarted.stop(5.0)
+    assert third.finals("early-1") == [] and third.finals("early-2") == [], third.items
+    assert len(states.finals("early-1")) == 1 and len(states.finals("early-2")) == 1
