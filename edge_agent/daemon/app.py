@@ -19,12 +19,11 @@ from edge_agent.capture.camera import Camera
 from edge_agent.capture.motion import MotionGate
 from edge_agent.config import Config, load_config
 from edge_agent.daemon.controls import DetectSwitch
-from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.ha_discovery import HaDiscovery, device_topics
 from edge_agent.daemon.logcontext import LogContext
 from edge_agent.daemon.logcontext import install as install_log_context
 from edge_agent.daemon.model_updates import UpdateService
-from edge_agent.daemon.objects import ObjectService
+from edge_agent.daemon.objects import ObjectService, start_objects
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.preflight import log_filter_warnings
@@ -226,10 +225,8 @@ class Daemon:
             self.cameras.append(cam)
         if self.updates is not None:
             self.updates.start(self.supervisor, fallback_error)  # take model commands now
-        if self.publisher is not None and cfg.events.enabled:
-            self.objects = ObjectService(
-                cfg, self.topics, self._publish, CountRecord(cfg.device.state_dir)
-            )
+        if self.publisher is not None:  # with events off, it only zeroes a killed run's counts
+            self.objects = start_objects(cfg, self.topics, self._publish)
         self.detect.publish_all()
         self._pipeline = Pipeline(
             self.cameras,

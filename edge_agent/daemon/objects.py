@@ -305,3 +305,18 @@ class ObjectService:
         for topic, count in sends:
             self._publish(topic, str(count).encode(), 1, True, False)
         return [topic for topic, _ in sends]
+
+
+def start_objects(config: Config, topics: Topics, publish: Publish) -> ObjectService | None:
+    """The object layer, or None with ``events.enabled = false``.
+
+    Either way the count topics an earlier run made non-zero (``counts.json``) read 0 at
+    start: a run killed with an object in view left its count retained on the broker,
+    and a run with events off publishes no count of its own that would replace it.
+    """
+    record = CountRecord(config.device.state_dir)
+    if config.events.enabled:
+        return ObjectService(config, topics, publish, record)
+    for topic in sorted(record.topics):
+        publish(topic, b"0", 1, True, False)
+    return None
