@@ -218,6 +218,7 @@ class UpdateService:
             doc = taken_rollback_state(now, held.request_id, tried)
             if held.key is not None and self._runner is not None:
                 self._runner.ledger.answer(held.key, doc)  # recorded before it is published
+            self._journal.unqueue(held.request_id)  # taken by the trial, it was journalled
             self._progress(doc)
 
     def _interrupted(self, held: Held) -> None:
@@ -229,8 +230,7 @@ class UpdateService:
             "the daemon stopped before it ran this command; send it again",
             request_id=held.request_id,
         )
-        if held.request_id is not None:  # one kept during startup is journalled: answered
-            self._journal.unqueue(held.request_id)
+        self._journal.unqueue(held.request_id)  # kept by the inbox, it was journalled
 
     # ------------------------------------------------- validator and hot swap
     def validate(self, root: Path, manifest: Manifest) -> None:

@@ -11,16 +11,18 @@ Two moments need more than a hand-over:
 * **A trial waiting for frames.** A rollback command sent while a release on trial waits
   for camera frames is what ends that trial: the inbox takes it (see :meth:`yield_to`)
   instead of queueing it behind the wait, and the service answers it once the trial has
-  gone back. Queued behind, it would run after the trial's switch back and go one more
-  release back. A rollback already queued when the trial began (sent while the update
-  downloaded or verified) is taken out of the runner's queue the same way. The trial gives
-  way only to a command that would change the model (:func:`acts`): a command that cannot
-  parse is answered at once (it fails whatever runs first), and an update the checks
-  before any download would refuse (not newer than the release on trial, that release
-  again...) stays queued, to be answered once the frames have judged the trial. An update
-  given as ``manifest_url`` is judged on the manifest fetched for the purpose, on a thread
-  of its own so that the frames go on judging the trial meanwhile (one that cannot be
-  fetched stays queued too); it is fetched again when it runs.
+  gone back (it is in the request journal meanwhile, so that a power cut before the
+  answer still gets it answered). Queued behind, it would run after the trial's switch
+  back and go one more release back. A rollback already queued when the trial began
+  (sent while the update downloaded or verified) is taken out of the runner's queue the
+  same way. The trial gives way only to a command that would change the model
+  (:func:`acts`): a command that cannot parse is answered at once (it fails whatever
+  runs first), and an update the checks before any download would refuse (not newer than
+  the release on trial, that release again...) stays queued, to be answered once the
+  frames have judged the trial. An update given as ``manifest_url`` is judged on the
+  manifest fetched for the purpose, on a thread of its own so that the frames go on
+  judging the trial meanwhile (one that cannot be fetched stays queued too); it is
+  fetched again when it runs.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ class CommandInbox:
                 return False  # a repeat: the runner drops it or answers it again
         logger.info("model update: rollback %s ends the trial waiting for frames", topic[:64])
         self._taken.append(Held(command, bytes(payload), topic, key))
+        self._note(peek_request_id(payload), kept=True)  # until the service answers it
         return True
 
     def attach(self, runner: UpdateRunner) -> None:
@@ -185,7 +188,7 @@ class CommandInbox:
             logger.info("model update: %d command(s) kept during startup handed over", len(early))
 
     def _note(self, request_id: str | None, *, kept: bool) -> None:
-        """Record a command kept during startup in the journal, or drop that record."""
+        """Record a command kept here (startup, a trial) in the journal, or drop that record."""
         if request_id is None or self._journal is None:
             return
         if kept:
@@ -218,6 +221,7 @@ class CommandInbox:
             if first is not None and first.kind == ROLLBACK:
                 logger.info("model update: a queued rollback ends the trial waiting for frames")
                 self._taken.append(Held(f"model/{ROLLBACK}", first.payload, "(queued)", first.key))
+                self._note(peek_request_id(first.payload), kept=True)  # withdraw dropped it
             if self._taken:
                 rid = self._taken[0].request_id
                 return f"rollback request {rid} arrived" if rid else "a rollback arrived"
@@ -301,3 +305,4 @@ class CommandInbox:
         if held.key is not None:
             runner.ledger.forget(held.key)  # admitted when taken; the runner admits it again
         runner.handle(held.command, held.payload, held.topic)
+        self._note(held.request_id, kept=False)  # the runner journals what it queues
