@@ -128,7 +128,10 @@ class RequestLedger:
         except (OSError, ValueError) as exc:
             logger.warning("model update: %s unreadable (%s); starting afresh", self.path, exc)
             return out
-        for item in data if isinstance(data, list) else []:
+        if not isinstance(data, list):
+            logger.warning("model update: %s is no JSON list; starting afresh", self.path)
+            return out
+        for item in data:
             if (
                 isinstance(item, dict)
                 and isinstance(item.get("request_id"), str)

@@ -23,6 +23,7 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.topics import Topics
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
 from edge_agent.updates.journal import RequestJournal
+from edge_agent.updates.requests import RequestLedger, Seen, request_key
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from tests.support.daemon import to_toml
@@ -185,3 +186,16 @@ def test_a_command_kept_during_startup_is_answered_after_a_power_cut(tmp_path):
     restarted.stop(5.0)
     assert third.finals("early-1") == [] and third.finals("early-2") == [], third.items
     assert len(states.finals("early-1")) == 1 and len(states.finals("early-2")) == 1
+
+
+@pytest.mark.parametrize("content", ["{}", '"answers"', "null", "7"])
+def test_a_ledger_of_answers_that_is_no_list_is_logged(tmp_path, caplog, content):
+    # models/requests.json keeps the answers that make a redelivered command answered,
+    # not run again. Damaged into JSON of another type it was ignored without a word
+    # (an unreadable one is logged): the next redelivery ran the command a second time.
+    path = tmp_path / "requests.json"
+    path.write_text(content)
+    caplog.set_level(logging.WARNING, logger="edge_agent.updates.requests")
+    ledger = RequestLedger(path)
+    assert ledger.admit(request_key("update", "r1", b"{}"))[0] is Seen.NEW
+    assert str(path) in caplog.text, caplog.text
