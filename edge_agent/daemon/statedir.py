@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 
+from edge_agent.atomicfile import remove_leftovers
 from edge_agent.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,10 @@ def claim_state_dir(state_dir: str) -> int | None:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError:
         pass  # opened read-only: the lock holds all the same
+    # Ours alone now: the temp files of writes a power cut interrupted (counts.json,
+    # detect.json, the update journal...) would never be written again otherwise.
+    if leftovers := remove_leftovers(state_dir):
+        logger.info("device.state_dir %s: removed %s of interrupted writes", state_dir, leftovers)
     return fd
 
 

@@ -11,10 +11,12 @@ SIGKILL (a power cut) leaves its lock file behind, and that never stops the next
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 
+from edge_agent.daemon.statedir import claim_state_dir
 from tests.support.chaos import DEMO, figure
 from tests.support.daemon import DEVICE_ID
 
@@ -58,3 +60,18 @@ def test_a_second_daemon_on_the_same_state_dir_exits_and_leaves_the_first_alone(
     mqtt_subscriber.wait_count(third.topics.results, count + 5, timeout=30)
     assert third.stop(timeout=15) == 0
     figure("second_daemon_same_state_dir", exit_code=code, first_disturbed=0)
+
+
+def test_the_temp_files_of_writes_a_power_cut_interrupted_are_removed_at_start(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    left = ["counts.json.tmp4242", "detect.json.tmp77", "update-request.json.tmp9"]
+    for name in left:
+        (state / name).write_text("{")
+    (state / "notes.tmp").write_text("a user's file")  # not one of ours: kept
+    fd = claim_state_dir(str(state))
+    try:
+        assert fd is not None
+        assert sorted(p.name for p in state.iterdir()) == ["edge-agent.lock", "notes.tmp"]
+    finally:
+        os.close(fd)
