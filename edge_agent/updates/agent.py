@@ -47,7 +47,7 @@ from edge_agent.updates.download import Downloader
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.journal import INTERRUPTED, RequestJournal
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES
-from edge_agent.updates.polled import handle_polled
+from edge_agent.updates.polled import count_abandoned, handle_polled
 from edge_agent.updates.requests import (
     LEDGER_FILE,
     RequestKey,
@@ -156,6 +156,8 @@ class UpdateRunner:
                 logger.warning("model update: request %s was queued when the daemon stopped", rid)
                 self.installer.reject(INTERRUPTED, _UNRAN.format("stopped"), request_id=rid)
                 self.journal.unqueue(rid)
+        if self.poll_url:
+            count_abandoned(self.installer.store)  # a polled release the daemon did not survive
         self._thread = threading.Thread(target=self._run, name="model-updates", daemon=True)
         self._thread.start()
         return self

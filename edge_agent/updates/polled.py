@@ -10,6 +10,13 @@ by the SHA-256 of the manifest as served, in ``{state_dir}/models/polled_refused
 (the :data:`KEEP` newest). The same manifest polled again is then left alone, with one
 log line. A push of that release still runs (an operator's choice), and another manifest
 (a new version, or the release fixed and signed again) is installed as any other.
+
+A polled release whose trial the daemon does not survive (a crash, the watchdog, a
+power cut: startup recovery finds it still on trial, ``trial_abandoned``) cannot be
+refused by a verdict. Each such start is counted by release, and once
+:data:`ABANDONED_LIMIT` starts in a row found it so, the poll leaves it alone as a
+refusal for good: a box would otherwise install it, crash and go back at every start.
+A polled install of that release that ends (confirmed or refused) clears the count.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import parse_manifest
 from edge_agent.updates.release import read_json_record, write_json_atomic
 from edge_agent.updates.signing import load_envelope, parse_envelope
+from edge_agent.updates.store import ModelStore
 from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
@@ -35,6 +43,29 @@ KEEP = 16  # refused manifests remembered, newest last
 # Verdicts on the release itself. Not those that hang on this box's config or state
 # (keys, URL rules, a busy pipeline...), which a restart may change.
 FOR_GOOD = frozenset({"health_check_failed", "corrupt", "not_tflite", "bad_labels"})
+ABANDONED = "trial_abandoned"  # an entry by release: starts that found it still on trial
+ABANDONED_LIMIT = 2
+
+
+def count_abandoned(store: ModelStore) -> None:
+    """Count, once per start, a release that startup recovery found still on trial."""
+    note = store.recovery
+    if note is None or note.reason != ABANDONED or not note.from_label:
+        return
+    entries = _read(store.root)
+    mine = next((e for e in entries if _abandoned(e, note.from_label)), None)
+    count = (mine or {}).get("count", 0)
+    count = count + 1 if isinstance(count, int) else 1
+    logger.warning("model update: %s was on trial when the daemon stopped (%d in a row)",
+                   note.from_label, count)  # fmt: skip
+    _write(store.root, [e for e in entries if e is not mine] + [
+        {"sha256": "", "release": note.from_label, "reason": ABANDONED, "count": count,
+         "at": time.time()}])  # fmt: skip
+
+
+def _abandoned(entry: dict[str, Any], label: str) -> bool:
+    """True for the abandoned-trial count of release ``label``."""
+    return entry.get("reason") == ABANDONED and entry.get("release") == label
 
 
 def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | None:
@@ -59,7 +90,12 @@ def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | No
         logger.debug("model update: %s offers %s; not newer", shown, manifest.label)
         return None
     root, digest = installer.store.root, hashlib.sha256(body).hexdigest()
-    earlier = next((e for e in _read(root) if e["sha256"] == digest), None)
+    entries = _read(root)
+    earlier = next((e for e in entries if digest and e["sha256"] == digest), None)
+    crashed = next((e for e in entries if _abandoned(e, manifest.label)), None)
+    starts = crashed.get("count") if crashed is not None else 0
+    if isinstance(starts, int) and starts >= ABANDONED_LIMIT:
+        earlier = {"reason": f"its trial ended the daemon {starts} starts in a row"}
     if earlier is not None:
         logger.info(
             "model update: %s offers %s, refused here before (%s); not installing it again",
@@ -73,7 +109,11 @@ def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | No
         logger.warning("model update: polled install failed: %s", exc)
         if exc.reason in FOR_GOOD:
             _remember(root, digest, manifest.label, exc.reason)
+        elif crashed is not None and exc.reason != "interrupted":
+            _write(root, [e for e in _read(root) if not _abandoned(e, manifest.label)])
         return exc.reason
+    if crashed is not None:  # it survived its trial this time
+        _write(root, [e for e in _read(root) if not _abandoned(e, manifest.label)])
     return None
 
 
@@ -87,9 +127,14 @@ def _remember(root: Path, digest: str, label: str, reason: str) -> None:
     """Add a refusal (a failure to write is logged: the refusal still stands this run)."""
     kept = [e for e in _read(root) if e["sha256"] != digest][-(KEEP - 1) :]
     kept.append({"sha256": digest, "release": label, "reason": reason, "at": time.time()})
+    _write(root, kept)
+
+
+def _write(root: Path, entries: list[dict[str, Any]]) -> None:
+    """Write the entries (the :data:`KEEP` newest); a failure is logged."""
     try:
         write_json_atomic(
-            root / REFUSALS, kept, error=f"cannot remember {label} refused",
+            root / REFUSALS, entries[-KEEP:], error="cannot remember polled refusals",
             hook=lambda point: None, point="refusals",
         )  # fmt: skip
     except ModelUpdateError as exc:

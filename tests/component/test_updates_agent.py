@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,6 +12,8 @@ from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.commands import build_update_command
 from edge_agent.updates.installer import UpdateInstaller, UpdateSettings
+from edge_agent.updates.polled import count_abandoned, handle_polled
+from edge_agent.updates.recovery import RecoveryNote
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 from edge_agent.updates.transport import DownloadSettings
@@ -180,3 +183,39 @@ def test_a_polled_release_that_failed_its_health_check_is_not_tried_again_after_
     assert [s["reason"] for s in states.items].count("health_check_failed") == 1
     assert [s["version"] for s in states.items if s["state"] == "downloading"] == ["1.0.0", "2.0.0"]
     assert second.store.active().version == "1.0.0"
+
+
+def test_a_polled_release_the_daemon_did_not_survive_twice_is_left_alone(setup, monkeypatch):
+    """Startup recovery found 2.0.0 still on trial (the daemon died during it) at two
+    starts in a row: the poll stops installing it, as a refusal for good. An install of
+    it that ends clears the count."""
+    tmp, installer, states, server = setup
+    v2 = make_release(tmp / "rel", KEY, "2.0.0")
+    body = (v2.dir / "manifest.json").read_bytes()
+    url = server.add("/2.0.0/manifest.json", Route(body=body))
+    label = f"{v2.envelope['manifest']['name']}@2.0.0"
+    installs = []
+
+    def install(command):  # the run ends during the trial
+        installs.append(command)
+        raise ModelUpdateError("interrupted", "the daemon stopped")
+
+    monkeypatch.setattr(installer, "install", install)
+    store = installer.store
+
+    def start(on_trial: bool):
+        store.recovery = RecoveryNote("trial_abandoned", "it stopped", label) if on_trial else None
+        count_abandoned(store)
+        return handle_polled(installer, body, url)
+
+    assert start(on_trial=True) == "interrupted" and len(installs) == 1  # once may be bad luck
+    assert start(on_trial=True) is None
+    assert len(installs) == 1, "installed again after two starts found it on trial"
+    entries = json.loads((store.root / "polled_refused.json").read_text())
+    assert [(e["release"], e["count"]) for e in entries] == [(label, 2)]
+    # One start that found it on trial, then an install that ends: the count is gone.
+    (store.root / "polled_refused.json").write_text("[]")
+    start(on_trial=True)
+    monkeypatch.setattr(installer, "install", installs.append)
+    assert start(on_trial=False) is None and len(installs) == 3
+    assert json.loads((store.root / "polled_refused.json").read_text()) == []
