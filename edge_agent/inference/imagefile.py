@@ -43,7 +43,7 @@ def read_image(path: str) -> ImageFile:
     """Read and decode an image file as OpenCV's BGR.
 
     Returns:
-        The ImageFile; ``error`` says why ``image`` is None.
+        The ImageFile; ``error`` says why ``image`` is None (also when OpenCV raises).
     """
     try:
         with open(path, "rb") as f:
@@ -57,8 +57,13 @@ def read_image(path: str) -> ImageFile:
     if size == 0:
         return ImageFile(None, (), "cannot read image: the file is empty")
     # imread, not imdecode: imdecode refuses a truncated JPEG that imread decodes.
-    with capture_stderr() as lines:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        with capture_stderr() as lines:
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        # Some decoders raise rather than return None: a header claiming more pixels than
+        # OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS), an OpenEXR file with that codec off.
+        return ImageFile(None, (), f"cannot read image: OpenCV refuses it ({exc.err})")
     if image is None:
         return ImageFile(None, (), "cannot read image: not a format OpenCV decodes")
     warnings = [line.decode("utf-8", "replace").strip() for line in lines]

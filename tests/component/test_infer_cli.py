@@ -328,3 +328,31 @@ def test_a_directory_or_stdin_is_a_clear_error(tmp_path):
         f"edge-agent infer: error: {tmp_path / 'clips.mp4'}: {directory}",
         "edge-agent infer: error: -: reading from stdin is not supported: give the file's name",
     ]
+
+
+def test_an_image_opencv_refuses_to_decode_is_one_error_line(tmp_path):
+    # A PNG whose header claims 60000 x 60000 pixels: OpenCV's imread raises (its size
+    # limit), it does not return None. It must read as any unreadable image does.
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    huge = tmp_path / "panorama.png"
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+    )
+    proc = infer(
+        "--model", str(fixture_model("color_uint8.tflite")), str(huge),
+        str(shared_file("images/cat.bmp")),
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1
+    errors = proc.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"edge-agent infer: error: {huge}: "), errors
+    assert [json.loads(line)["image"] for line in proc.stdout.splitlines()] == [
+        str(shared_file("images/cat.bmp"))
+    ]
