@@ -60,7 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The process exit code; 141 (``EXIT_BROKEN_PIPE``) when the reader of stdout went
         away (``| head -1``), without a traceback.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        # Building the parser imports every subcommand (numpy, OpenCV): a Ctrl-C typed
+        # right after the command lands here, and must not print a traceback either.
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     if args.command != "run":
         setup_logging(args.log_level)
     try:
