@@ -11,7 +11,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from edge_agent import __version__
 from edge_agent.errors import EdgeAgentError
@@ -42,6 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMANDS:
         importlib.import_module(f"edge_agent.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
+
+
+def checked(check: Callable[[str], Any]) -> Callable[[str], str]:
+    """argparse type: the text, once the library's ``check`` accepts it; the check's
+    ValueError becomes a usage error naming the option (exit 2), not a traceback."""
+
+    def convert(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+
+    return convert
+
+
+def seconds_type(check: Any) -> Callable[[str], float]:
+    """argparse type: seconds that the config's ``check`` (a
+    :class:`~edge_agent.config.checks.Seconds`) accepts, so ``nan`` or ``-1`` is a usage
+    error, not a traceback, an abort or a wait that never ends."""
+    from edge_agent.config.checks import Invalid
+
+    def convert(text: str) -> float:
+        try:
+            return check(float(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected {check.expected}, got {text}") from exc
+        except Invalid as exc:
+            raise argparse.ArgumentTypeError(exc.message) from exc
+
+    return convert
 
 
 def setup_logging(level: str | None, default: str = "WARNING") -> None:

@@ -6,21 +6,13 @@ import argparse
 import json
 import os
 
+from edge_agent.cli import seconds_type
 from edge_agent.config import DEFAULT_CONFIG_PATH
-from edge_agent.config.checks import Invalid, Seconds
+from edge_agent.config.checks import Seconds
 
-_SECONDS = Seconds(gt=0)
-
-
-def _seconds(text: str) -> float:
-    """argparse type: seconds as the config takes them (finite, > 0, at most a year), so
-    ``--timeout nan`` is a usage error, not a traceback (or an abort) mid-report."""
-    try:
-        return _SECONDS(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected {_SECONDS.expected}, got {text}") from exc
-    except Invalid as exc:
-        raise argparse.ArgumentTypeError(exc.message) from exc
+# Seconds as the config takes them (finite, > 0, at most a year), so ``--timeout nan``
+# is a usage error, not a traceback (or an abort) mid-report.
+_seconds = seconds_type(Seconds(gt=0))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,9 @@ import os
 import sys
 import tempfile
 
+from edge_agent.cli import checked, seconds_type
+from edge_agent.config.checks import Seconds
+
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
@@ -24,6 +27,18 @@ def _secret(env: str | None) -> bytes | None:
     if env not in os.environ:
         raise SystemExit(f"edge-agent model: environment variable {env} is not set")
     return os.environ[env].encode()
+
+
+def _device_id(text: str) -> None:
+    from edge_agent.updates.commands import check_topic_level
+
+    check_topic_level(text, "device id")
+
+
+def _group(text: str) -> None:
+    from edge_agent.updates.commands import check_topic_level
+
+    check_topic_level(text, "group")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,8 +120,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu = actions.add_parser("push", help="roll a release out to devices over MQTT")
     pu.add_argument("release", help="release directory (pack output)")
     who = pu.add_mutually_exclusive_group(required=True)
-    who.add_argument("--device", action="append", help="device id (repeat)")
-    who.add_argument("--group", help="every device announcing this group")
+    who.add_argument(
+        "--device", action="append", type=checked(_device_id), help="device id (repeat)"
+    )
+    who.add_argument("--group", type=checked(_group), help="every device announcing this group")
     pu.add_argument(
         "--broker", default="localhost:1883", help="HOST[:PORT][,HOST[:PORT]...] in failover order"
     )
@@ -127,7 +144,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--serve-cert", help="certificate: serve HTTPS")
     pu.add_argument("--serve-key", help="key of --serve-cert")
     pu.add_argument("--canary", type=int, default=0, help="update N devices first; halt on failure")
-    pu.add_argument("--timeout", type=float, default=600, help="seconds per wave (default 600)")
+    pu.add_argument(
+        "--timeout",
+        type=seconds_type(Seconds(gt=0)),
+        default=600.0,
+        help="seconds per wave (default 600)",
+    )
     pu.add_argument("--force", action="store_true", help="re-install/downgrade (device must allow)")
     pu.add_argument("--request-id")
     pu.add_argument("--key", action="append", help="verify with this public key first")

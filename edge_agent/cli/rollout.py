@@ -11,6 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edge_agent.cli import checked, seconds_type
+from edge_agent.cli.model import _group
+from edge_agent.config.checks import Seconds
+
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
     """Register ``model rollout`` and its actions."""
@@ -35,33 +39,63 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("start", parents=[common, net, serve], help="plan and run a rollout")
     s.add_argument("release", help="release directory (pack output)")
-    s.add_argument("--group", required=True, help="every device announcing this group")
-    s.add_argument("--waves", default="1,5%,25%,100%", help="cumulative counts or "
-                   "percentages of the membership (default 1,5%%,25%%,100%%)")  # fmt: skip
-    s.add_argument("--threshold", default="0", help="halt above N or N%% failed in a wave")
-    s.add_argument("--soak", type=float, default=0.0, help="seconds between waves")
-    s.add_argument("--device-timeout", type=float, default=600.0)
+    s.add_argument("--group", required=True, type=checked(_group),
+                   help="every device announcing this group")  # fmt: skip
+    s.add_argument("--waves", default="1,5%,25%,100%", type=checked(_waves),
+                   help="cumulative counts or percentages of the membership "
+                   "(default 1,5%%,25%%,100%%)")  # fmt: skip
+    s.add_argument("--threshold", default="0", type=checked(_amount),
+                   help="halt above N or N%% failed in a wave")  # fmt: skip
+    s.add_argument("--soak", type=_some_seconds, default=0.0, help="seconds between waves")
+    s.add_argument("--device-timeout", type=_seconds, default=600.0)
     s.add_argument("--offline", choices=["skip", "wait", "fail"], default="skip")
-    s.add_argument("--offline-wait", type=float, default=0.0, help="seconds, with --offline wait")
+    s.add_argument("--offline-wait", type=_some_seconds, default=0.0,
+                   help="seconds, with --offline wait")  # fmt: skip
     s.add_argument("--prefix", default="edge-agent")
     s.add_argument("--base-url", help="where the release's files are published")
-    s.add_argument("--discover", type=float, default=2.0, help="seconds to collect statuses")
+    s.add_argument("--discover", type=_some_seconds, default=2.0,
+                   help="seconds to collect statuses")  # fmt: skip
     s.add_argument("--force", action="store_true")
-    s.add_argument("--id", help="rollout id (default: time + random)")
+    s.add_argument("--id", type=checked(_rollout_id), help="rollout id (default: time + random)")
     s.set_defaults(func=run_start)
     r = sub.add_parser("resume", parents=[common, net, serve], help="continue a rollout")
-    r.add_argument("id")
+    r.add_argument("id", type=checked(_rollout_id))
     r.add_argument("--base-url", help="the release is published there (as at start)")
     r.set_defaults(func=run_resume)
     st = sub.add_parser("status", parents=[common], help="show a rollout's report")
-    st.add_argument("id")
+    st.add_argument("id", type=checked(_rollout_id))
     st.set_defaults(func=run_status)
     a = sub.add_parser("abort", parents=[common, net], help="stop a rollout's further waves")
-    a.add_argument("id")
+    a.add_argument("id", type=checked(_rollout_id))
     a.add_argument("--abort-rollback", action="store_true", help="roll back updated devices")
     a.set_defaults(func=run_abort)
     ls = sub.add_parser("list", parents=[common], help="list stored rollouts")
     ls.set_defaults(func=run_list)
+
+
+# The library's own checks, run as argparse types so that a bad value is a usage error
+# naming the option (exit 2), not a ValueError traceback (or, for --discover nan, a
+# discovery that never ends).
+_seconds = seconds_type(Seconds(gt=0))
+_some_seconds = seconds_type(Seconds(lo=0))
+
+
+def _waves(text: str) -> None:
+    from edge_agent.tools.release.rollout.plan import Plan
+
+    Plan.parse(text, "0")
+
+
+def _amount(text: str) -> None:
+    from edge_agent.tools.release.rollout.plan import Amount
+
+    Amount.parse(text)
+
+
+def _rollout_id(text: str) -> None:
+    from edge_agent.tools.release.rollout.store import check_rollout_id
+
+    check_rollout_id(text)
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -93,11 +127,10 @@ def _served(args: argparse.Namespace, release: str, base_url: str | None) -> Ite
         return
     from edge_agent.cli.model import _host_port
     from edge_agent.tools.release.lab_server import LabServer
-    from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
-    from edge_agent.updates.signing import load_envelope, parse_envelope
+    from edge_agent.tools.release.operator import read_manifest
+    from edge_agent.updates.manifest import MANIFEST_FILE
 
-    with open(os.path.join(release, MANIFEST_FILE), "rb") as f:
-        manifest = parse_manifest(parse_envelope(load_envelope(f.read())).manifest)
+    manifest = read_manifest(os.path.join(release, MANIFEST_FILE))
     host, port = _host_port(args.serve, 8080)
     broker_host = _host_port(args.broker, 1883)[0]
     server = LabServer(release, [m.name for m in manifest.files], host=host, port=port,

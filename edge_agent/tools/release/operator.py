@@ -235,13 +235,22 @@ def read_manifest(target: str | os.PathLike[str]) -> Manifest:
     Raises:
         ModelUpdateError: ``bad_manifest``.
     """
+    return parse_manifest(parse_envelope(read_envelope(target)).manifest)
+
+
+def read_envelope(target: str | os.PathLike[str]) -> Any:
+    """The signed envelope of a release directory or envelope file, parsed, not verified.
+
+    Raises:
+        ModelUpdateError: ``bad_manifest`` (missing, unreadable, not JSON, oversize).
+    """
     path = Path(target)
     envelope_file = path / MANIFEST_FILE if path.is_dir() else path
     try:
         data = envelope_file.read_bytes()
     except OSError as exc:
         raise ModelUpdateError("bad_manifest", f"{envelope_file}: {exc.strerror}") from exc
-    return parse_manifest(parse_envelope(load_envelope(data)).manifest)
+    return load_envelope(data)
 
 
 def verify(

@@ -34,6 +34,7 @@ from pathlib import Path
 from edge_agent.errors import ModelUpdateError
 from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import group_status_request
+from edge_agent.tools.release.operator import read_envelope
 from edge_agent.tools.release.push import _Link
 from edge_agent.tools.release.rollout import steps
 from edge_agent.tools.release.rollout.plan import (
@@ -61,7 +62,7 @@ from edge_agent.updates.commands import (
     device_command_topic,
 )
 from edge_agent.updates.manifest import MANIFEST_FILE, parse_manifest
-from edge_agent.updates.signing import load_envelope, parse_envelope
+from edge_agent.updates.signing import parse_envelope
 
 logger = logging.getLogger(__name__)
 
@@ -149,14 +150,14 @@ def start(
     """Discover the group from the devices' retained status, plan the waves, save.
 
     Raises:
-        ModelUpdateError: ``no_devices`` (nobody online in the group),
+        ModelUpdateError: ``bad_manifest``, ``no_devices`` (nobody online in the group),
             ``devices_offline`` under the ``fail`` policy, or ``rollout_exists``
             (the id is taken: a stored rollout is resumed, never replaced).
         PublishError: the broker is unreachable.
     """
     check_topic_level(group, "group")
     root = Path(release_dir)
-    envelope = load_envelope((root / MANIFEST_FILE).read_bytes())
+    envelope = read_envelope(root / MANIFEST_FILE)
     manifest = parse_manifest(parse_envelope(envelope).manifest)
     rid = rollout_id or new_rollout_id()
     store.refuse_existing(rid)  # checks the id before anything is published

@@ -158,6 +158,17 @@ def default_state_dir() -> Path:
     return Path(base) / "edge-agent" / "rollouts"
 
 
+def check_rollout_id(rollout_id: str) -> str:
+    """The id when it can name a rollout's file (1-40 of ``A-Za-z0-9._-``).
+
+    Raises:
+        ValueError: an id that is not a plain file name.
+    """
+    if not _ID.match(rollout_id):
+        raise ValueError(f"bad rollout id {rollout_id!r}")
+    return rollout_id
+
+
 class RolloutStore:
     """The rollout files of one operator state dir."""
 
@@ -170,9 +181,7 @@ class RolloutStore:
         Raises:
             ValueError: an id that is not a plain file name.
         """
-        if not _ID.match(rollout_id):
-            raise ValueError(f"bad rollout id {rollout_id!r}")
-        return self.dir / f"{rollout_id}.json"
+        return self.dir / f"{check_rollout_id(rollout_id)}.json"
 
     @contextmanager
     def locked(self, rollout_id: str) -> Iterator[None]:
