@@ -176,6 +176,25 @@ def test_keygen_writes_private_key_0600(keys):
     assert e.value.reason == "exists"
 
 
+def test_keygen_writes_both_files_or_neither(tmp_path):
+    taken = tmp_path / "taken.pub"
+    taken.write_text("someone's public key\n")
+    private = tmp_path / "new.key"
+    with pytest.raises(ModelUpdateError) as e:
+        operator.keygen(private, taken)
+    assert e.value.reason == "exists"
+    assert not private.exists()  # no private key left without its public half
+    assert taken.read_text() == "someone's public key\n"
+    # One path for both halves: the public key would replace the private one it
+    # reported as written (with --force), or leave half a pair (without).
+    for overwrite in (False, True):
+        same = tmp_path / f"same-{overwrite}.pem"
+        with pytest.raises(ModelUpdateError) as e:
+            operator.keygen(same, tmp_path / "." / same.name, overwrite=overwrite)
+        assert e.value.reason == "same_file" and str(same) in str(e.value)
+        assert not same.exists()
+
+
 def test_pack_then_verify(tmp_path, keys):
     rel = pack_release(tmp_path, keys, real=True)
     manifest = operator.verify(rel, [keys[1]])

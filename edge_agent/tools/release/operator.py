@@ -79,9 +79,21 @@ def keygen(
     Returns:
         The key id (first 16 hex of sha256 of the raw public key).
 
+    Both files are written or neither (a private key without its public half, or one
+    overwritten by it, is a signing key lost).
+
     Raises:
-        ModelUpdateError: ``exists`` or ``io_error``.
+        ModelUpdateError: ``same_file`` (one path for both), ``exists`` or ``io_error``.
     """
+    private_path, public_path = Path(private_path), Path(public_path)
+    if os.path.realpath(private_path) == os.path.realpath(public_path):
+        raise ModelUpdateError(
+            "same_file", f"{private_path}: the private and the public key need a file each"
+        )
+    if not overwrite:
+        for path in (private_path, public_path):
+            if os.path.lexists(path):
+                raise ModelUpdateError("exists", f"{path} exists (use --force to overwrite)")
     key = Ed25519PrivateKey.generate()
     encryption = (
         serialization.BestAvailableEncryption(passphrase)
@@ -94,8 +106,12 @@ def keygen(
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_new(Path(private_path), private_pem, 0o600, overwrite)
-    _write_new(Path(public_path), public_pem, 0o644, overwrite)
+    _write_new(private_path, private_pem, 0o600, overwrite)
+    try:
+        _write_new(public_path, public_pem, 0o644, overwrite)
+    except ModelUpdateError:
+        private_path.unlink()
+        raise
     return key_id(key.public_key())
 
 
