@@ -6,6 +6,9 @@ assert nothing about speed (timing belongs to ``make bench``, not to tests).
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -21,6 +24,7 @@ from edge_agent.tools.bench import procfs
 from edge_agent.tools.bench.report import _cpu_bound, format_report, summarize
 from edge_agent.tools.bench.runner import BenchOptions, default_models, resolve_source
 from tests.support.broker import MQTT5_FALLBACK
+from tests.support.daemon import daemon_environment
 from tests.support.paths import REPO, fixture_model
 
 MODEL = str(fixture_model("color_uint8.tflite"))
@@ -389,3 +393,38 @@ def test_the_cold_start_runs_the_daemon_with_signed_updates_on(tmp_path):
     config = load_config(path)
     assert config.updates.enabled is True
     assert [os.fspath(k) for k in config.updates.trusted_keys] == [str(key)]
+
+
+def test_ctrl_c_stops_the_bench_and_its_processes_without_a_traceback(mqtt_broker):
+    # Ctrl-C reaches the whole foreground process group: the bench's sink and loop
+    # children too, not only the bench. Each printed its own KeyboardInterrupt traceback.
+    import psutil
+
+    from edge_agent.tools.bench.sink import PREFIX
+    from tests.support.mqtt_client import MqttSubscriber
+
+    results = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [f"{PREFIX}/#"]).start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "bench", "--model", MODEL, "--labels", LABELS,
+         "--frames", "5000", "--warmup", "2", "--rounds", "1", "--cold-starts", "0",
+         "--pace-frames", "0", "--objects", "0",
+         "--broker", f"{mqtt_broker.host}:{mqtt_broker.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_environment(), cwd=REPO,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        # The pipeline publishes: the sink, the worker and the camera are all running.
+        assert results.message(0, 120.0) is not None
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        results.stop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stderr = err.decode()
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert proc.returncode == 130, stderr
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]

@@ -4,6 +4,7 @@ its own, forked by the forkserver, so it holds neither the daemon's GIL nor its 
 from __future__ import annotations
 
 import logging
+import signal
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -16,6 +17,8 @@ def _child(
     what: str, log_level: int,
 ) -> None:  # fmt: skip
     """Process entry: run the loop and send back ("ok", report) or ("failed", reason)."""
+    # Ctrl-C reaches the whole process group; the bench decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {what}: %(message)s")
     try:
         conn.send(("ok", loop(*args)))
@@ -54,6 +57,9 @@ def run_in_child(
         status, payload = parent.recv()
     except (EOFError, OSError) as exc:
         raise WorkerError(f"model {model}: {what} died (exit code {process.exitcode})") from exc
+    except KeyboardInterrupt:
+        process.kill()  # its report is no longer wanted: do not wait for the loop to end
+        raise
     finally:
         process.join(5.0)
         if process.is_alive():

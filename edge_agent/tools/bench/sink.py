@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -92,6 +93,8 @@ class _Subscriber:
 
 def sink_main(conn: Connection, broker: tuple[str, int] | None, log_level: int) -> None:
     """Child process: start the broker and the subscriber, then answer requests."""
+    # Ctrl-C reaches the whole process group; the bench stops us (Sink.stop, or EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s bench-sink: %(message)s")
     embedded = None
     try:
