@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from edge_agent.config import DEFAULT_CONFIG_PATH, load_config
@@ -18,7 +19,12 @@ from edge_agent.errors import ConfigError, ConfigErrors
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the subcommand."""
     p = sub.add_parser("check-config", help="validate a config file and exit")
-    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG_PATH)
+    p.add_argument(
+        "file",
+        nargs="?",
+        default=os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG_PATH),
+        help=f"config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH}, as run)",
+    )
     p.add_argument(
         "--print", action="store_true", help="print the effective settings as JSON, secrets masked"
     )

@@ -146,3 +146,14 @@ def test_two_home_assistant_entities_of_one_id_fail_the_check_as_they_fail_run(t
     off = load_config(path, env={})
     assert entity_messages(off, topics, events=True) == []
     assert check(path, capsys=capsys)[0] == 0
+
+
+def test_without_a_file_it_checks_the_config_run_would_load(tmp_path, capsys, monkeypatch):
+    # run and doctor read $EDGE_AGENT_CONFIG when no file is given; check-config read the
+    # system file instead, so it could pass a config other than the one run starts with.
+    path = write(tmp_path, 'path = "nope.tflite"\n')
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", str(path))
+    code = main(["check-config"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert f"error: {path}: model.path:" in err, err
