@@ -7,6 +7,7 @@ the library (:class:`EdgeAgentError`) become one line on stderr and a non-zero e
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -19,6 +20,10 @@ from edge_agent.errors import EdgeAgentError
 
 # What a shell reports for a command killed by SIGPIPE (128 + 13).
 EXIT_BROKEN_PIPE = 128 + int(signal.SIGPIPE)
+
+# What writing the output can fail with (a full disk or quota, a file too big, a dead
+# device): one error line, not a traceback.
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 # Subcommand modules: each exposes add_parser(subparsers) and sets func=run(args) -> int.
 _COMMANDS = ("run", "infer", "check-config", "model", "demo", "doctor", "bench")
@@ -101,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "run":
         setup_logging(args.log_level)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a failed write shows here, not as a warning at exit
+        return code
     except EdgeAgentError as exc:
         print(f"edge-agent {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -109,9 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `edge-agent infer clip.avi | head -1`: the reader is gone. Stop quietly, as a
-        # C tool killed by SIGPIPE would, and point stdout at /dev/null so the flush at
-        # interpreter exit does not raise again ("Exception ignored ... BrokenPipeError").
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        # C tool killed by SIGPIPE would, without "Exception ignored ... BrokenPipeError".
+        _discard_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        # `edge-agent infer clip.avi > results.jsonl` on a full disk: one line, exit 1.
+        print(f"edge-agent {args.command}: error: cannot write: {exc.strerror}", file=sys.stderr)
+        _discard_stdout()
+        return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at interpreter exit does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
