@@ -13,8 +13,20 @@ from edge_agent.config.checks import Seconds
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST[:PORT]`` as ``(host, port)``.
+
+    Raises:
+        ValueError: a port that is not a number 0..65535.
+    """
     host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
-    return (host or text), int(port) if port else default_port
+    number = default_port if not port else int(port) if port.isdigit() else -1
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected HOST[:PORT] with a port 0..65535, got {text!r}")
+    return (host or text), number
+
+
+def _serve_address(text: str) -> None:
+    _host_port(text, 8080)
 
 
 def _floats(text: str) -> list[float]:
@@ -139,7 +151,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="where the release's files are published "
         "(default: serve them from here with the built-in lab server)",
     )
-    pu.add_argument("--serve", default="0.0.0.0:8080", help="lab server HOST:PORT")
+    pu.add_argument(
+        "--serve", default="0.0.0.0:8080", type=checked(_serve_address), help="lab server HOST:PORT"
+    )
     pu.add_argument("--advertise-host", help="host devices use to reach the lab server")
     pu.add_argument("--serve-cert", help="certificate: serve HTTPS")
     pu.add_argument("--serve-key", help="key of --serve-cert")

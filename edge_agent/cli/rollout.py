@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from edge_agent.cli import checked, seconds_type
-from edge_agent.cli.model import _group
+from edge_agent.cli.model import _group, _host_port, _serve_address
 from edge_agent.config.checks import Seconds
 
 
@@ -25,7 +25,8 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
                         "or ~/.local/state/edge-agent/rollouts)")  # fmt: skip
     common.add_argument("--json", action="store_true", help="print the summary as JSON")
     net = argparse.ArgumentParser(add_help=False)
-    net.add_argument("--broker", default="localhost:1883", help="HOST[:PORT]")
+    net.add_argument("--broker", default="localhost:1883", type=checked(_broker_address),
+                     help="HOST[:PORT]")  # fmt: skip
     net.add_argument("--username")
     net.add_argument("--password-env", metavar="VAR", help="broker password from $VAR")
     net.add_argument("--tls", action="store_true")
@@ -33,7 +34,8 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     net.add_argument("--cert-file")
     net.add_argument("--key-file")
     serve = argparse.ArgumentParser(add_help=False)
-    serve.add_argument("--serve", default="0.0.0.0:8080", help="lab server HOST:PORT "
+    serve.add_argument("--serve", default="0.0.0.0:8080", type=checked(_serve_address),
+                       help="lab server HOST:PORT "
                        "(without --base-url; give the same one to resume)")  # fmt: skip
     serve.add_argument("--advertise-host")
 
@@ -80,6 +82,10 @@ _seconds = seconds_type(Seconds(gt=0))
 _some_seconds = seconds_type(Seconds(lo=0))
 
 
+def _broker_address(text: str) -> None:
+    _host_port(text, 1883)
+
+
 def _waves(text: str) -> None:
     from edge_agent.tools.release.rollout.plan import Plan
 
@@ -105,7 +111,7 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _broker(args: argparse.Namespace) -> Any:
-    from edge_agent.cli.model import _host_port, _secret
+    from edge_agent.cli.model import _secret
     from edge_agent.publishing.settings import MqttSettings
 
     host, port = _host_port(args.broker, 1883)
@@ -125,7 +131,6 @@ def _served(args: argparse.Namespace, release: str, base_url: str | None) -> Ite
     if base_url:
         yield base_url
         return
-    from edge_agent.cli.model import _host_port
     from edge_agent.tools.release.lab_server import LabServer
     from edge_agent.tools.release.operator import read_manifest
     from edge_agent.updates.manifest import MANIFEST_FILE

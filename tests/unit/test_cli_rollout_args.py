@@ -71,3 +71,19 @@ def test_a_missing_release_names_its_manifest(serve, tmp_path, capsys):
 def test_a_bad_push_option_is_a_usage_error_naming_it(args, named, tmp_path, capsys):
     code, err = run(["model", "push", str(tmp_path), *args], capsys)
     assert code == 2 and named in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["model", "push", "rel", "--device", "d1", "--serve", "0.0.0.0:abc"], "--serve"),
+        (["model", "push", "rel", "--device", "d1", "--serve", "0.0.0.0:99999"], "--serve"),
+        ([*START, "rel", "--serve", "127.0.0.1:http"], "--serve"),
+        ([*START, "rel", "--broker", "localhost:abc"], "--broker"),
+        (["model", "rollout", "abort", "r1", "--broker", "localhost:70000"], "--broker"),
+    ],
+)
+def test_a_bad_port_is_a_usage_error_naming_the_option(argv, named, capsys):
+    # int('abc') raised ValueError, and port 99999 an OverflowError from bind().
+    code, err = run(argv, capsys)
+    assert code == 2 and f"argument {named}: expected HOST[:PORT] with a port 0..65535" in err, err
