@@ -121,7 +121,8 @@ def read_frames(
         iterator is exhausted or closed.
 
     Raises:
-        CaptureError: the file cannot be opened (at call time, not at iteration).
+        CaptureError: the file cannot be opened (at call time), or while iterating: it
+            has not one frame, or a frame cannot be decoded.
         ValueError: ``every`` < 1 or ``max_frames`` < 0.
     """
     if every < 1 or max_frames < 0:
@@ -134,7 +135,7 @@ def read_frames(
             while not max_frames or returned < max_frames:
                 with capture_stderr():  # a damaged packet's FFmpeg warning, not ours
                     if not cap.grab():
-                        return  # the end of the file (or a frame FFmpeg cannot demux)
+                        break  # the end of the file (or a frame FFmpeg cannot demux)
                     index += 1
                     if index % every:
                         continue
@@ -144,6 +145,8 @@ def read_frames(
                 returned += 1
                 msec = frame_time_ms(cap.get(cv2.CAP_PROP_POS_MSEC), index, info.fps)
                 yield VideoFrame(index, msec, image)
+            if index < 0:  # opened, but not one frame: a recording cut after its header
+                raise CaptureError(f"{path}: no frame could be read")
         finally:
             cap.release()
 

@@ -356,3 +356,17 @@ def test_an_image_opencv_refuses_to_decode_is_one_error_line(tmp_path):
     assert [json.loads(line)["image"] for line in proc.stdout.splitlines()] == [
         str(shared_file("images/cat.bmp"))
     ]
+
+
+def test_a_video_without_a_single_frame_is_an_error_not_silence(tmp_path):
+    # A recording cut right after its header opens fine and has no frame: it printed
+    # nothing at all and exited 0, as if every file had been evaluated.
+    empty = tmp_path / "cut.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    proc = infer(
+        "--model", str(fixture_model("color_uint8.tflite")), str(empty),
+        str(shared_file("images/cat.bmp")),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"edge-agent infer: error: {empty}: no frame could be read"]
+    assert len(proc.stdout.splitlines()) == 1
