@@ -152,7 +152,7 @@ def parse_source(source: SourceLike) -> SourceSpec:
 
     Raises:
         ConfigError: the source is empty, a negative index, an unsupported URL scheme, a
-            URL without a host, or a malformed synthetic spec.
+            URL without a host, a malformed synthetic spec, or a file name not in UTF-8.
     """
     if isinstance(source, bool) or not isinstance(source, (int, str)):
         raise ConfigError(f"camera source must be a string or device index, got {source!r}")
@@ -171,6 +171,10 @@ def parse_source(source: SourceLike) -> SourceSpec:
         return _url(text, scheme_match.group(1).lower())
     if text.startswith("/dev/"):
         return SourceSpec(SourceKind.DEVICE, text, text)
+    try:
+        text.encode("utf-8")  # a command-line name may not be: OpenCV's binding crashes on it
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"camera source {text!a}: the file name is not valid UTF-8") from exc
     path = os.path.expanduser(text)
     return SourceSpec(SourceKind.FILE, path, path)
 

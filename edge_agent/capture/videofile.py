@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge_agent.errors import CaptureError
+from edge_agent.inference.imagefile import opencv_name
 from edge_agent.inference.runtime import capture_stderr
 
 # Containers OpenCV's FFmpeg backend reads; anything else goes to the image reader.
@@ -62,9 +63,12 @@ def open_video(path: str) -> tuple[cv2.VideoCapture, VideoInfo]:
     if not os.path.isfile(path):
         raise CaptureError(f"{path}: no such video file")
     # FFmpeg and OpenCV write their complaints to fd 2; they become the error's reason.
-    with capture_stderr() as chatter:
-        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-        opened = cap.isOpened()
+    try:
+        with opencv_name(path) as name, capture_stderr() as chatter:
+            cap = cv2.VideoCapture(name, cv2.CAP_FFMPEG)  # FFmpeg holds a file of its own
+            opened = cap.isOpened()
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot read the video: {exc.strerror}") from exc
     if not opened:
         cap.release()
         said = [line.decode("utf-8", "replace").strip() for line in chatter]

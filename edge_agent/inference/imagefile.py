@@ -8,7 +8,9 @@ without its end-of-image marker is flagged even when the decoder says nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import cv2
@@ -26,6 +28,29 @@ class ImageFile(NamedTuple):
     image: np.ndarray | None
     warnings: tuple[str, ...]
     error: str = ""
+
+
+@contextlib.contextmanager
+def opencv_name(path: str) -> Iterator[str]:
+    """A name under which OpenCV can open ``path`` while the block runs.
+
+    A file name that is not UTF-8 (Latin-1 ``caf\xe9.jpg``) reaches Python with lone
+    surrogates, and OpenCV's binding crashes on such a string (SIGSEGV). Such a file is
+    opened here and given to OpenCV as ``/proc/self/fd/N``; other names go as they are.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield path
 
 
 def jpeg_truncated(data: bytes) -> bool:
@@ -58,8 +83,10 @@ def read_image(path: str) -> ImageFile:
         return ImageFile(None, (), "cannot read image: the file is empty")
     # imread, not imdecode: imdecode refuses a truncated JPEG that imread decodes.
     try:
-        with capture_stderr() as lines:
-            image = cv2.imread(path, cv2.IMREAD_COLOR)
+        with opencv_name(path) as name, capture_stderr() as lines:
+            image = cv2.imread(name, cv2.IMREAD_COLOR)
+    except OSError as exc:
+        return ImageFile(None, (), f"cannot read image: {exc.strerror or exc}")
     except cv2.error as exc:
         # Some decoders raise rather than return None: a header claiming more pixels than
         # OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS), an OpenEXR file with that codec off.

@@ -428,3 +428,19 @@ def test_ctrl_c_stops_the_bench_and_its_processes_without_a_traceback(mqtt_broke
     assert proc.returncode == 130, stderr
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_a_source_whose_name_is_not_utf8_is_one_error_line(tmp_path):
+    # OpenCV's binding crashed on such a name (SIGSEGV, exit 139); the daemon's config
+    # cannot even hold one (TOML strings are Unicode).
+    source = os.fsencode(tmp_path) + b"/caf\xe9.avi"
+    with open(source, "wb") as f:
+        f.write((REPO / "models/demo/clip.avi").read_bytes())
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "bench", "--model", MODEL, "--frames", "2",
+         "--rounds", "1", "--cold-starts", "0", "--source", source],
+        capture_output=True, env=daemon_environment(), cwd=REPO, timeout=120,
+    )  # fmt: skip
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, (done.returncode, err)
+    assert "not valid UTF-8" in err and len(err.splitlines()) == 1, err

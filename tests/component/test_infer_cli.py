@@ -1,6 +1,7 @@
 """Tier 2: ``edge-agent infer`` as a user runs it: JSON lines out, one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -370,3 +371,31 @@ def test_a_video_without_a_single_frame_is_an_error_not_silence(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"edge-agent infer: error: {empty}: no frame could be read"]
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_file_names_that_are_not_utf8_are_read(tmp_path):
+    # A Latin-1 name ("caf\xe9.bmp" from an old share) reaches Python as a lone surrogate;
+    # OpenCV's binding crashed on it (SIGSEGV, exit 139) for images and videos alike.
+    image = os.fsencode(tmp_path) + b"/caf\xe9 cat.bmp"
+    video = os.fsencode(tmp_path) + b"/caf\xe9.avi"
+    with open(image, "wb") as f:
+        f.write(shared_file("images/cat.bmp").read_bytes())
+    clip = cv2.VideoWriter(
+        str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)
+    )
+    for level in (0, 120):
+        clip.write(np.full((48, 64, 3), level, np.uint8))
+    clip.release()
+    os.rename(tmp_path / "clip.avi", video)  # OpenCV cannot be given that name, even here
+    model = str(fixture_model("color_uint8.tflite"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "infer", "--model", model, image, video],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line.get("image", line.get("video")) for line in lines] == [
+        os.fsdecode(image), os.fsdecode(video), os.fsdecode(video)
+    ]  # fmt: skip
+    same = json.loads(infer("--model", model, str(shared_file("images/cat.bmp"))).stdout)
+    assert lines[0]["results"] == same["results"]
