@@ -105,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if args.command != "run":
         setup_logging(args.log_level)
+        if sys.stdout is None:  # fd 1 closed (`>&-`): print() would drop every result
+            print(
+                f"edge-agent {args.command}: error: stdout is closed: nowhere to write the output",
+                file=sys.stderr,
+            )
+            return 2
     try:
         code = int(args.func(args) or 0)
         if sys.stdout is not None:

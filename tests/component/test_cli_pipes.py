@@ -60,3 +60,18 @@ def test_output_onto_a_full_disk_is_one_error_line_and_exit_1(command, tmp_path)
         f"edge-agent {command}: error: cannot write: No space left on device"
     ]
     assert done.returncode == 1
+
+
+def test_a_closed_stdout_is_an_error_not_a_silent_success():
+    # `edge-agent infer clip.avi >&-`: Python sets sys.stdout to None and print() drops
+    # every line, so the results went nowhere and the exit status said all was well.
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "infer", "--model",
+         str(fixture_model("color_uint8.tflite")), str(REPO / "models/demo/clip.avi")],
+        stderr=subprocess.PIPE, env=daemon_environment(), cwd=REPO, timeout=120,
+        check=False, preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert done.stderr.decode().splitlines() == [
+        "edge-agent infer: error: stdout is closed: nowhere to write the output"
+    ]
+    assert done.returncode == 2
