@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         ``--require-device`` was given and the requested device does not run the model.
     """
     if not os.path.isfile(args.model):
-        raise ModelError(f"{args.model}: no such model file")
+        missing = "no such model file" if not os.path.exists(args.model) else "not a model file"
+        raise ModelError(f"{args.model}: {missing}")
     if (args.mean is None) != (args.std is None):
         raise ModelError("--mean and --std go together")
     options = ModelOptions(
@@ -217,6 +218,11 @@ def _input_problem(path: str) -> str | None:
         return "reading from stdin is not supported: give the file's name"
     if os.path.isdir(path):
         return "is a directory, not an image or video file"
+    if os.path.exists(path) and not os.path.isfile(path):  # <(curl ...) is a pipe
+        return (
+            "not a regular file (a pipe, a socket or a device): "
+            "give the name of an image or video file"
+        )
     if not is_video_path(path) and not os.path.isfile(path):
         return "cannot read image: no such file"  # videos: the video reader says it
     return None

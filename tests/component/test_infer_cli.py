@@ -399,3 +399,21 @@ def test_file_names_that_are_not_utf8_are_read(tmp_path):
     ]  # fmt: skip
     same = json.loads(infer("--model", model, str(shared_file("images/cat.bmp"))).stdout)
     assert lines[0]["results"] == same["results"]
+
+
+def test_a_pipe_or_a_directory_is_not_said_to_be_missing(tmp_path):
+    # `infer --model m.tflite <(curl -s cam/snap.jpg)` gives /dev/fd/63, a pipe: it was
+    # reported as "no such file", as was a model path that is a directory.
+    for name in ("snap.jpg", "clip.avi"):
+        os.mkfifo(tmp_path / name)
+    model = str(fixture_model("color_uint8.tflite"))
+    proc = infer("--model", model, str(tmp_path / "snap.jpg"), str(tmp_path / "clip.avi"))
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"edge-agent infer: error: {tmp_path / name}: not a regular file (a pipe, a socket "
+        "or a device): give the name of an image or video file"
+        for name in ("snap.jpg", "clip.avi")
+    ]
+    proc = infer("--model", str(tmp_path), str(shared_file("images/cat.bmp")))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"edge-agent infer: error: {tmp_path}: not a model file"
