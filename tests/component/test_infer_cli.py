@@ -417,3 +417,20 @@ def test_a_pipe_or_a_directory_is_not_said_to_be_missing(tmp_path):
     proc = infer("--model", str(tmp_path), str(shared_file("images/cat.bmp")))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"edge-agent infer: error: {tmp_path}: not a model file"
+
+
+def test_scores_that_overflow_are_no_results_and_the_output_stays_json(tmp_path):
+    # --std 1e-38 passes the config's check (std > 0), and the float model's scores
+    # overflow to inf: they were printed as the non-JSON token Infinity.
+    def strict(constant):
+        raise AssertionError(f"non-JSON number {constant} in the output")
+
+    model = str(fixture_model("color_float.tflite"))
+    for args in (["--mean", "0", "--std", "1e-38"], ["--mean", "0", "--std", "1"]):
+        proc = infer(
+            "--model", model, "--threshold", "0", *args, str(shared_file("images/cat.bmp"))
+        )
+        assert proc.returncode == 0, proc.stderr
+        results = json.loads(proc.stdout, parse_constant=strict)["results"]
+        assert all(np.isfinite(r["score"]) for r in results)
+    assert len(results) == 3  # finite scores are kept, as before

@@ -107,7 +107,7 @@ def threshold_mask(raw: np.ndarray, quant: QuantParams, threshold: float) -> np.
     For an integer tensor with quantization the comparison happens on the integers
     (one ``quantize_threshold`` call, no dequantized copy of the tensor); the result is
     exactly ``dequantize(raw, quant) >= np.float32(threshold)``. Float tensors are
-    compared as they are.
+    compared as they are; their non-finite values are never selected.
 
     Args:
         raw: the tensor as the interpreter returned it.
@@ -132,4 +132,7 @@ def threshold_mask(raw: np.ndarray, quant: QuantParams, threshold: float) -> np.
         if q > info.max:
             return np.zeros(raw.shape, dtype=bool)
         return raw >= raw.dtype.type(q)
-    return dequantize(raw, quant) >= np.float32(threshold)
+    values = dequantize(raw, quant)
+    # An overflowed float output (inf) is no score: it would pass any threshold and be
+    # published as the non-JSON token Infinity. NaN already fails the comparison.
+    return (values >= np.float32(threshold)) & np.isfinite(values)
