@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
+        type=_log_level,
         help="DEBUG, INFO, WARNING or ERROR (default: WARNING, "
         "or the config's logging.level for run)",
     )
@@ -48,6 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMANDS:
         importlib.import_module(f"edge_agent.cli.{name.replace('-', '_')}").add_parser(sub)
     return parser
+
+
+def _log_level(text: str) -> str:
+    """argparse type: a level the config's ``logging.level`` takes (any case), upper-case."""
+    from edge_agent.config.checks import Invalid
+    from edge_agent.config.loader import field_check
+    from edge_agent.config.schema import LoggingConfig
+
+    try:
+        return field_check(LoggingConfig, "level")(text)
+    except Invalid as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
 
 
 def checked(check: Callable[[str], Any]) -> Callable[[str], str]:
