@@ -229,3 +229,30 @@ def test_missing_model_is_one_clear_error(tmp_path):
     )
     assert run.stdout == ""
     assert leftovers(tmp_path) == []
+
+
+def test_a_reader_that_goes_away_stops_the_demo_with_141(tmp_path):
+    # `edge-agent demo | head -8`: the demo went on running the daemon, silently and (no
+    # --seconds) forever, so the shell's pipeline never ended; then it exited 0.
+    proc = subprocess.Popen(
+        agent_command("demo"),
+        cwd=tmp_path,
+        env=environment(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        header = "".join(proc.stdout.readline() for _ in range(5))  # up to the daemon line
+        proc.stdout.close()  # as head does after its lines: the next write gets EPIPE
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read()
+    assert "Traceback" not in err, err
+    assert code == 141, (code, err)
+    check_gone(header)
+    assert leftovers(tmp_path) == []

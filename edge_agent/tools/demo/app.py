@@ -14,6 +14,7 @@ directory is removed.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -91,6 +92,7 @@ class Demo:
         self.daemon: subprocess.Popen | None = None
         self._relay: threading.Thread | None = None
         self._external = False
+        self._reader_gone = False  # `demo | head`: stop, clean up, and say so (EPIPE)
 
     # ---- output (main thread only) ----------------------------------------------------
 
@@ -101,9 +103,10 @@ class Demo:
             stream.write(line + "\n")
             stream.flush()
         except (BrokenPipeError, ValueError):
-            # The reader went away: stop writing, but the daemon, broker and temp dir
-            # must still be cleaned up, so this is not an error for the caller.
+            # The reader went away: stop writing and stop the demo (else it would run on
+            # unseen, forever without --seconds), cleaning up the daemon, broker and dir.
             self._out = self._err = _Discard()
+            self._reader_gone = True
 
     def _drain(self) -> None:
         """Write the lines the viewer and the log relay queued."""
@@ -274,16 +277,20 @@ class Demo:
         Raises:
             ConfigError: a bundled file is missing or an override is invalid.
             PublishError: the broker cannot be reached or started.
+            BrokenPipeError: the reader of the output went away (after the cleanup).
         """
         flags = SignalQueue(
             stop_signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP), reload_signals=()
         )
         flags.install()
         try:
-            return self._run(flags)
+            code = self._run(flags)
         finally:
             self._cleanup()
             flags.restore()
+        if self._reader_gone:
+            raise BrokenPipeError(errno.EPIPE, "the reader of the demo's output went away")
+        return code
 
     def _run(self, flags: SignalQueue) -> int:
         """The demo proper (cleanup is the caller's)."""
@@ -324,7 +331,7 @@ class Demo:
         started = time.monotonic()
         deadline = started + opts.seconds if opts.seconds else None
         warned = False
-        while not flags.stop_requested and self.daemon.poll() is None:
+        while not flags.stop_requested and not self._reader_gone and self.daemon.poll() is None:
             self._drain()
             now = time.monotonic()
             if deadline is not None and now >= deadline:
