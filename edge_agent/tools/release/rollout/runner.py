@@ -151,8 +151,7 @@ def start(
 
     Raises:
         ModelUpdateError: ``bad_manifest``, ``no_devices`` (nobody online in the group),
-            ``devices_offline`` under the ``fail`` policy, or ``rollout_exists``
-            (the id is taken: a stored rollout is resumed, never replaced).
+            ``devices_offline`` (``fail`` policy), ``rollout_exists`` (resumed, not replaced).
         PublishError: the broker is unreachable.
     """
     check_topic_level(group, "group")
