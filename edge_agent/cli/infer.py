@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.capture.videofile import is_video_path, read_frames
+from edge_agent.cli import checked
 from edge_agent.config.checks import Invalid
 from edge_agent.config.loader import field_check
 from edge_agent.config.schema import ModelConfig
@@ -19,15 +20,6 @@ from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.imagefile import read_image
 from edge_agent.inference.model import LoadedModel, ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings, task_family
-
-
-def _device(text: str) -> str:
-    """argparse type: a valid device spec, else a usage error (not a traceback)."""
-    try:
-        parse_device_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
 
 
 def _fraction(text: str) -> float:
@@ -113,7 +105,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "classification", "detection-ssd", "detection-yolo"],
     )
     p.add_argument("--resize", default="auto", choices=["auto", "stretch", "letterbox"])
-    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, usb[:N] or pci[:N]")
+    p.add_argument(
+        "--device",
+        type=checked(parse_device_spec),
+        default="auto",
+        help="auto, cpu, usb[:N] or pci[:N]",
+    )
     p.add_argument(
         "--require-device",
         action="store_true",
