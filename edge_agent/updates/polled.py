@@ -16,7 +16,7 @@ power cut: startup recovery finds it still on trial, ``trial_abandoned``) cannot
 refused by a verdict. Each such start is counted by release, and once
 :data:`ABANDONED_LIMIT` starts in a row found it so, the poll leaves it alone as a
 refusal for good: a box would otherwise install it, crash and go back at every start.
-A polled install of that release that ends (confirmed or refused) clears the count.
+A polled install of that release that is confirmed clears the count.
 """
 
 from __future__ import annotations
@@ -109,9 +109,7 @@ def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | No
         logger.warning("model update: polled install failed: %s", exc)
         if exc.reason in FOR_GOOD:
             _remember(root, digest, manifest.label, exc.reason)
-        elif crashed is not None and exc.reason != "interrupted":
-            _write(root, [e for e in _read(root) if not _abandoned(e, manifest.label)])
-        return exc.reason
+        return exc.reason  # the count stays: the trial was not passed (or never ran)
     if crashed is not None:  # it survived its trial this time
         _write(root, [e for e in _read(root) if not _abandoned(e, manifest.label)])
     return None

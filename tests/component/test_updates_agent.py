@@ -188,7 +188,7 @@ def test_a_polled_release_that_failed_its_health_check_is_not_tried_again_after_
 def test_a_polled_release_the_daemon_did_not_survive_twice_is_left_alone(setup, monkeypatch):
     """Startup recovery found 2.0.0 still on trial (the daemon died during it) at two
     starts in a row: the poll stops installing it, as a refusal for good. An install of
-    it that ends clears the count."""
+    it that is confirmed clears the count."""
     tmp, installer, states, server = setup
     v2 = make_release(tmp / "rel", KEY, "2.0.0")
     body = (v2.dir / "manifest.json").read_bytes()
@@ -213,7 +213,7 @@ def test_a_polled_release_the_daemon_did_not_survive_twice_is_left_alone(setup, 
     assert len(installs) == 1, "installed again after two starts found it on trial"
     entries = json.loads((store.root / "polled_refused.json").read_text())
     assert [(e["release"], e["count"]) for e in entries] == [(label, 2)]
-    # One start that found it on trial, then an install that ends: the count is gone.
+    # One start that found it on trial, then an install that is confirmed: the count is gone.
     (store.root / "polled_refused.json").write_text("[]")
     start(on_trial=True)
     monkeypatch.setattr(installer, "install", installs.append)
