@@ -77,19 +77,22 @@ def checked(check: Callable[[str], Any]) -> Callable[[str], str]:
     return convert
 
 
-def seconds_type(check: Any) -> Callable[[str], float]:
-    """argparse type: seconds that the config's ``check`` (a
-    :class:`~edge_agent.config.checks.Seconds`) accepts, so ``nan`` or ``-1`` is a usage
-    error, not a traceback, an abort or a wait that never ends."""
+def config_type(check: Any, parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """argparse type: ``parse`` the text, then apply a config check (a
+    :mod:`~edge_agent.config.checks` check such as ``Seconds``), so the option accepts
+    exactly what the config file does and ``nan`` or ``-1`` is a usage error, not a
+    traceback, an abort or a wait that never ends."""
     from edge_agent.config.checks import Invalid
 
-    def convert(text: str) -> float:
+    def convert(text: str) -> Any:
         try:
-            return check(float(text))
+            return check(parse(text))
         except ValueError as exc:
             raise argparse.ArgumentTypeError(f"expected {check.expected}, got {text}") from exc
         except Invalid as exc:
-            raise argparse.ArgumentTypeError(exc.message) from exc
+            # Name the R,G,B position only when several values were given.
+            where = f" (value {exc.subkey})" if exc.subkey and "," in text else ""
+            raise argparse.ArgumentTypeError(exc.message + where) from exc
 
     return convert
 

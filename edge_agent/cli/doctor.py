@@ -6,13 +6,13 @@ import argparse
 import json
 import os
 
-from edge_agent.cli import seconds_type
+from edge_agent.cli import config_type
 from edge_agent.config import DEFAULT_CONFIG_PATH
 from edge_agent.config.checks import Seconds
 
 # Seconds as the config takes them (finite, > 0, at most a year), so ``--timeout nan``
 # is a usage error, not a traceback (or an abort) mid-report.
-_seconds = seconds_type(Seconds(gt=0))
+_seconds = config_type(Seconds(gt=0))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

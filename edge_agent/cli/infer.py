@@ -11,8 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_agent.capture.videofile import is_video_path, read_frames
-from edge_agent.cli import checked
-from edge_agent.config.checks import Invalid
+from edge_agent.cli import checked, config_type
 from edge_agent.config.loader import field_check
 from edge_agent.config.schema import ModelConfig
 from edge_agent.errors import CaptureError, ModelError
@@ -47,22 +46,10 @@ def _positive(text: str) -> int:
 
 
 def _like_config(key: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """argparse type: ``parse`` the text, then apply the ``[model]`` config key's own
-    check, so the option accepts exactly what the config file does (bounds declared once,
-    in the schema; finite numbers only, so nothing non-JSON reaches the output)."""
-    check = field_check(ModelConfig, key)
-
-    def convert(text: str) -> Any:
-        try:
-            return check(parse(text))
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected {check.expected}, got {text}") from exc
-        except Invalid as exc:
-            # Name the R,G,B position only when several values were given.
-            where = f" (value {exc.subkey})" if exc.subkey and "," in text else ""
-            raise argparse.ArgumentTypeError(exc.message + where) from exc
-
-    return convert
+    """argparse type: the ``[model]`` config key's own check, so the option accepts
+    exactly what the config file does (bounds declared once, in the schema; finite
+    numbers only, so nothing non-JSON reaches the output)."""
+    return config_type(field_check(ModelConfig, key), parse)
 
 
 def _numbers(text: str) -> list[float]:

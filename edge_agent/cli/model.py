@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 
-from edge_agent.cli import checked, seconds_type
+from edge_agent.cli import checked, config_type
 from edge_agent.config.checks import Seconds
 
 
@@ -160,7 +160,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--canary", type=int, default=0, help="update N devices first; halt on failure")
     pu.add_argument(
         "--timeout",
-        type=seconds_type(Seconds(gt=0)),
+        type=config_type(Seconds(gt=0)),
         default=600.0,
         help="seconds per wave (default 600)",
     )

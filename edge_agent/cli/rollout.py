@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from edge_agent.cli import checked, seconds_type
+from edge_agent.cli import checked, config_type
 from edge_agent.cli.model import _group, _host_port, _serve_address
 from edge_agent.config.checks import Seconds
 
@@ -78,8 +78,8 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
 # The library's own checks, run as argparse types so that a bad value is a usage error
 # naming the option (exit 2), not a ValueError traceback (or, for --discover nan, a
 # discovery that never ends).
-_seconds = seconds_type(Seconds(gt=0))
-_some_seconds = seconds_type(Seconds(lo=0))
+_seconds = config_type(Seconds(gt=0))
+_some_seconds = config_type(Seconds(lo=0))
 
 
 def _broker_address(text: str) -> None:
