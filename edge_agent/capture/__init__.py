@@ -3,7 +3,7 @@
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.frames import Frame
 from edge_agent.capture.health import CameraState, CameraStats
-from edge_agent.capture.sources import SourceSpec, mask_credentials, parse_source
+from edge_agent.capture.sources import SourceSpec, parse_source
 
 __all__ = [
     "Camera",
@@ -11,6 +11,5 @@ __all__ = [
     "CameraStats",
     "Frame",
     "SourceSpec",
-    "mask_credentials",
     "parse_source",
 ]

@@ -37,6 +37,7 @@ import numpy as np
 from edge_agent.capture.corrupt_frames import SkipCorruptFrames
 from edge_agent.capture.v4l2 import FrameSize, ModelFit, device_path, fitted_mode
 from edge_agent.errors import CaptureError, ConfigError
+from edge_agent.redaction import mask_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ SYNTHETIC_DEFAULT = (640, 480, 30.0)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _SYNTHETIC = re.compile(
     r"^synthetic(?::(?P<w>\d+)x(?P<h>\d+))?(?:@(?P<fps>\d+(?:\.\d+)?))?$", re.IGNORECASE
-)
-# userinfo is everything up to the last "@" of the authority (passwords may hold "@", and
-# spaces, which FFmpeg sends as written).
-_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*(?: +[^/?#\s]*)*@")
-_SECRET_QUERY = re.compile(
-    r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|api_key|apikey|key|"
-    r"secret|auth|sig|signature)=)[^&;#\s]*",
-    re.IGNORECASE,
 )
 
 
@@ -124,21 +117,6 @@ def quiet_opencv(debug: bool) -> None:
     set_level = getattr(api, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
     if set_level is not None:
         set_level(OPENCV_LOG_ERROR)
-
-
-def mask_credentials(text: str) -> str:
-    """Hide passwords in every URL of ``text`` (userinfo and secret query parameters).
-
-    ``rtsp://admin:pw@cam/live?token=abc`` becomes ``rtsp://admin:***@cam/live?token=***``.
-
-    Args:
-        text: a URL, or any message that may contain URLs.
-
-    Returns:
-        The text with secrets replaced by ``***``.
-    """
-    text = _USERINFO.sub(r"\g<pre>:***@", text)
-    return _SECRET_QUERY.sub(r"\g<key>***", text)
 
 
 def parse_source(source: SourceLike) -> SourceSpec:

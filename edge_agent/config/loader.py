@@ -32,8 +32,9 @@ from edge_agent.config.schema import (
     CameraConfig,
     Config,
 )
-from edge_agent.config.url_checks import is_synthetic, is_url, url_has_password
+from edge_agent.config.url_checks import is_synthetic, is_url
 from edge_agent.errors import ConfigError, ConfigErrors
+from edge_agent.redaction import has_credentials
 
 DEFAULT_CONFIG_PATH = "/etc/edge-agent/config.toml"
 # A config is a few kilobytes: a path to /dev/zero or a runaway file must not be read
@@ -349,10 +350,10 @@ def _secrets_in(doc: dict[str, Any]) -> list[str]:
     cameras = doc.get("camera")
     for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
         source = camera.get("source") if isinstance(camera, dict) else None
-        if isinstance(source, str) and url_has_password(source):
+        if isinstance(source, str) and has_credentials(source):
             found.append(f"camera[{index}].source")
     updates = doc.get("updates")
     url = updates.get("manifest_url") if isinstance(updates, dict) else None
-    if isinstance(url, str) and url_has_password(url):
+    if isinstance(url, str) and has_credentials(url):
         found.append("updates.manifest_url")
     return found

@@ -30,7 +30,8 @@ from edge_agent.config.checks import (
     TopicLevel,
     TopicPrefix,
 )
-from edge_agent.config.url_checks import CameraSource, HttpUrl, redact_url
+from edge_agent.config.url_checks import CameraSource, HttpUrl
+from edge_agent.redaction import mask_credentials
 
 # Path kinds a field can carry; the loader resolves relative paths of these kinds
 # against the config file's directory.
@@ -376,8 +377,8 @@ def _plain(section: Any) -> dict[str, Any]:
     for spec in dataclasses.fields(section):
         value = getattr(section, spec.name)
         if isinstance(value, tuple):
-            value = [redact_url(v) if isinstance(v, str) else v for v in value]
+            value = [mask_credentials(v) if isinstance(v, str) else v for v in value]
         elif isinstance(value, str):
-            value = redact_url(value)
+            value = mask_credentials(value)
         out[spec.name] = value
     return out

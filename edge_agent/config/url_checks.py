@@ -1,4 +1,4 @@
-"""Checks of camera sources and URLs, and the masking of passwords in URLs.
+"""Checks of camera sources and URLs.
 
 Pure like :mod:`edge_agent.config.checks`: the loader names the file and the key.
 """
@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge_agent.config.checks import Check, Invalid, show
+from edge_agent.redaction import mask_credentials
 
 # Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
 # scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
@@ -67,9 +68,8 @@ class CameraSource(Check):
             scheme = value.split("://", 1)[0].lower()
             if scheme not in STREAM_SCHEMES or not _hostname(value):
                 schemes = ", ".join(STREAM_SCHEMES[:-1]) + " or " + STREAM_SCHEMES[-1]
-                raise Invalid(
-                    f"expected stream URL ({schemes}) with a host, got {show(redact_url(value))}"
-                )
+                shown = show(mask_credentials(value))
+                raise Invalid(f"expected stream URL ({schemes}) with a host, got {shown}")
         return value
 
 
@@ -83,20 +83,5 @@ class HttpUrl(Check):
             raise self.fail(value)
         web = value.startswith(("http://", "https://"))
         if value and not (web and _hostname(value)):
-            raise Invalid(f"expected {self.expected}, got {show(redact_url(value))}")
+            raise Invalid(f"expected {self.expected}, got {show(mask_credentials(value))}")
         return value
-
-
-# user:password@ in the authority; greedy up to the last '@' so that a password
-# holding an unencoded '@' is still masked whole.
-_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:]*):[^/]*@")
-
-
-def redact_url(text: str) -> str:
-    """Mask the password of ``scheme://user:password@host`` URLs; other text unchanged."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
-
-
-def url_has_password(text: str) -> bool:
-    """True when ``text`` is a URL carrying ``user:password@`` credentials."""
-    return _URL_PASSWORD.match(text) is not None

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 from edge_agent.backoff import Backoff
 from edge_agent.errors import ModelUpdateError
+from edge_agent.redaction import mask_credentials
 from edge_agent.updates.commands import (
     ROLLBACK,
     UPDATE,
@@ -56,7 +57,6 @@ from edge_agent.updates.requests import (
     request_key,
 )
 from edge_agent.updates.states import UpdateJob, UpdateState
-from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class UpdateRunner:
             the next poll asks only whether it changed); False when a retry may succeed.
         """
         url = self.poll_url or ""
-        shown = redact_url(url)
+        shown = mask_credentials(url)
         try:
             fetched = self._downloader.fetch_if_changed(
                 url, self._etag, self._last_modified, max_bytes=MAX_MANIFEST_BYTES

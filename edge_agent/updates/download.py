@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.redaction import mask_credentials
 from edge_agent.updates.guard import Deadline, TransferGuard
 from edge_agent.updates.transport import (
     DownloadSettings,
@@ -42,7 +43,6 @@ from edge_agent.updates.transport import (
     content_length,
     read_chunks,
 )
-from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -224,15 +224,21 @@ class Downloader:
                 raise self._http.status_error(url, resp)
             length = content_length(resp)
             if length is not None and length > max_bytes:
-                raise Failure("too_large", f"{redact_url(url)}: {length} bytes, limit {max_bytes}")
+                raise Failure(
+                    "too_large", f"{mask_credentials(url)}: {length} bytes, limit {max_bytes}"
+                )
             body = bytearray()
             for chunk in read_chunks(resp, url, guard):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise Failure("too_large", f"{redact_url(url)}: more than {max_bytes} bytes")
+                    raise Failure(
+                        "too_large", f"{mask_credentials(url)}: more than {max_bytes} bytes"
+                    )
             if length is not None and len(body) < length:
                 raise Failure(
-                    "truncated", f"{redact_url(url)}: got {len(body)} of {length} bytes", retry=True
+                    "truncated",
+                    f"{mask_credentials(url)}: got {len(body)} of {length} bytes",
+                    retry=True,
                 )
             return Fetched(
                 True, bytes(body), resp.getheader("ETag"), resp.getheader("Last-Modified")
@@ -262,7 +268,7 @@ class Downloader:
         size = part.stat().st_size
         if expected is not None and size < expected:
             raise Failure(
-                "truncated", f"{redact_url(url)}: got {size} of {expected} bytes", retry=True
+                "truncated", f"{mask_credentials(url)}: got {size} of {expected} bytes", retry=True
             )
 
     def _attempt(
@@ -308,29 +314,35 @@ class Downloader:
                 return None
             _truncate(part)
             raise Failure(
-                "http_error", f"{redact_url(url)}: range not satisfiable; restarting", retry=True
+                "http_error",
+                f"{mask_credentials(url)}: range not satisfiable; restarting",
+                retry=True,
             )
         if resp.status == 206 and offset:
             m = _CONTENT_RANGE.fullmatch(resp.getheader("Content-Range", "").strip())
             if not m or int(m.group(1)) != offset:
                 _truncate(part)  # a range we did not ask for: start over cleanly
                 raise Failure(
-                    "http_error", f"{redact_url(url)}: bad Content-Range; restarting", retry=True
+                    "http_error",
+                    f"{mask_credentials(url)}: bad Content-Range; restarting",
+                    retry=True,
                 )
             total = None if m.group(3) == "*" else int(m.group(3))
         elif resp.status == 200:
             if offset:
-                logger.info("download %s: server ignored Range; restarting from 0", redact_url(url))
+                logger.info(
+                    "download %s: server ignored Range; restarting from 0", mask_credentials(url)
+                )
             length = content_length(resp)
             total = length
         else:
             raise self._http.status_error(url, resp)
         if total is not None and total > cap:
-            raise Failure("too_large", f"{redact_url(url)}: {total} bytes, limit {cap}")
+            raise Failure("too_large", f"{mask_credentials(url)}: {total} bytes, limit {cap}")
         if total is not None and expected is not None and total < expected:
             raise Failure(
                 "truncated",
-                f"{redact_url(url)}: server has {total} bytes, manifest says {expected}",
+                f"{mask_credentials(url)}: server has {total} bytes, manifest says {expected}",
             )
         return total
 
@@ -355,7 +367,9 @@ class Downloader:
                 for chunk in read_chunks(resp, url, guard):
                     done += len(chunk)
                     if done > cap:
-                        raise Failure("too_large", f"{redact_url(url)}: more than {cap} bytes")
+                        raise Failure(
+                            "too_large", f"{mask_credentials(url)}: more than {cap} bytes"
+                        )
                     f.write(chunk)
                     now = self._clock()
                     if progress and now - last >= self.settings.progress_interval:
@@ -368,7 +382,7 @@ class Downloader:
         if total is not None and done < total:
             raise Failure(
                 "truncated",
-                f"{redact_url(url)}: connection closed at {done} of {total} bytes",
+                f"{mask_credentials(url)}: connection closed at {done} of {total} bytes",
                 retry=True,
             )
         if progress:

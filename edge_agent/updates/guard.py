@@ -28,7 +28,7 @@ from enum import Enum
 from typing import Callable, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
-from edge_agent.updates.urls import redact_url
+from edge_agent.redaction import mask_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TransferGuard:
         final: Deadline,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self._url = redact_url(url)
+        self._url = mask_credentials(url)
         self._limits = limits
         self._cancel = cancel
         self._final = final

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.redaction import mask_credentials
 from edge_agent.updates.commands import UpdateCommand
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.manifest import parse_manifest
 from edge_agent.updates.release import read_json_record, write_json_atomic
 from edge_agent.updates.signing import load_envelope, parse_envelope
 from edge_agent.updates.store import ModelStore
-from edge_agent.updates.urls import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def handle_polled(installer: UpdateInstaller, body: bytes, url: str) -> str | No
     Returns:
         The failure reason, or None when handled (installed, not newer, refused before).
     """
-    shown = redact_url(url)
+    shown = mask_credentials(url)
     try:
         envelope = load_envelope(body)
         manifest = parse_manifest(parse_envelope(envelope).manifest)

@@ -26,8 +26,9 @@ from urllib.parse import SplitResult, urljoin
 from edge_agent import __version__
 from edge_agent.backoff import Backoff
 from edge_agent.errors import ModelUpdateError
+from edge_agent.redaction import mask_credentials
 from edge_agent.updates.guard import Deadline, GuardFailure, GuardLimits, TransferGuard
-from edge_agent.updates.urls import basic_auth, check_url, redact_url
+from edge_agent.updates.urls import basic_auth, check_url
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,11 @@ class Transport:
         backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max, jitter=0.2)
         for n in range(self.settings.retries + 1):
             if self.cancel.is_set():
-                raise ModelUpdateError("cancelled", f"download of {redact_url(url)} cancelled")
+                raise ModelUpdateError(
+                    "cancelled", f"download of {mask_credentials(url)} cancelled"
+                )
             if time.monotonic() >= final.at:
-                raise Failure("timeout", f"{redact_url(url)}: {final.what}")
+                raise Failure("timeout", f"{mask_credentials(url)}: {final.what}")
             try:
                 return attempt()
             except (Failure, GuardFailure) as exc:
@@ -138,7 +141,7 @@ class Transport:
                 wait = max(0.0, min(wait, final.at - time.monotonic()))
                 logger.warning(
                     "download %s: %s; retry %d/%d in %.1fs",
-                    redact_url(url),
+                    mask_credentials(url),
                     exc,
                     n + 1,
                     self.settings.retries,
@@ -146,7 +149,7 @@ class Transport:
                 )
                 if self.cancel.wait(wait):
                     raise ModelUpdateError(
-                        "cancelled", f"download of {redact_url(url)} cancelled"
+                        "cancelled", f"download of {mask_credentials(url)} cancelled"
                     ) from exc
         raise AssertionError("unreachable")
 
@@ -219,7 +222,7 @@ class Transport:
         retry_after = float(after) if after.isdigit() else 0.0
         return Failure(
             "http_error",
-            f"{redact_url(url)}: HTTP {resp.status} {resp.reason}",
+            f"{mask_credentials(url)}: HTTP {resp.status} {resp.reason}",
             retry=resp.status in _RETRY_STATUS,
             after=retry_after,
         )
@@ -236,16 +239,18 @@ def read_chunks(resp: http.client.HTTPResponse, url: str, guard: TransferGuard) 
             chunk = resp.read1(CHUNK)
         except (socket.timeout, TimeoutError) as exc:
             guard.check()
-            raise Failure("timeout", f"{redact_url(url)}: read timed out", retry=True) from exc
+            raise Failure(
+                "timeout", f"{mask_credentials(url)}: read timed out", retry=True
+            ) from exc
         except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException) as exc:
             guard.check()
             raise Failure(
-                "truncated", f"{redact_url(url)}: connection lost: {exc!r:.80}", retry=True
+                "truncated", f"{mask_credentials(url)}: connection lost: {exc!r:.80}", retry=True
             ) from exc
         except OSError as exc:
             guard.check()
             raise Failure(
-                "truncated", f"{redact_url(url)}: read failed: {exc}", retry=True
+                "truncated", f"{mask_credentials(url)}: read failed: {exc}", retry=True
             ) from exc
         if not chunk:
             guard.check()

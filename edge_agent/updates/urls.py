@@ -2,7 +2,7 @@
 
 Every URL a device fetches (manifest URL, base URL, per-file URL, each redirect hop)
 passes :func:`check_url`. ``user:password@`` in a URL becomes HTTP Basic auth for that
-host and is redacted from every message (:func:`redact_url`).
+host and is redacted from every message (:func:`edge_agent.redaction.mask_credentials`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import SplitResult, quote, unquote, urljoin, urlsplit
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.redaction import mask_credentials
 
 
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:
@@ -43,7 +44,7 @@ def check_url(
     """
     if not isinstance(url, str) or not 0 < len(url) <= 2048:
         raise ModelUpdateError("bad_url", "URL must be a string of 1..2048 chars")
-    shown = redact_url(url)
+    shown = mask_credentials(url)
     if not url.isascii() or not url.isprintable() or " " in url:
         raise ModelUpdateError(
             "bad_url", f"URL has spaces or non-ASCII/control chars: {shown!r:.80}"
@@ -65,17 +66,6 @@ def check_url(
     if not host_allowed(host, allowed_hosts):
         raise ModelUpdateError("host_not_allowed", f"host {host} is not in the allowlist")
     return parts
-
-
-def redact_url(url: str) -> str:
-    """The URL with any ``user:password@`` replaced by ``***@`` (for messages and logs)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, tail = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def basic_auth(parts: SplitResult) -> str | None:

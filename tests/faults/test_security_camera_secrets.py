@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.health import CameraState
-from edge_agent.capture.sources import mask_credentials
+from edge_agent.redaction import mask_credentials
 from tests.support.chaos import BOUNDARY, DEMO, jpeg_frames
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
@@ -104,3 +104,36 @@ def test_a_password_with_a_space_is_used_and_never_shown(camera_server, caplog):
 )
 def test_mask_credentials_takes_spaces_in_a_password(text, masked):
     assert mask_credentials(text) == (masked or text)
+
+
+@pytest.mark.parametrize("password", ["se#same!", "se/same!", "se?same!"])
+def test_a_password_with_an_unencoded_delimiter_fails_without_being_shown(
+    camera_server, caplog, password
+):
+    # No client can parse such a URL (the authority ends at the delimiter); the errors
+    # that say so quote it, and the status is retained on the broker for every subscriber.
+    port = camera_server.server_address[1]
+    url = f"http://{USER}:{password}@127.0.0.1:{port}/stream.mjpg"
+    states: list[tuple[str, str]] = []
+    camera = Camera(
+        "door",
+        url,
+        stale_after=2.0,
+        reopen_initial=0.1,
+        reopen_max=0.2,
+        on_state=lambda name, state, detail: states.append((state, detail)),
+    )
+    with caplog.at_level("DEBUG", logger="edge_agent"):
+        camera.start()
+        try:
+            deadline = time.monotonic() + 15
+            while camera.stats().last_error is None:
+                assert time.monotonic() < deadline, camera.stats()
+                time.sleep(0.02)
+            stats = camera.stats()
+        finally:
+            camera.stop(5.0)
+    assert camera_server.authorized == 0
+    shown = [stats.source, str(stats.last_error), *(d for _, d in states), caplog.text]
+    assert not [text for text in shown if "same!" in text], shown
+    assert stats.source == f"http://{USER}:***@127.0.0.1:{port}/stream.mjpg"

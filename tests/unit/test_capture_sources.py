@@ -9,15 +9,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.sources import (
     SourceKind,
     SourceSpec,
     capture_api,
-    mask_credentials,
     open_capture,
     open_params,
     parse_source,
@@ -97,41 +94,6 @@ def test_parse_source_rejects(source, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")) as info:
         parse_source(source)
     assert "secret" not in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "masked"),
-    [
-        ("rtsp://user:pass@host/x", "rtsp://user:***@host/x"),
-        ("rtsp://user:p@ss@host:554/x", "rtsp://user:***@host:554/x"),
-        ("rtsp://user:@host/x", "rtsp://user:***@host/x"),
-        ("rtsp://host:554/a@b", "rtsp://host:554/a@b"),
-        ("rtsp://host:554/x", "rtsp://host:554/x"),
-        ("http://cam/video.cgi?user=admin&pwd=12345&res=1",
-         "http://cam/video.cgi?user=admin&pwd=***&res=1"),
-        ("https://cam/x?Password=a&token=b#f", "https://cam/x?Password=***&token=***#f"),
-        ("open failed: rtsp://a:b@h/1 and http://c:d@h/2",
-         "open failed: rtsp://a:***@h/1 and http://c:***@h/2"),
-        ("/dev/video0", "/dev/video0"),
-    ],
-)  # fmt: skip
-def test_mask_credentials(text, masked):
-    assert mask_credentials(text) == masked
-
-
-# Any password a URL can carry unencoded (no "/?#", which end the authority, and no
-# whitespace but the space, which FFmpeg sends as written).
-_PASSWORD_CHARS = st.characters(
-    blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"),
-    blacklist_characters="/?#",
-    whitelist_characters=" ",
-)
-
-
-@given(st.text(alphabet=_PASSWORD_CHARS, min_size=1))
-def test_mask_hides_any_password(password):
-    masked = mask_credentials(f"rtsp://admin:{password}@192.168.1.9:554/live")
-    assert masked == "rtsp://admin:***@192.168.1.9:554/live"
 
 
 def test_capture_api_per_kind():

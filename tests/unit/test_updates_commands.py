@@ -20,7 +20,7 @@ from edge_agent.updates.commands import (
     parse_rollback_command,
     parse_update_command,
 )
-from edge_agent.updates.urls import check_url, file_url, host_allowed, redact_url
+from edge_agent.updates.urls import check_url, file_url, host_allowed
 
 SHA = "cd" * 32
 POLICY = CommandPolicy(allowed_hosts=("models.example.com", "*.cdn.example.net"))
@@ -185,8 +185,6 @@ def test_http_only_with_allow_http():
 
 
 def test_credentials_in_urls_are_redacted_from_messages():
-    assert redact_url("https://bob:s3cret@h.example/x@y") == "https://***@h.example/x@y"
-    assert redact_url("https://h.example/a") == "https://h.example/a"
     with pytest.raises(ModelUpdateError) as e:
         check_url("http://bob:s3cret@h.example/x")
     assert "s3cret" not in str(e.value) and "***@h.example" in str(e.value)

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import IO
 
 import edge_agent
-from edge_agent.capture.sources import mask_credentials
 from edge_agent.config import load_config
 from edge_agent.daemon.signals import SignalQueue
 from edge_agent.errors import PublishError
 from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import Topics
+from edge_agent.redaction import mask_credentials
 from edge_agent.tools.demo.brokers import DemoBroker, start_demo_broker
 from edge_agent.tools.demo.setup import PREFIX, demo_config, find_demo_assets, parse_broker
 from edge_agent.tools.demo.view import Viewer

@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge_agent.capture.sources import SourceKind, mask_credentials, parse_source
+from edge_agent.capture.sources import SourceKind, parse_source
 from edge_agent.capture.v4l2 import ModelFit
 from edge_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.backends.edgetpu import resolve_edgetpu_model
 from edge_agent.inference.model import ModelOptions
+from edge_agent.redaction import mask_credentials
 from edge_agent.tools.doctor.probes import grab_frame, probe_broker, probe_model
 
 OK, WARN, FAIL, INFO, SKIP = "ok", "warn", "fail", "info", "skip"
