@@ -64,11 +64,9 @@ def camera_server():
     thread.join(5.0)
 
 
-def test_a_password_with_a_space_is_used_and_never_shown(camera_server, caplog):
-    port = camera_server.server_address[1]
-    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/stream.mjpg"
-    states: list[tuple[str, str]] = []
-    camera = Camera(
+def _camera(url: str, states: list[tuple[str, str]]) -> Camera:
+    """A camera on ``url`` that reopens quickly and records its state changes."""
+    return Camera(
         "door",
         url,
         stale_after=2.0,
@@ -76,6 +74,13 @@ def test_a_password_with_a_space_is_used_and_never_shown(camera_server, caplog):
         reopen_max=0.2,
         on_state=lambda name, state, detail: states.append((state, detail)),
     )
+
+
+def test_a_password_with_a_space_is_used_and_never_shown(camera_server, caplog):
+    port = camera_server.server_address[1]
+    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/stream.mjpg"
+    states: list[tuple[str, str]] = []
+    camera = _camera(url, states)
     with caplog.at_level("DEBUG", logger="edge_agent"):
         camera.start()
         try:
@@ -115,14 +120,7 @@ def test_a_password_with_an_unencoded_delimiter_fails_without_being_shown(
     port = camera_server.server_address[1]
     url = f"http://{USER}:{password}@127.0.0.1:{port}/stream.mjpg"
     states: list[tuple[str, str]] = []
-    camera = Camera(
-        "door",
-        url,
-        stale_after=2.0,
-        reopen_initial=0.1,
-        reopen_max=0.2,
-        on_state=lambda name, state, detail: states.append((state, detail)),
-    )
+    camera = _camera(url, states)
     with caplog.at_level("DEBUG", logger="edge_agent"):
         camera.start()
         try:
