@@ -319,7 +319,7 @@ class MqttPublisher:
             protocol=self._reconnects.version,
             connack_timeout=self._reconnects.connack_timeout,
             broker=self._reconnects.broker,
-            on_oversized=self._problems.oversized_packet,
+            problems=self._problems,
         )
 
     def _pump(self) -> None:

@@ -25,8 +25,9 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
-from edge_agent.publishing.packet_bound import BrokerLimits, OnOversized, bound_reads
+from edge_agent.publishing.packet_bound import BrokerLimits, bound_reads
 from edge_agent.publishing.puback import plain_acks
+from edge_agent.publishing.refusals import BrokerProblems
 from edge_agent.publishing.settings import MqttSettings, new_client
 from edge_agent.publishing.topics import Topics
 from edge_agent.publishing.waker import Waker
@@ -121,8 +122,9 @@ class Connection:
             ``mqtt.MQTTv311``.
         connack_timeout: seconds for the CONNACK (default ``connect_timeout``).
         broker: which of ``settings.endpoints()`` to connect to (default: the first).
-        on_oversized: called as ``on_oversized(topic, size, limit, retained)`` for an incoming
-            packet over ``max_packet_size``, read and discarded (:mod:`.packet_bound`).
+        problems: where the link's problems are told: an incoming packet over
+            ``max_packet_size``, read and discarded (:mod:`.packet_bound`), and command
+            subscriptions the broker refused (default: a new one, for this connection).
     """
 
     def __init__(
@@ -137,7 +139,7 @@ class Connection:
         protocol: int = mqtt.MQTTv311,
         connack_timeout: float | None = None,
         broker: Endpoint | None = None,
-        on_oversized: OnOversized = lambda topic, size, limit, retained: None,
+        problems: BrokerProblems | None = None,
     ):
         self.settings, self.topics = settings, topics
         self.broker = broker or settings.endpoints()[0]
@@ -156,7 +158,8 @@ class Connection:
         self.limits = BrokerLimits()  # what the broker's CONNACK allows
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol)
-        self._reads = bound_reads(client, settings.max_packet_size, on_oversized)
+        self._problems = problems or BrokerProblems(self.where)
+        self._reads = bound_reads(client, settings.max_packet_size, self._problems.oversized_packet)
         plain_acks(client)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
@@ -342,11 +345,10 @@ class Connection:
 
     @_safe
     def _cb_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        failed = [str(rc) for rc in reason_codes if rc.is_failure]
-        if failed:
-            logger.error(
-                "mqtt %s: broker refused the command subscriptions: %s", self.where, failed
-            )
+        filters = self.topics.command_filters()
+        self._problems.subscriptions(
+            [f"{f}: {rc}" for f, rc in zip(filters, reason_codes) if rc.is_failure]
+        )
         self.subscribed = True
         if not self._closing:  # after our "offline", a late "online" would stay retained
             self.publish(self.topics.available, b"online", 1, True)

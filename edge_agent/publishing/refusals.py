@@ -37,6 +37,7 @@ class BrokerProblems:
         self.error = ""
         self._refused_topic: str | None = None  # the topic of a refusal in ``error``
         self._hint = ""  # the reconnect hint in ``error``, if any
+        self._unsubscribed = ""  # the refused command subscriptions in ``error``, if any
 
     def refused_publish(self, topic: str, reason: str) -> None:
         """The broker refused a publish on ``topic`` (PUBACK reason ``reason``)."""
@@ -80,6 +81,23 @@ class BrokerProblems:
         if topic == self._refused_topic:
             self._refused_topic = None
             self.clear(self.error)
+
+    def subscriptions(self, refused: list[str]) -> None:
+        """The broker's SUBACK: ``refused`` lists the command filters it would not grant
+        (``"filter: reason"``, its ACL); empty when all were, which ends an earlier
+        refusal. Without them no command or pushed update reaches the device, which the
+        status must say: an operator would otherwise wait for answers that never come."""
+        if not refused:
+            if self._unsubscribed:
+                self.clear(self._unsubscribed)
+                self._unsubscribed = ""
+            return
+        self.error = self._unsubscribed = (
+            f"broker refused the command subscriptions ({'; '.join(refused)}): commands and "
+            "model updates sent over MQTT do not reach this device (check the broker's ACL: "
+            "the device must be allowed to read them)"
+        )
+        logger.error("mqtt %s: %s", self._where, self.error)
 
     def link_hint(self, hint: str) -> None:
         """After a lost connection: the reconnect hint (short-lived connections in a

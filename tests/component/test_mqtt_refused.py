@@ -5,6 +5,8 @@ them still flow."""
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 
 import pytest
@@ -56,3 +58,58 @@ def test_results_the_broker_refuses_are_counted_refused_not_published(
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]  # once per topic
     assert "edge/dev1/results" in refusals[0].getMessage()
+
+
+# mosquitto's acl_file grants every SUBACK (it filters at delivery); its dynamic-security
+# plugin refuses a subscription as AWS IoT Core, EMQX or RabbitMQ do (0x87; 0x80 in 3.1.1).
+DYNSEC = next(iter(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")), None)
+NO_COMMANDS = {
+    "defaultACLAccess": {
+        "publishClientSend": True,
+        "publishClientReceive": True,
+        "subscribe": True,
+        "unsubscribe": True,
+    },
+    "clients": [],
+    "groups": [{"groupname": "anonymous", "roles": [{"rolename": "no-commands"}]}],
+    "roles": [
+        {
+            "rolename": "no-commands",
+            "acls": [
+                {"acltype": "subscribePattern", "topic": t, "priority": 0, "allow": False}
+                for t in ("edge/+/cmd/#", "edge/group/+/cmd/#")
+            ],
+        }
+    ],
+    "anonymousGroup": "anonymous",
+}
+
+
+@pytest.mark.skipif(DYNSEC is None, reason="needs mosquitto's dynamic-security plugin")
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_command_subscriptions_the_broker_refuses_are_reported_in_the_error(
+    tmp_path, mqtt_publisher_factory, caplog, protocol
+):
+    # The broker grants the device its results and status but not its command topics: no
+    # command nor pushed update would ever reach it, and the status must say so.
+    broker = MosquittoBroker(tmp_path / "broker")
+    rules = tmp_path / "dynsec.json"
+    rules.write_text(json.dumps(NO_COMMANDS))
+    with broker.config.open("a") as conf:
+        conf.write(f"plugin {DYNSEC}\nplugin_opt_config_file {rules}\n")
+    broker.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            pub = mqtt_publisher_factory(broker.port, protocol=protocol, groups=("lobby",))
+            assert pub.wait_connected(10)
+            wait_until(lambda: "command subscriptions" in pub.error, 10, "the refusal reported")
+        assert "edge/dev1/cmd/#" in pub.error and "edge/group/lobby/cmd/#" in pub.error
+        assert "ACL" in pub.error
+        logged = [
+            r.getMessage() for r in caplog.records if "command subscriptions" in r.getMessage()
+        ]
+        assert len(logged) == 1 and "edge/dev1/cmd/#" in logged[0], logged
+        pub.publish_result({"seq": 1})  # results still flow
+        wait_until(lambda: pub.stats()["published"] == 1, 10, "the result published")
+    finally:
+        broker.kill()
