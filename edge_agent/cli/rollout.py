@@ -14,6 +14,7 @@ from typing import Any
 from edge_agent.cli import checked, config_type
 from edge_agent.cli.model import _group, _host_port, _serve_address
 from edge_agent.config.checks import Seconds
+from edge_agent.errors import ModelUpdateError
 
 
 def add_parser(actions: argparse._SubParsersAction) -> None:
@@ -229,10 +230,23 @@ def run_abort(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """One line (or JSON object) per stored rollout; a damaged file is named on stderr with
+    its reason and the others are still listed (exit 1 then)."""
     store = _store(args)
+    rows, damaged = [], 0
     for rid in store.ids():
-        ro = store.load(rid)
-        print(
-            f"{rid}  {ro.status.value:<10} {ro.label}  group {ro.group}  {len(ro.devices)} devices"
-        )
-    return 0
+        try:
+            ro = store.load(rid)
+        except ModelUpdateError as exc:
+            damaged += 1
+            print(f"edge-agent model rollout list: {exc}", file=sys.stderr)
+            rows.append({"id": rid, "error": str(exc)})
+            continue
+        rows.append({"id": rid, "status": ro.status.value, "label": ro.label,
+                     "group": ro.group, "devices": len(ro.devices)})  # fmt: skip
+        if not args.json:
+            print(f"{rid}  {ro.status.value:<10} {ro.label}  group {ro.group}  "
+                  f"{len(ro.devices)} devices")  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 1 if damaged else 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -273,6 +274,18 @@ def test_cli_start_status_and_list_print_the_report(
     assert "d01" in text and "skipped" in text
     assert main(["model", "rollout", "list", "--state-dir", state]) == 0
     assert capsys.readouterr().out.startswith("cli-1  halted")
+    # A damaged rollout file is named, and the others are still listed (as text and JSON).
+    (Path(state) / "cli-0.json").write_text('{"broken')
+    assert main(["model", "rollout", "list", "--state-dir", state]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("cli-1  halted"), captured
+    assert "bad_rollout" in captured.err and "cli-0.json" in captured.err
+    assert main(["model", "rollout", "list", "--state-dir", state, "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in listed] == ["cli-0", "cli-1"]
+    assert "bad_rollout" in listed[0]["error"]
+    assert listed[1] == {"id": "cli-1", "status": "halted", "label": listed[1]["label"],
+                         "group": "lobby", "devices": 3}  # fmt: skip
     # a halted rollout resumes to the same verdict, sending nothing
     assert main(["model", "rollout", "resume", "cli-1", "--base-url", served, *net]) == 1
 
