@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from edge_agent.cli import checked, config_type
-from edge_agent.config.checks import Seconds
+from edge_agent.config.checks import Int, Seconds
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -157,7 +157,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pu.add_argument("--advertise-host", help="host devices use to reach the lab server")
     pu.add_argument("--serve-cert", help="certificate: serve HTTPS")
     pu.add_argument("--serve-key", help="key of --serve-cert")
-    pu.add_argument("--canary", type=int, default=0, help="update N devices first; halt on failure")
+    pu.add_argument(
+        "--canary",
+        type=config_type(Int(lo=0), parse=int),
+        default=0,
+        help="update N devices first; halt on failure (0: no canary)",
+    )
     pu.add_argument(
         "--timeout",
         type=config_type(Seconds(gt=0)),

@@ -66,6 +66,8 @@ def test_a_missing_release_names_its_manifest(serve, tmp_path, capsys):
         (["--group", "a/b"], "argument --group: group must match"),
         (["--device", "d1", "--timeout", "nan"], "argument --timeout: "),
         (["--device", "d1", "--timeout", "-5"], "argument --timeout: "),
+        # A negative canary was no canary: every device updated at once.
+        (["--group", "g", "--canary", "-3"], "argument --canary: expected integer >= 0, got -3"),
     ],
 )
 def test_a_bad_push_option_is_a_usage_error_naming_it(args, named, tmp_path, capsys):
