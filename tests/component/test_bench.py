@@ -156,6 +156,9 @@ def test_bench_reports_every_figure_with_an_embedded_broker(capsys):
     run = r["memory_mb"]["daemon_run"]
     for proc in ("daemon", "forkserver", "worker", "resource_tracker"):
         assert 5 < run[proc]["steady_mb"] <= run[proc]["peak_mb"] < 2000, proc
+    # P5 is the real daemon's, not that of the bench's process playing it.
+    assert r["targets"]["P5_peak_rss_mb"]["value"] == run["total"]["peak_mb"]
+    assert run["total"]["peak_mb"] != r["memory_mb"]["total"]["peak_mb"]
     assert run["all"]["pss_mb"] == pytest.approx(
         sum(run[p]["pss_mb"] for p in ("daemon", "forkserver", "worker", "resource_tracker"))
     )

@@ -263,12 +263,12 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # is taken from the interpreter).
         "P2_frame_ms": _target(over["frame_p50"], OVERHEAD_MAX_MS, at_most=True, applies=vga),
         "P2_cpu_ms": _target(over["daemon_cpu"], OVERHEAD_MAX_MS, at_most=True, applies=vga),
+        # Judged on the real `edge-agent run` when it was started: in the pipeline run the
+        # bench's own process plays the daemon, holding the bare loop's interpreter, the
+        # recorders and the subscriber besides (about 9 MB more).
         "P5_peak_rss_mb": _target(
-            max(
-                report["memory_mb"]["total"]["peak_mb"] or 0.0,
-                report["memory_mb"]["daemon_run"]["total"]["peak_mb"] or 0.0,
-            )
-            or None,
+            report["memory_mb"]["daemon_run"]["total"]["peak_mb"]
+            or report["memory_mb"]["total"]["peak_mb"],
             RSS_MAX_MB,
             at_most=True,
             applies="yolov8n" in os.path.basename(report["model"]),
