@@ -12,10 +12,11 @@ URL can carry is masked wherever it sits:
 - secret query parameters (``?pwd=``, ``&token=``, pre-signed URLs' ``X-Amz-Signature=``,
   ``X-Amz-Credential=``, ``sig=``).
 
-When in doubt, more is masked: a path holding ``@`` after a password with an unencoded
-delimiter loses its host in the message, which beats a password in the clear. The one
-reading kept is ``host:port/path@...``, so a password of digits, then an unencoded
-delimiter (``admin:12/x@cam``) is read as a port and a path.
+When in doubt, more is masked: a path holding ``@`` after credentials loses its host in
+the message (``https://bob:***@y`` for ``https://bob:pw@h/x@y``), which beats a password
+in the clear. Not recognized: ``host:port/path@...`` is read as such, so a password of
+digits, then an unencoded delimiter (``admin:12/x@cam``), is taken for a port and a
+path; and a password holding both a space and an unencoded delimiter.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _PLAIN = re.compile(r"(?P<user>[^:/?#@\t\n\r\f\v]*):[^/?#\t\n\r\f\v]*@")
 _BARE = re.compile(r"[^:/?#@\s]+@")
 _PORT = re.compile(r"[0-9]{1,5}")
 _SPACE = re.compile(r"\s")
+_DELIMITER = re.compile(r"[/?#]")
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&;](?:[A-Za-z0-9.]+[-_])*(?:password|passwd|pwd|pass|token|access_token|"
     r"api_key|apikey|key|secret|auth|sig|signature|credential|security-token)=)[^&;#\s]*",
@@ -45,23 +47,22 @@ def _userinfo(text: str, start: int) -> tuple[int, str] | None:
     Returns:
         ``(index just past the "@", the masked userinfo)``, or None when there are none.
     """
+    space = _SPACE.search(text, start)
+    token = text[start : space.start() if space else len(text)]
+    authority = _DELIMITER.split(token, maxsplit=1)[0]
+    user, colon, after = authority.partition(":")
+    last = token.rfind("@")
+    if colon and "@" not in user and last >= len(authority) and not _PORT.fullmatch(after):
+        # An "@" after a delimiter, and what precedes it is no host:port: a password
+        # holding the delimiter unencoded (or a path holding "@", masked all the same).
+        return start + last + 1, f"{user}:{MASK}@"
     plain = _PLAIN.match(text, start)
     if plain:
         return plain.end(), f"{plain['user']}:{MASK}@"
     bare = _BARE.match(text, start)
     if bare:
         return bare.end(), f"{MASK}@"
-    space = _SPACE.search(text, start)
-    token = text[start : space.start() if space else len(text)]
-    at = token.rfind("@")
-    if at < 0:
-        return None
-    # An "@" after a delimiter: a password holding "/?#" unencoded, or "@" in a path.
-    authority = re.split(r"[/?#]", token, maxsplit=1)[0]
-    user, colon, after = authority.partition(":")
-    if not colon or "@" in user or _PORT.fullmatch(after):
-        return None  # host[:port] then a path holding "@"
-    return start + at + 1, f"{user}:{MASK}@"
+    return None
 
 
 def mask_credentials(text: str) -> str:

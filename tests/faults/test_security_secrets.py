@@ -79,7 +79,10 @@ def test_no_secret_in_the_daemon_log_messages_or_command_line(
     }
     # ...and the URL went through the log, masked.
     log = secure_daemon.log()
-    assert re.search(r"polling http://\*\*\*@127\.0\.0\.1:\d+/fleet/manifest\.json failed", log)
+    user = re.escape(daemon_secrets.url_user)
+    assert re.search(
+        rf"polling http://{user}:\*\*\*@127\.0\.0\.1:\d+/fleet/manifest\.json failed", log
+    )
     assert PERMISSION_WARNING.search(log), log[:2000]
 
     command_lines = []
