@@ -12,6 +12,7 @@ daemon runs long enough to need it, and there a failed backend costs a worker pr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Callable, NamedTuple, TypeVar
 
@@ -20,6 +21,7 @@ import numpy as np
 from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
 from edge_agent.inference.backends.base import Backend, ModelRequest, registered
 from edge_agent.inference.devices import parse_device_spec
+from edge_agent.inference.protocol import WorkerInfo
 from edge_agent.inference.runtime import Session
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,28 @@ class Engine:
     def model_path(self) -> str:
         """The file that actually runs."""
         return self.session.model_path if self.session else ""
+
+    def worker_info(self, pid: int, ranked: Sequence[str], started: float) -> WorkerInfo:
+        """What a worker that opened this engine reports.
+
+        Args:
+            pid: the worker's id.
+            ranked: every registered backend's name, best first.
+            started: ``time.perf_counter()`` when the worker began loading.
+        """
+        session = self.session
+        return WorkerInfo(
+            pid,
+            session.backend,
+            list(ranked).index(session.backend),
+            self.has_fallback,
+            session.model_path,
+            session.runtime,
+            session.input,
+            tuple(session.outputs),
+            tuple(tuple(a) for a in self.attempts),
+            (time.perf_counter() - started) * 1000.0,
+        )
 
     def _try(self, backend: Backend) -> Session:
         """Open on one backend and warm it up."""

@@ -106,23 +106,7 @@ def worker_main(
         conn.send(LoadFailed(str(exc)))
         return
     session = engine.session
-    rank = [cls.name for cls in ranked].index(session.backend)
-    conn.send(
-        Ready(
-            WorkerInfo(
-                os.getpid(),
-                session.backend,
-                rank,
-                engine.has_fallback,
-                session.model_path,
-                session.runtime,
-                session.input,
-                tuple(session.outputs),
-                tuple(tuple(a) for a in engine.attempts),
-                (time.perf_counter() - start) * 1000.0,
-            ),
-        )
-    )
+    conn.send(Ready(engine.worker_info(os.getpid(), [cls.name for cls in ranked], start)))
     blocks: list[SharedMemory] = []
     inputs: list[np.ndarray] = []
     outputs: list[list[np.ndarray]] = []

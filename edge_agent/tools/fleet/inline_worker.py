@@ -85,21 +85,8 @@ class InlineWorker:
             engine = Engine.open(self.request, backends, warmup=self._warmup)
         except EdgeAgentError as exc:
             raise WorkerError(str(exc)) from exc
-        session = engine.session
-        rank = [cls.name for cls in ranked].index(session.backend)
         self._engine, self._alive = engine, True
-        self.info = WorkerInfo(
-            self._pid,
-            session.backend,
-            rank,
-            engine.has_fallback,
-            session.model_path,
-            session.runtime,
-            session.input,
-            tuple(session.outputs),
-            tuple(tuple(a) for a in engine.attempts),
-            (time.perf_counter() - started) * 1000.0,
-        )
+        self.info = engine.worker_info(self._pid, [cls.name for cls in ranked], started)
         return self.info
 
     def attach(self, buffers: Buffers) -> None:
