@@ -10,7 +10,9 @@
   ``{state_dir}/ha_discovery.json``; without that record (first start, a new or lost
   state dir) nothing is known to delete, and stale entities must be deleted in Home
   Assistant by hand.
-* Home Assistant publishes ``online`` on ``{discovery_prefix}/status`` when it starts;
+* Home Assistant publishes ``online`` on its birth topic when it starts (default
+  ``homeassistant/status``, whatever its discovery prefix; ``{discovery_prefix}/status``
+  is heard too);
   brokers that give retained messages to no wildcard subscription (RabbitMQ 3.10) do
   not hand it the retained configs, so every config is published again after a random
   delay (a fleet must not answer all at once). The states it then reads are on
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 RECORD_NAME = "ha_discovery.json"
 _BIRTH = b"online"
+#: Home Assistant's birth topic by default; its own option, not its discovery prefix's.
+DEFAULT_BIRTH_TOPIC = "homeassistant/status"
 
 
 class Record(NamedTuple):
@@ -54,9 +58,14 @@ class Record(NamedTuple):
 
 
 def birth_filters(config: Config) -> tuple[str, ...]:
-    """The topic of Home Assistant's birth message, when discovery is on."""
+    """The topics of Home Assistant's birth message, when discovery is on.
+
+    ``{discovery_prefix}/status`` and Home Assistant's default ``homeassistant/status``:
+    its birth topic is an option of its own, which changing its discovery prefix leaves
+    at the default.
+    """
     if config.mqtt.enabled and config.mqtt.homeassistant:
-        return (f"{config.mqtt.discovery_prefix}/status",)
+        return tuple(dict.fromkeys((f"{config.mqtt.discovery_prefix}/status", DEFAULT_BIRTH_TOPIC)))
     return ()
 
 

@@ -214,3 +214,24 @@ def test_disabling_a_camera_removes_the_entities_of_its_zones(mqtt_broker, tmp_p
     left = sorted(t for t in retained(port) if "/box1/left_" in t or "/box1/door_" in t)
     assert left == [], f"entities of the disabled camera and its zone remain: {left}"
     assert "homeassistant/switch/box1/yard_detect/config" in retained(port)
+
+
+def test_a_custom_discovery_prefix_still_hears_home_assistants_default_birth(mqtt_broker, tmp_path):
+    """Home Assistant's birth topic is its own option (default ``homeassistant/status``),
+    not derived from its discovery prefix: a user who changes only the prefix keeps it."""
+    port = mqtt_broker.port
+    cfg = config(tmp_path / "state", port, extra='discovery_prefix = "ha"')
+    run = Run(cfg, tmp_path, max_delay=0.2)
+    try:
+        run.discovery.publish(cfg, events=True)
+        ha = MqttSubscriber("127.0.0.1", port, ["ha/#"]).start()
+        configs = produced(cfg)
+        for topic in configs:
+            ha.wait_for(topic)
+        ha.publish("homeassistant/status", b"online", qos=1)
+        assert run.republished.wait(10), "the default birth topic was not heard"
+        for topic in configs:
+            ha.wait_count(topic, 2)
+    finally:
+        ha.stop()
+        run.stop()

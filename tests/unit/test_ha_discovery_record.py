@@ -36,8 +36,12 @@ def test_record_round_trip_and_unreadable_record(tmp_path, caplog):
 def test_the_birth_topic_is_subscribed_with_the_commands():
     cfg = parse_config('[mqtt]\ndiscovery_prefix = "ha/x"\n', env={})
     topics = device_topics(cfg, "box1")
-    assert topics.command_filters()[-1] == "ha/x/status"
+    # Home Assistant's birth topic is its own option: its default is heard too.
+    assert topics.command_filters()[-2:] == ["ha/x/status", "homeassistant/status"]
     assert topics.parse_command("ha/x/status") == "ha/x/status"
+    assert topics.parse_command("homeassistant/status") == "homeassistant/status"
+    default = parse_config("", env={})
+    assert birth_filters(default) == ("homeassistant/status",)
     assert topics.parse_command("ha/x/other") is None
     off = parse_config("[mqtt]\nhomeassistant = false\n", env={})
     assert birth_filters(off) == () and "status" not in device_topics(off, "b").command_filters()
