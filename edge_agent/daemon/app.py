@@ -81,6 +81,7 @@ class Daemon:
         self._pipeline: Pipeline | None = None
         self._pipeline_thread: threading.Thread | None = None
         self._status_dirty = threading.Event()
+        self._next_stats = 0.0  # monotonic time of the next stats message
         self.log_context = LogContext()
         install_log_context(self.log_context)
 
@@ -315,7 +316,7 @@ class Daemon:
             return 2 if config_error else 1  # as documented: 2 for configuration errors
         self.publish_status()  # "starting", with each camera's state, before READY
         self._wait_ready(30.0)
-        next_stats = time.monotonic() + self.config.stats.interval
+        self._next_stats = time.monotonic() + self.config.stats.interval
         problems = ("", "")
         while not self._stop.is_set():
             pub = self.publisher
@@ -325,8 +326,8 @@ class Daemon:
             if self._status_dirty.is_set():
                 self._status_dirty.clear()
                 self.publish_status()
-            if time.monotonic() >= next_stats:
-                next_stats += self.config.stats.interval
+            if time.monotonic() >= self._next_stats:
+                self._next_stats += self.config.stats.interval
                 if self.publisher is not None:
                     self.publisher.publish_stats(self.stats_payload())
                     # The retained status carries per-camera counters: keep them fresh.
@@ -350,6 +351,8 @@ class Daemon:
         logging.getLogger().setLevel(plan.config.logging.level)
         if self.discovery is not None:  # e.g. expire_after follows stats.interval
             self.discovery.publish(self.config, events=self.objects is not None)
+        # A shorter interval: the next stats within it, before Home Assistant expires them.
+        self._next_stats = min(self._next_stats, time.monotonic() + self.config.stats.interval)
         if self.supervisor is not None:
             m = plan.config.model
             # Applied by the pipeline thread between frames, and kept for every worker

@@ -114,3 +114,29 @@ def test_reloaded_threshold_survives_a_worker_restart(mqtt_broker, mqtt_subscrib
         f"detections are below the reloaded threshold {NEW_THRESHOLD}: {sorted(after)[:5]}"
     )
     assert daemon.stop(timeout=10) == 0
+
+
+def test_a_shorter_stats_interval_keeps_the_stats_sensors_from_expiring(
+    mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    """A reload lowering ``stats.interval`` gives Home Assistant a shorter ``expire_after``
+    (3 intervals) at once: the next stats must come within it, not on the old schedule."""
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        stats={"interval": 10.0},
+        mqtt={"publish_results": "off"},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    fps_config = "homeassistant/sensor/e2e-dev/fps/config"
+    sub.wait_for(fps_config, lambda m: m.json()["expire_after"] == 30, timeout=30)
+    sub.wait_count(topics.stats, 1, timeout=30)  # the old schedule's next one is ~10 s away
+    seen = len(sub.on(topics.stats))
+    daemon.write_config(stats={"interval": 1.0})
+    daemon.send_signal(signal.SIGHUP)
+    sub.wait_for(fps_config, lambda m: m.payload and m.json()["expire_after"] == 3, timeout=5)
+    # Home Assistant now marks the stats sensors unavailable 3 s after the last stats.
+    sub.wait_count(topics.stats, seen + 1, timeout=3)
+    assert daemon.stop(timeout=10) == 0
