@@ -75,4 +75,5 @@ def object_layout(config: Config, *, events: bool) -> ObjectLayout:
         config.events.labels,
         events=events,
         snapshots=events and config.events.snapshots,
+        zone_cameras={z.name: z.camera for z in config.zone if z.camera in cameras},
     )

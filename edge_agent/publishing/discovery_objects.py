@@ -7,13 +7,20 @@ a ``binary_sensor`` (occupancy: at least one such object now) and a ``sensor`` (
 many). Both read the retained count topics, which change only when a count changes, so
 Home Assistant's recorder writes a row per change, never one per frame. With snapshots,
 every camera and label also gets an ``image`` entity showing the latest snapshot.
+
+Occupancy and counts are **unavailable while their camera is not streaming** (reconnecting,
+ended, starting), not "clear" and 0: an automation must not read a dead camera as an
+empty room. Their availability is the device's and the camera's ``state`` in the
+retained status (``availability_mode: all``); the frame rate (0 tells the outage), the
+switch and the last snapshot stay available with the device.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from edge_agent.publishing.topics import Topics, label_level
@@ -32,6 +39,7 @@ class ObjectLayout(NamedTuple):
     labels: Sequence[str] = ()  # besides "all"
     events: bool = True  # occupancy and count entities
     snapshots: bool = False  # an image entity per camera and label
+    zone_cameras: Mapping[str, str] = MappingProxyType({})  # zone -> its camera
 
 
 def object_id(*parts: str) -> str:
@@ -62,11 +70,38 @@ def name_ids(names: Sequence[str]) -> dict[str, str]:
 
 def camera_fps_template(camera: str) -> str:
     """Reads one camera's fps from the status document; None (unknown) if absent."""
-    key = camera.replace("\\", "\\\\").replace("'", "\\'")
+    key = _quoted(camera)
     return (
         f"{{{{ value_json.cameras['{key}'].fps if value_json.cameras is defined "
         f"and '{key}' in value_json.cameras else None }}}}"
     )
+
+
+def _quoted(name: str) -> str:
+    """``name`` inside a single-quoted Jinja string."""
+    return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def camera_up_template(camera: str) -> str:
+    """``online`` while the status says the camera streams, else ``offline``."""
+    key = _quoted(camera)
+    return (
+        f"{{{{ 'online' if value_json.cameras is defined and '{key}' in value_json.cameras "
+        f"and value_json.cameras['{key}'].state == 'streaming' else 'offline' }}}}"
+    )
+
+
+def _with_camera(topics: Topics, availability: dict[str, Any], camera: str | None) -> dict:
+    """The device's availability, and the camera's streaming state when it is known."""
+    if camera is None:
+        return availability
+    up = {
+        "topic": topics.status,
+        "value_template": camera_up_template(camera),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+    return {"availability": [*availability["availability"], up], "availability_mode": "all"}
 
 
 def object_entities(
@@ -133,6 +168,8 @@ def object_entities(
                     )
                 )
     for place in (*layout.cameras, *layout.zones):
+        camera = place if place in layout.cameras else layout.zone_cameras.get(place)
+        counted = _with_camera(topics, availability, camera)
         for label in (*layout.labels, "all"):
             what = "objects" if label == "all" else label
             topic = topics.count(place, label)
@@ -147,7 +184,7 @@ def object_entities(
                         "value_template": _OCCUPANCY_TEMPLATE,
                         "payload_on": "ON",
                         "payload_off": "OFF",
-                        **availability,
+                        **counted,
                     },
                 )
             )
@@ -160,7 +197,7 @@ def object_entities(
                         "state_class": "measurement",
                         "icon": "mdi:counter",
                         "state_topic": topic,
-                        **availability,
+                        **counted,
                     },
                 )
             )

@@ -7,8 +7,13 @@ its model. That message is Home Assistant's, not a model command.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from tests.support.broker import wait_until
+from tests.support.clips import write_clip
+from tests.support.ha_render import available
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -38,3 +43,34 @@ def test_home_assistant_birth_during_startup_is_not_a_model_command(
     assert not refused, f"Home Assistant's birth was taken as a model command: {refused}"
     assert states[-1]["state"] == "active", states[-1]
     assert "unknown command" not in daemon.log(), daemon.log_tail()
+
+
+def test_counts_are_unavailable_while_the_camera_is_down_not_zero(
+    tmp_path, mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    # A dead camera's occupancy must not read "clear" to an automation: Home Assistant
+    # shows its occupancy and counts unavailable until it streams again.
+    clip = write_clip(tmp_path / "short.avi", 15, fps=15.0)  # 1 s, looped
+    away = tmp_path / "elsewhere.avi"
+    daemon = edge_daemon(mqtt_broker.port, clip, DEMO / "color_blobs.tflite", DEMO / "labels.txt")
+    sub, topics = mqtt_subscriber, daemon.topics
+    occupancy = sub.wait_for("homeassistant/binary_sensor/e2e-dev/cam0_all_occupancy/config")
+    fps = sub.wait_for("homeassistant/sensor/e2e-dev/cam0_fps/config").json()
+    occupancy = occupancy.json()
+
+    def shown(config) -> bool:
+        status = sub.on(topics.status)
+        if not status:
+            return False
+        payloads = {topics.available: sub.on(topics.available)[-1].payload.decode()}
+        payloads[topics.status] = status[-1].payload.decode()
+        return available(config, payloads)
+
+    wait_until(lambda: shown(occupancy), 20, "occupancy available while streaming")
+    os.rename(clip, away)
+    wait_until(lambda: not shown(occupancy), 10, "occupancy unavailable without a camera")
+    assert shown(fps)  # the frame rate stays, and reads the outage itself
+    assert daemon.alive()
+    os.rename(away, clip)
+    wait_until(lambda: shown(occupancy), 10, "occupancy available again")
+    assert daemon.stop(timeout=10) == 0

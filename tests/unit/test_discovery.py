@@ -14,6 +14,7 @@ from edge_agent.publishing.discovery import (
 )
 from edge_agent.publishing.discovery_objects import ObjectLayout, name_ids
 from edge_agent.publishing.topics import Topics
+from tests.support.ha_render import available, render
 
 TOPICS = Topics("edge", "pi.kitchen")
 
@@ -136,18 +137,6 @@ def test_custom_prefix_and_invalid_prefix():
         discovery_messages(TOPICS, discovery_prefix="home#assistant")
 
 
-def render(template: str, payload: str) -> str:
-    """Render a discovery template as Home Assistant's MQTT integration does: Jinja with
-    ``value`` (the payload text) and ``value_json`` (the parsed payload)."""
-    jinja2 = pytest.importorskip("jinja2")
-    env = jinja2.Environment(undefined=jinja2.Undefined)
-    try:
-        value_json = json.loads(payload)
-    except ValueError:
-        value_json = None
-    return env.from_string(template).render(value=payload, value_json=value_json)
-
-
 def test_templates_render_values_and_unknown_for_missing_ones():
     msgs = _by_topic(objects=ObjectLayout(["front"], ["porch"], ["person"]))
 
@@ -208,3 +197,41 @@ def test_entities_still_sharing_an_id_are_a_config_error():
     layout = ObjectLayout(["door"], zones=["door"], labels=["person"])
     with pytest.raises(ConfigError, match=r"camera\.name.*both get the Home Assistant id"):
         discovery_messages(TOPICS, objects=layout)
+
+
+def test_occupancy_and_counts_are_unavailable_while_their_camera_does_not_stream():
+    layout = ObjectLayout(
+        ["front", "it's"], ["porch", "orphan"], ["person"], zone_cameras={"porch": "front"}
+    )
+    msgs = _by_topic(objects=layout)
+
+    def shown(object_id, component, status) -> bool:
+        cfg = msgs[f"homeassistant/{component}/pi_kitchen/{object_id}/config"]
+        return available(cfg, {TOPICS.available: "online", TOPICS.status: status})
+
+    def status(front: str, quoted: str = "streaming") -> str:
+        return json.dumps({"cameras": {"front": {"state": front}, "it's": {"state": quoted}}})
+
+    for object_id, component in [
+        ("front_person_occupancy", "binary_sensor"),
+        ("front_all_count", "sensor"),
+        ("porch_person_occupancy", "binary_sensor"),  # the zone follows its camera
+        ("porch_all_count", "sensor"),
+    ]:
+        assert shown(object_id, component, status("streaming")), object_id
+        for down in ("reconnecting", "ended", "starting", "stopped"):
+            assert not shown(object_id, component, status(down)), (object_id, down)
+        assert not shown(object_id, component, json.dumps({"state": "starting"}))
+    # A name with a quote is a safe Jinja string; the other camera's state does not count.
+    assert shown("it_s_all_count", "sensor", status("reconnecting"))
+    assert not shown("it_s_all_count", "sensor", status("streaming", "reconnecting"))
+    # The frame rate (0 tells the outage), the switch and a zone whose camera is unknown
+    # stay with the device alone.
+    for object_id, component in [
+        ("front_fps", "sensor"),
+        ("front_detect", "switch"),
+        ("orphan_all_count", "sensor"),
+    ]:
+        cfg = msgs[f"homeassistant/{component}/pi_kitchen/{object_id}/config"]
+        assert [a["topic"] for a in cfg["availability"]] == [TOPICS.available], object_id
+        assert "availability_mode" not in cfg
