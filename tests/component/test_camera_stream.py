@@ -7,9 +7,7 @@ must notice the frozen stream and reopen it at its new size.
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 import numpy as np
@@ -17,10 +15,9 @@ import pytest
 
 from edge_agent.capture import camera as camera_module
 from edge_agent.capture.camera import Camera
+from tests.support.mjpeg import MjpegHandler, serving
 
 pytestmark = pytest.mark.timeout(60)
-
-BOUNDARY = b"frame"
 
 
 def jpeg(width: int, height: int, n: int) -> bytes:
@@ -31,23 +28,14 @@ def jpeg(width: int, height: int, n: int) -> bytes:
     return data.tobytes()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
+class _Handler(MjpegHandler):
     def do_GET(self) -> None:  # noqa: N802
         srv = self.server
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
-        self.end_headers()
+        self.start_stream()
         n = 0
         try:
             while not srv.stopping.wait(1 / 30):
-                data = jpeg(*srv.size, n)
-                head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                self.wfile.write(head % (BOUNDARY, len(data)) + data + b"\r\n")
+                self.send_part(jpeg(*srv.size, n))
                 n += 1
         except OSError:
             pass  # the camera hung up
@@ -56,15 +44,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def stream():
     """An endless MJPEG stream at ``server.size`` (change it to change the resolution)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    server.size, server.stopping = (160, 120), threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler, size=(160, 120)) as server:
+        yield server
 
 
 def frame_of_size(camera: Camera, shape: tuple[int, int], timeout: float) -> bool:

@@ -11,39 +11,30 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.health import CameraState, CameraStats
-from tests.support.chaos import BOUNDARY, DEMO, jpeg_frames
+from tests.support.chaos import DEMO, jpeg_frames
+from tests.support.mjpeg import MjpegHandler, serving
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
 REOPEN_INITIAL, REOPEN_MAX = 0.2, 1.6
 
 
-class _FramesThenHangUp(BaseHTTPRequestHandler):
+class _FramesThenHangUp(MjpegHandler):
     """Answers each stream request with ``server.frames`` multipart frames at 20 fps, then
     closes the connection."""
 
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
     def do_GET(self) -> None:  # noqa: N802
-        jpg = self.server.jpg
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
-        self.end_headers()
-        head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        self.start_stream()
         try:
             for n in range(self.server.frames):
                 if n:
                     time.sleep(0.05)
-                self.wfile.write(head % (BOUNDARY, len(jpg)) + jpg + b"\r\n")
+                self.send_part(self.server.jpg)
         except OSError:
             pass  # the camera hung up first
 
@@ -51,16 +42,9 @@ class _FramesThenHangUp(BaseHTTPRequestHandler):
 @pytest.fixture
 def dropping_camera():
     """An MJPEG server that hangs up after ``server.frames`` frames (set it first)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FramesThenHangUp)
-    server.daemon_threads = True
-    server.jpg, server.frames = jpeg_frames(DEMO / "clip.avi", limit=1)[0], 1
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5.0)
+    jpg = jpeg_frames(DEMO / "clip.avi", limit=1)[0]
+    with serving(_FramesThenHangUp, jpg=jpg, frames=1) as server:
+        yield server
 
 
 def reopen_delays(url: str, count: int) -> tuple[list[float], CameraStats]:

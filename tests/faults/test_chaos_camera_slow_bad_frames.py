@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +19,8 @@ import pytest
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.health import CameraState
 from edge_agent.capture.mjpeg import open_reduced
-from tests.support.chaos import BOUNDARY, DEMO, jpeg_frames
+from tests.support.chaos import DEMO, jpeg_frames
+from tests.support.mjpeg import MjpegHandler, serving
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
@@ -30,41 +30,25 @@ NOT_JPEG = b"hello world " * 100
 GATE = SimpleNamespace(enabled=True, pixel_delta=25, threshold=0.002)
 
 
-class _GoodThenSlowGarbage(BaseHTTPRequestHandler):
+class _GoodThenSlowGarbage(MjpegHandler):
     """Three good frames, then a part that is no JPEG every BAD_EVERY_S, until stopped."""
-
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         srv = self.server
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
-        self.end_headers()
-        head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        self.start_stream()
         try:
             for jpg in srv.good:
-                self.wfile.write(head % (BOUNDARY, len(jpg)) + jpg + b"\r\n")
+                self.send_part(jpg)
             while not srv.stopping.wait(BAD_EVERY_S):
-                self.wfile.write(head % (BOUNDARY, len(NOT_JPEG)) + NOT_JPEG + b"\r\n")
+                self.send_part(NOT_JPEG)
         except OSError:
             pass  # the camera hung up
 
 
 @pytest.fixture
 def garbage_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _GoodThenSlowGarbage)
-    server.daemon_threads = True
-    server.good, server.stopping = jpeg_frames(DEMO / "clip.avi", limit=3), threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5.0)
+    with serving(_GoodThenSlowGarbage, good=jpeg_frames(DEMO / "clip.avi", limit=3)) as server:
+        yield server.url
 
 
 @pytest.mark.parametrize(

@@ -4,29 +4,23 @@ one with a space in it, which FFmpeg sends as it is written (no percent-encoding
 from __future__ import annotations
 
 import base64
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.health import CameraState
 from edge_agent.redaction import mask_credentials
-from tests.support.chaos import BOUNDARY, DEMO, jpeg_frames
+from tests.support.chaos import DEMO, jpeg_frames
+from tests.support.mjpeg import MjpegHandler, serving
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(60)]
 
 USER, PASSWORD = "admin", "open sesame"
 
 
-class _BasicAuthStream(BaseHTTPRequestHandler):
+class _BasicAuthStream(MjpegHandler):
     """An MJPEG camera behind Basic authentication (401 without the right credentials)."""
-
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         srv = self.server
@@ -38,30 +32,19 @@ class _BasicAuthStream(BaseHTTPRequestHandler):
             self.end_headers()
             return
         srv.authorized += 1
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
-        self.end_headers()
-        head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        self.start_stream()
         try:
             while not srv.stopping.wait(1 / 30):
-                self.wfile.write(head % (BOUNDARY, len(srv.jpg)) + srv.jpg + b"\r\n")
+                self.send_part(srv.jpg)
         except OSError:
             pass  # the camera hung up
 
 
 @pytest.fixture
 def camera_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BasicAuthStream)
-    server.daemon_threads = True
-    server.jpg, server.authorized = jpeg_frames(DEMO / "clip.avi", limit=1)[0], 0
-    server.stopping = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5.0)
+    jpg = jpeg_frames(DEMO / "clip.avi", limit=1)[0]
+    with serving(_BasicAuthStream, jpg=jpg, authorized=0) as server:
+        yield server
 
 
 def _camera(url: str, states: list[tuple[str, str]]) -> Camera:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,11 @@ import cv2
 import pytest
 
 from tests.support.daemon import DaemonProcess
+from tests.support.mjpeg import MjpegHandler
 from tests.support.paths import REPO
 from tests.support.updates_release import Release, make_release
 
 DEMO = REPO / "models" / "demo"
-BOUNDARY = b"edgeagentframe"
 
 
 # ---- the daemon ---------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def jpeg_frames(clip: Path, limit: int | None = None, quality: int = 80) -> list
     return frames
 
 
-class _StreamHandler(BaseHTTPRequestHandler):
+class _StreamHandler(MjpegHandler):
     """Serves the endless multipart stream until the client or the server goes.
 
     While the owner is stalled, a stream goes silent for good and a new request gets no
@@ -140,10 +140,6 @@ class _StreamHandler(BaseHTTPRequestHandler):
     """
 
     server: _StreamServer
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:  # noqa: N802
         srv = self.server
@@ -155,21 +151,14 @@ class _StreamHandler(BaseHTTPRequestHandler):
             if owner.stalled.is_set():
                 self._silent()
                 return
-            self.send_response(200)
-            self.send_header(
-                "Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
-            )
-            self.send_header("Cache-Control", "no-cache")
-            self.end_headers()
+            self.start_stream(Cache_Control="no-cache")
             frames, period, i = srv.owner.frames, 1.0 / srv.owner.fps, 0
             due = time.monotonic()
             while not srv.stopping.is_set():
                 if owner.stalled.is_set():
                     self._silent()
                     return
-                jpg = frames[i % len(frames)]
-                head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                self.wfile.write(head % (BOUNDARY, len(jpg)) + jpg + b"\r\n")
+                self.send_part(frames[i % len(frames)])
                 i += 1
                 due += period
                 srv.stopping.wait(max(0.0, due - time.monotonic()))
