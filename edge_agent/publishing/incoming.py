@@ -53,7 +53,10 @@ class Incoming:
             logger.debug("mqtt %s: ignoring message on %s", self._where, msg.topic)
             return
         if msg.retain and not self._accept_retained:
-            logger.warning("mqtt %s: ignoring retained command on %s", self._where, msg.topic)
+            # A retained birth (Home Assistant set to retain it) comes at every connect,
+            # when the configs go out anyway: not worth a warning each time.
+            level = logging.DEBUG if msg.topic in self._topics.listen else logging.WARNING
+            logger.log(level, "mqtt %s: ignoring retained message on %s", self._where, msg.topic)
             return
         self.commands += 1
         logger.info("mqtt %s: command %s from %s", self._where, name, msg.topic)
