@@ -28,7 +28,7 @@ from edge_agent.daemon.update_states import (
 from edge_agent.errors import EdgeAgentError, ModelUpdateError
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.supervisor import Supervisor
-from edge_agent.inference.switching import Switchboard, SwitchTicket
+from edge_agent.inference.switching import switched
 from edge_agent.inference.worker import run_once
 from edge_agent.updates.agent import UpdateRunner, current_state
 from edge_agent.updates.golden import check_golden, load_golden
@@ -36,6 +36,7 @@ from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.journal import FINAL, IN_PROGRESS, INTERRUPTED, RequestJournal, final_state
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
+from edge_agent.updates.requests import LEDGER_FILE, RequestLedger
 from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 
@@ -90,6 +91,7 @@ class UpdateService:
         self._runner: UpdateRunner | None = None
         self.last_state: dict[str, Any] | None = None
         self._journal = RequestJournal(config.device.state_dir)
+        self._ledger = RequestLedger(self.store.root / LEDGER_FILE)  # the runner's, at start
         reject = self.installer.reject
         self._inbox = CommandInbox(
             config.updates.queue_depth,
@@ -136,6 +138,7 @@ class UpdateService:
             poll_url=u.manifest_url or None,
             poll_interval=u.poll_interval,
             queue_depth=u.queue_depth,
+            ledger=self._ledger,
             journal=self._journal,
         ).start()
         self._inbox.attach(self._runner)
@@ -192,6 +195,9 @@ class UpdateService:
         except ModelUpdateError:
             active = None
         state = final_state(pending, (active.name, active.version) if active else None)
+        key = pending.key()
+        if key is not None:  # an answer like any: the command sent again gets it again
+            self._ledger.answer(key, state)  # (interrupted is not remembered: it runs)
         logger.warning(
             "model update: request %s (%s@%s) was interrupted by the last stop; now %s/%s",
             pending.request_id,
@@ -376,22 +382,6 @@ class UpdateService:
         )
         rid = (self._asked or {}).get("request_id")
         self._progress(waiting_state(release, frames, need, rid))
-
-
-def switched(
-    switches: Switchboard,
-    ticket: SwitchTicket,
-    timeout: float,
-    stop: threading.Event | None = None,
-) -> bool:
-    """Wait until the pipeline adopts a switch; after ``timeout`` (or once ``stop`` is
-    set) withdraw it, so a model the caller gives up on is never adopted later (it is
-    stopped). True when adopted."""
-    deadline = time.monotonic() + timeout
-    while not ticket.wait(max(0.0, min(0.05, deadline - time.monotonic()))):
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-            return not switches.cancel(ticket)  # False: adopted just before the cancel
-    return ticket.adopted
 
 
 def _meta(release: InstalledRelease) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Union
 
@@ -325,3 +326,19 @@ class DecodeOverride:
             value = self._value
         if value is not None:
             model.codec.decoder.settings, model.codec.decoder.labels_filter = value
+
+
+def switched(
+    switches: Switchboard,
+    ticket: SwitchTicket,
+    timeout: float,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Wait until the pipeline adopts a switch; after ``timeout`` (or once ``stop`` is
+    set) withdraw it, so a model the caller gives up on is never adopted later (it is
+    stopped). True when adopted."""
+    deadline = time.monotonic() + timeout
+    while not ticket.wait(max(0.0, min(0.05, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return not switches.cancel(ticket)  # False: adopted just before the cancel
+    return ticket.adopted

@@ -321,7 +321,8 @@ class UpdateRunner:
         """Run one command; failures are already reported as states by the installer."""
         key = command.key
         if self.journal is not None:
-            self.journal.begin(None if key is None else key.request_id, command.kind)
+            rid, digest = (None, None) if key is None else key
+            self.journal.begin(rid, command.kind, digest)
         # The answer is recorded before it is published: a repeat sent the moment the
         # answer is seen must find it answered, not still in progress.
         job = UpdateJob(on_final=None if key is None else lambda doc: self._answered(key, doc))

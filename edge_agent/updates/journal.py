@@ -17,8 +17,10 @@ serving model, under no request id, and an operator waiting for those ids waits 
   the daemon publishes its final state (:func:`final_state`): ``active`` when the store's
   active release is the one the update installed (it was confirmed just before the
   stop), ``rolled_back`` when a rollback had switched the store, else ``failed`` with
-  reason ``interrupted``. The runner answers every request still queued
-  (:meth:`RequestJournal.take_queued`) ``failed``/``interrupted``: it never ran.
+  reason ``interrupted``. The record keeps the command's digest, so that answer goes into
+  the request ledger as the runner's answers do (:meth:`PendingRequest.key`). The runner
+  answers every request still queued (:meth:`RequestJournal.take_queued`)
+  ``failed``/``interrupted``: it never ran.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edge_agent.atomicfile import fsync_path, write_atomic
+from edge_agent.updates.requests import RequestKey
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,13 @@ class PendingRequest(NamedTuple):
     version: str | None
     state: str  # the last in-progress state recorded
     kind: str = UPDATE  # "update" or "rollback"
+    digest: str | None = None  # of the command (see ``requests.py``), None in old records
+
+    def key(self) -> RequestKey | None:
+        """The request's ledger key: its answer is remembered as the runner's are."""
+        if self.request_id is None or self.digest is None:
+            return None
+        return RequestKey(self.request_id, self.digest)
 
 
 class RequestJournal:
@@ -92,12 +102,16 @@ class RequestJournal:
                 self._queued.remove(request_id)
                 self._persist()
 
-    def begin(self, request_id: str | None, kind: str) -> None:
-        """A command leaves the queue and starts: it is the running request now."""
+    def begin(self, request_id: str | None, kind: str, digest: str | None = None) -> None:
+        """A command leaves the queue and starts: it is the running request now.
+
+        Args:
+            digest: the command's digest (its ledger key with ``request_id``).
+        """
         with self._lock:
             if request_id in self._queued:
                 self._queued.remove(request_id)
-            self._current = PendingRequest(request_id, None, None, STARTING, kind)
+            self._current = PendingRequest(request_id, None, None, STARTING, kind, digest)
             self._persist()
 
     def observe(self, state: Mapping[str, Any], *, stopping: bool = False) -> None:
@@ -122,6 +136,7 @@ class RequestJournal:
                     _text(state.get("version")),
                     str(kind),
                     current.kind if same and current is not None else UPDATE,
+                    current.digest if same and current is not None else None,
                 )
                 if new != current:
                     self._current = new
@@ -197,6 +212,7 @@ def _running(doc: Mapping[str, Any]) -> PendingRequest | None:
         _text(item.get("version")),
         _text(item.get("state")) or "downloading",
         ROLLBACK if item.get("kind") == ROLLBACK else UPDATE,
+        _text(item.get("digest")),
     )
 
 

@@ -18,7 +18,7 @@ def test_a_request_in_progress_is_recorded_per_state_and_removed_when_it_ends(tm
     first = journal.path.stat().st_mtime_ns
     journal.observe(state("downloading"))  # a percent update: no rewrite
     assert journal.path.stat().st_mtime_ns == first
-    assert journal.take() == ("r1", "blobs", "2.0.0", "downloading", "update")
+    assert journal.take()[:5] == ("r1", "blobs", "2.0.0", "downloading", "update")
     journal.observe(state("failed", rid="r2", reason="busy"))  # another request's refusal
     journal.observe(state("failed", reason="busy"))  # a refused duplicate of r1
     assert journal.take() is not None
@@ -56,7 +56,7 @@ def test_queued_requests_survive_a_crash_until_answered(tmp_path):
     journal.observe(state("installing", rid="q1", name="blobs", version="1.0.0"))
     after = RequestJournal(tmp_path)  # the next run, after a SIGKILL
     running = after.take()
-    assert running == ("q1", "blobs", "1.0.0", "installing", "rollback")
+    assert running[:5] == ("q1", "blobs", "1.0.0", "installing", "rollback")
     assert after.take_queued() == ["q2"]
     # The rollback had switched the store before the crash: it did roll back.
     assert final_state(running, ("blobs", "1.0.0"))["state"] == "rolled_back"
@@ -82,7 +82,7 @@ def test_a_record_of_the_previous_format_is_read(tmp_path):
     journal.path.write_text(
         '{"request_id":"r1","name":"blobs","version":"2.0.0","state":"verifying"}'
     )
-    assert RequestJournal(tmp_path).take() == ("r1", "blobs", "2.0.0", "verifying", "update")
+    assert RequestJournal(tmp_path).take()[:5] == ("r1", "blobs", "2.0.0", "verifying", "update")
 
 
 def test_a_garbled_record_is_ignored(tmp_path):

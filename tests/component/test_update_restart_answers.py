@@ -1,0 +1,68 @@
+"""Answers a start gives for the requests a power cut left unfinished are answers like any
+other: the same command sent again gets them again, it does not run a second time.
+
+The daemon's real update service (store, installer, runner, ledger, journal) with the
+stand-in supervisor of ``test_update_trial``; the power cut is a ``Crash`` raised at the
+worst instant of the first run, and the next start is a new service on the same state dir.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.daemon.model_updates import UpdateService
+from edge_agent.daemon.options import model_options
+from tests.component.test_update_trial import (  # noqa: F401 (lab is a fixture)
+    FakeSupervisor,
+    installed,
+    lab,
+    pointer,
+    rollback,
+)
+from tests.support.model_states import States
+
+
+class Crash(BaseException):
+    """Stands for a power cut: nothing after it runs, the disk stays as it is."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_rollback_answered_by_the_next_start_is_not_run_again_when_repeated(lab):  # noqa: F811
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0", "1.2.0")
+    store_rollback = lab.service.store.rollback
+    cut = []
+
+    def rollback_then_power_cut(**kw):
+        result = store_rollback(**kw)  # the store has switched back to 1.1.0 ...
+        cut.append(result)
+        raise Crash("power cut")  # ... and the answer never went out
+
+    lab.service.store.rollback = rollback_then_power_cut
+    rollback(lab, "rb")
+    lab.states.wait(lambda items: bool(cut))
+    assert lab.states.finals("rb") == []
+    assert pointer(lab)["version"] == "1.1.0"
+
+    # The next start, on the same state dir.
+    states, sup = States(), FakeSupervisor()
+    again = UpdateService(lab.config, model_options(lab.config), None, states)
+    try:
+        again.start(sup)
+        final = states.final("rb")
+        assert (final["state"], final["reason"], final["version"]) == (
+            "rolled_back",
+            "requested",
+            "1.1.0",
+        ), final
+        # The operator did not see that answer (or runs `rollout abort --abort-rollback`
+        # again): the same command comes again. It was answered: it gets that answer.
+        rollback_payload = b'{"request_id": "rb"}'
+        again.handle("model/rollback", rollback_payload, "edge/cam/cmd/model/rollback")
+        states.wait(lambda items: len(states.finals("rb")) == 2)
+        repeat = states.finals("rb")[1]
+        assert (repeat["state"], repeat["version"]) == ("rolled_back", "1.1.0"), repeat
+        assert pointer(lab)["version"] == "1.1.0", "the rollback ran a second time"
+    finally:
+        again.stop(5.0)
+        sup.close()
