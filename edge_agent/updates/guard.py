@@ -4,7 +4,9 @@ A socket timeout bounds one ``recv`` only, so a server that trickles one byte a 
 keeps a blocked reader alive forever, and a flag checked between reads is never seen.
 :class:`TransferGuard` therefore watches the attempt from its own thread and, when the
 attempt must end, shuts the connection's socket down; the reader's blocked ``recv``
-returns at once and :meth:`TransferGuard.check` turns that into the real reason.
+returns at once and :meth:`TransferGuard.check` turns that into the real reason. A
+blocked ``connect`` cannot be woken so: :meth:`TransferGuard.connect` connects without
+blocking and checks the guard between polls.
 
 An attempt ends when:
 
@@ -19,8 +21,11 @@ An attempt ends when:
 from __future__ import annotations
 
 import collections
+import errno
 import http.client
 import logging
+import os
+import selectors
 import socket
 import threading
 import time
@@ -124,6 +129,54 @@ class TransferGuard:
             self._sock = None
             self._enter(Phase.CONNECT)
         self.check()
+
+    def connect(
+        self,
+        address: tuple[str, int],
+        timeout: float | None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """``socket.create_connection`` whose connect ends as soon as the attempt must end.
+
+        A blocked ``connect`` (a host that went away drops the SYNs) is woken by neither
+        ``shutdown`` nor a flag, so each address is connected without blocking and
+        polled every :data:`TICK`: cancel and every deadline hold while it hangs.
+        (Name resolution itself still blocks.)
+
+        Raises:
+            GuardFailure: the attempt was ended meanwhile.
+            OSError: no address could be connected.
+        """
+        host, port = address
+        last: OSError | None = None
+        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                if source_address:
+                    sock.bind(source_address)
+                self._connect_polled(sock, where)
+                sock.settimeout(timeout)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise last or OSError(f"no address for {host}")
+
+    def _connect_polled(self, sock: socket.socket, where: tuple) -> None:  # type: ignore[type-arg]
+        """Connect ``sock`` without blocking, checking the guard every TICK."""
+        sock.setblocking(False)
+        code = sock.connect_ex(where)
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_WRITE)
+            while code in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+                self.check()
+                if sel.select(TICK):
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, os.strerror(code))
 
     def sent(self) -> None:
         """The request is sent: the status line and headers are due."""

@@ -162,6 +162,8 @@ class Transport:
             )
         else:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=s.connect_timeout)
+        # http.client's hook for opening the socket: the guard's connect can be cut short.
+        conn._create_connection = guard.connect  # type: ignore[attr-defined]
         try:
             guard.connecting(conn)
             conn.connect()

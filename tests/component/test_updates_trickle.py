@@ -9,6 +9,7 @@ in-memory fetches (manifests), over plain HTTP and TLS.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -191,3 +192,63 @@ def test_a_command_does_not_wait_behind_a_poll_of_a_trickling_manifest(server, t
         assert (final["state"], final["reason"]) == ("failed", "no_previous"), final
     finally:
         runner.stop(5.0)
+
+
+@pytest.fixture
+def black_hole():
+    """A port whose accept queue is full: the kernel drops further SYNs, so a connect to it
+    hangs as to a host that went away. Yields the URL of a file on it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):  # the first fills the queue; then connects hang
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield f"http://127.0.0.1:{port}/m.bin", port
+    for s in [*fillers, listener]:
+        s.close()
+
+
+def syn_sent_to(port: int) -> int:
+    """Sockets of this machine still connecting (SYN_SENT) to ``port`` on 127.0.0.1."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if r[2] == f"0100007F:{port:04X}" and r[3] == "02")
+
+
+def test_cancel_interrupts_a_connect_to_a_host_that_went_away_within_1s(black_hole, tmp_path):
+    url, port = black_hole
+    before = syn_sent_to(port)  # the fillers beyond the queue hang the same way
+    dl = Downloader(DownloadSettings(**{**BASE, "connect_timeout": 30, "max_duration": 60}))
+    outcome: list = []
+
+    def run():
+        try:
+            download({}, url, tmp_path, dl)
+        except ModelUpdateError as exc:
+            outcome.append(exc.reason)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while syn_sent_to(port) <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert syn_sent_to(port) > before, "the download never tried to connect"
+    cancelled = time.monotonic()
+    dl.cancel.set()  # the daemon stops: its download must end now, not at connect_timeout
+    thread.join(5)
+    took = time.monotonic() - cancelled
+    assert not thread.is_alive() and outcome == ["cancelled"], (outcome, took)
+    assert took <= 1.0, took
+
+
+def test_the_attempt_deadline_holds_while_a_connect_hangs(black_hole, tmp_path):
+    url, _ = black_hole
+    settings = dict(connect_timeout=30, attempt_timeout=2)
+    reason, message, took = failure(download, settings, url, tmp_path)
+    assert reason == "timeout" and "attempt exceeded" in message, message
+    assert took <= 2 + SLACK, took
