@@ -6,6 +6,8 @@ Two moments need more than a hand-over:
   runner started (that can take seconds on a Pi loading the TPU delegate). Commands that
   arrive meanwhile are kept, in order, up to ``updates.queue_depth``, and handed to the
   runner when it starts; more are refused ``busy`` under their request id, never dropped.
+  A repeat of a kept command (same kind, payload and request id) is dropped, as the runner
+  drops a repeat of a queued one: refused ``busy``, it would get a second answer.
   Each kept one is recorded in the request journal as queued, so that a crash or a power
   cut before the runner starts still gets it answered (``interrupted``) at the next start.
 * **A trial waiting for frames.** A rollback command sent while a release on trial waits
@@ -84,6 +86,11 @@ def acts(installer: UpdateInstaller, command: Queued) -> bool:
     return existing is None or not installer.store.is_active(existing)
 
 
+def _kind(command: str, topic: str) -> str | None:
+    """The command kind of a message, from the part of its topic after ``/cmd/``."""
+    return command_kind(f"x/cmd/{command}" if command else topic)
+
+
 class _Judging:
     """:func:`acts` of one queued update, on its own thread: its manifest may be fetched,
     and the trial's health check must go on watching the frames meanwhile."""
@@ -138,6 +145,11 @@ class CommandInbox:
         with self._lock:
             runner = self._runner
             if runner is None:
+                if self._kept_already(command, payload, topic):
+                    logger.info(
+                        "command %s on %.64r before startup: a repeat; dropped", command, topic
+                    )
+                    return  # as the runner drops a repeat of a queued command
                 if len(self._early) < self._limit:
                     logger.info("command %s on %.64r before startup; kept", command, topic)
                     self._early.append(Held(command, bytes(payload), topic))
@@ -157,9 +169,17 @@ class CommandInbox:
             return
         runner.handle(command, payload, topic)
 
+    def _kept_already(self, command: str, payload: bytes, topic: str) -> bool:
+        """Whether the same command (kind, payload, request id) is kept already (lock held)."""
+        key = request_key(_kind(command, topic), peek_request_id(payload), payload)
+        return key is not None and any(
+            request_key(_kind(h.command, h.topic), h.request_id, h.payload) == key
+            for h in self._early
+        )
+
     def _take(self, runner: UpdateRunner, command: str, payload: bytes, topic: str) -> bool:
         """Take a new rollback command for the waiting trial (lock held); False: not one."""
-        kind = command_kind(f"x/cmd/{command}" if command else topic)
+        kind = _kind(command, topic)
         if kind != ROLLBACK:
             return False
         try:

@@ -66,3 +66,18 @@ def test_a_rollback_answered_by_the_next_start_is_not_run_again_when_repeated(la
     finally:
         again.stop(5.0)
         sup.close()
+
+
+def test_a_command_repeated_before_startup_is_kept_once_and_answered_once(lab):  # noqa: F811
+    # queue_depth 2. The same rollback three times while the daemon starts (QoS 1
+    # redelivery, an operator's retry, a resumed rollout): a repeat, not three commands.
+    for _ in range(3):
+        rollback(lab, "same")
+    rollback(lab, "other")  # a second command still has room
+    assert lab.states.finals("same") == [], "a repeat was refused: two answers for one request"
+    assert lab.states.finals("other") == []
+    lab.service.start(lab.sup)
+    lab.states.wait_finals(["same", "other"])
+    for rid in ("same", "other"):
+        finals = lab.states.finals(rid)
+        assert [(f["state"], f["reason"]) for f in finals] == [("failed", "no_previous")], finals
