@@ -97,6 +97,8 @@ class UpdateService:
             config.updates.queue_depth,
             lambda r, m, rid: reject(r, m, request_id=rid),
             self._journal,
+            ledger=self._ledger,
+            repeat=self.installer.repeat,
         )
         self._answers: list[Held] = []  # rollbacks a trial's switch back answers
         self._asked: dict[str, Any] | None = None  # the last in-progress state

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.updates.agent import Queued, UpdateRunner
@@ -45,7 +45,7 @@ from edge_agent.updates.commands import (
 )
 from edge_agent.updates.installer import UpdateInstaller
 from edge_agent.updates.journal import RequestJournal
-from edge_agent.updates.requests import RequestKey, Seen, request_key
+from edge_agent.updates.requests import RequestKey, RequestLedger, Seen, request_key
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,25 @@ class CommandInbox:
         limit: commands kept before the runner starts; more are refused ``busy``.
         reject: ``reject(reason, message, request_id)`` publishes a refusal.
         journal: records the commands kept during startup as queued.
+        ledger: the answered requests; a command already answered that arrives during
+            startup is answered again at once (``repeat(answer)``), not kept.
+        repeat: publishes such an answer again.
     """
 
-    def __init__(self, limit: int, reject: Reject, journal: RequestJournal | None = None):
+    def __init__(
+        self,
+        limit: int,
+        reject: Reject,
+        journal: RequestJournal | None = None,
+        *,
+        ledger: RequestLedger | None = None,
+        repeat: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self._limit = max(1, limit)
         self._reject = reject
         self._journal = journal
+        self._ledger = ledger
+        self._repeat = repeat
         self._lock = threading.Lock()
         self._runner: UpdateRunner | None = None
         self._early: list[Held] = []
@@ -142,22 +155,29 @@ class CommandInbox:
     def handle(self, command: str, payload: bytes, topic: str) -> None:
         """Keep (startup), take (a rollback during a waiting trial) or forward a command."""
         refuse = False
+        answer = None
         with self._lock:
             runner = self._runner
             if runner is None:
-                if self._kept_already(command, payload, topic):
+                answer = self._answer_of(command, payload, topic)  # answered out of the lock
+                if answer is None and self._kept_already(command, payload, topic):
                     logger.info(
                         "command %s on %.64r before startup: a repeat; dropped", command, topic
                     )
                     return  # as the runner drops a repeat of a queued command
-                if len(self._early) < self._limit:
+                if answer is None and len(self._early) < self._limit:
                     logger.info("command %s on %.64r before startup; kept", command, topic)
                     self._early.append(Held(command, bytes(payload), topic))
                     self._note(peek_request_id(payload), kept=True)
                     return
-                refuse = True
+                refuse = answer is None
             elif self._taking and self._take(runner, command, payload, topic):
                 return
+        if answer is not None and self._repeat is not None:
+            # Not kept: a crash before the start must not answer it "interrupted".
+            logger.info("command %s on %.64r before startup: answered already", command, topic)
+            self._repeat(answer)
+            return
         if refuse:
             logger.error("command %s on %.64r before startup; too many kept", command, topic)
             self._reject(
@@ -168,6 +188,13 @@ class CommandInbox:
             )
             return
         runner.handle(command, payload, topic)
+
+    def _answer_of(self, command: str, payload: bytes, topic: str) -> dict[str, Any] | None:
+        """The answer the ledger holds for this very command, or None."""
+        key = request_key(_kind(command, topic), peek_request_id(payload), payload)
+        if key is None or self._ledger is None or self._repeat is None:
+            return None
+        return self._ledger.answer_of(key)
 
     def _kept_already(self, command: str, payload: bytes, topic: str) -> bool:
         """Whether the same command (kind, payload, request id) is kept already (lock held)."""

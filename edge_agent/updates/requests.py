@@ -84,6 +84,12 @@ class RequestLedger:
             self._pending.add(key)
             return Seen.NEW, None
 
+    def answer_of(self, key: RequestKey) -> dict[str, Any] | None:
+        """The remembered answer of this very command (id and digest), or None."""
+        with self._lock:
+            known = self._answers.get(key.request_id)
+            return dict(known[1]) if known is not None and known[0] == key.digest else None
+
     def forget(self, key: RequestKey) -> None:
         """The command left without an answer to remember (refused as busy, shutdown)."""
         with self._lock:

@@ -81,3 +81,34 @@ def test_a_command_repeated_before_startup_is_kept_once_and_answered_once(lab): 
     for rid in ("same", "other"):
         finals = lab.states.finals(rid)
         assert [(f["state"], f["reason"]) for f in finals] == [("failed", "no_previous")], finals
+
+
+def test_an_answered_command_repeated_while_the_daemon_starts_keeps_its_answer(lab):  # noqa: F811
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0")
+    rollback(lab, "rb")
+    done = lab.states.final("rb")
+    assert (done["state"], done["version"]) == ("rolled_back", "1.0.0"), done
+    lab.service.stop(5.0)
+
+    def life():
+        states = States()
+        return states, UpdateService(lab.config, model_options(lab.config), None, states)
+
+    # The next start: while its model loads, the same command comes again (the operator
+    # did not see the answer), and the power goes before the start completes.
+    states, booting = life()
+    booting.handle("model/rollback", b'{"request_id": "rb"}', "edge/cam/cmd/model/rollback")
+    # The start after that: the command must not be said interrupted ("send it again":
+    # sent again, it would go one more release back); it was answered rolled_back.
+    states, again = life()
+    sup = FakeSupervisor()
+    try:
+        again.start(sup)
+        assert again.last_state is not None  # the start published its state
+        wrong = [s for s in states.finals("rb") if s["state"] != "rolled_back"]
+        assert wrong == [], wrong
+    finally:
+        again.stop(5.0)
+        sup.close()
+    assert pointer(lab)["version"] == "1.0.0"
