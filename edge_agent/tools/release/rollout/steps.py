@@ -88,16 +88,19 @@ def verdict(rollout: Rollout) -> Verdict:
 def to_send(rollout: Rollout, answered: set[str]) -> list[str]:
     """Devices of the current wave that still need the command.
 
-    ``PENDING`` devices were never sent it. ``SENDING`` devices were marked before a
-    crash that may have come before or after the publish: they get it again unless
-    ``answered`` (their retained state carries this rollout's request id) says it
-    arrived. A re-send is the same bytes under the same request id, which the device's
-    request ledger drops or answers, so the install runs at most once either way.
+    ``PENDING`` devices were never sent it. A device sent it (or marked ``SENDING``
+    before a crash that may have come before or after the publish) that has not answered
+    for good gets it again unless ``answered`` (its retained state carries this rollout's
+    request id) says it arrived: on a resume, a device that answered while the operator
+    was away and then restarted has only its startup state on the broker, and without
+    the command again it would time out as silent. A re-send is the same bytes under the
+    same request id, which the device's request ledger drops (still running) or answers
+    again, so the install runs at most once either way.
     """
     out = []
     for device in rollout.waves[rollout.wave]:
         step = rollout.devices[device].step
-        if step is DeviceStep.PENDING or (step is DeviceStep.SENDING and device not in answered):
+        if step is DeviceStep.PENDING or (not step.done and device not in answered):
             out.append(device)
     return out
 
