@@ -210,6 +210,11 @@ class UpdateService:
         )
         self._progress(state)
         self._journal.clear()
+        for key in self._journal.take_held():  # rollbacks the cut trial had taken
+            doc = taken_rollback_state(active, key.request_id, f"{pending.name}@{pending.version}")
+            self._ledger.answer(key, doc)  # recovery went back: their switch back is done
+            self._journal.unqueue(key.request_id)
+            self._progress(doc)
 
     def _answer_taken(self, final: dict[str, Any]) -> None:
         """Answer the rollbacks taken by a trial that went back, after the trial's own

@@ -13,9 +13,10 @@ Two moments need more than a hand-over:
 * **A trial waiting for frames.** A rollback command sent while a release on trial waits
   for camera frames is what ends that trial: the inbox takes it (see :meth:`yield_to`)
   instead of queueing it behind the wait, and the service answers it once the trial has
-  gone back (it is in the request journal meanwhile, so that a power cut before the
-  answer still gets it answered). Queued behind, it would run after the trial's switch
-  back and go one more release back. A rollback already queued when the trial began
+  gone back (it is held in the request journal meanwhile, so that after a power cut
+  the next start, whose recovery goes back from the trial, answers it ``rolled_back``).
+  Queued behind, it would run after the trial's switch back and go one more release
+  back. A rollback already queued when the trial began
   (sent while the update downloaded or verified) is taken out of the runner's queue the
   same way. The trial gives way only to a command that would change the model
   (:func:`acts`): a command that cannot parse is answered at once (it fails whatever
@@ -220,7 +221,7 @@ class CommandInbox:
                 return False  # a repeat: the runner drops it or answers it again
         logger.info("model update: rollback %s ends the trial waiting for frames", topic[:64])
         self._taken.append(Held(command, bytes(payload), topic, key))
-        self._note(peek_request_id(payload), kept=True)  # until the service answers it
+        self._hold(key)  # until the service answers it
         return True
 
     def attach(self, runner: UpdateRunner) -> None:
@@ -233,6 +234,11 @@ class CommandInbox:
                 self._note(held.request_id, kept=False)  # the runner journals what it queues
         if early:
             logger.info("model update: %d command(s) kept during startup handed over", len(early))
+
+    def _hold(self, key: RequestKey | None) -> None:
+        """Record a rollback taken for the waiting trial in the journal (see ``hold``)."""
+        if key is not None and self._journal is not None:
+            self._journal.hold(key)
 
     def _note(self, request_id: str | None, *, kept: bool) -> None:
         """Record a command kept here (startup, a trial) in the journal, or drop that record."""
@@ -268,7 +274,7 @@ class CommandInbox:
             if first is not None and first.kind == ROLLBACK:
                 logger.info("model update: a queued rollback ends the trial waiting for frames")
                 self._taken.append(Held(f"model/{ROLLBACK}", first.payload, "(queued)", first.key))
-                self._note(peek_request_id(first.payload), kept=True)  # withdraw dropped it
+                self._hold(first.key)  # withdraw dropped it from the queued ones
             if self._taken:
                 rid = self._taken[0].request_id
                 return f"rollback request {rid} arrived" if rid else "a rollback arrived"

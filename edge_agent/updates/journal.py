@@ -86,8 +86,9 @@ class RequestJournal:
         # Only the queued requests carry over: the running one left on disk is answered
         # (take, clear) by the daemon before anything new is recorded.
         self._current: PendingRequest | None = None
-        self._queued = self._read()[1]
+        _, self._queued, self._held = self._read()
         self._previous = tuple(self._queued)  # what the last run left: take_queued()
+        self._previous_held = dict(self._held)  # and take_held()
 
     def queue(self, request_id: str) -> None:
         """Record a command queued behind the running one (before it is queued)."""
@@ -95,11 +96,20 @@ class RequestJournal:
             self._queued.append(request_id)
             self._persist()
 
-    def unqueue(self, request_id: str) -> None:
-        """Forget a queued command (refused, or answered without running)."""
+    def hold(self, key: RequestKey) -> None:
+        """Record a rollback a trial waiting for frames took (its switch back answers it)."""
         with self._lock:
+            self._held[key.request_id] = key.digest
+            self._persist()
+
+    def unqueue(self, request_id: str) -> None:
+        """Forget a queued or held command (refused, answered, or queued after all)."""
+        with self._lock:
+            held = self._held.pop(request_id, None) is not None
             if request_id in self._queued:
                 self._queued.remove(request_id)
+                held = True
+            if held:
                 self._persist()
 
     def begin(self, request_id: str | None, kind: str, digest: str | None = None) -> None:
@@ -158,31 +168,41 @@ class RequestJournal:
         with self._lock:
             return list(self._previous)
 
+    def take_held(self) -> list[RequestKey]:
+        """The rollbacks the previous run's trial had taken and not answered: the trial was
+        cut short, and startup recovery went back from it, as their switch back would."""
+        with self._lock:
+            return [RequestKey(rid, digest) for rid, digest in self._previous_held.items()]
+
     def clear(self) -> None:
         """Forget the running request (its final state was published); queued ones stay."""
         with self._lock:
             self._current = None
             self._persist()
 
-    def _read(self) -> tuple[PendingRequest | None, list[str]]:
-        """The running and queued requests on disk (never raises: damage is logged)."""
+    def _read(self) -> tuple[PendingRequest | None, list[str], dict[str, str]]:
+        """The running, queued and held requests on disk (never raises: damage is logged)."""
         try:
             doc = json.loads(self.path.read_bytes())
-            return _running(doc), [q for q in doc.get("queued", ()) if isinstance(q, str)]
+            queued = [q for q in doc.get("queued", ()) if isinstance(q, str)]
+            held = doc.get("held") or {}
+            held = {k: v for k, v in held.items() if isinstance(k, str) and isinstance(v, str)}
+            return _running(doc), queued, held
         except FileNotFoundError:
-            return None, []
+            return None, [], {}
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             logger.error("model update: %s unreadable (%s); ignoring it", self.path, exc)
-            return None, []
+            return None, [], {}
 
     def _persist(self) -> None:
         """Write the record, or remove it when nothing is left (lock held)."""
-        if self._current is None and not self._queued:
+        if self._current is None and not self._queued and not self._held:
             self._remove()
             return
         doc = {
             "running": None if self._current is None else self._current._asdict(),
             "queued": self._queued,
+            "held": self._held,
         }
         try:
             write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode(), mode=0o600)

@@ -18,6 +18,7 @@ from tests.component.test_update_trial import (  # noqa: F401 (lab is a fixture)
     lab,
     pointer,
     rollback,
+    update,
 )
 from tests.support.model_states import States
 
@@ -112,3 +113,43 @@ def test_an_answered_command_repeated_while_the_daemon_starts_keeps_its_answer(l
         again.stop(5.0)
         sup.close()
     assert pointer(lab)["version"] == "1.0.0"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_rollback_taken_by_a_trial_cut_by_a_power_cut_is_answered_as_the_switch_back(lab):  # noqa: F811
+    lab.service.start(lab.sup)
+    installed(lab, "1.0.0", "1.1.0")
+    lab.sup.frames.clear()  # the cameras are down: 2.0.0 waits on trial for frames
+    update(lab, "2.0.0", "trial")
+    lab.states.waiting("trial")
+    cut = []
+
+    def power_cut(**kw):  # the trial gives way to the rollback: the power goes right then
+        cut.append(kw)
+        raise Crash("power cut")
+
+    lab.service.store.rollback = power_cut
+    rollback(lab, "rb")
+    lab.states.wait(lambda items: bool(cut))
+    assert lab.states.finals("rb") == [] and pointer(lab)["version"] == "2.0.0"
+
+    states, sup = States(), FakeSupervisor()
+    again = UpdateService(lab.config, model_options(lab.config), None, states)
+    try:
+        assert again.startup_model() is not None  # recovery: the trial is undone
+        again.start(sup)
+        assert pointer(lab)["version"] == "1.1.0"
+        # The switch back was the rollback asked for: it is answered so, not "interrupted,
+        # send it again" (sent again, it would go a second release back, to 1.0.0).
+        answer = states.final("rb")
+        assert (answer["state"], answer["reason"], answer["version"]) == (
+            "rolled_back",
+            "requested",
+            "1.1.0",
+        ), answer
+        again.handle("model/rollback", b'{"request_id": "rb"}', "edge/cam/cmd/model/rollback")
+        states.wait(lambda items: len(states.finals("rb")) == 2)
+        assert pointer(lab)["version"] == "1.1.0", "the rollback ran a second time"
+    finally:
+        again.stop(5.0)
+        sup.close()
