@@ -13,6 +13,8 @@ serving model, under no request id, and an operator waiting for those ids waits 
 * its final state removes it. The model topic is durable (spooled until delivered), so
   a final state published at a stop (``interrupted``) is not published again at the
   next start;
+* a rollback a trial waiting for frames takes is held (:meth:`RequestJournal.hold`)
+  until the trial's switch back answers it;
 * at the next start, :meth:`RequestJournal.take` returns the running request left, and
   the daemon publishes its final state (:func:`final_state`): ``active`` when the store's
   active release is the one the update installed (it was confirmed just before the
@@ -185,8 +187,9 @@ class RequestJournal:
         try:
             doc = json.loads(self.path.read_bytes())
             queued = [q for q in doc.get("queued", ()) if isinstance(q, str)]
-            held = doc.get("held") or {}
-            held = {k: v for k, v in held.items() if isinstance(k, str) and isinstance(v, str)}
+            held = doc.get("held")
+            held = held if isinstance(held, dict) else {}
+            held = {k: v for k, v in held.items() if isinstance(v, str)}
             return _running(doc), queued, held
         except FileNotFoundError:
             return None, [], {}
