@@ -105,3 +105,24 @@ def test_download_limits_are_validated_with_file_and_key():
         with pytest.raises(ConfigError) as e:
             parse_config(text, "c.toml", env={})
         assert "c.toml" in str(e.value) and key in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("held", ['["rb"]', '"rb"', '{"rb": 3}'])
+def test_a_damaged_held_list_keeps_the_running_and_queued_requests(tmp_path, held):
+    (tmp_path / "update-request.json").write_text(
+        '{"running": {"request_id": "r1", "name": "blobs", "version": "2.0.0", '
+        '"state": "installing", "kind": "update"}, "queued": ["q1"], "held": ' + held + "}"
+    )
+    journal = RequestJournal(tmp_path)
+    assert journal.take()[:2] == ("r1", "blobs")
+    assert journal.take_queued() == ["q1"] and journal.take_held() == []
+
+
+def test_a_held_rollback_is_on_disk_until_answered(tmp_path):
+    from edge_agent.updates.requests import RequestKey
+
+    journal = RequestJournal(tmp_path)
+    journal.hold(RequestKey("rb", "d1"))
+    assert RequestJournal(tmp_path).take_held() == [RequestKey("rb", "d1")]
+    journal.unqueue("rb")
+    assert not journal.path.exists()
