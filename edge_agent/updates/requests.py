@@ -71,24 +71,25 @@ class RequestLedger:
         self.limit = max(1, limit)
         self._lock = threading.Lock()
         self._pending: set[RequestKey] = set()
-        self._answers: OrderedDict[str, tuple[str, dict[str, Any]]] = self._load()
+        # By id and digest: a command that reuses an id does not erase the first's answer.
+        self._answers: OrderedDict[RequestKey, dict[str, Any]] = self._load()
 
     def admit(self, key: RequestKey) -> tuple[Seen, dict[str, Any] | None]:
         """Note a command arriving: NEW (now pending), IN_PROGRESS, or ANSWERED + answer."""
         with self._lock:
             if key in self._pending:
                 return Seen.IN_PROGRESS, None
-            known = self._answers.get(key.request_id)
-            if known is not None and known[0] == key.digest:
-                return Seen.ANSWERED, dict(known[1])
+            known = self._answers.get(key)
+            if known is not None:
+                return Seen.ANSWERED, dict(known)
             self._pending.add(key)
             return Seen.NEW, None
 
     def answer_of(self, key: RequestKey) -> dict[str, Any] | None:
         """The remembered answer of this very command (id and digest), or None."""
         with self._lock:
-            known = self._answers.get(key.request_id)
-            return dict(known[1]) if known is not None and known[0] == key.digest else None
+            known = self._answers.get(key)
+            return None if known is None else dict(known)
 
     def forget(self, key: RequestKey) -> None:
         """The command left without an answer to remember (refused as busy, shutdown)."""
@@ -102,13 +103,13 @@ class RequestLedger:
             self._pending.discard(key)
             if not remember:
                 return
-            self._answers.pop(key.request_id, None)
-            self._answers[key.request_id] = (key.digest, dict(state))
+            self._answers.pop(key, None)
+            self._answers[key] = dict(state)
             while len(self._answers) > self.limit:
                 self._answers.popitem(last=False)
             snapshot = [
                 {"request_id": rid, "digest": digest, "answer": doc}
-                for rid, (digest, doc) in self._answers.items()
+                for (rid, digest), doc in self._answers.items()
             ]
         self._save(snapshot)
 
@@ -121,9 +122,9 @@ class RequestLedger:
         except (OSError, TypeError, ValueError) as exc:
             logger.error("model update: cannot record answered requests in %s: %s", self.path, exc)
 
-    def _load(self) -> OrderedDict[str, tuple[str, dict[str, Any]]]:
+    def _load(self) -> OrderedDict[RequestKey, dict[str, Any]]:
         """The persisted answers (empty when missing; a damaged file is logged and ignored)."""
-        out: OrderedDict[str, tuple[str, dict[str, Any]]] = OrderedDict()
+        out: OrderedDict[RequestKey, dict[str, Any]] = OrderedDict()
         if self.path is None:
             return out
         try:
@@ -144,8 +145,9 @@ class RequestLedger:
                 and isinstance(item.get("digest"), str)
                 and isinstance(item.get("answer"), dict)
             ):
-                out.pop(item["request_id"], None)
-                out[item["request_id"]] = (item["digest"], item["answer"])
+                key = RequestKey(item["request_id"], item["digest"])
+                out.pop(key, None)
+                out[key] = item["answer"]
         while len(out) > self.limit:
             out.popitem(last=False)
         return out
