@@ -292,3 +292,14 @@ def test_waiting_for_a_runner_that_does_not_end_gives_up(tmp_path):
     assert "still run by another process" in str(err.value)
     with store.running("r1", wait=0.3):  # once that runner has ended, at once
         pass
+
+
+def test_resume_resends_sent_devices_whose_answer_left_no_trace_but_not_finished_ones():
+    ro = _rollout([["a", "b", "c", "d"]])
+    _send(ro, 0)
+    steps.observe(ro, "c", {"request_id": "ro-r1", "state": "downloading"}, 1)
+    steps.observe(ro, "d", {"request_id": "ro-r1", "state": "active"}, 1)
+    # a and c restarted (their startup state replaced their answer); b's is on the broker;
+    # d answered for good
+    assert steps.to_send(ro, answered={"b"}) == ["a", "c"]
+    assert ro.devices["a"].sent_at == 0  # asked again, on the same clock
