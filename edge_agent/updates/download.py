@@ -216,6 +216,7 @@ class Downloader:
         self, url: str, headers: dict[str, str], max_bytes: int, guard: TransferGuard
     ) -> Fetched:
         """One GET into memory, under its attempt's guard."""
+        shown = mask_credentials(url)  # in messages
         conn, resp = self._http.open(url, headers, guard)
         try:
             if resp.status == 304:
@@ -224,20 +225,16 @@ class Downloader:
                 raise self._http.status_error(url, resp)
             length = content_length(resp)
             if length is not None and length > max_bytes:
-                raise Failure(
-                    "too_large", f"{mask_credentials(url)}: {length} bytes, limit {max_bytes}"
-                )
+                raise Failure("too_large", f"{shown}: {length} bytes, limit {max_bytes}")
             body = bytearray()
             for chunk in read_chunks(resp, url, guard):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise Failure(
-                        "too_large", f"{mask_credentials(url)}: more than {max_bytes} bytes"
-                    )
+                    raise Failure("too_large", f"{shown}: more than {max_bytes} bytes")
             if length is not None and len(body) < length:
                 raise Failure(
                     "truncated",
-                    f"{mask_credentials(url)}: got {len(body)} of {length} bytes",
+                    f"{shown}: got {len(body)} of {length} bytes",
                     retry=True,
                 )
             return Fetched(
@@ -309,40 +306,39 @@ class Downloader:
         expected: int | None,
     ) -> int | None:
         """Check the status and size before reading; returns the full size if known."""
+        shown = mask_credentials(url)  # in messages
         if resp.status == 416 and offset:
             if expected is not None and offset == expected:
                 return None
-            _truncate(part)
+            part.unlink(missing_ok=True)  # start over from zero
             raise Failure(
                 "http_error",
-                f"{mask_credentials(url)}: range not satisfiable; restarting",
+                f"{shown}: range not satisfiable; restarting",
                 retry=True,
             )
         if resp.status == 206 and offset:
             m = _CONTENT_RANGE.fullmatch(resp.getheader("Content-Range", "").strip())
             if not m or int(m.group(1)) != offset:
-                _truncate(part)  # a range we did not ask for: start over cleanly
+                part.unlink(missing_ok=True)  # a range we did not ask for: start over cleanly
                 raise Failure(
                     "http_error",
-                    f"{mask_credentials(url)}: bad Content-Range; restarting",
+                    f"{shown}: bad Content-Range; restarting",
                     retry=True,
                 )
             total = None if m.group(3) == "*" else int(m.group(3))
         elif resp.status == 200:
             if offset:
-                logger.info(
-                    "download %s: server ignored Range; restarting from 0", mask_credentials(url)
-                )
+                logger.info("download %s: server ignored Range; restarting from 0", shown)
             length = content_length(resp)
             total = length
         else:
             raise self._http.status_error(url, resp)
         if total is not None and total > cap:
-            raise Failure("too_large", f"{mask_credentials(url)}: {total} bytes, limit {cap}")
+            raise Failure("too_large", f"{shown}: {total} bytes, limit {cap}")
         if total is not None and expected is not None and total < expected:
             raise Failure(
                 "truncated",
-                f"{mask_credentials(url)}: server has {total} bytes, manifest says {expected}",
+                f"{shown}: server has {total} bytes, manifest says {expected}",
             )
         return total
 
@@ -358,6 +354,7 @@ class Downloader:
         guard: TransferGuard,
     ) -> None:
         """Append the body to ``part`` (truncated to ``offset`` first), enforcing the cap."""
+        shown = mask_credentials(url)  # in messages
         done = offset
         last = -1e9
         try:
@@ -367,9 +364,7 @@ class Downloader:
                 for chunk in read_chunks(resp, url, guard):
                     done += len(chunk)
                     if done > cap:
-                        raise Failure(
-                            "too_large", f"{mask_credentials(url)}: more than {cap} bytes"
-                        )
+                        raise Failure("too_large", f"{shown}: more than {cap} bytes")
                     f.write(chunk)
                     now = self._clock()
                     if progress and now - last >= self.settings.progress_interval:
@@ -382,7 +377,7 @@ class Downloader:
         if total is not None and done < total:
             raise Failure(
                 "truncated",
-                f"{mask_credentials(url)}: connection closed at {done} of {total} bytes",
+                f"{shown}: connection closed at {done} of {total} bytes",
                 retry=True,
             )
         if progress:
@@ -399,11 +394,3 @@ class _Resume:
 def write_failure(exc: OSError) -> str:
     """The reason for a failed write: ``no_space`` for a full disk or quota, else ``io_error``."""
     return "no_space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
-
-
-def _truncate(part: Path) -> None:
-    """Drop a partial file so the next attempt starts from zero."""
-    try:
-        part.unlink()
-    except FileNotFoundError:
-        pass
