@@ -121,6 +121,13 @@ class Check:
         got = kind(value) if self.secret else show(value)
         return Invalid(f"expected {self.expected}, got {got}", subkey)
 
+    def refuse_nul(self, value: str) -> None:
+        """Raise :class:`Invalid` when ``value`` holds a NUL: valid TOML (``"\\u0000"``),
+        but no path, host or name can carry one (the OS refuses it with a ValueError)."""
+        if "\0" in value:
+            got = kind(value) if self.secret else show(value)
+            raise Invalid(f"expected {self.expected} without NUL characters, got {got}")
+
 
 class Bool(Check):
     """true or false, nothing else (TOML has real booleans; "yes" is a string)."""
@@ -188,6 +195,7 @@ class Text(Check):
     def __call__(self, value: Any) -> str:
         if not isinstance(value, str) or (self.nonempty and not value):
             raise self.fail(value)
+        self.refuse_nul(value)
         return value
 
 
@@ -222,6 +230,7 @@ class Pattern(Check):
     def __call__(self, value: Any) -> str:
         if not isinstance(value, str) or not self.regex.fullmatch(value):
             raise self.fail(value)
+        self.refuse_nul(value)
         return value
 
 

@@ -157,3 +157,29 @@ def test_a_file_beyond_a_megabyte_is_refused_naming_it(tmp_path):
     assert caught.value.file == str(big)
     big.write_bytes(b"# padding\n" * (MAX_CONFIG_BYTES // 10 - 1))
     assert load_config(big).source == str(big)  # just under the bound: read as usual
+
+
+NUL_KEYS = [
+    ("[device]\nstate_dir", "device.state_dir"),
+    ("[model]\npath", "model.path"),
+    ("[model]\ncpu_model", "model.cpu_model"),
+    ("[model]\nedgetpu_library", "model.edgetpu_library"),
+    ("[mqtt]\nspool_dir", "mqtt.spool_dir"),
+    ("[mqtt]\nca_file", "mqtt.ca_file"),
+    ("[mqtt]\npassword", "mqtt.password"),
+    ("[updates]\ntrusted_keys", "updates.trusted_keys[0]"),
+]
+
+
+@pytest.mark.parametrize(("line", "dotted"), NUL_KEYS, ids=[k for _, k in NUL_KEYS])
+def test_a_nul_character_in_a_string_is_refused_naming_the_key(line, dotted):
+    # "a\u0000b" is valid TOML; as device.state_dir or model.edgetpu_library it passed
+    # check-config and then crashed `run` with "ValueError: embedded null byte".
+    value = '"a\\u0000b"'
+    text = f"{line} = [{value}]\n" if dotted.endswith("[0]") else f"{line} = {value}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.toml", env={})
+    assert str(info.value).startswith(f"c.toml: {dotted}: ")
+    assert "NUL" in str(info.value)
+    if dotted == "mqtt.password":
+        assert "a\\u0000b" not in str(info.value)  # a secret is never echoed
