@@ -23,6 +23,9 @@ _SHOW_MAX = 60
 # load timeout of 1e10 crashed `run`, a download timeout of 1e10 killed the update
 # thread); no timeout, backoff or interval here is sensibly longer than a year.
 MAX_SECONDS = 365 * 24 * 3600
+# Largest size in megabytes (a tebibyte): the daemon turns sizes into bytes with
+# ``int(mb * 1024 * 1024)``, which 1e308 overflowed to infinity (`run` crashed at start).
+MAX_MEGABYTES = 1 << 20
 
 
 class Invalid(Exception):
@@ -182,6 +185,13 @@ class Seconds(Num):
 
     def __init__(self, lo: float | None = None, gt: float | None = None):
         super().__init__(lo=lo, hi=MAX_SECONDS, gt=gt)
+
+
+class Megabytes(Num):
+    """A size in megabytes: a finite number above 0, at most :data:`MAX_MEGABYTES`."""
+
+    def __init__(self) -> None:
+        super().__init__(gt=0, hi=MAX_MEGABYTES)
 
 
 class Text(Check):

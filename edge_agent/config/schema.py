@@ -21,6 +21,7 @@ from edge_agent.config.checks import (
     Check,
     Int,
     ListOf,
+    Megabytes,
     Num,
     OneOf,
     Pattern,
@@ -175,7 +176,7 @@ class MqttConfig:
     tls_insecure: bool = opt(False, Bool())
     reconnect_min: float = opt(1.0, Seconds(gt=0))
     reconnect_max: float = opt(30.0, Seconds(gt=0))
-    spool_max_mb: float = opt(50.0, Num(gt=0))
+    spool_max_mb: float = opt(50.0, Megabytes())
     # Longest a result is held only in memory: unacknowledged for half of it, it is spooled.
     max_unacked_s: float = opt(2.0, Num(lo=0.2, hi=60))
     # MQTT 5 (declares max_packet_size to the broker), 3.1.1, or auto (5, else 3.1.1).
@@ -208,7 +209,7 @@ class UpdatesConfig:
     trusted_keys: tuple[str, ...] = opt((), STRINGS, path=PATHS)
     allow_http: bool = opt(False, Bool())
     allowed_hosts: tuple[str, ...] = opt((), STRINGS)
-    max_size_mb: float = opt(200.0, Num(gt=0))
+    max_size_mb: float = opt(200.0, Megabytes())
     keep_versions: int = opt(3, Int(1, 20))
     manifest_url: str = opt("", HttpUrl())
     poll_interval: float = opt(0.0, PollInterval())
@@ -240,7 +241,7 @@ class EventsConfig:
     snapshot_width: int = opt(640, Int(64, 8192))
     snapshot_quality: int = opt(80, Int(1, 100))
     snapshot_keep_on_disk: bool = opt(False, Bool())
-    snapshot_max_disk_mb: float = opt(100.0, Num(gt=0))
+    snapshot_max_disk_mb: float = opt(100.0, Megabytes())
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ BAD = [
         "mqtt.discovery_prefix: expected levels of [A-Za-z0-9_-] separated by '/', "
         'got "home.assistant"',
     ),
-    ("[mqtt]\nspool_max_mb = 0\n", "mqtt.spool_max_mb: expected number > 0, got 0"),
+    ("[mqtt]\nspool_max_mb = 0\n", "mqtt.spool_max_mb: expected number > 0 and <= 1048576, got 0"),
     (
         "[mqtt]\nreconnect_min = 5\nreconnect_max = 2\n",
         "mqtt.reconnect_max: expected number >= mqtt.reconnect_min (5), got 2",
@@ -274,7 +274,10 @@ BAD = [
     ),
     ("[updates]\nkeep_versions = 0\n", "updates.keep_versions: expected integer 1..20, got 0"),
     ("[updates]\nretries = 21\n", "updates.retries: expected integer 0..20, got 21"),
-    ("[updates]\nmax_size_mb = -5\n", "updates.max_size_mb: expected number > 0, got -5"),
+    (
+        "[updates]\nmax_size_mb = -5\n",
+        "updates.max_size_mb: expected number > 0 and <= 1048576, got -5",
+    ),
     (
         "[updates]\ndownload_timeout = 0\n",
         "updates.download_timeout: expected number > 0 and <= 31536000, got 0",
@@ -295,7 +298,7 @@ BAD = [
     ),
     (
         "[events]\nsnapshot_max_disk_mb = 0\n",
-        "events.snapshot_max_disk_mb: expected number > 0, got 0",
+        "events.snapshot_max_disk_mb: expected number > 0 and <= 1048576, got 0",
     ),
     # [logging]
     (

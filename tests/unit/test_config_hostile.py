@@ -183,3 +183,27 @@ def test_a_nul_character_in_a_string_is_refused_naming_the_key(line, dotted):
     assert "NUL" in str(info.value)
     if dotted == "mqtt.password":
         assert "a\\u0000b" not in str(info.value)  # a secret is never echoed
+
+
+MEGABYTES = ["mqtt.spool_max_mb", "updates.max_size_mb", "events.snapshot_max_disk_mb"]
+
+
+@pytest.mark.parametrize("dotted", MEGABYTES)
+def test_a_size_beyond_a_terabyte_is_refused_naming_the_key(dotted):
+    # 1e308 MB passed check-config, then `int(mb * 1024 * 1024)` overflowed to infinity:
+    # `run` crashed at start with "OverflowError: cannot convert float infinity to int".
+    with pytest.raises(ConfigError) as info:
+        parse_config(_one(dotted, "1e308"), "c.toml", env={})
+    assert str(info.value).startswith(f"c.toml: {dotted}: expected number > 0 and <= ")
+
+
+def test_every_size_at_its_bound_is_turned_into_bytes_by_the_daemon():
+    from edge_agent.config.checks import MAX_MEGABYTES
+    from edge_agent.daemon.options import mqtt_settings
+    from edge_agent.daemon.update_options import update_settings
+
+    text = "".join(_one(dotted, str(MAX_MEGABYTES)) for dotted in MEGABYTES)
+    config = parse_config(text, "c.toml", env={})
+    assert mqtt_settings(config).spool_max_bytes == MAX_MEGABYTES << 20
+    assert update_settings(config).max_file_bytes == MAX_MEGABYTES << 20
+    assert config.events.snapshot_max_disk_mb == MAX_MEGABYTES
