@@ -35,6 +35,12 @@ class ConfigErrors(ConfigError):
         self.file, self.key = self.errors[0].file, self.errors[0].key
 
 
+class StopRequested(EdgeAgentError):
+    """A stop signal (SIGTERM, SIGINT) cut short a blocking step that gives way to one,
+    such as reading a config FIFO nobody feeds
+    (:meth:`edge_agent.daemon.signals.SignalQueue.stop_interrupts`)."""
+
+
 class ModelError(EdgeAgentError):
     """A model file is missing, not a TFLite flatbuffer, or unusable as configured.
 

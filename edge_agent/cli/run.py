@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from edge_agent.config import DEFAULT_CONFIG_PATH, load_config
+from edge_agent.config import DEFAULT_CONFIG_PATH
 
 logger = logging.getLogger("edge_agent")
 
@@ -37,8 +37,16 @@ def run(args: argparse.Namespace) -> int:
     signals = SignalQueue()
     signals.install()
     fix_mmap_threshold()  # before a model file is read: see edge_agent/heap.py
+    from edge_agent.daemon.reload import read_config
+    from edge_agent.errors import StopRequested
+
     try:
-        config = load_config(args.config)
+        config = read_config(args.config, signals)
+    except StopRequested as exc:
+        # Before READY: systemd's stop job wants the process gone, not a SIGKILL.
+        signals.restore()
+        logger.warning("%s", exc)
+        return 0
     except BaseException:
         signals.restore()
         raise

@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_agent.capture.camera import Camera
 from edge_agent.capture.motion import MotionGate
-from edge_agent.config import Config, load_config
+from edge_agent.config import Config
 from edge_agent.daemon.controls import DetectSwitch
 from edge_agent.daemon.ha_discovery import HaDiscovery, device_topics
 from edge_agent.daemon.logcontext import LogContext
@@ -27,7 +27,7 @@ from edge_agent.daemon.objects import ObjectService, start_objects
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.preflight import log_filter_warnings
-from edge_agent.daemon.reload import log_plan, plan_reload
+from edge_agent.daemon.reload import log_plan, plan_reload, reread_config
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
@@ -340,10 +340,8 @@ class Daemon:
         """SIGHUP: re-read the config and apply what can change live (log level, decoding
         thresholds, stats interval); other changes are logged and wait for a restart."""
         self.notifier.reloading()
-        try:
-            new = load_config(self.config_path)
-        except EdgeAgentError as exc:
-            logger.error("reload: keeping the running configuration: %s", exc)
+        new = reread_config(self.config_path, self.signals)
+        if new is None:  # kept the running one (logged why)
             self.notifier.ready()
             return
         plan = plan_reload(self.config, new)

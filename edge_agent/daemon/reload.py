@@ -13,7 +13,9 @@ import dataclasses
 import logging
 from typing import NamedTuple
 
-from edge_agent.config import Config
+from edge_agent.config import Config, load_config
+from edge_agent.daemon.signals import SignalQueue
+from edge_agent.errors import EdgeAgentError, StopRequested
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +90,30 @@ def log_plan(plan: ReloadPlan, path: str) -> None:
             ", ".join(plan.needs_restart),
             path,
         )
+
+
+def read_config(path: str, signals: SignalQueue) -> Config:
+    """Load the config file at ``path`` (as :func:`load_config`), giving way to a stop
+    signal: a FIFO nobody feeds blocks the open, and SIGTERM must still stop the daemon.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid.
+        StopRequested: a stop signal arrived before or while it was read.
+    """
+    try:
+        with signals.stop_interrupts():
+            return load_config(path)
+    except StopRequested as exc:
+        raise StopRequested(f"{path}: stopped while reading the config ({exc})") from exc
+
+
+def reread_config(path: str, signals: SignalQueue) -> Config | None:
+    """The config for a SIGHUP reload, or None to keep the running one (the reason is
+    logged; after a stop signal the main loop stops next: the signal stays queued)."""
+    try:
+        return read_config(path, signals)
+    except StopRequested as exc:
+        logger.warning("reload: %s", exc)
+    except EdgeAgentError as exc:
+        logger.error("reload: keeping the running configuration: %s", exc)
+    return None

@@ -13,15 +13,16 @@ process with the default action.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import queue
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import FrameType
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgeAgentError, StopRequested
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,34 @@ class SignalQueue:
         self._stop_count = 0  # written by the handler only: a plain int, no lock
         self._stopping = False  # a stop was drained: every later wait() says STOP
         self._previous: dict[int, object] = {}
+        self._interruptible = False  # inside stop_interrupts(): a stop also raises
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        """The handler: count a stop, enqueue, nothing that takes a lock."""
+        """The handler: count a stop, enqueue, nothing that takes a lock; inside
+        :meth:`stop_interrupts`, a stop then raises (once) in the main thread."""
         if signum in self._stop_signals:
             self._stop_count += 1
         self._queue.put_nowait(signum)
+        if self._interruptible and signum in self._stop_signals:
+            self._interruptible = False
+            raise StopRequested(f"received {signal.Signals(signum).name}")
+
+    @contextlib.contextmanager
+    def stop_interrupts(self) -> Iterator[None]:
+        """A block that a stop signal cuts short: a blocking ``open`` or ``read`` (a config
+        FIFO nobody feeds) must not hold a SIGTERM back until systemd's SIGKILL. The stop
+        stays queued too, so :meth:`wait` still returns STOP. Main thread only.
+
+        Raises:
+            StopRequested: a stop signal arrived before or inside the block.
+        """
+        if self.stop_requested:
+            raise StopRequested("a stop signal had arrived")
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
 
     @property
     def installed(self) -> bool:

@@ -4,6 +4,8 @@
   as a reload once it runs, instead of killing it (the default action of SIGHUP). The
   config is a FIFO, so the test holds the daemon inside ``load_config`` for as long as it
   likes and checks that the handler is already installed there.
+* A SIGTERM while the config is read (a FIFO nobody feeds, at start or on a reload)
+  stops the daemon at once, exit 0, instead of waiting for systemd's SIGKILL.
 * A camera that cannot open does not hold the first retained status back: it shows up,
   with the camera reconnecting, within seconds of the start.
 """
@@ -103,3 +105,40 @@ def test_first_status_does_not_wait_for_a_missing_camera(mqtt_broker, mqtt_subsc
     assert elapsed < 10.0, f"first status with the camera's state after {elapsed:.1f}s"
     assert daemon.stop(timeout=15) == 0
     figure("missing_camera_status", first_status_s=elapsed)
+
+
+def test_sigterm_while_the_config_is_read_stops_at_once(mqtt_broker, edge_daemon):
+    # The config FIFO is never fed: the daemon blocks opening it. SIGTERM was queued
+    # for a main loop that never came, so `systemctl stop` ended in a SIGKILL after
+    # TimeoutStopSec (20 s).
+    daemon = edge_daemon(
+        mqtt_broker.port, DEMO / "clip.avi", DEMO / "color_blobs.tflite", start=False
+    )
+    fifo = daemon.dir / "config.fifo"
+    os.mkfifo(fifo, 0o600)
+    daemon.start(agent_command("run", "--config", str(fifo)))
+    wait_until(lambda: catches(daemon.pid, signal.SIGTERM), 30, "SIGTERM handler installed")
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    assert "Traceback" not in daemon.log()
+    daemon.wait_log(r"stopped while reading the config", timeout=1)
+
+
+def test_sigterm_during_a_reload_that_blocks_stops_the_daemon(
+    mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    # A SIGHUP reopens the config FIFO, which nobody feeds again: the main loop blocked
+    # there and a SIGTERM was never acted on (SIGKILL after TimeoutStopSec, results
+    # held in memory lost).
+    daemon = edge_daemon(
+        mqtt_broker.port, DEMO / "clip.avi", DEMO / "color_blobs.tflite", start=False
+    )
+    fifo = daemon.dir / "config.fifo"
+    os.mkfifo(fifo, 0o600)
+    daemon.start(agent_command("run", "--config", str(fifo)))
+    feed_fifo(fifo, to_toml(daemon.sections), timeout=30)
+    mqtt_subscriber.wait_count(daemon.topics.results, 3, timeout=45)
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"received SIGHUP: reload requested", timeout=10)
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    daemon.wait_log(r"stopped while reading the config", timeout=1)
+    assert "Traceback" not in daemon.log()
