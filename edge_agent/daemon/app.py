@@ -215,7 +215,7 @@ class Daemon:
             self.publisher.start()
         options, meta = initial_model(cfg, self.updates)
         self.supervisor, fallback_error = start_supervisor(
-            cfg, options, meta, self._on_worker_event
+            cfg, options, meta, self._on_worker_event, self.signals
         )
         self.last_error = fallback_error or self.last_error
         fits = CameraFits(self.supervisor, cfg.enabled_cameras, then=self._status_dirty.set)
@@ -303,6 +303,10 @@ class Daemon:
         try:
             self.start()
         except EdgeAgentError as exc:
+            if self.signals.stop_requested:  # SIGTERM during start-up (a model load)
+                logger.info("stopped while starting: %s", exc)
+                self.shutdown()
+                return 0
             config_error = isinstance(exc, ConfigError)
             if config_error and exc.file is None and self.config_path:
                 exc = ConfigError(str(exc), file=self.config_path)  # name file and key

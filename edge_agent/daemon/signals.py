@@ -108,6 +108,12 @@ class SignalQueue:
         """True once a stop signal arrived, even before it is drained."""
         return self._stopping or self._stop_count > 0
 
+    def is_set(self) -> bool:
+        """:attr:`stop_requested`, read as a cancel flag
+        (:class:`~edge_agent.inference.protocol.Cancel`): a stop gives up the first
+        model load instead of waiting out ``inference.load_timeout``."""
+        return self.stop_requested
+
     def wait(self, timeout: float) -> Request | None:
         """Block up to ``timeout`` seconds for signals and drain every one queued.
 

@@ -22,6 +22,7 @@ from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.codec import Codec, make_codec
 from edge_agent.inference.geometry import LETTERBOX
 from edge_agent.inference.model import ModelOptions
+from edge_agent.inference.protocol import Cancel
 from edge_agent.inference.supervisor import EventSink, Supervisor
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,18 @@ def initial_model(
 
 
 def start_supervisor(
-    config: Config, options: ModelOptions, meta: dict[str, Any], on_event: EventSink
+    config: Config,
+    options: ModelOptions,
+    meta: dict[str, Any],
+    on_event: EventSink,
+    cancel: Cancel | None = None,
 ) -> tuple[Supervisor, str]:
     """Start the worker on the chosen model, falling back to the configured one.
 
     Each model is first checked as ``check-config`` checks it (:func:`check_model`: the
     model and label files, the task), before a worker is spawned for it; the warnings
-    about the config's settings for it (``model.labels_filter``) are logged.
+    about the config's settings for it (``model.labels_filter``) are logged. Once
+    ``cancel`` is set (a stop signal), a load in progress is given up.
 
     Returns:
         The running supervisor, and the error of the release that would not start ("" when
@@ -82,14 +88,14 @@ def start_supervisor(
             load_timeout=inf.load_timeout,
             meta=info,
         )
-        sup.start()
+        sup.start(cancel)
         return sup
 
     try:
         return make(options, meta), ""
     except EdgeAgentError as exc:
         configured = model_options(config)
-        if options == configured or not config.model.path:
+        if options == configured or not config.model.path or (cancel and cancel.is_set()):
             raise
         logger.error(
             "model %s: installed release will not start (%s); using %s",

@@ -22,7 +22,7 @@ import struct
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 from edge_agent.inference.tensors import TensorSpec
 
@@ -40,6 +40,15 @@ class WorkerInfo(NamedTuple):
     outputs: tuple[TensorSpec, ...]
     attempts: tuple[tuple[str, str], ...]
     load_ms: float
+
+
+class Cancel(Protocol):
+    """What gives a worker's load up once set: a ``threading.Event``, or the daemon's
+    signal queue (set by SIGTERM while the first model loads)."""
+
+    def is_set(self) -> bool:
+        """True once the load is to be given up."""
+        ...
 
 
 class Trying(NamedTuple):

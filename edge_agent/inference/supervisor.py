@@ -41,6 +41,7 @@ from edge_agent.inference.switching import (
 from edge_agent.inference.worker import (
     SLOTS,
     Buffers,
+    Cancel,
     Done,
     WorkerHandle,
     WorkerInfo,
@@ -114,19 +115,18 @@ class Supervisor:
         self.last_error = ""
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> RunningModel:
-        """Start the first worker (blocking until the model is loaded).
+    def start(self, cancel: Cancel | None = None) -> RunningModel:
+        """Start the first worker, blocking until the model is loaded (or ``cancel`` is set).
 
         Raises:
-            WorkerError / ModelError: no backend can run the model.
+            WorkerError / ModelError: no backend can run the model, or the load was cancelled.
         """
-        model = self.prepare(self._options, self._meta)
-        self._install(model)
+        self._install(model := self.prepare(self._options, self._meta, cancel=cancel))
         return model
 
     def prepare(
         self, options: ModelOptions, meta: dict[str, Any], skip: tuple[str, ...] = (),
-        cancel: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> RunningModel:  # fmt: skip
         """Start a worker for ``options`` beside the running one and build its codec.
 

@@ -15,7 +15,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -29,6 +28,7 @@ from edge_agent.inference.backends.base import ModelRequest, registered
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.protocol import (
     AttachBuffers,
+    Cancel,
     Completed,
     Done,
     FrameReader,
@@ -220,7 +220,7 @@ class WorkerHandle:
         """The child's pid."""
         return self._process.pid
 
-    def start(self, timeout: float, cancel: threading.Event | None = None) -> WorkerInfo:
+    def start(self, timeout: float, cancel: Cancel | None = None) -> WorkerInfo:
         """Start the process and wait until the model is loaded.
 
         Args:
@@ -268,7 +268,7 @@ class WorkerHandle:
         self._reader = FrameReader(self._conn)
         return self.info
 
-    def _poll(self, timeout: float, cancel: threading.Event | None) -> bool:
+    def _poll(self, timeout: float, cancel: Cancel | None) -> bool:
         """Wait up to ``timeout`` for a message from the loading worker (see :meth:`start`)."""
         if cancel is None:
             return self._conn.poll(timeout)

@@ -6,6 +6,8 @@
   likes and checks that the handler is already installed there.
 * A SIGTERM while the config is read (a FIFO nobody feeds, at start or on a reload)
   stops the daemon at once, exit 0, instead of waiting for systemd's SIGKILL.
+* A SIGTERM while the model loads (a hung Edge TPU, before READY) stops the daemon
+  within seconds, not after ``inference.load_timeout``.
 * A camera that cannot open does not hold the first retained status back: it shows up,
   with the camera reconnecting, within seconds of the start.
 """
@@ -23,7 +25,9 @@ import pytest
 from tests.support.broker import wait_until
 from tests.support.chaos import figure
 from tests.support.daemon import agent_command, to_toml
-from tests.support.paths import REPO
+from tests.support.fake_tpu import write_state
+from tests.support.paths import REPO, fixture_model
+from tests.support.tpu_plugin import fake_tpu_env
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -142,3 +146,35 @@ def test_sigterm_during_a_reload_that_blocks_stops_the_daemon(
     assert daemon.stop(signal.SIGTERM, timeout=10) == 0
     daemon.wait_log(r"stopped while reading the config", timeout=1)
     assert "Traceback" not in daemon.log()
+
+
+def test_sigterm_while_the_model_loads_stops_before_the_load_timeout(
+    tmp_path, mqtt_broker, edge_daemon
+):
+    # The warm-up invoke hangs on the (fake) Edge TPU: the first load waits for
+    # inference.load_timeout (60 s) and then tries the CPU. SIGTERM was only queued
+    # meanwhile, so `systemctl stop` during start-up ended in a SIGKILL at 20 s.
+    state = tmp_path / "tpu.json"
+    write_state(state, devices=["usb"], invoke="hang")
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        fixture_model("color_uint8_edgetpu.tflite"),
+        fixture_model("color_labels.txt"),
+        env=fake_tpu_env(state),
+        inference={"load_timeout": 60.0},
+    )
+    wait_until(lambda: len(daemon.worker_pids()) > 0, 30, "a worker loading the model")
+    workers = daemon.worker_pids()
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    assert "Traceback" not in daemon.log()
+    wait_until(lambda: not any(map(running, workers)), 5, "the loading worker gone")
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
