@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import Config
+from edge_agent.daemon.preflight import trusted_keys
 from edge_agent.daemon.trial import Counters, HealthWatch, Outcome, Verdict
 from edge_agent.daemon.update_inbox import CommandInbox, Held
 from edge_agent.daemon.update_options import release_options, update_settings
@@ -37,7 +38,6 @@ from edge_agent.updates.journal import FINAL, IN_PROGRESS, INTERRUPTED, RequestJ
 from edge_agent.updates.manifest import Manifest
 from edge_agent.updates.release import InstalledRelease
 from edge_agent.updates.requests import LEDGER_FILE, RequestLedger
-from edge_agent.updates.signing import TrustedKeys
 from edge_agent.updates.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class UpdateService:
         self.base = base_options
         self.supervisor = supervisor
         self._report = report
+        self.keys = trusted_keys(config)  # ConfigError naming updates.trusted_keys[N]
         self.store = ModelStore(config.device.state_dir, keep_versions=config.updates.keep_versions)
-        self.keys = TrustedKeys.from_paths(config.updates.trusted_keys)
         if not config.updates.trusted_keys:
             logger.warning(
                 "updates enabled but updates.trusted_keys is empty: every model "

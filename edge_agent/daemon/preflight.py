@@ -22,13 +22,15 @@ from typing import NamedTuple
 from edge_agent.config import Config
 from edge_agent.config.checks import did_you_mean, show
 from edge_agent.daemon.ha_discovery import device_topics, entity_messages
-from edge_agent.daemon.options import device_id, model_options
+from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.reload import ReloadPlan
-from edge_agent.errors import ConfigError, ModelError
+from edge_agent.errors import ConfigError, ModelError, ModelUpdateError
 from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, Codec, static_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import Decoder
 from edge_agent.inference.switching import RunningModel
+from edge_agent.publishing.settings import ssl_context
+from edge_agent.updates.signing import TrustedKeys
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,48 @@ def release_installed(config: Config) -> bool:
     (read-only: run itself first recovers the store, which check-config must not do)."""
     releases = releases_dir(config)
     return config.updates.enabled and os.path.isdir(releases) and bool(os.listdir(releases))
+
+
+def trusted_keys(config: Config) -> TrustedKeys:
+    """Read ``updates.trusted_keys``, as ``run`` does at start (check-config too).
+
+    Raises:
+        ConfigError: naming the config file and ``updates.trusted_keys[N]``, the first
+            entry that is unreadable or not an Ed25519 public key.
+    """
+    paths = config.updates.trusted_keys
+    try:
+        return TrustedKeys.from_paths(paths)
+    except ModelUpdateError as exc:
+        index = next((i for i, path in enumerate(paths) if _bad_key(path)), 0)
+        message = str(exc).removeprefix(f"{exc.reason}: ")
+        key = f"updates.trusted_keys[{index}]"
+        raise ConfigError(message, file=config.source or None, key=key) from exc
+
+
+def _bad_key(path: str) -> bool:
+    """True when the one ``trusted_keys`` entry ``path`` cannot be read as keys."""
+    try:
+        TrustedKeys.from_paths([path])
+    except ModelUpdateError:
+        return True
+    return False
+
+
+def check_start_files(config: Config) -> None:
+    """The files besides the model that ``run`` reads at start and refuses to start
+    without: the MQTT TLS files (``ssl_context``) and the trusted update keys.
+
+    Raises:
+        ConfigError: naming the config file and the key.
+    """
+    if config.mqtt.enabled:
+        try:
+            ssl_context(mqtt_settings(config))
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=config.source or None) from exc
+    if config.updates.enabled:
+        trusted_keys(config)
 
 
 def no_model_error(config: Config) -> ConfigError:
@@ -163,7 +207,8 @@ def check_startup(config: Config) -> StartupCheck:
     Raises:
         ConfigError: run would refuse to start; the message names the config file and
             the key (``model.path``, ``model.labels`` or ``model.task``; ``camera.name``
-            when two Home Assistant entities would get one id).
+            when two Home Assistant entities would get one id; ``mqtt.ca_file`` and the
+            other TLS files; ``updates.trusted_keys[N]``).
     """
     try:  # two Home Assistant entities of one id: run refuses to start
         entity_messages(
@@ -171,6 +216,7 @@ def check_startup(config: Config) -> StartupCheck:
         )
     except ConfigError as exc:
         raise ConfigError(str(exc), file=config.source or None) from exc
+    check_start_files(config)
     options = model_options(config)
     fallback = release_installed(config)
     if not options.path:

@@ -111,3 +111,32 @@ def test_a_labels_filter_typo_is_logged_at_start_and_on_reload(tmp_path, edge_da
     daemon.wait_log(rf'{prefix}"bleu" is not a label.*did you mean "blue"\?', 10, after=mark)
     daemon.wait_log(r"reload: applied", timeout=10, after=mark)
     assert daemon.stop(timeout=10) == 0
+
+
+START_FILES = [
+    ('[mqtt]\ntls = true\nca_file = "missing-ca.pem"\n', "mqtt.ca_file", "file not found"),
+    ('[updates]\ntrusted_keys = ["missing.pub"]\n', "updates.trusted_keys[0]", "missing.pub"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "words"), START_FILES, ids=["ca_file", "trusted_key"])
+def test_a_file_run_refuses_at_start_fails_check_config_too(
+    tmp_path, edge_daemon, text, key, words
+):
+    # check-config said OK (exit 0) for both; run refused them, and a missing trusted key
+    # was blamed on the model ("model ...: cannot start: bad_key: ...", exit 1).
+    demo = REPO / "models" / "demo"
+    (tmp_path / "cfg.toml").write_text(
+        f'[device]\nid = "e2e-dev"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[[camera]]\nsource = "synthetic:64x48"\n[model]\npath = "{demo / "color_blobs.tflite"}"\n'
+        + text
+    )
+    checked = edge_daemon.run_cli("check-config", "cfg.toml", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout) == (1, ""), checked.stdout
+    assert checked.stderr.startswith(f"error: cfg.toml: {key}: "), checked.stderr
+    assert words in checked.stderr
+    proc = edge_daemon.run_cli("run", "--config", "cfg.toml", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr  # a configuration error, as documented
+    assert "Traceback" not in proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "cannot start" in x)
+    assert f"cannot start: cfg.toml: {key}: " in line and words in line, line
