@@ -25,6 +25,7 @@ from edge_agent.daemon.ha_discovery import device_topics, entity_messages
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.reload import ReloadPlan
 from edge_agent.errors import ConfigError, ModelError, ModelUpdateError
+from edge_agent.inference.backends.cpu import resolve_cpu_model
 from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, Codec, static_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import Decoder
@@ -128,9 +129,15 @@ def check_model(options: ModelOptions, source: str) -> ModelCheck:
         source: the config file, named by the warnings.
 
     Raises:
-        ModelError: the model cannot start; ``key`` names the setting at fault.
+        ModelError: the model cannot start; ``key`` names the setting at fault (also
+            ``model.cpu_model``: set, and unreadable or itself an Edge TPU model).
     """
     codec = static_codec(options)
+    if options.cpu_model:  # the CPU backend's file, named by the config: read it too
+        try:
+            resolve_cpu_model(options.path, options.cpu_model)
+        except ModelError as exc:
+            raise ModelError(str(exc), key="model.cpu_model") from exc
     warnings = filter_warnings(source, options.labels_filter, options, codec)
     return ModelCheck(codec, tuple(warnings))
 

@@ -51,8 +51,19 @@ def check(path, *flags: str, capsys) -> tuple[int, str, str]:
             "model.path",
             f"{fixture_model('not_a_model.tflite')}: not a TFLite model",
         ),
+        (
+            # check-config said OK; run failed on its CPU backend (exit 1) after spawning
+            f'path = "{COLOR}"\ncpu_model = "nope.tflite"\n',
+            "model.cpu_model",
+            "{dir}/nope.tflite: cannot read model",
+        ),
+        (
+            f'path = "{COLOR}"\ncpu_model = "{fixture_model("color_uint8_edgetpu.tflite")}"\n',
+            "model.cpu_model",
+            f"cpu_model {fixture_model('color_uint8_edgetpu.tflite')} is itself compiled for",
+        ),
     ],
-    ids=["labels", "task", "not-tflite"],
+    ids=["labels", "task", "not-tflite", "cpu-model-missing", "cpu-model-edgetpu"],
 )
 def test_what_run_refuses_fails_naming_the_config_and_the_key(
     tmp_path, capsys, lines, key, message
