@@ -346,7 +346,7 @@ class Daemon:
         self.notifier.reloading()
         new = reread_config(self.config_path, self.signals)
         if new is None:  # kept the running one (logged why)
-            self.notifier.ready()
+            self.notifier.reloaded()
             return
         plan = plan_reload(self.config, new)
         self.config = plan.config
@@ -364,7 +364,7 @@ class Daemon:
             )
             log_filter_warnings(plan, self.supervisor.current)  # a typo drops every result
         log_plan(plan, self.config_path)
-        self.notifier.ready()
+        self.notifier.reloaded()
 
     def shutdown(self, final_state: DaemonState = DaemonState.STOPPED) -> None:
         """Stop everything in order, each step bounded in time.

@@ -49,6 +49,9 @@ class Notifier:
         # Log the first failure of a streak as a warning, the rest at debug level:
         # the watchdog may fail every few seconds and must not flood the journal.
         self._failing = False
+        # READY=1 sent: a reload before it (an early SIGHUP) is not reported, or its
+        # READY=1 would tell systemd start-up is done before it is.
+        self._ready = False
 
     @property
     def enabled(self) -> bool:
@@ -107,6 +110,7 @@ class Notifier:
         Returns:
             As :meth:`notify`.
         """
+        self._ready = True
         state = "READY=1"
         if status is not None:
             state += "\nSTATUS=" + _one_line(status)
@@ -141,11 +145,22 @@ class Notifier:
             monotonic_usec: that time in microseconds; default now.
 
         Returns:
-            As :meth:`notify`.
+            As :meth:`notify`; False, sending nothing, before the first :meth:`ready`.
         """
+        if not self._ready:
+            return False
         if monotonic_usec is None:
             monotonic_usec = time.monotonic_ns() // 1000  # CLOCK_MONOTONIC on Linux
         return self.notify(f"RELOADING=1\nMONOTONIC_USEC={int(monotonic_usec)}")
+
+    def reloaded(self) -> bool:
+        """Report a reload done (``READY=1``), after :meth:`reloading`; nothing before
+        the first :meth:`ready`, when start-up has still to send it.
+
+        Returns:
+            As :meth:`notify`; False before the first :meth:`ready`.
+        """
+        return self.ready() if self._ready else False
 
     def watchdog(self) -> bool:
         """Ping the systemd watchdog (``WATCHDOG=1``); prefer :class:`Watchdog`.

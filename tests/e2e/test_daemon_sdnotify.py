@@ -108,3 +108,30 @@ def test_the_watchdog_is_fed_while_the_camera_is_down_and_retrying(
     write_clip(tmp_path / "clip.avi", 30, fps=15.0).replace(camera)
     daemon.wait_log(r"camera cam0: .* ended", timeout=20)
     assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+
+
+def test_a_sighup_before_ready_sends_no_early_ready(tmp_path, edge_daemon, notify_socket):
+    # The broker is down: READY=1 waits for the 10 s broker grace. A SIGHUP meanwhile
+    # was reloaded with RELOADING=1 + READY=1, telling systemd the service was up
+    # before the broker was given its chance (and the early SIGHUP was a reload of a
+    # service that systemd still saw as starting).
+    daemon = edge_daemon(
+        1,  # nothing listens: connections are refused
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        env=notify_socket.env,
+        mqtt={"ready_without_broker": True},
+    )
+    daemon.wait_log(r"mqtt .*cannot connect", timeout=20)
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload: applied", timeout=10)
+    assert "RELOADING=1" not in notify_socket.lines("RELOADING=")
+    assert notify_socket.times("READY=1") == [], "READY=1 before the daemon was ready"
+    wait_until(lambda: notify_socket.times("READY=1"), 20, "READY=1 after the broker grace")
+    ready_at = notify_socket.times("READY=1")[0]
+    daemon.send_signal(signal.SIGHUP)  # once running, a reload is reported as such
+    wait_until(lambda: len(notify_socket.times("READY=1")) == 2, 10, "READY=1 after reload")
+    assert [t for t in notify_socket.times("RELOADING=1") if t < ready_at] == []
+    assert len(notify_socket.times("RELOADING=1")) == 1
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0

@@ -70,6 +70,8 @@ def test_stopping_and_watchdog(notify_socket):
 
 def test_reloading_carries_monotonic_usec(notify_socket):
     notifier = Notifier()
+    assert notifier.ready()
+    assert received(notify_socket) == "READY=1"
     assert notifier.reloading(monotonic_usec=123456789)
     assert received(notify_socket) == "RELOADING=1\nMONOTONIC_USEC=123456789"
 
@@ -81,6 +83,17 @@ def test_reloading_carries_monotonic_usec(notify_socket):
     key, value = second.split("=")
     assert key == "MONOTONIC_USEC"
     assert before <= int(value) <= after
+    assert notifier.reloaded()
+    assert received(notify_socket) == "READY=1"
+
+
+def test_a_reload_before_ready_is_not_reported(notify_socket):
+    # An early SIGHUP's RELOADING=1 + READY=1 told systemd start-up was done.
+    notifier = Notifier()
+    assert not notifier.reloading()
+    assert not notifier.reloaded()
+    assert notifier.status("starting")
+    assert received(notify_socket) == "STATUS=starting"  # nothing was sent before it
 
 
 def test_no_op_without_notify_socket(monkeypatch):
