@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from edge_agent.config import DEFAULT_CONFIG_PATH, load_config
+from edge_agent.config import DEFAULT_CONFIG_PATH, config_path_from_env, load_config
 from edge_agent.errors import ConfigError, ConfigErrors
 
 
@@ -22,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "file",
         nargs="?",
-        default=os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG_PATH),
+        default=config_path_from_env(),
         help=f"config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH}, as run)",
     )
     p.add_argument(

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     doctor = Doctor(
         args.config,
-        explicit=args.config is not None or "EDGE_AGENT_CONFIG" in os.environ,
+        explicit=args.config is not None or bool(os.environ.get("EDGE_AGENT_CONFIG")),
         timeout=args.timeout,
         model_timeout=args.model_timeout,
     )

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
-from edge_agent.config import DEFAULT_CONFIG_PATH
+from edge_agent.config import DEFAULT_CONFIG_PATH, config_path_from_env
 
 logger = logging.getLogger("edge_agent")
 
@@ -16,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
     p.add_argument(
         "--config",
-        default=os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG_PATH),
+        default=config_path_from_env(),
         help=f"config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG_PATH})",
     )
     p.set_defaults(func=run)

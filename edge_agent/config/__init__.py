@@ -22,6 +22,7 @@ from __future__ import annotations
 from edge_agent.config.loader import (
     DEFAULT_CONFIG_PATH,
     ENV_OVERRIDES,
+    config_path_from_env,
     import_toml,
     load_config,
     parse_config,
@@ -52,6 +53,7 @@ __all__ = [
     "MqttConfig",
     "StatsConfig",
     "UpdatesConfig",
+    "config_path_from_env",
     "import_toml",
     "load_config",
     "parse_config",

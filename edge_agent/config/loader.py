@@ -49,6 +49,13 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 
 
+def config_path_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The config file of a command given none: ``$EDGE_AGENT_CONFIG`` when set and
+    non-empty (an empty assignment in an EnvironmentFile means unset), else
+    :data:`DEFAULT_CONFIG_PATH`."""
+    return (os.environ if env is None else env).get("EDGE_AGENT_CONFIG") or DEFAULT_CONFIG_PATH
+
+
 def import_toml(version_info: tuple[int, ...] = tuple(sys.version_info)) -> ModuleType:
     """Return the TOML parser module: stdlib ``tomllib`` on 3.11+, else ``tomli``.
 

@@ -168,3 +168,19 @@ def test_without_a_file_it_checks_the_config_run_would_load(tmp_path, capsys, mo
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert f"error: {path}: model.path:" in err, err
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["run"]])
+def test_an_empty_edge_agent_config_means_the_default_file(capsys, monkeypatch, command):
+    # `EDGE_AGENT_CONFIG=` (an empty line in /etc/default/edge-agent) was taken as the
+    # path "": "error: cannot read config file: No such file or directory", naming no
+    # file. Empty is unset, as for the EDGE_AGENT_MQTT_* overrides.
+    from edge_agent.config import DEFAULT_CONFIG_PATH
+
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", "")
+    monkeypatch.setattr("edge_agent.config.loader.DEFAULT_CONFIG_PATH", "/nonexistent/c.toml")
+    code = main(command)
+    out, err = capsys.readouterr()
+    assert code in (1, 2) and out == ""
+    assert "/nonexistent/c.toml: cannot read config file" in err, err
+    assert DEFAULT_CONFIG_PATH == "/etc/edge-agent/config.toml"
