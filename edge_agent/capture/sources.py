@@ -36,6 +36,7 @@ import numpy as np
 
 from edge_agent.capture.corrupt_frames import SkipCorruptFrames
 from edge_agent.capture.v4l2 import FrameSize, ModelFit, device_path, fitted_mode
+from edge_agent.config.url_checks import SYNTHETIC_MAX_FPS, SYNTHETIC_SIDES
 from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.redaction import mask_credentials
 
@@ -172,10 +173,11 @@ def _synthetic(text: str) -> SourceSpec:
     width = int(match["w"]) if match["w"] else None
     height = int(match["h"]) if match["h"] else None
     fps = float(match["fps"]) if match["fps"] else None
-    if width is not None and not (32 <= width <= 8192 and 32 <= (height or 0) <= 8192):
-        raise ConfigError(f"synthetic size must be 32..8192 per side, got {width}x{height}")
-    if fps is not None and not 0 < fps <= 1000:
-        raise ConfigError(f"synthetic fps must be in (0, 1000], got {fps:g}")
+    low, high = SYNTHETIC_SIDES
+    if width is not None and not (low <= width <= high and low <= (height or 0) <= high):
+        raise ConfigError(f"synthetic size must be {low}..{high} per side, got {width}x{height}")
+    if fps is not None and not 0 < fps <= SYNTHETIC_MAX_FPS:
+        raise ConfigError(f"synthetic fps must be in (0, {SYNTHETIC_MAX_FPS:g}], got {fps:g}")
     return SourceSpec(SourceKind.SYNTHETIC, "", text.lower(), width, height, fps)
 
 

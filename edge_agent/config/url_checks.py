@@ -15,6 +15,9 @@ from edge_agent.redaction import mask_credentials
 # Schemes OpenCV's FFmpeg backend is routinely given for network cameras. An unknown
 # scheme is almost always a typo ("rstp://"), so it is refused rather than passed on.
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
+# The test pattern's bounds, shared with the camera (edge_agent.capture.sources).
+SYNTHETIC_SIDES = (32, 8192)
+SYNTHETIC_MAX_FPS = 1000.0
 _SYNTHETIC = re.compile(
     r"synthetic(?::([1-9][0-9]{0,4})x([1-9][0-9]{0,4})(?:@([0-9]+(?:\.[0-9]+)?))?)?"
 )
@@ -38,6 +41,16 @@ def is_url(text: str) -> bool:
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
 
 
+def synthetic_in_bounds(match: re.Match[str] | None) -> bool:
+    """True for a ``synthetic[:WxH[@FPS]]`` match within the bounds the camera takes."""
+    if match is None:
+        return False
+    width, height, fps = match.groups()
+    low, high = SYNTHETIC_SIDES
+    sides_ok = width is None or (low <= int(width) <= high and low <= int(height) <= high)
+    return sides_ok and (fps is None or 0 < float(fps) <= SYNTHETIC_MAX_FPS)
+
+
 class CameraSource(Check):
     """A V4L2 index, device/file path, stream URL or ``synthetic[:WxH[@FPS]]``.
 
@@ -58,10 +71,11 @@ class CameraSource(Check):
         if value.isascii() and value.isdigit():
             return int(value)
         if is_synthetic(value):
-            if not _SYNTHETIC.fullmatch(value):
+            if not synthetic_in_bounds(_SYNTHETIC.fullmatch(value)):
                 raise Invalid(
                     'expected "synthetic" or "synthetic:WxH[@FPS]" (e.g. "synthetic:640x480@15"),'
-                    f" got {show(value)}"
+                    f" sides {SYNTHETIC_SIDES[0]}..{SYNTHETIC_SIDES[1]}, FPS > 0 and <= "
+                    f"{SYNTHETIC_MAX_FPS:g}, got {show(value)}"
                 )
             return value
         if is_url(value):

@@ -111,7 +111,8 @@ BAD = [
     (
         '[[camera]]\nsource = "synthetic:0x480"\n',
         'camera[0].source: expected "synthetic" or "synthetic:WxH[@FPS]"'
-        ' (e.g. "synthetic:640x480@15"), got "synthetic:0x480"',
+        ' (e.g. "synthetic:640x480@15"), sides 32..8192, FPS > 0 and <= 1000,'
+        ' got "synthetic:0x480"',
     ),
     (
         '[[camera]]\nsource = "rstp://cam.local/stream"\n',

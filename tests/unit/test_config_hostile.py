@@ -207,3 +207,35 @@ def test_every_size_at_its_bound_is_turned_into_bytes_by_the_daemon():
     assert mqtt_settings(config).spool_max_bytes == MAX_MEGABYTES << 20
     assert update_settings(config).max_file_bytes == MAX_MEGABYTES << 20
     assert config.events.snapshot_max_disk_mb == MAX_MEGABYTES
+
+
+SYNTHETIC = [
+    "synthetic",
+    "synthetic:64x48",
+    "synthetic:32x32@0.5",
+    "synthetic:8192x8192@1000",
+    "synthetic:1x1",
+    "synthetic:31x64",
+    "synthetic:64x8193",
+    "synthetic:64x48@0",
+    "synthetic:64x48@1000.5",
+]
+
+
+@pytest.mark.parametrize("source", SYNTHETIC)
+def test_a_synthetic_source_passes_the_config_only_when_the_camera_takes_it(source):
+    # "synthetic:1x1" passed check-config, then `run` exited 2 at start with "synthetic
+    # size must be 32..8192 per side", naming no key.
+    from edge_agent.capture.sources import parse_source
+
+    try:
+        parse_source(source)
+        camera_takes_it = True
+    except ConfigError:
+        camera_takes_it = False
+    text = f'[[camera]]\nsource = "{source}"\n'
+    if camera_takes_it:
+        assert parse_config(text, "c.toml", env={}).camera[0].source == source
+    else:
+        with pytest.raises(ConfigError, match=r"^c\.toml: camera\[0\]\.source: expected "):
+            parse_config(text, "c.toml", env={})
