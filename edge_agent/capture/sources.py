@@ -36,7 +36,7 @@ import numpy as np
 
 from edge_agent.capture.corrupt_frames import SkipCorruptFrames
 from edge_agent.capture.v4l2 import FrameSize, ModelFit, device_path, fitted_mode
-from edge_agent.config.url_checks import SYNTHETIC_MAX_FPS, SYNTHETIC_SIDES
+from edge_agent.config.url_checks import STREAM_SCHEMES, SYNTHETIC_MAX_FPS, SYNTHETIC_SIDES
 from edge_agent.errors import CaptureError, ConfigError
 from edge_agent.redaction import mask_credentials
 
@@ -54,7 +54,6 @@ class SourceKind:
     SYNTHETIC = "synthetic"
 
 
-STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https"})
 SYNTHETIC_DEFAULT = (640, 480, 30.0)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -190,7 +189,7 @@ def _url(text: str, scheme: str) -> SourceSpec:
             raise ConfigError(f"file URL without a path: {display!r}")
         return SourceSpec(SourceKind.FILE, path, path)
     if scheme not in STREAM_SCHEMES:
-        supported = ", ".join(sorted(STREAM_SCHEMES | {"file"}))
+        supported = ", ".join(sorted({*STREAM_SCHEMES, "file"}))
         raise ConfigError(f"unsupported camera URL scheme {scheme!r} in {display!r} ({supported})")
     try:
         host = urlsplit(text).hostname

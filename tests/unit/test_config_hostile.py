@@ -239,3 +239,16 @@ def test_a_synthetic_source_passes_the_config_only_when_the_camera_takes_it(sour
     else:
         with pytest.raises(ConfigError, match=r"^c\.toml: camera\[0\]\.source: expected "):
             parse_config(text, "c.toml", env={})
+
+
+@pytest.mark.parametrize(
+    "scheme", ["rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"]
+)
+def test_every_stream_scheme_the_config_takes_is_one_the_camera_opens(scheme):
+    # The config (and deploy/config.example.toml) took rtmps, udp, tcp and srt; the
+    # camera refused them at start: `run` exited 2, "unsupported camera URL scheme".
+    from edge_agent.capture.sources import SourceKind, parse_source
+
+    url = f"{scheme}://cam.local:9000/live"
+    config = parse_config(f'[[camera]]\nsource = "{url}"\n', "c.toml", env={})
+    assert parse_source(config.camera[0].source).kind == SourceKind.STREAM
