@@ -27,7 +27,7 @@ from edge_agent.daemon.objects import ObjectService, start_objects
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline, is_news
 from edge_agent.daemon.preflight import log_filter_warnings
-from edge_agent.daemon.reload import log_plan, plan_reload, reread_config
+from edge_agent.daemon.reload import apply_log_level, log_plan, plan_reload, reread_config
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
@@ -350,7 +350,7 @@ class Daemon:
             return
         plan = plan_reload(self.config, new)
         self.config = plan.config
-        logging.getLogger().setLevel(plan.config.logging.level)
+        apply_log_level(plan)
         if self.discovery is not None:  # e.g. expire_after follows stats.interval
             self.discovery.publish(self.config, events=self.objects is not None)
         # A shorter interval: the next stats within it, before Home Assistant expires them.

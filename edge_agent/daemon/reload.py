@@ -76,6 +76,13 @@ def plan_reload(running: Config, new: Config) -> ReloadPlan:
     return ReloadPlan(merged, tuple(applied), tuple(restart))
 
 
+def apply_log_level(plan: ReloadPlan) -> None:
+    """Set the root log level when the reload changed ``logging.level``; else the level
+    in force stays (``--log-level`` on the command line wins until the file changes it)."""
+    if "logging.level" in plan.applied:
+        logging.getLogger().setLevel(plan.config.logging.level)
+
+
 def log_plan(plan: ReloadPlan, path: str) -> None:
     """Say what a reload of ``path`` applied, and what waits for a restart."""
     logger.info(

@@ -9,11 +9,13 @@ on a later SIGHUP is refused and the running settings stay.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
 import pytest
 
+from tests.support.daemon import agent_command
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -140,3 +142,36 @@ def test_a_shorter_stats_interval_keeps_the_stats_sensors_from_expiring(
     # Home Assistant now marks the stats sensors unavailable 3 s after the last stats.
     sub.wait_count(topics.stats, seen + 1, timeout=3)
     assert daemon.stop(timeout=10) == 0
+
+
+def test_a_reload_keeps_the_log_level_given_on_the_command_line(
+    tmp_path, mqtt_broker, mqtt_subscriber, edge_daemon
+):
+    # `edge-agent --log-level DEBUG run`: any SIGHUP (a config tool reloading every
+    # service, nothing changed in the file) set the level back to the config's INFO,
+    # silently ending the debug output an operator had asked for.
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        env={"NOTIFY_SOCKET": str(tmp_path / "nobody.sock")},  # each STATUS= fails: DEBUG
+        start=False,
+    )
+    daemon.start(agent_command("--log-level", "DEBUG", "run", "--config", str(daemon.config_path)))
+    sub, stats = mqtt_subscriber, daemon.topics.stats
+    failed = r"DEBUG edge_agent\.daemon\.sdnotify .*sd_notify to .* failed"
+    daemon.wait_log(failed, timeout=20)
+    mark = len(daemon.log())
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload: applied", timeout=10, after=mark)
+    mark = len(daemon.log())
+    daemon.wait_log(failed, timeout=10, after=mark)  # still DEBUG after the reload
+    # A logging.level changed in the file is applied, as documented.
+    # (mqtt.keepalive waits for a restart: its WARNING line says the reload is done.)
+    daemon.write_config(logging={"level": "WARNING"}, mqtt={"keepalive": 17})
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"WARNING .*reload: mqtt\.keepalive changed", timeout=10, after=mark)
+    mark = len(daemon.log())
+    sub.wait_count(stats, len(sub.on(stats)) + 2, timeout=20)  # each updates the status
+    assert not re.search(r" (DEBUG|INFO) edge_agent\.daemon", daemon.log()[mark:])
+    assert daemon.stop(timeout=15) == 0
