@@ -182,7 +182,7 @@ def _build(
     doc: dict[str, Any], source: str, env: Mapping[str, str], base_dir: str | None
 ) -> tuple[Config, list[str]]:
     """Validate a parsed document into a Config plus its (pure) warnings."""
-    doc = _apply_env(doc, env)
+    doc = _apply_env(doc, env, source)
     values: dict[str, Any] = {}
     errors: list[ConfigError] = []
     for name, raw in doc.items():
@@ -210,11 +210,21 @@ def _build(
     return config, warnings
 
 
-def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay the ``EDGE_AGENT_MQTT_*`` variables on a copy of ``doc``."""
+def _apply_env(doc: dict[str, Any], env: Mapping[str, str], source: str) -> dict[str, Any]:
+    """Overlay the ``EDGE_AGENT_MQTT_*`` variables on a copy of ``doc``.
+
+    Raises:
+        ConfigError: a variable is not UTF-8 (raw bytes in an EnvironmentFile, which
+            Python decodes with surrogate escapes and MQTT cannot send).
+    """
     doc = dict(doc)
     for variable, (section, key) in ENV_OVERRIDES.items():
         value = env.get(variable)
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError as exc:  # the value is a secret: never shown
+            message = f"${variable} is not valid UTF-8"
+            raise ConfigError(message, file=source, key=f"{section}.{key}") from exc
         table = doc.get(section, {})
         # A malformed section is left alone so validation reports it.
         if value and isinstance(table, dict):

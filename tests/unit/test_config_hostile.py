@@ -252,3 +252,15 @@ def test_every_stream_scheme_the_config_takes_is_one_the_camera_opens(scheme):
     url = f"{scheme}://cam.local:9000/live"
     config = parse_config(f'[[camera]]\nsource = "{url}"\n', "c.toml", env={})
     assert parse_source(config.camera[0].source).kind == SourceKind.STREAM
+
+
+@pytest.mark.parametrize("variable", ["EDGE_AGENT_MQTT_USERNAME", "EDGE_AGENT_MQTT_PASSWORD"])
+def test_an_override_that_is_not_utf8_is_refused_naming_the_variable(variable):
+    # A password of raw bytes in the EnvironmentFile (Python decodes it with surrogate
+    # escapes) passed check-config; run then logged a UnicodeEncodeError traceback on
+    # every connection attempt and never connected.
+    env = {"EDGE_AGENT_MQTT_USERNAME": "u", variable: "p\udcff\udcfe"}
+    key = "mqtt." + variable.rsplit("_", 1)[1].lower()
+    with pytest.raises(ConfigError) as info:
+        parse_config("[mqtt]\n", "c.toml", env=env)
+    assert str(info.value) == f"c.toml: {key}: ${variable} is not valid UTF-8"
