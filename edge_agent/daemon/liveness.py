@@ -9,12 +9,14 @@ failed, and the box would stay down when the camera came back. So while *every* 
 is reconnecting, and each made an attempt lately (within twice its current backoff plus
 :data:`RETRY_GRACE`, which covers an open timing out), the watchdog is fed as well. A
 camera that shows ``streaming`` without frames, or stops attempting, still stops it.
+With no camera enabled at all (a valid config: the daemon still takes commands) there is
+no frame to wait for, and the pipeline loop, still turning, feeds it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from edge_agent.capture.health import CameraState, CameraStats
 
@@ -41,6 +43,11 @@ class RetryWatch:
             return False
         self._next = now + CHECK_EVERY
         return True
+
+    def feeds(self, cameras: Sequence[CameraStats]) -> bool:
+        """True when the watchdog is to be fed without a processed frame: no camera is
+        enabled, or every one is retrying (:meth:`all_retrying`)."""
+        return not cameras or self.all_retrying(cameras)
 
     def all_retrying(self, cameras: Iterable[CameraStats]) -> bool:
         """True when there is a camera, every one is reconnecting, and each one's attempt

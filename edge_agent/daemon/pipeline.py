@@ -251,8 +251,8 @@ class Pipeline:
         for done in completed:
             self._complete(done)
         self._idle_round()
-        if self._retrying.due() and self._retrying.all_retrying(c.stats() for c in self._cameras):
-            self._progress()  # every camera down and retrying: see daemon.liveness
+        if self._retrying.due() and self._retrying.feeds([c.stats() for c in self._cameras]):
+            self._progress()  # every camera retrying, or none enabled: see daemon.liveness
         return len(completed)
 
     def _idle_round(self) -> None:

@@ -135,3 +135,28 @@ def test_a_sighup_before_ready_sends_no_early_ready(tmp_path, edge_daemon, notif
     assert [t for t in notify_socket.times("RELOADING=1") if t < ready_at] == []
     assert len(notify_socket.times("RELOADING=1")) == 1
     assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+
+
+def test_the_watchdog_is_fed_with_every_camera_disabled(
+    tmp_path, mqtt_broker, edge_daemon, notify_socket
+):
+    # Every camera `enabled = false` is a valid config (a warning: nothing captured), the
+    # daemon still takes commands; but nothing fed the watchdog, so systemd killed it
+    # every WatchdogSec until its start limit left the service failed.
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        env=notify_socket.env,
+        camera={"enabled": False},
+    )
+    wait_until(lambda: notify_socket.times("READY=1"), 20, "READY=1")
+    ready_at = notify_socket.times("READY=1")[0]
+    wait_until(
+        lambda: len([t for t in notify_socket.times("WATCHDOG=1") if t > ready_at]) >= 4,
+        10,
+        "WATCHDOG=1 pings with no camera enabled",
+    )
+    pings = notify_socket.times("WATCHDOG=1")
+    assert min(b - a for a, b in zip(pings, pings[1:])) >= PING_S * 0.8, pings
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
