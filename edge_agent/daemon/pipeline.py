@@ -163,8 +163,8 @@ class Pipeline:
             if frame is not None:  # a quiet frame (capture.frames) keeps the camera's turn
                 self._next_camera = (self._next_camera + i + (not frame.undecoded)) % n
                 return frame
-        if n > 1 and timeout > 0:
-            time.sleep(min(timeout, 0.005))
+        if n != 1 and timeout > 0:  # no camera enabled: nothing to wait on but time
+            time.sleep(min(timeout, 0.005) if n else timeout)
         return None
 
     def _skip(self, frame: Any) -> None:

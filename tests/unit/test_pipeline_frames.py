@@ -361,3 +361,33 @@ def test_queued_quiet_frames_are_taken_together_while_another_camera_keeps_the_m
     pipeline.step()  # the busy camera's frame takes a slot; every quiet frame is carried
     assert [i for cam, i in published if cam == "cam"] == list(range(1, 9)), published
     assert any(cam == "busy" for cam, _ in published)
+
+
+def test_with_no_camera_the_loop_waits_and_feeds_the_watchdog():
+    # Every camera disabled: each step returned at once, so the pipeline thread spun at
+    # 100 % of a core for nothing (and nothing fed the watchdog).
+    import threading
+
+    pings, stop = [], threading.Event()
+
+    def ping() -> None:
+        pings.append(1)
+        if len(pings) >= 2:
+            stop.set()
+
+    pipeline = Pipeline([], FakeSupervisor(set()), lambda p: None, STATS, ping)
+    steps = 0
+    real_step = pipeline.step
+
+    def counted() -> int:
+        nonlocal steps
+        steps += 1
+        return real_step()
+
+    pipeline.step = counted
+    thread = threading.Thread(target=pipeline.run, args=(stop,))
+    thread.start()
+    assert stop.wait(10.0), "no watchdog ping with no camera"
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert steps <= 20, f"{steps} steps between two pings a second apart: a busy loop"
