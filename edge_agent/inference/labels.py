@@ -32,6 +32,7 @@ from typing import Any
 
 from edge_agent.errors import ModelError
 from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
+from edge_agent.inference.model_info import check_regular
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|,\s*|\s+)(\S.*?)\s*$")
 _CSV_HEADER = re.compile(r"^\s*[A-Za-z_][\w ]*,")  # "id,name", "index,display_name"
@@ -194,6 +195,7 @@ def read_labels(path: str | os.PathLike[str]) -> dict[int, str]:
             message names the file.
     """
     try:
+        check_regular(path)  # a FIFO or a device is never a label file
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:

@@ -6,7 +6,9 @@ one, and to find the CPU twin of ``foo_edgetpu.tflite``.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,13 +57,26 @@ def is_tflite(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
 
 
+def check_regular(path: str | os.PathLike[str]) -> None:
+    """Refuse a path that exists but is no regular file, before opening it: a FIFO would
+    block the open for good, and a device such as /dev/zero be read without end.
+
+    Raises:
+        OSError: ``EINVAL`` "not a regular file" (or the stat's own error).
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+
+
 def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
     """A model file's bytes.
 
     Raises:
-        ModelError: the file is missing or unreadable (the message names it).
+        ModelError: the file is missing, unreadable or no regular file (the message
+            names it).
     """
     try:
+        check_regular(path)
         with open(path, "rb") as f:
             return f.read()
     except OSError as exc:

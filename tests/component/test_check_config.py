@@ -184,3 +184,38 @@ def test_an_empty_edge_agent_config_means_the_default_file(capsys, monkeypatch, 
     assert code in (1, 2) and out == ""
     assert "/nonexistent/c.toml: cannot read config file" in err, err
     assert DEFAULT_CONFIG_PATH == "/etc/edge-agent/config.toml"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("setting", "key", "message"),
+    [
+        ("path", "model.path", "{fifo}: cannot read model: not a regular file"),
+        (
+            "labels",
+            "model.labels",
+            "cannot read label file {fifo}: [Errno 22] not a regular file",
+        ),
+    ],
+)
+def test_a_model_or_label_file_that_is_no_regular_file_is_refused(
+    tmp_path, capsys, setting, key, message
+):
+    # A FIFO (or /dev/zero) as model.path or model.labels: check-config, and run before
+    # it starts a model, blocked in open() for good (/dev/zero: read without end until
+    # memory ran out).
+    import os
+
+    fifo = tmp_path / "pipe.tflite"
+    os.mkfifo(fifo)
+    lines = f'path = "{COLOR}"\nlabels = "{LABELS}"\n'.replace(
+        f'{setting} = "{COLOR if setting == "path" else LABELS}"', f'{setting} = "{fifo}"'
+    )
+    path = write(tmp_path, lines)
+    code, out, err = check(path, capsys=capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: {path}: {key}: {message.format(fifo=fifo)}\n", err
+    config = load_config(path, env={})
+    with pytest.raises(ModelError) as caught:
+        start_supervisor(config, model_options(config), {}, lambda *a: None)
+    assert caught.value.key == key
