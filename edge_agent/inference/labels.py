@@ -31,8 +31,8 @@ import re
 from typing import Any
 
 from edge_agent.errors import ModelError
+from edge_agent.fileguard import check_regular
 from edge_agent.inference.label_map_pbtxt import is_label_map, parse_label_map
-from edge_agent.inference.model_info import check_regular
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*(?::\s*|,\s*|\s+)(\S.*?)\s*$")
 _CSV_HEADER = re.compile(r"^\s*[A-Za-z_][\w ]*,")  # "id,name", "index,display_name"

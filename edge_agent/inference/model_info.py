@@ -6,15 +6,14 @@ one, and to find the CPU twin of ``foo_edgetpu.tflite``.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from edge_agent.errors import ModelError
+from edge_agent.fileguard import check_regular
 from edge_agent.inference import tflite_file
 from edge_agent.inference.tensors import TensorSpec, per_tensor_quant
 
@@ -55,17 +54,6 @@ class ModelFacts(NamedTuple):
 def is_tflite(head: bytes) -> bool:
     """True when the first bytes carry the TFLite flatbuffer identifier at offset 4."""
     return len(head) >= 8 and head[4:8] == TFLITE_IDENTIFIER
-
-
-def check_regular(path: str | os.PathLike[str]) -> None:
-    """Refuse a path that exists but is no regular file, before opening it: a FIFO would
-    block the open for good, and a device such as /dev/zero be read without end.
-
-    Raises:
-        OSError: ``EINVAL`` "not a regular file" (or the stat's own error).
-    """
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
 
 
 def read_model_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.fileguard import check_regular
 from edge_agent.updates.manifest import MAX_MANIFEST_BYTES, Manifest, parse_manifest
 from edge_agent.updates.strictjson import canonical_json, loads_json
 
@@ -146,6 +147,7 @@ def load_public_key_bytes(path: str | os.PathLike[str]) -> bytes:
         ModelUpdateError: ``bad_key`` when unreadable or not an Ed25519 key.
     """
     try:
+        check_regular(path)  # a FIFO or a device is never a key file
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ModelUpdateError("bad_key", f"{path}: {exc.strerror or exc}") from exc

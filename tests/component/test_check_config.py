@@ -219,3 +219,17 @@ def test_a_model_or_label_file_that_is_no_regular_file_is_refused(
     with pytest.raises(ModelError) as caught:
         start_supervisor(config, model_options(config), {}, lambda *a: None)
     assert caught.value.key == key
+
+
+@pytest.mark.timeout(20)
+def test_a_trusted_key_that_is_no_regular_file_is_refused(tmp_path, capsys):
+    # A FIFO (or /dev/zero) in updates.trusted_keys blocked check-config, and run at start,
+    # in the read of the key for good.
+    import os
+
+    fifo = tmp_path / "k.pub"
+    os.mkfifo(fifo)
+    path = write(tmp_path, f'path = "{COLOR}"\n[updates]\ntrusted_keys = ["{fifo}"]\n')
+    code, out, err = check(path, capsys=capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: {path}: updates.trusted_keys[0]: {fifo}: not a regular file\n", err
