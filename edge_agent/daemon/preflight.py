@@ -70,6 +70,19 @@ def release_installed(config: Config) -> bool:
     return config.updates.enabled and os.path.isdir(releases) and bool(os.listdir(releases))
 
 
+def _releases_known(config: Config) -> tuple[bool, tuple[str, ...]]:
+    """:func:`release_installed`, and a warning when the directory cannot be listed
+    (check-config run by a user other than the daemon's: it is then taken as empty)."""
+    try:
+        return release_installed(config), ()
+    except OSError as exc:
+        return False, (
+            f"{config.source}: device.state_dir: cannot list {releases_dir(config)} "
+            f"({exc.strerror}), so whether an update installed a release is unknown: "
+            "model.path was checked as the model run starts",
+        )
+
+
 def trusted_keys(config: Config) -> TrustedKeys:
     """Read ``updates.trusted_keys``, as ``run`` does at start (check-config too).
 
@@ -225,7 +238,7 @@ def check_startup(config: Config) -> StartupCheck:
         raise ConfigError(str(exc), file=config.source or None) from exc
     check_start_files(config)
     options = model_options(config)
-    fallback = release_installed(config)
+    fallback, unknown = _releases_known(config)
     if not options.path:
         if fallback:
             return StartupCheck(None, None, ())
@@ -238,4 +251,4 @@ def check_startup(config: Config) -> StartupCheck:
             raise error from exc
         note = f"{error} (run starts the release installed in {releases_dir(config)} first)"
         return StartupCheck(options, None, (note,))
-    return StartupCheck(options, check.codec, check.warnings)
+    return StartupCheck(options, check.codec, unknown + check.warnings)

@@ -233,3 +233,28 @@ def test_a_trusted_key_that_is_no_regular_file_is_refused(tmp_path, capsys):
     code, out, err = check(path, capsys=capsys)
     assert (code, out) == (1, "")
     assert err == f"error: {path}: updates.trusted_keys[0]: {fifo}: not a regular file\n", err
+
+
+def test_a_release_directory_it_may_not_list_is_a_warning_not_a_traceback(
+    tmp_path, capsys, monkeypatch
+):
+    # An admin in the edge-agent group runs check-config: {state_dir}/models is the
+    # daemon's (0700), listing it raised PermissionError out of check-config as a
+    # traceback. (The tests run as root, so the refusal is injected.)
+    import os
+
+    path = write(tmp_path, f'path = "{COLOR}"\n')
+    models = tmp_path / "state" / "models"
+    models.mkdir(parents=True)
+    real_listdir = os.listdir
+
+    def listdir(target):
+        if os.fspath(target) == str(models):
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_listdir(target)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    code, out, err = check(path, capsys=capsys)
+    assert code == 0 and out.endswith(f"{path}: OK\n"), err
+    assert f"warning: {path}: device.state_dir: cannot list {models} (Permission denied)" in err
+    assert check(path, "--strict", capsys=capsys)[0] == 1
