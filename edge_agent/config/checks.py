@@ -171,12 +171,16 @@ class Num(Check):
     def __call__(self, value: Any) -> float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits: valid TOML, no float
+            raise self.fail(value) from None
         # nan/inf are valid TOML but never a sensible timeout, rate or threshold.
-        if not math.isfinite(value):
+        if not math.isfinite(number):
             raise self.fail(value)
-        if _outside(value, self.lo, self.hi, self.gt):
+        if _outside(number, self.lo, self.hi, self.gt):
             raise self.fail(value)
-        return float(value)
+        return number
 
 
 class Seconds(Num):

@@ -264,3 +264,20 @@ def test_an_override_that_is_not_utf8_is_refused_naming_the_variable(variable):
     with pytest.raises(ConfigError) as info:
         parse_config("[mqtt]\n", "c.toml", env=env)
     assert str(info.value) == f"c.toml: {key}: ${variable} is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[model]\nthreshold = 1{zeros}\n", "model.threshold"),
+        ("[stats]\ninterval = 1{zeros}\n", "stats.interval"),
+        ('[[zone]]\nname = "z"\ncamera = "cam0"\npoints = [[0, 0], [1, 0], [1, 1{zeros}]]\n',
+         "zone[0].points[2][1]"),
+    ],
+)  # fmt: skip
+def test_an_integer_too_large_for_a_float_is_refused_naming_the_key(text, key):
+    # A 400-digit integer is valid TOML; turning it into a float raised OverflowError out
+    # of check-config, out of run, and out of a SIGHUP reload (killing the daemon).
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.format(zeros="0" * 400), "c.toml", env={})
+    assert str(info.value).startswith(f"c.toml: {key}: expected "), str(info.value)
