@@ -176,6 +176,8 @@ def _loads(text: str, source: str) -> dict[str, Any]:
         elif _TOML_AT_END.search(message):
             message = f"end of file: {_TOML_AT_END.sub('', message)}"
         raise ConfigError(message, file=source) from exc
+    except ValueError as exc:  # an integer beyond Python's 4300 digits: no TOMLDecodeError
+        raise ConfigError(f"a value the parser refuses: {exc}", file=source) from exc
 
 
 def _build(

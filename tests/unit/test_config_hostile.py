@@ -281,3 +281,14 @@ def test_an_integer_too_large_for_a_float_is_refused_naming_the_key(text, key):
     with pytest.raises(ConfigError) as info:
         parse_config(text.format(zeros="0" * 400), "c.toml", env={})
     assert str(info.value).startswith(f"c.toml: {key}: expected "), str(info.value)
+
+
+def test_an_integer_beyond_python_s_digit_limit_is_a_config_error(tmp_path):
+    # Python refuses to parse integers of more than 4300 digits (a ValueError that is no
+    # TOMLDecodeError): it escaped check-config, run and a reload as a traceback.
+    path = tmp_path / "config.toml"
+    path.write_text("[model]\nthreshold = 1" + "0" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value).startswith(f"{path}: "), str(info.value)
+    assert "4300 digits" in str(info.value)
