@@ -123,4 +123,6 @@ def reread_config(path: str, signals: SignalQueue) -> Config | None:
         logger.warning("reload: %s", exc)
     except EdgeAgentError as exc:
         logger.error("reload: keeping the running configuration: %s", exc)
+    except Exception:  # a parser failure that is no ConfigError must not kill the daemon
+        logger.exception("reload: keeping the running configuration: %s could not be read", path)
     return None

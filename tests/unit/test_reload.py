@@ -64,3 +64,19 @@ def test_events_tracks_and_zones_are_named_as_needing_a_restart():
         running.track,
         running.zone,
     )
+
+
+def test_a_file_the_loader_chokes_on_keeps_the_running_config(tmp_path, monkeypatch, caplog):
+    # Each parser failure that was no ConfigError (an OverflowError, Python's digit
+    # limit) escaped the reload and killed the running daemon: whatever reading the
+    # file raises, a reload keeps the running configuration.
+    from edge_agent.daemon import reload as reload_module
+    from edge_agent.daemon.signals import SignalQueue
+
+    def choke(path):
+        raise RuntimeError("a parser bug")
+
+    monkeypatch.setattr(reload_module, "load_config", choke)
+    assert reload_module.reread_config(str(tmp_path / "c.toml"), SignalQueue()) is None
+    assert "reload: keeping the running configuration" in caplog.text
+    assert "a parser bug" in caplog.text
