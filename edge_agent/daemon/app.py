@@ -26,8 +26,13 @@ from edge_agent.daemon.model_updates import UpdateService
 from edge_agent.daemon.objects import ObjectService, start_objects
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
 from edge_agent.daemon.pipeline import Pipeline, is_news
-from edge_agent.daemon.preflight import log_filter_warnings
-from edge_agent.daemon.reload import apply_log_level, log_plan, plan_reload, reread_config
+from edge_agent.daemon.reload import (
+    apply_decoding,
+    apply_log_level,
+    log_plan,
+    plan_reload,
+    reread_config,
+)
 from edge_agent.daemon.sdnotify import Notifier, Watchdog
 from edge_agent.daemon.signals import Request, SignalQueue
 from edge_agent.daemon.startup import CameraFits, initial_model, start_supervisor
@@ -36,7 +41,6 @@ from edge_agent.daemon.stats import PipelineStats
 from edge_agent.daemon.status import DaemonState, stats_document, status_document
 from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.inference.devices import apex_temperatures
-from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import EventPayload, SupervisorEvent, WorkerRestarted
 from edge_agent.publishing.client import MqttPublisher
@@ -356,13 +360,7 @@ class Daemon:
         # A shorter interval: the next stats within it, before Home Assistant expires them.
         self._next_stats = min(self._next_stats, time.monotonic() + self.config.stats.interval)
         if self.supervisor is not None:
-            m = plan.config.model
-            # Applied by the pipeline thread between frames, and kept for every worker
-            # that replaces the current one (restart, fallback, re-probe, model switch).
-            self.supervisor.set_decoding(
-                DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections), m.labels_filter
-            )
-            log_filter_warnings(plan, self.supervisor.current)  # a typo drops every result
+            apply_decoding(plan, self.supervisor)
         log_plan(plan, self.config_path)
         self.notifier.reloaded()
 

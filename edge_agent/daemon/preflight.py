@@ -23,13 +23,11 @@ from edge_agent.config import Config
 from edge_agent.config.checks import did_you_mean, show
 from edge_agent.daemon.ha_discovery import device_topics, entity_messages
 from edge_agent.daemon.options import device_id, model_options, mqtt_settings
-from edge_agent.daemon.reload import ReloadPlan
 from edge_agent.errors import ConfigError, ModelError, ModelUpdateError
 from edge_agent.inference.backends.cpu import resolve_cpu_model
 from edge_agent.inference.codec import LABELS_FILE, LABELS_MODEL, Codec, static_codec
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import Decoder
-from edge_agent.inference.switching import RunningModel
 from edge_agent.publishing.settings import ssl_context
 from edge_agent.updates.signing import TrustedKeys
 
@@ -153,15 +151,6 @@ def check_model(options: ModelOptions, source: str) -> ModelCheck:
             raise ModelError(str(exc), key="model.cpu_model") from exc
     warnings = filter_warnings(source, options.labels_filter, options, codec)
     return ModelCheck(codec, tuple(warnings))
-
-
-def log_filter_warnings(plan: ReloadPlan, running: RunningModel | None) -> None:
-    """After a reload that changed ``model.labels_filter``: warn about its entries that
-    the running model (the configured one or a release) never gives."""
-    if running is not None and "model.labels_filter" in plan.applied:
-        source, filter_ = plan.config.source, plan.config.model.labels_filter
-        for warning in filter_warnings(source, filter_, running.options, running.codec):
-            logger.warning("%s", warning)
 
 
 def filter_warnings(

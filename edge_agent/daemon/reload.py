@@ -14,8 +14,12 @@ import logging
 from typing import NamedTuple
 
 from edge_agent.config import Config, load_config
+from edge_agent.daemon.preflight import filter_warnings
 from edge_agent.daemon.signals import SignalQueue
 from edge_agent.errors import EdgeAgentError, StopRequested
+from edge_agent.inference.postprocess import DecodeSettings
+from edge_agent.inference.supervisor import Supervisor
+from edge_agent.inference.switching import RunningModel
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +85,25 @@ def apply_log_level(plan: ReloadPlan) -> None:
     in force stays (``--log-level`` on the command line wins until the file changes it)."""
     if "logging.level" in plan.applied:
         logging.getLogger().setLevel(plan.config.logging.level)
+
+
+def apply_decoding(plan: ReloadPlan, supervisor: Supervisor) -> None:
+    """Hand the reloaded decoding settings to the model: applied by the pipeline thread
+    between frames, and kept for every worker that replaces the current one (restart,
+    fallback, re-probe, model switch)."""
+    m = plan.config.model
+    settings = DecodeSettings(m.threshold, m.top_k, m.iou, m.max_detections)
+    supervisor.set_decoding(settings, m.labels_filter)
+    log_filter_warnings(plan, supervisor.current)  # a typo drops every result
+
+
+def log_filter_warnings(plan: ReloadPlan, running: RunningModel | None) -> None:
+    """After a reload that changed ``model.labels_filter``: warn about its entries that
+    the running model (the configured one or a release) never gives."""
+    if running is not None and "model.labels_filter" in plan.applied:
+        source, filter_ = plan.config.source, plan.config.model.labels_filter
+        for warning in filter_warnings(source, filter_, running.options, running.codec):
+            logger.warning("%s", warning)
 
 
 def log_plan(plan: ReloadPlan, path: str) -> None:
