@@ -115,21 +115,27 @@ def test_manifest_fetch_body_trickle_fails_below_the_minimum_rate(server):
     assert took <= 2 + SLACK, took
 
 
-@pytest.mark.parametrize("route", ["body", "head"])
-def test_cancel_interrupts_a_blocked_transfer_within_1s(server, tmp_path, route):
-    trickle = {"body": {"trickle": 1.0}, "head": {"trickle_head": 1.0}}[route]
-    url = server.add("/m.bin", Route(body=BODY, **trickle))
-    dl = Downloader(DownloadSettings(**{**BASE, "read_timeout": 30, "max_duration": 60}))
+def _download_in_thread(dl, url, directory):
+    """Start ``download`` in a thread; the list gets its failure reason once it ends."""
     outcome: list = []
 
     def run():
         try:
-            download({}, url, tmp_path, dl)
+            download({}, url, directory, dl)
         except ModelUpdateError as exc:
             outcome.append(exc.reason)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    return thread, outcome
+
+
+@pytest.mark.parametrize("route", ["body", "head"])
+def test_cancel_interrupts_a_blocked_transfer_within_1s(server, tmp_path, route):
+    trickle = {"body": {"trickle": 1.0}, "head": {"trickle_head": 1.0}}[route]
+    url = server.add("/m.bin", Route(body=BODY, **trickle))
+    dl = Downloader(DownloadSettings(**{**BASE, "read_timeout": 30, "max_duration": 60}))
+    thread, outcome = _download_in_thread(dl, url, tmp_path)
     deadline = time.monotonic() + 10
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -224,16 +230,7 @@ def test_cancel_interrupts_a_connect_to_a_host_that_went_away_within_1s(black_ho
     url, port = black_hole
     before = syn_sent_to(port)  # the fillers beyond the queue hang the same way
     dl = Downloader(DownloadSettings(**{**BASE, "connect_timeout": 30, "max_duration": 60}))
-    outcome: list = []
-
-    def run():
-        try:
-            download({}, url, tmp_path, dl)
-        except ModelUpdateError as exc:
-            outcome.append(exc.reason)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, outcome = _download_in_thread(dl, url, tmp_path)
     deadline = time.monotonic() + 10
     while syn_sent_to(port) <= before and time.monotonic() < deadline:
         time.sleep(0.02)
