@@ -9,8 +9,8 @@ kept); the JPEG is drawn and encoded by this module's own thread, off the frame 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import OrderedDict
 from typing import Callable, NamedTuple
 
 import cv2
@@ -99,8 +99,10 @@ class SnapshotWriter:
         publish: ``publish(topic, jpeg)``, retained.
         crop: publish the box's surroundings instead of the whole frame.
         quality: JPEG quality, 1..100.
-        depth: snapshots waiting at most; when full the oldest waiting one is dropped
-            (a newer snapshot of the same object supersedes it anyway).
+        depth: objects whose snapshot may wait at most. A newer snapshot of an object
+            replaces its waiting one; another object's never does (its event says it has
+            one, and its retained topic must get it), unless ``depth`` objects already
+            wait: then the oldest waiting one is dropped (counted in :attr:`dropped`).
         store: also keep each published JPEG on disk (opened by this thread).
     """
 
@@ -111,7 +113,7 @@ class SnapshotWriter:
         *,
         crop: bool = False,
         quality: int = 80,
-        depth: int = 4,
+        depth: int = 16,
         store: SnapshotStore | None = None,
     ):
         self.store = store
@@ -119,7 +121,10 @@ class SnapshotWriter:
         self._publish = publish
         self._crop = crop
         self._quality = quality
-        self._queue: queue.Queue[Snapshot] = queue.Queue(maxsize=depth)
+        self._depth = depth
+        # (camera, label, track id) -> its latest snapshot, oldest object first
+        self._waiting: OrderedDict[tuple[str, str, int], Snapshot] = OrderedDict()
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.published = 0
@@ -131,25 +136,31 @@ class SnapshotWriter:
         self._thread.start()
 
     def submit(self, snapshot: Snapshot) -> None:
-        """Queue a snapshot; never blocks (the frame path calls this)."""
-        while True:
-            try:
-                self._queue.put_nowait(snapshot)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+        """Queue a snapshot (replacing that object's waiting one); never blocks (the
+        frame path calls this)."""
+        key = (snapshot.camera, snapshot.label, snapshot.track_id)
+        with self._cond:
+            if self._waiting.pop(key, None) is None and len(self._waiting) >= self._depth:
+                self._waiting.popitem(last=False)
+                self.dropped += 1
+            self._waiting[key] = snapshot  # the same object's better one supersedes it
+            self._cond.notify()
+
+    def _next(self, timeout: float) -> Snapshot | None:
+        """The oldest waiting snapshot, waiting up to ``timeout`` s for one."""
+        with self._cond:
+            if not self._waiting:
+                self._cond.wait(timeout)
+            if not self._waiting:
+                return None
+            return self._waiting.popitem(last=False)[1]
 
     def _run(self) -> None:
         if self.store is not None:
             self.store.open()  # a directory scan: here, not on the daemon's start path
-        while not self._stop.is_set() or not self._queue.empty():
-            try:
-                snap = self._queue.get(timeout=0.2)
-            except queue.Empty:
+        while not self._stop.is_set() or self._waiting:
+            snap = self._next(0.2)
+            if snap is None:
                 continue
             try:
                 jpeg = encode(snap, crop=self._crop, quality=self._quality)
@@ -163,6 +174,8 @@ class SnapshotWriter:
     def stop(self, timeout: float = 2.0) -> None:
         """Encode what is queued, then stop (bounded by ``timeout``)."""
         self._stop.set()
+        with self._cond:
+            self._cond.notify()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

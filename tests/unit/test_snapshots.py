@@ -36,13 +36,39 @@ def test_encode_whole_frame_and_crop():
     assert snap.image[200, 600, 1] == 0  # drawing happened on a copy
 
 
-def test_writer_queue_is_bounded_and_never_blocks():
+def test_every_object_confirmed_at_once_gets_its_snapshot():
+    """Six objects confirmed in one frame (a street at start-up): each one's event says it
+    has a snapshot, so each label's retained topic must get one. The writer used to keep
+    the newest 4 only, dropping the others' for good."""
     sent = []
-    writer = SnapshotWriter(Topics("p", "d"), lambda t, j: sent.append(t), depth=2)
-    snaps = [Snapshot("cam", f"l{i}", i, 0.5, (0, 0, 10, 10), frame(64, 48)) for i in range(5)]
-    for snap in snaps:
-        writer.submit(snap)  # not started: nothing is consumed
-    assert writer.dropped == 3
+    writer = SnapshotWriter(Topics("p", "d"), lambda t, j: sent.append(t))
+    for i in range(6):
+        writer.submit(Snapshot("cam", f"l{i}", i, 0.5, (0, 0, 10, 10), frame(64, 48)))
+    writer.start()  # started after: all six wait at once
+    writer.stop(5.0)
+    assert sent == [f"p/d/cam/l{i}/snapshot" for i in range(6)]
+    assert writer.dropped == 0
+
+
+def test_writer_queue_is_bounded_never_blocks_and_keeps_an_objects_latest():
+    sent = []
+    writer = SnapshotWriter(Topics("p", "d"), lambda t, j: sent.append((t, j)), depth=2)
+    for score in (0.5, 0.6, 0.9):  # one object improving: only its best is encoded
+        writer.submit(Snapshot("cam", "a", 1, score, (0, 0, 10, 10), frame(64, 48)))
+    for i in range(2, 5):  # past the bound, the oldest waiting object is dropped
+        writer.submit(Snapshot("cam", f"l{i}", i, 0.5, (0, 0, 10, 10), frame(64, 48)))
+    assert writer.dropped == 2  # "a" and l2
     writer.start()
     writer.stop(5.0)
-    assert sent == ["p/d/cam/l3/snapshot", "p/d/cam/l4/snapshot"]  # the newest two
+    assert [t for t, _ in sent] == ["p/d/cam/l3/snapshot", "p/d/cam/l4/snapshot"]
+    writer = SnapshotWriter(Topics("p", "d"), lambda t, j: sent.append((t, j)), depth=2)
+    for score in (0.5, 0.9):
+        writer.submit(Snapshot("cam", "a", 1, score, (0, 0, 10, 10), frame(64, 48)))
+    sent.clear()
+    writer.start()
+    writer.stop(5.0)
+    ((topic, jpeg),) = sent
+    assert topic == "p/d/cam/a/snapshot" and writer.dropped == 0
+    assert jpeg == encode(
+        Snapshot("cam", "a", 1, 0.9, (0, 0, 10, 10), frame(64, 48)), crop=False, quality=80
+    )
