@@ -8,7 +8,10 @@ the restart. At start the daemon publishes 0 on every topic recorded here (in
 ``events.labels``, a zone removed from the config meanwhile.
 
 A topic is added the first time its count is not 0 and never removed, so the file is
-written once per new topic, not at every change (an SD card's flash wears).
+written once per new topic, not at every change (an SD card's flash wears). Snapshot
+topics (``{camera}/{label}/snapshot``, retained JPEGs) are recorded the same way, so that
+every start whose config does not make one (the camera removed or renamed, snapshots or
+events off) clears it with an empty retained message.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ RECORD_NAME = "counts.json"
 
 
 class CountRecord:
-    """The recorded count topics of one device.
+    """The recorded count and snapshot topics of one device.
 
     Args:
         state_dir: where ``counts.json`` is kept.
@@ -34,38 +37,48 @@ class CountRecord:
 
     def __init__(self, state_dir: str):
         self.path = os.path.join(state_dir, RECORD_NAME)
-        self.topics: frozenset[str] = self._load()
+        # count topics, and retained snapshot topics (cleared while no camera makes them)
+        self.topics, self.snapshots = self._load()
         self._failed = False  # a write error is logged once, not at every new topic
 
-    def _load(self) -> frozenset[str]:
+    def _load(self) -> tuple[frozenset[str], frozenset[str]]:
         try:
             with open(self.path, encoding="utf-8") as fh:
-                topics = json.load(fh)["topics"]
-            if not isinstance(topics, list):
-                raise TypeError(f"topics is {type(topics).__name__}, not a list")
+                doc = json.load(fh)
+            topics, snapshots = doc["topics"], doc.get("snapshots", [])
+            if not isinstance(topics, list) or not isinstance(snapshots, list):
+                raise TypeError("topics and snapshots must be lists of topics")
             # Only what the daemon could have written: a wildcard or an empty level
             # cannot be published to (a file edited by hand must not stop the start).
-            return frozenset(t for t in topics if isinstance(t, str) and _publishable(t))
+            return _topics(topics), _topics(snapshots)
         except FileNotFoundError:
-            return frozenset()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return frozenset(), frozenset()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning(
                 "%s: unreadable (%s); counts left by an earlier run outside events.labels "
                 "are not reset",
                 self.path,
                 exc,
             )
-            return frozenset()
+            return frozenset(), frozenset()
 
     def add(self, topics: Iterable[str]) -> None:
         """Record ``topics`` (those with a count other than 0); written when one is new."""
         new = frozenset(topics) - self.topics
-        if not new:
-            return
-        self.topics |= new
-        data = json.dumps({"topics": sorted(self.topics)}, indent=1).encode("utf-8")
+        if new:
+            self.topics |= new
+            self._write()
+
+    def add_snapshot(self, topic: str) -> None:
+        """Record a snapshot topic before its first JPEG goes out (written when new)."""
+        if topic not in self.snapshots:
+            self.snapshots |= {topic}
+            self._write()
+
+    def _write(self) -> None:
+        doc = {"topics": sorted(self.topics), "snapshots": sorted(self.snapshots)}
         try:
-            write_atomic(self.path, data)
+            write_atomic(self.path, json.dumps(doc, indent=1).encode("utf-8"))
         except OSError as exc:
             if not self._failed:
                 logger.error(
@@ -74,6 +87,11 @@ class CountRecord:
                     exc.strerror or exc,
                 )
             self._failed = True
+
+
+def _topics(listed: list) -> frozenset[str]:
+    """The publishable topics of a list read from the file."""
+    return frozenset(t for t in listed if isinstance(t, str) and _publishable(t))
 
 
 def _publishable(topic: str) -> bool:

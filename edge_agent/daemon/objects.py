@@ -22,7 +22,7 @@ import numpy as np
 from edge_agent.config import Config
 from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.snapshot_store import SnapshotStore
-from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep
+from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep, snapshot_topic
 from edge_agent.inference.postprocess import Result
 from edge_agent.publishing.topics import Topics
 from edge_agent.tracking.events import (
@@ -167,6 +167,8 @@ class ObjectService:
             self._snapshots.start()
         if record is not None:
             self._reset_counts(record)
+            made = tuple(f"{topics.base}/{c.name}/" for c in config.enabled_cameras)
+            clear_snapshots(record, publish, made if ev.snapshots else ())
 
     def _reset_counts(self, record: CountRecord) -> None:
         """0 on every count now, not at a camera's first frame (a camera still down
@@ -246,6 +248,8 @@ class ObjectService:
         for event in events:
             kept = cam.best.get(event.track_id)
             if kept is not None and kept.score > cam.sent.get(event.track_id, -1.0):
+                if self._record is not None:  # before it goes out, as counts are
+                    self._record.add_snapshot(snapshot_topic(self._topics, cam.name, kept.label))
                 self._snapshots.submit(kept._replace(event_id=event.id))
                 cam.sent[event.track_id] = kept.score
             if event.type is EventType.END:
@@ -312,11 +316,22 @@ def start_objects(config: Config, topics: Topics, publish: Publish) -> ObjectSer
 
     Either way the count topics an earlier run made non-zero (``counts.json``) read 0 at
     start: a run killed with an object in view left its count retained on the broker,
-    and a run with events off publishes no count of its own that would replace it.
+    and a run with events off publishes no count of its own that would replace it. And
+    the retained snapshots of a camera removed or renamed, or of every camera with
+    snapshots or events off, are cleared (see :func:`clear_snapshots`).
     """
     record = CountRecord(config.device.state_dir)
     if config.events.enabled:
         return ObjectService(config, topics, publish, record)
     for topic in sorted(record.topics):
         publish(topic, b"0", 1, True, False)
+    clear_snapshots(record, publish, ())
     return None
+
+
+def clear_snapshots(record: CountRecord, publish: Publish, made: tuple[str, ...]) -> None:
+    """Clear (empty retained message) every recorded snapshot topic not under one of the
+    ``made`` prefixes (``{base}/{camera}/`` of the cameras that make snapshots now): a
+    camera removed or renamed, snapshots or events off, must not leave its last JPEG."""
+    for topic in sorted(t for t in record.snapshots if not t.startswith(made)):
+        publish(topic, b"", 1, True, False)

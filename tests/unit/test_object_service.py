@@ -156,3 +156,49 @@ def test_a_camera_slower_than_max_age_keeps_its_objects_between_frames():
     events = [json.loads(p) for t, p, *_ in sent if t.endswith("/events")]
     assert [e["type"] for e in events] == ["new", "end"]
     assert events[1]["end_time"] == last
+
+
+def test_a_start_clears_the_retained_snapshots_no_camera_makes_any_more(tmp_path):
+    """A run published front/dog/snapshot (retained). The next start whose config has no
+    camera "front" (renamed "gate"), or snapshots off, clears it with an empty retained
+    message; one that still has "front" with snapshots leaves it."""
+    import numpy as np
+
+    from edge_agent.daemon.count_record import CountRecord
+    from edge_agent.daemon.objects import start_objects
+
+    def config(camera: str, events: str = "") -> object:
+        return parse_config(
+            f'[device]\nstate_dir = "{tmp_path}"\n'
+            f'[[camera]]\nname = "{camera}"\nsource = 0\n[events]\n{events}',
+            "config.toml",
+            env={},
+        )
+
+    topics = Topics("edge-agent", "box")
+    snapshot = "edge-agent/box/front/dog/snapshot"
+    first: dict[str, bytes] = {}
+    service = ObjectService(
+        config("front"), topics, lambda t, p, *a: first.__setitem__(t, p), CountRecord(tmp_path)
+    )
+    image = np.zeros((240, 320, 3), np.uint8)
+    for i in range(3):
+        box = (60.0, 60.0, 120.0, 200.0)
+        service.on_frame(
+            "front", 100.0 + i / FPS, [Result(0, "dog", 0.9, box)], (320, 240), False, image
+        )
+    service.close()
+    assert first[snapshot][:2] == b"\xff\xd8"  # a JPEG, retained on the broker
+
+    def start(cfg) -> dict[str, bytes]:
+        sent: dict[str, bytes] = {}
+        objects = start_objects(cfg, topics, lambda t, p, *a: sent.__setitem__(t, p))
+        if objects is not None:
+            objects.close()
+        return sent
+
+    assert snapshot not in start(config("front"))
+    assert start(config("gate"))[snapshot] == b""
+    assert start(config("front", "snapshots = false\n"))[snapshot] == b""
+    assert start(config("front", "enabled = false\n"))[snapshot] == b""
+    assert snapshot not in start(config("front"))  # front makes it again: left alone
