@@ -210,6 +210,9 @@ class ObjectService:
         cam = self._camera(camera)
         cam.fit(size)
         cam.seen_at(timestamp)
+        if cam.emitter.settings.boxes == classification:  # a model switch may change it
+            # A classifier's object is the whole frame: its events carry no box.
+            cam.emitter.settings = cam.emitter.settings._replace(boxes=not classification)
         if classification:
             dets = classification_detections(results, self._config.model.threshold)
         else:

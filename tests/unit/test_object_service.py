@@ -202,3 +202,22 @@ def test_a_start_clears_the_retained_snapshots_no_camera_makes_any_more(tmp_path
     assert start(config("front", "snapshots = false\n"))[snapshot] == b""
     assert start(config("front", "enabled = false\n"))[snapshot] == b""
     assert snapshot not in start(config("front"))  # front makes it again: left alone
+
+
+def test_a_classifiers_events_carry_no_box():
+    """A classifier's object is its top-1 label over the whole frame: its events' box and
+    top_box are null, not [0, 0, 1, 1] read as a 1-pixel box in the frame's corner."""
+    config = parse_config('[[camera]]\nname = "front"\nsource = 0\n', "config.toml", env={})
+    events = []
+
+    def publish(topic, payload, *args):
+        if topic.endswith("/events"):
+            events.append(json.loads(payload))
+
+    service = ObjectService(config, Topics("edge-agent", "box"), publish)
+    for i in range(5):
+        frame = [Result(3, "cat", 0.9), Result(1, "dog", 0.05)]
+        service.on_frame("front", 100.0 + i / FPS, frame, (640, 480), True)
+    service.close()
+    assert [e["type"] for e in events] == ["new", "end"]
+    assert all(e["box"] is None and e["top_box"] is None for e in events), events
