@@ -71,7 +71,8 @@ def status_document(
     """The retained status: daemon state, cameras, backend, model, errors.
 
     ``durability`` (the publisher's loss counters) adds ``possibly_lost_last_run`` (results
-    the previous run may have lost to a power cut), ``spool_dropped`` and ``refused``.
+    the previous run may have lost to a power cut), ``spool_dropped``, ``lost`` (dropped
+    from memory without a spool) and ``refused``.
     ``mqtt_error`` is the broker link's last problem (a refused publish, a discarded
     oversized packet); it stands in for ``last_error`` when nothing else is wrong.
     """

@@ -260,10 +260,10 @@ class MqttPublisher:
         }
 
     def durability(self) -> dict[str, int]:
-        """What may be lost: the last run's bound, the spool's dropped records, and the
-        publishes the broker refused."""
+        """What may be lost: the last run's bound, the spool's dropped records, results
+        lost from memory without a spool, and the publishes the broker refused."""
         stats = self._store.stats()
-        out = {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped")}
+        out = {k: stats[k] for k in ("possibly_lost_last_run", "spool_dropped", "lost")}
         return {**out, "refused": self._problems.refused}
 
     # -- the publisher thread -----------------------------------------------------------

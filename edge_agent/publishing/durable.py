@@ -212,6 +212,9 @@ class Durability:
             "spool_bytes": spool.pending_bytes if spool else 0,
             "spool_dropped": spool.dropped if spool else 0,
             "spool_corrupt": spool.corrupt if spool else 0,
+            # durable messages dropped from memory at the queue's bound: the spool could
+            # not take them (storage_error) while the broker was away
+            "lost": self._outbox.durable_overflowed,
             "possibly_lost_last_run": self.possibly_lost_last_run,
             "storage_error": self.storage_error,
             "storage_errors": self.storage_errors,
