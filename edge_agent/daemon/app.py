@@ -231,7 +231,8 @@ class Daemon:
         if self.updates is not None:
             self.updates.start(self.supervisor, fallback_error)  # take model commands now
         if self.publisher is not None:  # with events off, it only zeroes a killed run's counts
-            self.objects = start_objects(cfg, self.topics, self._publish)
+            threshold = lambda: self.config.model.threshold  # noqa: E731 (a reload sets it)
+            self.objects = start_objects(cfg, self.topics, self._publish, threshold)
         self.detect.publish_all()
         self._pipeline = Pipeline(
             self.cameras,

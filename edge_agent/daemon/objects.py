@@ -138,12 +138,19 @@ class ObjectService:
         publish: queues one message (never blocks, never raises for the broker).
         record: the count topics an earlier run published (see :mod:`.count_record`);
             at start, every camera's counts and every recorded topic read 0.
+        threshold: ``model.threshold`` now (a reload changes it; read at each frame).
     """
 
     def __init__(
-        self, config: Config, topics: Topics, publish: Publish, record: CountRecord | None = None
+        self,
+        config: Config,
+        topics: Topics,
+        publish: Publish,
+        record: CountRecord | None = None,
+        threshold: Callable[[], float] | None = None,
     ):
         self._config = config
+        self._threshold = threshold or (lambda: config.model.threshold)
         self._topics = topics
         self._publish = publish
         self._cameras: dict[str, _Camera] = {}
@@ -213,8 +220,13 @@ class ObjectService:
         if cam.emitter.settings.boxes == classification:  # a model switch may change it
             # A classifier's object is the whole frame: its events carry no box.
             cam.emitter.settings = cam.emitter.settings._replace(boxes=not classification)
+        threshold = self._threshold()
+        if cam.tracker.settings.high_score != threshold:  # reloaded: as results are decoded
+            cam.tracker.settings = cam.tracker.settings._replace(
+                high_score=threshold, low_score=threshold
+            )
         if classification:
-            dets = classification_detections(results, self._config.model.threshold)
+            dets = classification_detections(results, threshold)
         else:
             dets = [Detection(r.label, r.score, r.box) for r in results if r.box is not None]
         step = cam.tracker.update(dets, timestamp)
@@ -314,8 +326,14 @@ class ObjectService:
         return [topic for topic, _ in sends]
 
 
-def start_objects(config: Config, topics: Topics, publish: Publish) -> ObjectService | None:
-    """The object layer, or None with ``events.enabled = false``.
+def start_objects(
+    config: Config,
+    topics: Topics,
+    publish: Publish,
+    threshold: Callable[[], float] | None = None,
+) -> ObjectService | None:
+    """The object layer, or None with ``events.enabled = false``; ``threshold`` gives
+    ``model.threshold`` as a reload leaves it.
 
     Either way the count topics an earlier run made non-zero (``counts.json``) read 0 at
     start: a run killed with an object in view left its count retained on the broker,
@@ -325,7 +343,7 @@ def start_objects(config: Config, topics: Topics, publish: Publish) -> ObjectSer
     """
     record = CountRecord(config.device.state_dir)
     if config.events.enabled:
-        return ObjectService(config, topics, publish, record)
+        return ObjectService(config, topics, publish, record, threshold)
     for topic in sorted(record.topics):
         publish(topic, b"0", 1, True, False)
     clear_snapshots(record, publish, ())

@@ -175,3 +175,33 @@ def test_a_reload_keeps_the_log_level_given_on_the_command_line(
     sub.wait_count(stats, len(sub.on(stats)) + 2, timeout=20)  # each updates the status
     assert not re.search(r" (DEBUG|INFO) edge_agent\.daemon", daemon.log()[mark:])
     assert daemon.stop(timeout=15) == 0
+
+
+def test_a_lowered_threshold_reaches_events_and_counts(mqtt_broker, mqtt_subscriber, edge_daemon):
+    """Results follow a reloaded ``model.threshold`` at once; events and counts must too.
+    The tracker kept the threshold it started with: after lowering it from 0.95 (nothing
+    on the clip scores that high) to 0.5, results showed the blobs while no event started
+    and every count stayed 0."""
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        model={"threshold": 0.95},
+        mqtt={"publish_results": "all"},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    sub.wait_count(topics.results, 15, timeout=20)
+    assert not any(m.json()["results"] for m in sub.on(topics.results))
+    daemon.write_config(model={"threshold": 0.5}, mqtt={"publish_results": "all"})
+    mark = len(daemon.log())
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log(r"reload: applied", timeout=10, after=mark)
+    sub.wait_for(topics.results, lambda m: len(m.json()["results"]) > 0, timeout=10)
+    detected = time.time()
+    sub.wait_for(topics.results, lambda m: m.json()["timestamp"] > detected + 2.0, timeout=10)
+    new = [m.json()["label"] for m in sub.on(topics.events) if m.json()["type"] == "new"]
+    assert new, "results show objects, yet no event started"
+    every = [m.payload for m in sub.on(topics.count("cam0", "all"))]
+    assert every[-1] != b"0", every
+    assert daemon.stop(timeout=10) == 0
