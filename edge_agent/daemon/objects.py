@@ -230,7 +230,8 @@ class ObjectService:
         else:
             dets = [Detection(r.label, r.score, r.box) for r in results if r.box is not None]
         step = cam.tracker.update(dets, timestamp)
-        cam.members.update(step.active, step.ended)
+        # A classifier does not say where its label is: its object is in no zone.
+        cam.members.update(() if classification else step.active, step.ended)
         if self._snapshots is not None and image is not None and not classification:
             self._keep_best(cam, step.active, step.matched, image)
         events = cam.emitter.step(step, timestamp, cam.members, snapshots=cam.best)

@@ -221,3 +221,26 @@ def test_a_classifiers_events_carry_no_box():
     service.close()
     assert [e["type"] for e in events] == ["new", "end"]
     assert all(e["box"] is None and e["top_box"] is None for e in events), events
+
+
+def test_a_classifiers_object_is_in_no_zone():
+    """A classifier does not say where its label is: its object must be in no zone. Its
+    whole-frame stand-in box (0, 0, 1, 1) was tested as pixels, so it entered any zone
+    holding the frame's top-left corner and was counted there."""
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\n'
+        '[[zone]]\nname = "corner"\ncamera = "front"\n'
+        "points = [[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]]\n",
+        "config.toml",
+        env={},
+    )
+    sent: dict[str, list[bytes]] = {}
+    service = ObjectService(
+        config, Topics("edge-agent", "box"), lambda t, p, *a: sent.setdefault(t, []).append(p)
+    )
+    for i in range(5):
+        service.on_frame("front", 100.0 + i / FPS, [Result(3, "cat", 0.9)], (640, 480), True)
+    events = [json.loads(p) for p in sent["edge-agent/box/events"]]
+    assert [e["zones"] for e in events] == [[]]
+    assert sent["edge-agent/box/front/cat"][-1] == b"1"
+    assert set(sent["edge-agent/box/corner/all"]) == {b"0"}, sent["edge-agent/box/corner/all"]
