@@ -230,8 +230,10 @@ class ObjectService:
         else:
             dets = [Detection(r.label, r.score, r.box) for r in results if r.box is not None]
         step = cam.tracker.update(dets, timestamp)
-        # A classifier does not say where its label is: its object is in no zone.
-        cam.members.update(() if classification else step.active, step.ended)
+        # A classifier does not say where its label is: its object is in no zone. An
+        # object unseen in this frame stays as it was (its old box proves nothing now).
+        seen = () if classification else [t for t in step.active if t.track_id in step.matched]
+        cam.members.update(seen, step.ended)
         if self._snapshots is not None and image is not None and not classification:
             self._keep_best(cam, step.active, step.matched, image)
         events = cam.emitter.step(step, timestamp, cam.members, snapshots=cam.best)

@@ -244,3 +244,25 @@ def test_a_classifiers_object_is_in_no_zone():
     assert [e["zones"] for e in events] == [[]]
     assert sent["edge-agent/box/front/cat"][-1] == b"1"
     assert set(sent["edge-agent/box/corner/all"]) == {b"0"}, sent["edge-agent/box/corner/all"]
+
+
+def test_frames_an_object_is_not_seen_in_do_not_count_towards_min_frames():
+    """``min_frames`` = 3: a person seen on the porch in 2 frames, then hidden, is not
+    on the porch; the frames it was unseen in used to count with its last box."""
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\n'
+        '[[zone]]\nname = "porch"\ncamera = "front"\nmin_frames = 3\n'
+        "points = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]\n",
+        "config.toml",
+        env={},
+    )
+    sent: dict[str, list[bytes]] = {}
+    service = ObjectService(
+        config, Topics("edge-agent", "box"), lambda t, p, *a: sent.setdefault(t, []).append(p)
+    )
+    person = [Result(0, "person", 0.9, (60.0, 60.0, 120.0, 200.0))]
+    for i in range(6):  # seen in frames 0 and 1, then hidden (max_age 1 s: still open)
+        service.on_frame("front", 100.0 + i / FPS, person if i < 2 else [], (320, 240), False)
+    events = [json.loads(p) for p in sent["edge-agent/box/events"]]
+    assert [(e["type"], e["zones"]) for e in events] == [("new", [])], events
+    assert set(sent["edge-agent/box/porch/all"]) == {b"0"}
