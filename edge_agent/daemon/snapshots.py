@@ -78,7 +78,11 @@ def encode(snapshot: Snapshot, *, crop: bool, quality: int) -> bytes:
         thickness,
     )
     if crop:
-        mx, my = (x1 - x0) // 4, (y1 - y0) // 4  # a margin of context around the box
+        # A margin of context around the box, 8 px at least: a box on the frame's edge or
+        # under a pixel wide (a small object in a shrunk frame) still gives a picture.
+        x0, y0 = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+        x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+        mx, my = max(8, (x1 - x0) // 4), max(8, (y1 - y0) // 4)
         image = image[max(0, y0 - my) : min(h, y1 + my), max(0, x0 - mx) : min(w, x1 + mx)]
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

@@ -72,3 +72,15 @@ def test_writer_queue_is_bounded_never_blocks_and_keeps_an_objects_latest():
     assert jpeg == encode(
         Snapshot("cam", "a", 1, 0.9, (0, 0, 10, 10), frame(64, 48)), crop=False, quality=80
     )
+
+
+def test_a_crop_of_a_box_on_the_frames_edge_or_under_a_pixel_is_still_a_jpeg():
+    """``snapshot_crop``: a small object on the right edge of a 1920 px frame is under a
+    pixel wide once shrunk to 640, and a box clipped to the edge has no width: the crop
+    was empty, OpenCV refused to encode it and the event's snapshot never went out."""
+    tiny = keep("cam", "ball", 1, 0.9, (1919.0, 500.0, 1920.0, 501.0), frame(1920, 1080), 640)
+    edge = Snapshot("cam", "edge", 1, 0.9, (640.0, 10.0, 640.0, 50.0), frame(640, 480))
+    for snap in (tiny, edge):
+        jpeg = encode(snap, crop=True, quality=80)
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), 1)
+        assert image is not None and min(image.shape[:2]) >= 8, image.shape
