@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +55,9 @@ MAX_KEPT = 16  # open objects whose best frame is kept, per camera (bounds memor
 IDLE_AFTER = 1.0
 IDLE_GAPS = 3.0
 GAPS_KEPT = 9  # recent intervals whose median is the usual one (an outage's gap is one)
+# The wall clock moving this much against the monotonic one between two frames was set
+# (NTP on a box without RTC, an operator), not slewed: object times follow the step.
+CLOCK_STEP_S = 0.5
 
 # publish(topic, payload, qos, retain, durable)
 Publish = Callable[[str, bytes, int, bool, bool], None]
@@ -155,6 +159,7 @@ class ObjectService:
         self._publish = publish
         self._cameras: dict[str, _Camera] = {}
         self._record = record
+        self._clock = time.time() - time.monotonic()  # see _follow_clock
         self.events = 0
         ev = config.events
         self._snapshots: SnapshotWriter | None = None
@@ -214,8 +219,12 @@ class ObjectService:
             classification: the model is a classifier (its top-1 label is the object).
             image: the frame (read only here; copied only when a best score improves).
         """
+        self._follow_clock()
         cam = self._camera(camera)
         cam.fit(size)
+        # In capture order: a frame taken before the clock was set forward is not older
+        # than the objects' times, which moved with the clock.
+        timestamp = max(timestamp, cam.last_frame)
         cam.seen_at(timestamp)
         if cam.emitter.settings.boxes == classification:  # a model switch may change it
             # A classifier's object is the whole frame: its events carry no box.
@@ -286,6 +295,7 @@ class ObjectService:
                 between frames (see ``_Camera.idle``: within ``IDLE_AFTER`` s of its
                 latest frame, or ``IDLE_GAPS`` times its usual interval).
         """
+        self._follow_clock()
         cam = self._cameras.get(camera)
         if cam is None or not cam.idle(now):
             return
@@ -295,6 +305,20 @@ class ObjectService:
         # Nothing was seen: zone streaks and event updates wait for a real frame.
         cam.members.update((), step.ended)
         self._send_step(cam, cam.emitter.end_all(step.ended, snapshots=cam.best), step.active)
+
+    def _follow_clock(self) -> None:
+        """Move every object's times with a step of the wall clock: set back an hour,
+        objects would stay present for that hour and end before they started; set
+        forward, an object missed in one frame would end as unseen for that long."""
+        clock = time.time() - time.monotonic()
+        step, self._clock = clock - self._clock, clock
+        if abs(step) < CLOCK_STEP_S:
+            return
+        logger.warning("the wall clock was set by %+.1fs: object times follow it", step)
+        for cam in self._cameras.values():
+            cam.tracker.shift(step)
+            cam.emitter.shift(step)
+            cam.last_frame += step if cam.last_frame else 0.0
 
     def close(self, timeout: float = 2.0) -> None:
         """End every open event (shutdown: nothing is observed any more), zero the

@@ -201,6 +201,11 @@ class EventEmitter:
             track.track_id in snapshots,
         )
 
+    def shift(self, dt: float) -> None:
+        """Move the open events' last update times by ``dt`` seconds (the wall clock was
+        set), so their updates keep their pace."""
+        self._open = {k: e._replace(last_update=e.last_update + dt) for k, e in self._open.items()}
+
     def end_all(
         self, ended: Iterable[TrackState], snapshots: Collection[int] = ()
     ) -> list[ObjectEvent]:

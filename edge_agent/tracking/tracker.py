@@ -307,6 +307,13 @@ class Tracker:
             track.top_box = _scaled(track.top_box, sx, sy)
             track.velocity = _scaled(track.velocity, sx, sy)
 
+    def shift(self, dt: float) -> None:
+        """Move every track's times by ``dt`` seconds (the wall clock was set): ages and
+        durations stay what they were."""
+        for track in self._tracks:
+            track.first_seen += dt
+            track.last_seen += dt
+
     def end_all(self) -> list[TrackState]:
         """End every confirmed track now (detection switched off, shutdown)."""
         ended = [tr.state() for tr in self._tracks if tr.confirmed]

@@ -266,3 +266,70 @@ def test_frames_an_object_is_not_seen_in_do_not_count_towards_min_frames():
     events = [json.loads(p) for p in sent["edge-agent/box/events"]]
     assert [(e["type"], e["zones"]) for e in events] == [("new", [])], events
     assert set(sent["edge-agent/box/porch/all"]) == {b"0"}
+
+
+class _Clock:
+    """A wall clock that can step (NTP setting the time of a box without RTC) over a
+    steady monotonic one."""
+
+    def __init__(self):
+        self.mono, self.step = 50.0, 0.0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return 1000.0 + self.mono + self.step
+
+
+def _stepped_clock_run(monkeypatch, step: float, seen, frames: int = 60) -> list[dict]:
+    """A person in view of 10 fps frames (``seen(i)``), the wall clock set by ``step``
+    seconds at frame 20, then the camera silent for 3 s; the events."""
+    from edge_agent.daemon import objects
+
+    clock = _Clock()
+    monkeypatch.setattr(objects, "time", clock, raising=False)
+    config = parse_config(
+        '[[camera]]\nname = "front"\nsource = 0\n[events]\nmax_age = 1.0\n', "c.toml", env={}
+    )
+    events = []
+
+    def publish(topic, payload, *args):
+        if topic.endswith("/events"):
+            events.append(json.loads(payload))
+
+    service = ObjectService(config, Topics("edge-agent", "box"), publish)
+    for i in range(frames):
+        clock.mono += 1 / FPS
+        if i == 20:
+            clock.step = step  # the wall clock is set, the scene goes on
+        person = [Result(0, "person", 0.9, (60.0, 60.0, 120.0, 200.0))] if seen(i) else []
+        service.on_frame("front", clock.time(), person, (320, 240), False)
+    for _ in range(30):  # the camera stops giving frames: the pipeline ages its objects
+        clock.mono += 0.1
+        service.expire("front", clock.time())
+    return events
+
+
+def test_a_wall_clock_set_forward_does_not_end_an_object_missed_at_that_moment(monkeypatch):
+    """A box without RTC starts before NTP, which then sets its clock an hour forward
+    just as a frame misses the person in view: the person stays one event (it used to
+    end, an hour unseen, and start again as a new one)."""
+    events = _stepped_clock_run(monkeypatch, 3600.0, lambda i: i != 20)
+    assert [e["type"] for e in events] == ["new", "end"], [(e["type"], e["id"]) for e in events]
+
+
+def test_a_wall_clock_set_back_keeps_event_times_in_order(monkeypatch):
+    """The clock set an hour back while a person is in view: the event's end is after its
+    start in the clock as it is now (it was an hour before it)."""
+    events = _stepped_clock_run(monkeypatch, -3600.0, lambda i: i < 40)
+    assert [e["type"] for e in events] == ["new", "end"], [e["type"] for e in events]
+    end = events[-1]
+    assert 0 < end["end_time"] - end["start_time"] < 10, end
+
+
+def test_a_camera_that_stops_after_the_clock_was_set_back_still_ends_its_objects(monkeypatch):
+    """Set an hour back, then the camera stops with the person in view: the person ends
+    after max_age (it stayed in view, count 1, until the clock caught up an hour later)."""
+    events = _stepped_clock_run(monkeypatch, -3600.0, lambda i: True)
+    assert [e["type"] for e in events] == ["new", "end"], [e["type"] for e in events]
