@@ -268,3 +268,37 @@ def test_snapshot_shows_the_object_at_its_best_box(mqtt_broker, mqtt_subscriber,
     assert retained in {p.read_bytes() for p in kept}
     on_disk = cv2.imdecode(np.frombuffer(kept[0].read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert on_disk is not None and on_disk.shape == (240, 320, 3)
+
+
+def test_a_renamed_camera_leaves_no_retained_snapshot(mqtt_broker, mqtt_subscriber, edge_daemon):
+    """The camera "cam0" renamed "porch" and the daemon restarted: cam0's retained
+    snapshot is cleared (a consumer subscribing later gets none), as its Home Assistant
+    entity goes; it used to stay on the broker for good."""
+    from tests.support.broker import MqttSubscriber, wait_until
+
+    daemon = edge_daemon(
+        mqtt_broker.port,
+        DEMO / "clip.avi",
+        DEMO / "color_blobs.tflite",
+        DEMO / "labels.txt",
+        mqtt={"publish_results": "off"},
+    )
+    sub, topics = mqtt_subscriber, daemon.topics
+    old = f"{topics.base}/cam0/green/snapshot"
+    sub.wait_for(old, timeout=30)
+    assert daemon.stop(timeout=15) == 0
+    assert len(daemon_retained(mqtt_broker, old)) > 1000
+    daemon.proc = None
+    daemon.write_config(camera={"name": "porch"})
+    daemon.start()
+    sub.wait_for(f"{topics.base}/porch/green/snapshot", timeout=30)
+    wait_until(lambda: [m.payload for m in sub.on(old)][-1:] == [b""], 10, "cam0's cleared")
+    # A late subscriber: the broker sends what it retains in subscription order, so once
+    # "available" (retained) came, a snapshot still retained on cam0 would have too.
+    late = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [old, topics.available]).start()
+    try:
+        late.wait_for(topics.available, timeout=5)
+        assert late.on(old) == [], "cam0's snapshot is still retained"
+    finally:
+        late.stop()
+    assert daemon.stop(timeout=15) == 0
