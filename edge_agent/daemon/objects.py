@@ -169,6 +169,8 @@ class ObjectService:
                 lambda topic, jpeg: publish(topic, jpeg, 1, True, False),
                 crop=ev.snapshot_crop,
                 quality=ev.snapshot_quality,
+                # Each camera's kept objects may all wait at once (confirmed together).
+                depth=MAX_KEPT * max(1, len(config.enabled_cameras)),
                 store=SnapshotStore(
                     os.path.join(config.device.state_dir, "snapshots"),
                     int(ev.snapshot_max_disk_mb * 1024 * 1024),

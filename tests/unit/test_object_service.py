@@ -333,3 +333,37 @@ def test_a_camera_that_stops_after_the_clock_was_set_back_still_ends_its_objects
     after max_age (it stayed in view, count 1, until the clock caught up an hour later)."""
     events = _stepped_clock_run(monkeypatch, -3600.0, lambda i: True)
     assert [e["type"] for e in events] == ["new", "end"], [e["type"] for e in events]
+
+
+def test_every_object_two_cameras_confirm_at_once_gets_its_snapshot():
+    """Two cameras each confirm 12 objects in the same instant while the snapshot thread
+    is busy: each of the 24 gets its snapshot (16 per camera may be kept)."""
+    import threading
+
+    import numpy as np
+
+    config = parse_config(
+        '[[camera]]\nname = "a"\nsource = 0\n[[camera]]\nname = "b"\nsource = 1\n',
+        "config.toml",
+        env={},
+    )
+    busy, snapshots = threading.Event(), set()
+
+    def publish(topic, payload, *args):
+        if topic.endswith("/snapshot"):
+            busy.wait(10)  # the first JPEG holds the thread until every object waits
+            snapshots.add(topic)
+
+    service = ObjectService(config, Topics("edge-agent", "box"), publish)
+    image = np.zeros((240, 320, 3), np.uint8)
+    labels = [f"l{i}" for i in range(12)]
+    for i in range(2):
+        for camera in ("a", "b"):
+            results = [
+                Result(n, label, 0.9, (20.0 * n, 10.0, 20.0 * n + 15, 40.0))
+                for n, label in enumerate(labels)
+            ]
+            service.on_frame(camera, 100.0 + i / FPS, results, (320, 240), False, image)
+    busy.set()
+    service.close(5.0)
+    assert len(snapshots) == 24, sorted(snapshots)
