@@ -8,10 +8,11 @@ the restart. At start the daemon publishes 0 on every topic recorded here (in
 ``events.labels``, a zone removed from the config meanwhile.
 
 A topic is added the first time its count is not 0 and never removed, so the file is
-written once per new topic, not at every change (an SD card's flash wears). Snapshot
-topics (``{camera}/{label}/snapshot``, retained JPEGs) are recorded the same way, so that
-every start whose config does not make one (the camera removed or renamed, snapshots or
-events off) clears it with an empty retained message.
+written once per new topic, not at every change (an SD card's flash wears). The other
+retained topics of a camera, its snapshots (``{camera}/{label}/snapshot``) and its
+detection switch state (``{camera}/detect/state``), are recorded the same way, so that
+every start whose config does not make one (the camera removed, renamed or disabled;
+for snapshots, snapshots or events off) clears it with an empty retained message.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge_agent.atomicfile import write_atomic
 
 logger = logging.getLogger(__name__)
 
 RECORD_NAME = "counts.json"
+DETECT_STATE = "/detect/state"  # a camera's switch state (the rest are snapshots)
+# publish(topic, payload, qos, retain, durable)
+Clear = Callable[[str, bytes, int, bool, bool], None]
 
 
 class CountRecord:
@@ -37,20 +41,20 @@ class CountRecord:
 
     def __init__(self, state_dir: str):
         self.path = os.path.join(state_dir, RECORD_NAME)
-        # count topics, and retained snapshot topics (cleared while no camera makes them)
-        self.topics, self.snapshots = self._load()
+        # count topics; a camera's other retained topics (cleared while none makes them)
+        self.topics, self.retained = self._load()
         self._failed = False  # a write error is logged once, not at every new topic
 
     def _load(self) -> tuple[frozenset[str], frozenset[str]]:
         try:
             with open(self.path, encoding="utf-8") as fh:
                 doc = json.load(fh)
-            topics, snapshots = doc["topics"], doc.get("snapshots", [])
-            if not isinstance(topics, list) or not isinstance(snapshots, list):
-                raise TypeError("topics and snapshots must be lists of topics")
+            topics, retained = doc["topics"], doc.get("retained", [])
+            if not isinstance(topics, list) or not isinstance(retained, list):
+                raise TypeError("topics and retained must be lists of topics")
             # Only what the daemon could have written: a wildcard or an empty level
             # cannot be published to (a file edited by hand must not stop the start).
-            return _topics(topics), _topics(snapshots)
+            return _topics(topics), _topics(retained)
         except FileNotFoundError:
             return frozenset(), frozenset()
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -69,14 +73,25 @@ class CountRecord:
             self.topics |= new
             self._write()
 
-    def add_snapshot(self, topic: str) -> None:
-        """Record a snapshot topic before its first JPEG goes out (written when new)."""
-        if topic not in self.snapshots:
-            self.snapshots |= {topic}
+    def add_retained(self, topics: Iterable[str]) -> None:
+        """Record a camera's retained topics before they go out (written when one is new)."""
+        new = frozenset(topics) - self.retained
+        if new:
+            self.retained |= new
             self._write()
 
+    def clear_retained(self, publish: Clear, cameras: Iterable[str], snapshots: bool) -> None:
+        """Clear (an empty retained message) every recorded retained topic this start does
+        not make: any of a camera not in ``cameras`` (``{base}/{camera}/``), and every
+        snapshot unless ``snapshots``."""
+        made = tuple(cameras)
+        for topic in sorted(self.retained):
+            state = topic.endswith(DETECT_STATE)
+            if not topic.startswith(made) or not (snapshots or state):
+                publish(topic, b"", 1, True, False)
+
     def _write(self) -> None:
-        doc = {"topics": sorted(self.topics), "snapshots": sorted(self.snapshots)}
+        doc = {"topics": sorted(self.topics), "retained": sorted(self.retained)}
         try:
             write_atomic(self.path, json.dumps(doc, indent=1).encode("utf-8"))
         except OSError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.config import Config
+from edge_agent.daemon.controls import detect_state_topic
 from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.snapshot_store import SnapshotStore
 from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep, snapshot_topic
@@ -181,8 +182,6 @@ class ObjectService:
             self._snapshots.start()
         if record is not None:
             self._reset_counts(record)
-            made = tuple(f"{topics.base}/{c.name}/" for c in config.enabled_cameras)
-            clear_snapshots(record, publish, made if ev.snapshots else ())
 
     def _reset_counts(self, record: CountRecord) -> None:
         """0 on every count now, not at a camera's first frame (a camera still down
@@ -278,7 +277,7 @@ class ObjectService:
             kept = cam.best.get(event.track_id)
             if kept is not None and kept.score > cam.sent.get(event.track_id, -1.0):
                 if self._record is not None:  # before it goes out, as counts are
-                    self._record.add_snapshot(snapshot_topic(self._topics, cam.name, kept.label))
+                    self._record.add_retained([snapshot_topic(self._topics, cam.name, kept.label)])
                 self._snapshots.submit(kept._replace(event_id=event.id))
                 cam.sent[event.track_id] = kept.score
             if event.type is EventType.END:
@@ -367,21 +366,17 @@ def start_objects(
     Either way the count topics an earlier run made non-zero (``counts.json``) read 0 at
     start: a run killed with an object in view left its count retained on the broker,
     and a run with events off publishes no count of its own that would replace it. And
-    the retained snapshots of a camera removed or renamed, or of every camera with
-    snapshots or events off, are cleared (see :func:`clear_snapshots`).
+    the retained snapshots and detection switch states of a camera removed or renamed,
+    and every snapshot with snapshots or events off, are cleared.
     """
     record = CountRecord(config.device.state_dir)
-    if config.events.enabled:
+    cameras = [c.name for c in config.enabled_cameras]
+    record.add_retained(detect_state_topic(topics, c) for c in cameras)
+    ev = config.events
+    made = [f"{topics.base}/{c}/" for c in cameras]
+    record.clear_retained(publish, made, ev.enabled and ev.snapshots)
+    if ev.enabled:
         return ObjectService(config, topics, publish, record, threshold)
     for topic in sorted(record.topics):
         publish(topic, b"0", 1, True, False)
-    clear_snapshots(record, publish, ())
     return None
-
-
-def clear_snapshots(record: CountRecord, publish: Publish, made: tuple[str, ...]) -> None:
-    """Clear (empty retained message) every recorded snapshot topic not under one of the
-    ``made`` prefixes (``{base}/{camera}/`` of the cameras that make snapshots now): a
-    camera removed or renamed, snapshots or events off, must not leave its last JPEG."""
-    for topic in sorted(t for t in record.snapshots if not t.startswith(made)):
-        publish(topic, b"", 1, True, False)

@@ -367,3 +367,31 @@ def test_every_object_two_cameras_confirm_at_once_gets_its_snapshot():
     busy.set()
     service.close(5.0)
     assert len(snapshots) == 24, sorted(snapshots)
+
+
+def test_a_start_clears_the_detect_state_of_a_camera_no_more_configured(tmp_path):
+    """A run had camera "front", whose detection switch state is retained; the next one
+    has it renamed "gate": front's state is cleared (a consumer listing the cameras by
+    their switches saw a ghost), gate's is left to the switch."""
+    from edge_agent.daemon.objects import start_objects
+
+    def config(camera: str) -> object:
+        return parse_config(
+            f'[device]\nstate_dir = "{tmp_path}"\n[[camera]]\nname = "{camera}"\nsource = 0\n',
+            "config.toml",
+            env={},
+        )
+
+    topics = Topics("edge-agent", "box")
+
+    def start(cfg) -> dict[str, bytes]:
+        sent: dict[str, bytes] = {}
+        objects = start_objects(cfg, topics, lambda t, p, *a: sent.__setitem__(t, p))
+        if objects is not None:
+            objects.close()
+        return sent
+
+    assert "edge-agent/box/front/detect/state" not in start(config("front"))
+    renamed = start(config("gate"))
+    assert renamed["edge-agent/box/front/detect/state"] == b""
+    assert "edge-agent/box/gate/detect/state" not in renamed
