@@ -272,8 +272,8 @@ def test_snapshot_shows_the_object_at_its_best_box(mqtt_broker, mqtt_subscriber,
 
 def test_a_renamed_camera_leaves_no_retained_snapshot(mqtt_broker, mqtt_subscriber, edge_daemon):
     """The camera "cam0" renamed "porch" and the daemon restarted: cam0's retained
-    snapshot is cleared (a consumer subscribing later gets none), as its Home Assistant
-    entity goes; it used to stay on the broker for good."""
+    snapshot and detection switch state are cleared (a consumer subscribing later gets
+    none), as its Home Assistant entities go; they used to stay on the broker for good."""
     from tests.support.broker import MqttSubscriber, wait_until
 
     daemon = edge_daemon(
@@ -292,13 +292,16 @@ def test_a_renamed_camera_leaves_no_retained_snapshot(mqtt_broker, mqtt_subscrib
     daemon.write_config(camera={"name": "porch"})
     daemon.start()
     sub.wait_for(f"{topics.base}/porch/green/snapshot", timeout=30)
-    wait_until(lambda: [m.payload for m in sub.on(old)][-1:] == [b""], 10, "cam0's cleared")
+    switch = f"{topics.base}/cam0/detect/state"
+    for topic in (old, switch):
+        wait_until(lambda t=topic: [m.payload for m in sub.on(t)][-1:] == [b""], 10, topic)
     # A late subscriber: the broker sends what it retains in subscription order, so once
     # "available" (retained) came, a snapshot still retained on cam0 would have too.
-    late = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [old, topics.available]).start()
+    late = MqttSubscriber(mqtt_broker.host, mqtt_broker.port, [old, switch, topics.available])
+    late.start()
     try:
         late.wait_for(topics.available, timeout=5)
-        assert late.on(old) == [], "cam0's snapshot is still retained"
+        assert late.on(old) == [] and late.on(switch) == [], "cam0's topics still retained"
     finally:
         late.stop()
     assert daemon.stop(timeout=15) == 0
