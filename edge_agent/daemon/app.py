@@ -89,7 +89,6 @@ class Daemon:
         self.log_context = LogContext()
         install_log_context(self.log_context)
 
-    # ------------------------------------------------------------------ events
     def _on_camera_state(self, name: str, state: str, detail: str) -> None:
         """Camera callback: record and publish the new state."""
         with self._status_lock:
@@ -126,7 +125,6 @@ class Daemon:
         except Exception:
             logger.exception("command %s on %s failed", command, topic)
 
-    # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """The retained status document."""
         sup = self.supervisor
@@ -187,7 +185,6 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.publish_result(payload, urgent=is_news(payload))
 
-    # --------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Start what takes commands, the publisher, the worker, cameras, pipeline thread.
 
