@@ -32,7 +32,6 @@ from edge_agent.inference.switching import (
     Completion,
     DecodeOverride,
     EventSink,
-    ModelSwitched,
     RunningModel,
     SupervisorEvent,
     Switchboard,
@@ -109,7 +108,7 @@ class Supervisor:
         self._crashes = CrashLoop(reprobe_max)  # restart backoff, the frame a worker dies on
         self.restarts = 0
         self.errors = 0  # worker deaths, hangs and invoke errors
-        self.invoke_errors = 0  # frames the model itself failed on
+        self.invoke_errors = 0  # frames dropped: the model failed on them, or could not rerun
         self.completed = 0
         self.decoding_changes = 0  # decode settings applied live (thresholds, ...)
         self.last_error = ""
@@ -161,13 +160,14 @@ class Supervisor:
             raise
         return RunningModel(options, worker, codec, dict(meta))
 
-    def _install(self, model: RunningModel) -> None:
-        """Make ``model`` current: (re)use shared slots and hand them to its worker."""
+    def _install(self, model: RunningModel) -> bool:
+        """Make ``model`` current: (re)use shared slots and hand them to its worker.
+
+        Returns:
+            False when its tensors took new slots (what the old ones held is gone).
+        """
         info = model.worker.info
-        if self._buffers is None or not self._buffers.fits(info):
-            if self._buffers is not None:
-                self._buffers.close()
-            self._buffers = Buffers(info.input, info.outputs)
+        self._buffers, kept = Buffers.reuse(self._buffers, info)
         model.worker.attach(self._buffers)
         self._decoding.apply(model)
         old, self.current = self.current, model
@@ -177,6 +177,7 @@ class Supervisor:
             self._on_event(
                 SupervisorEvent.BACKEND, BackendChanged(info.backend, info.model_path, previous)
             )
+        return kept
 
     def stop(self, timeout: float = 3.0) -> None:
         """Stop every worker and free the shared memory; a pending switch is cancelled."""
@@ -314,7 +315,9 @@ class Supervisor:
             )  # fmt: skip
             return
         self._broken = None
-        self._install(new)
+        if not self._install(new):  # a twin of another layout: the frames' pixels are gone
+            for seq in sorted(self._inflight):
+                self._drop(self._inflight.pop(seq)[0], "preprocessed for the failed worker")
         for seq, (slot, job, _t) in sorted(self._inflight.items()):
             self._inflight[seq] = (slot, job, time.monotonic())
             new.worker.submit(seq, slot)
@@ -377,11 +380,8 @@ class Supervisor:
 
     def _announce(self) -> RunningModel:
         """Report the model now serving as switched to, and return it."""
-        model = self.current
-        meta, path = model.meta, model.worker.info.model_path
-        switched = ModelSwitched(path, meta.get("name", ""), str(meta.get("version", "")))
-        self._on_event(SupervisorEvent.MODEL, switched)
-        return model
+        self._on_event(SupervisorEvent.MODEL, self.current.switched())
+        return self.current
 
     def set_decoding(self, settings: DecodeSettings, labels_filter: Iterable[str]) -> None:
         """Decode with these settings from the next frame on, in every later worker too

@@ -34,6 +34,12 @@ class RunningModel(NamedTuple):
     codec: Codec
     meta: dict[str, Any]
 
+    def switched(self) -> ModelSwitched:
+        """The event that reports this model as the one now serving."""
+        meta = self.meta
+        version = str(meta.get("version", ""))
+        return ModelSwitched(self.worker.info.model_path, meta.get("name", ""), version)
+
 
 class Completion(NamedTuple):
     """A finished frame: outputs are views valid until the slot is reused."""

@@ -151,6 +151,19 @@ class Buffers:
         self.inputs = [_views(b, [input_spec])[0] for b in self._in]
         self.outputs = [_views(b, output_specs) for b in self._out]
 
+    @classmethod
+    def reuse(cls, buffers: Buffers | None, info: WorkerInfo) -> tuple[Buffers, bool]:
+        """``buffers`` if a worker's tensors fit them, else new slots (the old ones freed).
+
+        Returns:
+            (the slots, True when they are the ones given: their contents still stand).
+        """
+        if buffers is not None and buffers.fits(info):
+            return buffers, True
+        if buffers is not None:
+            buffers.close()
+        return cls(info.input, info.outputs), False
+
     def fits(self, info: WorkerInfo) -> bool:
         """True when a worker's tensors have this layout (the slots can be reused)."""
         return info.input == self.input_spec and tuple(info.outputs) == self.output_specs

@@ -208,3 +208,34 @@ def test_the_worker_runs_other_while_the_thread_that_started_it_runs_batch(event
         assert run_frames(sup, 2)[1][2][0].label == "red"
     finally:
         sup.stop()
+
+
+def test_frames_in_flight_at_a_fallback_to_a_twin_of_another_layout_never_run_on_zeros(
+    fake_tpu, events
+):
+    # The CPU twin (model.cpu_model) takes float32 where the TPU build takes uint8: the
+    # fallback worker gets new shared slots. The frames in flight were preprocessed into
+    # the old ones: each is run again from its own pixels or dropped and counted, never
+    # run on the new slots' zeros and published as that frame's results.
+    opts = ModelOptions(
+        path=TPU_MODEL,
+        cpu_model=str(fixture_model("color_float.tflite")),
+        labels=str(fixture_model("color_labels.txt")),
+        num_threads=1,
+    )
+    sup = Supervisor(
+        opts, make_codec, deadline=2.0, reprobe_initial=60, reprobe_max=60,
+        on_event=lambda k, d: events.append((k, d)),
+    )  # fmt: skip
+    sup.start()
+    try:
+        assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
+        write_state(fake_tpu, invoke="abort")
+        done = run_frames(sup, 6)
+        assert sup.restarts == 1 and sup.current.worker.info.backend == "cpu"
+        assert all(d[2] and d[2][0].label == "red" for d in done), done
+        ids = [d[0] for d in done]
+        assert ids == sorted(ids) and ids[-1] == 5
+        assert len(ids) + sup.invoke_errors == 6  # every frame back, or dropped and counted
+    finally:
+        sup.stop()
