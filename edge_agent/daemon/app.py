@@ -156,6 +156,7 @@ class Daemon:
             generation=sup.current if sup else None,
             cameras=[cam.stats() for cam in self.cameras],
             worker_restarts=sup.restarts if sup else 0,
+            model_dropped=sup.invoke_errors if sup else 0,
             mqtt=self.publisher.stats() if self.publisher else {},
             apex_temperatures=apex_temperatures(),
         )
@@ -336,8 +337,7 @@ class Daemon:
                 self._next_stats += self.config.stats.interval
                 if self.publisher is not None:
                     self.publisher.publish_stats(self.stats_payload())
-                    # The retained status carries per-camera counters: keep them fresh.
-                    self._status_dirty.set()
+                    self._status_dirty.set()  # the status's per-camera counters stay fresh
             self._handle_signals(0.2)  # wakes at once on a stop or reload signal
         self.shutdown()
         return 0

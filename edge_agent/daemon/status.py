@@ -103,9 +103,17 @@ def stats_document(
     worker_restarts: int,
     mqtt: Mapping[str, Any],
     apex_temperatures: Mapping[str, float],
+    model_dropped: int = 0,
 ) -> dict[str, Any]:
-    """The periodic stats: the pipeline snapshot plus backend, model, drops, MQTT, TPU temp."""
+    """The periodic stats: the pipeline snapshot plus backend, model, drops, MQTT, TPU temp.
+
+    ``model_dropped`` (frames the supervisor gave up on: the model failed on them, or
+    they killed workers) is added to ``counters.errors``: those frames leave no result.
+    """
     doc = dict(snapshot)
+    if model_dropped and "counters" in doc:
+        counters = doc["counters"] = dict(doc["counters"])
+        counters["errors"] = counters.get("errors", 0) + model_dropped
     model = model_entry(generation)
     doc.update(
         {

@@ -109,6 +109,16 @@ def test_stats_document_adds_model_drops_and_temperature():
     )
 
 
+def test_frames_the_model_dropped_count_as_errors_in_stats():
+    counters = {"frames": 10, "errors": 1, "worker_restarts": 0, "motion_skipped": 0}
+    doc = stats_document(
+        {"counters": counters}, generation=None, cameras=[], worker_restarts=2, mqtt={},
+        apex_temperatures={}, model_dropped=3,
+    )  # fmt: skip
+    assert doc["counters"] == {**counters, "errors": 4}
+    assert counters["errors"] == 1  # the pipeline's own snapshot is left alone
+
+
 def test_storage_error_is_reported_and_stands_in_for_last_error():
     doc = status_document(
         state=DaemonState.RUNNING,
