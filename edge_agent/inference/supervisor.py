@@ -306,9 +306,9 @@ class Supervisor:
         try:
             new = self.prepare(model.options, model.meta, skip)
         except EdgeAgentError as exc:
-            # Even the fallback cannot load: keep the frames and retry with backoff.
+            # Keep the frames; retry with backoff on every backend (the failed one may be back).
+            self._broken, self.last_error = (model, ()), str(exc)
             delay = self._crashes.load_failed()
-            self.last_error = str(exc)
             logger.error(
                 "model %s: cannot restart the worker (retry in %.0fs): %s",
                 model.options.path, delay, exc,

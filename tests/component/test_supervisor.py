@@ -239,3 +239,32 @@ def test_frames_in_flight_at_a_fallback_to_a_twin_of_another_layout_never_run_on
         assert len(ids) + sup.invoke_errors == 6  # every frame back, or dropped and counted
     finally:
         sup.stop()
+
+
+def test_a_tpu_model_the_cpu_cannot_run_goes_back_to_the_tpu_after_a_usb_error(fake_tpu, events):
+    # An Edge TPU model whose CPU twin cannot load (here model.cpu_model is not a model;
+    # as for an _edgetpu file without a twin). One failed invoke (a USB transfer error)
+    # sends the replacement to the CPU, which cannot load it: the retries must try the
+    # TPU again, not stay without a worker for ever once the TPU works.
+    opts = ModelOptions(
+        path=TPU_MODEL,
+        cpu_model=str(fixture_model("not_a_model.tflite")),
+        labels=str(fixture_model("color_labels.txt")),
+        num_threads=1,
+    )
+    sup = Supervisor(
+        opts, make_codec, deadline=2.0, reprobe_initial=0.2, reprobe_max=1.0,
+        on_event=lambda k, d: events.append((k, d)),
+    )  # fmt: skip
+    sup.start()
+    try:
+        assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
+        write_state(fake_tpu, invoke="raise")
+        run_frames(sup, 1, timeout=3.0)
+        assert sup.restarts == 1 and "not a TFLite model" in sup.last_error
+        write_state(fake_tpu, invoke="ok")  # the transfer error was a one-off
+        done = run_frames(sup, 4, timeout=15.0)
+        assert len(done) == 4 and {d[1] for d in done} == {"edgetpu"}
+        assert all(d[2][0].label == "red" for d in done)
+    finally:
+        sup.stop()
