@@ -41,10 +41,10 @@ def parse_device_spec(spec: str) -> tuple[str, int | None]:
     Raises:
         ValueError: on anything else.
     """
-    kind, _, index = spec.partition(":")
-    if kind not in ("auto", "cpu", "usb", "pci") or (index and kind in ("auto", "cpu")):
+    kind, colon, index = spec.partition(":")
+    if kind not in ("auto", "cpu", "usb", "pci") or (colon and kind in ("auto", "cpu")):
         raise ValueError(f"invalid device {spec!r}: expected auto, cpu, usb[:N] or pci[:N]")
-    if index and not index.isdigit():
+    if colon and not (index.isascii() and index.isdigit()):  # "usb:" is not "usb"
         raise ValueError(f"invalid device {spec!r}: the index must be a number")
     return kind, int(index) if index else None
 

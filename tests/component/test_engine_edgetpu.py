@@ -120,7 +120,9 @@ def test_parse_device_spec(spec, parsed):
     assert parse_device_spec(spec) == parsed
 
 
-@pytest.mark.parametrize("spec", ["gpu", "usb:x", "cpu:1", "auto:0", ""])
+@pytest.mark.parametrize(
+    "spec", ["gpu", "usb:x", "cpu:1", "auto:0", "", "usb:", "pci:", "usb:\u0663"]
+)
 def test_parse_device_spec_rejects(spec):
     with pytest.raises(ValueError):
         parse_device_spec(spec)
