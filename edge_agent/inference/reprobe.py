@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from edge_agent.backoff import Backoff
+from edge_agent.backoff import StableBackoff
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference.switching import RunningModel, SwitchOrigin, SwitchState
 
@@ -24,13 +24,18 @@ logger = logging.getLogger(__name__)
 class ReprobeSchedule:
     """Capped exponential re-probe timing while a worker runs on a fallback backend.
 
+    The backoff starts over only once the better backend, back, has run for as long as
+    it was waited for (:class:`StableBackoff`): a TPU that fails right after each return
+    (a flapping USB link) is probed ever less often, not every ``initial`` seconds.
+
     Args:
         initial, maximum: the backoff between attempts, in seconds.
     """
 
     def __init__(self, initial: float, maximum: float):
         self._lock = threading.Lock()
-        self._backoff = Backoff(initial, maximum)
+        self._clock = time.monotonic
+        self._backoff = StableBackoff(initial, maximum, clock=self._clock)
         self._at: float | None = None
         self._probing = False
         self.attempts = 0  # re-probes finished, successful or not
@@ -40,20 +45,20 @@ class ReprobeSchedule:
         with self._lock:
             if not degraded:
                 self._at = None  # on the best backend: nothing to re-probe
-                self._backoff.reset()
+                self._backoff.succeeded()
             elif self._at is None and not self._probing:
-                self._at = time.monotonic() + self._backoff.next()
+                self._at = self._clock() + self._backoff.next()
 
     def fell_back(self) -> None:
-        """A backend just failed: start the backoff over (the next install schedules)."""
+        """A backend just failed: the next install schedules a re-probe (from the initial
+        delay again if that backend had run for as long as it was waited for)."""
         with self._lock:
-            self._backoff.reset()
             self._at = None
 
     def claim(self) -> bool:
         """True when a re-probe is due and none runs; the caller then runs one."""
         with self._lock:
-            if self._at is None or self._probing or time.monotonic() < self._at:
+            if self._at is None or self._probing or self._clock() < self._at:
                 return False
             self._at, self._probing = None, True
             return True
@@ -63,13 +68,10 @@ class ReprobeSchedule:
         with self._lock:
             self.attempts += 1
             self._probing = False
-            if switched:
-                self._backoff.reset()
-                return None
-            if not degraded:
-                return None
+            if switched or not degraded:
+                return None  # switched: its install starts the stable-run clock
             delay = self._backoff.next()
-            self._at = time.monotonic() + delay
+            self._at = self._clock() + delay
             return delay
 
 
