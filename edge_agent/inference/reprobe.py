@@ -104,14 +104,14 @@ class Reprober:
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        """Wait for a running probe (the stop event is set: it ends after its load)."""
+        """Wait for a running probe (the stop event is set: its load is given up)."""
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _run(self, basis: RunningModel) -> None:
         """The probe thread's body."""
         try:
-            cand = self._sup.prepare(basis.options, basis.meta, ())
+            cand = self._sup.prepare(basis.options, basis.meta, (), cancel=self._stop)
         except EdgeAgentError as exc:
             self.offer(basis, None, str(exc))
         else:

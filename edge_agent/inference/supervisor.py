@@ -304,7 +304,7 @@ class Supervisor:
         """Start the replacement worker and resubmit the in-flight frames to it."""
         model, skip = self._broken
         try:
-            new = self.prepare(model.options, model.meta, skip)
+            new = self.prepare(model.options, model.meta, skip, self._stop)
         except EdgeAgentError as exc:
             # Keep the frames; retry with backoff on every backend (the failed one may be back).
             self._broken, self.last_error = (model, ()), str(exc)

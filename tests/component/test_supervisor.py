@@ -20,6 +20,7 @@ from edge_agent.inference.supervisor import Supervisor
 from edge_agent.inference.switching import BackendChanged, SupervisorEvent
 from edge_agent.inference.worker import WorkerHandle
 from edge_agent.scheduling import yield_to_worker
+from tests.support.delegate_lib import LOG_ENV, build_delegate, delegate_log
 from tests.support.fake_tpu import write_state
 from tests.support.paths import fixture_model
 
@@ -268,3 +269,35 @@ def test_a_tpu_model_the_cpu_cannot_run_goes_back_to_the_tpu_after_a_usb_error(f
         assert all(d[2][0].label == "red" for d in done)
     finally:
         sup.stop()
+
+
+def test_stop_ends_a_reprobe_whose_tpu_load_hangs(fake_tpu, events, tmp_path, monkeypatch):
+    # The TPU failed, so the CPU runs and the TPU is re-probed; the re-probe's load hangs
+    # in the delegate (a half-plugged USB stick: the real load_delegate path, with the
+    # test library in its "hang" mode). stop() must end it, thread and process, at once,
+    # not when load_timeout (here 60 s) runs out.
+    log = tmp_path / "delegate.log"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    opts = ModelOptions(
+        path=TPU_MODEL,
+        labels=str(fixture_model("color_labels.txt")),
+        num_threads=1,
+        edgetpu_library=str(build_delegate(tmp_path, "hang")),
+    )
+    sup = Supervisor(
+        opts, make_codec, deadline=2.0, reprobe_initial=0.2, reprobe_max=1.0, load_timeout=60,
+        on_event=lambda k, d: events.append((k, d)),
+    )  # fmt: skip
+    sup.start()  # the fake delegate: no library loaded yet
+    try:
+        write_state(fake_tpu, invoke="abort")
+        assert {d[1] for d in run_frames(sup, 2)} == {"cpu"}
+        write_state(fake_tpu, delegate="real")  # the re-probe loads the library: it hangs
+        assert run_until(sup, lambda: "create mode=hang" in delegate_log(log))
+    finally:
+        t0 = time.monotonic()
+        sup.stop(timeout=3.0)
+        stopped = time.monotonic() - t0
+    threads = [t for t in threading.enumerate() if t.name == "tpu-reprobe" and t.is_alive()]
+    children = multiprocessing.active_children()
+    assert not threads and not children and stopped < 5.0, (threads, children, stopped)
