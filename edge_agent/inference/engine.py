@@ -22,7 +22,7 @@ from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
 from edge_agent.inference.backends.base import Backend, ModelRequest, registered
 from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.protocol import WorkerInfo
-from edge_agent.inference.runtime import Session
+from edge_agent.inference.runtime import Session, checked_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ class Engine:
             value = fill(session.input_tensor())
             try:
                 ms = session.invoke()
+                outputs = checked_outputs(session)
             except InferenceError as exc:
                 self.fail_over(str(exc))
                 continue
-            return value, session.output_arrays(), ms
+            return value, outputs, ms

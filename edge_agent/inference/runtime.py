@@ -230,6 +230,24 @@ class Session:
         return [self.output(i) for i in range(len(self.outputs))]
 
 
+def checked_outputs(session: Session) -> list[np.ndarray]:
+    """Copies of every output of the last invoke, checked against the tensors the session
+    declared (its codec was built from those).
+
+    Raises:
+        InferenceError: an output of another shape or type (a backend plugin's bug): decoded
+            or broadcast as the model's, it would pass for a frame with nothing in it.
+    """
+    arrays = [np.asarray(session.output(i)) for i in range(len(session.outputs))]
+    for spec, array in zip(session.outputs, arrays):
+        if array.shape != spec.shape or array.dtype != spec.dtype:
+            raise InferenceError(
+                f"{session.model_path} ({session.backend}): output {spec.name!r} came back "
+                f"{array.dtype} {list(array.shape)}, declared {spec.dtype} {list(spec.shape)}"
+            )
+    return arrays
+
+
 def make_session(
     module: ModuleType,
     runtime: str,

@@ -41,6 +41,7 @@ from edge_agent.inference.protocol import (
     WorkerInfo,
     encode,
 )
+from edge_agent.inference.runtime import checked_outputs
 from edge_agent.inference.tensors import TensorSpec
 from edge_agent.scheduling import worker_priority
 
@@ -120,11 +121,12 @@ def worker_main(
             np.copyto(session.input_tensor(), inputs[msg.slot])
             try:
                 ms = session.invoke()
+                arrays = checked_outputs(session)
             except InferenceError as exc:
                 conn.send(InvokeFailed(msg.seq, msg.slot, str(exc)))
                 continue
-            for i, view in enumerate(outputs[msg.slot]):
-                np.copyto(view, session.output(i))
+            for view, array in zip(outputs[msg.slot], arrays):
+                np.copyto(view, array)
             conn.send_bytes(encode(Done(msg.seq, msg.slot, ms)))
         elif isinstance(msg, AttachBuffers):
             blocks = [_attach(n) for n in (*msg.inputs, *msg.outputs)]
