@@ -22,7 +22,7 @@ from edge_agent.errors import BackendUnavailable, InferenceError, ModelError
 from edge_agent.inference.backends.base import Backend, ModelRequest, registered
 from edge_agent.inference.devices import parse_device_spec
 from edge_agent.inference.protocol import WorkerInfo
-from edge_agent.inference.runtime import Session, checked_outputs
+from edge_agent.inference.runtime import Session, checked_outputs, invoke
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Engine:
             # allocate_tensors() leaves the input uninitialised: warm up on a defined
             # (black) frame, so a warm-up failure is the model's, never chance.
             session.input_tensor().fill(0)
-            session.invoke()
+            invoke(session)
         return session
 
     def _open_from(self, start: int) -> None:
@@ -222,7 +222,7 @@ class Engine:
             assert session is not None
             value = fill(session.input_tensor())
             try:
-                ms = session.invoke()
+                ms = invoke(session)
                 outputs = checked_outputs(session)
             except InferenceError as exc:
                 self.fail_over(str(exc))

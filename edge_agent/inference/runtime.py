@@ -230,6 +230,23 @@ class Session:
         return [self.output(i) for i in range(len(self.outputs))]
 
 
+def invoke(session: Session) -> float:
+    """``session.invoke()``, whose failure is always an InferenceError: a plugin's session
+    may raise its accelerator library's own exceptions.
+
+    Returns:
+        The invoke's wall time in milliseconds.
+    """
+    try:
+        return session.invoke()
+    except InferenceError:
+        raise
+    except Exception as exc:
+        raise InferenceError(
+            f"{session.model_path} ({session.backend}): invoke failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def checked_outputs(session: Session) -> list[np.ndarray]:
     """Copies of every output of the last invoke, checked against the tensors the session
     declared (its codec was built from those).

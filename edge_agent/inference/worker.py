@@ -41,7 +41,7 @@ from edge_agent.inference.protocol import (
     WorkerInfo,
     encode,
 )
-from edge_agent.inference.runtime import checked_outputs
+from edge_agent.inference.runtime import checked_outputs, invoke
 from edge_agent.inference.tensors import TensorSpec
 from edge_agent.scheduling import worker_priority
 
@@ -120,7 +120,7 @@ def worker_main(
         if isinstance(msg, Run):
             np.copyto(session.input_tensor(), inputs[msg.slot])
             try:
-                ms = session.invoke()
+                ms = invoke(session)
                 arrays = checked_outputs(session)
             except InferenceError as exc:
                 conn.send(InvokeFailed(msg.seq, msg.slot, str(exc)))

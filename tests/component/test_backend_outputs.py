@@ -41,6 +41,24 @@ class Misshapen(Backend):
         session.backend = self.name
         session.output = lambda i: np.zeros((1, 1), session.outputs[i].dtype)
         return session
+
+
+class Raising(Backend):
+    """Its session's invoke raises what the accelerator's own library raises."""
+
+    name = "raising"
+    priority = 50
+    kinds = frozenset({"auto"})
+
+    def open(self, request):
+        session = CpuBackend().open(request)
+        session.backend = self.name
+
+        def invoke():
+            raise RuntimeError("accelerator link reset")
+
+        session.invoke = invoke
+        return session
 '''
 
 
@@ -85,3 +103,13 @@ def test_in_the_worker_the_misshapen_backend_fails_over_to_the_cpu(misshapen):
         assert "[1, 1]" in sup.last_error
     finally:
         sup.stop()
+
+
+def test_in_process_a_foreign_exception_from_invoke_fails_over_to_the_cpu(misshapen):
+    import edge_agent_misshapen
+
+    options = ModelOptions(path=CPU_MODEL, labels=LABELS, num_threads=1)
+    model = LoadedModel.load(options, [edge_agent_misshapen.Raising(), CpuBackend()])
+    out = model.infer(RED)
+    assert out.backend == "cpu" and out.results and out.results[0].label == "red"
+    assert "RuntimeError: accelerator link reset" in model.engine.attempts[-1].reason
