@@ -65,6 +65,7 @@ class Engine:
         self._current = -1
         self.session: Session | None = None
         self.attempts: list[Attempt] = []
+        self.absent: list[str] = []  # backends skipped as unavailable here (BackendUnavailable)
         self._on_attempt: Callable[[str], None] | None = None
 
     @classmethod
@@ -133,6 +134,7 @@ class Engine:
             tuple(session.outputs),
             tuple(tuple(a) for a in self.attempts),
             (time.perf_counter() - started) * 1000.0,
+            tuple(self.absent),
         )
 
     def _try(self, backend: Backend) -> Session:
@@ -156,6 +158,8 @@ class Engine:
                 session = self._try(backend)
             except (BackendUnavailable, ModelError, InferenceError) as exc:
                 self.attempts.append(Attempt(backend.name, str(exc)))
+                if isinstance(exc, BackendUnavailable):
+                    self.absent.append(backend.name)
                 logger.info(
                     "model %s: backend %s skipped: %s", self.request.model_path, backend.name, exc
                 )

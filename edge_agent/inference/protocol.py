@@ -40,6 +40,9 @@ class WorkerInfo(NamedTuple):
     outputs: tuple[TensorSpec, ...]
     attempts: tuple[tuple[str, str], ...]
     load_ms: float
+    # Better backends that were unavailable here (no device, no library), not unfit for
+    # the model: a re-probe may find them later (an accelerator plugged in after start).
+    absent: tuple[str, ...] = ()
 
 
 class Cancel(Protocol):

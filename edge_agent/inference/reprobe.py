@@ -135,7 +135,7 @@ class Reprober:
         elif cand is not None:
             cand.worker.stop(1.0)
         current = self._sup.current
-        degraded = current is not None and bool(current.worker.skip) and not self._stop.is_set()
+        degraded = current is not None and current.degraded and not self._stop.is_set()
         delay = self._schedule.finished(switched, degraded)
         if delay is not None:
             logger.info(

@@ -171,7 +171,7 @@ class Supervisor:
         model.worker.attach(self._buffers)
         self._decoding.apply(model)
         old, self.current = self.current, model
-        self._reprobe.installed(degraded=bool(model.worker.skip))
+        self._reprobe.installed(degraded=model.degraded)
         if old is None or old.worker.info.backend != info.backend:
             previous = old.worker.info.backend if old else None
             self._on_event(
@@ -347,7 +347,7 @@ class Supervisor:
             logger.warning("model %s: switch refused at adoption", ticket.model.options.path)
             self.switches.release(ticket)
             if self.current is not None:
-                self._reprobe.installed(degraded=bool(self.current.worker.skip))
+                self._reprobe.installed(degraded=self.current.degraded)
             return None
         old = self.current
         if ticket.model.worker.alive():

@@ -34,6 +34,12 @@ class RunningModel(NamedTuple):
     codec: Codec
     meta: dict[str, Any]
 
+    @property
+    def degraded(self) -> bool:
+        """True when a better backend was skipped: it failed (``skip``), or it was
+        unavailable here at load (no device yet): the re-probe looks for it again."""
+        return bool(self.worker.skip or self.worker.info.absent)
+
     def switched(self) -> ModelSwitched:
         """The event that reports this model as the one now serving."""
         meta = self.meta

@@ -301,3 +301,28 @@ def test_stop_ends_a_reprobe_whose_tpu_load_hangs(fake_tpu, events, tmp_path, mo
     threads = [t for t in threading.enumerate() if t.name == "tpu-reprobe" and t.is_alive()]
     children = multiprocessing.active_children()
     assert not threads and not children and stopped < 5.0, (threads, children, stopped)
+
+
+def test_a_tpu_plugged_in_after_the_start_is_adopted(fake_tpu, events):
+    # The box started without its USB accelerator (not plugged in yet, or it enumerated
+    # late): the CPU twin runs. Plugged in, it is found by the re-probe and adopted.
+    write_state(fake_tpu, devices=[])
+    sup = supervisor(events, reprobe_initial=0.2, reprobe_max=0.4)
+    try:
+        assert sup.current.worker.info.backend == "cpu"
+        write_state(fake_tpu, devices=["usb"])
+        assert run_until(sup, lambda: sup.current.worker.info.backend == "edgetpu")
+        assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
+    finally:
+        sup.stop()
+
+
+def test_a_model_without_an_edgetpu_build_is_not_reprobed(fake_tpu, events):
+    # The TPU is there but the model has no _edgetpu twin: nothing a re-probe could find.
+    sup = supervisor(events, CPU_MODEL.replace("color_uint8", "color_int8"), reprobe_initial=0.1)
+    try:
+        assert sup.current.worker.info.backend == "cpu"
+        run_frames(sup, 10)
+        assert sup.reprobes == 0 and not sup._reprobe.claim()
+    finally:
+        sup.stop()

@@ -89,15 +89,15 @@ def resolve_edgetpu_model(model_path: str) -> str:
     """The Edge TPU build for a configured model: itself, or ``foo_edgetpu.tflite`` beside it.
 
     Raises:
-        BackendUnavailable: no Edge TPU build exists (the CPU backend will run it).
-        ModelError: the configured file is unusable.
+        ModelError: no Edge TPU build exists (the CPU backend will run it; no TPU plugged
+            in later could run this model), or the configured file is unusable.
     """
     if inspect_model(model_path).edgetpu:
         return model_path
     for twin in edgetpu_twin_candidates(model_path):
         if twin.is_file() and inspect_model(twin).edgetpu:
             return os.fspath(twin)
-    raise BackendUnavailable(f"{model_path} has no Edge TPU build (no *_edgetpu.tflite beside it)")
+    raise ModelError(f"{model_path} has no Edge TPU build (no *_edgetpu.tflite beside it)")
 
 
 class EdgeTpuBackend(Backend):
@@ -118,8 +118,8 @@ class EdgeTpuBackend(Backend):
         """Load the Edge TPU model on the requested device.
 
         Raises:
-            BackendUnavailable: no Edge TPU build, no device, or the delegate fails.
-            ModelError: the model fails to allocate with the delegate.
+            BackendUnavailable: no device, or the delegate fails.
+            ModelError: no Edge TPU build, or the model fails to allocate with the delegate.
         """
         path = resolve_edgetpu_model(request.model_path)
         kind, index = parse_device_spec(request.device)
