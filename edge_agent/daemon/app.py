@@ -101,7 +101,7 @@ class Daemon:
         """Supervisor callback: backend changes, worker restarts, model switches."""
         if isinstance(detail, WorkerRestarted):
             self.stats.incr("worker_restarts")
-            self.last_error = detail.reason
+            self.last_error = ""  # older: the supervisor's says why, then whatever failed since
         # The log context names the model; the event itself goes out as one JSON line.
         logger.info("%s %s", event.value, json.dumps(detail._asdict(), default=str))
         self._status_dirty.set()
