@@ -27,6 +27,7 @@ from edge_agent.inference.crash_loop import MAX_DEATHS, CrashLoop
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.postprocess import DecodeSettings
 from edge_agent.inference.reprobe import Reprober, ReprobeSchedule
+from edge_agent.inference.slots import SLOTS, Buffers
 from edge_agent.inference.switching import (
     BackendChanged,
     Completion,
@@ -37,15 +38,7 @@ from edge_agent.inference.switching import (
     Switchboard,
     WorkerRestarted,
 )
-from edge_agent.inference.worker import (
-    SLOTS,
-    Buffers,
-    Cancel,
-    Done,
-    WorkerHandle,
-    WorkerInfo,
-    forkserver_context,
-)
+from edge_agent.inference.worker import Cancel, Done, WorkerHandle, WorkerInfo, forkserver_context
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +219,8 @@ class Supervisor:
         resubmitted, so they are not lost.
         """
         done: list[Completion] = []
+        if self._buffers is not None:
+            self._buffers.release()  # the last poll's Completions were decoded
         if self._broken is not None:
             if time.monotonic() >= self._crashes.restart_at:
                 self._restart()

@@ -42,12 +42,10 @@ from edge_agent.inference.protocol import (
     encode,
 )
 from edge_agent.inference.runtime import checked_outputs, invoke
-from edge_agent.inference.tensors import TensorSpec
+from edge_agent.inference.slots import Buffers, views
 from edge_agent.scheduling import worker_priority
 
 logger = logging.getLogger(__name__)
-
-SLOTS = 2  # double buffering: the pipeline fills one slot while the worker runs the other
 
 
 def forkserver_context() -> Any:
@@ -55,20 +53,6 @@ def forkserver_context() -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["edge_agent.inference.worker", "ai_edge_litert.interpreter"])
     return ctx
-
-
-def _nbytes(spec: TensorSpec) -> int:
-    """Bytes of one tensor."""
-    return int(np.prod(spec.shape)) * spec.dtype.itemsize
-
-
-def _views(shm: SharedMemory, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
-    """Arrays over consecutive tensors laid out in a shared-memory block."""
-    views, offset = [], 0
-    for spec in specs:
-        views.append(np.ndarray(spec.shape, spec.dtype, buffer=shm.buf, offset=offset))
-        offset += _nbytes(spec)
-    return views
 
 
 def _attach(name: str) -> SharedMemory:
@@ -130,59 +114,13 @@ def worker_main(
             conn.send_bytes(encode(Done(msg.seq, msg.slot, ms)))
         elif isinstance(msg, AttachBuffers):
             blocks = [_attach(n) for n in (*msg.inputs, *msg.outputs)]
-            inputs = [_views(b, [session.input])[0] for b in blocks[: len(msg.inputs)]]
-            outputs = [_views(b, session.outputs) for b in blocks[len(msg.inputs) :]]
+            inputs = [views(b, [session.input])[0] for b in blocks[: len(msg.inputs)]]
+            outputs = [views(b, session.outputs) for b in blocks[len(msg.inputs) :]]
         elif isinstance(msg, Stop):
             break
     del inputs, outputs
     for block in blocks:
         block.close()
-
-
-class Buffers:
-    """Shared-memory input and output slots for one tensor layout (owned by the parent)."""
-
-    def __init__(self, input_spec: TensorSpec, output_specs: Sequence[TensorSpec]):
-        self.input_spec = input_spec
-        self.output_specs = tuple(output_specs)
-        out_bytes = sum(_nbytes(s) for s in output_specs)
-        self._in = [
-            SharedMemory(create=True, size=max(1, _nbytes(input_spec))) for _ in range(SLOTS)
-        ]
-        self._out = [SharedMemory(create=True, size=max(1, out_bytes)) for _ in range(SLOTS)]
-        self.inputs = [_views(b, [input_spec])[0] for b in self._in]
-        self.outputs = [_views(b, output_specs) for b in self._out]
-
-    @classmethod
-    def reuse(cls, buffers: Buffers | None, info: WorkerInfo) -> tuple[Buffers, bool]:
-        """``buffers`` if a worker's tensors fit them, else new slots (the old ones freed).
-
-        Returns:
-            (the slots, True when they are the ones given: their contents still stand).
-        """
-        if buffers is not None and buffers.fits(info):
-            return buffers, True
-        if buffers is not None:
-            buffers.close()
-        return cls(info.input, info.outputs), False
-
-    def fits(self, info: WorkerInfo) -> bool:
-        """True when a worker's tensors have this layout (the slots can be reused)."""
-        return info.input == self.input_spec and tuple(info.outputs) == self.output_specs
-
-    def names(self) -> AttachBuffers:
-        """Block names to send to a worker."""
-        return AttachBuffers(tuple(b.name for b in self._in), tuple(b.name for b in self._out))
-
-    def close(self) -> None:
-        """Free the blocks."""
-        self.inputs, self.outputs = [], []
-        for block in (*self._in, *self._out):
-            block.close()
-            try:
-                block.unlink()
-            except FileNotFoundError:
-                pass
 
 
 class WorkerHandle:

@@ -28,7 +28,7 @@ from edge_agent.errors import EdgeAgentError, WorkerError
 from edge_agent.inference.backends.base import ModelRequest, registered
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.protocol import Completed, Done, InvokeFailed, WorkerInfo
-from edge_agent.inference.worker import Buffers
+from edge_agent.inference.slots import Buffers
 
 RIGGED_MESSAGE = "rigged by the fleet simulator: this box fails every frame on this model"
 _PIDS = itertools.count(1)  # fake worker ids: unique within the simulator process
