@@ -11,7 +11,7 @@ import pytest
 from edge_agent.errors import WorkerError
 from edge_agent.inference.engine import Engine
 from edge_agent.inference.protocol import Done, InvokeFailed
-from edge_agent.inference.worker import Buffers
+from edge_agent.inference.slots import Buffers
 from edge_agent.tools.fleet.agent import StubCamera
 from edge_agent.tools.fleet.fleet import FleetSettings
 from edge_agent.tools.fleet.inline_worker import RIGGED_MESSAGE, InlineWorker

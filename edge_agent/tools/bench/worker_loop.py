@@ -24,7 +24,8 @@ from edge_agent.errors import WorkerError
 from edge_agent.inference.codec import build_codec, load_labels
 from edge_agent.inference.model import ModelOptions
 from edge_agent.inference.protocol import Done
-from edge_agent.inference.worker import SLOTS, Buffers, WorkerHandle, forkserver_context
+from edge_agent.inference.slots import SLOTS, Buffers
+from edge_agent.inference.worker import WorkerHandle, forkserver_context
 from edge_agent.tools.bench.bare import steady_fps
 
 
