@@ -47,6 +47,10 @@ from edge_agent.scheduling import worker_priority
 
 logger = logging.getLogger(__name__)
 
+# Blamed, and skipped by the next worker, when discovering the backends kills the worker (a
+# plugin whose import crashes the process): the model then loads on the built-ins.
+PLUGINS = "backend plugins"
+
 
 def forkserver_context() -> Any:
     """A forkserver context with the heavy imports preloaded: restarts take milliseconds."""
@@ -81,7 +85,8 @@ def worker_main(
     worker_priority()  # the frame path's threads give way to this one
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s worker: %(message)s")
     start = time.perf_counter()
-    ranked = registered()
+    conn.send(Trying(PLUGINS))  # importing a plugin may kill this process: blame them
+    ranked = registered(plugins=PLUGINS not in skip)
     backends = [cls() for cls in ranked if cls.name not in skip]
     try:
         engine = Engine.open(

@@ -113,3 +113,32 @@ def test_in_process_a_foreign_exception_from_invoke_fails_over_to_the_cpu(missha
     out = model.infer(RED)
     assert out.backend == "cpu" and out.results and out.results[0].label == "red"
     assert "RuntimeError: accelerator link reset" in model.engine.attempts[-1].reason
+
+
+def test_a_plugin_that_kills_the_worker_at_import_costs_the_plugins_not_the_model(
+    tmp_path, monkeypatch, caplog
+):
+    # A plugin whose import aborts the process (a native library crashing as it loads):
+    # discovery runs in the worker, so the daemon survives, and the model must still run
+    # on the built-in backends instead of no worker ever loading.
+    (tmp_path / "edge_agent_aborting.py").write_text("import os\nos.abort()\n")
+    info = tmp_path / "edge_agent_aborting-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: edge-agent-aborting\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[edge_agent.backends]\naborting = edge_agent_aborting:Aborting\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    options = ModelOptions(path=CPU_MODEL, labels=LABELS, num_threads=1)
+    sup = Supervisor(options, make_codec, deadline=2.0, reprobe_initial=60, reprobe_max=60)
+    sup.start()
+    try:
+        assert sup.current.worker.info.backend == "cpu"
+        done = run_frames(sup, 2)
+        assert [d[2][0].label for d in done] == ["red", "red"]
+        assert "backend plugins" in caplog.text
+    finally:
+        sup.stop()

@@ -103,8 +103,8 @@ class Backend(ABC):
         """
 
 
-def registered() -> list[type[Backend]]:
-    """Backend classes (built-ins and working plugins), best first."""
+def registered(plugins: bool = True) -> list[type[Backend]]:
+    """Backend classes (built-ins and working plugins, or the built-ins alone), best first."""
     from edge_agent.inference.backends.discovery import discover
 
-    return list(discover().backends)
+    return list(discover(None if plugins else ()).backends)
