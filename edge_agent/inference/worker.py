@@ -55,7 +55,9 @@ PLUGINS = "backend plugins"
 def forkserver_context() -> Any:
     """A forkserver context with the heavy imports preloaded: restarts take milliseconds."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["edge_agent.inference.worker", "ai_edge_litert.interpreter"])
+    # The prelude first: SIGINT ignored from each child's birth (see its docstring).
+    preload = ["edge_agent.inference.forkserver_prelude", "edge_agent.inference.worker"]
+    ctx.set_forkserver_preload([*preload, "ai_edge_litert.interpreter"])
     return ctx
 
 
