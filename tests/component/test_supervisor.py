@@ -41,8 +41,11 @@ def events():
     return []
 
 
-def supervisor(events, path=TPU_MODEL, **kw):
-    opts = ModelOptions(path=path, labels=str(fixture_model("color_labels.txt")), num_threads=1)
+def supervisor(events, path=TPU_MODEL, *, options=None, **kw):
+    """A started supervisor of ``path`` (``options``: more ModelOptions fields, such as
+    ``cpu_model``), its events into ``events``."""
+    labels = str(fixture_model("color_labels.txt"))
+    opts = ModelOptions(path=path, labels=labels, num_threads=1, **(options or {}))
     kw.setdefault("deadline", 2.0)
     kw.setdefault("reprobe_initial", 0.2)
     kw.setdefault("reprobe_max", 1.0)
@@ -219,17 +222,8 @@ def test_frames_in_flight_at_a_fallback_to_a_twin_of_another_layout_never_run_on
     # fallback worker gets new shared slots. The frames in flight were preprocessed into
     # the old ones: each is run again from its own pixels or dropped and counted, never
     # run on the new slots' zeros and published as that frame's results.
-    opts = ModelOptions(
-        path=TPU_MODEL,
-        cpu_model=str(fixture_model("color_float.tflite")),
-        labels=str(fixture_model("color_labels.txt")),
-        num_threads=1,
-    )
-    sup = Supervisor(
-        opts, make_codec, deadline=2.0, reprobe_initial=60, reprobe_max=60,
-        on_event=lambda k, d: events.append((k, d)),
-    )  # fmt: skip
-    sup.start()
+    options = {"cpu_model": str(fixture_model("color_float.tflite"))}
+    sup = supervisor(events, options=options, deadline=2.0, reprobe_initial=60, reprobe_max=60)
     try:
         assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
         write_state(fake_tpu, invoke="abort")
@@ -248,17 +242,8 @@ def test_a_tpu_model_the_cpu_cannot_run_goes_back_to_the_tpu_after_a_usb_error(f
     # as for an _edgetpu file without a twin). One failed invoke (a USB transfer error)
     # sends the replacement to the CPU, which cannot load it: the retries must try the
     # TPU again, not stay without a worker for ever once the TPU works.
-    opts = ModelOptions(
-        path=TPU_MODEL,
-        cpu_model=str(fixture_model("not_a_model.tflite")),
-        labels=str(fixture_model("color_labels.txt")),
-        num_threads=1,
-    )
-    sup = Supervisor(
-        opts, make_codec, deadline=2.0, reprobe_initial=0.2, reprobe_max=1.0,
-        on_event=lambda k, d: events.append((k, d)),
-    )  # fmt: skip
-    sup.start()
+    options = {"cpu_model": str(fixture_model("not_a_model.tflite"))}
+    sup = supervisor(events, options=options, deadline=2.0, reprobe_initial=0.2, reprobe_max=1.0)
     try:
         assert [d[1] for d in run_frames(sup, 2)] == ["edgetpu"] * 2
         write_state(fake_tpu, invoke="raise")
@@ -334,17 +319,8 @@ def test_a_frame_done_just_before_a_fallback_to_another_layout_is_decoded_intact
     # Both messages wait in the pipe when poll() reads them: the fallback to a CPU twin of
     # another layout replaces the shared slots while the first frame's Completion still
     # points into them. Its outputs must stay readable (not unmapped memory: a segfault).
-    opts = ModelOptions(
-        path=TPU_MODEL,
-        cpu_model=str(fixture_model("color_float.tflite")),
-        labels=str(fixture_model("color_labels.txt")),
-        num_threads=1,
-    )
-    sup = Supervisor(
-        opts, make_codec, deadline=2.0, reprobe_initial=60, reprobe_max=60,
-        on_event=lambda k, d: events.append((k, d)),
-    )  # fmt: skip
-    sup.start()
+    options = {"cpu_model": str(fixture_model("color_float.tflite"))}
+    sup = supervisor(events, options=options, deadline=2.0, reprobe_initial=60, reprobe_max=60)
     try:
         write_state(fake_tpu, invoke="abort", invoke_after=2)  # the warm-up, frame 0: fine
         worker = sup.current.worker
