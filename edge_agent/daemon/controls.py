@@ -25,11 +25,6 @@ logger = logging.getLogger(__name__)
 ON, OFF = "ON", "OFF"
 
 
-def detect_state_topic(topics: Topics, camera: str) -> str:
-    """``{prefix}/{device_id}/{camera}/detect/state``: a camera's retained switch state."""
-    return f"{topics.base}/{camera}/detect/state"
-
-
 class DetectSwitch:
     """Which cameras run detection.
 
@@ -80,7 +75,7 @@ class DetectSwitch:
 
     def topic_state(self, camera: str) -> str:
         """The retained state topic of a camera's switch."""
-        return detect_state_topic(self._topics, camera)
+        return self._topics.detect_state(camera)
 
     def publish_all(self) -> None:
         """Publish every camera's state (at start; the publisher re-sends retained values)."""

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from edge_agent.config import Config
-from edge_agent.daemon.controls import detect_state_topic
 from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.snapshot_store import SnapshotStore
 from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep, snapshot_topic
@@ -371,7 +370,7 @@ def start_objects(
     """
     record = CountRecord(config.device.state_dir)
     cameras = [c.name for c in config.enabled_cameras]
-    record.add_retained(detect_state_topic(topics, c) for c in cameras)
+    record.add_retained(topics.detect_state(c) for c in cameras)
     ev = config.events
     made = [f"{topics.base}/{c}/" for c in cameras]
     record.clear_retained(publish, made, ev.enabled and ev.snapshots)

@@ -9,10 +9,11 @@ Home Assistant's recorder writes a row per change, never one per frame. With sna
 every camera and label also gets an ``image`` entity showing the latest snapshot.
 
 Occupancy and counts are **unavailable while their camera is not streaming** (reconnecting,
-ended, starting), not "clear" and 0: an automation must not read a dead camera as an
-empty room. Their availability is the device's and the camera's ``state`` in the
-retained status (``availability_mode: all``); the frame rate (0 tells the outage), the
-switch and the last snapshot stay available with the device.
+ended, starting) **or its detection is switched off**, not "clear" and 0: an automation
+must not read a dead camera as an empty room. Their availability is the device's, the
+camera's ``state`` in the retained status and its retained switch state
+(``availability_mode: all``); the frame rate (0 tells the outage), the switch and the
+last snapshot stay available with the device.
 """
 
 from __future__ import annotations
@@ -101,7 +102,14 @@ def _with_camera(topics: Topics, availability: dict[str, Any], camera: str | Non
         "payload_available": "online",
         "payload_not_available": "offline",
     }
-    return {"availability": [*availability["availability"], up], "availability_mode": "all"}
+    # Detection switched off: nothing is looked for, so nothing is known either.
+    on = {
+        "topic": topics.detect_state(camera),
+        "payload_available": "ON",
+        "payload_not_available": "OFF",
+    }
+    both = [*availability["availability"], up, on]
+    return {"availability": both, "availability_mode": "all"}
 
 
 def object_entities(
@@ -143,7 +151,7 @@ def object_entities(
                     "name": f"{camera} detection",
                     "icon": "mdi:motion-sensor",
                     "command_topic": f"{topics.base}/cmd/{camera}/detect/set",
-                    "state_topic": f"{topics.base}/{camera}/detect/state",
+                    "state_topic": topics.detect_state(camera),
                     "payload_on": "ON",
                     "payload_off": "OFF",
                     **availability,

@@ -119,6 +119,10 @@ class Topics:
         """Object events (new / update / end), durable like results."""
         return f"{self.base}/events"
 
+    def detect_state(self, camera: str) -> str:
+        """``{camera}/detect/state``: a camera's retained detection switch state."""
+        return f"{self.base}/{camera}/detect/state"
+
     def count(self, place: str, label: str) -> str:
         """Retained number of ``label`` objects (or ``all``) seen by a camera or in a zone.
 

@@ -45,7 +45,7 @@ def test_home_assistant_birth_during_startup_is_not_a_model_command(
     assert "unknown command" not in daemon.log(), daemon.log_tail()
 
 
-def test_counts_are_unavailable_while_the_camera_is_down_not_zero(
+def test_counts_are_unavailable_while_the_camera_is_down_or_not_detecting(
     tmp_path, mqtt_broker, mqtt_subscriber, edge_daemon
 ):
     # A dead camera's occupancy must not read "clear" to an automation: Home Assistant
@@ -59,12 +59,10 @@ def test_counts_are_unavailable_while_the_camera_is_down_not_zero(
     occupancy = occupancy.json()
 
     def shown(config) -> bool:
-        status = sub.on(topics.status)
-        if not status:
+        needed = (topics.available, topics.status, topics.detect_state("cam0"))
+        if not all(sub.on(topic) for topic in needed):
             return False
-        payloads = {topics.available: sub.on(topics.available)[-1].payload.decode()}
-        payloads[topics.status] = status[-1].payload.decode()
-        return available(config, payloads)
+        return available(config, {t: sub.on(t)[-1].payload.decode() for t in needed})
 
     wait_until(lambda: shown(occupancy), 20, "occupancy available while streaming")
     os.rename(clip, away)
@@ -73,4 +71,11 @@ def test_counts_are_unavailable_while_the_camera_is_down_not_zero(
     assert daemon.alive()
     os.rename(away, clip)
     wait_until(lambda: shown(occupancy), 10, "occupancy available again")
+    # Detection switched off: nothing is looked for, so nothing is known either.
+    command = f"{topics.base}/cmd/cam0/detect/set"
+    sub.publish(command, b"OFF", qos=1)
+    wait_until(lambda: not shown(occupancy), 10, "occupancy unavailable with detection off")
+    assert shown(fps)
+    sub.publish(command, b"ON", qos=1)
+    wait_until(lambda: shown(occupancy), 10, "occupancy available with detection on")
     assert daemon.stop(timeout=10) == 0

@@ -199,15 +199,18 @@ def test_entities_still_sharing_an_id_are_a_config_error():
         discovery_messages(TOPICS, objects=layout)
 
 
-def test_occupancy_and_counts_are_unavailable_while_their_camera_does_not_stream():
+def test_occupancy_and_counts_are_unavailable_while_their_camera_does_not_stream_or_detect():
     layout = ObjectLayout(
         ["front", "it's"], ["porch", "orphan"], ["person"], zone_cameras={"porch": "front"}
     )
     msgs = _by_topic(objects=layout)
 
-    def shown(object_id, component, status) -> bool:
+    def shown(object_id, component, status, front_detect="ON") -> bool:
         cfg = msgs[f"homeassistant/{component}/pi_kitchen/{object_id}/config"]
-        return available(cfg, {TOPICS.available: "online", TOPICS.status: status})
+        payloads = {TOPICS.available: "online", TOPICS.status: status}
+        payloads[TOPICS.detect_state("front")] = front_detect
+        payloads[TOPICS.detect_state("it's")] = "ON"
+        return available(cfg, payloads)
 
     def status(front: str, quoted: str = "streaming") -> str:
         return json.dumps({"cameras": {"front": {"state": front}, "it's": {"state": quoted}}})
@@ -222,6 +225,8 @@ def test_occupancy_and_counts_are_unavailable_while_their_camera_does_not_stream
         for down in ("reconnecting", "ended", "starting", "stopped"):
             assert not shown(object_id, component, status(down)), (object_id, down)
         assert not shown(object_id, component, json.dumps({"state": "starting"}))
+        # Detection switched off: streaming, but nothing is looked for.
+        assert not shown(object_id, component, status("streaming"), front_detect="OFF")
     # A name with a quote is a safe Jinja string; the other camera's state does not count.
     assert shown("it_s_all_count", "sensor", status("reconnecting"))
     assert not shown("it_s_all_count", "sensor", status("streaming", "reconnecting"))
