@@ -23,7 +23,7 @@ import numpy as np
 from edge_agent.config import Config
 from edge_agent.daemon.count_record import CountRecord
 from edge_agent.daemon.snapshot_store import SnapshotStore
-from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep, snapshot_topic
+from edge_agent.daemon.snapshots import Snapshot, SnapshotWriter, keep
 from edge_agent.inference.postprocess import Result
 from edge_agent.publishing.topics import Topics
 from edge_agent.tracking.events import (
@@ -276,7 +276,7 @@ class ObjectService:
             kept = cam.best.get(event.track_id)
             if kept is not None and kept.score > cam.sent.get(event.track_id, -1.0):
                 if self._record is not None:  # before it goes out, as counts are
-                    self._record.add_retained([snapshot_topic(self._topics, cam.name, kept.label)])
+                    self._record.add_retained([self._topics.snapshot(cam.name, kept.label)])
                 self._snapshots.submit(kept._replace(event_id=event.id))
                 cam.sent[event.track_id] = kept.score
             if event.type is EventType.END:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge_agent.daemon.snapshot_store import SnapshotStore
-from edge_agent.publishing.topics import Topics, label_level
+from edge_agent.publishing.topics import Topics
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +88,6 @@ def encode(snapshot: Snapshot, *, crop: bool, quality: int) -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return data.tobytes()
-
-
-def snapshot_topic(topics: Topics, camera: str, label: str) -> str:
-    """``{prefix}/{device_id}/{camera}/{label}/snapshot``."""
-    return f"{topics.base}/{camera}/{label_level(label)}/snapshot"
 
 
 class SnapshotWriter:
@@ -168,7 +163,7 @@ class SnapshotWriter:
                 continue
             try:
                 jpeg = encode(snap, crop=self._crop, quality=self._quality)
-                self._publish(snapshot_topic(self._topics, snap.camera, snap.label), jpeg)
+                self._publish(self._topics.snapshot(snap.camera, snap.label), jpeg)
                 self.published += 1
                 if self.store is not None and snap.event_id:
                     self.store.save(snap.camera, snap.label, snap.event_id, jpeg)

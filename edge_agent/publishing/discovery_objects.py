@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from edge_agent.publishing.topics import Topics, label_level
+from edge_agent.publishing.topics import Topics
 
 Config = Callable[[str, str, dict[str, Any]], tuple[str, dict[str, Any]]]
 
@@ -169,7 +169,7 @@ def object_entities(
                         object_id(ids[camera], ids[f"label:{label}"], "snapshot"),
                         {
                             "name": f"{camera} {label} snapshot",
-                            "image_topic": f"{topics.base}/{camera}/{label_level(label)}/snapshot",
+                            "image_topic": topics.snapshot(camera, label),
                             "content_type": "image/jpeg",
                             **availability,
                         },

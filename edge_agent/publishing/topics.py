@@ -123,6 +123,11 @@ class Topics:
         """``{camera}/detect/state``: a camera's retained detection switch state."""
         return f"{self.base}/{camera}/detect/state"
 
+    def snapshot(self, camera: str, label: str) -> str:
+        """``{camera}/{label}/snapshot``: the retained JPEG of a camera's latest ``label``
+        object (``/``, ``+``, ``#`` in a label become ``_``)."""
+        return f"{self.base}/{camera}/{label_level(label)}/snapshot"
+
     def count(self, place: str, label: str) -> str:
         """Retained number of ``label`` objects (or ``all``) seen by a camera or in a zone.
 
