@@ -17,7 +17,8 @@
   not hand it the retained configs, so every config is published again after a random
   delay (a fleet must not answer all at once). The states it then reads are on
   retained topics it subscribes exactly (availability, counts, detection switches);
-  the status is re-published too, through ``on_republished``.
+  the status is re-published too, through ``on_republished``. On a broker that keeps no
+  retained messages those states and ``online`` are sent again after the configs.
 """
 
 from __future__ import annotations
@@ -229,5 +230,6 @@ class HaDiscovery:
             self._timer = None
             for topic, payload in self._sent.items():
                 self._publisher.publish(topic, payload, qos=1, retain=True)
+            self._publisher.republish_latest()  # no retained messages: states and online
         if self._on_republished is not None:
             self._on_republished()

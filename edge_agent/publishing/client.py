@@ -13,18 +13,17 @@ Design (one thread, :class:`MqttPublisher`'s own, does all MQTT and spool work):
   PUBACK; newer messages wait until all of it is sent: no loss, no reordering, and a
   message whose PUBACK was lost is delivered twice (at-least-once, as with any QoS 1
   flow). Durability needs QoS >= 1 (with QoS 0 "acknowledged" means "written").
-* No durable message is held only in memory longer than ``max_unacked_s``: when PUBACKs
-  stop coming (a black-holed link looks alive until keepalive gives up), results are
-  spooled without waiting for the connection to drop; without a usable spool publishing
-  goes on, not durably, and ``storage_error`` says so (:mod:`~.durable`).
+* No durable message stays only in memory longer than ``max_unacked_s``, even on a
+  black-holed link; without a usable spool ``storage_error`` says so (:mod:`~.durable`).
 * Non-durable messages (stats) are dropped while disconnected (``dropped`` counter);
   retained ones (status, model, discovery) are kept per topic, re-sent on reconnect.
 * The LWT is retained ``offline`` on ``available``; after CONNACK the thread subscribes
   the command topics and after their SUBACK publishes retained ``online``, so both survive
-  reconnects. Each connect runs in a connector thread (:mod:`.connector`) under one
-  deadline, ``connect_timeout``: this thread keeps spooling and can always stop. ``stop()``
-  publishes ``offline`` before its clean DISCONNECT (which suppresses the LWT). Commands
-  go to the owner through :mod:`.incoming`; when to reconnect, and to which of
+  reconnects (a broker without retained messages gets them unretained, and again through
+  :meth:`MqttPublisher.republish_latest`). Each connect runs in a connector thread under
+  ``connect_timeout`` (:mod:`.connector`): this thread keeps spooling and can always stop.
+  ``stop()`` publishes ``offline`` before its clean DISCONNECT (which suppresses the LWT).
+  Commands go to the owner through :mod:`.incoming`; when to reconnect, and to which of
   ``mqtt.hosts``, is :mod:`.reconnect`'s.
 """
 
@@ -97,7 +96,7 @@ class MqttPublisher:
             # status and model state again (RabbitMQ gives wildcards no retained message)
             lambda: [self._outbox.repeat(t) for t in (topics.status, topics.model)],
         )
-        self._outbox = Outbox(settings.max_queued, answerable=(topics.status,))
+        self._outbox = Outbox(settings.max_queued, (topics.status,), self._where)
         self._inflight = InflightWindow()
         self._waker = Waker()
         self._stop = threading.Event()
@@ -112,11 +111,12 @@ class MqttPublisher:
             self._where,
         )
         self._conn: Connection | None = None
-        self._drain_until = self._stop_deadline = self._overflow_log_at = 0.0
+        self._drain_until = self._stop_deadline = 0.0
         self._replay_pos: Position | None = None
         self._reconnects = Reconnects(settings)
         self._dialer = Dialer(self._reconnects, self._waker, settings.connect_timeout, self._where)
         self._problems = BrokerProblems(self._where)
+        self.retain_available = True  # the broker keeps retained messages (publisher thread)
         self._delivery = Delivery(self._inflight, self._store, self._problems)
 
     @property
@@ -209,18 +209,9 @@ class MqttPublisher:
         """
         if not topic or any(c in topic for c in "+#\0") or qos not in (0, 1, 2):
             raise PublishError(f"invalid topic {topic!r} or qos {qos!r}")
-        old = self._outbox.put(
+        self._outbox.put(
             Outgoing(topic, encode_payload(topic, payload), qos, retain, durable, time.monotonic())
         )
-        if old is not None and time.monotonic() >= self._overflow_log_at:
-            # Once per 10 s at most: the producer outruns the publisher thread.
-            self._overflow_log_at = time.monotonic() + 10.0
-            logger.error(
-                "mqtt %s: queue of %d full, dropping the oldest messages (%d so far)",
-                self._where,
-                self.settings.max_queued,
-                self._outbox.overflowed,
-            )
         self._waker.wake() if urgent else self._waker.wake_soon()
 
     def publish_result(self, payload: bytes | str | dict, *, urgent: bool = True) -> None:
@@ -253,11 +244,17 @@ class MqttPublisher:
             "dropped": self._store.dropped + self._outbox.overflowed,
             "queued": len(self._outbox),
             "inflight": len(self._inflight),
-            "reconnects": self._reconnects.reconnects,
-            "connect_failures": self._reconnects.connect_failures,
+            **self._reconnects.counts(),
             "commands": self._incoming.commands,
             **self._store.stats(),
         }
+
+    def republish_latest(self) -> None:
+        """On a broker that keeps no retained messages, every retained value and ``online``
+        again: a subscriber that just came (Home Assistant's birth) has none of them."""
+        if not self.retain_available:
+            self._outbox.mark_retained_dirty()
+            self.publish(self.topics.available, b"online", 1)
 
     def durability(self) -> dict[str, int]:
         """What may be lost: the last run's bound, the spool's dropped records, results
@@ -316,10 +313,8 @@ class MqttPublisher:
             on_connected=self._on_connected,
             on_ack=self._delivery.ack,
             on_message=self._incoming.message,
-            protocol=self._reconnects.version,
-            connack_timeout=self._reconnects.connack_timeout,
-            broker=self._reconnects.broker,
             problems=self._problems,
+            **self._reconnects.attempt()._asdict(),
         )
 
     def _pump(self) -> None:
@@ -358,7 +353,8 @@ class MqttPublisher:
         if not was_connected:
             if not self._stop.is_set():
                 unanswered = conn is not None and conn.opened and not conn.answered
-                self._reconnects.failed(reason, unanswered=unanswered)
+                refused = conn is not None and conn.retain_refused
+                self._reconnects.failed(reason, unanswered=unanswered, retain_refused=refused)
             return
         pending = self._store.pending
         if clean:
@@ -392,7 +388,8 @@ class MqttPublisher:
 
     def _on_connected(self) -> None:
         """CONNACK: reset the backoff, re-publish retained values, tell the owner."""
-        self._reconnects.connected()
+        conn = self._conn
+        self.retain_available = self._reconnects.connected(conn is None or conn.retains)
         self._outbox.mark_retained_dirty()
         where, pending = self._reconnects.broker, self._store.pending
         logger.info("mqtt %s: connected, %d spooled to replay", where, pending)

@@ -39,6 +39,8 @@ _CORK = getattr(socket, "TCP_CORK", None)  # Linux only
 # PUBACK reasons that say "not now" rather than "never" (Quota exceeded, Packet
 # Identifier in use): the connection is dropped and the message is sent again later.
 _TRANSIENT_PUBACK = frozenset({0x91, 0x97})
+# CONNACK "Retain not supported": the broker keeps no retained messages, our will included.
+_RETAIN_NOT_SUPPORTED = 0x9A
 
 
 class _LastError(logging.Handler):
@@ -125,6 +127,8 @@ class Connection:
         problems: where the link's problems are told: an incoming packet over
             ``max_packet_size``, read and discarded (:mod:`.packet_bound`), and command
             subscriptions the broker refused (default: a new one, for this connection).
+        retain: False for a broker known to keep no retained messages: the will and
+            every publish go unretained (see :attr:`retains`).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class Connection:
         connack_timeout: float | None = None,
         broker: Endpoint | None = None,
         problems: BrokerProblems | None = None,
+        retain: bool = True,
     ):
         self.settings, self.topics = settings, topics
         self.broker = broker or settings.endpoints()[0]
@@ -156,8 +161,10 @@ class Connection:
         self.opened = False  # TCP (+TLS) up and CONNECT sent
         self.answered = False  # a CONNACK came, accepting or refusing
         self.limits = BrokerLimits()  # what the broker's CONNACK allows
+        self._retain = retain
+        self.retain_refused = False  # MQTT 5 CONNACK 0x9A: our retained will was refused
         self._connack_timeout = connack_timeout or settings.connect_timeout
-        self.client = client = new_client(settings, topics, context, None, protocol)
+        self.client = client = new_client(settings, topics, context, None, protocol, retain)
         self._problems = problems or BrokerProblems(self.where)
         self._reads = bound_reads(client, settings.max_packet_size, self._problems.oversized_packet)
         plain_acks(client)
@@ -277,10 +284,19 @@ class Connection:
         self._ping_seen = self._ping_seen or now
         return now - self._ping_seen >= self.settings.keepalive
 
+    @property
+    def retains(self) -> bool:
+        """False when the broker keeps no retained messages: a retained publish would end
+        the connection, so every message goes unretained. Once an MQTT 5 CONNACK came its
+        Retain Available says; before, or over 3.1.1, what earlier connections learned."""
+        if self.connected and self.protocol == mqtt.MQTTv5:
+            return self.limits.retain
+        return self._retain
+
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
         qos = min(qos, self.limits.max_qos)  # above the broker's Maximum QoS it drops us
-        mid = self.client.publish(topic, payload, qos, retain).mid
+        mid = self.client.publish(topic, payload, qos, retain and self.retains).mid
         if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)
             self._sent[mid] = topic
         return mid
@@ -306,7 +322,7 @@ class Connection:
         client = self.client
         self._closing = True  # a SUBACK read from now on must not say "online" again
         if clean and self.connected:
-            info = client.publish(self.topics.available, "offline", 1, True)
+            info = client.publish(self.topics.available, "offline", 1, self.retains)
             while not info.is_published() and time.monotonic() < deadline:
                 if not self.step(0.05):
                     break
@@ -330,6 +346,7 @@ class Connection:
         self.answered = True
         if reason_code.is_failure:
             self.error = f"refused: {reason_code}"
+            self.retain_refused = reason_code.value == _RETAIN_NOT_SUPPORTED and self._retain
             return
         self.connected = True
         self.limits = BrokerLimits.of(properties)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from edge_agent.publishing.spool import Position
+
+logger = logging.getLogger(__name__)
+OVERFLOW_LOG_S = 10.0  # a full queue is logged at most this often
 
 
 class Outgoing(NamedTuple):
@@ -35,10 +40,12 @@ class Outbox:
         max_queued: bound of the queue.
         answerable: topics whose latest value is kept even when it is not retained, so
             that a request can have it sent again (:meth:`repeat`; the status topic).
+        where: the brokers, for the log line of a full queue.
     """
 
-    def __init__(self, max_queued: int, answerable: Iterable[str] = ()):
-        self._max = max_queued
+    def __init__(self, max_queued: int, answerable: Iterable[str] = (), where: str = ""):
+        self._max, self._where = max_queued, where
+        self._overflow_log_at = 0.0
         self._answerable = frozenset(answerable)
         self._latest: dict[str, Outgoing] = {}
         self._lock = threading.Lock()
@@ -62,8 +69,22 @@ class Outbox:
 
         Returns:
             The oldest queued message if it had to be dropped to respect the bound
-            (counted in :attr:`overflowed`).
+            (counted in :attr:`overflowed`, logged once per ``OVERFLOW_LOG_S`` at most).
         """
+        dropped = self._put(msg)
+        if dropped is not None and time.monotonic() >= self._overflow_log_at:
+            # The producer outruns the publisher thread: said now and then, not per message.
+            self._overflow_log_at = time.monotonic() + OVERFLOW_LOG_S
+            logger.error(
+                "mqtt %s: queue of %d full, dropping the oldest messages (%d so far)",
+                self._where,
+                self._max,
+                self.overflowed,
+            )
+        return dropped
+
+    def _put(self, msg: Outgoing) -> Outgoing | None:
+        """:meth:`put` under the lock."""
         with self._lock:
             if msg.topic in self._answerable:
                 self._latest[msg.topic] = msg

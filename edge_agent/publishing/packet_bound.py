@@ -70,19 +70,22 @@ class BrokerLimits(NamedTuple):
     Receive Maximum, the QoS 1/2 publishes it takes unacknowledged at once (past it
     mosquitto refuses a QoS 2 one, which paho reports as delivered; other brokers end
     the connection). ``max_qos``: its Maximum QoS (AWS IoT Core, Azure Event Grid: 1); a
-    publish above it ends the connection.
+    publish above it ends the connection. ``retain``: its Retain Available (mosquitto's
+    ``retain_available false``); a retained publish ends the connection.
     """
 
     max_packet: int = 0
     receive_max: int = 65535
     max_qos: int = 2
+    retain: bool = True
 
     @classmethod
     def of(cls, properties: object) -> BrokerLimits:
         """The limits a CONNACK's properties declare."""
         max_packet = getattr(properties, "MaximumPacketSize", 0)
         max_qos = getattr(properties, "MaximumQoS", 2)
-        return cls(max_packet, getattr(properties, "ReceiveMaximum", 65535), max_qos)
+        retain = bool(getattr(properties, "RetainAvailable", 1))
+        return cls(max_packet, getattr(properties, "ReceiveMaximum", 65535), max_qos, retain)
 
     def too_large(self, topic: str, payload: bytes, qos: int, v5: bool) -> str | None:
         """Why the broker would not take this publish (None if it would): over its Maximum

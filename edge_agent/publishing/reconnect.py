@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 
@@ -72,6 +73,15 @@ class ProtocolChoice:
         return self.auto and not self.v5
 
 
+class Attempt(NamedTuple):
+    """What the next connection attempt uses (the :class:`Connection` keywords)."""
+
+    protocol: int  # mqtt.MQTTv5 or mqtt.MQTTv311
+    connack_timeout: float
+    broker: Endpoint
+    retain: bool  # False: the broker keeps no retained messages, the will included
+
+
 class Reconnects:
     """The publisher's reconnect schedule and counters.
 
@@ -89,6 +99,7 @@ class Reconnects:
         self._client_id = settings.client_id
         self._up_since: float | None = None
         self.short_lived = 0  # connections in a row lost within STABLE_S of their CONNACK
+        self._unretained: set[Endpoint] = set()  # brokers that keep no retained messages
         self.next_attempt = 0.0
         self.reconnects = 0
         self.connect_failures = 0
@@ -97,6 +108,38 @@ class Reconnects:
     def broker(self) -> Endpoint:
         """The broker of the next attempt (or of the live connection)."""
         return self._brokers.current
+
+    @property
+    def retains(self) -> bool:
+        """False once the broker of the next attempt said it keeps no retained messages."""
+        return self._brokers.current not in self._unretained
+
+    def attempt(self) -> Attempt:
+        """The MQTT version, CONNACK wait, broker and retain flag of the next attempt."""
+        return Attempt(self.version, self.connack_timeout, self.broker, self.retains)
+
+    def counts(self) -> dict[str, Any]:
+        """The reconnect counters, and whether the broker keeps retained messages."""
+        return {
+            "retain_available": self.retains,
+            "reconnects": self.reconnects,
+            "connect_failures": self.connect_failures,
+        }
+
+    def _no_retain(self) -> None:
+        """The current broker keeps no retained messages: its CONNACK said Retain Available
+        0, or refused our retained will (MQTT 5 reason 0x9A, "Retain not supported")."""
+        where = self._brokers.current
+        if where in self._unretained:
+            return
+        self._unretained.add(where)
+        logger.warning(
+            "mqtt %s: the broker keeps no retained messages (MQTT 5 Retain Available 0): the "
+            "last will, availability, status, model state, counts and Home Assistant "
+            "discovery go unretained, so a subscriber that comes later sees each at its "
+            "next publication (Home Assistant's birth has them all sent again)",
+            where,
+        )
 
     @property
     def several(self) -> bool:
@@ -117,10 +160,17 @@ class Reconnects:
         """Seconds until the next attempt is due (0 when it is)."""
         return max(0.0, self.next_attempt - time.monotonic())
 
-    def failed(self, reason: str, *, unanswered: bool = False) -> None:
+    def failed(
+        self, reason: str, *, unanswered: bool = False, retain_refused: bool = False
+    ) -> None:
         """An attempt failed; ``unanswered``: the broker took the connection but sent no
         CONNACK at all (the other MQTT version is tried next). A CONNACK refusal is not
-        unanswered: the broker spoke the version, it refused the login."""
+        unanswered: the broker spoke the version, it refused the login. ``retain_refused``:
+        its CONNACK refused our retained will; the same broker is tried at once without."""
+        if retain_refused:
+            self._no_retain()
+            self.next_attempt = time.monotonic()
+            return
         same_broker, tried = False, self._version_name()
         if unanswered:
             self._protocol.no_connack()
@@ -176,9 +226,17 @@ class Reconnects:
             logger.warning("mqtt %s: %s", self._brokers.current, hint)
         return hint
 
-    def connected(self) -> None:
-        """A CONNACK: count a reconnect, say if MQTT 5 was refused; the delay is reset
-        once the connection has stayed up (:meth:`lost`)."""
+    def connected(self, retains: bool = True) -> bool:
+        """A CONNACK (``retains``: its Retain Available): count a reconnect, say if MQTT 5
+        was refused; the delay is reset once the connection has stayed up (:meth:`lost`).
+
+        Returns:
+            False when the broker keeps no retained messages.
+        """
+        if not retains:
+            self._no_retain()
+        else:  # a broker set to keep them again: the will is retained from the next one on
+            self._unretained.discard(self._brokers.current)
         self._up_since = time.monotonic()
         self._brokers.connected()
         if self._ever_connected:
@@ -190,3 +248,4 @@ class Reconnects:
                 "the device, not by the broker (see deploy/mosquitto/edge-agent-limits.conf)",
                 self._brokers.current,
             )
+        return self.retains

@@ -275,8 +275,10 @@ def new_client(
     context: ssl.SSLContext | None,
     userdata: Any,
     protocol: int = mqtt.MQTTv311,
+    will_retain: bool = True,
 ) -> mqtt.Client:
-    """The device's client: :func:`base_client` plus the last will and publishing limits."""
+    """The device's client: :func:`base_client` plus the last will (retained unless the
+    broker keeps no retained messages) and publishing limits."""
     client = base_client(
         settings,
         settings.client_id or f"edge-agent-{topics.device_id}",
@@ -284,7 +286,7 @@ def new_client(
         userdata,
         protocol,
     )
-    client.will_set(topics.available, "offline", qos=1, retain=True)
+    client.will_set(topics.available, "offline", qos=1, retain=will_retain)
     # Unlimited in paho: the publisher bounds what is in flight itself.
     client.max_inflight_messages_set(0)
     client.connect_timeout = settings.connect_timeout

@@ -11,9 +11,10 @@ import os
 
 import pytest
 
-from tests.support.broker import wait_until
+from tests.support.broker import MOSQUITTO, MosquittoBroker, wait_until
 from tests.support.clips import write_clip
 from tests.support.ha_render import available
+from tests.support.mqtt_client import MqttSubscriber
 from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -79,3 +80,45 @@ def test_counts_are_unavailable_while_the_camera_is_down_or_not_detecting(
     sub.publish(command, b"ON", qos=1)
     wait_until(lambda: shown(occupancy), 10, "occupancy available with detection on")
     assert daemon.stop(timeout=10) == 0
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto")
+def test_home_assistant_started_later_sees_the_device_on_a_broker_without_retained_messages(
+    tmp_path, edge_daemon
+):
+    # mosquitto's retain_available false refuses a CONNECT with a retained will and drops
+    # a client that publishes a retained message: the daemon goes unretained there, and
+    # Home Assistant, which comes after it, gets configs, availability and states on its
+    # birth instead of from the broker.
+    broker = MosquittoBroker(tmp_path / "broker")
+    with broker.config.open("a") as conf:
+        conf.write("retain_available false\n")
+    broker.start()
+    early = MqttSubscriber(broker.host, broker.port, ["#"]).start()
+    ha = MqttSubscriber(broker.host, broker.port, ["#"], name="ha")
+    try:
+        daemon = edge_daemon(
+            broker.port, DEMO / "clip.avi", DEMO / "color_blobs.tflite", DEMO / "labels.txt"
+        )
+        topics = daemon.topics
+        config = "homeassistant/binary_sensor/e2e-dev/cam0_all_occupancy/config"
+        early.wait_for(config, timeout=20)
+        early.wait_for(topics.detect_state("cam0"), timeout=10)
+        ha.start()
+        ha.publish("homeassistant/status", b"online", qos=1)
+        occupancy = ha.wait_for(config, timeout=20).json()
+        needed = (topics.available, topics.status, topics.detect_state("cam0"))
+
+        def shown() -> bool:
+            if not all(ha.on(topic) for topic in needed):
+                return False
+            return available(occupancy, {t: ha.on(t)[-1].payload.decode() for t in needed})
+
+        wait_until(shown, 15, "occupancy available to a Home Assistant that came later")
+        assert daemon.alive()
+        assert "keeps no retained messages" in daemon.log(), daemon.log_tail()
+        assert not any(m.retain for m in list(early.messages)), "a retained message got through"
+    finally:
+        ha.stop()
+        early.stop()
+        broker.kill()

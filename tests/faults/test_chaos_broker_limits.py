@@ -136,3 +136,99 @@ def test_retained_values_wait_for_the_brokers_receive_maximum(tmp_path, mqtt_pub
     finally:
         sub.stop()
         broker.kill()
+
+
+@pytest.fixture
+def unretaining_broker(tmp_path):
+    """A mosquitto that keeps no retained messages: it refuses an MQTT 5 CONNECT whose
+    will is retained (CONNACK "Retain not supported") and ends the connection of a client
+    that publishes a retained message."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    with broker.config.open("a") as conf:
+        conf.write("retain_available false\n")
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+@pytest.mark.parametrize("protocol", ["5", "auto"])
+def test_a_broker_without_retained_messages_gets_everything_unretained(
+    unretaining_broker, mqtt_publisher_factory, protocol
+):
+    broker = unretaining_broker
+    sub = MqttSubscriber(broker.host, broker.port, ["edge/dev1/#"]).start()
+    try:
+        # A retry after the refused CONNECT waits for no backoff (reconnect_min is 30 s).
+        pub = mqtt_publisher_factory(
+            broker.port, protocol=protocol, reconnect_min=30, reconnect_max=60
+        )
+        assert pub.wait_connected(10), "connected without a retained will"
+        pub.publish_status({"state": "running"})
+        pub.publish("edge/dev1/cam0/person/count", b"2", 1, True)
+        pub.publish_model({"state": "idle"})
+        for seq in range(5):
+            pub.publish_result({"seq": seq})
+        wait_until(lambda: len(_results(sub)) >= 5, 10, "the five results")
+        wait_until(lambda: sub.on("edge/dev1/cam0/person/count"), 10, "the count")
+        wait_until(lambda: sub.on("edge/dev1/model"), 10, "the model state")
+        stats = pub.stats()
+        assert pub.stop(10)
+        wait_until(lambda: len(sub.on("edge/dev1/available")) >= 2, 10, "online, then offline")
+    finally:
+        sub.stop()
+    assert [m.payload for m in sub.on("edge/dev1/available")] == [b"online", b"offline"]
+    assert sub.on("edge/dev1/status")[-1].json() == {"state": "running"}
+    assert _results(sub) == list(range(5))
+    assert stats["retain_available"] is False
+    assert (stats["reconnects"], stats["connect_failures"], stats["refused"]) == (0, 0, 0)
+
+
+def test_what_a_late_subscriber_missed_is_sent_again_on_request(
+    unretaining_broker, mqtt_publisher_factory
+):
+    """Home Assistant's birth asks for it (:meth:`MqttPublisher.republish_latest`)."""
+    broker = unretaining_broker
+    early = MqttSubscriber(broker.host, broker.port, ["edge/dev1/#"]).start()
+    late = MqttSubscriber(broker.host, broker.port, ["edge/dev1/#"], name="late")
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="5")
+        assert pub.wait_connected(10)
+        pub.publish_status({"state": "running"})
+        pub.publish("edge/dev1/cam0/person/count", b"2", 1, True)
+        wait_until(lambda: early.on("edge/dev1/cam0/person/count"), 10, "the count")
+        wait_until(lambda: early.on("edge/dev1/status"), 10, "the status")
+        late.start()
+        pub.republish_latest()
+        wait_until(lambda: late.on("edge/dev1/available"), 10, "online again")
+        wait_until(lambda: late.on("edge/dev1/cam0/person/count"), 10, "the count again")
+        wait_until(lambda: late.on("edge/dev1/status"), 10, "the status again")
+    finally:
+        late.stop()
+        early.stop()
+    assert late.on("edge/dev1/available")[0].payload == b"online"
+    assert late.on("edge/dev1/cam0/person/count")[0].payload == b"2"
+    assert pub.stats()["reconnects"] == 0
+
+
+def test_a_broker_with_retained_messages_is_asked_nothing_again(tmp_path, mqtt_publisher_factory):
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    early = MqttSubscriber(broker.host, broker.port, ["edge/dev1/#"]).start()
+    late = MqttSubscriber(broker.host, broker.port, ["edge/dev1/#"], name="late")
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="5")
+        assert pub.wait_connected(10)
+        pub.publish("edge/dev1/cam0/person/count", b"2", 1, True)
+        wait_until(lambda: early.on("edge/dev1/cam0/person/count"), 10, "the count")
+        late.start()
+        wait_until(lambda: late.on("edge/dev1/cam0/person/count"), 10, "the retained count")
+        pub.republish_latest()  # nothing: the broker kept it
+        pub.publish_result({"seq": 1})  # a marker behind anything it would have queued
+        wait_until(lambda: _results(late) == [1], 10, "the marker")
+    finally:
+        late.stop()
+        early.stop()
+        broker.kill()
+    assert [m.retain for m in late.on("edge/dev1/cam0/person/count")] == [True]
+    assert [m.payload for m in late.on("edge/dev1/available")] == [b"online"]
+    assert pub.stats()["retain_available"] is True

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_agent.publishing import reconnect
-from edge_agent.publishing.packet_bound import PacketHead, publish_head
+from edge_agent.publishing.packet_bound import BrokerLimits, PacketHead, publish_head
 from edge_agent.publishing.reconnect import Reconnects
 from edge_agent.publishing.refusals import LOG_EVERY_S, BrokerProblems
 from edge_agent.publishing.settings import MqttSettings
@@ -120,3 +122,41 @@ def test_a_reconnect_hint_ends_with_a_connection_that_stayed_up():
     problems.refused_publish("t", "Not authorized")
     problems.link_hint("")  # no hint to end: the refusal stays
     assert "refused publishing to t" in problems.error
+
+
+def test_a_refused_retained_will_is_tried_again_at_once_without_on_that_broker_only(
+    monkeypatch, caplog
+):
+    clock = FakeClock(100.0)
+    monkeypatch.setattr(reconnect.time, "monotonic", clock)
+    plan = Reconnects(MqttSettings(hosts=("a", "b"), reconnect_min=5, protocol="5"))
+    first = plan.attempt()
+    assert first.retain and first.protocol == mqtt.MQTTv5
+    with caplog.at_level(logging.WARNING):
+        plan.failed("refused: Retain not supported", retain_refused=True)
+        plan.failed("refused: Retain not supported", retain_refused=True)  # told once
+    again = plan.attempt()
+    assert again.broker == first.broker and not again.retain and plan.wait() == 0
+    assert caplog.text.count("keeps no retained messages") == 1
+    assert plan.counts() == {"retain_available": False, "reconnects": 0, "connect_failures": 0}
+    plan.failed("connection refused")  # the next broker keeps its own
+    assert plan.attempt().broker != first.broker and plan.attempt().retain
+
+
+def test_a_connack_without_retain_available_is_remembered_until_one_with():
+    plan = Reconnects(MqttSettings(host="a", protocol="5"))
+    assert plan.connected(retains=True) and plan.retains
+    plan.lost("connection lost")
+    assert not plan.connected(retains=False)
+    plan.lost("connection lost")
+    assert not plan.attempt().retain  # the will goes unretained from then on
+    assert plan.connected(retains=True)  # the broker was set to keep them again
+    plan.lost("connection lost")
+    assert plan.attempt().retain
+
+
+def test_broker_limits_read_retain_available_from_the_connack():
+    props = Properties(PacketTypes.CONNACK)
+    assert BrokerLimits.of(props).retain
+    props.RetainAvailable = 0
+    assert not BrokerLimits.of(props).retain

@@ -67,6 +67,9 @@ class _HeldBroker:
             self.reloaded.wait(1.0)
         self.retained[topic] = payload
 
+    def republish_latest(self):
+        """A broker that keeps retained messages: nothing to send again."""
+
 
 def _config(state_dir, interval):
     return parse_config(
