@@ -331,7 +331,7 @@ class MqttPublisher:
                     window -= 1
             if store.pending and store.read(1, after=self._replay_pos):
                 return  # newer messages wait until the whole spool is on the wire
-            while window > 0 and len(self._outbox):
+            while window > 0 and len(self._outbox) and conn.quota > 0:
                 msg = self._outbox.pop()
                 if msg.durable:
                     send(conn, msg)
@@ -362,6 +362,7 @@ class MqttPublisher:
         else:
             logger.warning("mqtt %s: %s; %d messages spooled", conn.where, reason, pending)
             self._problems.link_hint(self._reconnects.lost(reason))
+            self._delivery.lost(conn.suspect())
         self._incoming.connection(False)
 
     def _shutdown(self) -> None:

@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import __version__ as paho_version
@@ -26,6 +26,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.errors import PublishError
 from edge_agent.publishing.endpoints import Endpoint
 from edge_agent.publishing.packet_bound import BrokerLimits, bound_reads
+from edge_agent.publishing.paho_log import LastError, paho_logger
 from edge_agent.publishing.puback import plain_acks
 from edge_agent.publishing.refusals import BrokerProblems
 from edge_agent.publishing.settings import MqttSettings, new_client
@@ -43,40 +44,14 @@ _TRANSIENT_PUBACK = frozenset({0x91, 0x97})
 _RETAIN_NOT_SUPPORTED = 0x9A
 
 
-class _LastError(logging.Handler):
-    """Keeps the last error paho logs: the socket error behind a lost connection (e.g. a
-    TLS alert such as "certificate required"), to say why the connection died."""
+class Sent(NamedTuple):
+    """A message sent on this connection and not acknowledged yet."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.text = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Keep the message (a handler must not raise into paho's loop)."""
-        try:
-            self.text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a template that does not fit its arguments
-            self.text = str(record.msg)
+    topic: str
+    payload: bytes
 
 
-def _paho_logger(errors: _LastError) -> logging.Logger:
-    """One client's own logger: paho's errors reach ``errors``, and its debug lines are
-    formatted only when our debug logging is on (``on_log`` would have paho format a
-    line for every packet sent and received: about a tenth of its CPU per publish).
-
-    Unregistered, so it goes with the connection; with debug logging it hands every line
-    on to ``edge_agent.publishing.connection.paho``. Without, paho's errors stay here: it
-    logs a lost connection at ERROR, and the publisher reports it once itself.
-    """
-    own = logging.Logger(__name__ + ".paho")  # noqa: LOG001 - one per client, unregistered
-    own.addHandler(errors)
-    if logger.isEnabledFor(logging.DEBUG):
-        own.setLevel(logging.DEBUG)
-        own.parent = logging.getLogger(__name__ + ".paho")
-    else:
-        own.setLevel(logging.ERROR)
-        own.propagate = False
-    return own
+_UNKNOWN = Sent("", b"")
 
 
 def connect_properties(settings: MqttSettings) -> Properties:
@@ -129,6 +104,9 @@ class Connection:
             subscriptions the broker refused (default: a new one, for this connection).
         retain: False for a broker known to keep no retained messages: the will and
             every publish go unretained (see :attr:`retains`).
+        probe_s: after a connection the broker ended soon after its CONNACK, this many
+            seconds after the CONNACK with one QoS 1/2 publish unacknowledged at a time, so
+            that the next end names its message (:meth:`suspect`; 0: no probing).
     """
 
     def __init__(
@@ -145,6 +123,7 @@ class Connection:
         broker: Endpoint | None = None,
         problems: BrokerProblems | None = None,
         retain: bool = True,
+        probe_s: float = 0.0,
     ):
         self.settings, self.topics = settings, topics
         self.broker = broker or settings.endpoints()[0]
@@ -162,6 +141,7 @@ class Connection:
         self.answered = False  # a CONNACK came, accepting or refusing
         self.limits = BrokerLimits()  # what the broker's CONNACK allows
         self._retain = retain
+        self._probe_s, self._probe_until = probe_s, 0.0
         self.retain_refused = False  # MQTT 5 CONNACK 0x9A: our retained will was refused
         self._connack_timeout = connack_timeout or settings.connect_timeout
         self.client = client = new_client(settings, topics, context, None, protocol, retain)
@@ -173,9 +153,10 @@ class Connection:
         client.on_publish = self._cb_publish
         client.on_subscribe = self._cb_subscribe
         client.on_message = self._cb_message
-        self._errors = _LastError()
-        client.enable_logger(_paho_logger(self._errors))
-        self._sent: dict[int, str] = {}  # mid -> topic, until acknowledged
+        self._errors = LastError()
+        client.enable_logger(paho_logger(self._errors))
+        self._sent: dict[int, Sent] = {}  # mid -> message, until acknowledged
+        self._last_unacked: Sent | None = None  # the last QoS 0 message (none is acked)
 
     def open(self, tcp: socket.socket | None = None) -> None:
         """TLS handshake (if any) and send CONNECT; the CONNACK arrives through :meth:`step`.
@@ -298,13 +279,29 @@ class Connection:
         qos = min(qos, self.limits.max_qos)  # above the broker's Maximum QoS it drops us
         mid = self.client.publish(topic, payload, qos, retain and self.retains).mid
         if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)
-            self._sent[mid] = topic
+            self._sent[mid] = Sent(topic, payload)
+        else:
+            self._last_unacked = Sent(topic, payload)
         return mid
+
+    def suspect(self) -> Sent | None:
+        """The message the broker ended a :attr:`probing` connection for: the one
+        unacknowledged, else the last QoS 0 one (None when not probing: with several
+        unacknowledged, the one that ended it is unknown)."""
+        if not self.probing:
+            return None
+        return next(iter(self._sent.values()), self._last_unacked)
+
+    @property
+    def probing(self) -> bool:
+        """True while QoS 1/2 publishes go one at a time (see ``probe_s``)."""
+        return self._probe_until > 0.0 and time.monotonic() < self._probe_until
 
     @property
     def quota(self) -> int:
-        """QoS 1/2 publishes the broker takes now (its Receive Maximum less the unacked)."""
-        return self.limits.receive_max - len(self._sent)
+        """QoS 1/2 publishes the broker takes now (its Receive Maximum less the unacked;
+        1 less the unacked while :attr:`probing`)."""
+        return (1 if self.probing else self.limits.receive_max) - len(self._sent)
 
     def too_large(self, topic: str, payload: bytes, qos: int) -> str | None:
         """:meth:`BrokerLimits.too_large` over this connection's MQTT version."""
@@ -349,6 +346,8 @@ class Connection:
             self.retain_refused = reason_code.value == _RETAIN_NOT_SUPPORTED and self._retain
             return
         self.connected = True
+        if self._probe_s:
+            self._probe_until = time.monotonic() + self._probe_s
         self.limits = BrokerLimits.of(properties)
         # ``online`` waits for the SUBACK (:meth:`_cb_subscribe`): a controller that sends
         # a command the moment it sees ``online`` must find the subscription in place.
@@ -372,7 +371,7 @@ class Connection:
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        topic = self._sent.pop(mid, "")
+        topic = self._sent.pop(mid, _UNKNOWN).topic
         refused = str(reason_code) if reason_code.is_failure else None
         if reason_code.value in _TRANSIENT_PUBACK:
             # Not acknowledged: the message stays in flight and is spooled and sent again.

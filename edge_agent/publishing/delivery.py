@@ -7,16 +7,18 @@ broker refused (an MQTT 5 PUBACK with a failure reason) is released the same way
 retried (the broker would refuse it again and hold back every result behind it), and
 counted as refused, never as published (:mod:`~edge_agent.publishing.refusals`). A message
 bigger than the Maximum Packet Size of the broker's MQTT 5 CONNACK is refused here, unsent:
-the broker would end the connection for it, again after every reconnect.
+the broker would end the connection for it, again after every reconnect; so is one the
+broker kept ending the connection for (:mod:`~edge_agent.publishing.quarantine`).
 
 Owned by the publisher thread.
 """
 
 from __future__ import annotations
 
-from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.connection import Connection, Sent
 from edge_agent.publishing.durable import Durability
 from edge_agent.publishing.outbox import Inflight, InflightWindow, Outgoing
+from edge_agent.publishing.quarantine import Quarantine
 from edge_agent.publishing.refusals import BrokerProblems
 from edge_agent.publishing.spool import Position
 
@@ -34,6 +36,19 @@ class Delivery:
         self._inflight, self._store, self._problems = inflight, store, problems
         self.published = self.replayed = 0
         self._unsent = 0  # window keys of messages refused unsent (paho's mids are > 0)
+        self._quarantine = Quarantine()
+
+    def _refusal(self, conn: Connection, msg: Outgoing) -> str | None:
+        """Why ``msg`` is refused unsent (None if it is sent)."""
+        too_large = conn.too_large(msg.topic, msg.payload, msg.qos)
+        return too_large or self._quarantine.refuses(msg.topic, msg.payload)
+
+    def lost(self, sent: Sent | None) -> None:
+        """A connection was lost, probing with ``sent`` unacknowledged (see
+        :meth:`Quarantine.lost`); a message refused from now on is reported."""
+        suspect = self._quarantine.lost(sent)
+        if suspect is not None:
+            self._problems.quarantined(suspect.topic, suspect.size)
 
     def send(self, conn: Connection, msg: Outgoing, position: Position | None = None) -> None:
         """Publish a durable message on ``conn`` and track it until acknowledged.
@@ -41,7 +56,7 @@ class Delivery:
         A QoS 0 message has no acknowledgement: it counts as done once handed to the
         connection (still released in order, so spool commits never overtake).
         """
-        refused = conn.too_large(msg.topic, msg.payload, msg.qos)
+        refused = self._refusal(conn, msg)
         if refused is not None:
             # Released in order like an acknowledged one: spool commits never overtake.
             self._problems.refused_publish(msg.topic, refused)
@@ -54,7 +69,7 @@ class Delivery:
     def publish(self, conn: Connection, msg: Outgoing) -> bool:
         """Publish a message that is not tracked (not durable); False if it is too large
         for the broker (counted as refused, not sent)."""
-        refused = conn.too_large(msg.topic, msg.payload, msg.qos)
+        refused = self._refusal(conn, msg)
         if refused is not None:
             self._problems.refused_publish(msg.topic, refused)
             return False

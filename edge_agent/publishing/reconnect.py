@@ -80,6 +80,7 @@ class Attempt(NamedTuple):
     connack_timeout: float
     broker: Endpoint
     retain: bool  # False: the broker keeps no retained messages, the will included
+    probe_s: float  # after a short-lived connection: one publish at a time for this long
 
 
 class Reconnects:
@@ -115,8 +116,10 @@ class Reconnects:
         return self._brokers.current not in self._unretained
 
     def attempt(self) -> Attempt:
-        """The MQTT version, CONNACK wait, broker and retain flag of the next attempt."""
-        return Attempt(self.version, self.connack_timeout, self.broker, self.retains)
+        """The MQTT version, CONNACK wait, broker, retain flag and probing of the next
+        attempt (see :class:`~edge_agent.publishing.quarantine.Quarantine`)."""
+        probe_s = STABLE_S if self.short_lived else 0.0
+        return Attempt(self.version, self.connack_timeout, self.broker, self.retains, probe_s)
 
     def counts(self) -> dict[str, Any]:
         """The reconnect counters, and whether the broker keeps retained messages."""

@@ -75,6 +75,17 @@ class BrokerProblems:
         )
         logger.warning("mqtt %s: %s", self._where, self.error)
 
+    def quarantined(self, topic: str, size: int) -> None:
+        """The broker ended the connection ``quarantine.REPEATS`` times in a row with a
+        message on ``topic`` of ``size`` bytes unacknowledged: it is refused from now on."""
+        self.error = (
+            f"the broker kept ending the connection right after a message of {size} bytes "
+            f"on {topic}: it is refused from now on, not sent again (over the broker's "
+            "packet size limit, or denied by its policy?)"
+        )
+        self._refused_topic = topic
+        logger.error("mqtt %s: %s", self._where, self.error)
+
     def accepted(self, topic: str) -> None:
         """The broker took a publish on ``topic``: a refusal there is over (its ACL was
         fixed), so it no longer stands as the link's error."""

@@ -232,3 +232,50 @@ def test_a_broker_with_retained_messages_is_asked_nothing_again(tmp_path, mqtt_p
     assert [m.retain for m in late.on("edge/dev1/cam0/person/count")] == [True]
     assert [m.payload for m in late.on("edge/dev1/available")] == [b"online"]
     assert pub.stats()["retain_available"] is True
+
+
+def test_over_311_a_result_the_broker_ends_the_connection_for_is_refused_after_3_tries(
+    small_broker, mqtt_publisher_factory, caplog
+):
+    """MQTT 3.1.1 has no Maximum Packet Size: mosquitto just ends the connection for a
+    packet over its ``max_packet_size``, again after every reconnect."""
+    small_broker.start()
+    sub = MqttSubscriber(small_broker.host, small_broker.port, ["edge/dev1/#"]).start()
+    caplog.set_level(logging.ERROR)
+    try:
+        pub = mqtt_publisher_factory(small_broker.port, protocol="3.1.1")
+        assert pub.wait_connected(10)
+        for seq in range(10):
+            pub.publish_result({"seq": seq, **(BIG if seq == 3 else {})})
+        wait_until(lambda: set(_results(sub)) >= {0, 1, 2, 4, 5, 6, 7, 8, 9}, 20, "the rest")
+        wait_until(lambda: pub.stats()["spool_pending"] == 0, 10, "the spool replayed")
+        stats = pub.stats()
+    finally:
+        sub.stop()
+    assert 3 not in _results(sub)
+    assert stats["refused"] == 1 and 3 <= stats["reconnects"] <= 6, stats
+    # Logged; the error clears once the broker takes the next result on that topic.
+    told = [r.getMessage() for r in caplog.records if "refused from now on" in r.getMessage()]
+    assert len(told) == 1 and "edge/dev1/results" in told[0], told
+    assert pub.error == "" and pub.durability()["refused"] == 1
+
+
+def test_over_311_a_retained_value_the_broker_ends_the_connection_for_is_not_resent(
+    small_broker, mqtt_publisher_factory
+):
+    small_broker.start()
+    sub = MqttSubscriber(small_broker.host, small_broker.port, ["edge/dev1/#"]).start()
+    try:
+        pub = mqtt_publisher_factory(small_broker.port, protocol="3.1.1")
+        assert pub.wait_connected(10)
+        pub.publish("edge/dev1/cam0/person/snapshot", b"j" * 4000, 1, True)  # every CONNACK
+        wait_until(lambda: pub.stats()["refused"] == 1, 20, "the snapshot refused")
+        reconnects = pub.stats()["reconnects"]
+        for seq in range(5):
+            pub.publish_result({"seq": seq})
+        wait_until(lambda: _results(sub) == list(range(5)), 10, "results behind it")
+        pub.publish("edge/dev1/cam0/person/snapshot", b"small", 1, True)  # a new value
+        wait_until(lambda: sub.on("edge/dev1/cam0/person/snapshot"), 10, "the new snapshot")
+    finally:
+        sub.stop()
+    assert pub.stats()["reconnects"] == reconnects and pub.connected

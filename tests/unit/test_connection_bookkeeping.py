@@ -21,7 +21,7 @@ def new_connection() -> Connection:
 
 
 def _published(conn: Connection) -> list[str]:
-    return list(conn._sent.values())
+    return [sent.topic for sent in conn._sent.values()]
 
 
 def test_the_suback_says_online():
