@@ -6,7 +6,7 @@ keeps a blocked reader alive forever, and a flag checked between reads is never 
 attempt must end, shuts the connection's socket down; the reader's blocked ``recv``
 returns at once and :meth:`TransferGuard.check` turns that into the real reason. A
 blocked ``connect`` cannot be woken so: :meth:`TransferGuard.connect` connects without
-blocking and checks the guard between polls.
+blocking and checks the guard between polls, and resolves its name in a thread of its own.
 
 An attempt ends when:
 
@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple
 
 from edge_agent.errors import ModelUpdateError
 from edge_agent.redaction import mask_credentials
+from edge_agent.updates.lookup import RESOLVER
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +141,8 @@ class TransferGuard:
 
         A blocked ``connect`` (a host that went away drops the SYNs) is woken by neither
         ``shutdown`` nor a flag, so each address is connected without blocking and
-        polled every :data:`TICK`: cancel and every deadline hold while it hangs.
-        (Name resolution itself still blocks.)
+        polled every :data:`TICK`: cancel and every deadline hold while it hangs, and
+        while the name is resolved (:mod:`~edge_agent.updates.lookup`).
 
         Raises:
             GuardFailure: the attempt was ended meanwhile.
@@ -149,7 +150,7 @@ class TransferGuard:
         """
         host, port = address
         last: OSError | None = None
-        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        for family, kind, proto, _, where in RESOLVER.resolve(host, port, self.check, TICK):
             sock = socket.socket(family, kind, proto)
             try:
                 if source_address:

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from edge_agent.errors import ModelUpdateError
+from edge_agent.updates import guard, lookup
 from edge_agent.updates.download import Downloader
 from edge_agent.updates.transport import DownloadSettings
 from tests.support.chaos import figure
@@ -249,3 +250,40 @@ def test_the_attempt_deadline_holds_while_a_connect_hangs(black_hole, tmp_path):
     reason, message, took = failure(download, settings, url, tmp_path)
     assert reason == "timeout" and "attempt exceeded" in message, message
     assert took <= 2 + SLACK, took
+
+
+@pytest.fixture
+def dead_dns(monkeypatch):
+    """Name servers that drop every query: a lookup hangs until the test ends. Yields the
+    event a lookup sets when it starts."""
+    started, release = threading.Event(), threading.Event()
+
+    def getaddrinfo(*args):
+        started.set()
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(lookup, "RESOLVER", lookup.Resolver(getaddrinfo=getaddrinfo))
+    monkeypatch.setattr(guard, "RESOLVER", lookup.RESOLVER)
+    yield started
+    release.set()
+
+
+def test_cancel_interrupts_a_download_whose_name_lookup_hangs_within_1s(dead_dns, tmp_path):
+    dl = Downloader(DownloadSettings(**{**BASE, "connect_timeout": 30, "max_duration": 60}))
+    thread, outcome = _download_in_thread(dl, "http://updates.example.net/m.bin", tmp_path)
+    assert dead_dns.wait(10), "the download never looked the name up"
+    cancelled = time.monotonic()
+    dl.cancel.set()
+    thread.join(5)
+    took = time.monotonic() - cancelled
+    assert not thread.is_alive() and outcome == ["cancelled"], (outcome, took)
+    assert took <= 1.0, took
+
+
+def test_the_connect_timeout_holds_while_a_name_lookup_hangs(dead_dns, tmp_path):
+    settings = dict(connect_timeout=1, attempt_timeout=30)
+    url = "http://updates.example.net/m.bin"
+    reason, message, took = failure(download, settings, url, tmp_path)
+    assert dead_dns.is_set() and reason == "timeout" and "connect" in message, message
+    assert took <= 1 + SLACK, took
