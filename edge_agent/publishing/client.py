@@ -321,7 +321,7 @@ class MqttPublisher:
         """Connected: retained latest values, then the spool in order, then the queue."""
         conn, store, send = self._conn, self._store, self._delivery.send
         with conn.corked(len(self._outbox) > 1 or store.pending > 0):
-            for msg in self._outbox.take_dirty(conn.quota):  # the broker's Receive Maximum
+            for msg in self._outbox.take_dirty(conn.quota, conn.probing):  # Receive Maximum
                 self._delivery.publish(conn, msg._replace(retain=True))
             window = min(self.settings.max_inflight - len(self._inflight), conn.quota)
             if window > 0 and store.pending:

@@ -156,7 +156,6 @@ class Connection:
         self._errors = LastError()
         client.enable_logger(paho_logger(self._errors))
         self._sent: dict[int, Sent] = {}  # mid -> message, until acknowledged
-        self._last_unacked: Sent | None = None  # the last QoS 0 message (none is acked)
 
     def open(self, tcp: socket.socket | None = None) -> None:
         """TLS handshake (if any) and send CONNECT; the CONNACK arrives through :meth:`step`.
@@ -277,20 +276,21 @@ class Connection:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
         qos = min(qos, self.limits.max_qos)  # above the broker's Maximum QoS it drops us
+        if not qos and self.probing:  # acknowledged: a loss names it only if it was unread
+            qos = 1
         mid = self.client.publish(topic, payload, qos, retain and self.retains).mid
         if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)
             self._sent[mid] = Sent(topic, payload)
-        else:
-            self._last_unacked = Sent(topic, payload)
         return mid
 
     def suspect(self) -> Sent | None:
         """The message the broker ended a :attr:`probing` connection for: the one
-        unacknowledged, else the last QoS 0 one (None when not probing: with several
-        unacknowledged, the one that ended it is unknown)."""
+        unacknowledged (None when not probing: with several unacknowledged, the one that
+        ended it is unknown). While probing, QoS 0 publishes go at QoS 1: a QoS 0 one sent
+        long before the end (at the CONNACK, before a broker restart) was read."""
         if not self.probing:
             return None
-        return next(iter(self._sent.values()), self._last_unacked)
+        return next(iter(self._sent.values()), None)
 
     @property
     def probing(self) -> bool:

@@ -137,14 +137,15 @@ class Outbox:
         with self._lock:
             self._queue.extendleft(reversed(list(msgs)))
 
-    def take_dirty(self, limit: int | None = None) -> list[Outgoing]:
+    def take_dirty(self, limit: int | None = None, qos0: bool = False) -> list[Outgoing]:
         """The retained latest values not yet published, by topic (the first ``limit`` of
-        them QoS 1 or 2, any QoS 0 ones among them too); clears their marks."""
+        them QoS 1 or 2, any QoS 0 ones among them too, or counted with ``qos0``: sent at
+        QoS 1 while probing); clears their marks."""
         with self._lock:
             out: list[Outgoing] = []
             for topic in sorted(self._dirty):
                 msg = self._retained[topic]
-                if msg.qos and limit is not None:
+                if (msg.qos or qos0) and limit is not None:
                     if limit <= 0:
                         continue
                     limit -= 1

@@ -1,0 +1,41 @@
+"""Probing after short-lived connections (MQTT 3.1.1) against a broker restarted again
+and again: no good message may be taken for one the broker ends the connection for."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.broker import MOSQUITTO, MosquittoBroker, MqttSubscriber, wait_until
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto")
+
+STATE = "edge/dev1/cam0/mode"
+
+
+def test_a_retained_qos0_value_survives_a_broker_restarted_four_times(
+    tmp_path, mqtt_publisher_factory
+):
+    """Each restart ends a connection seconds after its CONNACK (the next one probes);
+    the QoS 0 value sent at every CONNACK was long read by the broker each time."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        pub = mqtt_publisher_factory(broker.port, protocol="3.1.1")
+        assert pub.wait_connected(10)
+        pub.publish(STATE, b"auto", 0, True)
+        for n in range(1, 5):
+            sub = MqttSubscriber(broker.host, broker.port, [STATE]).start()
+            wait_until(lambda sub=sub: sub.on(STATE), 10, f"the value before restart {n}")
+            sub.stop()
+            broker.stop()
+            wait_until(lambda: not pub.connected, 10, "the loss")
+            broker.start()
+            wait_until(lambda: pub.connected, 10, f"reconnected after restart {n}")
+        late = MqttSubscriber(broker.host, broker.port, [STATE]).start()
+        try:
+            wait_until(lambda: late.on(STATE), 10, "the value after the last restart")
+        finally:
+            late.stop()
+    finally:
+        broker.kill()
+    assert pub.stats()["refused"] == 0
