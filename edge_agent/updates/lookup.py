@@ -8,11 +8,13 @@ and waits in ticks, calling the caller's ``check`` between them, which raises wh
 attempt must end: the caller is free at once, and the lookup left behind finishes on its
 own (its answer is dropped). At most :data:`MAX_STUCK` lookups are left behind at once:
 while that many still hang, a new one fails at once instead of adding a thread at every
-retry for as long as the name servers stay dead.
+retry for as long as the name servers stay dead. An IP literal asks no name server: it
+is resolved at once, even while lookups hang.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from collections.abc import Callable
@@ -80,6 +82,8 @@ class Resolver:
             OSError: the name does not resolve, or :data:`MAX_STUCK` lookups still hang.
             Whatever ``check`` raises (the lookup is then left behind).
         """
+        if _ip_literal(host):  # numeric: no name server asked, it cannot hang
+            return self._getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
         with self._lock:
             self._stuck = [lookup for lookup in self._stuck if not lookup.done.is_set()]
             if len(self._stuck) >= self._max_stuck:
@@ -97,6 +101,15 @@ class Resolver:
                 self._stuck.append(lookup)
             raise
         return lookup.answer()
+
+
+def _ip_literal(host: str) -> bool:
+    """True for an IPv4 or IPv6 address (an IPv6 one with its ``%zone``)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 RESOLVER = Resolver()

@@ -75,3 +75,18 @@ def test_a_lookup_error_reaches_the_caller():
 
     with pytest.raises(socket.gaierror, match="not known"):
         Resolver(getaddrinfo=getaddrinfo).resolve("nope.invalid", 80, lambda: None, 0.01)
+
+
+@pytest.mark.parametrize("literal", ["192.0.2.9", "2001:db8::9", "fe80::1%lo"])
+def test_an_ip_literal_needs_no_name_servers_even_while_lookups_hang(literal):
+    """A download from http://192.0.2.9/ (or [2001:db8::9]) asks no name server: dead
+    name servers must not fail it."""
+    getaddrinfo, release = _hanging()
+    resolver = Resolver(max_stuck=1, getaddrinfo=getaddrinfo)
+    try:
+        with pytest.raises(_Ended):
+            resolver.resolve("dead.example", 443, _end_after(1), 0.01)
+        answer = resolver.resolve(literal, 443, lambda: None, 0.01)
+    finally:
+        release.set()
+    assert answer[0][4][1] == 443
