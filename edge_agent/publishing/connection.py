@@ -367,7 +367,8 @@ class Connection:
         )
         self.subscribed = True
         if not self._closing:  # after our "offline", a late "online" would stay retained
-            self.publish(self.topics.available, b"online", 1, True)
+            # Retained only with a retained will: else it would outlive the device.
+            self.publish(self.topics.available, b"online", 1, self._retain)
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:

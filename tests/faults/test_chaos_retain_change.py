@@ -1,0 +1,56 @@
+"""A broker reconfigured to keep retained messages while the device is connected to it
+unretained (its will included): what a later subscriber reads of the device's
+availability must not outlive the device."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.support.broker import MOSQUITTO, MosquittoBroker, MqttSubscriber, wait_until
+
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto")
+
+AVAILABLE = "edge/dev1/available"
+
+
+def _retained(broker: MosquittoBroker, topic: str) -> list[bytes]:
+    """What a subscriber that comes now reads retained on ``topic`` (retained messages
+    arrive before a message published after the SUBACK)."""
+    late = MqttSubscriber(broker.host, broker.port, [topic, "marker"], name="late").start()
+    try:
+        late.publish("marker", b"", 1)
+        wait_until(lambda: late.on("marker"), 10, "the marker")
+    finally:
+        late.stop()
+    return [m.payload for m in late.on(topic) if m.retain]
+
+
+def test_online_is_not_left_retained_by_a_connection_whose_will_is_unretained(
+    tmp_path, mqtt_publisher_factory
+):
+    broker = MosquittoBroker(tmp_path / "broker")
+    allowing = broker.config.read_text()
+    broker.config.write_text(allowing + "retain_available false\n")
+    broker.start()
+    try:
+        # No reconnect within 3 s of the device's death below (delays are 3..6 s).
+        pub = mqtt_publisher_factory(broker.port, protocol="5", reconnect_min=6, reconnect_max=6)
+        assert pub.wait_connected(10)
+        assert pub.stats()["retain_available"] is False
+        broker.stop()
+        broker.config.write_text(allowing)  # the admin allows retained messages again
+        broker.start()
+        watch = MqttSubscriber(broker.host, broker.port, [AVAILABLE]).start()
+        # The connection after the restart still has the unretained will it learned.
+        wait_until(lambda: watch.on(AVAILABLE), 40, "online after the restart")
+        assert pub.stats()["retain_available"] is True
+        pub._conn.client.socket().shutdown(socket.SHUT_RDWR)  # the device dies: no DISCONNECT
+        wait_until(lambda: len(watch.on(AVAILABLE)) >= 2, 10, "the will")
+        watch.stop()
+        late = _retained(broker, AVAILABLE)
+    finally:
+        broker.kill()
+    assert [m.payload for m in watch.on(AVAILABLE)] == [b"online", b"offline"]
+    assert late != [b"online"], "a dead device stays online for every later subscriber"
