@@ -39,3 +39,31 @@ def test_a_retained_qos0_value_survives_a_broker_restarted_four_times(
     finally:
         broker.kill()
     assert pub.stats()["refused"] == 0
+
+
+def test_results_replaying_from_the_spool_survive_a_broker_killed_after_every_connect(
+    tmp_path, mqtt_publisher_factory
+):
+    """A broker that crashes right after each connect (a crash loop) while the spool
+    replays: whatever is in flight at each crash is a good result."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    pub = mqtt_publisher_factory(broker.port, protocol="3.1.1")
+    try:
+        assert pub.wait_connected(10)
+        broker.kill()
+        wait_until(lambda: not pub.connected, 10, "the loss")
+        for seq in range(300):
+            pub.publish_result({"seq": seq, "pad": "p" * 200})
+        wait_until(lambda: pub.stats()["spool_pending"] == 300, 10, "spooled")
+        for n in range(6):
+            broker.start()
+            wait_until(lambda: pub.stats()["replayed"] > 0 or pub.connected, 10, f"connect {n}")
+            broker.kill()
+            wait_until(lambda: not pub.connected, 10, f"loss {n}")
+        broker.start()
+        wait_until(lambda: pub.stats()["spool_pending"] == 0, 30, "the spool replayed")
+    finally:
+        broker.kill()
+    stats = pub.stats()
+    assert (stats["refused"], stats["replayed"]) == (0, 300), stats
