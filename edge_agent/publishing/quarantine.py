@@ -13,8 +13,9 @@ broker's reset may discard the acknowledgements of those before it). When ``REPE
 probing connections in a row end with the same message unacknowledged, that message is
 refused from then on like one the broker refused: counted, logged, reported as the link's
 error, released in order (its spool record committed), and not sent again by this
-process. A link that merely flaps acknowledges something between two losses, which
-starts the count again.
+process. A loss with another message unacknowledged, or none, starts the count again
+(acknowledgements in between do not: a link that drops while the same good message is in
+flight, three times in a row, has it refused too).
 
 Owned by the publisher thread.
 """
