@@ -276,7 +276,7 @@ class Connection:
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """Send a message; returns its message id (acknowledged later via ``on_ack``)."""
         qos = min(qos, self.limits.max_qos)  # above the broker's Maximum QoS it drops us
-        if not qos and self.probing:  # acknowledged: a loss names it only if it was unread
+        if not qos and self.probing and self.limits.max_qos:  # acked: named only if unread
             qos = 1
         mid = self.client.publish(topic, payload, qos, retain and self.retains).mid
         if qos:  # a QoS 0 publish has no PUBACK to pop it (paho may report it already)

@@ -3,7 +3,10 @@ after its "offline"."""
 
 from __future__ import annotations
 
+import time
+
 from edge_agent.publishing.connection import Connection
+from edge_agent.publishing.packet_bound import BrokerLimits
 from edge_agent.publishing.settings import MqttSettings
 from edge_agent.publishing.topics import Topics
 
@@ -48,3 +51,17 @@ def test_qos_0_publishes_are_not_kept_waiting_for_an_acknowledgement():
     assert _published(conn) == []
     conn.publish("edge/box1/results", b"{}", 1, False)
     assert _published(conn) == ["edge/box1/results"]
+
+
+def test_while_probing_qos_0_goes_at_qos_1_but_never_above_the_brokers_maximum_qos():
+    """QoS 1 names the message a probing connection ends with; above an MQTT 5 broker's
+    Maximum QoS 0 the publish would end the connection itself."""
+    conn = new_connection()
+    conn._probe_until = time.monotonic() + 60  # probing
+    conn.publish("edge/box1/stats", b"{}", 0, False)
+    assert _published(conn) == ["edge/box1/stats"] and conn.quota == 0
+    conn = new_connection()
+    conn._probe_until = time.monotonic() + 60
+    conn.limits = BrokerLimits(max_qos=0)
+    conn.publish("edge/box1/stats", b"{}", 0, False)
+    assert _published(conn) == [] and conn.quota == 1
