@@ -51,7 +51,7 @@ class Outbox:
         self._lock = threading.Lock()
         self._queue: collections.deque[Outgoing] = collections.deque()
         self._retained: dict[str, Outgoing] = {}
-        self._dirty: set[str] = set()
+        self._dirty: dict[str, None] = {}  # topics, in the order they were marked
         self.overflowed = 0
         self.durable_put = self.durable_overflowed = 0  # for the publisher's loss ledger
 
@@ -90,7 +90,7 @@ class Outbox:
                 self._latest[msg.topic] = msg
             if msg.retain and not msg.durable:
                 self._retained[msg.topic] = msg
-                self._dirty.add(msg.topic)
+                self._dirty[msg.topic] = None
                 return None
             if msg.retain:  # durable and retained: every one is sent, in order, and the
                 self._retained[msg.topic] = msg  # latest is re-published after a reconnect
@@ -138,19 +138,20 @@ class Outbox:
             self._queue.extendleft(reversed(list(msgs)))
 
     def take_dirty(self, limit: int | None = None, qos0: bool = False) -> list[Outgoing]:
-        """The retained latest values not yet published, by topic (the first ``limit`` of
+        """The retained latest values not yet published, as marked (the first ``limit`` of
         them QoS 1 or 2, any QoS 0 ones among them too, or counted with ``qos0``: sent at
         QoS 1 while probing); clears their marks."""
         with self._lock:
             out: list[Outgoing] = []
-            for topic in sorted(self._dirty):
+            for topic in self._dirty:
                 msg = self._retained[topic]
                 if (msg.qos or qos0) and limit is not None:
                     if limit <= 0:
                         continue
                     limit -= 1
                 out.append(msg)
-            self._dirty.difference_update(m.topic for m in out)
+            for m in out:
+                del self._dirty[m.topic]
             return out
 
     def repeat(self, topic: str) -> bool:
@@ -162,7 +163,7 @@ class Outbox:
         """
         with self._lock:
             if topic in self._retained:
-                self._dirty.add(topic)
+                self._dirty[topic] = None
                 return True
             latest = self._latest.get(topic)
             if latest is None:
@@ -174,7 +175,7 @@ class Outbox:
     def mark_retained_dirty(self) -> None:
         """Mark every retained latest value for re-publishing (after a reconnect)."""
         with self._lock:
-            self._dirty.update(self._retained)
+            self._dirty.update(dict.fromkeys(self._retained))  # after those marked already
 
 
 class Inflight(NamedTuple):

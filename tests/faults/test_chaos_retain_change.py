@@ -54,3 +54,32 @@ def test_online_is_not_left_retained_by_a_connection_whose_will_is_unretained(
         broker.kill()
     assert [m.payload for m in watch.on(AVAILABLE)] == [b"online", b"offline"]
     assert late != [b"online"], "a dead device stays online for every later subscriber"
+
+
+def test_on_home_assistants_birth_the_configs_go_before_the_states(
+    tmp_path, mqtt_publisher_factory
+):
+    """A broker without retained messages: Home Assistant subscribes an entity's state
+    topic when it reads its config; a state sent before it is lost until it changes."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.config.write_text(broker.config.read_text() + "retain_available false\n")
+    broker.start()
+    config, state = "homeassistant/sensor/dev1_cam0_person/config", "edge/dev1/cam0/person/count"
+    try:
+        early = MqttSubscriber(broker.host, broker.port, ["#"]).start()
+        pub = mqtt_publisher_factory(broker.port, protocol="5")
+        assert pub.wait_connected(10)
+        pub.publish(state, b"2", 1, True)
+        pub.publish(config, b"{}", 1, True)
+        wait_until(lambda: early.on(config) and early.on(state), 10, "both, before the birth")
+        early.stop()
+        ha = MqttSubscriber(broker.host, broker.port, ["#"], name="ha").start()
+        # HaDiscovery._republish: every config again, then republish_latest().
+        pub.publish(config, b"{}", 1, True)
+        pub.republish_latest()
+        wait_until(lambda: ha.on(config) and ha.on(state), 10, "the config and the state")
+        ha.stop()
+    finally:
+        broker.kill()
+    topics = [m.topic for m in ha.messages if m.topic in (config, state)]
+    assert topics.index(config) < topics.index(state), topics

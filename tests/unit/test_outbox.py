@@ -35,13 +35,16 @@ def test_retained_keeps_latest_per_topic_and_can_be_marked_again():
     box.put(_msg(2, durable=False, retain=True, topic="s"))
     box.put(_msg(3, durable=False, retain=True, topic="m"))
     assert len(box) == 0  # not queued
-    assert box.take_dirty() == [
-        _msg(3, durable=False, retain=True, topic="m"),
+    assert box.take_dirty() == [  # in the order marked
         _msg(2, durable=False, retain=True, topic="s"),
+        _msg(3, durable=False, retain=True, topic="m"),
     ]
     assert box.take_dirty() == []
     box.mark_retained_dirty()
-    assert [m.payload for m in box.take_dirty()] == [b"3", b"2"]
+    assert [m.payload for m in box.take_dirty()] == [b"2", b"3"]
+    box.put(_msg(4, durable=False, retain=True, topic="m"))  # marked first: sent first
+    box.mark_retained_dirty()
+    assert [m.payload for m in box.take_dirty()] == [b"4", b"2"]
 
 
 def test_repeat_sends_the_latest_live_status_again():
