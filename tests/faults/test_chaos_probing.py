@@ -41,14 +41,15 @@ def test_a_retained_qos0_value_survives_a_broker_restarted_four_times(
     assert pub.stats()["refused"] == 0
 
 
+@pytest.mark.parametrize("qos", [0, 1])
 def test_results_replaying_from_the_spool_survive_a_broker_killed_after_every_connect(
-    tmp_path, mqtt_publisher_factory
+    tmp_path, mqtt_publisher_factory, qos
 ):
     """A broker that crashes right after each connect (a crash loop) while the spool
     replays: whatever is in flight at each crash is a good result."""
     broker = MosquittoBroker(tmp_path / "broker")
     broker.start()
-    pub = mqtt_publisher_factory(broker.port, protocol="3.1.1")
+    pub = mqtt_publisher_factory(broker.port, protocol="3.1.1", qos_results=qos)
     try:
         assert pub.wait_connected(10)
         broker.kill()
