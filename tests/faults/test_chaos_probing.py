@@ -68,3 +68,29 @@ def test_results_replaying_from_the_spool_survive_a_broker_killed_after_every_co
         broker.kill()
     stats = pub.stats()
     assert (stats["refused"], stats["replayed"]) == (0, 300), stats
+
+
+def test_a_retained_qos1_value_survives_a_broker_killed_right_after_every_connect(
+    tmp_path, mqtt_publisher_factory
+):
+    """Re-sent first at every CONNACK, a retained value is often the one in flight when a
+    crash-looping broker dies: it is a good message all the same."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    pub = mqtt_publisher_factory(broker.port, protocol="3.1.1")
+    try:
+        assert pub.wait_connected(10)
+        pub.publish(STATE, b"x" * 1000, 1, True)
+        for n in range(8):
+            wait_until(lambda: pub.connected, 10, f"connect {n}")
+            broker.kill()
+            wait_until(lambda: not pub.connected, 10, f"loss {n}")
+            broker.start()
+        late = MqttSubscriber(broker.host, broker.port, [STATE]).start()
+        try:
+            wait_until(lambda: late.on(STATE), 10, "the value after the last restart")
+        finally:
+            late.stop()
+    finally:
+        broker.kill()
+    assert pub.stats()["refused"] == 0
