@@ -13,6 +13,7 @@ from tests.support.broker import MOSQUITTO, MosquittoBroker, MqttSubscriber, wai
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto")
 
 AVAILABLE = "edge/dev1/available"
+STATE = "edge/dev1/cam0/mode"
 
 
 def _retained(broker: MosquittoBroker, topic: str) -> list[bytes]:
@@ -83,3 +84,31 @@ def test_on_home_assistants_birth_the_configs_go_before_the_states(
         broker.kill()
     topics = [m.topic for m in ha.messages if m.topic in (config, state)]
     assert topics.index(config) < topics.index(state), topics
+
+
+def test_of_two_brokers_only_the_one_without_retained_messages_gets_them_unretained(
+    tmp_path, mqtt_publisher_factory
+):
+    plain = MosquittoBroker(tmp_path / "plain")
+    bare = MosquittoBroker(tmp_path / "bare")
+    bare.config.write_text(bare.config.read_text() + "retain_available false\n")
+    bare.start()
+    plain.start()
+    try:
+        hosts = (f"{bare.host}:{bare.port}", f"{plain.host}:{plain.port}")
+        pub = mqtt_publisher_factory(1883, hosts=hosts, protocol="auto")
+        assert pub.wait_connected(10)
+        assert pub.stats()["retain_available"] is False
+        pub.publish(STATE, b"auto", 1, True)
+        bare.kill()  # fails over to the broker that keeps retained messages
+        wait_until(lambda: pub.connected and pub.broker.endswith(str(plain.port)), 20, "plain")
+        wait_until(lambda: _retained(plain, STATE) == [b"auto"], 10, "the value retained")
+        assert _retained(plain, AVAILABLE) == [b"online"]
+        assert pub.stats()["retain_available"] is True
+        plain.kill()
+        bare.start()  # back: unretained again, connected at once
+        wait_until(lambda: pub.connected and pub.broker.endswith(str(bare.port)), 20, "bare")
+        assert pub.stats()["retain_available"] is False
+    finally:
+        bare.kill()
+        plain.kill()
