@@ -90,7 +90,7 @@ class Connection:
         topics: the device's topics (LWT, availability, command filters).
         context: TLS context or None.
         on_connected: called after a successful CONNACK.
-        on_ack: called as ``on_ack(mid, topic, refused)`` for each acknowledged publish
+        on_ack: called as ``on_ack(mid, sent, refused)`` for each acknowledged publish
             (PUBACK/PUBCOMP, or written to the socket for QoS 0); ``refused`` is the
             reason of an MQTT 5 PUBACK/PUBREC with a failure code (the broker did not
             take the message), else None.
@@ -116,7 +116,7 @@ class Connection:
         context: ssl.SSLContext | None,
         *,
         on_connected: Callable[[], None],
-        on_ack: Callable[[int, str, str | None], None],
+        on_ack: Callable[[int, Sent, str | None], None],
         on_message: Callable[[mqtt.MQTTMessage], None],
         protocol: int = mqtt.MQTTv311,
         connack_timeout: float | None = None,
@@ -372,13 +372,13 @@ class Connection:
 
     @_safe
     def _cb_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        topic = self._sent.pop(mid, _UNKNOWN).topic
+        sent = self._sent.pop(mid, _UNKNOWN)
         refused = str(reason_code) if reason_code.is_failure else None
         if reason_code.value in _TRANSIENT_PUBACK:
             # Not acknowledged: the message stays in flight and is spooled and sent again.
-            self._fail(f"broker refused a publish to {topic} for now: {reason_code}")
+            self._fail(f"broker refused a publish to {sent.topic} for now: {reason_code}")
             return
-        self._on_ack(mid, topic, refused)
+        self._on_ack(mid, sent, refused)
 
     @_safe
     def _cb_message(self, client, userdata, msg) -> None:

@@ -76,13 +76,14 @@ class Delivery:
         conn.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         return True
 
-    def ack(self, mid: int, topic: str, refused: str | None) -> None:
-        """A PUBACK/PUBCOMP (``refused``: its failure reason): release what is now fully
-        acknowledged, in order."""
+    def ack(self, mid: int, sent: Sent, refused: str | None) -> None:
+        """A PUBACK/PUBCOMP of ``sent`` (``refused``: its failure reason): release what is
+        now fully acknowledged, in order."""
         if refused is not None:
-            self._problems.refused_publish(topic, refused)
+            self._problems.refused_publish(sent.topic, refused)
         else:
-            self._problems.accepted(topic)
+            self._problems.accepted(sent.topic)
+            self._quarantine.acked(sent)
         self._release(self._inflight.ack(mid, refused=refused is not None))
 
     def settle(self, items: list[Inflight]) -> None:

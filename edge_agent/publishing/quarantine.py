@@ -13,9 +13,11 @@ broker's reset may discard the acknowledgements of those before it). When ``REPE
 probing connections in a row end with the same message unacknowledged, that message is
 refused from then on like one the broker refused: counted, logged, reported as the link's
 error, released in order (its spool record committed), and not sent again by this
-process. A loss with another message unacknowledged, or none, starts the count again
-(acknowledgements in between do not: a link that drops while the same good message is in
-flight, three times in a row, has it refused too).
+process. A loss with another message unacknowledged, or none, starts the count again,
+and so does an acknowledgement of that message: a broker that took it once does not end
+connections for it (a retained value, sent again at every CONNACK, is often acknowledged
+between losses). A link that drops three times in a row while the same good message is
+the one in flight, never acknowledged, has it refused too.
 
 Owned by the publisher thread.
 """
@@ -78,6 +80,15 @@ class Quarantine:
             old, _ = self._refused.popitem(last=False)
             self._sizes[old.topic, old.size] -= 1
         return suspect
+
+    def acked(self, sent: Sent) -> None:
+        """The broker acknowledged ``sent``: if it is the message being counted, the count
+        starts again (free for any other message)."""
+        last = self._last
+        if last is None or sent.topic != last.topic or len(sent.payload) != last.size:
+            return
+        if suspect_of(sent) == last:
+            self._last, self._count = None, 0
 
     def refuses(self, topic: str, payload: bytes) -> str | None:
         """Why this message is not sent (None if it is): the broker ended the connection

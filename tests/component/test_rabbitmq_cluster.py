@@ -77,7 +77,7 @@ def test_last_will_written_on_a_reaches_b(rabbit_cluster, operator_on_b):
         topics,
         None,
         on_connected=lambda: None,
-        on_ack=lambda mid: None,
+        on_ack=lambda *args: None,
         on_message=lambda msg: None,
     )
     conn.open()

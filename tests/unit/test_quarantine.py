@@ -41,3 +41,20 @@ def test_only_the_latest_refused_messages_are_remembered():
             q.lost(sent)
     assert q.refuses("t", made[0].payload) is None  # forgotten: sent (and tested) again
     assert q.refuses("t", made[1].payload) and q.refuses("t", made[-1].payload)
+
+
+def test_an_acknowledgement_of_the_counted_message_starts_the_count_again():
+    """A broker that took a message once does not end connections for it: a retained
+    value, sent again at every CONNACK, is often in flight when a flapping link drops."""
+    q = Quarantine()
+    for _ in range(REPEATS - 1):
+        assert q.lost(BIG) is None
+    q.acked(Sent(BIG.topic, b"y" * 4000))  # another message of the same topic and size
+    q.acked(Sent("ea/box/events", BIG.payload))
+    assert q.lost(BIG) is not None  # those did not count: the third loss refuses it
+    q2 = Quarantine()
+    for _ in range(REPEATS - 1):
+        q2.lost(BIG)
+    q2.acked(BIG)
+    assert [q2.lost(BIG) for _ in range(REPEATS - 1)] == [None] * (REPEATS - 1)
+    assert q2.refuses(BIG.topic, BIG.payload) is None
